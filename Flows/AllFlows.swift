@@ -1,0 +1,9 @@
+import FlowKit
+
+/// Every flow this build of `flowctl` knows, handed to the command tree in `main.swift`.
+public let allFlows: [Flow] = [
+    catalunyaDataPipeline,
+    lakehouseEndToEnd,
+    exampleRetry,
+    exampleSleep,
+]

@@ -1,0 +1,35 @@
+import FlowKit
+import Foundation
+
+/// Fails its first try and succeeds on the second: shows retries in demos and fault tests.
+public let exampleRetry = Flow(
+    "example_retry",
+    description: "one task that fails on try 1 and succeeds on try 2",
+    tags: ["example"],
+    defaults: TaskOptions(retry: RetryPolicy(retries: 2, delay: .seconds(1)))
+) { f in
+    f.task("flaky") { ctx in
+        if ctx.tryNumber == 1 { throw TaskError("failing on purpose on try 1") }
+        ctx.log("succeeded on try \(ctx.tryNumber)")
+        return ["try": .int(ctx.tryNumber)]
+    }
+}
+
+/// One task that sleeps for `conf.seconds` (default 10): for cancel, timeout and fault tests.
+public let exampleSleep = Flow(
+    "example_sleep",
+    description: "sleeps for conf.seconds",
+    tags: ["example"],
+    params: [Param("seconds", .number, default: 10)]
+) { f in
+    f.task("sleep") { ctx in
+        let seconds = ctx.param("seconds")?.doubleValue ?? 10
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            try ctx.checkCancellation()
+            try await Task.sleep(for: .milliseconds(min(100, max(1, Int(deadline.timeIntervalSinceNow * 1000)))))
+        }
+        ctx.log("slept \(seconds)s")
+        return ["slept": .double(seconds)]
+    }
+}

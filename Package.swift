@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "FlowKit",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "FlowKit", targets: ["FlowKit"]),
+        .library(name: "FlowCommands", targets: ["FlowCommands"]),
+        .library(name: "Scheduler", targets: ["Scheduler"]),
+        .library(name: "WorkerRuntime", targets: ["WorkerRuntime"]),
+        .library(name: "FlowServer", targets: ["FlowServer"]),
+        .executable(name: "flowctl", targets: ["flowctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+    ],
+    targets: [
+        // C bindings (Debian's libpq-dev and libhiredis-dev).
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis",
+                       providers: [.apt(["libhiredis-dev"])]),
+
+        // Small focused modules below the ones DESIGN.md names.
+        .target(name: "PostgresClient", dependencies: ["CLibPQ"]),
+        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        .target(name: "FlowKit"),
+        .target(name: "CeleryProtocol", dependencies: ["FlowKit", "RedisClient"]),
+
+        .target(name: "Scheduler", dependencies: [
+            "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "WorkerRuntime", dependencies: [
+            "FlowKit", "RedisClient", "CeleryProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FlowServer", dependencies: [
+            "Scheduler", "FlowKit", "PostgresClient", "RedisClient",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FlowCommands", dependencies: [
+            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Flows", dependencies: ["FlowKit"], path: "Flows",
+                exclude: ["README.md"], resources: [.copy("Resources")]),
+        .executableTarget(name: "flowctl", dependencies: ["FlowCommands", "Flows"]),
+
+        .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SchedulerTests", dependencies: [
+            "Scheduler", "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "WorkerRuntime",
+            "FlowServer", "FlowCommands", "Flows",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

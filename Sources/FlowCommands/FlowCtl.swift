@@ -1,0 +1,49 @@
+import ArgumentParser
+import FlowKit
+import Foundation
+
+/// The `flowctl` command tree. A package with its own flows builds its own `flowctl` with a
+/// `main.swift` of one line: `await FlowCtl.main(flows: myFlows)`.
+public struct FlowCtl: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "flowctl",
+        abstract: "FlowKit: declare data flows in Swift and run them.",
+        subcommands: [
+            StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
+            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self,
+        ]
+    )
+
+    public init() {}
+
+    /// Runs the command line with `flows` as the flows this binary knows.
+    public static func main(flows: [Flow]) async {
+        FlowCatalog.flows = flows
+        await main()
+    }
+}
+
+/// The flows handed to `FlowCtl.main`, set once before the command line is parsed.
+enum FlowCatalog {
+    nonisolated(unsafe) static var flows: [Flow] = []
+
+    static func registry() throws -> FlowRegistry {
+        do { return try FlowRegistry(flows) } catch {
+            throw CLIError("invalid flow: \(error)")
+        }
+    }
+}
+
+/// An error shown to the user as one line, with the exit code it deserves.
+struct CLIError: Error, CustomStringConvertible {
+    let message: String
+    let code: Int32
+    init(_ message: String, code: Int32 = 1) { self.message = message; self.code = code }
+    var description: String { message }
+}
+
+/// Prints `message` on stderr and exits with `code`.
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+    exit(code)
+}

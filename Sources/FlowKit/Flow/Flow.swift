@@ -1,0 +1,150 @@
+import Foundation
+
+/// A flow: a named graph of tasks with a schedule — FlowKit's DAG.
+///
+/// ```swift
+/// let flow = Flow("diamond", schedule: .cron("0 6 * * *", timeZone: "Europe/Madrid")) { f in
+///     let extract = f.task("extract") { ctx in ["rows": 10] }
+///     let left = f.task("left") { _ in nil }
+///     let right = f.shell("right", script: "echo right")
+///     let join = f.task("join") { ctx in ctx.upstream["left"] }
+///     extract --> [left, right] --> join
+///     join --> f.task("publish") { _ in nil }
+/// }
+/// ```
+public struct Flow: Sendable {
+    public let id: String
+    public var description: String
+    public var owner: String
+    public var tags: [String]
+    public var schedule: Schedule?
+    /// When off (the default), a scheduler that was down runs only the latest missed tick.
+    public var catchup: Bool
+    public var maxActiveRuns: Int
+    public var params: [Param]
+    /// Options every task takes unless it sets its own.
+    public var defaults: TaskOptions
+    public private(set) var tasks: [FlowTask]
+
+    public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
+                schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16,
+                params: [Param] = [], defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
+        self.id = id
+        self.description = description
+        self.owner = owner
+        self.tags = tags
+        self.schedule = schedule
+        self.catchup = catchup
+        self.maxActiveRuns = maxActiveRuns
+        self.params = params
+        self.defaults = defaults
+        let builder = FlowBuilder()
+        build(builder)
+        self.tasks = builder.tasks
+    }
+
+    public func task(_ id: String) -> FlowTask? { tasks.first { $0.id == id } }
+
+    /// A task's options with the flow's defaults filled in, and FlowKit's own defaults last.
+    public func effectiveOptions(_ task: FlowTask) -> TaskOptions {
+        var o = task.options.merged(over: defaults)
+        o.retry = o.retry ?? RetryPolicy.none
+        o.queue = o.queue ?? defaultQueue
+        o.priority = o.priority ?? 0
+        o.triggerRule = o.triggerRule ?? .allSuccess
+        return o
+    }
+}
+
+/// Collects a flow's tasks and their dependencies while the flow is declared.
+public final class FlowBuilder {
+    var tasks: [FlowTask] = []
+
+    init() {}
+
+    /// A Swift task. The closure's return value is the task's result.
+    @discardableResult
+    public func task(_ id: String, after upstream: [TaskRef] = [], description: String = "",
+                     retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
+                     priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                     _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
+        add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     description: description))
+    }
+
+    /// A shell task running `script` with `/bin/sh -c`.
+    @discardableResult
+    public func shell(_ id: String, script: String, environment: [String: String] = [:], workingDirectory: String? = nil,
+                      after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
+                      timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
+                      triggerRule: TriggerRule? = nil) -> TaskRef {
+        add(FlowTask(id: id, body: .shell(.script(script, environment: environment, workingDirectory: workingDirectory)),
+                     upstream: upstream.map(\.id),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     description: description))
+    }
+
+    /// A shell task running `argv` directly, with no shell in between.
+    @discardableResult
+    public func shell(_ id: String, argv: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
+                      after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
+                      timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
+                      triggerRule: TriggerRule? = nil) -> TaskRef {
+        add(FlowTask(id: id, body: .shell(ShellCommand(argv: argv, environment: environment, workingDirectory: workingDirectory)),
+                     upstream: upstream.map(\.id),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     description: description))
+    }
+
+    /// A task that a Celery worker executes under `name` (for example a Python task).
+    @discardableResult
+    public func celery(_ id: String, name: String, after upstream: [TaskRef] = [], queue: String? = nil,
+                       retry: RetryPolicy? = nil, timeout: Duration? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
+        add(FlowTask(id: id, body: .celery(name: name), upstream: upstream.map(\.id),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, triggerRule: triggerRule)))
+    }
+
+    private func add(_ task: FlowTask) -> TaskRef {
+        tasks.append(task)
+        return TaskRef(id: task.id, index: tasks.count - 1, builder: self)
+    }
+
+    func addEdge(from upstream: TaskRef, to downstream: TaskRef) {
+        if !tasks[downstream.index].upstream.contains(upstream.id) {
+            tasks[downstream.index].upstream.append(upstream.id)
+        }
+    }
+}
+
+/// `a --> b --> c` chains left to right, like Airflow's `>>` (Swift's `>>` cannot chain).
+precedencegroup FlowDependencyPrecedence {
+    associativity: left
+    higherThan: AssignmentPrecedence
+}
+infix operator --> : FlowDependencyPrecedence
+
+/// A task declared in a `FlowBuilder`; `a --> b` makes `b` run after `a`.
+public struct TaskRef {
+    public let id: String
+    let index: Int
+    let builder: FlowBuilder
+}
+
+@discardableResult
+public func --> (lhs: TaskRef, rhs: TaskRef) -> TaskRef {
+    lhs.builder.addEdge(from: lhs, to: rhs)
+    return rhs
+}
+
+@discardableResult
+public func --> (lhs: TaskRef, rhs: [TaskRef]) -> [TaskRef] {
+    for r in rhs { lhs.builder.addEdge(from: lhs, to: r) }
+    return rhs
+}
+
+@discardableResult
+public func --> (lhs: [TaskRef], rhs: TaskRef) -> TaskRef {
+    for l in lhs { l.builder.addEdge(from: l, to: rhs) }
+    return rhs
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// The stable JSON form of a flow: what the database stores, the API returns, and the
+/// scheduler runs from. Keys are sorted, so the same flow always hashes the same.
+public struct FlowDefinition: Sendable, Hashable, Codable {
+    public struct TaskDefinition: Sendable, Hashable, Codable {
+        public var id: String
+        public var kind: String
+        public var description: String
+        public var upstream: [String]
+        public var retry: RetryPolicy
+        public var timeoutSeconds: Double?
+        public var queue: String
+        public var priority: Int
+        public var triggerRule: TriggerRule
+        public var command: ShellCommand?
+        public var celeryName: String?
+    }
+
+    public var id: String
+    public var description: String
+    public var owner: String
+    public var tags: [String]
+    public var schedule: Schedule?
+    public var catchup: Bool
+    public var maxActiveRuns: Int
+    public var params: [Param]
+    public var tasks: [TaskDefinition]
+    /// `[upstream, downstream]` pairs, sorted.
+    public var edges: [[String]]
+
+    public init(_ flow: Flow) {
+        id = flow.id
+        description = flow.description
+        owner = flow.owner
+        tags = flow.tags
+        schedule = flow.schedule
+        catchup = flow.catchup
+        maxActiveRuns = flow.maxActiveRuns
+        params = flow.params
+        tasks = flow.tasks.map { t in
+            let o = flow.effectiveOptions(t)
+            var command: ShellCommand?
+            var celeryName: String?
+            switch t.body {
+            case .shell(let c): command = c
+            case .celery(let n): celeryName = n
+            case .closure: break
+            }
+            return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
+                                  retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
+                                  priority: o.priority!, triggerRule: o.triggerRule!, command: command,
+                                  celeryName: celeryName)
+        }
+        edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
+    }
+
+    /// Compact JSON with sorted keys.
+    public func json() throws -> String { try StableJSON.string(self) }
+
+    /// SHA-256 of `json()`, in hex: a new flow version exists exactly when this changes.
+    public func contentHash() throws -> String { SHA256.hex(try StableJSON.encode(self)) }
+
+    public static func decode(_ json: String) throws -> FlowDefinition {
+        try JSONDecoder().decode(FlowDefinition.self, from: Data(json.utf8))
+    }
+
+    public func task(_ id: String) -> TaskDefinition? { tasks.first { $0.id == id } }
+}
+
+/// A flow definition indexed for the scheduler: downstream lists, roots and leaves.
+public struct FlowGraph: Sendable {
+    public let definition: FlowDefinition
+    public let tasks: [String: FlowDefinition.TaskDefinition]
+    public let downstream: [String: [String]]
+    public let roots: [String]
+    public let leaves: Set<String>
+
+    public init(_ definition: FlowDefinition) {
+        self.definition = definition
+        tasks = Dictionary(uniqueKeysWithValues: definition.tasks.map { ($0.id, $0) })
+        var down: [String: [String]] = [:]
+        for t in definition.tasks { for u in t.upstream { down[u, default: []].append(t.id) } }
+        downstream = down
+        roots = definition.tasks.filter { $0.upstream.isEmpty }.map(\.id)
+        leaves = Set(definition.tasks.filter { down[$0.id] == nil }.map(\.id))
+    }
+
+    /// Every task that depends, directly or not, on one of `ids`.
+    public func descendants(of ids: [String]) -> Set<String> {
+        var out = Set<String>()
+        var work = ids
+        while let n = work.popLast() {
+            for d in downstream[n] ?? [] where out.insert(d).inserted { work.append(d) }
+        }
+        return out
+    }
+}

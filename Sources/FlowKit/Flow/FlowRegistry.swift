@@ -1,0 +1,38 @@
+/// The flows a FlowKit binary was built with, validated once when registered.
+///
+/// ```swift
+/// let registry = try FlowRegistry([catalunyaDataPipeline, lakehouseEndToEnd])
+/// ```
+public struct FlowRegistry: Sendable {
+    public let flows: [Flow]
+    private let byId: [String: Flow]
+
+    public init(_ flows: [Flow]) throws {
+        var seen = Set<String>()
+        for f in flows {
+            try f.validate()
+            guard seen.insert(f.id).inserted else { throw FlowValidationError.duplicateFlow(f.id) }
+        }
+        self.flows = flows
+        self.byId = Dictionary(uniqueKeysWithValues: flows.map { ($0.id, $0) })
+    }
+
+    public subscript(id: String) -> Flow? { byId[id] }
+
+    public var ids: [String] { flows.map(\.id).sorted() }
+
+    /// The flow, or an error that lists the known ones.
+    public func flow(_ id: String) throws -> Flow {
+        if let f = byId[id] { return f }
+        throw UnknownFlowError(id: id, known: ids)
+    }
+}
+
+public struct UnknownFlowError: Error, CustomStringConvertible, Sendable {
+    public let id: String
+    public let known: [String]
+    public var description: String {
+        let hint = nearest(id, among: known).map { "; did you mean `\($0)`?" } ?? ""
+        return "unknown flow `\(id)`\(hint) (known: \(known.joined(separator: ", ")))"
+    }
+}

@@ -1,0 +1,47 @@
+/// What a task does when it runs.
+public enum TaskBody: Sendable {
+    /// Swift code; the value it returns is the task's result, readable by downstream tasks.
+    case closure(@Sendable (TaskContext) async throws -> JSONValue?)
+    /// A process; its last line of stdout, parsed as JSON when it is JSON, is the result.
+    case shell(ShellCommand)
+    /// A task executed by a Celery worker under this name (e.g. a Python task).
+    case celery(name: String)
+
+    var kind: String {
+        switch self {
+        case .closure: return "swift"
+        case .shell: return "shell"
+        case .celery: return "celery"
+        }
+    }
+}
+
+/// One task of a flow: an id, what it runs, its upstream tasks and options.
+public struct FlowTask: Sendable {
+    public let id: String
+    public let body: TaskBody
+    public internal(set) var upstream: [String]
+    public var options: TaskOptions
+    public var description: String
+
+    public init(id: String, body: TaskBody, upstream: [String] = [], options: TaskOptions = .init(), description: String = "") {
+        self.id = id
+        self.body = body
+        self.upstream = upstream
+        self.options = options
+        self.description = description
+    }
+}
+
+/// The largest result a task may return, in bytes of compact JSON; results travel through
+/// Redis and PostgreSQL and are handed to every downstream task.
+public let maxResultBytes = 64 * 1024
+
+/// Checks a task's result against `maxResultBytes`.
+public func checkResultSize(_ value: JSONValue, task: String) throws -> String {
+    let json = value.compactJSON
+    if json.utf8.count > maxResultBytes {
+        throw TaskError("task `\(task)` returned a result of \(json.utf8.count) bytes; results are capped at \(maxResultBytes) bytes — write large data to storage and return its location")
+    }
+    return json
+}

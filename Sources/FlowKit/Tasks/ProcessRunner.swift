@@ -1,0 +1,178 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a process ended.
+public struct ProcessOutcome: Sendable {
+    public let exitCode: Int32
+    /// The signal that ended it, if one did.
+    public let signal: Int32?
+    /// The last non-empty line it wrote to stdout: a shell task's result.
+    public let lastStdoutLine: String?
+}
+
+/// Runs a command in its own process group, streaming stdout and stderr line by line to a
+/// logger. Cancelling the calling task, or `isCancelled` turning true, kills the whole group.
+///
+/// Reading and waiting happen on a thread of its own, never on the Swift concurrency pool.
+public enum ProcessRunner {
+    public static func run(_ command: ShellCommand, environment: [String: String], log: TaskLogger,
+                           isCancelled: @escaping @Sendable () -> Bool = { false }) async throws -> ProcessOutcome {
+        var command = command
+        if let wd = command.workingDirectory {
+            // Change directory through a tiny shell; the directory and argv travel as arguments.
+            command.argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", wd] + command.argv
+        }
+        guard let executable = command.argv.first else { throw TaskError("empty command") }
+        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw TaskError("pipe() failed: \(String(cString: strerror(errno)))") }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        for fd in [outPipe[0], outPipe[1], errPipe[0], errPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
+
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attr, 0)
+        var emptyMask = sigset_t(); sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attr, &emptyMask)
+        var defaults = sigset_t(); sigemptyset(&defaults)
+        for s in [SIGTERM, SIGINT, SIGPIPE, SIGCHLD] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        for (k, v) in command.environment { env[k] = v }
+        let argvC: [UnsafeMutablePointer<CChar>?] = command.argv.map { strdup($0) } + [nil]
+        let envC: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argvC.forEach { free($0) }; envC.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let rc: Int32
+        if executable.contains("/") {
+            rc = posix_spawn(&pid, executable, &actions, &attr, argvC, envC)
+        } else {
+            rc = posix_spawnp(&pid, executable, &actions, &attr, argvC, envC)
+        }
+        close(outPipe[1]); close(errPipe[1])
+        guard rc == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw TaskError("cannot start `\(executable)`: \(String(cString: strerror(rc)))")
+        }
+        let child = pid
+        let reader = ProcessReader(pid: child, out: outPipe[0], err: errPipe[0], log: log, isCancelled: isCancelled)
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (cont: CheckedContinuation<ProcessOutcome, Never>) in
+                let thread = Thread { cont.resume(returning: reader.pump()) }
+                thread.name = "flowkit-process-\(child)"
+                thread.start()
+            }
+        } onCancel: {
+            reader.kill()
+        }
+    }
+}
+
+/// The thread-side half of `ProcessRunner`: reads both pipes until they close, then reaps.
+final class ProcessReader: @unchecked Sendable {
+    let pid: pid_t
+    let fds: [Int32]
+    let log: TaskLogger
+    let isCancelled: @Sendable () -> Bool
+    private let lock = NSLock()
+    private var killed = false
+
+    init(pid: pid_t, out: Int32, err: Int32, log: TaskLogger, isCancelled: @escaping @Sendable () -> Bool) {
+        self.pid = pid; self.fds = [out, err]; self.log = log; self.isCancelled = isCancelled
+    }
+
+    func kill() {
+        lock.lock(); defer { lock.unlock() }
+        guard !killed else { return }
+        killed = true
+        Glibc.kill(-pid, SIGKILL)
+    }
+
+    func pump() -> ProcessOutcome {
+        var buffers: [[UInt8]] = [[], []]
+        var open = [true, true]
+        var lastOut: String?
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        func emit(_ stream: Int, _ bytes: ArraySlice<UInt8>) {
+            let line = String(decoding: bytes, as: UTF8.self)
+            if stream == 0 {
+                if !line.trimmingCharacters(in: .whitespaces).isEmpty { lastOut = line }
+                log(line)
+            } else {
+                log("[stderr] \(line)")
+            }
+        }
+        while open[0] || open[1] {
+            if isCancelled() { kill() }
+            var pfds = [pollfd]()
+            var map: [Int] = []
+            for i in 0..<2 where open[i] { pfds.append(pollfd(fd: fds[i], events: Int16(POLLIN), revents: 0)); map.append(i) }
+            let n = poll(&pfds, nfds_t(pfds.count), 200)
+            if n <= 0 { continue }
+            for (k, p) in pfds.enumerated() where p.revents != 0 {
+                let i = map[k]
+                let r = read(fds[i], &chunk, chunk.count)
+                if r <= 0 { open[i] = false; continue }
+                buffers[i].append(contentsOf: chunk[0..<r])
+                while let nl = buffers[i].firstIndex(of: 10) {
+                    emit(i, buffers[i][..<nl])
+                    buffers[i].removeSubrange(...nl)
+                }
+            }
+        }
+        for i in 0..<2 where !buffers[i].isEmpty { emit(i, buffers[i][...]) }
+        close(fds[0]); close(fds[1])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        // Kill what the command left behind in its group (background children).
+        Glibc.kill(-pid, SIGKILL)
+        let termSig = status & 0x7f
+        if termSig != 0 { return ProcessOutcome(exitCode: 128 + termSig, signal: termSig, lastStdoutLine: lastOut) }
+        return ProcessOutcome(exitCode: (status >> 8) & 0xff, signal: nil, lastStdoutLine: lastOut)
+    }
+}
+
+extension TaskContext {
+    /// The environment a task's process sees: who it is, its dates, and every param as
+    /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`).
+    public var processEnvironment: [String: String] {
+        let iso = ISO8601DateFormatter()
+        var env: [String: String] = [
+            "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
+            "FLOWKIT_TRY_NUMBER": String(tryNumber),
+            "FLOWKIT_LOGICAL_DATE": iso.string(from: logicalDate),
+            "FLOWKIT_DATA_INTERVAL_START": iso.string(from: dataIntervalStart),
+            "FLOWKIT_DATA_INTERVAL_END": iso.string(from: dataIntervalEnd),
+            "FLOWKIT_PARAMS_JSON": JSONValue.object(params).compactJSON,
+        ]
+        for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }
+        for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
+        return env
+    }
+
+    /// Runs a command as part of this task: its output joins the task's log, a non-zero exit
+    /// fails the task, and its last stdout line (parsed as JSON when it is JSON) is returned.
+    @discardableResult
+    public func run(_ command: ShellCommand) async throws -> JSONValue? {
+        let outcome = try await ProcessRunner.run(command, environment: processEnvironment, log: log,
+                                                  isCancelled: { [self] in isCancelled })
+        if let sig = outcome.signal { throw TaskError("command `\(command.argv.joined(separator: " "))` was killed by signal \(sig)") }
+        guard outcome.exitCode == 0 else {
+            throw TaskError("command `\(command.argv.joined(separator: " "))` exited with status \(outcome.exitCode)")
+        }
+        guard let last = outcome.lastStdoutLine else { return nil }
+        return (try? JSONValue.parse(last)) ?? .string(last)
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+
+/// What a running task knows: which flow, run, task and try it is, its dates, its params, its
+/// upstream tasks' results, a logger whose lines become the task's log, and cancellation.
+public struct TaskContext: Sendable {
+    public let flowId: String
+    public let runId: String
+    public let taskId: String
+    public let tryNumber: Int
+    public let logicalDate: Date
+    public let dataIntervalStart: Date
+    public let dataIntervalEnd: Date
+    /// The flow's param defaults merged with the trigger's conf.
+    public let params: [String: JSONValue]
+    /// Results of upstream tasks, by task id.
+    public let upstream: [String: JSONValue]
+    /// Named connections from configuration (`FLOWKIT_CONN_<NAME>`), e.g. `warehouse`.
+    public let connections: [String: String]
+    public let log: TaskLogger
+    private let cancelled: @Sendable () -> Bool
+
+    public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date,
+                dataIntervalStart: Date, dataIntervalEnd: Date, params: [String: JSONValue],
+                upstream: [String: JSONValue], connections: [String: String] = [:],
+                log: TaskLogger, isCancelled: @escaping @Sendable () -> Bool = { false }) {
+        self.flowId = flowId; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
+        self.logicalDate = logicalDate; self.dataIntervalStart = dataIntervalStart; self.dataIntervalEnd = dataIntervalEnd
+        self.params = params; self.upstream = upstream; self.connections = connections
+        self.log = log; self.cancelled = isCancelled
+    }
+
+    /// True once the run was cancelled or the try timed out; long tasks should check it.
+    public var isCancelled: Bool { cancelled() || Task.isCancelled }
+
+    /// Throws `CancellationError` when the task should stop.
+    public func checkCancellation() throws {
+        if isCancelled { throw CancellationError() }
+    }
+
+    public func param(_ name: String) -> JSONValue? { params[name] }
+
+    /// The connection string configured for `name`, or an error naming the variable to set.
+    public func connection(_ name: String) throws -> String {
+        if let c = connections[name] { return c }
+        throw TaskError("no connection named `\(name)`: set FLOWKIT_CONN_\(name.uppercased()) on the worker")
+    }
+}
+
+/// Where a task's log lines go; each line becomes part of the try's log.
+public struct TaskLogger: Sendable {
+    private let sink: @Sendable (String) -> Void
+    public init(_ sink: @escaping @Sendable (String) -> Void) { self.sink = sink }
+    public func info(_ line: String) { sink(line) }
+    public func callAsFunction(_ line: String) { sink(line) }
+    public static let discard = TaskLogger { _ in }
+}
+
+/// A task failure with a message for the user.
+public struct TaskError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Thrown by a task to end as `skipped` instead of success (Airflow's `AirflowSkipException`).
+public struct TaskSkipped: Error, Sendable {
+    public let reason: String
+    public init(_ reason: String = "skipped") { self.reason = reason }
+}

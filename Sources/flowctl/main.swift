@@ -1,0 +1,4 @@
+import FlowCommands
+import Flows
+
+await FlowCtl.main(flows: allFlows)
