@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlowKit
+import FlowServer
 import Foundation
 
 /// The `flowctl` command tree. A package with its own flows builds its own `flowctl` with a
@@ -19,7 +20,21 @@ public struct FlowCtl: AsyncParsableCommand {
     /// Runs the command line with `flows` as the flows this binary knows.
     public static func main(flows: [Flow]) async {
         FlowCatalog.flows = flows
-        await main()
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
+        } catch let e as CLIError {
+            fail(e.message, code: e.code)
+        } catch let e as ConfigError {
+            fail(e.message, code: 2)
+        } catch {
+            // Usage errors exit 2, as the docs promise; help and ExitCode keep their codes.
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
     }
 }
 

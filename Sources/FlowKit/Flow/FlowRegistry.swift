@@ -31,6 +31,7 @@ public struct FlowRegistry: Sendable {
 public struct UnknownFlowError: Error, CustomStringConvertible, Sendable {
     public let id: String
     public let known: [String]
+    public init(id: String, known: [String]) { self.id = id; self.known = known }
     public var description: String {
         let hint = nearest(id, among: known).map { "; did you mean `\($0)`?" } ?? ""
         return "unknown flow `\(id)`\(hint) (known: \(known.joined(separator: ", ")))"

@@ -30,9 +30,9 @@ public struct ConfError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-extension Flow {
+extension Param {
     /// The params a run sees: defaults, overridden by `conf`. Unknown keys and wrong types are errors.
-    public func resolveParams(conf: [String: JSONValue]) throws -> [String: JSONValue] {
+    public static func resolve(_ params: [Param], flowId: String, conf: [String: JSONValue]) throws -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         for p in params { if let d = p.defaultValue { out[p.name] = d } }
         let known = Dictionary(uniqueKeysWithValues: params.map { ($0.name, $0) })
@@ -40,13 +40,25 @@ extension Flow {
             guard let p = known[k] else {
                 let names = params.map(\.name).sorted()
                 let hint = names.isEmpty ? "it takes no params" : "known params: \(names.joined(separator: ", "))"
-                throw ConfError(message: "flow `\(id)` has no param `\(k)`; \(hint)")
+                throw ConfError(message: "flow `\(flowId)` has no param `\(k)`; \(hint)")
             }
             guard p.accepts(v) else {
-                throw ConfError(message: "flow `\(id)`: param `\(k)` must be of type \(p.kind.rawValue), got \(v.compactJSON)")
+                throw ConfError(message: "flow `\(flowId)`: param `\(k)` must be of type \(p.kind.rawValue), got \(v.compactJSON)")
             }
             out[k] = v
         }
         return out
+    }
+}
+
+extension Flow {
+    public func resolveParams(conf: [String: JSONValue]) throws -> [String: JSONValue] {
+        try Param.resolve(params, flowId: id, conf: conf)
+    }
+}
+
+extension FlowDefinition {
+    public func resolveParams(conf: [String: JSONValue]) throws -> [String: JSONValue] {
+        try Param.resolve(params, flowId: id, conf: conf)
     }
 }

@@ -1,0 +1,82 @@
+import FlowKit
+import Foundation
+
+/// What a worker reports to the schedulers through the `flowkit:events` stream.
+public struct WorkerEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case started, heartbeat, log, succeeded, failed, skipped, cancelled
+        case workerOnline = "worker_online"
+        case workerOffline = "worker_offline"
+    }
+
+    public var kind: Kind
+    public var worker: String
+    /// Seconds since 1970 when it happened on the worker.
+    public var at: Double
+    public var messageId: String?
+    public var runId: String?
+    public var taskId: String?
+    public var tryNumber: Int?
+    public var result: JSONValue?
+    public var error: String?
+    public var lines: [String]?
+    /// Message ids the worker is running (heartbeats).
+    public var running: [String]?
+    /// Host, pid, queues, concurrency and version (worker_online).
+    public var info: JSONValue?
+
+    public init(kind: Kind, worker: String, at: Date = Date(), messageId: String? = nil, runId: String? = nil,
+                taskId: String? = nil, tryNumber: Int? = nil, result: JSONValue? = nil, error: String? = nil,
+                lines: [String]? = nil, running: [String]? = nil, info: JSONValue? = nil) {
+        self.kind = kind; self.worker = worker; self.at = at.timeIntervalSince1970; self.messageId = messageId
+        self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber; self.result = result
+        self.error = error; self.lines = lines; self.running = running; self.info = info
+    }
+
+    /// `XADD` arguments for this event (the stream is capped, approximately, at a million entries).
+    public func xaddCommand() -> [String] {
+        let json = (try? StableJSON.string(self)) ?? "{}"
+        return ["XADD", FlowKitKeys.events, "MAXLEN", "~", "1000000", "*", "e", json]
+    }
+
+    public static func decode(_ json: String) throws -> WorkerEvent {
+        try JSONDecoder().decode(WorkerEvent.self, from: Data(json.utf8))
+    }
+}
+
+/// The FlowKit part of a task message's kwargs: which run, task and try it is.
+public struct FlowTaskInvocation: Codable, Sendable, Equatable {
+    public var flowId: String
+    public var runId: String
+    public var taskId: String
+    public var tryNumber: Int
+    public var logicalDate: Double
+    public var dataIntervalStart: Double
+    public var dataIntervalEnd: Double
+    public var params: [String: JSONValue]
+    public var upstream: [String: JSONValue]
+    public var timeoutSeconds: Double?
+
+    public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date, dataIntervalStart: Date,
+                dataIntervalEnd: Date, params: [String: JSONValue], upstream: [String: JSONValue], timeoutSeconds: Double?) {
+        self.flowId = flowId; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
+        self.logicalDate = logicalDate.timeIntervalSince1970
+        self.dataIntervalStart = dataIntervalStart.timeIntervalSince1970
+        self.dataIntervalEnd = dataIntervalEnd.timeIntervalSince1970
+        self.params = params; self.upstream = upstream; self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// The kwargs key that carries it.
+    public static let kwarg = "flowkit"
+
+    public var jsonValue: JSONValue {
+        (try? JSONValue.parse(StableJSON.encode(self))) ?? .null
+    }
+
+    public init(json: JSONValue) throws {
+        self = try JSONDecoder().decode(FlowTaskInvocation.self, from: StableJSON.encode(json))
+    }
+
+    /// The Celery task name FlowKit uses for a flow's task.
+    public static func taskName(flow: String, task: String) -> String { "flowkit.\(flow).\(task)" }
+}

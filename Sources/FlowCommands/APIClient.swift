@@ -1,0 +1,80 @@
+import FlowKit
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The HTTP client of the user commands: JSON in, JSON out, one clear line when it fails.
+struct APIClient {
+    let base: String
+    let token: String?
+
+    init(settings: Settings) {
+        base = settings.apiURL.hasSuffix("/") ? String(settings.apiURL.dropLast()) : settings.apiURL
+        token = settings.apiToken
+    }
+
+    func get(_ path: String) async throws -> JSONValue { try await send("GET", path, body: nil) }
+    func post(_ path: String, _ body: JSONValue = [:]) async throws -> JSONValue { try await send("POST", path, body: body) }
+
+    func send(_ method: String, _ path: String, body: JSONValue?) async throws -> JSONValue {
+        guard let url = URL(string: base + path) else { throw CLIError("bad URL \(base + path)", code: 2) }
+        var req = URLRequest(url: url, timeoutInterval: 30)
+        req.httpMethod = method
+        if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            req.httpBody = Data(body.compactJSON.utf8)
+        }
+        let data: Data, response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: req)
+        } catch {
+            throw CLIError("cannot reach the FlowKit API at \(base) (\(error.localizedDescription)); start it with `flowctl standalone` or `flowctl server`, or set FLOWKIT_API_URL")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let value = (try? JSONValue.parse(data)) ?? .string(String(decoding: data, as: UTF8.self))
+        guard (200..<300).contains(status) else {
+            let message = value["message"]?.stringValue ?? "HTTP \(status)"
+            let code = value["error"]?.stringValue ?? "http_\(status)"
+            var hint = ""
+            if status == 401 { hint = " (set FLOWKIT_API_TOKEN; standalone prints an admin token and keeps it in .flowkit/admin-token)" }
+            throw CLIError("\(message) [\(code)]\(hint)", code: status == 400 ? 2 : 1)
+        }
+        return value
+    }
+}
+
+/// Fixed-width tables for people.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+}
+
+func printJSON(_ v: JSONValue) {
+    let data = (try? JSONSerialization.data(withJSONObject: JSONSerialization.jsonObject(with: Data(v.compactJSON.utf8), options: [.fragmentsAllowed]),
+                                              options: [.prettyPrinted, .sortedKeys])) ?? Data(v.compactJSON.utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+func shortTime(_ s: String?) -> String {
+    guard let s else { return "-" }
+    return String(s.replacingOccurrences(of: "T", with: " ").prefix(19))
+}
+
+func duration(_ start: String?, _ end: String?) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    guard let s = start.flatMap(f.date(from:)) else { return "-" }
+    let e = end.flatMap(f.date(from:)) ?? Date()
+    let d = e.timeIntervalSince(s)
+    return d < 10 ? String(format: "%.2fs", d) : String(format: "%.1fs", d)
+}
+
+/// Flushes stdout so live progress shows at once when piped.
+func flushStdout() { fflush(nil) }

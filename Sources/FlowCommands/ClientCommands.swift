@@ -1,0 +1,237 @@
+import ArgumentParser
+import FlowKit
+import Foundation
+
+struct TriggerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "trigger", abstract: "Trigger a flow run; prints its run id.")
+    @Argument(help: "The flow to run.") var flow: String
+    @Option(help: "Run conf as a JSON object (overrides the flow's params).") var conf: String?
+    @Option(help: "Logical date (ISO-8601); default now.") var logicalDate: String?
+    @Flag(help: "Follow the run live; exit 0 on success, 1 otherwise.") var wait = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        var body: [String: JSONValue] = [:]
+        if let conf {
+            guard let v = try? JSONValue.parse(conf), v.objectValue != nil else {
+                throw CLIError("--conf must be a JSON object, e.g. '{\"seconds\": 5}'", code: 2)
+            }
+            body["conf"] = v
+        }
+        if let logicalDate { body["logicalDate"] = .string(logicalDate) }
+        let client = APIClient(settings: try Settings.fromEnvironment())
+        let run = try await client.post("/api/v1/flows/\(flow)/runs", .object(body))
+        let runId = run["runId"]?.stringValue ?? "?"
+        if !wait {
+            if json { printJSON(run) } else { print(runId) }
+            return
+        }
+        if !json { print("triggered \(flow) run \(runId)") }
+        let final = try await follow(client: client, runId: runId, quiet: json)
+        if json { printJSON(final) }
+        if final["state"]?.stringValue != "success" { throw ExitCode(1) }
+    }
+}
+
+/// Polls a run until it ends, printing each task's state changes; returns the final run.
+func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONValue {
+    var seen: [String: String] = [:]
+    while true {
+        let run = try await client.get("/api/v1/runs/\(runId)")
+        let tasks = try await client.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
+        for t in tasks {
+            let id = t["taskId"]?.stringValue ?? "?", state = t["state"]?.stringValue ?? "?"
+            let key = "\(state)/\(t["tryNumber"]?.intValue ?? 0)"
+            if seen[id] != key {
+                seen[id] = key
+                if !quiet && state != "pending" {
+                    var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) try \(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)"
+                    if ["success", "failed", "up_for_retry"].contains(state) {
+                        line += "  \(duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue))"
+                    }
+                    if let e = t["error"]?.stringValue, state != "success" { line += "  \(e.prefix(160))" }
+                    print(line)
+                    flushStdout()
+                }
+            }
+        }
+        let state = run["state"]?.stringValue ?? ""
+        if ["success", "failed", "cancelled"].contains(state) {
+            if !quiet {
+                print("")
+                print(taskTable(tasks))
+                print("\nrun \(runId): \(state) in \(duration(run["startedAt"]?.stringValue, run["endedAt"]?.stringValue))")
+            }
+            return run
+        }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+}
+
+func taskTable(_ tasks: [JSONValue]) -> String {
+    table(["TASK", "STATE", "TRY", "DURATION", "WORKER", "RESULT"], tasks.map { t in
+        [t["taskId"]?.stringValue ?? "", t["state"]?.stringValue ?? "", "\(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)",
+         duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue), t["worker"]?.stringValue ?? "-",
+         String((t["result"].map { $0 == .null ? (t["error"]?.stringValue ?? "-") : $0.compactJSON } ?? "-").prefix(90))]
+    })
+}
+
+struct FlowsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "flows", abstract: "List, show, pause and unpause flows.",
+                                                    subcommands: [List.self, Show.self, Pause.self, Unpause.self, Validate.self])
+
+    struct List: AsyncParsableCommand {
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows")
+            if json { printJSON(v); return }
+            print(table(["FLOW", "SCHEDULE", "TZ", "NEXT RUN", "PAUSED", "ACTIVE"], (v["flows"]?.arrayValue ?? []).map { f in
+                [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? "-", f["timezone"]?.stringValue ?? "",
+                 shortTime(f["nextRunAt"]?.stringValue), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
+            }))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        @Argument var flow: String
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let f = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows/\(flow)")
+            if json { printJSON(f); return }
+            print("\(f["flowId"]?.stringValue ?? "")  v\(f["version"]?.intValue ?? 0)  \(f["description"]?.stringValue ?? "")")
+            print("schedule: \(f["schedule"]?.stringValue ?? "none") (\(f["timezone"]?.stringValue ?? ""))  next: \(shortTime(f["nextRunAt"]?.stringValue))  paused: \(f["isPaused"]?.boolValue == true)")
+            print("\ntasks:")
+            for t in f["definition"]?["tasks"]?.arrayValue ?? [] {
+                let up = (t["upstream"]?.arrayValue ?? []).compactMap(\.stringValue)
+                print("  \(t["id"]?.stringValue ?? "")  [\(t["kind"]?.stringValue ?? "")]  after: \(up.isEmpty ? "-" : up.joined(separator: ", "))  rule: \(t["triggerRule"]?.stringValue ?? "")  retries: \(t["retry"]?["retries"]?.intValue ?? 0)")
+            }
+            let runs = f["latestRuns"]?.arrayValue ?? []
+            if !runs.isEmpty {
+                print("\nlatest runs:")
+                print(runTable(runs))
+            }
+        }
+    }
+
+    struct Pause: AsyncParsableCommand {
+        @Argument var flow: String
+        func run() async throws {
+            _ = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/flows/\(flow)/pause")
+            print("paused \(flow)")
+        }
+    }
+
+    struct Unpause: AsyncParsableCommand {
+        @Argument var flow: String
+        func run() async throws {
+            _ = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/flows/\(flow)/unpause")
+            print("unpaused \(flow)")
+        }
+    }
+
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate the flows built into this binary (offline) and print their hashes.")
+        func run() async throws {
+            let registry = try FlowCatalog.registry()
+            for f in registry.flows {
+                let d = FlowDefinition(f)
+                print("\(f.id)  \(f.tasks.count) tasks  \(try d.contentHash().prefix(12))")
+            }
+        }
+    }
+}
+
+func runTable(_ runs: [JSONValue]) -> String {
+    table(["RUN", "FLOW", "STATE", "KIND", "LOGICAL DATE", "DURATION"], runs.map { r in
+        [r["runId"]?.stringValue ?? "", r["flowId"]?.stringValue ?? "", r["state"]?.stringValue ?? "", r["triggerKind"]?.stringValue ?? "",
+         shortTime(r["logicalDate"]?.stringValue), duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue)]
+    })
+}
+
+struct RunsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List, show, cancel and clear runs.",
+                                                    subcommands: [List.self, Show.self, Cancel.self, Clear.self])
+
+    struct List: AsyncParsableCommand {
+        @Option(help: "Only this flow.") var flow: String?
+        @Option(help: "Only runs in this state.") var state: String?
+        @Option(help: "How many.") var limit: Int = 20
+        @Option(help: "Continue after this cursor (printed by the previous page).") var cursor: String?
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            var q = ["limit=\(limit)"]
+            if let flow { q.append("flow_id=\(flow)") }
+            if let state { q.append("state=\(state)") }
+            if let cursor { q.append("cursor=\(cursor)") }
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/runs?" + q.joined(separator: "&"))
+            if json { printJSON(v); return }
+            print(runTable(v["runs"]?.arrayValue ?? []))
+            if let next = v["nextCursor"]?.stringValue { print("more: --cursor \(next)") }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        @Argument var runId: String
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let c = APIClient(settings: try Settings.fromEnvironment())
+            let r = try await c.get("/api/v1/runs/\(runId)")
+            let t = try await c.get("/api/v1/runs/\(runId)/tasks")
+            if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
+            print("run \(runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))\n")
+            print(taskTable(t["tasks"]?.arrayValue ?? []))
+        }
+    }
+
+    struct Cancel: AsyncParsableCommand {
+        @Argument var runId: String
+        func run() async throws {
+            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/cancel")
+            print("run \(runId): \(r["state"]?.stringValue ?? "")")
+        }
+    }
+
+    struct Clear: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Re-run failed tasks (or --task ones) and what depends on them.")
+        @Argument var runId: String
+        @Option(name: .customLong("task"), help: "A task to clear (repeatable).") var tasks: [String] = []
+        func run() async throws {
+            let body: JSONValue = tasks.isEmpty ? [:] : ["taskIds": .array(tasks.map(JSONValue.string))]
+            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", body)
+            print("run \(runId): \(r["state"]?.stringValue ?? "")")
+        }
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a task's log (one try).")
+    @Argument var runId: String
+    @Argument var taskId: String
+    @Option(name: .customLong("try"), help: "Try number (default: the latest).") var tryNumber: Int?
+    @Flag(help: "Keep printing new lines until the task ends.") var follow = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let c = APIClient(settings: try Settings.fromEnvironment())
+        var offset = 0
+        var all: [JSONValue] = []
+        while true {
+            var path = "/api/v1/runs/\(runId)/tasks/\(taskId)/logs?offset=\(offset)"
+            if let tryNumber { path += "&try=\(tryNumber)" }
+            let page = try await c.get(path)
+            let lines = page["lines"]?.arrayValue ?? []
+            for l in lines {
+                if json { all.append(l) } else { print("\(shortTime(l["at"]?.stringValue))  \(l["line"]?.stringValue ?? "")") }
+            }
+            flushStdout()
+            offset = page["nextOffset"]?.intValue ?? offset
+            if lines.count >= 1000 { continue }
+            guard follow else { break }
+            let tasks = try await c.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
+            let state = tasks.first { $0["taskId"]?.stringValue == taskId }?["state"]?.stringValue ?? ""
+            if let s = TaskState(rawValue: state), s.isTerminal, lines.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        if json { printJSON(.array(all)) }
+    }
+}

@@ -1,0 +1,173 @@
+import ArgumentParser
+import FlowKit
+import FlowServer
+import Foundation
+import Logging
+import PostgresClient
+import RedisClient
+import Scheduler
+import ServiceLifecycle
+import WorkerRuntime
+
+struct WorkerOptions: ParsableArguments {
+    @Option(help: "Queues to consume, comma-separated.") var queues: String = "default"
+    @Option(help: "Tasks run at once.") var concurrency: Int = 2
+    @Option(help: "Host name this worker reports.") var hostname: String = ProcessInfo.processInfo.hostName
+    @Option(help: "Seconds between heartbeats.") var heartbeatInterval: Double = 2
+    @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
+    @Option(help: "Seconds running tasks get to finish on shutdown.") var shutdownGrace: Double = 30
+
+    func config(name: String? = nil) throws -> WorkerConfig {
+        let qs = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !qs.isEmpty else { throw ValidationError("--queues needs at least one queue name") }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        guard heartbeatInterval > 0, visibilityTimeout > 0, shutdownGrace >= 0 else {
+            throw ValidationError("--heartbeat-interval and --visibility-timeout must be positive, --shutdown-grace not negative")
+        }
+        var c = WorkerConfig(name: name, hostname: hostname, queues: qs, concurrency: concurrency)
+        c.heartbeatInterval = heartbeatInterval
+        c.visibilityTimeout = visibilityTimeout
+        c.shutdownGrace = shutdownGrace
+        return c
+    }
+}
+
+struct SchedulerOptions: ParsableArguments {
+    @Option(help: "Seconds without a heartbeat after which a running task is a zombie.") var zombieThreshold: Double = 30
+    @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
+
+    func config() -> SchedulerConfig {
+        var c = SchedulerConfig()
+        c.zombieThreshold = zombieThreshold
+        c.visibilityTimeout = visibilityTimeout
+        c.lostMessageAfter = max(5, zombieThreshold)
+        return c
+    }
+}
+
+struct MigrateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Apply pending database migrations.")
+    func run() async throws {
+        let settings = try Settings.fromEnvironment()
+        let db = PGConnection(try settings.requireDatabase(), label: "migrate")
+        let applied = try await Migrator.migrate(db)
+        print(applied.isEmpty ? "schema is up to date (\(Migration.bundled.count) migrations)" : "applied: \(applied.joined(separator: ", "))")
+    }
+}
+
+struct SchedulerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "scheduler", abstract: "Run a scheduler (any number may share one database).")
+    @OptionGroup var options: SchedulerOptions
+    func run() async throws {
+        let settings = try Settings.fromEnvironment()
+        let logger = makeLogger("flowkit.scheduler")
+        let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
+                                     flows: try FlowCatalog.registry().flows, config: options.config())
+        try await runServices([SchedulerService(daemon: daemon)], logger: logger)
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Run a worker (needs Redis only).")
+    @OptionGroup var options: WorkerOptions
+    @Option(help: "Worker name (default worker@HOST-PID).") var name: String?
+    func run() async throws {
+        let settings = try Settings.fromEnvironment()
+        let logger = makeLogger("flowkit.worker")
+        let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: try FlowCatalog.registry().flows,
+                            config: try options.config(name: name))
+        try await runServices([WorkerService(worker: worker)], logger: logger)
+    }
+}
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "server", abstract: "Run the HTTP API.")
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port: Int = 8080
+    func run() async throws {
+        let settings = try Settings.fromEnvironment()
+        let logger = makeLogger("flowkit.api")
+        let db = try settings.requireDatabase()
+        try await Migrator.checkCurrent(PGConnection(db, label: "check"))
+        let api = makeAPI(settings: settings, databaseURL: db, redisURL: try settings.requireRedis(), tokens: settings.apiTokens,
+                          openReads: settings.openReads ?? false, logger: logger)
+        try await api.prepare()
+        if settings.apiTokens.isEmpty { logger.warning("FLOWKIT_API_TOKENS is empty: only tokens already stored in the database are accepted") }
+        try await runServices([api.application(host: host, port: port)], logger: logger)
+    }
+}
+
+func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: [(role: APIConfig.Role, token: String)],
+             openReads: Bool, logger: Logger) -> FlowAPI {
+    let store = SchedulerStore(db: PGPool(databaseURL, size: 4, label: "api-pg"))
+    let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
+    return FlowAPI(store: store, broker: broker, config: APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins),
+                   logger: logger)
+}
+
+struct StandaloneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "standalone",
+        abstract: "API, scheduler and two workers in one process; private PostgreSQL and Redis unless configured.")
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port: Int = 8080
+    @Option(help: "Workers to run in this process.") var workers: Int = 2
+    @OptionGroup var workerOptions: WorkerOptions
+    @OptionGroup var schedulerOptions: SchedulerOptions
+
+    func run() async throws {
+        let settings = try Settings.fromEnvironment()
+        let logger = makeLogger("flowkit.standalone")
+        let flows = try FlowCatalog.registry().flows
+        var local: LocalServers?
+        var db = settings.databaseURL, redis = settings.redisURL
+        if db == nil || redis == nil {
+            let l = LocalServers(home: settings.home)
+            try l.start { logger.info("\($0)") }
+            local = l
+            db = db ?? l.databaseURL
+            redis = redis ?? l.redisURL
+        }
+        defer { local?.stop { logger.info("\($0)") } }
+        guard let db, let redis else { return }
+        if ProcessInfo.processInfo.environment["FLOWKIT_CONN_WAREHOUSE"] == nil { setenv("FLOWKIT_CONN_WAREHOUSE", db, 1) }
+        if ProcessInfo.processInfo.environment["FLOWKIT_DATA_DIR"] == nil {
+            setenv("FLOWKIT_DATA_DIR", settings.home.appendingPathComponent("data").path, 1)
+        }
+        let applied = try await Migrator.migrate(PGConnection(db, label: "migrate"))
+        if !applied.isEmpty { logger.info("applied migrations: \(applied.joined(separator: ", "))") }
+
+        var tokens = settings.apiTokens
+        var adminToken = tokens.first { $0.role == .admin }?.token
+        if adminToken == nil {
+            adminToken = try Self.persistentAdminToken(home: settings.home)
+            tokens.append((.admin, adminToken!))
+        }
+        let api = makeAPI(settings: settings, databaseURL: db, redisURL: redis, tokens: tokens, openReads: settings.openReads ?? true,
+                          logger: logger)
+        try await api.prepare()
+        let redisConfig = try RedisConfig(url: redis)
+        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config())
+        var services: [any Service] = [api.application(host: host, port: port), SchedulerService(daemon: daemon)]
+        for i in 0..<max(0, workers) {
+            let name = "worker\(i + 1)@\(workerOptions.hostname)-\(ProcessInfo.processInfo.processIdentifier)"
+            services.append(WorkerService(worker: Worker(redis: redisConfig, flows: flows, config: try workerOptions.config(name: name))))
+        }
+        print("FlowKit standalone: API on http://\(host):\(port)  (admin token: \(adminToken!))")
+        print("  export FLOWKIT_API_URL=http://\(host):\(port) FLOWKIT_API_TOKEN=\(adminToken!)")
+        print("  then: flowctl trigger catalunya_data_pipeline --wait      (Ctrl-C stops everything)")
+        flushStdout()
+        try await runServices(services, logger: logger)
+    }
+
+    /// The admin token standalone prints, kept in `.flowkit/admin-token` so it survives restarts.
+    static func persistentAdminToken(home: URL) throws -> String {
+        let file = home.appendingPathComponent("admin-token")
+        if let t = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty { return t }
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+        let t = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
+        try t.write(to: file, atomically: true, encoding: .utf8)
+        chmod(file.path, 0o600)
+        return t
+    }
+}

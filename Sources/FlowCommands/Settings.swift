@@ -1,0 +1,65 @@
+import FlowKit
+import FlowServer
+import Foundation
+
+/// FlowKit's configuration from the environment, checked once with messages naming the key.
+///
+/// | variable | meaning |
+/// | --- | --- |
+/// | `FLOWKIT_DATABASE_URL` | PostgreSQL (URL or libpq keyword string); unset in standalone: a private server |
+/// | `FLOWKIT_REDIS_URL` | Redis (`redis://…` or `unix://…`); unset in standalone: a private server |
+/// | `FLOWKIT_API_URL` / `FLOWKIT_API_TOKEN` | where client commands find the API, and their token |
+/// | `FLOWKIT_API_TOKENS` | tokens the API accepts: `admin:SECRET,read:OTHER` |
+/// | `FLOWKIT_API_OPEN_READS` | `true`/`false`: GET endpoints without a token |
+/// | `FLOWKIT_CORS_ORIGINS` | comma-separated origins allowed from browsers (`*` for any) |
+/// | `FLOWKIT_HOME` | where standalone keeps its private servers and data (default `.flowkit`) |
+/// | `FLOWKIT_CONN_<NAME>` | named connections tasks use, e.g. `FLOWKIT_CONN_WAREHOUSE` |
+struct Settings {
+    var databaseURL: String?
+    var redisURL: String?
+    var apiURL: String
+    var apiToken: String?
+    var apiTokens: [(role: APIConfig.Role, token: String)]
+    var openReads: Bool?
+    var corsOrigins: [String]
+    var home: URL
+
+    static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings {
+        func nonEmpty(_ k: String) -> String? { env[k].flatMap { $0.isEmpty ? nil : $0 } }
+        let api = nonEmpty("FLOWKIT_API_URL") ?? "http://127.0.0.1:8080"
+        guard let u = URL(string: api), u.scheme == "http" || u.scheme == "https", u.host != nil else {
+            throw ConfigError("FLOWKIT_API_URL: `\(api)` is not an http(s) URL such as http://127.0.0.1:8080")
+        }
+        var openReads: Bool?
+        if let v = nonEmpty("FLOWKIT_API_OPEN_READS") {
+            guard let b = ["true": true, "1": true, "yes": true, "false": false, "0": false, "no": false][v.lowercased()] else {
+                throw ConfigError("FLOWKIT_API_OPEN_READS: `\(v)` is not true or false")
+            }
+            openReads = b
+        }
+        if let r = nonEmpty("FLOWKIT_REDIS_URL"), !(r.hasPrefix("redis://") || r.hasPrefix("unix://")) {
+            throw ConfigError("FLOWKIT_REDIS_URL: `\(r)` must start with redis:// or unix://")
+        }
+        if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=")) {
+            throw ConfigError("FLOWKIT_DATABASE_URL: `\(d)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")
+        }
+        let home = URL(fileURLWithPath: nonEmpty("FLOWKIT_HOME") ?? ".flowkit",
+                       relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        return Settings(databaseURL: nonEmpty("FLOWKIT_DATABASE_URL"), redisURL: nonEmpty("FLOWKIT_REDIS_URL"), apiURL: api,
+                        apiToken: nonEmpty("FLOWKIT_API_TOKEN"),
+                        apiTokens: try nonEmpty("FLOWKIT_API_TOKENS").map(APIConfig.parseTokens) ?? [],
+                        openReads: openReads,
+                        corsOrigins: nonEmpty("FLOWKIT_CORS_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [],
+                        home: home)
+    }
+
+    func requireDatabase() throws -> String {
+        guard let d = databaseURL else { throw CLIError("FLOWKIT_DATABASE_URL is not set (e.g. postgres://flowkit@127.0.0.1:5432/flowkit)", code: 2) }
+        return d
+    }
+
+    func requireRedis() throws -> String {
+        guard let r = redisURL else { throw CLIError("FLOWKIT_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)", code: 2) }
+        return r
+    }
+}

@@ -1,0 +1,42 @@
+import FlowKit
+import Foundation
+
+/// How the API authenticates and whom it lets in.
+public struct APIConfig: Sendable {
+    public enum Role: String, Sendable { case read, admin }
+
+    /// Tokens as `role:token`; only their SHA-256 hashes are kept and stored.
+    public var tokens: [(role: Role, token: String)]
+    /// When true, GET endpoints need no token (writes always do).
+    public var openReads: Bool
+    /// Allowed browser origins (`*` for any); empty turns CORS off.
+    public var corsOrigins: [String]
+    public var maxBodyBytes: Int = 1 << 20
+
+    public init(tokens: [(role: Role, token: String)] = [], openReads: Bool = true, corsOrigins: [String] = []) {
+        self.tokens = tokens
+        self.openReads = openReads
+        self.corsOrigins = corsOrigins
+    }
+
+    /// Parses `FLOWKIT_API_TOKENS` (`admin:secret,read:other`).
+    public static func parseTokens(_ text: String) throws -> [(role: Role, token: String)] {
+        try text.split(separator: ",").map { item in
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let role = Role(rawValue: parts[0].trimmingCharacters(in: .whitespaces)), !parts[1].isEmpty else {
+                throw ConfigError("FLOWKIT_API_TOKENS: `\(item)` is not `admin:TOKEN` or `read:TOKEN`")
+            }
+            return (role, parts[1].trimmingCharacters(in: .whitespaces))
+        }
+    }
+}
+
+/// A configuration value that cannot be used, naming the key and the expected form.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Hashes an API token the way the `api_tokens` table stores it.
+public func hashToken(_ token: String) -> String { SHA256.hex("flowkit-token:" + token) }

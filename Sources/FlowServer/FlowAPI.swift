@@ -1,0 +1,303 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import Hummingbird
+import Logging
+import PostgresClient
+import RedisClient
+import Scheduler
+
+/// The JSON HTTP API under `/api/v1`, plus `/health` and `/metrics`.
+///
+/// ```swift
+/// let api = FlowAPI(store: store, broker: broker, config: APIConfig(tokens: [(.admin, "secret")]))
+/// let app = api.application(host: "127.0.0.1", port: 8080)
+/// try await app.runService()
+/// ```
+public struct FlowAPI: Sendable {
+    public let store: SchedulerStore
+    public let broker: SchedulerBroker
+    public let config: APIConfig
+    let auth: TokenAuthenticator
+    let logger: Logger
+
+    /// Every route: the OpenAPI document lists exactly these (a test holds them together).
+    public static let routes: [(method: String, path: String)] = [
+        ("GET", "/health"), ("GET", "/metrics"), ("GET", "/api/v1/health"), ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/flows"), ("GET", "/api/v1/flows/{flow_id}"),
+        ("POST", "/api/v1/flows/{flow_id}/pause"), ("POST", "/api/v1/flows/{flow_id}/unpause"),
+        ("POST", "/api/v1/flows/{flow_id}/runs"),
+        ("GET", "/api/v1/runs"), ("GET", "/api/v1/runs/{run_id}"),
+        ("POST", "/api/v1/runs/{run_id}/cancel"), ("POST", "/api/v1/runs/{run_id}/clear"),
+        ("GET", "/api/v1/runs/{run_id}/tasks"), ("GET", "/api/v1/runs/{run_id}/tasks/{task_id}/logs"),
+        ("GET", "/api/v1/workers"),
+    ]
+
+    public init(store: SchedulerStore, broker: SchedulerBroker, config: APIConfig, logger: Logger = Logger(label: "flowkit.api")) {
+        self.store = store
+        self.broker = broker
+        self.config = config
+        self.auth = TokenAuthenticator(store: store, config: config)
+        self.logger = logger
+    }
+
+    /// Stores the configured tokens' hashes, so every API process knows them.
+    public func prepare() async throws { try await auth.storeConfiguredTokens() }
+
+    public func application(host: String, port: Int) -> some ApplicationProtocol {
+        let router = Router()
+        if !config.corsOrigins.isEmpty {
+            let origin: CORSMiddleware<BasicRequestContext>.AllowOrigin =
+                config.corsOrigins == ["*"] ? .all : config.corsOrigins.count == 1 ? .custom(config.corsOrigins[0]) : .originBased
+            router.add(middleware: CORSMiddleware(allowOrigin: origin, allowHeaders: [.accept, .authorization, .contentType, .origin],
+                                                  allowMethods: [.get, .post, .options]))
+        }
+        register(router)
+        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "FlowKit"),
+                           logger: logger)
+    }
+
+    func register(_ router: Router<BasicRequestContext>) {
+        router.get("/health") { _, _ in await self.health() }
+        router.get("/api/v1/health") { _, _ in await self.health() }
+        router.get("/metrics") { _, _ in await self.metrics() }
+        router.get("/api/v1/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
+        }
+        handle(router, .get, "/api/v1/flows", role: .read) { _, _ in
+            try json(["flows": try await self.store.flows()])
+        }
+        handle(router, .get, "/api/v1/flows/{flow_id}", role: .read) { _, c in
+            try json(try await self.store.flow(try c.parameters.require("flow_id")))
+        }
+        for (path, paused) in [("/api/v1/flows/{flow_id}/pause", true), ("/api/v1/flows/{flow_id}/unpause", false)] {
+            handle(router, .post, path, role: .admin) { _, c in
+                try json(try await self.store.setPaused(flowId: try c.parameters.require("flow_id"), paused: paused))
+            }
+        }
+        handle(router, .post, "/api/v1/flows/{flow_id}/runs", role: .admin) { req, c in
+            let body = try await self.jsonBody(req, c)
+            var conf: [String: JSONValue] = [:]
+            if let cv = body["conf"], cv != .null {
+                guard let o = cv.objectValue else { throw APIError.badRequest("`conf` must be a JSON object") }
+                conf = o
+            }
+            var logical: Date?
+            if let l = body["logicalDate"] ?? body["logical_date"], l != .null {
+                guard let s = l.stringValue, let d = parseDate(s) else { throw APIError.badRequest("`logicalDate` must be an ISO-8601 instant") }
+                logical = d
+            }
+            let run = try await self.store.createRun(flowId: try c.parameters.require("flow_id"), kind: "manual", conf: conf,
+                                                     logicalDate: logical, now: Date())
+            return try json(run, status: .created)
+        }
+        handle(router, .get, "/api/v1/runs", role: .read) { req, _ in
+            let q = req.uri.queryParameters
+            var f = RunFilter()
+            f.flowId = q.get("flow_id")
+            if let st = q.get("state") {
+                guard RunState(rawValue: st) != nil else {
+                    throw APIError.badRequest("`state` must be one of \(RunState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                f.state = st
+            }
+            for (key, keyPath) in [("since", \RunFilter.since), ("until", \RunFilter.until)] {
+                if let v = q.get(key) {
+                    guard let d = parseDate(String(v)) else { throw APIError.badRequest("`\(key)` must be an ISO-8601 instant") }
+                    f[keyPath: keyPath] = d
+                }
+            }
+            if let l = q.get("limit") {
+                guard let n = Int(l), (1...500).contains(n) else { throw APIError.badRequest("`limit` must be a whole number from 1 to 500") }
+                f.limit = n
+            }
+            if let cur = q.get("cursor") {
+                guard let n = Int(cur), n > 0 else { throw APIError.badRequest("`cursor` is not a cursor this API returned") }
+                f.before = n
+            }
+            let runs = try await self.store.runs(f)
+            let next: JSONValue = runs.count == f.limit ? .string(String(runs.last!.id)) : .null
+            return try json(RunPage(runs: runs, nextCursor: next.stringValue))
+        }
+        handle(router, .get, "/api/v1/runs/{run_id}", role: .read) { _, c in
+            try json(try await self.store.run(try c.parameters.require("run_id")))
+        }
+        handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
+            let id = try c.parameters.require("run_id")
+            let work = try await self.store.cancelRun(runId: id, now: Date())
+            try await self.broker.perform(work)
+            return try json(try await self.store.run(id))
+        }
+        handle(router, .post, "/api/v1/runs/{run_id}/clear", role: .admin) { req, c in
+            let id = try c.parameters.require("run_id")
+            let body = try await self.jsonBody(req, c, allowEmpty: true)
+            var tasks: [String]?
+            if let t = body["taskIds"] ?? body["task_ids"], t != .null {
+                guard let a = t.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
+                    throw APIError.badRequest("`taskIds` must be an array of task ids")
+                }
+                tasks = a.compactMap(\.stringValue)
+            }
+            let work = try await self.store.clearTasks(runId: id, taskIds: tasks, now: Date())
+            try await self.broker.perform(work)
+            return try json(try await self.store.run(id))
+        }
+        handle(router, .get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
+            try json(["tasks": try await self.store.taskInstances(runId: try c.parameters.require("run_id"))])
+        }
+        handle(router, .get, "/api/v1/runs/{run_id}/tasks/{task_id}/logs", role: .read) { req, c in
+            let q = req.uri.queryParameters
+            var tryNumber: Int?
+            if let t = q.get("try") {
+                guard let n = Int(t), n >= 1 else { throw APIError.badRequest("`try` must be a try number (1 or more)") }
+                tryNumber = n
+            }
+            var offset = 0
+            if let o = q.get("offset") {
+                guard let n = Int(o), n >= 0 else { throw APIError.badRequest("`offset` must be a whole number") }
+                offset = n
+            }
+            let r = try await self.store.logs(runId: try c.parameters.require("run_id"), taskId: try c.parameters.require("task_id"),
+                                              tryNumber: tryNumber, after: offset)
+            return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
+        }
+        handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
+            try json(["workers": try await self.store.workers(now: Date())])
+        }
+    }
+
+    /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
+    func handle(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, role: APIConfig.Role,
+                _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
+        router.on(RouterPath(path), method: method) { req, ctx -> Response in
+            do {
+                try await self.auth.authorize(req, needs: role)
+                return try await body(req, ctx)
+            } catch {
+                return self.errorResponse(error, request: req)
+            }
+        }
+    }
+
+    func errorResponse(_ error: any Error, request: Request) -> Response {
+        let e: APIError
+        switch error {
+        case let a as APIError: e = a
+        case let n as NotFound: e = APIError(.notFound, "not_found", n.message)
+        case let c as StateConflict: e = APIError(.conflict, "conflict", c.message)
+        case let c as ConfError: e = APIError(.badRequest, "invalid_conf", c.message)
+        case let p as PGError where p.isConnectionLoss: e = APIError(.serviceUnavailable, "database_unavailable", "PostgreSQL is unavailable: \(p.message)")
+        case let r as RedisError where r.kind == .connection: e = APIError(.serviceUnavailable, "broker_unavailable", "Redis is unavailable: \(r.message)")
+        case let h as any HTTPResponseError where h.status == .contentTooLarge:
+            e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(config.maxBodyBytes) bytes")
+        case let h as any HTTPResponseError:
+            e = APIError(h.status, "http_\(h.status.code)", h.status.reasonPhrase)
+        default:
+            logger.error("unexpected error on \(request.method) \(request.uri.path): \(error)")
+            e = APIError(.internalServerError, "internal", "internal error; the server log has the details")
+        }
+        return errorJSON(e)
+    }
+
+    /// The request body as a JSON object; `allowEmpty` reads an empty body as `{}`.
+    func jsonBody(_ req: Request, _ ctx: BasicRequestContext, allowEmpty: Bool = true) async throws -> JSONValue {
+        var r = req
+        let buffer = try await r.collectBody(upTo: config.maxBodyBytes)
+        if buffer.readableBytes == 0 {
+            if allowEmpty { return [:] }
+            throw APIError.badRequest("the request needs a JSON body")
+        }
+        let data = Data(buffer.readableBytesView)
+        let value: JSONValue
+        do { value = try JSONValue.parse(data) } catch {
+            throw APIError(.badRequest, "malformed_json", "the request body is not valid JSON: \(Self.describe(error))")
+        }
+        guard value.objectValue != nil else { throw APIError(.badRequest, "malformed_json", "the request body must be a JSON object") }
+        return value
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let c) = error {
+            return (c.underlyingError.map { "\($0.localizedDescription)" }) ?? c.debugDescription
+        }
+        return "\(error)"
+    }
+
+    // MARK: - Health and metrics
+
+    func health() async -> Response {
+        var checks: [String: JSONValue] = [:]
+        var ok = true
+        do { try await store.ping(); checks["postgres"] = "ok" } catch { ok = false; checks["postgres"] = .string("down: \(error)") }
+        do { try await broker.ping(); checks["redis"] = "ok" } catch { ok = false; checks["redis"] = .string("down: \(error)") }
+        if let age = try? await store.schedulerHeartbeatAge(now: Date()) {
+            let fresh = age < 30
+            if !fresh { ok = false }
+            checks["scheduler"] = fresh ? "ok" : .string("stale: last heartbeat \(Int(age))s ago")
+        } else {
+            ok = false
+            checks["scheduler"] = checks["postgres"] == "ok" ? "down: no scheduler has ever run" : "unknown"
+        }
+        let body: JSONValue = ["status": .string(ok ? "ok" : "unavailable"), "checks": .object(checks)]
+        return Response(status: ok ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: body.compactJSON)))
+    }
+
+    func metrics() async -> Response {
+        var lines: [String] = []
+        if let counts = try? await store.stateCounts() {
+            lines.append("# HELP flowkit_runs Flow runs by state.\n# TYPE flowkit_runs gauge")
+            for s in RunState.allCases { lines.append("flowkit_runs{state=\"\(s.rawValue)\"} \(counts.runs[s.rawValue] ?? 0)") }
+            lines.append("# HELP flowkit_task_instances Unfinished task instances by state.\n# TYPE flowkit_task_instances gauge")
+            for s in ["queued", "running", "up_for_retry"] { lines.append("flowkit_task_instances{state=\"\(s)\"} \(counts.tasks[s] ?? 0)") }
+        }
+        if let workers = try? await store.workers(now: Date()) {
+            let queues = Array(Set(workers.flatMap(\.queues) + [defaultQueue])).sorted()
+            if let depths = try? await broker.queueDepths(queues) {
+                lines.append("# HELP flowkit_queue_depth Messages waiting in a queue.\n# TYPE flowkit_queue_depth gauge")
+                for q in queues { lines.append("flowkit_queue_depth{queue=\"\(q)\"} \(depths[q] ?? 0)") }
+            }
+            lines.append("# HELP flowkit_workers_online Workers heard from in the last 30 seconds.\n# TYPE flowkit_workers_online gauge")
+            lines.append("flowkit_workers_online \(workers.filter { $0.state == "online" && $0.heartbeatAgeSeconds < 30 }.count)")
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
+    }
+}
+
+struct RunPage: Codable { var runs: [RunRecord]; var nextCursor: String? }
+struct LogPage: Codable { var tryNumber: Int; var lines: [LogLine]; var nextOffset: Int }
+
+let apiEncoder: JSONEncoder = {
+    let e = JSONEncoder()
+    e.dateEncodingStrategy = .custom { d, enc in
+        var c = enc.singleValueContainer()
+        try c.encode(formatInstant(d))
+    }
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return e
+}()
+
+/// ISO-8601 with milliseconds, UTC.
+public func formatInstant(_ d: Date) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return f.string(from: d)
+}
+
+func parseDate(_ s: String) -> Date? {
+    let f = ISO8601DateFormatter()
+    if let d = f.date(from: s) { return d }
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return f.date(from: s)
+}
+
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try apiEncoder.encode(value)
+    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func errorJSON(_ e: APIError) -> Response {
+    let body: JSONValue = ["error": .string(e.code), "message": .string(e.message)]
+    return Response(status: e.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body.compactJSON)))
+}

@@ -1,0 +1,131 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import RedisClient
+
+/// The scheduler's side of Redis: enqueueing task messages, cancel flags, and the events stream.
+public final class SchedulerBroker: Sendable {
+    public let redis: RedisConnection
+    /// Blocking reads of the events stream get a connection of their own.
+    let events: RedisConnection
+    let consumer: String
+
+    public init(config: RedisConfig, consumer: String) {
+        self.redis = RedisConnection(config, label: "sched-redis")
+        self.events = RedisConnection(config, label: "sched-events", readTimeout: 30)
+        self.consumer = consumer
+    }
+
+    /// Does what a committed transaction asked, in one pipelined round trip.
+    public func perform(_ work: BrokerWork) async throws {
+        guard !work.isEmpty else { return }
+        var cmds: [[String]] = []
+        for m in work.enqueue { cmds += KombuLayout.enqueueCommands(m) }
+        for id in work.cancel { cmds.append(["SET", FlowKitKeys.cancel(id), "1", "EX", "86400"]) }
+        for id in work.forget { cmds += KombuLayout.ackCommands(deliveryTag: id) }
+        let commands = cmds
+        try await redis.run { s in
+            for r in try s.pipeline(commands) { try r.orThrow() }
+        }
+    }
+
+    /// Up to `count` events for this consumer: first its own pending ones (after a crash), then
+    /// new ones, blocking up to `blockMillis`. Each comes with its stream id, to acknowledge.
+    public func readEvents(count: Int, blockMillis: Int, pendingFirst: Bool) async throws -> [(id: String, event: WorkerEvent?)] {
+        let consumer = self.consumer
+        return try await events.run { s in
+            func read(_ start: String, block: Bool) throws -> RedisValue {
+                var args = ["XREADGROUP", "GROUP", FlowKitKeys.eventsGroup, consumer, "COUNT", String(count)]
+                if block { args += ["BLOCK", String(blockMillis)] }
+                args += ["STREAMS", FlowKitKeys.events, start]
+                return try s.command(args)
+            }
+            var reply = try read(pendingFirst ? "0" : ">", block: !pendingFirst)
+            if case .error(let m) = reply, m.hasPrefix("NOGROUP") {
+                try s.command(["XGROUP", "CREATE", FlowKitKeys.events, FlowKitKeys.eventsGroup, "0", "MKSTREAM"]).orThrow()
+                reply = try read(">", block: true)
+            }
+            try reply.orThrow()
+            return Self.parseStream(reply)
+        }
+    }
+
+    static func parseStream(_ reply: RedisValue) -> [(id: String, event: WorkerEvent?)] {
+        var out: [(String, WorkerEvent?)] = []
+        for stream in reply.array ?? [] {
+            guard let parts = stream.array, parts.count == 2 else { continue }
+            for entry in parts[1].array ?? [] {
+                guard let e = entry.array, e.count == 2, let id = e[0].string else { continue }
+                let fields = e[1].array ?? []
+                var json: String?
+                var i = 0
+                while i + 1 < fields.count {
+                    if fields[i].string == "e" { json = fields[i + 1].string }
+                    i += 2
+                }
+                out.append((id, json.flatMap { try? WorkerEvent.decode($0) }))
+            }
+        }
+        return out
+    }
+
+    /// Takes over events another scheduler read but never acknowledged (it died).
+    public func claimAbandonedEvents(idleMillis: Int, count: Int) async throws -> [(id: String, event: WorkerEvent?)] {
+        let consumer = self.consumer
+        return try await redis.run { s in
+            let reply = try s.command(["XAUTOCLAIM", FlowKitKeys.events, FlowKitKeys.eventsGroup, consumer, String(idleMillis), "0-0",
+                                       "COUNT", String(count)])
+            if case .error(let m) = reply, m.hasPrefix("NOGROUP") { return [] }
+            try reply.orThrow()
+            guard let parts = reply.array, parts.count >= 2 else { return [] }
+            return Self.parseStream(.array([.array([.string(FlowKitKeys.events), parts[1]])]))
+        }
+    }
+
+    public func ack(_ ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        let args = ["XACK", FlowKitKeys.events, FlowKitKeys.eventsGroup] + ids
+        try await redis.run { s in try s.command(args).orThrow() }
+    }
+
+    /// Which of `candidates` (message id, queue) are in neither a queue list nor `unacked`.
+    public func missingMessages(_ candidates: [(messageId: String, queue: String)]) async throws -> [String] {
+        guard !candidates.isEmpty else { return [] }
+        let list = candidates
+        return try await redis.run { s in
+            var missing: [String] = []
+            for c in list {
+                let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
+                let r = try s.command(["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId]).orThrow()
+                if r.int == 0 { missing.append(c.messageId) }
+            }
+            return missing
+        }
+    }
+
+    /// kombu's `restore_visible`: messages claimed before `cutoff` and never acknowledged go back.
+    @discardableResult
+    public func restoreUnacked(olderThan cutoff: Date) async throws -> Int {
+        let c = String(cutoff.timeIntervalSince1970)
+        return try await redis.run { s in
+            try s.command(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, c, "1000"]).orThrow().int ?? 0
+        }
+    }
+
+    public func ping() async throws {
+        try await redis.run { s in try s.command(["PING"]).orThrow() }
+    }
+
+    /// Messages waiting per queue list, for `/metrics`.
+    public func queueDepths(_ queues: [String]) async throws -> [String: Int] {
+        let qs = queues
+        return try await redis.run { s in
+            var out: [String: Int] = [:]
+            for q in qs {
+                let replies = try s.pipeline(KombuLayout.lists(for: q).map { ["LLEN", $0] })
+                out[q] = replies.compactMap(\.int).reduce(0, +)
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,200 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import Logging
+import PostgresClient
+import RedisClient
+
+/// Tunables of a scheduler process.
+public struct SchedulerConfig: Sendable {
+    public var name: String
+    /// A running task with no heartbeat for this long is a zombie.
+    public var zombieThreshold: Double = 30
+    /// A task queued this long is checked for a lost message.
+    public var lostMessageAfter: Double = 30
+    /// Claimed messages not acknowledged within this long are restored to their queue (kombu's
+    /// visibility timeout; workers refresh their claims with every heartbeat).
+    public var visibilityTimeout: Double = 300
+    /// How often the leader's maintenance (reaper, restore, lost messages) runs.
+    public var maintenanceInterval: Double = 2
+    public var eventBatch: Int = 1000
+
+    public init(name: String = "scheduler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)") {
+        self.name = name
+    }
+}
+
+/// The scheduler: turns triggers, cron ticks and worker events into task messages.
+///
+/// Its duties run side by side: the run starter (woken by `NOTIFY flowkit_runs`), the event
+/// consumer (the worker events stream, one transaction per batch), the retry timer, the cron
+/// ticker, and the leader-only maintenance (reaper, restore of unacknowledged messages, lost
+/// messages) under a PostgreSQL advisory lock that another scheduler takes over when the
+/// leader's session ends. Any number of schedulers can share one database.
+public final class SchedulerDaemon: Sendable {
+    public let store: SchedulerStore
+    public let broker: SchedulerBroker
+    let flows: [Flow]
+    let config: SchedulerConfig
+    let clock: any SchedulerClock
+    let listen: PGConnection
+    let leaderLock: PGConnection
+    let logger: Logger
+
+    public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
+                clock: any SchedulerClock = SystemClock(), poolSize: Int = 3) {
+        self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
+        self.broker = SchedulerBroker(config: redis, consumer: config.name)
+        self.flows = flows
+        self.config = config
+        self.clock = clock
+        self.listen = PGConnection(databaseURL, label: "sched-listen")
+        self.leaderLock = PGConnection(databaseURL, label: "sched-leader")
+        var l = Logger(label: "flowkit.scheduler")
+        l[metadataKey: "scheduler"] = "\(config.name)"
+        self.logger = l
+    }
+
+    /// Registers the flows, then runs every duty until the task is cancelled.
+    public func run() async throws {
+        try await Migrator.checkCurrent(listen)
+        let changed = try await store.registerFlows(flows, now: clock.now())
+        logger.info("registered \(flows.count) flows (\(changed.count) new versions)")
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            g.addTask { await self.loop("run starter") { try await self.runStarterOnce() } }
+            g.addTask { await self.eventLoop() }
+            g.addTask { await self.loop("retry timer") { try await self.retryOnce() } }
+            g.addTask { await self.loop("cron ticker") { try await self.tickOnce() } }
+            g.addTask { await self.loop("maintenance") { try await self.maintenanceOnce() } }
+            try await g.waitForAll()
+        }
+    }
+
+    /// Runs `body` until cancelled; failures (a database or Redis restart) are logged and retried
+    /// with backoff, never fatal.
+    func loop(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await body()
+                if failures > 0 { logger.info("\(name) recovered") }
+                failures = 0
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                if failures == 1 || failures % 20 == 0 { logger.warning("\(name): \(error)") }
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 * (1 << min(failures, 6)))))
+            }
+        }
+    }
+
+    // MARK: - Duties (each does one bounded batch; tests call them directly)
+
+    /// Starts queued runs, then waits for the next `NOTIFY flowkit_runs` (at most a second).
+    public func runStarterOnce(wait: Double = 1) async throws {
+        _ = try await listen.run { s in try s.listen("flowkit_runs") }
+        while true {
+            let work = try await store.startQueuedRuns(now: clock.now())
+            try await broker.perform(work)
+            if work.enqueue.isEmpty { break }
+        }
+        _ = try await listen.run { s in try s.waitForNotifications(timeout: wait) }
+    }
+
+    func eventLoop() async {
+        // First what this scheduler read before a crash (its pending entries), then new events.
+        let recovered = Flag()
+        await loop("event consumer") {
+            if !recovered.value {
+                while try await self.consumeEvents(pending: true) > 0 {}
+                recovered.set()
+            }
+            _ = try await self.consumeEvents(pending: false)
+        }
+    }
+
+    /// Reads one batch of worker events, commits it, does the broker work, then acknowledges.
+    @discardableResult
+    public func consumeEvents(pending: Bool = false, blockMillis: Int = 1000) async throws -> Int {
+        let batch = try await broker.readEvents(count: config.eventBatch, blockMillis: blockMillis, pendingFirst: pending)
+        return try await apply(batch)
+    }
+
+    func apply(_ batch: [(id: String, event: WorkerEvent?)]) async throws -> Int {
+        guard !batch.isEmpty else { return 0 }
+        let events = batch.compactMap(\.event)
+        if events.count < batch.count { logger.warning("dropped \(batch.count - events.count) undecodable events") }
+        let work = try await store.applyEvents(events, now: clock.now())
+        try await broker.perform(work)
+        try await broker.ack(batch.map(\.id))
+        return batch.count
+    }
+
+    public func retryOnce(maxWait: Double = 1) async throws {
+        let work = try await store.queueDueRetries(now: clock.now())
+        try await broker.perform(work)
+        if work.enqueue.isEmpty {
+            let next = try await store.nextRetryTime()
+            let wait = next.map { max(0.01, min(maxWait, $0.timeIntervalSince(clock.now()))) } ?? maxWait
+            try await Task.sleep(for: .milliseconds(Int(wait * 1000)))
+        }
+    }
+
+    public func tickOnce(maxWait: Double = 1) async throws {
+        let created = try await store.createDueScheduledRuns(now: clock.now())
+        for r in created { logger.info("created scheduled run \(r.runId) of \(r.flowId)") }
+        if created.isEmpty {
+            let next = try await store.nextTickTime()
+            let wait = next.map { max(0.01, min(maxWait, $0.timeIntervalSince(clock.now()))) } ?? maxWait
+            try await Task.sleep(for: .milliseconds(Int(wait * 1000)))
+        }
+    }
+
+    /// Leader-only maintenance, then a pause of `maintenanceInterval`.
+    public func maintenanceOnce(sleep: Bool = true) async throws {
+        let now = clock.now()
+        try await store.schedulerHeartbeat(name: config.name, host: ProcessInfo.processInfo.hostName,
+                                           startedAt: startedAt, now: now)
+        if try await isLeader() {
+            try await maintenance(now: now)
+        }
+        if sleep { try await Task.sleep(for: .milliseconds(Int(config.maintenanceInterval * 1000))) }
+    }
+
+    let startedAt = Date()
+
+    /// Whether this scheduler holds the maintenance lock (taking it when free). The lock lives
+    /// as long as the session: when a leader dies, its lock goes with it.
+    public func isLeader() async throws -> Bool {
+        try await leaderLock.run { s in
+            try s.query("SELECT pg_try_advisory_lock(7240003) AS l").first?.bool("l") ?? false
+        }
+    }
+
+    func maintenance(now: Date) async throws {
+        let reaped = try await store.reapZombies(now: now, heartbeatTimeout: config.zombieThreshold)
+        try await broker.perform(reaped)
+        if !reaped.forget.isEmpty { logger.warning("reaped \(reaped.forget.count) tries (zombies or timeouts)") }
+        try await broker.restoreUnacked(olderThan: now.addingTimeInterval(-config.visibilityTimeout))
+        let abandoned = try await broker.claimAbandonedEvents(idleMillis: Int(config.zombieThreshold * 1000), count: config.eventBatch)
+        _ = try await apply(abandoned)
+        let stale = try await store.staleQueued(now: now, olderThan: config.lostMessageAfter)
+        let missing = try await broker.missingMessages(stale)
+        if !missing.isEmpty {
+            let msgs = try await store.rebuildQueuedMessages(missing, now: now)
+            var work = BrokerWork()
+            work.enqueue = msgs
+            try await broker.perform(work)
+            logger.warning("enqueued again \(msgs.count) messages the broker had lost")
+        }
+    }
+}
+
+/// A flag one task sets and others read.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    var value: Bool { lock.withLock { v } }
+    func set() { lock.withLock { v = true } }
+}

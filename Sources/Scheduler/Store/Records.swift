@@ -1,0 +1,139 @@
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// A flow as the API shows it.
+public struct FlowRecord: Codable, Sendable {
+    public var flowId: String
+    public var version: Int
+    public var hash: String
+    public var isActive: Bool
+    public var isPaused: Bool
+    public var schedule: String?
+    public var timezone: String
+    public var nextRunAt: Date?
+    public var description: String
+    public var owner: String
+    public var tags: [String]
+    public var definition: FlowDefinition?
+    public var latestRuns: [RunRecord]?
+}
+
+/// A flow run.
+public struct RunRecord: Codable, Sendable {
+    public var id: Int
+    public var runId: String
+    public var flowId: String
+    public var flowVersion: Int
+    public var triggerKind: String
+    public var state: String
+    public var conf: JSONValue
+    public var logicalDate: Date
+    public var dataIntervalStart: Date
+    public var dataIntervalEnd: Date
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+
+    static let columns = """
+        r.id, r.run_id, r.flow_id, r.flow_version, r.trigger_kind, r.state, r.conf::text AS conf, r.logical_date,
+        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at
+        """
+
+    init(_ row: PGRow) {
+        id = row.int("id") ?? 0
+        runId = row.string("run_id") ?? ""
+        flowId = row.string("flow_id") ?? ""
+        flowVersion = row.int("flow_version") ?? 0
+        triggerKind = row.string("trigger_kind") ?? ""
+        state = row.string("state") ?? ""
+        conf = (try? JSONValue.parse(row.string("conf") ?? "{}")) ?? [:]
+        logicalDate = row.date("logical_date") ?? .distantPast
+        dataIntervalStart = row.date("data_interval_start") ?? .distantPast
+        dataIntervalEnd = row.date("data_interval_end") ?? .distantPast
+        createdAt = row.date("created_at") ?? .distantPast
+        startedAt = row.date("started_at")
+        endedAt = row.date("ended_at")
+    }
+}
+
+/// One try of a task instance.
+public struct TaskTryRecord: Codable, Sendable {
+    public var tryNumber: Int
+    public var messageId: String
+    public var state: String
+    public var queuedAt: Date?
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var worker: String?
+    public var result: JSONValue?
+    public var error: String?
+}
+
+/// A task instance of a run, with every try.
+public struct TaskInstanceRecord: Codable, Sendable {
+    public var taskId: String
+    public var state: String
+    public var tryNumber: Int
+    public var maxTries: Int
+    public var queue: String
+    public var priority: Int
+    public var queuedAt: Date?
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var nextAttemptAt: Date?
+    public var worker: String?
+    public var result: JSONValue?
+    public var error: String?
+    public var tries: [TaskTryRecord]
+}
+
+/// A log line of one try.
+public struct LogLine: Codable, Sendable {
+    public var offset: Int
+    public var at: Date
+    public var line: String
+}
+
+/// A worker as the schedulers last heard of it.
+public struct WorkerRecord: Codable, Sendable {
+    public var name: String
+    public var host: String
+    public var pid: Int?
+    public var queues: [String]
+    public var concurrency: Int
+    public var version: String?
+    public var state: String
+    public var running: Int
+    public var startedAt: Date
+    public var heartbeatAt: Date
+    public var heartbeatAgeSeconds: Double
+}
+
+/// Filters and a keyset cursor for listing runs.
+public struct RunFilter: Sendable {
+    public var flowId: String?
+    public var state: String?
+    public var since: Date?
+    public var until: Date?
+    /// Return runs with an internal id below this one (the `next` cursor of the previous page).
+    public var before: Int?
+    public var limit: Int = 50
+    public init(flowId: String? = nil, state: String? = nil, since: Date? = nil, until: Date? = nil, before: Int? = nil, limit: Int = 50) {
+        self.flowId = flowId; self.state = state; self.since = since; self.until = until; self.before = before; self.limit = limit
+    }
+}
+
+/// A state conflict the user should hear about (HTTP 409).
+public struct StateConflict: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Something that does not exist (HTTP 404).
+public struct NotFound: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

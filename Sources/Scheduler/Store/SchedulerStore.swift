@@ -1,0 +1,311 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// What a committed transaction asks of the broker: messages to enqueue, tries to cancel, and
+/// claimed messages to forget (their try was reaped).
+public struct BrokerWork: Sendable {
+    public var enqueue: [CeleryMessage] = []
+    public var cancel: [String] = []
+    public var forget: [String] = []
+    public init() {}
+    public var isEmpty: Bool { enqueue.isEmpty && cancel.isEmpty && forget.isEmpty }
+    mutating func merge(_ o: BrokerWork) {
+        enqueue += o.enqueue; cancel += o.cancel; forget += o.forget
+    }
+}
+
+/// All SQL FlowKit runs, behind named operations; services call these and never build SQL.
+///
+/// Operations that change state run in one transaction on one connection and return the
+/// `BrokerWork` to do once the transaction has committed.
+public final class SchedulerStore: @unchecked Sendable {
+    public let db: PGPool
+    let graphs = GraphCache()
+    /// Random numbers in [0, 1) for retry jitter (injectable for tests).
+    let random: @Sendable () -> Double
+
+    public init(db: PGPool, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
+        self.db = db
+        self.random = random
+    }
+
+    // MARK: - Registration
+
+    /// Upserts the flows this binary was built with; a changed flow gets a new version; flows
+    /// missing from `flows` become inactive (never deleted). Returns the flows that got a new version.
+    @discardableResult
+    public func registerFlows(_ flows: [Flow], now: Date) async throws -> [String] {
+        let defs = try flows.map { f -> (FlowDefinition, String, String, Date?) in
+            let d = FlowDefinition(f)
+            let next = try f.schedule.map { try $0.compiled().nextFire(after: now) } ?? nil
+            return (d, try d.json(), try d.contentHash(), next)
+        }
+        return try await db.run { s in
+            try s.transaction {
+                var changed: [String] = []
+                try s.query("SELECT pg_advisory_xact_lock(7240002)")
+                for (d, json, hash, next) in defs {
+                    let cur = try s.query("""
+                        SELECT f.current_version, v.hash, f.schedule, f.timezone FROM flows f
+                        JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
+                        WHERE f.flow_id = $1
+                        """, [d.id]).first
+                    let schedule = d.schedule?.cron
+                    let tz = d.schedule?.timeZone ?? "UTC"
+                    if let cur {
+                        let scheduleChanged = cur.string("schedule") != schedule || cur.string("timezone") != tz
+                        var version = cur.int("current_version")!
+                        if cur.string("hash") != hash {
+                            version += 1
+                            try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (flow_id, hash) DO NOTHING",
+                                        [d.id, version, hash, json])
+                            // A flow changed back to an earlier form reuses that version.
+                            version = try s.query("SELECT version FROM flow_versions WHERE flow_id = $1 AND hash = $2", [d.id, hash]).first!.int("version")!
+                            changed.append(d.id)
+                        }
+                        try s.query("""
+                            UPDATE flows SET current_version = $2, is_active = true, schedule = $3, timezone = $4,
+                                catchup = $5, max_active_runs = $6, updated_at = now(),
+                                next_tick = CASE WHEN $3::text IS NULL THEN NULL
+                                                 WHEN $7 OR next_tick IS NULL THEN $8::timestamptz ELSE next_tick END
+                            WHERE flow_id = $1
+                            """, [d.id, version, schedule, tz, d.catchup, d.maxActiveRuns, scheduleChanged, next])
+                    } else {
+                        try s.query("""
+                            INSERT INTO flows (flow_id, current_version, schedule, timezone, catchup, max_active_runs, next_tick)
+                            VALUES ($1, 1, $2, $3, $4, $5, $6)
+                            """, [d.id, schedule, tz, d.catchup, d.maxActiveRuns, next])
+                        try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, 1, $2, $3::jsonb)",
+                                    [d.id, hash, json])
+                        changed.append(d.id)
+                    }
+                }
+                try s.query("UPDATE flows SET is_active = false, updated_at = now() WHERE NOT (flow_id = ANY($1::text[])) AND is_active",
+                            [defs.map(\.0.id)])
+                return changed
+            }
+        }
+    }
+
+    // MARK: - Runs
+
+    /// Creates a queued run and wakes the schedulers. Conf is checked against the flow's params.
+    public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, now: Date) async throws -> RunRecord {
+        try await db.run { [self] s in
+            try s.transaction {
+                guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
+                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
+                }
+                guard f.bool("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
+                let version = f.int("current_version")!
+                let graph = try graphs.graph(s, flow: flowId, version: version)
+                let params = try graph.definition.resolveParams(conf: conf)
+                let date = logicalDate ?? now
+                return try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
+                                     logicalDate: date, intervalStart: date, intervalEnd: date)!
+            }
+        }
+    }
+
+    /// Inserts a queued run; nil when a scheduled run for that tick already exists.
+    func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
+                   logicalDate: Date, intervalStart: Date, intervalEnd: Date) throws -> RunRecord? {
+        let runId = "\(kind)__\(Self.compactDate(logicalDate))__\(UUID().uuidString.prefix(8).lowercased())"
+        let conflict = kind == "manual" ? "" : "ON CONFLICT (flow_id, logical_date) WHERE trigger_kind IN ('scheduled', 'backfill') DO NOTHING"
+        let r = try s.query("""
+            INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start, data_interval_end)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $8, $9) \(conflict)
+            RETURNING \(RunRecord.columns)
+            """, [runId, flowId, version, kind, JSONValue.object(conf).compactJSON, JSONValue.object(params).compactJSON,
+                  logicalDate, intervalStart, intervalEnd])
+        guard let row = r.first else { return nil }
+        try s.query("SELECT pg_notify('flowkit_runs', $1)", [runId])
+        return RunRecord(row)
+    }
+
+    static func compactDate(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        return f.string(from: d)
+    }
+
+    /// Starts queued runs whose flow has room under `max_active_runs`: creates their task
+    /// instances and queues the tasks that can start.
+    public func startQueuedRuns(now: Date, limit: Int = 50) async throws -> BrokerWork {
+        try await db.run { [self] s in
+            try s.transaction {
+                var work = BrokerWork()
+                let queued = try s.query("""
+                    SELECT r.id, r.flow_id, r.flow_version FROM runs r JOIN flows f ON f.flow_id = r.flow_id
+                    WHERE r.state = 'queued' AND NOT f.is_paused ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED
+                    """, [limit]).all
+                var lockedFlows = Set<String>()
+                for row in queued {
+                    let runPk = row.int("id")!, flowId = row.string("flow_id")!, version = row.int("flow_version")!
+                    if lockedFlows.insert(flowId).inserted {
+                        try s.query("SELECT 1 FROM flows WHERE flow_id = $1 FOR UPDATE", [flowId])
+                    }
+                    let counts = try s.query("""
+                        SELECT (SELECT count(*) FROM runs WHERE flow_id = $1 AND state = 'running') AS active, max_active_runs
+                        FROM flows WHERE flow_id = $1
+                        """, [flowId]).first!
+                    if counts.int("active")! >= counts.int("max_active_runs")! { continue }
+                    let graph = try graphs.graph(s, flow: flowId, version: version)
+                    let tasks = graph.definition.tasks
+                    try s.query("""
+                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds)
+                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1) FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[]) AS u(t, m, q, p, o)
+                        """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
+                              tasks.map { $0.timeoutSeconds ?? -1 }])
+                    try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3 WHERE id = $1",
+                                [runPk, now, tasks.count])
+                    work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: graph.roots, now: now)
+                }
+                return work
+            }
+        }
+    }
+
+    // MARK: - Dispatch
+
+    /// Moves tasks from pending or up_for_retry to queued with a new try and builds their messages.
+    func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+        guard !taskIds.isEmpty else { return [] }
+        let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
+        let updated = try s.query("""
+            UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
+                next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
+            FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
+                  JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
+            WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
+            RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state
+            """, [runPk, taskIds, messageIds, now]).all
+        guard !updated.isEmpty else { return [] }
+        let ids = updated.map { $0.string("task_id")! }, tries = updated.map { $0.int("try_number")! }
+        let mids = updated.map { $0.string("message_id")! }, olds = updated.map { $0.string("old_state")! }
+        try s.query("""
+            INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
+            SELECT $1, t, n, m, 'queued', $5 FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, m)
+            """, [runPk, ids, tries, mids, now])
+        try s.query("""
+            INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+            SELECT $1, t, n, f, 'queued', $5, 'scheduler' FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, f)
+            """, [runPk, ids, tries, olds, now])
+        return try buildMessages(s, runPk: runPk, graph: graph, rows: updated)
+    }
+
+    /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
+    /// priority, timeout_seconds), with the run's params and the upstream tasks' results.
+    func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
+        guard !rows.isEmpty, let run = try s.query("""
+            SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1
+            """, [runPk]).first else { return [] }
+        let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
+        let ids = rows.map { $0.string("task_id")! }
+        let upstreamIds = Array(Set(ids.flatMap { graph.tasks[$0]?.upstream ?? [] }))
+        var results: [String: JSONValue] = [:]
+        if !upstreamIds.isEmpty {
+            for r in try s.query("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
+                                 [runPk, upstreamIds]).all {
+                results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!)
+            }
+        }
+        let flowId = run.string("flow_id")!, runId = run.string("run_id")!
+        return rows.map { row in
+            let taskId = row.string("task_id")!
+            let def = graph.tasks[taskId]
+            var upstream: [String: JSONValue] = [:]
+            for u in def?.upstream ?? [] { if let r = results[u] { upstream[u] = r } }
+            let timeout = row.double("timeout_seconds")
+            let inv = FlowTaskInvocation(flowId: flowId, runId: runId, taskId: taskId, tryNumber: row.int("try_number")!,
+                                         logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
+                                         dataIntervalEnd: run.date("data_interval_end")!, params: params, upstream: upstream,
+                                         timeoutSeconds: timeout)
+            let name = def?.celeryName ?? FlowTaskInvocation.taskName(flow: flowId, task: taskId)
+            return CeleryMessage(id: row.string("message_id")!, task: name, args: [],
+                                 kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: row.string("queue")!,
+                                 priority: row.int("priority")!, retries: row.int("try_number")! - 1,
+                                 timeLimit: (timeout, nil), rootId: runId)
+        }
+    }
+
+    /// Evaluates the downstream tasks of `finished` in one run: queues those now ready, and
+    /// marks skipped or upstream_failed those that never will be, transitively.
+    func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], now: Date) throws -> [CeleryMessage] {
+        var changed = finished
+        var toQueue: [String] = []
+        var queuedSet = Set<String>()
+        while !changed.isEmpty {
+            let candidates = Array(Set(changed.flatMap { graph.downstream[$0] ?? [] }))
+            changed = []
+            if candidates.isEmpty { break }
+            let needed = Array(Set(candidates + candidates.flatMap { graph.tasks[$0]?.upstream ?? [] }))
+            var states: [String: TaskState] = [:]
+            for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, needed]).all {
+                states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+            }
+            var skip: [String] = [], upFailed: [String] = []
+            for c in candidates.sorted() where states[c] == .pending && !queuedSet.contains(c) {
+                guard let def = graph.tasks[c] else { continue }
+                let up = def.upstream.map { states[$0] ?? .pending }
+                switch def.triggerRule.evaluate(up) {
+                case .wait: break
+                case .run: toQueue.append(c); queuedSet.insert(c)
+                case .skip: skip.append(c)
+                case .upstreamFailed: upFailed.append(c)
+                }
+            }
+            for (list, state) in [(skip, TaskState.skipped), (upFailed, TaskState.upstreamFailed)] where !list.isEmpty {
+                let n = try s.query("""
+                    WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
+                               RETURNING task_id, try_number)
+                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                    SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u
+                    """, [runPk, list, state.rawValue, now]).affectedRows
+                try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [runPk, n])
+                changed += list
+            }
+        }
+        // Priority first, as the broker will see them.
+        let ordered = toQueue.sorted { (graph.tasks[$0]?.priority ?? 0) > (graph.tasks[$1]?.priority ?? 0) }
+        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ordered, now: now)
+    }
+
+    /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how.
+    func finalizeIfDone(_ s: PGSession, runPk: Int, graph: FlowGraph, now: Date) throws {
+        guard let r = try s.query("SELECT unfinished_tasks, state, flow_id FROM runs WHERE id = $1", [runPk]).first,
+              r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
+        let leaves = Array(graph.leaves)
+        let states = try s.query("SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, leaves]).all
+            .compactMap { TaskState(rawValue: $0.string("state") ?? "") }
+        let final = finalRunState(leafStates: states)
+        try s.query("UPDATE runs SET state = $2, ended_at = $3 WHERE id = $1", [runPk, final.rawValue, now])
+        // A finished run may let a queued run of the same flow start.
+        try s.query("SELECT pg_notify('flowkit_runs', $1)", [r.string("flow_id")!])
+    }
+
+    /// Locks runs in id order, so that concurrent schedulers serialize per run and never deadlock.
+    func lockRuns(_ s: PGSession, runPks: [Int]) throws {
+        guard !runPks.isEmpty else { return }
+        try s.query("SELECT id FROM runs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [Array(Set(runPks)).sorted()])
+    }
+}
+
+/// Flow graphs by flow and version; versions never change once written, so entries never go stale.
+final class GraphCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var graphs: [String: FlowGraph] = [:]
+
+    func graph(_ s: PGSession, flow: String, version: Int) throws -> FlowGraph {
+        let key = "\(flow)@\(version)"
+        if let g = lock.withLock({ graphs[key] }) { return g }
+        guard let row = try s.query("SELECT definition::text AS d FROM flow_versions WHERE flow_id = $1 AND version = $2", [flow, version]).first else {
+            throw NotFound("flow `\(flow)` has no version \(version)")
+        }
+        let g = FlowGraph(try FlowDefinition.decode(row.string("d")!))
+        lock.withLock { graphs[key] = g }
+        return g
+    }
+}

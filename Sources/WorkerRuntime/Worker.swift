@@ -1,0 +1,343 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import Logging
+import RedisClient
+
+/// A worker process: claims task messages from its queues, runs them with at most
+/// `concurrency` at once, reports through the events stream, and acknowledges each message only
+/// once its outcome is reported. Needs Redis only — never the database.
+///
+/// ```swift
+/// let worker = Worker(redis: try RedisConfig(url: url), flows: allFlows, config: WorkerConfig(queues: ["default"]))
+/// try await worker.run()   // until worker.shutdown()
+/// ```
+public final class Worker: Sendable {
+    public let config: WorkerConfig
+    let redis: RedisConnection
+    let blocking: RedisConnection
+    let tasks: [String: (Flow, FlowTask)]
+    let slots: SlotGate
+    let inFlight = InFlight()
+    let state = WorkerState()
+    let logger: Logger
+    let connections: [String: String]
+
+    public init(redis: RedisConfig, flows: [Flow], config: WorkerConfig) {
+        self.config = config
+        self.redis = RedisConnection(redis, label: "worker-redis")
+        self.blocking = RedisConnection(redis, label: "worker-blocking", readTimeout: 10)
+        var t: [String: (Flow, FlowTask)] = [:]
+        for f in flows { for task in f.tasks { t[FlowTaskInvocation.taskName(flow: f.id, task: task.id)] = (f, task) } }
+        self.tasks = t
+        self.slots = SlotGate(config.concurrency)
+        var l = Logger(label: "flowkit.worker")
+        l[metadataKey: "worker"] = "\(config.name)"
+        self.logger = l
+        var conns: [String: String] = [:]
+        for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("FLOWKIT_CONN_") {
+            conns[String(k.dropFirst("FLOWKIT_CONN_".count)).lowercased()] = v
+        }
+        self.connections = conns
+    }
+
+    var info: JSONValue {
+        ["host": .string(config.hostname), "pid": .int(Int(ProcessInfo.processInfo.processIdentifier)),
+         "queues": .array(config.queues.map(JSONValue.string)), "concurrency": .int(config.concurrency),
+         "version": .string(config.version)]
+    }
+
+    /// Consumes until `shutdown()`; then lets running tasks finish within the grace period and
+    /// gives back the messages of those that did not.
+    public func run() async throws {
+        try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: info)])
+        logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
+        let heartbeat = Task { await heartbeatLoop() }
+        let logs = Task { await logFlushLoop() }
+        await consumeLoop()
+        await drain()
+        heartbeat.cancel()
+        logs.cancel()
+        try? await emit([WorkerEvent(kind: .workerOffline, worker: config.name, info: info)])
+        logger.info("worker \(config.name) stopped")
+    }
+
+    /// Stops taking work (what `SIGTERM` does).
+    public func shutdown() {
+        state.stop()
+        slots.wakeAll()
+    }
+
+    // MARK: - Consuming
+
+    var claimKeys: [String] {
+        config.queues.flatMap { KombuLayout.lists(for: $0) } + [KombuLayout.unacked, KombuLayout.unackedIndex]
+    }
+
+    func consumeLoop() async {
+        var failures = 0
+        var queueIndex = 0
+        while !state.stopping {
+            await slots.waitForFree()
+            if state.stopping { break }
+            let free = slots.freeCount
+            guard free > 0 else { continue }
+            do {
+                let keys = claimKeys
+                let now = String(Date().timeIntervalSince1970)
+                let claimed = try await redis.run { s in
+                    try s.command(["EVAL", KombuLayout.claimScript, String(keys.count)] + keys + [String(free), now, FlowKitKeys.deadLetter])
+                        .orThrow().array?.compactMap(\.string) ?? []
+                }
+                failures = 0
+                if claimed.isEmpty {
+                    // Wait for the next message without taking it: BLMOVE of a list onto itself,
+                    // left to left, leaves the list as it was.
+                    let q = config.queues[queueIndex % config.queues.count]
+                    queueIndex += 1
+                    let timeout = String(format: "%.2f", max(0.05, 1.0 / Double(config.queues.count)))
+                    _ = try await blocking.run { s in try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow() }
+                    continue
+                }
+                for raw in claimed {
+                    slots.take()
+                    Task { await self.handle(raw); self.slots.release() }
+                }
+            } catch {
+                failures += 1
+                if failures == 1 || failures % 30 == 0 { logger.warning("consume: \(error)") }
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 * (1 << min(failures, 6)))))
+            }
+        }
+    }
+
+    // MARK: - One message
+
+    func handle(_ raw: String) async {
+        let message: CeleryMessage
+        do { message = try CeleryMessage.decode(raw) } catch {
+            let tag = CeleryMessage.deliveryTag(of: raw) ?? ""
+            await deadLetter(raw: raw, tag: tag, reason: "\(error)", celeryId: nil)
+            return
+        }
+        if let inv = message.kwargs[FlowTaskInvocation.kwarg], let invocation = try? FlowTaskInvocation(json: inv) {
+            await runFlowTask(message, invocation)
+        } else if message.task == "flowkit.echo" {
+            let result: JSONValue = ["args": .array(message.args), "kwargs": .object(message.kwargs)]
+            await finish(tag: message.id, events: [], result: CeleryResult.success(taskId: message.id, result: result, name: message.task, worker: config.name))
+        } else {
+            await deadLetter(raw: raw, tag: message.id, reason: "unknown task `\(message.task)`: this worker does not know it", celeryId: message.id,
+                             task: message.task)
+        }
+    }
+
+    func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation) async {
+        let base = WorkerEvent(kind: .started, worker: config.name, messageId: message.id, runId: inv.runId,
+                               taskId: inv.taskId, tryNumber: inv.tryNumber)
+        func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil) -> WorkerEvent {
+            var e = base; e.kind = kind; e.at = Date().timeIntervalSince1970; e.result = result; e.error = error; return e
+        }
+        // A run cancelled before its message was picked up.
+        if (try? await redis.run({ s in try s.command(["EXISTS", FlowKitKeys.cancel(message.id)]).int })) == 1 {
+            await finish(tag: message.id, events: [event(.cancelled)], result: nil)
+            return
+        }
+        guard let (_, task) = tasks[message.task] else {
+            let error = "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
+            await finish(tag: message.id, events: [event(.failed, error: error)],
+                         result: CeleryResult.failure(taskId: message.id, errorType: "NotRegistered", message: error, name: message.task))
+            return
+        }
+        let entry = inFlight.add(messageId: message.id, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
+        defer { inFlight.remove(message.id) }
+        do { try await emit([event(.started)]) } catch { logger.warning("could not report start of \(message.id): \(error)") }
+
+        let ctx = TaskContext(flowId: inv.flowId, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber,
+                              logicalDate: Date(timeIntervalSince1970: inv.logicalDate),
+                              dataIntervalStart: Date(timeIntervalSince1970: inv.dataIntervalStart),
+                              dataIntervalEnd: Date(timeIntervalSince1970: inv.dataIntervalEnd),
+                              params: inv.params, upstream: inv.upstream, connections: connections,
+                              log: TaskLogger { line in entry.log(line) }, isCancelled: { entry.isCancelled })
+        let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
+        if entry.givenBack { return }  // shutdown handed the message back; another worker runs it
+        var final: WorkerEvent
+        var celery: String
+        switch outcome {
+        case .success(let value):
+            final = event(.succeeded, result: value)
+            celery = CeleryResult.success(taskId: message.id, result: value, name: message.task, worker: config.name)
+        case .skipped(let reason):
+            final = event(.skipped, error: reason)
+            celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
+        case .failure(let error):
+            entry.log("task failed: \(error)")
+            final = event(.failed, error: error)
+            celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: error, name: message.task, worker: config.name)
+        }
+        await finish(tag: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
+    }
+
+    enum Outcome { case success(JSONValue?), skipped(String), failure(String) }
+
+    func execute(_ task: FlowTask, _ ctx: TaskContext, timeout: Double?, entry: InFlightEntry) async -> Outcome {
+        let body = task.body
+        let work = Task<JSONValue?, any Error> {
+            switch body {
+            case .closure(let f): return try await f(ctx)
+            case .shell(let cmd): return try await ctx.run(cmd)
+            case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
+            }
+        }
+        entry.attach(work)
+        let result: Result<JSONValue?, any Error> = await withCheckedContinuation { cont in
+            let once = Once()
+            Task {
+                let r = await work.result
+                if once.claim() { cont.resume(returning: r) }
+            }
+            if let timeout {
+                Task {
+                    try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                    if once.claim() {
+                        entry.timedOut = true
+                        work.cancel()
+                        cont.resume(returning: .failure(TaskError("timed out after \(timeout)s (execution timeout)")))
+                    }
+                }
+            }
+        }
+        switch result {
+        case .success(let v):
+            guard let v else { return .success(nil) }
+            do { _ = try checkResultSize(v, task: task.id); return .success(v) } catch { return .failure("\(error)") }
+        case .failure(let e as TaskSkipped): return .skipped(e.reason)
+        case .failure(let e) where e is CancellationError:
+            return .failure(entry.timedOut ? "timed out" : entry.cancelRequested ? "cancelled: the run was cancelled" : "cancelled")
+        case .failure(let e): return .failure("\(e)")
+        }
+    }
+
+    // MARK: - Reporting
+
+    /// Reports events, stores the Celery result and acknowledges the message in one MULTI, so
+    /// a message is never acknowledged without its outcome. Retries while Redis is away.
+    func finish(tag: String, events: [WorkerEvent], result: String?) async {
+        var cmds: [[String]] = [["MULTI"]]
+        cmds += events.map { $0.xaddCommand() }
+        if let result { cmds += CeleryResult.commands(taskId: tag, meta: result) }
+        cmds += KombuLayout.ackCommands(deliveryTag: tag)
+        cmds.append(["EXEC"])
+        await reliably("report \(tag)") { [cmds] in
+            try await self.redis.run { s in
+                let replies = try s.pipeline(cmds)
+                if case .error(let m) = replies.last ?? .null { throw RedisError(.reply, m) }
+            }
+        }
+    }
+
+    func deadLetter(raw: String, tag: String, reason: String, celeryId: String?, task: String? = nil) async {
+        logger.warning("dead-lettered a message: \(reason)")
+        let entry: JSONValue = ["reason": .string(reason), "worker": .string(config.name), "at": .double(Date().timeIntervalSince1970),
+                                "message": .string(raw)]
+        var cmds: [[String]] = [["MULTI"], ["LPUSH", FlowKitKeys.deadLetter, entry.compactJSON]]
+        if let celeryId {
+            cmds += CeleryResult.commands(taskId: celeryId, meta: CeleryResult.failure(taskId: celeryId, errorType: "NotRegistered", message: reason, name: task))
+        }
+        if !tag.isEmpty { cmds += KombuLayout.ackCommands(deliveryTag: tag) }
+        cmds.append(["EXEC"])
+        await reliably("dead-letter") { [cmds] in try await self.redis.run { s in _ = try s.pipeline(cmds) } }
+    }
+
+    func emit(_ events: [WorkerEvent]) async throws {
+        let cmds = events.map { $0.xaddCommand() }
+        try await redis.run { s in for r in try s.pipeline(cmds) { try r.orThrow() } }
+    }
+
+    func reliably(_ what: String, _ body: @escaping @Sendable () async throws -> Void) async {
+        var attempt = 0
+        while true {
+            do { try await body(); return } catch {
+                attempt += 1
+                if attempt == 1 || attempt % 20 == 0 { logger.warning("\(what): \(error); retrying") }
+                if attempt > 600 { logger.error("\(what): giving up after \(attempt) attempts"); return }
+                try? await Task.sleep(for: .milliseconds(min(1000, 20 * (1 << min(attempt, 6)))))
+            }
+        }
+    }
+
+    // MARK: - Heartbeat, cancellation, restore
+
+    func heartbeatLoop() async {
+        while !Task.isCancelled {
+            await heartbeatOnce()
+            try? await Task.sleep(for: .milliseconds(Int(config.heartbeatInterval * 1000)))
+        }
+    }
+
+    /// Ships buffered log lines of running tasks twice a second (one pipeline for all of them).
+    func logFlushLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            let events = inFlight.all.flatMap { e in
+                e.drainLogEvents(base: WorkerEvent(kind: .log, worker: config.name, messageId: e.messageId, runId: e.runId,
+                                                   taskId: e.taskId, tryNumber: e.tryNumber))
+            }
+            if !events.isEmpty { await reliably("ship logs") { try await self.emit(events) } }
+        }
+    }
+
+    func heartbeatOnce() async {
+        let entries = inFlight.all
+        let now = Date()
+        var cmds: [[String]] = [
+            ["SET", FlowKitKeys.workerAlive(config.name), "1", "EX", String(max(1, Int(config.heartbeatInterval * 3)))],
+            ["HSET", FlowKitKeys.workers, config.name, info.compactJSON],
+        ]
+        cmds += entries.map { ["ZADD", KombuLayout.unackedIndex, "XX", String(now.timeIntervalSince1970), $0.messageId] }
+        cmds.append(WorkerEvent(kind: .heartbeat, worker: config.name, running: entries.map(\.messageId), info: info).xaddCommand())
+        cmds += entries.map { ["EXISTS", FlowKitKeys.cancel($0.messageId)] }
+        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex,
+                     String(now.timeIntervalSince1970 - config.visibilityTimeout), "100"])
+        let c = cmds
+        do {
+            let replies = try await redis.run { s in try s.pipeline(c) }
+            let cancelReplies = replies.dropLast().suffix(entries.count)
+            for (e, r) in zip(entries, cancelReplies) where r.int == 1 {
+                logger.info("cancelling \(e.taskId) of \(e.runId): the run was cancelled")
+                e.cancel()
+            }
+        } catch {
+            logger.warning("heartbeat: \(error)")
+        }
+    }
+
+    /// Waits up to the grace period for running tasks, then gives their messages back.
+    func drain() async {
+        let deadline = Date().addingTimeInterval(config.shutdownGrace)
+        while !inFlight.all.isEmpty, Date() < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let left = inFlight.all
+        guard !left.isEmpty else { return }
+        logger.warning("giving back \(left.count) unfinished tasks after the \(config.shutdownGrace)s grace period")
+        for e in left { e.giveBack() }
+        var cmds = left.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0.messageId] }
+        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(left.count + 100)])
+        let c = cmds
+        await reliably("give back") { try await self.redis.run { s in _ = try s.pipeline(c) } }
+    }
+}
+
+/// Resumes a continuation once, whichever side gets there first.
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    func claim() -> Bool { lock.withLock { if done { return false }; done = true; return true } }
+}
+
+final class WorkerState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+    var stopping: Bool { lock.withLock { stopped } }
+    func stop() { lock.withLock { stopped = true } }
+}

@@ -1,0 +1,27 @@
+import Foundation
+
+/// Tunables of a worker process.
+public struct WorkerConfig: Sendable {
+    public var name: String
+    public var hostname: String
+    public var queues: [String]
+    /// Tasks run at once.
+    public var concurrency: Int
+    /// Seconds between heartbeats (and between refreshes of this worker's claims).
+    public var heartbeatInterval: Double = 2
+    /// Claimed messages whose claim is older than this are put back on their queue (by any
+    /// worker or scheduler); a live worker refreshes its claims at every heartbeat.
+    public var visibilityTimeout: Double = 300
+    /// On shutdown, how long running tasks may take to finish before they are given back.
+    public var shutdownGrace: Double = 30
+    public var version: String = flowKitVersion
+
+    public init(name: String? = nil, hostname: String = ProcessInfo.processInfo.hostName, queues: [String] = ["default"], concurrency: Int = 2) {
+        self.hostname = hostname
+        self.name = name ?? "worker@\(hostname)-\(ProcessInfo.processInfo.processIdentifier)"
+        self.queues = queues
+        self.concurrency = max(1, concurrency)
+    }
+}
+
+public let flowKitVersion = "0.1.0"
