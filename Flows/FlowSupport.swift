@@ -12,8 +12,10 @@ func dataDirectory(_ parts: String...) throws -> URL {
 
 /// A resource shipped with the flows (in `Flows/Resources`).
 func resource(_ path: String) throws -> URL {
-    guard let base = Bundle.module.resourceURL else { throw TaskError("the Flows resource bundle is missing") }
-    let url = base.appendingPathComponent("Resources").appendingPathComponent(path)
+    guard let base = Bundle.module.url(forResource: "Resources", withExtension: nil) else {
+        throw TaskError("the Flows resource bundle is missing (it ships beside the flowctl binary)")
+    }
+    let url = base.appendingPathComponent(path)
     guard FileManager.default.fileExists(atPath: url.path) else { throw TaskError("missing resource \(url.path)") }
     return url
 }

@@ -34,9 +34,8 @@ struct WorkerOptions: ParsableArguments {
 
 struct SchedulerOptions: ParsableArguments {
     @Option(help: "Seconds without a heartbeat after which a running task is a zombie.") var zombieThreshold: Double = 30
-    @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
 
-    func config() -> SchedulerConfig {
+    func config(visibilityTimeout: Double = 300) -> SchedulerConfig {
         var c = SchedulerConfig()
         c.zombieThreshold = zombieThreshold
         c.visibilityTimeout = visibilityTimeout
@@ -58,11 +57,12 @@ struct MigrateCommand: AsyncParsableCommand {
 struct SchedulerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "scheduler", abstract: "Run a scheduler (any number may share one database).")
     @OptionGroup var options: SchedulerOptions
+    @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
     func run() async throws {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.scheduler")
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
-                                     flows: try FlowCatalog.registry().flows, config: options.config())
+                                     flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout))
         try await runServices([SchedulerService(daemon: daemon)], logger: logger)
     }
 }
@@ -147,7 +147,7 @@ struct StandaloneCommand: AsyncParsableCommand {
                           logger: logger)
         try await api.prepare()
         let redisConfig = try RedisConfig(url: redis)
-        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config())
+        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout))
         var services: [any Service] = [api.application(host: host, port: port), SchedulerService(daemon: daemon)]
         for i in 0..<max(0, workers) {
             let name = "worker\(i + 1)@\(workerOptions.hostname)-\(ProcessInfo.processInfo.processIdentifier)"
