@@ -131,8 +131,18 @@ func sh(_ argv: [String], quiet: Bool = false) throws -> String {
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
     let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { args.forEach { free($0) } }
+    // Signal handling of this process (ignored SIGTERM/SIGINT for graceful shutdown) must not
+    // leak into servers it starts: ignored signals survive exec.
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var all = sigset_t(); sigfillset(&all)
+    var none = sigset_t(); sigemptyset(&none)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
     var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, args, environ)
+    let rc = posix_spawnp(&pid, argv[0], &actions, &attr, args, environ)
     guard rc == 0 else { throw CLIError("cannot run `\(argv[0])`: \(String(cString: strerror(rc)))") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}

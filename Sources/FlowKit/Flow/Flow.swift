@@ -45,6 +45,11 @@ public struct Flow: Sendable {
 
     public func task(_ id: String) -> FlowTask? { tasks.first { $0.id == id } }
 
+    /// Changes one task in place (for tests and tools that rewrite flows).
+    mutating func replaceTask(_ id: String, _ change: (inout FlowTask) -> Void) {
+        if let i = tasks.firstIndex(where: { $0.id == id }) { change(&tasks[i]) }
+    }
+
     /// A task's options with the flow's defaults filled in, and FlowKit's own defaults last.
     public func effectiveOptions(_ task: FlowTask) -> TaskOptions {
         var o = task.options.merged(over: defaults)

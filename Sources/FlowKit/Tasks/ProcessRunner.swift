@@ -43,8 +43,7 @@ public enum ProcessRunner {
         posix_spawnattr_setpgroup(&attr, 0)
         var emptyMask = sigset_t(); sigemptyset(&emptyMask)
         posix_spawnattr_setsigmask(&attr, &emptyMask)
-        var defaults = sigset_t(); sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGPIPE, SIGCHLD] { sigaddset(&defaults, s) }
+        var defaults = sigset_t(); sigfillset(&defaults)
         posix_spawnattr_setsigdefault(&attr, &defaults)
 
         var env = ProcessInfo.processInfo.environment

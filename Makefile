@@ -1,0 +1,42 @@
+# FlowKit — the two commands a newcomer needs: `make demo` and `make test`.
+SWIFT ?= swift
+FLOWCTL_DEBUG = .build/debug/flowctl
+FLOWCTL_RELEASE = .build/release/flowctl
+
+.PHONY: help deps build release test demo run bench faults clean docker-config migrations
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## install missing Debian packages (libpq, hiredis, PostgreSQL, Redis)
+	@scripts/deps.sh
+
+build: deps ## debug build of flowctl
+	$(SWIFT) build --product flowctl
+
+release: deps ## release build of flowctl
+	$(SWIFT) build -c release --product flowctl
+
+test: deps ## unit and integration tests against a real PostgreSQL and Redis
+	@scripts/test.sh
+
+demo: build ## run catalunya_data_pipeline end to end in standalone mode and show it
+	@scripts/demo.sh $(FLOWCTL_DEBUG)
+
+run: build ## standalone in the foreground (API on :8080, scheduler, two workers)
+	$(FLOWCTL_DEBUG) standalone
+
+bench: release ## the WORKLOADS.md benchmarks, beside Celery
+	@scripts/bench.sh $(FLOWCTL_RELEASE)
+
+faults: build ## the fault-injection suite
+	@scripts/faults.sh $(FLOWCTL_DEBUG)
+
+migrations: ## re-embed migrations/*.sql into the binary
+	scripts/embed_migrations.sh
+
+docker-config: ## validate docker/docker-compose.yml (no engine needed)
+	docker-compose -f docker/docker-compose.yml config -q
+
+clean: ## remove build products and local state
+	rm -rf .build .flowkit

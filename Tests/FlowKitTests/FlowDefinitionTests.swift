@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+@testable import FlowKit
+import Flows
+
+@Suite("JSON form and hash")
+struct FlowDefinitionTests {
+    func sample(retries: Int = 1) -> Flow {
+        Flow("sample", description: "d", tags: ["t"], schedule: .cron("0 6 * * *", timeZone: "Europe/Madrid"),
+             params: [Param("n", .int, default: 3)], defaults: TaskOptions(retry: RetryPolicy(retries: retries))) { f in
+            let a = f.task("a") { _ in nil }
+            let b = f.shell("b", script: "echo $FLOWKIT_PARAM_N", environment: ["X": "1"])
+            let c = f.celery("c", name: "tasks.add", queue: "python")
+            a --> [b, c]
+        }
+    }
+
+    @Test("the JSON form round-trips")
+    func roundTrip() throws {
+        let d = FlowDefinition(sample())
+        let back = try FlowDefinition.decode(try d.json())
+        #expect(back == d)
+        #expect(back.edges == [["a", "b"], ["a", "c"]])
+        #expect(back.task("b")?.command?.argv == ["/bin/sh", "-c", "echo $FLOWKIT_PARAM_N"])
+        #expect(back.task("c")?.celeryName == "tasks.add")
+        #expect(back.task("c")?.queue == "python")
+        #expect(back.task("a")?.retry.retries == 1)
+    }
+
+    @Test("the hash is stable for the same flow and changes when the flow does")
+    func hashStability() throws {
+        let h1 = try FlowDefinition(sample()).contentHash()
+        let h2 = try FlowDefinition(sample()).contentHash()
+        let h3 = try FlowDefinition(sample(retries: 2)).contentHash()
+        #expect(h1 == h2)
+        #expect(h1 != h3)
+        #expect(h1.count == 64)
+    }
+
+    @Test("SHA-256 matches the standard test vectors")
+    func sha256() {
+        #expect(SHA256.hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256.hex(String(repeating: "a", count: 1000)) == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+
+    @Test("every shipped flow validates and serializes")
+    func shippedFlows() throws {
+        let registry = try FlowRegistry(allFlows)
+        #expect(registry.ids == ["catalunya_data_pipeline", "example_retry", "example_sleep", "lakehouse_end_to_end"])
+        for f in allFlows {
+            let d = FlowDefinition(f)
+            #expect(try FlowDefinition.decode(try d.json()) == d)
+        }
+        let cat = try registry.flow("catalunya_data_pipeline")
+        #expect(cat.schedule == .cron("0 */6 * * *", timeZone: "Europe/Madrid"))
+        #expect(cat.tasks.map(\.id) == ["extract", "validate", "load_staging", "build_marts", "quality_checks"])
+        let opts = cat.effectiveOptions(cat.task("extract")!)
+        #expect(opts.retry?.retries == 2 && opts.retry?.delaySeconds == 300)
+        let lake = FlowGraph(FlowDefinition(try registry.flow("lakehouse_end_to_end")))
+        #expect(Set(lake.downstream["bronze_to_silver"] ?? []) == ["gold_revenue_by_country", "gold_customer_orders"])
+    }
+}
+
+@Suite("Shell tasks")
+struct ShellTaskTests {
+    func context(params: [String: JSONValue] = [:], log: TaskLogger = .discard) -> TaskContext {
+        TaskContext(flowId: "f", runId: "r1", taskId: "t", tryNumber: 1, logicalDate: Date(timeIntervalSince1970: 0),
+                    dataIntervalStart: Date(timeIntervalSince1970: 0), dataIntervalEnd: Date(timeIntervalSince1970: 0),
+                    params: params, upstream: [:], log: log)
+    }
+
+    @Test("conf values reach the command as environment variables, never as script text")
+    func noInjection() async throws {
+        let evil: JSONValue = "$(touch /tmp/flowkit-pwned); echo owned"
+        let result = try await context(params: ["name": evil]).run(.script("printf '%s\\n' \"$FLOWKIT_PARAM_NAME\""))
+        #expect(result == .string("$(touch /tmp/flowkit-pwned); echo owned"))
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/flowkit-pwned"))
+    }
+
+    @Test("stdout and stderr become the log; the last stdout line, as JSON, is the result")
+    func outputAndResult() async throws {
+        let lines = LineSink()
+        let result = try await context(log: TaskLogger { lines.add($0) }).run(.script("echo hello; echo oops >&2; echo '{\"rows\": 3}'"))
+        #expect(result == ["rows": 3])
+        #expect(lines.all.contains("hello"))
+        #expect(lines.all.contains("[stderr] oops"))
+    }
+
+    @Test("a non-zero exit fails the try with the status")
+    func failure() async {
+        do {
+            _ = try await context().run(.script("exit 3"))
+            Issue.record("expected a failure")
+        } catch let e as TaskError {
+            #expect(e.message.contains("exited with status 3"))
+        } catch { Issue.record("unexpected \(error)") }
+    }
+
+    @Test("cancelling kills the whole process group, children included")
+    func killGroup() async throws {
+        let marker = "/tmp/flowkit-child-\(UUID().uuidString)"
+        let ctx = context()
+        let t = Task { try await ctx.run(.script("(sleep 2; touch \(marker)) & sleep 30")) }
+        try await Task.sleep(for: .milliseconds(300))
+        t.cancel()
+        _ = await t.result
+        try await Task.sleep(for: .milliseconds(2500))
+        #expect(!FileManager.default.fileExists(atPath: marker), "the background child outlived the cancelled task")
+    }
+
+    @Test("argv commands run without a shell, in the working directory given")
+    func argvAndDirectory() async throws {
+        let result = try await context().run(ShellCommand(argv: ["pwd"], workingDirectory: "/tmp"))
+        #expect(result == .string("/tmp"))
+    }
+}
+
+final class LineSink: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ l: String) { lock.withLock { lines.append(l) } }
+    var all: [String] { lock.withLock { lines } }
+}

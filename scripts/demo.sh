@@ -1,0 +1,31 @@
+#!/bin/bash
+# `make demo`: standalone in the background (private PostgreSQL and Redis under .flowkit/),
+# then `flowctl trigger catalunya_data_pipeline --wait`; exits with the run's outcome.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+flowctl="${1:-.build/debug/flowctl}"
+port="${FLOWKIT_DEMO_PORT:-8080}"
+mkdir -p .flowkit
+log=.flowkit/standalone.log
+"$flowctl" standalone --port "$port" >"$log" 2>&1 &
+pid=$!
+stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+trap stop EXIT INT TERM
+export FLOWKIT_API_URL="http://127.0.0.1:$port"
+for i in $(seq 1 300); do
+  if "$flowctl" flows list >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$pid" 2>/dev/null; then echo "standalone did not start; its log:"; cat "$log"; exit 1; fi
+  sleep 0.2
+done
+export FLOWKIT_API_TOKEN="$(cat .flowkit/admin-token)"
+echo "FlowKit standalone is up on $FLOWKIT_API_URL (log: $log)"
+echo
+"$flowctl" flows list
+echo
+echo "\$ flowctl trigger catalunya_data_pipeline --wait"
+"$flowctl" trigger catalunya_data_pipeline --wait
+status=$?
+echo
+echo "the marts it built (first rows of marts.municipality_exceedances):"
+psql "${FLOWKIT_DATABASE_URL:-postgres://flowkit@127.0.0.1:54329/flowkit}" -c "select municipality, pollutant, day, mean_value, exceeded from marts.municipality_exceedances where exceeded order by day, municipality limit 5" 2>/dev/null || true
+exit $status
