@@ -57,9 +57,17 @@ let package = Package(
 
         .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows"],
                     resources: [.copy("Fixtures")]),
+        // What the integration tests share (and what users' own tests can use): real servers.
+        .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler"]),
         .testTarget(name: "SchedulerTests", dependencies: [
-            "Scheduler", "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "WorkerRuntime",
-            "FlowServer", "FlowCommands", "Flows",
+            "Scheduler", "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
+        ]),
+        .testTarget(name: "WorkerRuntimeTests", dependencies: [
+            "WorkerRuntime", "Scheduler", "FlowKit", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
+        ], resources: [.copy("Fixtures")]),
+        .testTarget(name: "FlowServerTests", dependencies: [
+            "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient",
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,14 +2,17 @@ import FlowKit
 import Foundation
 
 /// Fails its first try and succeeds on the second: shows retries in demos and fault tests.
+/// `conf.fail_tries` (default 1) sets how many tries fail; 3 or more fails the run.
 public let exampleRetry = Flow(
     "example_retry",
     description: "one task that fails on try 1 and succeeds on try 2",
     tags: ["example"],
+    params: [Param("fail_tries", .int, default: 1, description: "how many tries fail before one succeeds")],
     defaults: TaskOptions(retry: RetryPolicy(retries: 2, delay: .seconds(1)))
 ) { f in
     f.task("flaky") { ctx in
-        if ctx.tryNumber == 1 { throw TaskError("failing on purpose on try 1") }
+        let failTries = ctx.param("fail_tries")?.intValue ?? 1
+        if ctx.tryNumber <= failTries { throw TaskError("failing on purpose on try \(ctx.tryNumber) (fail_tries = \(failTries))") }
         ctx.log("succeeded on try \(ctx.tryNumber)")
         return ["try": .int(ctx.tryNumber)]
     }

@@ -1,0 +1,73 @@
+import FlowKit
+import Foundation
+import PostgresClient
+import RedisClient
+import Scheduler
+
+/// Real PostgreSQL and Redis for integration tests, as `scripts/services.sh start` provides them
+/// (`make test` runs it): `FLOWKIT_TEST_DATABASE_URL` and `FLOWKIT_TEST_REDIS_URL`.
+///
+/// A missing server is an error, never a silent skip.
+public enum TestServers {
+    public struct Missing: Error, CustomStringConvertible {
+        public let variable: String
+        public var description: String {
+            "\(variable) is not set: integration tests need the real PostgreSQL and Redis that `make test` starts (scripts/services.sh start)"
+        }
+    }
+
+    static func env(_ name: String) throws -> String {
+        guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else { throw Missing(variable: name) }
+        return v
+    }
+
+    /// A new, empty, migrated database; its URL.
+    public static func freshDatabase() async throws -> String {
+        let admin = try env("FLOWKIT_TEST_DATABASE_URL")
+        let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let conn = PGConnection(admin, label: "test-admin")
+        try await conn.run { s in _ = try s.execute("CREATE DATABASE \(name)") }
+        conn.close()
+        guard var comps = URLComponents(string: admin) else { throw Missing(variable: "FLOWKIT_TEST_DATABASE_URL (not a URL)") }
+        comps.path = "/" + name
+        let url = comps.string!
+        let db = PGConnection(url, label: "test-migrate")
+        try await Migrator.migrate(db)
+        db.close()
+        return url
+    }
+
+    /// The test Redis, emptied.
+    public static func freshRedis() async throws -> RedisConfig {
+        let config = try RedisConfig(url: try env("FLOWKIT_TEST_REDIS_URL"))
+        let r = RedisConnection(config, label: "test-flush")
+        try await r.run { s in try s.command(["FLUSHALL"]).orThrow() }
+        r.close()
+        return config
+    }
+
+    public static var redisPort: Int { Int(ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_PORT"] ?? "") ?? 56379 }
+    public static var redisDir: String? { ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_DIR"] }
+
+    /// The `flowctl` built beside the tests (`.build/debug/flowctl`).
+    public static func flowctlPath() throws -> String {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+            let candidate = dir.appendingPathComponent(".build/debug/flowctl").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw Missing(variable: "a built flowctl (.build/debug/flowctl; run `swift build`)")
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` seconds pass; throws naming `what` on timeout.
+public func eventually(_ what: String, timeout: Double = 20, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    struct Timeout: Error, CustomStringConvertible { let description: String }
+    throw Timeout(description: "timed out after \(timeout)s waiting for: \(what)")
+}

@@ -1,0 +1,193 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import Testing
+@testable import Scheduler
+
+let diamond = Flow("diamond") { f in
+    let a = noop(f, "a"), b = noop(f, "b"), c = noop(f, "c"), d = noop(f, "d")
+    a --> [b, c] --> d
+    d --> noop(f, "e")
+}
+
+@Suite("Dispatch and run state", .serialized)
+struct DispatchTests {
+    @Test("a run queues its roots, then each task as its upstream tasks finish, then succeeds")
+    func diamondRun() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        #expect(try await h.runState(run) == "running")
+        #expect(try await h.succeedAll() == ["a"])
+        #expect(Set(try await h.succeedAll()) == ["b", "c"])
+        #expect(try await h.succeedAll() == ["d"])
+        #expect(try await h.succeedAll() == ["e"])
+        #expect(try await h.succeedAll() == [])
+        #expect(try await h.runState(run) == "success")
+        #expect(Set(try await h.states(run).values) == ["success"])
+    }
+
+    @Test("the join waits for both branches: one branch finishing does not queue it")
+    func joinWaits() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        try await h.succeedAll()
+        let branches = try await h.take()
+        try await h.report(branches[0], .succeeded)
+        #expect(try await h.queued().isEmpty)
+        #expect(try await h.states(run)["d"] == "pending")
+        try await h.report(branches[1], .succeeded)
+        #expect(try await h.queued().map { try h.invocation($0).taskId } == ["d"])
+    }
+
+    @Test("messages carry the run's params and the upstream results, in Celery's format")
+    func messageContents() async throws {
+        let flow = Flow("carry", params: [Param("n", .int, default: 1)]) { f in
+            let a = noop(f, "a")
+            a --> f.task("b", queue: "etl", priority: 7) { _ in nil }
+        }
+        let h = try await Harness.make([flow])
+        _ = try await h.trigger("carry", conf: ["n": 5])
+        let a = try #require(try await h.take().first)
+        #expect(a.task == "flowkit.carry.a")
+        #expect(try h.invocation(a).params == ["n": 5])
+        try await h.report(a, .succeeded, result: ["rows": 42])
+        let waiting = try await h.queued("etl\u{06}\u{16}6")
+        let b = try #require(waiting.first)
+        let inv = try h.invocation(b)
+        #expect(inv.upstream == ["a": ["rows": 42]])
+        #expect(b.queue == "etl" && b.priority == 7)
+    }
+
+    @Test("a failure with no retries fails the task, marks its downstream upstream_failed and fails the run")
+    func failurePropagates() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try await h.take()
+        try await h.report(a[0], .started)
+        try await h.report(a[0], .failed, error: "boom")
+        let s = try await h.states(run)
+        #expect(s["a"] == "failed")
+        #expect(s["b"] == "upstream_failed" && s["c"] == "upstream_failed" && s["d"] == "upstream_failed" && s["e"] == "upstream_failed")
+        #expect(try await h.runState(run) == "failed")
+        let ti = try await h.store.taskInstances(runId: run).first { $0.taskId == "a" }!
+        #expect(ti.error == "boom")
+        #expect(ti.tries.count == 1 && ti.tries[0].state == "failed")
+    }
+
+    @Test("trigger rules end to end: all_done and one_failed run after a failure, all_success is upstream_failed")
+    func triggerRules() async throws {
+        let flow = Flow("rules") { f in
+            let ok = noop(f, "ok"), bad = noop(f, "bad")
+            [ok, bad] --> noop(f, "cleanup", rule: .allDone)
+            [ok, bad] --> noop(f, "alert", rule: .oneFailed)
+            [ok, bad] --> noop(f, "report", rule: .allSuccess)
+            [ok, bad] --> noop(f, "any", rule: .oneSuccess)
+            [ok, bad] --> noop(f, "nofail", rule: .noneFailed)
+            [ok, bad] --> noop(f, "allfail", rule: .allFailed)
+        }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("rules")
+        for m in try await h.take() {
+            let id = try h.invocation(m).taskId
+            try await h.report(m, id == "ok" ? .succeeded : .failed, error: id == "ok" ? nil : "x")
+        }
+        let queued = Set(try await h.queued().map { try h.invocation($0).taskId })
+        #expect(queued == ["cleanup", "alert", "any"])
+        let s = try await h.states(run)
+        #expect(s["report"] == "upstream_failed")
+        #expect(s["nofail"] == "upstream_failed")
+        #expect(s["allfail"] == "skipped")
+        try await h.succeedAll()
+        // Leaves: cleanup, alert, any succeeded; report and nofail upstream_failed → the run fails.
+        #expect(try await h.runState(run) == "failed")
+    }
+
+    @Test("a skipped task skips its all_success downstream; the run still succeeds")
+    func skipsPropagate() async throws {
+        let flow = Flow("skips") { f in
+            let a = noop(f, "a")
+            a --> noop(f, "b") --> noop(f, "c")
+        }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("skips")
+        try await h.report(try await h.take()[0], .skipped, error: "nothing to do")
+        let s = try await h.states(run)
+        #expect(s == ["a": "skipped", "b": "skipped", "c": "skipped"])
+        #expect(try await h.runState(run) == "success")
+    }
+
+    @Test("conf that does not fit the params is refused; an unknown flow suggests the nearest")
+    func badTriggers() async throws {
+        let h = try await Harness.make([exampleFlowWithParam])
+        await #expect(throws: ConfError.self) { _ = try await h.trigger("with_param", conf: ["n": "x"]) }
+        do {
+            _ = try await h.trigger("with_parm")
+            Issue.record("expected not found")
+        } catch let e as NotFound {
+            #expect(e.message.contains("did you mean `with_param`?"))
+        }
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first?.int("n") == 0)
+    }
+}
+
+let exampleFlowWithParam = Flow("with_param", params: [Param("n", .int, default: 1)]) { f in _ = noop(f, "a") }
+
+@Suite("Retries", .serialized)
+struct RetryTests {
+    static let flaky = Flow("flaky", defaults: TaskOptions(retry: RetryPolicy(retries: 2, delay: .seconds(60), backoff: 2))) { f in
+        _ = noop(f, "t")
+    }
+
+    @Test("a failed try with retries left waits for its delay, then runs again as a new try")
+    func retryTiming() async throws {
+        let h = try await Harness.make([Self.flaky])
+        let run = try await h.trigger("flaky")
+        let first = try await h.take()[0]
+        try await h.report(first, .started)
+        try await h.report(first, .failed, error: "try 1 failed")
+        let ti = try await h.store.taskInstances(runId: run)[0]
+        #expect(ti.state == "up_for_retry")
+        #expect(ti.nextAttemptAt == Harness.start.addingTimeInterval(60))
+        h.clock.advance(by: 59)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        #expect(try await h.queued().isEmpty)
+        h.clock.advance(by: 1)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        let second = try #require(try await h.take().first)
+        #expect(try h.invocation(second).tryNumber == 2)
+        #expect(second.id != first.id)
+        try await h.report(second, .failed, error: "try 2 failed")
+        // Exponential: 60 × 2 after try 2.
+        #expect(try await h.store.taskInstances(runId: run)[0].nextAttemptAt == h.clock.now().addingTimeInterval(120))
+        h.clock.advance(by: 120)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        let third = try #require(try await h.take().first)
+        try await h.report(third, .failed, error: "try 3 failed")
+        let final = try await h.store.taskInstances(runId: run)[0]
+        #expect(final.state == "failed")
+        #expect(final.tries.map(\.error) == ["try 1 failed", "try 2 failed", "try 3 failed"])
+        #expect(try await h.runState(run) == "failed")
+    }
+
+    @Test("a late report from an earlier try is recorded in the history but changes nothing")
+    func lateReport() async throws {
+        let h = try await Harness.make([Self.flaky])
+        let run = try await h.trigger("flaky")
+        let first = try await h.take()[0]
+        try await h.report(first, .failed, error: "x")
+        h.clock.advance(by: 60)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        let second = try await h.take()[0]
+        try await h.report(second, .started)
+        try await h.report(first, .succeeded)  // the old try comes back
+        #expect(try await h.states(run)["t"] == "running")
+        let ignored = try await h.sql("SELECT count(*) AS n FROM task_history WHERE NOT applied AND try_number = 1")
+        #expect(ignored.first?.int("n") == 1)
+        try await h.report(second, .succeeded)
+        try await h.report(second, .succeeded)  // a duplicate delivery
+        #expect(try await h.runState(run) == "success")
+        let successes = try await h.sql("SELECT count(*) AS n FROM task_history WHERE to_state = 'success' AND applied")
+        #expect(successes.first?.int("n") == 1)
+    }
+}
