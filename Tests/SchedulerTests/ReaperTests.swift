@@ -1,0 +1,135 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import Testing
+@testable import Scheduler
+
+@Suite("Reaper, cancel and clear", .serialized)
+struct ReaperTests {
+    static let retrying = Flow("z", defaults: TaskOptions(retry: RetryPolicy(retries: 1, delay: .seconds(10)))) { f in _ = noop(f, "t") }
+
+    @Test("a running task whose worker stopped heart-beating is failed as a zombie and retried")
+    func zombie() async throws {
+        let h = try await Harness.make([Self.retrying])
+        let run = try await h.trigger("z")
+        let m = try await h.take()[0]
+        try await h.report(m, .started, worker: "dead-worker")
+        h.clock.advance(by: 29)
+        #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30).forget.isEmpty)
+        h.clock.advance(by: 2)
+        let work = try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30)
+        #expect(work.forget == [m.id])
+        let ti = try await h.store.taskInstances(runId: run)[0]
+        #expect(ti.state == "up_for_retry")
+        #expect(ti.error?.contains("worker `dead-worker` stopped heart-beating") == true)
+        // The dead worker's late success cannot overwrite the newer state.
+        try await h.report(m, .succeeded, worker: "dead-worker")
+        #expect(try await h.states(run)["t"] == "up_for_retry")
+        h.clock.advance(by: 10)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        let retry = try await h.take()[0]
+        try await h.report(retry, .succeeded)
+        #expect(try await h.runState(run) == "success")
+    }
+
+    @Test("heartbeats keep a long task alive")
+    func heartbeatsKeepAlive() async throws {
+        let h = try await Harness.make([Self.retrying])
+        let run = try await h.trigger("z")
+        let m = try await h.take()[0]
+        try await h.report(m, .started)
+        for _ in 0..<5 {
+            h.clock.advance(by: 20)
+            let hb = WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: [m.id])
+            _ = try await h.store.applyEvents([hb], now: h.clock.now())
+            #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30).forget.isEmpty)
+        }
+        #expect(try await h.states(run)["t"] == "running")
+    }
+
+    @Test("a task past its execution timeout is failed")
+    func timeout() async throws {
+        let flow = Flow("slow") { f in f.task("t", timeout: .seconds(60)) { _ in nil } }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("slow")
+        let m = try await h.take()[0]
+        try await h.report(m, .started)
+        h.clock.advance(by: 20)
+        _ = try await h.store.applyEvents([WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: [m.id])], now: h.clock.now())
+        h.clock.advance(by: 20)
+        _ = try await h.store.applyEvents([WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: [m.id])], now: h.clock.now())
+        h.clock.advance(by: 25)
+        _ = try await h.store.applyEvents([WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: [m.id])], now: h.clock.now())
+        // Heart-beating, but 65 s > 60 s timeout (+30 s grace for the worker to report it itself).
+        #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30).forget.isEmpty)
+        h.clock.advance(by: 26)
+        _ = try await h.store.applyEvents([WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: [m.id])], now: h.clock.now())
+        #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30).forget == [m.id])
+        #expect(try await h.store.taskInstances(runId: run)[0].error == "exceeded its execution timeout of 60.0s")
+        #expect(try await h.runState(run) == "failed")
+    }
+
+    @Test("a queued task whose message the broker lost is enqueued again, same try, same id")
+    func lostMessage() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let original = try await h.take()[0]  // the message vanishes (a Redis flush)
+        h.clock.advance(by: 31)
+        let stale = try await h.store.staleQueued(now: h.clock.now(), olderThan: 30)
+        #expect(stale.map(\.messageId) == [original.id])
+        let missing = try await h.broker.missingMessages(stale)
+        #expect(missing == [original.id])
+        var work = BrokerWork()
+        work.enqueue = try await h.store.rebuildQueuedMessages(missing, now: h.clock.now())
+        try await h.broker.perform(work)
+        let again = try await h.take()
+        #expect(again.map(\.id) == [original.id])
+        #expect(try h.invocation(again[0]).tryNumber == 1)
+        // A message still in its queue is not reported missing.
+        try await h.broker.perform(work)
+        #expect(try await h.broker.missingMessages(stale).isEmpty)
+        _ = run
+    }
+
+    @Test("cancelling a run cancels its unfinished tasks and flags the running ones for their workers")
+    func cancel() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try await h.take()[0]
+        try await h.report(a, .started)
+        let work = try await h.store.cancelRun(runId: run, now: h.clock.now())
+        try await h.broker.perform(work)
+        #expect(work.cancel == [a.id])
+        #expect(try await h.redis.command("EXISTS", FlowKitKeys.cancel(a.id)).int == 1)
+        #expect(Set(try await h.states(run).values) == ["cancelled"])
+        #expect(try await h.runState(run) == "cancelled")
+        // The worker's report after the cancel changes nothing.
+        try await h.report(a, .succeeded)
+        #expect(try await h.states(run)["a"] == "cancelled")
+        await #expect(throws: StateConflict.self) { _ = try await h.store.cancelRun(runId: run, now: h.clock.now()) }
+        await #expect(throws: NotFound.self) { _ = try await h.store.cancelRun(runId: "nope", now: h.clock.now()) }
+    }
+
+    @Test("clearing a failed task re-runs it and what depends on it")
+    func clear() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        try await h.succeedAll()
+        for m in try await h.take() {
+            let id = try h.invocation(m).taskId
+            try await h.report(m, id == "b" ? .failed : .succeeded, error: id == "b" ? "bad" : nil)
+        }
+        #expect(try await h.runState(run) == "failed")
+        try await h.broker.perform(try await h.store.clearTasks(runId: run, taskIds: nil, now: h.clock.now()))
+        #expect(try await h.runState(run) == "running")
+        let s = try await h.states(run)
+        #expect(s["b"] == "queued" && s["d"] == "pending" && s["e"] == "pending" && s["c"] == "success")
+        #expect(try await h.succeedAll() == ["b"])
+        #expect(try await h.succeedAll() == ["d"])
+        #expect(try await h.succeedAll() == ["e"])
+        #expect(try await h.runState(run) == "success")
+        let b = try await h.store.taskInstances(runId: run).first { $0.taskId == "b" }!
+        #expect(b.tries.map(\.state) == ["failed", "success"])
+    }
+}
