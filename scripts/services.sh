@@ -46,6 +46,20 @@ start)
   fi
   env_lines
   ;;
+restart-redis)
+  # For fault tests: a clean shutdown (AOF is flushed) and a start on the same data.
+  redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || true
+  sleep "${2:-0}"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$home/redis" --appendonly yes --save "" \
+    --daemonize yes --pidfile "$home/redis/redis.pid" --logfile "$home/redis/redis.log"
+  i=0; until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+  ;;
+restart-postgres)
+  $as_pg "$pgbin/pg_ctl" -D "$home/pg" -m fast -w stop >/dev/null
+  sleep "${2:-0}"
+  $as_pg "$pgbin/pg_ctl" -D "$home/pg" -l "$home/pg/server.log" -w -t 60 \
+    -o "-p $pg_port -k $home/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null
+  ;;
 stop)
   $as_pg "$pgbin/pg_ctl" -D "$home/pg" -m fast -w stop >/dev/null 2>&1 || true
   redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
@@ -54,5 +68,5 @@ env)
   env_lines
   ;;
 *)
-  echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  echo "usage: $0 start|stop|env|restart-redis [pause]|restart-postgres [pause]" >&2; exit 2 ;;
 esac

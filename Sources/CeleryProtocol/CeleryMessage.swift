@@ -27,6 +27,9 @@ public struct CeleryMessage: Sendable, Equatable {
     public var parentId: String?
     public var origin: String
     public var replyTo: String?
+    /// kombu's key for acknowledging the message; Celery clients make it a fresh uuid, FlowKit
+    /// uses the task id.
+    public var deliveryTag: String
     /// Everything the envelope carried that this type does not model, kept for re-encoding.
     public var extraHeaders: [String: JSONValue] = [:]
 
@@ -39,6 +42,7 @@ public struct CeleryMessage: Sendable, Equatable {
         self.priority = priority; self.retries = retries; self.eta = eta; self.expires = expires
         self.timeLimit = timeLimit; self.rootId = rootId ?? id; self.parentId = parentId; self.origin = origin
         self.replyTo = replyTo
+        self.deliveryTag = id
     }
 
     public static func == (a: CeleryMessage, b: CeleryMessage) -> Bool {
@@ -77,7 +81,7 @@ public struct CeleryMessage: Sendable, Equatable {
                 "delivery_info": ["exchange": "", "routing_key": .string(queue)],
                 "priority": .int(priority),
                 "body_encoding": "base64",
-                "delivery_tag": .string(id),
+                "delivery_tag": .string(deliveryTag),
             ],
         ]
         return envelope.compactJSON
@@ -130,6 +134,7 @@ extension CeleryMessage {
                               rootId: headers["root_id"]?.stringValue, parentId: headers["parent_id"]?.stringValue,
                               origin: headers["origin"]?.stringValue ?? "", replyTo: props["reply_to"]?.stringValue)
         if let tl = headers["timelimit"]?.arrayValue, tl.count == 2 { m.timeLimit = (tl[0].doubleValue, tl[1].doubleValue) }
+        m.deliveryTag = props["delivery_tag"]?.stringValue ?? id
         let known: Set<String> = ["lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
                                   "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"]
         m.extraHeaders = headers.filter { !known.contains($0.key) }

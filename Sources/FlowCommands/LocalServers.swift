@@ -115,41 +115,11 @@ struct LocalServers {
 }
 
 /// Runs a command to completion; throws with its output when it fails.
-///
-/// Spawned directly with its output in a file: Foundation's `Process` can hang in
-/// `waitUntilExit` off the main thread, and daemons the command starts (pg_ctl start) would
-/// hold a pipe open forever.
 @discardableResult
 func sh(_ argv: [String], quiet: Bool = false) throws -> String {
-    let outPath = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-sh-\(UUID().uuidString)").path
-    defer { unlink(outPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { args.forEach { free($0) } }
-    // Signal handling of this process (ignored SIGTERM/SIGINT for graceful shutdown) must not
-    // leak into servers it starts: ignored signals survive exec.
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var all = sigset_t(); sigfillset(&all)
-    var none = sigset_t(); sigemptyset(&none)
-    posix_spawnattr_setsigdefault(&attr, &all)
-    posix_spawnattr_setsigmask(&attr, &none)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &actions, &attr, args, environ)
-    guard rc == 0 else { throw CLIError("cannot run `\(argv[0])`: \(String(cString: strerror(rc)))") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-    let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    guard exited == 0 else {
-        throw CLIError("`\(argv.joined(separator: " "))` failed (status \(exited)): \(text.suffix(800))")
+    let (status, text) = try ProcessRunner.runToCompletion(argv)
+    guard status == 0 else {
+        throw CLIError("`\(argv.joined(separator: " "))` failed (status \(status)): \(text.suffix(800))")
     }
     return text
 }

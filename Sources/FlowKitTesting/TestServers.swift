@@ -71,3 +71,20 @@ public func eventually(_ what: String, timeout: Double = 20, _ condition: () asy
     struct Timeout: Error, CustomStringConvertible { let description: String }
     throw Timeout(description: "timed out after \(timeout)s waiting for: \(what)")
 }
+
+extension TestServers {
+    /// Runs `scripts/services.sh ARGS` (restarting a server mid-test, for fault tests).
+    public static func services(_ args: String...) throws {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+            let script = dir.appendingPathComponent("scripts/services.sh")
+            if FileManager.default.fileExists(atPath: script.path) {
+                let (status, output) = try ProcessRunner.runToCompletion(["/bin/sh", script.path] + args)
+                if status != 0 { throw Missing(variable: "scripts/services.sh \(args.joined(separator: " ")) failed: \(output)") }
+                return
+            }
+        }
+        throw Missing(variable: "scripts/services.sh")
+    }
+}

@@ -5,6 +5,7 @@ import Foundation
 /// A task this worker is running: its log buffer and its cancellation.
 final class InFlightEntry: @unchecked Sendable {
     let messageId: String
+    let deliveryTag: String
     let runId: String
     let taskId: String
     let tryNumber: Int
@@ -15,8 +16,8 @@ final class InFlightEntry: @unchecked Sendable {
     private var returned = false
     var timedOut = false
 
-    init(messageId: String, runId: String, taskId: String, tryNumber: Int) {
-        self.messageId = messageId; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
+    init(messageId: String, deliveryTag: String, runId: String, taskId: String, tryNumber: Int) {
+        self.messageId = messageId; self.deliveryTag = deliveryTag; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
     }
 
     func log(_ line: String) { lock.withLock { lines.append(line) } }
@@ -58,8 +59,8 @@ final class InFlight: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [String: InFlightEntry] = [:]
 
-    func add(messageId: String, runId: String, taskId: String, tryNumber: Int) -> InFlightEntry {
-        let e = InFlightEntry(messageId: messageId, runId: runId, taskId: taskId, tryNumber: tryNumber)
+    func add(messageId: String, deliveryTag: String, runId: String, taskId: String, tryNumber: Int) -> InFlightEntry {
+        let e = InFlightEntry(messageId: messageId, deliveryTag: deliveryTag, runId: runId, taskId: taskId, tryNumber: tryNumber)
         lock.withLock { entries[messageId] = e }
         return e
     }

@@ -124,9 +124,9 @@ public final class Worker: Sendable {
             await runFlowTask(message, invocation)
         } else if message.task == "flowkit.echo" {
             let result: JSONValue = ["args": .array(message.args), "kwargs": .object(message.kwargs)]
-            await finish(tag: message.id, events: [], result: CeleryResult.success(taskId: message.id, result: result, name: message.task, worker: config.name))
+            await finish(tag: message.deliveryTag, taskId: message.id, events: [], result: CeleryResult.success(taskId: message.id, result: result, name: message.task, worker: config.name))
         } else {
-            await deadLetter(raw: raw, tag: message.id, reason: "unknown task `\(message.task)`: this worker does not know it", celeryId: message.id,
+            await deadLetter(raw: raw, tag: message.deliveryTag, reason: "unknown task `\(message.task)`: this worker does not know it", celeryId: message.id,
                              task: message.task)
         }
     }
@@ -139,16 +139,16 @@ public final class Worker: Sendable {
         }
         // A run cancelled before its message was picked up.
         if (try? await redis.run({ s in try s.command(["EXISTS", FlowKitKeys.cancel(message.id)]).int })) == 1 {
-            await finish(tag: message.id, events: [event(.cancelled)], result: nil)
+            await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.cancelled)], result: nil)
             return
         }
         guard let (_, task) = tasks[message.task] else {
             let error = "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
-            await finish(tag: message.id, events: [event(.failed, error: error)],
+            await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.failed, error: error)],
                          result: CeleryResult.failure(taskId: message.id, errorType: "NotRegistered", message: error, name: message.task))
             return
         }
-        let entry = inFlight.add(messageId: message.id, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
+        let entry = inFlight.add(messageId: message.id, deliveryTag: message.deliveryTag, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
         defer { inFlight.remove(message.id) }
         do { try await emit([event(.started)]) } catch { logger.warning("could not report start of \(message.id): \(error)") }
 
@@ -174,7 +174,7 @@ public final class Worker: Sendable {
             final = event(.failed, error: error)
             celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: error, name: message.task, worker: config.name)
         }
-        await finish(tag: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
+        await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
     }
 
     enum Outcome { case success(JSONValue?), skipped(String), failure(String) }
@@ -221,10 +221,10 @@ public final class Worker: Sendable {
 
     /// Reports events, stores the Celery result and acknowledges the message in one MULTI, so
     /// a message is never acknowledged without its outcome. Retries while Redis is away.
-    func finish(tag: String, events: [WorkerEvent], result: String?) async {
+    func finish(tag: String, taskId: String, events: [WorkerEvent], result: String?) async {
         var cmds: [[String]] = [["MULTI"]]
         cmds += events.map { $0.xaddCommand() }
-        if let result { cmds += CeleryResult.commands(taskId: tag, meta: result) }
+        if let result { cmds += CeleryResult.commands(taskId: taskId, meta: result) }
         cmds += KombuLayout.ackCommands(deliveryTag: tag)
         cmds.append(["EXEC"])
         await reliably("report \(tag)") { [cmds] in
@@ -293,7 +293,7 @@ public final class Worker: Sendable {
             ["SET", FlowKitKeys.workerAlive(config.name), "1", "EX", String(max(1, Int(config.heartbeatInterval * 3)))],
             ["HSET", FlowKitKeys.workers, config.name, info.compactJSON],
         ]
-        cmds += entries.map { ["ZADD", KombuLayout.unackedIndex, "XX", String(now.timeIntervalSince1970), $0.messageId] }
+        cmds += entries.map { ["ZADD", KombuLayout.unackedIndex, "XX", String(now.timeIntervalSince1970), $0.deliveryTag] }
         cmds.append(WorkerEvent(kind: .heartbeat, worker: config.name, running: entries.map(\.messageId), info: info).xaddCommand())
         cmds += entries.map { ["EXISTS", FlowKitKeys.cancel($0.messageId)] }
         cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex,
@@ -321,7 +321,7 @@ public final class Worker: Sendable {
         guard !left.isEmpty else { return }
         logger.warning("giving back \(left.count) unfinished tasks after the \(config.shutdownGrace)s grace period")
         for e in left { e.giveBack() }
-        var cmds = left.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0.messageId] }
+        var cmds = left.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0.deliveryTag] }
         cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(left.count + 100)])
         let c = cmds
         await reliably("give back") { try await self.redis.run { s in _ = try s.pipeline(c) } }

@@ -98,8 +98,8 @@ extension SchedulerStore {
         guard let task = ev.taskId, let t = ev.tryNumber, let mid = ev.messageId else { return }
         let at = Date(timeIntervalSince1970: ev.at)
         let n = try s.query("""
-            UPDATE task_instances SET state = 'running', started_at = $5, heartbeat_at = $6, worker = $4
-            WHERE run_pk = $1 AND task_id = $2 AND message_id = $3 AND state = 'queued'
+            UPDATE task_instances SET state = 'running', started_at = COALESCE(started_at, $5), heartbeat_at = $6, worker = $4
+            WHERE run_pk = $1 AND task_id = $2 AND message_id = $3 AND state IN ('queued', 'running')
             """, [runPk, task, mid, ev.worker, at, now]).affectedRows
         if n == 1 {
             try s.query("UPDATE task_tries SET state = 'running', started_at = $4, worker = $5 WHERE run_pk = $1 AND task_id = $2 AND try_number = $3",

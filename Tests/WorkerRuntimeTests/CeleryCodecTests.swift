@@ -1,0 +1,142 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import RedisClient
+import Testing
+
+struct CapturedMessage: Decodable { let list: String; let raw: String }
+struct Captured: Decodable { let celery: String; let messages: [CapturedMessage] }
+
+func capturedMessages() throws -> [CapturedMessage] {
+    let url = try #require(Bundle.module.url(forResource: "Fixtures/celery5_messages", withExtension: "json"))
+    return try JSONDecoder().decode(Captured.self, from: Data(contentsOf: url)).messages
+}
+
+@Suite("Celery protocol v2 codec")
+struct CeleryCodecTests {
+    @Test("messages captured from a real Celery 5 client decode completely")
+    func decodeCaptured() throws {
+        let msgs = try capturedMessages()
+        #expect(msgs.count == 4)
+        let byTask = Dictionary(uniqueKeysWithValues: try msgs.map { m -> (String, (CapturedMessage, CeleryMessage)) in
+            let d = try CeleryMessage.decode(m.raw); return (d.task, (m, d))
+        })
+        let add = try #require(byTask["tasks.add"]?.1)
+        #expect(add.args == [2, 3])
+        #expect(add.kwargs.isEmpty)
+        #expect(add.queue == "fixtures")
+        #expect(add.rootId == add.id)
+        #expect(add.deliveryTag != add.id)  // Celery's delivery tag is its own uuid
+        let kw = try #require(byTask["tasks.kw"])
+        #expect(kw.1.kwargs == ["name": "Girona", "values": [1.5, nil, true]])
+        #expect(kw.1.priority == 6)
+        #expect(kw.0.list == KombuLayout.list(for: "fixtures", priority: 6))
+        let eta = try #require(byTask["tasks.eta"]?.1)
+        #expect(eta.timeLimit.hard == 30 && eta.timeLimit.soft == 20)
+        #expect(eta.expires != nil)
+        let echo = try #require(byTask["flowkit.echo"]?.1)
+        #expect(echo.args == ["é ñ ç", ["nested": [1, 2]]])
+        #expect(echo.extraHeaders["replaced_task_nesting"] == 0)
+    }
+
+    @Test("FlowKit's own messages round-trip and carry kombu's fields")
+    func roundTrip() throws {
+        var m = CeleryMessage(task: "flowkit.f.t", args: [1], kwargs: ["flowkit": ["runId": "r"]], queue: "etl", priority: 3,
+                              retries: 2, timeLimit: (60, nil), rootId: "root")
+        m.extraHeaders = ["custom": "x"]
+        let text = m.encoded()
+        let back = try CeleryMessage.decode(text)
+        #expect(back == m)
+        #expect(back.extraHeaders["custom"] == "x")
+        let env = try JSONValue.parse(text)
+        #expect(env["properties"]?["body_encoding"] == "base64")
+        #expect(env["properties"]?["delivery_info"]?["routing_key"] == "etl")
+        #expect(env["headers"]?["timelimit"] == [60, nil])
+        #expect(env["content-type"] == "application/json")
+    }
+
+    @Test("malformed messages are refused with the reason", arguments: [
+        ("not json", "not JSON"),
+        (#"{"body": "", "properties": {}}"#, "no headers"),
+        (#"{"headers": {"task": "t", "id": "1"}, "properties": {"body_encoding": "base64"}, "body": "%%%"}"#, "not valid base64"),
+        (#"{"headers": {"id": "1"}, "properties": {}, "body": ""}"#, "headers.task is missing"),
+        (#"{"headers": {"task": "t", "id": "1"}, "properties": {}, "body": "[1]"}"#, "not [args, kwargs, embed]"),
+        (#"{"headers": {"task": "t", "id": "1"}, "properties": {}, "body": "x", "content-type": "application/x-python-serialize"}"#, "content-type"),
+    ])
+    func malformed(_ raw: String, _ reason: String) {
+        do {
+            _ = try CeleryMessage.decode(raw)
+            Issue.record("accepted \(raw)")
+        } catch let e as CeleryDecodeError {
+            #expect(e.reason.contains(reason), "\(e.reason)")
+        } catch { Issue.record("unexpected \(error)") }
+    }
+
+    @Test("priorities map to kombu's priority lists")
+    func priorityLists() {
+        #expect(KombuLayout.list(for: "q", priority: 0) == "q")
+        #expect(KombuLayout.list(for: "q", priority: 4) == "q\u{06}\u{16}3")
+        #expect(KombuLayout.list(for: "q", priority: 9) == "q\u{06}\u{16}9")
+        #expect(KombuLayout.lists(for: "q") == ["q", "q\u{06}\u{16}3", "q\u{06}\u{16}6", "q\u{06}\u{16}9"])
+    }
+}
+
+@Suite("kombu's Redis layout: claim, ack, restore", .serialized)
+struct KombuLayoutTests {
+    func claim(_ r: RedisConnection, _ queue: String, n: Int, now: Double) async throws -> [String] {
+        let keys = KombuLayout.lists(for: queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
+        return try await r.run { s in
+            try s.command(["EVAL", KombuLayout.claimScript, String(keys.count)] + keys + [String(n), String(now), FlowKitKeys.deadLetter])
+                .orThrow().array?.compactMap(\.string) ?? []
+        }
+    }
+
+    @Test("a claim moves messages into unacked in one step, oldest first, priority lists after the main one")
+    func claimAtomically() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let msgs = (0..<3).map { CeleryMessage(task: "t\($0)", queue: "q") }
+        let urgent = CeleryMessage(task: "low", queue: "q", priority: 9)
+        try await r.run { s in _ = try s.pipeline((msgs + [urgent]).flatMap(KombuLayout.enqueueCommands)) }
+        let claimed = try await claim(r, "q", n: 10, now: 1000)
+        #expect(try claimed.map { try CeleryMessage.decode($0).task } == ["t0", "t1", "t2", "low"])
+        #expect(try await r.command("HLEN", "unacked").int == 4)
+        #expect(try await r.command("ZSCORE", "unacked_index", msgs[0].id).string == "1000")
+        let payload = try #require(try await r.command("HGET", "unacked", msgs[0].id).string)
+        let parts = try #require(try JSONValue.parse(payload).arrayValue)
+        #expect(parts.count == 3 && parts[2] == "q")  // [message, exchange, routing_key]
+        #expect(try await r.command("SISMEMBER", "_kombu.binding.q", KombuLayout.bindingMember("q")).int == 1)
+    }
+
+    @Test("broken envelopes go to the dead-letter list with the reason, the rest are claimed")
+    func deadLetters() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let good = CeleryMessage(task: "ok", queue: "q")
+        try await r.run { s in
+            _ = try s.pipeline([["LPUSH", "q", "garbage{"], ["LPUSH", "q", #"{"properties": {}}"#]] + KombuLayout.enqueueCommands(good))
+        }
+        let claimed = try await claim(r, "q", n: 10, now: 1)
+        #expect(claimed.count == 1)
+        let dead = try await r.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+        #expect(dead.count == 2)
+        #expect(Set(try dead.map { try JSONValue.parse($0)["reason"]?.stringValue ?? "" }) == ["not JSON", "no properties.delivery_tag"])
+    }
+
+    @Test("unacknowledged claims older than the visibility timeout go back to their queue, unchanged")
+    func restore() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let a = CeleryMessage(task: "a", queue: "q"), b = CeleryMessage(task: "b", queue: "q", priority: 6)
+        try await r.run { s in _ = try s.pipeline(KombuLayout.enqueueCommands(a) + KombuLayout.enqueueCommands(b)) }
+        let original = try await r.command("LRANGE", "q", "0", "-1").array?.compactMap(\.string)
+        _ = try await claim(r, "q", n: 1, now: 100)
+        _ = try await claim(r, "q", n: 1, now: 200)
+        let restored = try await r.command("EVAL", KombuLayout.restoreScript, "2", "unacked", "unacked_index", "150", "100").int
+        #expect(restored == 1)
+        #expect(try await r.command("LRANGE", "q", "0", "-1").array?.compactMap(\.string) == original)
+        #expect(try await r.command("HEXISTS", "unacked", a.id).int == 0)
+        #expect(try await r.command("HEXISTS", "unacked", b.id).int == 1)
+        // Acknowledged messages are never restored.
+        try await r.run { s in _ = try s.pipeline(KombuLayout.ackCommands(deliveryTag: b.id)) }
+        #expect(try await r.command("EVAL", KombuLayout.restoreScript, "2", "unacked", "unacked_index", "1000", "100").int == 0)
+    }
+}
