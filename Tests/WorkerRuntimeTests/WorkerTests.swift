@@ -1,0 +1,174 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Flows
+import Foundation
+import RedisClient
+import Testing
+@testable import WorkerRuntime
+
+let shellChecks = Flow("shell_checks", params: [Param("city", .string, default: "Lleida")]) { f in
+    f.shell("timeout", script: "sleep 30", timeout: .seconds(1))
+    f.shell("env", script: "echo \"city=$FLOWKIT_PARAM_CITY\"; printf '{\"len\": %s}\\n' \"${#FLOWKIT_PARAM_CITY}\"")
+}
+
+@Suite("Worker end to end", .serialized)
+struct WorkerTests {
+    @Test("a flow runs end to end: every task succeeds once, results flow downstream, logs are stored")
+    func lakehouse() async throws {
+        try await withSystem(workers: 2) { sys in
+            let run = try await sys.trigger("lakehouse_end_to_end", conf: ["orders": 200])
+            #expect(try await sys.waitForRun(run) == "success")
+            let tis = try await sys.store.taskInstances(runId: run)
+            #expect(tis.count == 6 && tis.allSatisfy { $0.state == "success" && $0.tryNumber == 1 })
+            #expect(tis.first { $0.taskId == "quality" }?.result == ["orders_checked": 200])
+            #expect(try await sys.successes(run) == 6)
+        }
+    }
+
+    @Test("a failing try is retried and succeeds on try 2; too many failures fail the run")
+    func retries() async throws {
+        try await withSystem { sys in
+            let ok = try await sys.trigger("example_retry")
+            #expect(try await sys.waitForRun(ok) == "success")
+            let ti = try await sys.store.taskInstances(runId: ok)[0]
+            #expect(ti.tries.map(\.state) == ["failed", "success"])
+            let logs = try await sys.store.logs(runId: ok, taskId: "flaky", tryNumber: 1, after: 0)
+            #expect(logs.lines.contains { $0.line.contains("failing on purpose on try 1") })
+            let bad = try await sys.trigger("example_retry", conf: ["fail_tries": 5])
+            #expect(try await sys.waitForRun(bad) == "failed")
+            #expect(try await sys.store.taskInstances(runId: bad)[0].tries.count == 3)
+        }
+    }
+
+    @Test("shell tasks: conf reaches them as environment, and a timeout kills the process and fails the try")
+    func shellTasks() async throws {
+        try await withSystem(flows: [shellChecks]) { sys in
+            let run = try await sys.trigger("shell_checks", conf: ["city": "L'Hospitalet; rm -rf /"])
+            #expect(try await sys.waitForRun(run) == "failed")
+            let tis = Dictionary(uniqueKeysWithValues: try await sys.store.taskInstances(runId: run).map { ($0.taskId, $0) })
+            #expect(tis["env"]?.state == "success")
+            #expect(tis["env"]?.result == ["len": 22])
+            #expect(tis["timeout"]?.state == "failed")
+            #expect(tis["timeout"]?.error?.contains("timed out") == true)
+        }
+    }
+
+    @Test("cancelling a run stops its running task on the worker")
+    func cancel() async throws {
+        try await withSystem { sys in
+            let run = try await sys.trigger("example_sleep", conf: ["seconds": 60])
+            try await sys.waitForTask(run, "sleep", state: "running")
+            try await sys.daemon.broker.perform(try await sys.store.cancelRun(runId: run, now: Date()))
+            #expect(try await sys.store.run(run).state == "cancelled")
+            // The worker notices at its next heartbeat and frees the slot: a new run gets through.
+            let next = try await sys.trigger("example_sleep", conf: ["seconds": 0.1])
+            let next2 = try await sys.trigger("example_sleep", conf: ["seconds": 0.1])
+            #expect(try await sys.waitForRun(next) == "success")
+            #expect(try await sys.waitForRun(next2) == "success")
+            let unacked = try await sys.redis.command("HLEN", "unacked").int
+            #expect(unacked == 0)
+        }
+    }
+
+    @Test("malformed and unknown messages are dead-lettered and the worker keeps running")
+    func malformed() async throws {
+        try await withSystem { sys in
+            try await sys.redis.run { s in
+                _ = try s.pipeline([["LPUSH", "default", "{not json"], ["LPUSH", "default", #"{"properties": {"delivery_tag": "x"}, "headers": {}}"#]]
+                                   + KombuLayout.enqueueCommands(CeleryMessage(task: "nobody.knows", queue: "default")))
+            }
+            let run = try await sys.trigger("example_sleep", conf: ["seconds": 0])
+            #expect(try await sys.waitForRun(run) == "success")
+            try await eventually("three dead letters") { try await sys.redis.command("LLEN", FlowKitKeys.deadLetter).int == 3 }
+            let reasons = try await sys.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+                .map { try JSONValue.parse($0)["reason"]?.stringValue ?? "" }
+            #expect(reasons.contains { $0.contains("unknown task `nobody.knows`") })
+            #expect(reasons.contains("not JSON"))
+            #expect(reasons.contains { $0.contains("headers.task is missing") })
+            #expect(try await sys.redis.command("HLEN", "unacked").int == 0)
+        }
+    }
+
+    @Test("a Celery-format message for flowkit.echo gets a result a Celery client can read")
+    func echoFromCelery() async throws {
+        try await withSystem { sys in
+            let captured = try capturedMessages().first { $0.raw.contains("flowkit.echo") }!
+            let msg = try CeleryMessage.decode(captured.raw)
+            // Route the captured envelope to the worker's queue unchanged but for the routing key.
+            let raw = captured.raw.replacingOccurrences(of: "\"routing_key\": \"fixtures\"", with: "\"routing_key\": \"default\"")
+            _ = try await sys.redis.command("LPUSH", "default", raw)
+            var meta: JSONValue = nil
+            try await eventually("celery-task-meta") {
+                guard let s = try await sys.redis.command("GET", CeleryResult.key(msg.id)).string else { return false }
+                meta = try JSONValue.parse(s)
+                return true
+            }
+            #expect(meta["status"] == "SUCCESS")
+            #expect(meta["result"]?["args"] == ["é ñ ç", ["nested": [1, 2]]])
+            #expect(meta["task_id"]?.stringValue == msg.id)
+            #expect(try await sys.redis.command("HEXISTS", "unacked", msg.deliveryTag).int == 0)
+        }
+    }
+}
+
+@Suite("Faults", .serialized)
+struct FaultTests {
+    @Test("a worker killed mid-task: its message is delivered again and the try finishes elsewhere, one success recorded")
+    func killedWorker() async throws {
+        try await withSystem(workers: 0) { sys in
+            let flowctl = try TestServers.flowctlPath()
+            // A real worker process, to kill -9.
+            let env = ["FLOWKIT_REDIS_URL": "redis://127.0.0.1:\(TestServers.redisPort)/0"]
+            let child = try spawn([flowctl, "worker", "--name", "victim", "--heartbeat-interval", "0.3", "--visibility-timeout", "2"], env: env)
+            let run = try await sys.trigger("example_sleep", conf: ["seconds": 3])
+            try await sys.waitForTask(run, "sleep", state: "running")
+            #expect(try await sys.store.taskInstances(runId: run)[0].worker == "victim")
+            kill(child, SIGKILL)
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+            sys.startWorker("survivor")
+            #expect(try await sys.waitForRun(run, timeout: 40) == "success")
+            let ti = try await sys.store.taskInstances(runId: run)[0]
+            #expect(ti.tryNumber == 1)
+            #expect(ti.worker == "survivor")
+            #expect(try await sys.successes(run) == 1)
+        }
+    }
+
+    @Test("Redis restarted mid-run (AOF on): the run finishes, nothing lost")
+    func redisRestart() async throws {
+        try await withSystem(workers: 1) { sys in
+            let run = try await sys.trigger("lakehouse_end_to_end", conf: ["orders": 50])
+            let slow = try await sys.trigger("example_sleep", conf: ["seconds": 2])
+            try await sys.waitForTask(slow, "sleep", state: "running")
+            try TestServers.services("restart-redis", "1")
+            #expect(try await sys.waitForRun(slow, timeout: 60) == "success")
+            #expect(try await sys.waitForRun(run, timeout: 60) == "success")
+            #expect(try await sys.successes(slow) == 1)
+        }
+    }
+
+    @Test("Redis flushed mid-run: the scheduler rebuilds the lost messages from PostgreSQL")
+    func redisFlushed() async throws {
+        try await withSystem(workers: 0) { sys in
+            let run = try await sys.trigger("lakehouse_end_to_end", conf: ["orders": 20])
+            try await sys.waitForTask(run, "ingest", state: "queued")
+            _ = try await sys.redis.command("FLUSHALL")
+            sys.startWorker("after-flush")
+            #expect(try await sys.waitForRun(run, timeout: 60) == "success")
+        }
+    }
+}
+
+func spawn(_ argv: [String], env: [String: String]) throws -> pid_t {
+    var e = ProcessInfo.processInfo.environment
+    for (k, v) in env { e[k] = v }
+    let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = e.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { args.forEach { free($0) }; envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], nil, nil, args, envp)
+    if rc != 0 { throw TaskError("cannot start \(argv[0]): \(rc)") }
+    return pid
+}
