@@ -265,7 +265,17 @@ public struct FlowAPI: Sendable {
     }
 }
 
-struct RunPage: Codable { var runs: [RunRecord]; var nextCursor: String? }
+struct RunPage: Encodable {
+    var runs: [RunRecord]
+    var nextCursor: String?
+    enum CodingKeys: String, CodingKey { case runs, nextCursor }
+    /// `nextCursor` is always present: null on the last page.
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(runs, forKey: .runs)
+        try c.encode(nextCursor, forKey: .nextCursor)
+    }
+}
 struct LogPage: Codable { var tryNumber: Int; var lines: [LogLine]; var nextOffset: Int }
 
 let apiEncoder: JSONEncoder = {
