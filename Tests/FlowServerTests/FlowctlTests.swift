@@ -1,0 +1,93 @@
+import FlowKit
+import FlowKitTesting
+import Foundation
+import Testing
+
+/// Runs the real `flowctl` binary against a live API.
+func flowctl(_ args: [String], api: LiveAPI?, token: String? = LiveAPI.admin) throws -> (status: Int32, output: String) {
+    var argv = ["/usr/bin/env"]
+    argv.append("FLOWKIT_API_URL=\(api?.base ?? "http://127.0.0.1:9")")
+    if let token { argv.append("FLOWKIT_API_TOKEN=\(token)") }
+    argv.append(try TestServers.flowctlPath())
+    return try ProcessRunner.runToCompletion(argv + args)
+}
+
+@Suite("flowctl", .serialized)
+struct FlowctlTests {
+    @Test("trigger --wait exits 0 when the run succeeds and shows each task's progress")
+    func waitSuccess() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let (status, out) = try flowctl(["trigger", "example_retry", "--wait"], api: api)
+            #expect(status == 0, "\(out)")
+            #expect(out.contains("up_for_retry"))
+            #expect(out.contains("flaky"))
+            #expect(out.contains(": success in"))
+        }
+    }
+
+    @Test("trigger --wait exits 1 when the run fails")
+    func waitFailure() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let (status, out) = try flowctl(["trigger", "example_retry", "--conf", #"{"fail_tries": 5}"#, "--wait"], api: api)
+            #expect(status == 1, "\(out)")
+            #expect(out.contains(": failed in"))
+        }
+    }
+
+    @Test("usage errors exit 2: bad --conf, a missing argument, conf of the wrong type")
+    func usageErrors() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            #expect(try flowctl(["trigger", "example_sleep", "--conf", "not json"], api: api).status == 2)
+            #expect(try flowctl(["trigger"], api: api).status == 2)
+            let typed = try flowctl(["trigger", "example_sleep", "--conf", #"{"seconds": "ten"}"#], api: api)
+            #expect(typed.status == 2)
+            #expect(typed.output.contains("param `seconds` must be of type number"))
+        }
+    }
+
+    @Test("an unknown flow is one clear line naming the nearest flow")
+    func unknownFlow() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let (status, out) = try flowctl(["trigger", "catalunya_pipeline"], api: api)
+            #expect(status == 1)
+            #expect(out.contains("did you mean `catalunya_data_pipeline`?"))
+        }
+    }
+
+    @Test("an unreachable server gives one line: the URL, what failed, what to start")
+    func unreachable() throws {
+        let (status, out) = try flowctl(["flows", "list"], api: nil)
+        #expect(status == 1)
+        #expect(out.contains("cannot reach the FlowKit API at http://127.0.0.1:9"))
+        #expect(out.contains("flowctl standalone"))
+        #expect(out.split(separator: "\n").count == 1)
+    }
+
+    @Test("runs list and show, flows list and show, logs, all with --json too")
+    func readCommands() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let run = try flowctl(["trigger", "example_sleep", "--conf", #"{"seconds": 0}"#, "--wait"], api: api)
+            #expect(run.status == 0)
+            let list = try flowctl(["runs", "list", "--json"], api: api)
+            let runs = try JSONValue.parse(list.output)["runs"]?.arrayValue ?? []
+            let id = try #require(runs.first?["runId"]?.stringValue)
+            #expect(try flowctl(["runs", "show", id], api: api).output.contains("sleep"))
+            #expect(try flowctl(["flows", "list"], api: api).output.contains("catalunya_data_pipeline"))
+            #expect(try flowctl(["flows", "show", "catalunya_data_pipeline"], api: api).output.contains("quality_checks"))
+            #expect(try flowctl(["logs", id, "sleep"], api: api).output.contains("slept 0"))
+        }
+    }
+
+    @Test("cron preview prints UTC instants; a bad expression or zone exits non-zero naming the problem")
+    func cronPreview() throws {
+        let ok = try flowctl(["cron", "preview", "0 */6 * * *", "--tz", "Europe/Madrid", "--after", "2026-11-22T00:00:00Z", "--count", "2"], api: nil)
+        #expect(ok.status == 0)
+        #expect(ok.output == "2026-11-22T05:00:00Z\n2026-11-22T11:00:00Z\n")
+        let bad = try flowctl(["cron", "preview", "0 0 30 2 *"], api: nil)
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("can never fire"))
+        let zone = try flowctl(["cron", "preview", "@daily", "--tz", "Europe/Atlantis"], api: nil)
+        #expect(zone.status != 0)
+        #expect(zone.output.contains("unknown time zone `Europe/Atlantis`"))
+    }
+}
