@@ -1,9 +1,17 @@
 #!/bin/bash
-# `make test`: starts PostgreSQL and Redis for the tests, runs every test, stops them.
+# `make test`: starts PostgreSQL and Redis for the tests, checks the OpenAPI document with a real
+# validator, runs every test, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop' EXIT INT TERM
+
+if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+fi
+python3 -m openapi_spec_validator Sources/FlowServer/openapi.json
+
+swift build
 swift build --build-tests
-# Integration suites share one PostgreSQL and Redis: run tests one at a time.
+# The integration suites share one PostgreSQL and Redis: run tests one at a time.
 swift test --skip-build --no-parallel 2>&1 | tee .flowkit/test/swift-test.log

@@ -1,0 +1,20 @@
+// swift-tools-version:6.0
+// A template for your own flows: copy this folder, point the FlowKit dependency at a release (or
+// keep the path), add flows to MyFlows, and build your own `flowctl` with them.
+import PackageDescription
+
+let package = Package(
+    name: "MyFlows",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "FlowKit", path: "../.."),
+    ],
+    targets: [
+        .target(name: "MyFlows", dependencies: [.product(name: "FlowKit", package: "FlowKit")]),
+        .executableTarget(name: "myflowctl", dependencies: [
+            "MyFlows",
+            .product(name: "FlowCommands", package: "FlowKit"),
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)
