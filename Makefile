@@ -36,7 +36,7 @@ migrations: ## re-embed migrations/*.sql into the binary
 	scripts/embed_migrations.sh
 
 docker-config: ## validate docker/docker-compose.yml (no engine needed)
-	docker-compose -f docker/docker-compose.yml config -q
+	docker-compose --env-file docker/.env.example -f docker/docker-compose.yml config -q
 
 clean: ## remove build products and local state
 	rm -rf .build .flowkit

@@ -235,3 +235,20 @@ struct LogsCommand: AsyncParsableCommand {
         if json { printJSON(.array(all)) }
     }
 }
+
+struct HealthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "health",
+                                                    abstract: "Check the API, PostgreSQL, Redis and the scheduler; exit 1 when one is down.")
+    @Flag(help: "Print JSON.") var json = false
+    func run() async throws {
+        let client = APIClient(settings: try Settings.fromEnvironment())
+        let v: JSONValue
+        do { v = try await client.get("/health") } catch let e as CLIError {
+            print(e.message)
+            throw ExitCode(1)
+        }
+        if json { printJSON(v) } else {
+            for (k, s) in (v["checks"]?.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) { print("\(k): \(s.stringValue ?? "")") }
+        }
+    }
+}
