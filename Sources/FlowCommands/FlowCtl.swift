@@ -11,7 +11,7 @@ public struct FlowCtl: AsyncParsableCommand {
         abstract: "FlowKit: declare data flows in Swift and run them.",
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
-            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self,
+            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BenchCommand.self,
         ]
     )
 

@@ -1,0 +1,280 @@
+import ArgumentParser
+import FlowKit
+import FlowServer
+import Foundation
+import Logging
+import PostgresClient
+import RedisClient
+import Scheduler
+import WorkerRuntime
+
+/// The flows of `shared/bench/WORKLOADS.md`, built into flowctl for `flowctl bench`.
+enum BenchFlows {
+    static let w1Tasks = Int(ProcessInfo.processInfo.environment["W1_N"] ?? "") ?? 10_000
+    static let w2Tasks = Int(ProcessInfo.processInfo.environment["W2_N"] ?? "") ?? 100
+    static let w3Tasks = Int(ProcessInfo.processInfo.environment["W3_N"] ?? "") ?? 500
+
+    /// W1: independent no-op tasks, all ready at once, in one run.
+    static let w1 = Flow("bench_w1", maxActiveRuns: 1) { f in
+        for i in 0..<w1Tasks { f.task("t\(i)") { _ in nil } }
+    }
+    /// W2: a chain of no-op tasks.
+    static let w2 = Flow("bench_w2", maxActiveRuns: 1) { f in
+        var prev = f.task("t0") { _ in nil }
+        for i in 1..<w2Tasks { let t = f.task("t\(i)") { _ in nil }; prev --> t; prev = t }
+    }
+    /// W3: one root, parallel no-op tasks, one join.
+    static let w3 = Flow("bench_w3", maxActiveRuns: 1) { f in
+        let root = f.task("root") { _ in nil }
+        let middle = (0..<w3Tasks).map { i in f.task("p\(i)") { _ in nil } }
+        root --> middle --> f.task("join") { _ in nil }
+    }
+    static let all = [w1, w2, w3]
+}
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks of shared/bench/WORKLOADS.md (see make bench).",
+                                                    subcommands: [Run.self, BenchWorker.self], defaultSubcommand: Run.self)
+
+    struct BenchWorker: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "worker", abstract: "A worker that knows the bench flows.")
+        @OptionGroup var options: WorkerOptions
+        func run() async throws {
+            let settings = try Settings.fromEnvironment()
+            let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: BenchFlows.all + FlowCatalog.flows,
+                                config: try options.config(name: "bench-worker"))
+            try await runServices([WorkerService(worker: worker)], logger: makeLogger("flowkit.bench"))
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "run", abstract: "Run W1–W6 and print BENCH lines.")
+        @Option(help: "Repetitions of each workload.") var repeats: Int = 3
+        @Option(help: "Workloads to run, comma-separated.") var only: String = "W1,W2,W3,W4,W5,W6"
+        @Option(help: "Port for the API in W5.") var port: Int = 18080
+
+        func run() async throws {
+            let settings = try Settings.fromEnvironment()
+            let db = try settings.requireDatabase(), redisURL = try settings.requireRedis()
+            var logger = makeLogger("flowkit.bench")
+            logger.logLevel = .warning
+            try await Migrator.migrate(PGConnection(db))
+            let redis = try RedisConfig(url: redisURL)
+            _ = try await RedisConnection(redis).command("FLUSHALL")
+            let wanted = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
+
+            var sc = SchedulerConfig(name: "bench-scheduler")
+            sc.eventBatch = 2000
+            let daemon = SchedulerDaemon(databaseURL: db, redis: redis, flows: BenchFlows.all, config: sc)
+            let scheduler = Task { try await daemon.run() }
+            let store = SchedulerStore(db: PGPool(db, size: 2))
+            try await eventually { (try? await store.flows().count) == BenchFlows.all.count }
+
+            // Two worker slots in total: one worker process with concurrency 2.
+            let worker = try spawnWorker(redisURL: redisURL)
+            defer { kill(worker, SIGTERM); var st: Int32 = 0; waitpid(worker, &st, 0); scheduler.cancel() }
+            try await Task.sleep(for: .seconds(2))
+            if wanted.contains("W4") {
+                report("W4", "idle_worker_rss_mib", [rssMiB(worker)])
+            }
+            if wanted.contains("W1") {
+                var rates: [Double] = []
+                for _ in 0..<repeats {
+                    let r = try await runOnce(store, "bench_w1")
+                    rates.append(Double(BenchFlows.w1Tasks) / r.seconds)
+                }
+                report("W1", "tasks_per_s", rates, note: "one run of \(BenchFlows.w1Tasks) independent no-op tasks, every state change committed")
+            }
+            var w2Baseline: (Double, Double, Double)?
+            if wanted.contains("W2") || wanted.contains("W6") {
+                w2Baseline = try await w2(store, label: "W2")
+            }
+            if wanted.contains("W3") {
+                var secs: [Double] = [], rss: [Double] = []
+                for _ in 0..<repeats {
+                    let sampler = RSSSampler(pid: getpid())
+                    let r = try await runOnce(store, "bench_w3")
+                    secs.append(r.seconds)
+                    rss.append(sampler.stop())
+                }
+                report("W3", "seconds", secs)
+                if wanted.contains("W4") { report("W4", "scheduler_api_rss_mib_during_w3", rss, note: "scheduler in this process; max during W3") }
+            }
+            if wanted.contains("W5") {
+                try await w5(db: db, redis: redis, store: store)
+            }
+            if wanted.contains("W6"), let base = w2Baseline {
+                try await seedHistory(db: db)
+                let after = try await w2(store, label: "W6")
+                print(String(format: "BENCH id=W6 metric=degradation_pct value=%.1f note=\"W2 total %.3fs → %.3fs, hop p50 %.2f → %.2f ms, p99 %.2f → %.2f ms\"",
+                             (after.0 / base.0 - 1) * 100, base.0, after.0, base.1, after.1, base.2, after.2))
+            }
+        }
+
+        func w2(_ store: SchedulerStore, label: String) async throws -> (Double, Double, Double) {
+            var totals: [Double] = [], p50s: [Double] = [], p99s: [Double] = []
+            for _ in 0..<repeats {
+                let r = try await runOnce(store, "bench_w2")
+                totals.append(r.seconds)
+                let hops = try await hopsMillis(store, runId: r.runId)
+                p50s.append(percentile(hops, 0.5))
+                p99s.append(percentile(hops, 0.99))
+            }
+            report(label, "total_s", totals)
+            report(label, "hop_p50_ms", p50s)
+            report(label, "hop_p99_ms", p99s)
+            return (median(totals), median(p50s), median(p99s))
+        }
+
+        func runOnce(_ store: SchedulerStore, _ flow: String) async throws -> (runId: String, seconds: Double) {
+            let run = try await store.createRun(flowId: flow, kind: "manual", conf: [:], logicalDate: nil, now: Date())
+            let t0 = Date()
+            var state = ""
+            while !["success", "failed", "cancelled"].contains(state) {
+                try await Task.sleep(for: .milliseconds(20))
+                state = try await store.run(run.runId).state
+                if Date().timeIntervalSince(t0) > 900 { throw CLIError("\(flow) did not finish in 15 minutes") }
+            }
+            guard state == "success" else { throw CLIError("\(flow) ended \(state)") }
+            let r = try await store.run(run.runId)
+            return (run.runId, (r.endedAt ?? Date()).timeIntervalSince(r.createdAt))
+        }
+
+        /// Previous task's end to the next task's start, in milliseconds, from the tries' worker timestamps.
+        func hopsMillis(_ store: SchedulerStore, runId: String) async throws -> [Double] {
+            let tis = try await store.taskInstances(runId: runId)
+            let byId = Dictionary(uniqueKeysWithValues: tis.map { ($0.taskId, $0) })
+            var hops: [Double] = []
+            for i in 1..<BenchFlows.w2Tasks {
+                guard let prevEnd = byId["t\(i - 1)"]?.endedAt, let start = byId["t\(i)"]?.startedAt else { continue }
+                hops.append(start.timeIntervalSince(prevEnd) * 1000)
+            }
+            return hops
+        }
+
+        func w5(db: String, redis: RedisConfig, store: SchedulerStore) async throws {
+            try await PGConnection(db).run { s in
+                try s.execute("""
+                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
+                    SELECT 'seed__' || g, 'bench_w2', 1, 'manual', 'success', now() - g * interval '1 minute', now(), now(), now(), now(), now()
+                    FROM generate_series(1, 10000) g
+                    """)
+            }
+            let api = FlowAPI(store: SchedulerStore(db: PGPool(db, size: 4)), broker: SchedulerBroker(config: redis, consumer: "bench-api"),
+                              config: APIConfig(openReads: true))
+            let app = api.application(host: "127.0.0.1", port: port)
+            let server = Task { try await app.run() }
+            defer { server.cancel() }
+            try await Task.sleep(for: .seconds(1))
+            guard (try? ProcessRunner.runToCompletion(["sh", "-c", "command -v wrk"]).status) == 0 else {
+                print("BENCH id=W5 metric=requests_per_s value=nan note=\"wrk is not installed (apt-get install wrk)\"")
+                return
+            }
+            var rps: [Double] = [], p99: [Double] = []
+            for _ in 0..<repeats {
+                let (_, out) = try ProcessRunner.runToCompletion(["wrk", "-t2", "-c50", "-d10s", "--latency", "http://127.0.0.1:\(port)/api/v1/runs?limit=50"])
+                if let line = out.split(separator: "\n").first(where: { $0.contains("Requests/sec") }),
+                   let v = Double(line.split(separator: " ").last ?? "") { rps.append(v) }
+                if let line = out.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("99%") }),
+                   let v = parseWrkDuration(String(line.split(separator: " ").last ?? "")) { p99.append(v) }
+                if out.contains("Non-2xx") { print("# W5: wrk saw non-2xx responses:\n\(out)") }
+            }
+            report("W5", "requests_per_s", rps, note: "GET /api/v1/runs?limit=50, 50 connections, 10 s, 10,000 runs")
+            report("W5", "p99_ms", p99)
+        }
+
+        /// W6's history: 2,000 scheduled flows and a million finished task instances.
+        func seedHistory(db: String) async throws {
+            try await PGConnection(db).run { s in
+                try s.execute("""
+                    INSERT INTO flows (flow_id, current_version, schedule, timezone, next_tick)
+                    SELECT 'seed_flow_' || g, 1, '0 0 * * *', 'UTC', now() + interval '1 day' FROM generate_series(1, 2000) g;
+                    INSERT INTO flow_versions (flow_id, version, hash, definition)
+                    SELECT 'seed_flow_' || g, 1, md5(g::text), (SELECT definition FROM flow_versions WHERE flow_id = 'bench_w2' LIMIT 1)
+                    FROM generate_series(1, 2000) g;
+                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, ended_at)
+                    SELECT 'hist__' || g, 'seed_flow_' || (g % 2000 + 1), 1, 'scheduled', 'success', now() - g * interval '1 hour', now(), now(), now()
+                    FROM generate_series(1, 10000) g;
+                    INSERT INTO task_instances (run_pk, task_id, state, try_number, max_tries, queue, message_id, queued_at, started_at, ended_at)
+                    SELECT r.id, 't' || t, 'success', 1, 1, 'default', r.id || '-' || t, now(), now(), now()
+                    FROM runs r CROSS JOIN generate_series(0, 99) t WHERE r.run_id LIKE 'hist__%';
+                    ANALYZE;
+                    """)
+            }
+        }
+
+        func report(_ id: String, _ metric: String, _ values: [Double], note: String? = nil) {
+            guard !values.isEmpty else { return }
+            var line = String(format: "BENCH id=%@ metric=%@ value=%.4g runs=%d min=%.4g max=%.4g", id, metric, median(values), values.count,
+                              values.min()!, values.max()!)
+            if let note { line += " note=\"\(note)\"" }
+            print(line)
+            flushStdout()
+        }
+
+        func spawnWorker(redisURL: String) throws -> pid_t {
+            let exe = CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0]
+                : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
+            let argv = [exe, "bench", "worker", "--concurrency", "2"]
+            var env = ProcessInfo.processInfo.environment
+            env["FLOWKIT_REDIS_URL"] = redisURL
+            env["FLOWKIT_LOG_LEVEL"] = "warning"
+            let a: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            let e: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { a.forEach { free($0) }; e.forEach { free($0) } }
+            var pid: pid_t = 0
+            guard posix_spawn(&pid, exe, nil, nil, a, e) == 0 else { throw CLIError("cannot start the bench worker") }
+            return pid
+        }
+    }
+}
+
+func median(_ v: [Double]) -> Double { percentile(v, 0.5) }
+
+func percentile(_ v: [Double], _ p: Double) -> Double {
+    guard !v.isEmpty else { return .nan }
+    let s = v.sorted()
+    return s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))]
+}
+
+func parseWrkDuration(_ s: String) -> Double? {
+    if s.hasSuffix("us"), let v = Double(s.dropLast(2)) { return v / 1000 }
+    if s.hasSuffix("ms"), let v = Double(s.dropLast(2)) { return v }
+    if s.hasSuffix("s"), let v = Double(s.dropLast(1)) { return v * 1000 }
+    return nil
+}
+
+/// Resident memory of a process, in MiB, from /proc.
+func rssMiB(_ pid: pid_t) -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kb / 1024
+}
+
+/// Samples a process's RSS every 50 ms on a thread; `stop` returns the maximum seen.
+final class RSSSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var maxSeen = 0.0
+    private var running = true
+    init(pid: pid_t) {
+        let t = Thread { [self] in
+            while lock.withLock({ running }) {
+                let v = rssMiB(pid)
+                lock.withLock { maxSeen = max(maxSeen, v) }
+                usleep(50_000)
+            }
+        }
+        t.start()
+    }
+    func stop() -> Double { lock.withLock { running = false; return maxSeen } }
+}
+
+func eventually(timeout: Double = 60, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw CLIError("timed out after \(timeout)s")
+}
