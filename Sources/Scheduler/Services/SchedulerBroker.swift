@@ -112,6 +112,16 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// Which of `workers` hold a live heartbeat key in Redis right now.
+    public func aliveWorkers(_ workers: [String]) async throws -> Set<String> {
+        guard !workers.isEmpty else { return [] }
+        let names = workers
+        return try await redis.run { s in
+            let replies = try s.pipeline(names.map { ["EXISTS", FlowKitKeys.workerAlive($0)] })
+            return Set(zip(names, replies).filter { $0.1.int == 1 }.map(\.0))
+        }
+    }
+
     public func ping() async throws {
         try await redis.run { s in try s.command(["PING"]).orThrow() }
     }

@@ -173,7 +173,9 @@ public final class SchedulerDaemon: Sendable {
     }
 
     func maintenance(now: Date) async throws {
-        let reaped = try await store.reapZombies(now: now, heartbeatTimeout: config.zombieThreshold)
+        let staleWorkers = try await store.workersWithStaleHeartbeats(now: now, heartbeatTimeout: config.zombieThreshold)
+        let alive = try await broker.aliveWorkers(staleWorkers)
+        let reaped = try await store.reapZombies(now: now, heartbeatTimeout: config.zombieThreshold, aliveWorkers: alive)
         try await broker.perform(reaped)
         if !reaped.forget.isEmpty { logger.warning("reaped \(reaped.forget.count) tries (zombies or timeouts)") }
         try await broker.restoreUnacked(olderThan: now.addingTimeInterval(-config.visibilityTimeout))

@@ -240,7 +240,18 @@ extension SchedulerStore {
     /// Fails tries whose worker stopped heart-beating and tries past their execution timeout,
     /// retrying them per their policy. Returns the broker work (retries are queued by the timer;
     /// the reaped messages are forgotten so no worker runs the stale try).
-    public func reapZombies(now: Date, heartbeatTimeout: Double) async throws -> BrokerWork {
+    /// Workers of running tries whose heartbeat in the database is older than `heartbeatTimeout`.
+    public func workersWithStaleHeartbeats(now: Date, heartbeatTimeout: Double) async throws -> [String] {
+        try await db.run { s in
+            try s.query("SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND heartbeat_at < $1 AND worker IS NOT NULL",
+                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { $0.string("worker") }
+        }
+    }
+
+    /// `aliveWorkers` are known to be alive right now (from Redis): their tries are not zombies
+    /// even when the database has not seen their heartbeats yet (after a database outage, the
+    /// heartbeats are still queued in the events stream).
+    public func reapZombies(now: Date, heartbeatTimeout: Double, aliveWorkers: Set<String> = []) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
                 var work = BrokerWork()
@@ -250,10 +261,10 @@ extension SchedulerStore {
                            t.timeout_seconds, r.flow_id, r.flow_version,
                            CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'running' AND (t.heartbeat_at < $1
+                    WHERE t.state = 'running' AND ((t.heartbeat_at < $1 AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
                     LIMIT 500 FOR UPDATE OF r SKIP LOCKED
-                    """, [cutoff, now, heartbeatTimeout]).all
+                    """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
                 for r in rows {
                     let pk = r.int("run_pk")!, task = r.string("task_id")!, t = r.int("try_number")!
                     let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
