@@ -33,6 +33,21 @@ struct ReaperTests {
         #expect(try await h.runState(run) == "success")
     }
 
+    @Test("a worker Redis still sees alive is not reaped, even when its heartbeats have not reached the database")
+    func aliveWorkerSpared() async throws {
+        let h = try await Harness.make([Self.retrying])
+        let run = try await h.trigger("z")
+        let m = try await h.take()[0]
+        try await h.report(m, .started, worker: "busy-worker")
+        h.clock.advance(by: 60)
+        #expect(try await h.store.workersWithStaleHeartbeats(now: h.clock.now(), heartbeatTimeout: 30) == ["busy-worker"])
+        _ = try await h.redis.command("SET", FlowKitKeys.workerAlive("busy-worker"), "1", "EX", "10")
+        let alive = try await h.broker.aliveWorkers(["busy-worker", "gone-worker"])
+        #expect(alive == ["busy-worker"])
+        #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30, aliveWorkers: alive).forget.isEmpty)
+        #expect(try await h.states(run)["t"] == "running")
+    }
+
     @Test("heartbeats keep a long task alive")
     func heartbeatsKeepAlive() async throws {
         let h = try await Harness.make([Self.retrying])
