@@ -13,6 +13,7 @@ mkdir -p "$out"
 command -v wrk >/dev/null 2>&1 || { apt-get install -y -q --no-install-recommends wrk >/dev/null 2>&1 || echo "# wrk unavailable: W5 skipped"; }
 
 export FLOWKIT_TEST_HOME="$PWD/.flowkit/bench/servers" FLOWKIT_TEST_PG_PORT=55532 FLOWKIT_TEST_REDIS_PORT=56479
+export FLOWKIT_TEST_PG_DURABLE=1   # every state change committed with PostgreSQL's default durability
 eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop' EXIT
 psql "postgres://flowkit@127.0.0.1:55532/postgres" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null

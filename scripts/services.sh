@@ -13,6 +13,9 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$pgbin" ] || { echo "PostgreSQL is not installed: run scripts/deps.sh" >&2; exit 1; }
 as_pg=""
 [ "$(id -u)" -eq 0 ] && as_pg="runuser -u postgres --"
+# Tests trade durability for speed; benchmarks keep PostgreSQL's defaults (fsync, synchronous commit).
+pg_opts="-p $pg_port -k $home/pg -c listen_addresses=127.0.0.1 -c max_connections=300"
+[ "${FLOWKIT_TEST_PG_DURABLE:-0}" = 1 ] || pg_opts="$pg_opts -c fsync=off -c synchronous_commit=off"
 
 env_lines() {
   echo "export FLOWKIT_TEST_DATABASE_URL=postgres://flowkit@127.0.0.1:$pg_port/postgres"
@@ -37,7 +40,7 @@ start)
   fi
   if ! $as_pg "$pgbin/pg_ctl" -D "$home/pg" status >/dev/null 2>&1; then
     $as_pg "$pgbin/pg_ctl" -D "$home/pg" -l "$home/pg/server.log" -w -t 60 \
-      -o "-p $pg_port -k $home/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null
+      -o "$pg_opts" start >/dev/null
   fi
   if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$home/redis" --appendonly yes --save "" \
@@ -58,7 +61,7 @@ restart-postgres)
   $as_pg "$pgbin/pg_ctl" -D "$home/pg" -m fast -w stop >/dev/null
   sleep "${2:-0}"
   $as_pg "$pgbin/pg_ctl" -D "$home/pg" -l "$home/pg/server.log" -w -t 60 \
-    -o "-p $pg_port -k $home/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null
+    -o "$pg_opts" start >/dev/null
   ;;
 stop)
   $as_pg "$pgbin/pg_ctl" -D "$home/pg" -m fast -w stop >/dev/null 2>&1 || true

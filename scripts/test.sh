@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop' EXIT INT TERM
+# A real Celery 5 client for the interop tests.
+scripts/celery/venv.sh >/dev/null
 
 if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator

@@ -16,13 +16,9 @@ public enum CeleryResult {
     }
 
     static func meta(taskId: String, status: String, result: JSONValue, traceback: String?, name: String?, worker: String?) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
         var o: [String: JSONValue] = [
             "status": .string(status), "result": result, "traceback": traceback.map(JSONValue.string) ?? nil,
-            "children": [], "date_done": .string(f.string(from: Date())), "task_id": .string(taskId),
+            "children": [], "date_done": .string(String(Instant.format(Date(), fractionDigits: 6).dropLast())), "task_id": .string(taskId),
         ]
         if let name { o["name"] = .string(name) }
         if let worker { o["worker"] = .string(worker) }

@@ -68,10 +68,8 @@ func shortTime(_ s: String?) -> String {
 }
 
 func duration(_ start: String?, _ end: String?) -> String {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    guard let s = start.flatMap(f.date(from:)) else { return "-" }
-    let e = end.flatMap(f.date(from:)) ?? Date()
+    guard let s = start.flatMap(Instant.parse) else { return "-" }
+    let e = end.flatMap(Instant.parse) ?? Date()
     let d = e.timeIntervalSince(s)
     return d < 10 ? String(format: "%.2fs", d) : String(format: "%.1fs", d)
 }

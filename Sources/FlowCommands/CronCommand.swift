@@ -48,7 +48,4 @@ func parseISO8601(_ s: String) -> Date? {
     return f.date(from: s)
 }
 
-func formatISO8601(_ d: Date) -> String {
-    let f = ISO8601DateFormatter()
-    return f.string(from: d)
-}
+func formatISO8601(_ d: Date) -> String { Instant.format(d) }

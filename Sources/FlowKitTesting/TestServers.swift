@@ -11,6 +11,7 @@ import Scheduler
 public enum TestServers {
     public struct Missing: Error, CustomStringConvertible {
         public let variable: String
+        public init(variable: String) { self.variable = variable }
         public var description: String {
             "\(variable) is not set: integration tests need the real PostgreSQL and Redis that `make test` starts (scripts/services.sh start)"
         }

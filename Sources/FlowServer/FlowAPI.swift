@@ -290,17 +290,10 @@ let apiEncoder: JSONEncoder = {
 
 /// ISO-8601 with milliseconds, UTC.
 public func formatInstant(_ d: Date) -> String {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return f.string(from: d)
+    Instant.format(d, fractionDigits: 3)
 }
 
-func parseDate(_ s: String) -> Date? {
-    let f = ISO8601DateFormatter()
-    if let d = f.date(from: s) { return d }
-    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return f.date(from: s)
-}
+func parseDate(_ s: String) -> Date? { Instant.parse(s) }
 
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     let data = try apiEncoder.encode(value)

@@ -172,3 +172,37 @@ func spawn(_ argv: [String], env: [String: String]) throws -> pid_t {
     if rc != 0 { throw TaskError("cannot start \(argv[0]): \(rc)") }
     return pid
 }
+
+/// The Python of the virtualenv `scripts/celery/venv.sh` makes (make test makes it first).
+func celeryPython() throws -> String {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(".flowkit/venv-celery/bin/python").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw TestServers.Missing(variable: "the Celery virtualenv (scripts/celery/venv.sh, which make test runs)")
+    }
+    return path
+}
+
+func repoPath(_ relative: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(relative).path
+}
+
+@Suite("Real Celery on the other side", .serialized)
+struct CeleryInteropTests {
+    @Test("a Celery client's send_task is executed by a Swift worker and AsyncResult.get() returns the result")
+    func celeryClient() async throws {
+        let python = try celeryPython()
+        try await withSystem(workers: 1) { sys in
+            let (status, out) = try ProcessRunner.runToCompletion(
+                ["/usr/bin/env", "REDIS_URL=redis://127.0.0.1:\(TestServers.redisPort)/0", python, repoPath("scripts/celery/client_roundtrip.py"), "default"])
+            #expect(status == 0, "\(out)")
+            let line = try #require(out.split(separator: "\n").last)
+            let v = try JSONValue.parse(String(line))
+            #expect(v["status"] == "SUCCESS")
+            #expect(v["result"]?["args"] == [2, "dos", ["tres": 3.5]])
+            #expect(v["result"]?["kwargs"] == ["city": "Tarragona"])
+            _ = sys
+        }
+    }
+}

@@ -183,13 +183,12 @@ extension TaskContext {
     /// The environment a task's process sees: who it is, its dates, and every param as
     /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`).
     public var processEnvironment: [String: String] {
-        let iso = ISO8601DateFormatter()
         var env: [String: String] = [
             "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
             "FLOWKIT_TRY_NUMBER": String(tryNumber),
-            "FLOWKIT_LOGICAL_DATE": iso.string(from: logicalDate),
-            "FLOWKIT_DATA_INTERVAL_START": iso.string(from: dataIntervalStart),
-            "FLOWKIT_DATA_INTERVAL_END": iso.string(from: dataIntervalEnd),
+            "FLOWKIT_LOGICAL_DATE": Instant.format(logicalDate),
+            "FLOWKIT_DATA_INTERVAL_START": Instant.format(dataIntervalStart),
+            "FLOWKIT_DATA_INTERVAL_END": Instant.format(dataIntervalEnd),
             "FLOWKIT_PARAMS_JSON": JSONValue.object(params).compactJSON,
         ]
         for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }

@@ -7,14 +7,14 @@ extension SchedulerStore {
     /// Applies a batch of worker events in one transaction: state changes, logs, heartbeats and
     /// worker records; then evaluates the downstream tasks of every task that ended.
     ///
-    /// A report that does not match the task instance's current try (a late report from a reaped
-    /// try, a duplicate delivery) is recorded in the history with `applied = false` and changes
-    /// nothing else.
+    /// Set-based: a batch of any size costs a fixed number of statements plus one evaluation per
+    /// run touched, not a round trip per event. A report that does not match the task
+    /// instance's current try (a late report from a reaped try, a duplicate delivery) is recorded
+    /// in the history with `applied = false` and changes nothing else.
     public func applyEvents(_ events: [WorkerEvent], now: Date) async throws -> BrokerWork {
         guard !events.isEmpty else { return BrokerWork() }
         return try await db.run { [self] s in
             try s.transaction {
-                var work = BrokerWork()
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
                 if !runIds.isEmpty {
@@ -22,27 +22,22 @@ extension SchedulerStore {
                         runPks[r.string("run_id")!] = r.int("id")!
                     }
                 }
-                var logRows: (pk: [Int], task: [String], try: [Int], at: [Date], line: [String]) = ([], [], [], [], [])
+                var logs = ColumnBatch(), started: [(Int, WorkerEvent)] = [], outcomes: [(Int, WorkerEvent)] = []
                 var heartbeatIds: [String] = []
+                var latestWorkerEvent: [String: WorkerEvent] = [:]
                 for ev in events {
                     switch ev.kind {
                     case .log:
-                        guard let runId = ev.runId, let pk = runPks[runId], let task = ev.taskId, let t = ev.tryNumber else { continue }
-                        for line in ev.lines ?? [] {
-                            logRows.pk.append(pk); logRows.task.append(task); logRows.try.append(t)
-                            logRows.at.append(Date(timeIntervalSince1970: ev.at)); logRows.line.append(line)
-                        }
-                    case .heartbeat:
-                        heartbeatIds += ev.running ?? []
-                        try upsertWorker(s, ev, now: now)
-                    case .workerOnline, .workerOffline:
-                        try upsertWorker(s, ev, now: now)
+                        guard let pk = ev.runId.flatMap({ runPks[$0] }), let task = ev.taskId, let t = ev.tryNumber else { continue }
+                        for line in ev.lines ?? [] { logs.add(pk, task, t, Date(timeIntervalSince1970: ev.at), line) }
+                    case .heartbeat, .workerOnline, .workerOffline:
+                        if ev.kind == .heartbeat { heartbeatIds += ev.running ?? [] }
+                        if let prev = latestWorkerEvent[ev.worker], prev.kind == .workerOnline, ev.kind == .heartbeat { continue }
+                        latestWorkerEvent[ev.worker] = ev
                     case .started:
-                        guard let pk = ev.runId.flatMap({ runPks[$0] }) else { continue }
-                        try applyStarted(s, runPk: pk, ev, now: now)
+                        if let pk = ev.runId.flatMap({ runPks[$0] }), ev.taskId != nil, ev.tryNumber != nil, ev.messageId != nil { started.append((pk, ev)) }
                     case .succeeded, .failed, .skipped:
-                        guard let pk = ev.runId.flatMap({ runPks[$0] }) else { continue }
-                        work.merge(try applyOutcome(s, runPk: pk, ev, now: now))
+                        if let pk = ev.runId.flatMap({ runPks[$0] }), ev.taskId != nil, ev.tryNumber != nil, ev.messageId != nil { outcomes.append((pk, ev)) }
                     case .cancelled:
                         guard let pk = ev.runId.flatMap({ runPks[$0] }), let task = ev.taskId else { continue }
                         try s.query("""
@@ -51,17 +46,19 @@ extension SchedulerStore {
                             """, [pk, task, ev.tryNumber ?? 0, Date(timeIntervalSince1970: ev.at), "worker:\(ev.worker)"])
                     }
                 }
-                if !logRows.pk.isEmpty {
+                for ev in latestWorkerEvent.values { try upsertWorker(s, ev, now: now) }
+                if !logs.isEmpty {
                     try s.query("""
                         INSERT INTO task_logs (run_pk, task_id, try_number, at, line)
                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
-                        """, [logRows.pk, logRows.task, logRows.try, logRows.at, logRows.line])
+                        """, [logs.pk, logs.task, logs.tryNumber, logs.at, logs.text])
                 }
                 if !heartbeatIds.isEmpty {
                     try s.query("UPDATE task_instances SET heartbeat_at = $2 WHERE message_id = ANY($1::text[]) AND state = 'running'",
-                                [heartbeatIds, now])
+                                [Array(Set(heartbeatIds)), now])
                 }
-                return work
+                try applyStarted(s, started, now: now)
+                return try applyOutcomes(s, outcomes, now: now)
             }
         }
     }
@@ -88,67 +85,88 @@ extension SchedulerStore {
 
     private func history(_ s: PGSession, runPk: Int, task: String, try tryNumber: Int, from: String?, to: String, at: Date,
                          source: String, detail: String?, applied: Bool) throws {
-        try s.query("""
-            INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail, applied)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            """, [runPk, task, tryNumber, from, to, at, source, detail, applied])
+        var h = HistoryBatch()
+        h.add(runPk, task, tryNumber, from, to, at, source, detail, applied)
+        try h.insert(s)
     }
 
-    private func applyStarted(_ s: PGSession, runPk: Int, _ ev: WorkerEvent, now: Date) throws {
-        guard let task = ev.taskId, let t = ev.tryNumber, let mid = ev.messageId else { return }
-        let at = Date(timeIntervalSince1970: ev.at)
-        let n = try s.query("""
-            UPDATE task_instances SET state = 'running', started_at = COALESCE(started_at, $5), heartbeat_at = $6, worker = $4
-            WHERE run_pk = $1 AND task_id = $2 AND message_id = $3 AND state IN ('queued', 'running')
-            """, [runPk, task, mid, ev.worker, at, now]).affectedRows
-        if n == 1 {
-            try s.query("UPDATE task_tries SET state = 'running', started_at = $4, worker = $5 WHERE run_pk = $1 AND task_id = $2 AND try_number = $3",
-                        [runPk, task, t, at, ev.worker])
+    /// `started` reports: queued (or, on a redelivery, running) tries become running.
+    private func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws {
+        guard !started.isEmpty else { return }
+        let applied = try s.query("""
+            UPDATE task_instances t SET state = 'running', started_at = COALESCE(t.started_at, u.at), heartbeat_at = $6, worker = u.worker
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(run_pk, task_id, mid, worker, at)
+            WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.message_id = u.mid AND t.state IN ('queued', 'running')
+            RETURNING t.run_pk, t.task_id, t.message_id
+            """, [started.map(\.0), started.map { $0.1.taskId! }, started.map { $0.1.messageId! }, started.map(\.1.worker),
+                  started.map { Date(timeIntervalSince1970: $0.1.at) }, now]).all
+        let ok = Set(applied.map { "\($0.int("run_pk")!)/\($0.string("message_id")!)" })
+        var tries = ColumnBatch(), h = HistoryBatch()
+        for (pk, ev) in started {
+            let isApplied = ok.contains("\(pk)/\(ev.messageId!)")
+            let at = Date(timeIntervalSince1970: ev.at)
+            if isApplied { tries.add(pk, ev.taskId!, ev.tryNumber!, at, ev.worker) }
+            h.add(pk, ev.taskId!, ev.tryNumber!, isApplied ? "queued" : nil, "running", at, "worker:\(ev.worker)",
+                  isApplied ? nil : "stale report: not the current try, or the try already ended", isApplied)
         }
-        try history(s, runPk: runPk, task: task, try: t, from: n == 1 ? "queued" : nil, to: "running", at: at,
-                    source: "worker:\(ev.worker)", detail: n == 1 ? nil : "stale report: not the current try or not queued", applied: n == 1)
+        if !tries.isEmpty {
+            try s.query("""
+                UPDATE task_tries t SET state = 'running', started_at = COALESCE(t.started_at, u.at), worker = u.worker
+                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[]) AS u(run_pk, task_id, n, at, worker)
+                WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n AND t.state = 'queued'
+                """, [tries.pk, tries.task, tries.tryNumber, tries.at, tries.text])
+        }
+        try h.insert(s)
     }
 
-    /// A try ended on a worker: success, skipped, or failure (retried while tries remain).
-    private func applyOutcome(_ s: PGSession, runPk: Int, _ ev: WorkerEvent, now: Date) throws -> BrokerWork {
-        guard let task = ev.taskId, let t = ev.tryNumber, let mid = ev.messageId else { return BrokerWork() }
-        let at = Date(timeIntervalSince1970: ev.at)
-        let source = "worker:\(ev.worker)"
-        guard let ti = try s.query("""
-            SELECT t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
-            FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE t.run_pk = $1 AND t.task_id = $2
-            """, [runPk, task]).first else { return BrokerWork() }
-        let state = ti.string("state")!
-        let target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
-        guard ti.string("message_id") == mid, state == "queued" || state == "running", ti.string("run_state") == "running" else {
-            try history(s, runPk: runPk, task: task, try: t, from: nil, to: target.rawValue, at: at, source: source,
-                        detail: "stale report ignored (task is \(state), try \(ti.int("try_number")!))", applied: false)
-            return BrokerWork()
+    /// Tries that ended on a worker: success, skipped, or failure (retried while tries remain);
+    /// then, per run, the downstream tasks of what ended are evaluated once.
+    private func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], now: Date) throws -> BrokerWork {
+        guard !outcomes.isEmpty else { return BrokerWork() }
+        var current: [String: PGRow] = [:]
+        for r in try s.query("""
+            SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
+            FROM task_instances t JOIN runs r ON r.id = t.run_pk
+            JOIN unnest($1::bigint[], $2::text[]) AS u(run_pk, task_id) ON t.run_pk = u.run_pk AND t.task_id = u.task_id
+            """, [outcomes.map(\.0), outcomes.map { $0.1.taskId! }]).all {
+            current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r
         }
-        let graph = try graphs.graph(s, flow: ti.string("flow_id")!, version: ti.int("flow_version")!)
-        var newState = target
-        var nextAttempt: Date?
-        if target == .failed, t < ti.int("max_tries")! {
-            newState = .upForRetry
-            let policy = graph.tasks[task]?.retry ?? .none
-            nextAttempt = now.addingTimeInterval(policy.delay(afterTry: t, unit: random()))
+        var updates = OutcomeBatch(), h = HistoryBatch()
+        var ended: [Int: [String]] = [:]
+        var decided = Set<String>()
+        for (pk, ev) in outcomes {
+            let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
+            let at = Date(timeIntervalSince1970: ev.at)
+            let source = "worker:\(ev.worker)"
+            let target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
+            guard let ti = current[key] else { continue }
+            let state = ti.string("state")!
+            guard ti.string("message_id") == ev.messageId, state == "queued" || state == "running",
+                  ti.string("run_state") == "running", !decided.contains(key) else {
+                let why = decided.contains(key) ? "duplicate report ignored" : "stale report ignored (task is \(state), try \(ti.int("try_number")!))"
+                h.add(pk, task, t, nil, target.rawValue, at, source, why, false)
+                continue
+            }
+            decided.insert(key)
+            let graph = try graphs.graph(s, flow: ti.string("flow_id")!, version: ti.int("flow_version")!)
+            var newState = target
+            var nextAttempt: Date?
+            if target == .failed, t < ti.int("max_tries")! {
+                newState = .upForRetry
+                nextAttempt = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
+            }
+            updates.add(pk, task, t, newState, target, at, ev.result.map(\.compactJSON), ev.error, nextAttempt, ev.worker)
+            h.add(pk, task, t, state, newState.rawValue, at, source, ev.error, true)
+            if newState.isTerminal { ended[pk, default: []].append(task) }
         }
-        let resultJSON = ev.result.map(\.compactJSON)
-        try s.query("""
-            UPDATE task_instances SET state = $3, ended_at = $4, result = $5::jsonb, error = $6, next_attempt_at = $7, worker = $8
-            WHERE run_pk = $1 AND task_id = $2
-            """, [runPk, task, newState.rawValue, at, resultJSON, ev.error, nextAttempt, ev.worker])
-        try s.query("""
-            UPDATE task_tries SET state = $4, ended_at = $5, result = $6::jsonb, error = $7, worker = $8,
-                started_at = COALESCE(started_at, $5) WHERE run_pk = $1 AND task_id = $2 AND try_number = $3
-            """, [runPk, task, t, target.rawValue, at, resultJSON, ev.error, ev.worker])
-        try history(s, runPk: runPk, task: task, try: t, from: state, to: newState.rawValue, at: at, source: source,
-                    detail: ev.error, applied: true)
+        try updates.apply(s)
+        try h.insert(s)
         var work = BrokerWork()
-        if newState.isTerminal {
-            try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - 1 WHERE id = $1", [runPk])
-            work.enqueue = try evaluateDownstream(s, runPk: runPk, graph: graph, finished: [task], now: now)
-            try finalizeIfDone(s, runPk: runPk, graph: graph, now: now)
+        for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
+            let r = try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1 RETURNING flow_id, flow_version", [pk, tasks.count]).first!
+            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, now: now)
+            try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
         }
         return work
     }
@@ -339,5 +357,59 @@ extension SchedulerStore {
                 ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
                 """, [name, host, startedAt, now])
         }
+    }
+}
+
+/// Columns for one `unnest` statement: run, task, try, time and a text.
+struct ColumnBatch {
+    var pk: [Int] = [], task: [String] = [], tryNumber: [Int] = [], at: [Date] = [], text: [String] = []
+    var isEmpty: Bool { pk.isEmpty }
+    mutating func add(_ p: Int, _ t: String, _ n: Int, _ d: Date, _ x: String) {
+        pk.append(p); task.append(t); tryNumber.append(n); at.append(d); text.append(x)
+    }
+}
+
+/// Rows of `task_history`, inserted in one statement.
+struct HistoryBatch {
+    var pk: [Int] = [], task: [String] = [], tryNumber: [Int] = [], from: [String?] = [], to: [String] = []
+    var at: [Date] = [], source: [String] = [], detail: [String?] = [], applied: [Bool] = []
+    mutating func add(_ p: Int, _ t: String, _ n: Int, _ f: String?, _ to: String, _ a: Date, _ src: String, _ d: String?, _ ok: Bool) {
+        pk.append(p); task.append(t); tryNumber.append(n); from.append(f); self.to.append(to); at.append(a)
+        source.append(src); detail.append(d); applied.append(ok)
+    }
+    func insert(_ s: PGSession) throws {
+        guard !pk.isEmpty else { return }
+        try s.query("""
+            INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail, applied)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::bool[])
+            """, [pk, task, tryNumber, from, to, at, source, detail, applied])
+    }
+}
+
+/// Task instance and try updates for reported outcomes, applied in two statements.
+struct OutcomeBatch {
+    var pk: [Int] = [], task: [String] = [], tryNumber: [Int] = [], state: [String] = [], tryState: [String] = []
+    var at: [Date] = [], result: [String?] = [], error: [String?] = [], next: [Date?] = [], worker: [String] = []
+    mutating func add(_ p: Int, _ t: String, _ n: Int, _ st: TaskState, _ tst: TaskState, _ a: Date, _ r: String?, _ e: String?,
+                      _ nx: Date?, _ w: String) {
+        pk.append(p); task.append(t); tryNumber.append(n); state.append(st.rawValue); tryState.append(tst.rawValue)
+        at.append(a); result.append(r); error.append(e); next.append(nx); worker.append(w)
+    }
+    func apply(_ s: PGSession) throws {
+        guard !pk.isEmpty else { return }
+        try s.query("""
+            UPDATE task_instances t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error,
+                next_attempt_at = u.next, worker = u.worker
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
+                AS u(run_pk, task_id, state, at, result, error, next, worker)
+            WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id
+            """, [pk, task, state, at, result, error, next, worker])
+        try s.query("""
+            UPDATE task_tries t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error, worker = u.worker,
+                started_at = COALESCE(t.started_at, u.at)
+            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+                AS u(run_pk, task_id, n, state, at, result, error, worker)
+            WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n
+            """, [pk, task, tryNumber, tryState, at, result, error, worker])
     }
 }

@@ -127,8 +127,7 @@ public final class SchedulerStore: @unchecked Sendable {
     }
 
     static func compactDate(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        return f.string(from: d)
+        Instant.format(d)
     }
 
     /// Starts queued runs whose flow has room under `max_active_runs`: creates their task

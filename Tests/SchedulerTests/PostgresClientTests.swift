@@ -1,0 +1,94 @@
+import FlowKitTesting
+import Foundation
+import PostgresClient
+import Testing
+
+@Suite("libpq binding", .serialized)
+struct PostgresClientTests {
+    @Test("parameters are sent apart from the SQL, typed rows come back, NULLs stay NULL")
+    func parameters() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        let row = try await db.run { s in
+            try s.query("SELECT $1::text AS t, $2::int AS i, $3::float8 AS d, $4::bool AS b, $5::timestamptz AS ts, $6::text AS n, $7::text[] AS a",
+                        ["Robert'); DROP TABLE runs;--", 42, 2.5, true, Date(timeIntervalSince1970: 1_790_000_000.25), PGNull(), ["a,b", "c\"d", "e"]]).first!
+        }
+        #expect(row.string("t") == "Robert'); DROP TABLE runs;--")
+        #expect(row.int("i") == 42)
+        #expect(row.double("d") == 2.5)
+        #expect(row.bool("b") == true)
+        #expect(row.date("ts") == Date(timeIntervalSince1970: 1_790_000_000.25))
+        #expect(row.string("n") == nil)
+        #expect(row.strings("a") == ["a,b", "c\"d", "e"])
+    }
+
+    @Test("a transaction rolls back when its body throws")
+    func rollback() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await db.run { s in
+                try s.transaction {
+                    try s.query("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ('x', 'h', now(), now())")
+                    throw Boom()
+                }
+            }
+        }
+        #expect(try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.int("n") } == 0)
+    }
+
+    @Test("errors carry the SQLSTATE and the server's message")
+    func errors() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        do {
+            try await db.run { s in _ = try s.query("SELECT * FROM no_such_table") }
+            Issue.record("expected an error")
+        } catch let e as PGError {
+            #expect(e.sqlState == "42P01")
+            #expect(e.message.contains("no_such_table"))
+        }
+    }
+
+    @Test("a keyword string with two hosts fails over to the one that answers")
+    func multiHost() async throws {
+        let url = try await TestServers.freshDatabase()
+        let comps = URLComponents(string: url)!
+        let conninfo = "host=127.0.0.1,127.0.0.1 port=1,\(comps.port!) dbname=\(comps.path.dropFirst()) user=flowkit target_session_attrs=read-write connect_timeout=2"
+        let db = PGConnection(conninfo)
+        #expect(try await db.run { s in try s.query("SELECT 7 AS n").first!.int("n") } == 7)
+    }
+
+    @Test("LISTEN receives NOTIFY from another connection")
+    func listenNotify() async throws {
+        let url = try await TestServers.freshDatabase()
+        let listener = PGConnection(url), sender = PGConnection(url)
+        try await listener.run { s in try s.listen("flowkit_test") }
+        try await sender.run { s in _ = try s.query("SELECT pg_notify('flowkit_test', $1)", ["hello"]) }
+        let got = try await listener.run { s in try s.waitForNotifications(timeout: 5) }
+        #expect(got.map(\.payload) == ["hello"])
+        #expect(got.first?.channel == "flowkit_test")
+    }
+
+    @Test("a pool spreads calls over its connections and survives a failing statement")
+    func pool() async throws {
+        let pool = PGPool(try await TestServers.freshDatabase(), size: 3)
+        let pids = try await withThrowingTaskGroup(of: Int.self) { g in
+            for _ in 0..<12 { g.addTask { try await pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.05)").first!.int("p")! } } }
+            var out = Set<Int>()
+            for try await p in g { out.insert(p) }
+            return out
+        }
+        #expect(pids.count == 3)
+        _ = try? await pool.run { s in try s.query("SELECT 1/0") }
+        #expect(try await pool.run { s in try s.query("SELECT 1 AS n").first!.int("n") } == 1)
+    }
+
+    @Test("after the server restarts, the connection comes back on its own")
+    func reconnect() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        #expect(try await db.run { s in try s.query("SELECT 1 AS n").first!.int("n") } == 1)
+        try TestServers.services("restart-postgres", "1")
+        try await eventually("the connection to come back", timeout: 30) {
+            (try? await db.run { s in try s.query("SELECT 2 AS n").first!.int("n") }) == 2
+        }
+    }
+}
