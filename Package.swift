@@ -26,8 +26,9 @@ let package = Package(
                        providers: [.apt(["libhiredis-dev"])]),
 
         // Small focused modules below the ones DESIGN.md names.
-        .target(name: "PostgresClient", dependencies: ["CLibPQ"]),
-        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        .target(name: "ConnectionThread"),
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ConnectionThread"]),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThread"]),
         .target(name: "FlowKit"),
         .target(name: "CeleryProtocol", dependencies: ["FlowKit", "RedisClient"]),
 

@@ -65,7 +65,7 @@ public let lakehouseEndToEnd = Flow(
     }
 
     let quality = f.task("quality", description: "gold totals must add up to silver") { ctx in
-        let silverRows = ctx.upstream["bronze_to_silver"]?["rows"]?.intValue ?? -1
+        let silverRows = try loadSilver(ctx).count
         let perCustomer = try JSONValue.parse(Data(contentsOf: try dir(ctx, "gold").appendingPathComponent("customer_orders.json")))
         let total = perCustomer.objectValue?.values.compactMap(\.intValue).reduce(0, +) ?? 0
         guard total == silverRows else { throw TaskError("gold counts \(total) orders, silver has \(silverRows)") }

@@ -40,10 +40,12 @@ def ratio(name, f, c, higher_is_better=True):
     print(f"RATIO {name}: flowkit={f:.4g} celery={c:.4g} ratio={r:.2f}")
     return r
 
-r1 = ratio("W1 tasks/s", fig("W1", "tasks_per_s"), celery("W1", "tasks_per_s"))
-ratio("W2 total s", fig("W2", "total_s"), celery("W2", "total_s"), False)
-ratio("W2 hop p50 ms", fig("W2", "hop_p50_ms"), celery("W2", "hop_p50_ms"), False)
-r3 = ratio("W3 s", fig("W3", "seconds"), celery("W3", "total_s"), False)
+# The Celery peer script names its workloads W1_results, W2_chain, W3_chord and W4 (by tag).
+r1 = ratio("W1 tasks/s (Celery with results)", fig("W1", "tasks_per_s"), celery("W1_results", "tasks_per_s"))
+ratio("W2 total s", fig("W2", "total_s"), celery("W2_chain", "total_s"), False)
+ratio("W2 hop p50 ms", fig("W2", "hop_p50_ms"), celery("W2_chain", "hop_median_ms"), False)
+r3 = ratio("W3 s", fig("W3", "seconds"), celery("W3_chord", "total_s"), False)
+ratio("W4 idle worker MiB (Celery: whole prefork tree)", fig("W4", "idle_worker_rss_mib"), celery("W4", "worker_rss_mb"), False)
 
 print("\n# Goals (issue 6)")
 def goal(name, ok, detail):

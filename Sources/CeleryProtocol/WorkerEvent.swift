@@ -17,6 +17,8 @@ public struct WorkerEvent: Codable, Sendable, Equatable {
     public var runId: String?
     public var taskId: String?
     public var tryNumber: Int?
+    /// When the try started on the worker (outcome events of tries too short to report their start).
+    public var startedAt: Double?
     public var result: JSONValue?
     public var error: String?
     public var lines: [String]?

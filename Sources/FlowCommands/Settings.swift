@@ -43,13 +43,17 @@ struct Settings {
         if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=")) {
             throw ConfigError("FLOWKIT_DATABASE_URL: `\(d)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")
         }
+        let cors = nonEmpty("FLOWKIT_CORS_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+        if cors.count > 1 {
+            throw ConfigError("FLOWKIT_CORS_ORIGINS: give one origin (https://dash.example.com) or *, not \(cors.count)")
+        }
         let home = URL(fileURLWithPath: nonEmpty("FLOWKIT_HOME") ?? ".flowkit",
                        relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
         return Settings(databaseURL: nonEmpty("FLOWKIT_DATABASE_URL"), redisURL: nonEmpty("FLOWKIT_REDIS_URL"), apiURL: api,
                         apiToken: nonEmpty("FLOWKIT_API_TOKEN"),
                         apiTokens: try nonEmpty("FLOWKIT_API_TOKENS").map(APIConfig.parseTokens) ?? [],
                         openReads: openReads,
-                        corsOrigins: nonEmpty("FLOWKIT_CORS_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [],
+                        corsOrigins: cors,
                         home: home)
     }
 

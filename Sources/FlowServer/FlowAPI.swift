@@ -47,8 +47,8 @@ public struct FlowAPI: Sendable {
     public func application(host: String, port: Int) -> some ApplicationProtocol {
         let router = Router()
         if !config.corsOrigins.isEmpty {
-            let origin: CORSMiddleware<BasicRequestContext>.AllowOrigin =
-                config.corsOrigins == ["*"] ? .all : config.corsOrigins.count == 1 ? .custom(config.corsOrigins[0]) : .originBased
+            let origin: CORSMiddleware<BasicRequestContext>.AllowOriginExtended =
+                config.corsOrigins == ["*"] ? .all : .custom(config.corsOrigins[0])
             router.add(middleware: CORSMiddleware(allowOrigin: origin, allowHeaders: [.accept, .authorization, .contentType, .origin],
                                                   allowMethods: [.get, .post, .options]))
         }

@@ -1,4 +1,5 @@
 import CLibPQ
+import ConnectionThread
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -6,7 +7,7 @@ import Glibc
 
 /// One PostgreSQL connection through libpq, owned by a thread of its own.
 ///
-/// Every libpq call happens on the connection's serial queue, never on the Swift concurrency
+/// Every libpq call happens on the connection's own thread, never on the Swift concurrency
 /// pool. `run` hands a synchronous `PGSession` to a closure, so several statements — a whole
 /// transaction — cost one hop:
 ///
@@ -20,23 +21,29 @@ import Glibc
 /// connection is re-established on the next `run`, with backoff between failed attempts.
 public final class PGConnection: @unchecked Sendable {
     public let conninfo: String
-    private let queue: DispatchQueue
+    private let thread: ConnectionThread
     private var conn: OpaquePointer?
     private var failedAttempts = 0
     private var nextAttempt = Date.distantPast
     private var listening: [String] = []
+    /// Statements prepared on the current session, by SQL text (only touched on the connection's thread).
+    fileprivate var prepared: [String: String] = [:]
 
     public init(_ conninfo: String, label: String = "pg") {
         self.conninfo = conninfo
-        self.queue = DispatchQueue(label: "flowkit.\(label)")
+        self.thread = ConnectionThread(name: "flowkit-\(label)")
     }
 
-    deinit { if let conn { PQfinish(conn) } }
+    deinit {
+        if let conn { PQfinish(conn) }
+        thread.stop()
+    }
 
     /// Runs `body` on the connection's thread with a live session.
+    @discardableResult
     public func run<T: Sendable>(_ body: @escaping @Sendable (PGSession) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
-            queue.async {
+            thread.submit {
                 do {
                     let session = try self.session()
                     let value = try body(session)
@@ -53,12 +60,13 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Closes the connection (a later `run` opens it again).
     public func close() {
-        queue.sync { self.drop() }
+        thread.sync { self.drop() }
     }
 
     private func drop() {
         if let conn { PQfinish(conn) }
         conn = nil
+        prepared = [:]
     }
 
     private func session() throws -> PGSession {
@@ -107,15 +115,24 @@ public struct PGSession {
         self.owner = owner
     }
 
-    /// Runs one parameterized statement (`$1`, `$2`, … in the SQL).
+    /// Runs one parameterized statement (`$1`, `$2`, … in the SQL). Each distinct SQL text is
+    /// prepared once per session, so hot statements are not parsed and planned again.
     @discardableResult
     public func query(_ sql: String, _ params: [any PGEncodable] = []) throws -> PGResult {
+        let name: String
+        if let n = owner.prepared[sql] {
+            name = n
+        } else {
+            name = "fk\(owner.prepared.count + 1)"
+            _ = try consume(PQprepare(conn, name, sql, Int32(params.count), nil))
+            owner.prepared[sql] = name
+        }
         let texts = params.map { $0.pgText }
         let cStrings = texts.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
         let pointers: [UnsafePointer<CChar>?] = cStrings.map { $0.map { UnsafePointer($0) } }
         let res = pointers.withUnsafeBufferPointer { buf in
-            PQexecParams(conn, sql, Int32(params.count), nil, buf.baseAddress, nil, nil, 0)
+            PQexecPrepared(conn, name, Int32(params.count), buf.baseAddress, nil, nil, 0)
         }
         return try consume(res)
     }

@@ -15,6 +15,7 @@ public final class PGPool: @unchecked Sendable {
         self.inFlight = Array(repeating: 0, count: max(1, size))
     }
 
+    @discardableResult
     public func run<T: Sendable>(_ body: @escaping @Sendable (PGSession) throws -> T) async throws -> T {
         let i: Int = lock.withLock {
             let i = inFlight.indices.min { inFlight[$0] < inFlight[$1] }!

@@ -1,9 +1,10 @@
 import CHiredis
+import ConnectionThread
 import Foundation
 
 /// One Redis connection through hiredis, owned by a thread of its own.
 ///
-/// Every hiredis call happens on the connection's serial queue, never on the Swift concurrency
+/// Every hiredis call happens on the connection's own thread, never on the Swift concurrency
 /// pool; `run` hands a synchronous `RedisSession` to a closure, so a pipeline costs one hop.
 /// Blocking commands (`BLMOVE`, `XREADGROUP … BLOCK`) belong on a connection of their own.
 ///
@@ -13,7 +14,7 @@ import Foundation
 /// ```
 public final class RedisConnection: @unchecked Sendable {
     public let config: RedisConfig
-    private let queue: DispatchQueue
+    private let thread: ConnectionThread
     private var context: UnsafeMutablePointer<redisContext>?
     private var failedAttempts = 0
     private var nextAttempt = Date.distantPast
@@ -22,7 +23,7 @@ public final class RedisConnection: @unchecked Sendable {
 
     public init(_ config: RedisConfig, label: String = "redis", readTimeout: Double = 30) {
         self.config = config
-        self.queue = DispatchQueue(label: "flowkit.\(label)")
+        self.thread = ConnectionThread(name: "flowkit-\(label)")
         self.readTimeout = readTimeout
     }
 
@@ -30,11 +31,15 @@ public final class RedisConnection: @unchecked Sendable {
         self.init(try RedisConfig(url: url), label: label, readTimeout: readTimeout)
     }
 
-    deinit { if let context { redisFree(context) } }
+    deinit {
+        if let context { redisFree(context) }
+        thread.stop()
+    }
 
+    @discardableResult
     public func run<T: Sendable>(_ body: @escaping @Sendable (RedisSession) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
-            queue.async {
+            thread.submit {
                 do {
                     let s = try self.session()
                     cont.resume(returning: try body(s))
@@ -55,7 +60,7 @@ public final class RedisConnection: @unchecked Sendable {
         return try await run { try $0.command(a) }
     }
 
-    public func close() { queue.sync { drop() } }
+    public func close() { thread.sync { self.drop() } }
 
     private func drop() {
         if let context { redisFree(context) }

@@ -14,6 +14,7 @@ final class InFlightEntry: @unchecked Sendable {
     private var task: Task<JSONValue?, any Error>?
     private var cancelled = false
     private var returned = false
+    private var startReportClaimed = false
     var timedOut = false
 
     init(messageId: String, deliveryTag: String, runId: String, taskId: String, tryNumber: Int) {
@@ -47,6 +48,15 @@ final class InFlightEntry: @unchecked Sendable {
 
     var isCancelled: Bool { lock.withLock { cancelled } }
     var cancelRequested: Bool { isCancelled }
+
+    /// True for the first caller only: either the delayed start report or the outcome reports the start.
+    func claimStartReport() -> Bool {
+        lock.withLock {
+            if startReportClaimed { return false }
+            startReportClaimed = true
+            return true
+        }
+    }
 
     func giveBack() {
         lock.withLock { returned = true }

@@ -150,7 +150,14 @@ public final class Worker: Sendable {
         }
         let entry = inFlight.add(messageId: message.id, deliveryTag: message.deliveryTag, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
         defer { inFlight.remove(message.id) }
-        do { try await emit([event(.started)]) } catch { logger.warning("could not report start of \(message.id): \(error)") }
+        // A try that ends within `startedReportDelay` reports its start inside its outcome: one
+        // event and one scheduler transaction instead of two. Longer tries report it separately.
+        let startedEvent = event(.started)
+        let startedAt = Date()
+        let reportStart = Task {
+            try await Task.sleep(for: .milliseconds(Int(Self.startedReportDelay * 1000)))
+            if entry.claimStartReport() { try await emit([startedEvent]) }
+        }
 
         let ctx = TaskContext(flowId: inv.flowId, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber,
                               logicalDate: Date(timeIntervalSince1970: inv.logicalDate),
@@ -159,6 +166,8 @@ public final class Worker: Sendable {
                               params: inv.params, upstream: inv.upstream, connections: connections,
                               log: TaskLogger { line in entry.log(line) }, isCancelled: { entry.isCancelled })
         let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
+        let startAlreadyReported = !entry.claimStartReport()
+        reportStart.cancel()
         if entry.givenBack { return }  // shutdown handed the message back; another worker runs it
         var final: WorkerEvent
         var celery: String
@@ -174,10 +183,14 @@ public final class Worker: Sendable {
             final = event(.failed, error: error)
             celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: error, name: message.task, worker: config.name)
         }
+        if !startAlreadyReported { final.startedAt = startedAt.timeIntervalSince1970 }
         await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
     }
 
     enum Outcome { case success(JSONValue?), skipped(String), failure(String) }
+
+    /// How long a try runs before its start is reported on its own.
+    static let startedReportDelay = 0.02
 
     func execute(_ task: FlowTask, _ ctx: TaskContext, timeout: Double?, entry: InFlightEntry) async -> Outcome {
         let body = task.body

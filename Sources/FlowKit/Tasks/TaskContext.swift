@@ -12,7 +12,7 @@ public struct TaskContext: Sendable {
     public let dataIntervalEnd: Date
     /// The flow's param defaults merged with the trigger's conf.
     public let params: [String: JSONValue]
-    /// Results of the tasks this one depends on, directly or not, by task id.
+    /// Results of the tasks this one depends on directly, by task id.
     public let upstream: [String: JSONValue]
     /// Named connections from configuration (`FLOWKIT_CONN_<NAME>`), e.g. `warehouse`.
     public let connections: [String: String]

@@ -63,6 +63,7 @@ public final class SchedulerDaemon: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { g in
             g.addTask { await self.loop("run starter") { try await self.runStarterOnce() } }
             g.addTask { await self.eventLoop() }
+            g.addTask { await self.loop("event acknowledger") { try await self.acknowledgeDurableEvents() } }
             g.addTask { await self.loop("retry timer") { try await self.retryOnce() } }
             g.addTask { await self.loop("cron ticker") { try await self.tickOnce() } }
             g.addTask { await self.loop("maintenance") { try await self.maintenanceOnce() } }
@@ -118,17 +119,42 @@ public final class SchedulerDaemon: Sendable {
     @discardableResult
     public func consumeEvents(pending: Bool = false, blockMillis: Int = 1000) async throws -> Int {
         let batch = try await broker.readEvents(count: config.eventBatch, blockMillis: blockMillis, pendingFirst: pending)
-        return try await apply(batch)
+        // Pending entries come back on every read until acknowledged: apply and acknowledge them durably, at once.
+        return try await apply(batch, deferAck: !pending)
     }
 
-    func apply(_ batch: [(id: String, event: WorkerEvent?)]) async throws -> Int {
+    /// Commits a batch without waiting for the WAL flush, does its broker work at once (the
+    /// next task starts without waiting for the disk), and hands its stream ids to the
+    /// acknowledger, which acknowledges them only after a synchronous commit made them durable.
+    /// A crash before that leaves them pending in the stream: they are applied again, at least
+    /// once, never lost.
+    func apply(_ batch: [(id: String, event: WorkerEvent?)], deferAck: Bool = true) async throws -> Int {
         guard !batch.isEmpty else { return 0 }
         let events = batch.compactMap(\.event)
         if events.count < batch.count { logger.warning("dropped \(batch.count - events.count) undecodable events") }
-        let work = try await store.applyEvents(events, now: clock.now())
+        let t0 = Date()
+        let work = try await store.applyEvents(events, now: clock.now(), durable: !deferAck)
+        let t1 = Date()
         try await broker.perform(work)
-        try await broker.ack(batch.map(\.id))
+        logger.trace("applied \(events.count) events in \(Int(t1.timeIntervalSince(t0) * 1e6)) µs, broker work \(Int(Date().timeIntervalSince(t1) * 1e6)) µs, \(work.enqueue.count) enqueued")
+        if deferAck { pendingAcks.add(batch.map(\.id)) } else { try await broker.ack(batch.map(\.id)) }
         return batch.count
+    }
+
+    let pendingAcks = PendingAcks()
+
+    /// Waits for committed-but-unacknowledged events, makes them durable with one synchronous
+    /// commit (group commit: one flush for every batch since the last), then acknowledges them.
+    public func acknowledgeDurableEvents() async throws {
+        let ids = await pendingAcks.next()
+        guard !ids.isEmpty else { return }
+        do {
+            try await store.flushDurably(name: config.name, host: ProcessInfo.processInfo.hostName, startedAt: startedAt, now: clock.now())
+            try await broker.ack(ids)
+        } catch {
+            pendingAcks.add(ids)  // try again; they stay pending in the stream meanwhile
+            throw error
+        }
     }
 
     public func retryOnce(maxWait: Double = 1) async throws {
@@ -199,4 +225,37 @@ final class Flag: @unchecked Sendable {
     private var v = false
     var value: Bool { lock.withLock { v } }
     func set() { lock.withLock { v = true } }
+}
+
+/// Stream ids whose events are committed but not yet known durable; `next` waits for some.
+final class PendingAcks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: [String] = []
+    private var waiter: CheckedContinuation<Void, Never>?
+
+    func add(_ new: [String]) {
+        let w: CheckedContinuation<Void, Never>? = lock.withLock {
+            ids += new
+            let w = waiter
+            waiter = nil
+            return w
+        }
+        w?.resume()
+    }
+
+    /// Everything pending, waiting (up to a second) when there is nothing yet.
+    func next() async -> [String] {
+        let ready: Bool = lock.withLock { !ids.isEmpty }
+        if !ready {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow: Bool = lock.withLock {
+                    if !ids.isEmpty { return true }
+                    waiter = c
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        }
+        return lock.withLock { let out = ids; ids = []; return out }
+    }
 }

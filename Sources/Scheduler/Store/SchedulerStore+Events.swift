@@ -11,10 +11,15 @@ extension SchedulerStore {
     /// run touched, not a round trip per event. A report that does not match the task
     /// instance's current try (a late report from a reaped try, a duplicate delivery) is recorded
     /// in the history with `applied = false` and changes nothing else.
-    public func applyEvents(_ events: [WorkerEvent], now: Date) async throws -> BrokerWork {
+    ///
+    /// With `durable` false the commit does not wait for the WAL flush: the caller must not
+    /// acknowledge the events until a later synchronous commit (`flushDurably`) has returned —
+    /// WAL is flushed in order, so that commit makes this one durable too.
+    public func applyEvents(_ events: [WorkerEvent], now: Date, durable: Bool = true) async throws -> BrokerWork {
         guard !events.isEmpty else { return BrokerWork() }
         return try await db.run { [self] s in
             try s.transaction {
+                if !durable { try s.execute("SET LOCAL synchronous_commit = off") }
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
                 if !runIds.isEmpty {
@@ -155,8 +160,15 @@ extension SchedulerStore {
                 newState = .upForRetry
                 nextAttempt = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
             }
-            updates.add(pk, task, t, newState, target, at, ev.result.map(\.compactJSON), ev.error, nextAttempt, ev.worker)
-            h.add(pk, task, t, state, newState.rawValue, at, source, ev.error, true)
+            let startedAt = ev.startedAt.map(Date.init(timeIntervalSince1970:))
+            updates.add(pk, task, t, newState, target, at, ev.result.map(\.compactJSON), ev.error, nextAttempt, ev.worker, startedAt)
+            var from = state
+            if state == "queued", let startedAt {
+                // A short try reported its start inside its outcome.
+                h.add(pk, task, t, "queued", "running", startedAt, source, nil, true)
+                from = "running"
+            }
+            h.add(pk, task, t, from, newState.rawValue, at, source, ev.error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
         }
         try updates.apply(s)
@@ -350,8 +362,14 @@ extension SchedulerStore {
 
     // MARK: - Scheduler liveness
 
+    /// A synchronous commit: when it returns, every transaction this scheduler committed before
+    /// it — including those committed with `synchronous_commit = off` — is durable.
+    public func flushDurably(name: String, host: String, startedAt: Date, now: Date) async throws {
+        try await schedulerHeartbeat(name: name, host: host, startedAt: startedAt, now: now)
+    }
+
     public func schedulerHeartbeat(name: String, host: String, startedAt: Date, now: Date) async throws {
-        try await db.run { s in
+        _ = try await db.run { s in
             try s.query("""
                 INSERT INTO schedulers (name, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
                 ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
@@ -390,26 +408,27 @@ struct HistoryBatch {
 struct OutcomeBatch {
     var pk: [Int] = [], task: [String] = [], tryNumber: [Int] = [], state: [String] = [], tryState: [String] = []
     var at: [Date] = [], result: [String?] = [], error: [String?] = [], next: [Date?] = [], worker: [String] = []
+    var started: [Date?] = []
     mutating func add(_ p: Int, _ t: String, _ n: Int, _ st: TaskState, _ tst: TaskState, _ a: Date, _ r: String?, _ e: String?,
-                      _ nx: Date?, _ w: String) {
+                      _ nx: Date?, _ w: String, _ s: Date?) {
         pk.append(p); task.append(t); tryNumber.append(n); state.append(st.rawValue); tryState.append(tst.rawValue)
-        at.append(a); result.append(r); error.append(e); next.append(nx); worker.append(w)
+        at.append(a); result.append(r); error.append(e); next.append(nx); worker.append(w); started.append(s)
     }
     func apply(_ s: PGSession) throws {
         guard !pk.isEmpty else { return }
         try s.query("""
             UPDATE task_instances t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error,
-                next_attempt_at = u.next, worker = u.worker
-            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
-                AS u(run_pk, task_id, state, at, result, error, next, worker)
+                next_attempt_at = u.next, worker = u.worker, started_at = COALESCE(u.started, t.started_at)
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[], $8::text[],
+                        $9::timestamptz[]) AS u(run_pk, task_id, state, at, result, error, next, worker, started)
             WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id
-            """, [pk, task, state, at, result, error, next, worker])
+            """, [pk, task, state, at, result, error, next, worker, started])
         try s.query("""
             UPDATE task_tries t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error, worker = u.worker,
-                started_at = COALESCE(t.started_at, u.at)
-            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[])
-                AS u(run_pk, task_id, n, state, at, result, error, worker)
+                started_at = COALESCE(t.started_at, u.started, u.at)
+            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[],
+                        $9::timestamptz[]) AS u(run_pk, task_id, n, state, at, result, error, worker, started)
             WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n
-            """, [pk, task, tryNumber, tryState, at, result, error, worker])
+            """, [pk, task, tryNumber, tryState, at, result, error, worker, started])
     }
 }

@@ -203,8 +203,7 @@ public final class SchedulerStore: @unchecked Sendable {
             """, [runPk]).first else { return [] }
         let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
         let ids = rows.map { $0.string("task_id")! }
-        let ancestors = Dictionary(uniqueKeysWithValues: ids.map { ($0, graph.ancestors(of: $0)) })
-        let upstreamIds = Array(Set(ancestors.values.flatMap { $0 }))
+        let upstreamIds = Array(Set(ids.flatMap { graph.tasks[$0]?.upstream ?? [] }))
         var results: [String: JSONValue] = [:]
         if !upstreamIds.isEmpty {
             for r in try s.query("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
@@ -217,7 +216,7 @@ public final class SchedulerStore: @unchecked Sendable {
             let taskId = row.string("task_id")!
             let def = graph.tasks[taskId]
             var upstream: [String: JSONValue] = [:]
-            for u in ancestors[taskId] ?? [] { if let r = results[u] { upstream[u] = r } }
+            for u in def?.upstream ?? [] { if let r = results[u] { upstream[u] = r } }
             let timeout = row.double("timeout_seconds")
             let inv = FlowTaskInvocation(flowId: flowId, runId: runId, taskId: taskId, tryNumber: row.int("try_number")!,
                                          logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
