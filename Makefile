@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release test demo run bench faults clean docker-config migrations
+.PHONY: help deps build release test demo run bench faults clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ bench: release ## the WORKLOADS.md benchmarks, beside Celery
 
 faults: build ## the fault-injection suite
 	@scripts/faults.sh $(FLOWCTL_DEBUG)
+
+example: deps ## build Examples/MyFlows, the template for your own flows and flowctl
+	$(SWIFT) build --package-path Examples/MyFlows --scratch-path .build-myflows --product myflowctl
+	.build-myflows/debug/myflowctl flows validate
 
 migrations: ## re-embed migrations/*.sql into the binary
 	scripts/embed_migrations.sh
