@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // C bindings (Debian's libpq-dev and libhiredis-dev).
@@ -51,6 +52,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Flows", dependencies: ["FlowKit"], path: "Flows",
                 exclude: ["README.md"], resources: [.copy("Resources")]),
@@ -67,7 +69,7 @@ let package = Package(
             "WorkerRuntime", "Scheduler", "FlowKit", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "FlowServerTests", dependencies: [
-            "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient",
+            "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands",
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
     ],

@@ -252,3 +252,29 @@ struct HealthCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct BackfillCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "backfill",
+                                                    abstract: "Create a run for every cron tick of a flow between two instants (oldest first).")
+    @Argument var flow: String
+    @Option(help: "First instant (ISO-8601), inclusive.") var from: String
+    @Option(help: "Last instant (ISO-8601), inclusive.") var to: String
+    @Option(help: "Run conf as a JSON object.") var conf: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        for (name, value) in [("--from", from), ("--to", to)] where Instant.parse(value) == nil {
+            throw CLIError("\(name) `\(value)` is not an ISO-8601 instant (e.g. 2026-11-01T00:00:00Z)", code: 2)
+        }
+        var body: [String: JSONValue] = ["from": .string(from), "to": .string(to)]
+        if let conf {
+            guard let v = try? JSONValue.parse(conf), v.objectValue != nil else { throw CLIError("--conf must be a JSON object", code: 2) }
+            body["conf"] = v
+        }
+        let v = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/flows/\(flow)/backfill", .object(body))
+        if json { printJSON(v); return }
+        let runs = v["runs"]?.arrayValue ?? []
+        print("created \(runs.count) backfill runs of \(flow)")
+        if !runs.isEmpty { print(runTable(runs)) }
+    }
+}

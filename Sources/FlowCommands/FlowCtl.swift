@@ -11,7 +11,7 @@ public struct FlowCtl: AsyncParsableCommand {
         abstract: "FlowKit: declare data flows in Swift and run them.",
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
-            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BenchCommand.self,
+            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self,
         ]
     )
 
@@ -21,7 +21,9 @@ public struct FlowCtl: AsyncParsableCommand {
     public static func main(flows: [Flow]) async {
         FlowCatalog.flows = flows
         do {
-            var command = try parseAsRoot()
+            let arguments = Self.takeConfigOptions()
+            try ConfigFile.export()
+            var command = try parseAsRoot(arguments)
             if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
         } catch let e as CLIError {
             fail(e.message, code: e.code)
@@ -35,6 +37,28 @@ public struct FlowCtl: AsyncParsableCommand {
             }
             exit(withError: error)
         }
+    }
+}
+
+extension FlowCtl {
+    /// `--config FILE` and `--profile NAME`, accepted anywhere on the command line, become
+    /// `FLOWKIT_CONFIG` and `FLOWKIT_PROFILE`; the rest is parsed as usual.
+    static func takeConfigOptions() -> [String] {
+        var args = Array(CommandLine.arguments.dropFirst())
+        for (flag, variable) in [("--config", "FLOWKIT_CONFIG"), ("--profile", "FLOWKIT_PROFILE")] {
+            while let i = args.firstIndex(where: { $0 == flag || $0.hasPrefix(flag + "=") }) {
+                if args[i].contains("=") {
+                    setenv(variable, String(args[i].split(separator: "=", maxSplits: 1)[1]), 1)
+                    args.remove(at: i)
+                } else if i + 1 < args.count {
+                    setenv(variable, args[i + 1], 1)
+                    args.removeSubrange(i...(i + 1))
+                } else {
+                    break
+                }
+            }
+        }
+        return args
     }
 }
 

@@ -24,7 +24,13 @@ struct Settings {
     var corsOrigins: [String]
     var home: URL
 
-    static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings {
+    /// The settings from the environment (which holds the configuration file's profile too,
+    /// once `ConfigFile.export` has run).
+    static func fromEnvironment() throws -> Settings {
+        try from(ProcessInfo.processInfo.environment)
+    }
+
+    static func from(_ env: [String: String]) throws -> Settings {
         func nonEmpty(_ k: String) -> String? { env[k].flatMap { $0.isEmpty ? nil : $0 } }
         let api = nonEmpty("FLOWKIT_API_URL") ?? "http://127.0.0.1:8080"
         guard let u = URL(string: api), u.scheme == "http" || u.scheme == "https", u.host != nil else {

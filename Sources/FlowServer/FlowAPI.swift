@@ -26,7 +26,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/health"), ("GET", "/metrics"), ("GET", "/api/v1/health"), ("GET", "/api/v1/openapi.json"),
         ("GET", "/api/v1/flows"), ("GET", "/api/v1/flows/{flow_id}"),
         ("POST", "/api/v1/flows/{flow_id}/pause"), ("POST", "/api/v1/flows/{flow_id}/unpause"),
-        ("POST", "/api/v1/flows/{flow_id}/runs"),
+        ("POST", "/api/v1/flows/{flow_id}/runs"), ("POST", "/api/v1/flows/{flow_id}/backfill"),
         ("GET", "/api/v1/runs"), ("GET", "/api/v1/runs/{run_id}"),
         ("POST", "/api/v1/runs/{run_id}/cancel"), ("POST", "/api/v1/runs/{run_id}/clear"),
         ("GET", "/api/v1/runs/{run_id}/tasks"), ("GET", "/api/v1/runs/{run_id}/tasks/{task_id}/logs"),
@@ -90,6 +90,23 @@ public struct FlowAPI: Sendable {
             let run = try await self.store.createRun(flowId: try c.parameters.require("flow_id"), kind: "manual", conf: conf,
                                                      logicalDate: logical, now: Date())
             return try json(run, status: .created)
+        }
+        handle(router, .post, "/api/v1/flows/{flow_id}/backfill", role: .admin) { req, c in
+            let body = try await self.jsonBody(req, c, allowEmpty: false)
+            func date(_ key: String) throws -> Date {
+                guard let s = body[key]?.stringValue, let d = parseDate(s) else {
+                    throw APIError.badRequest("`\(key)` must be an ISO-8601 instant")
+                }
+                return d
+            }
+            var conf: [String: JSONValue] = [:]
+            if let cv = body["conf"], cv != .null {
+                guard let o = cv.objectValue else { throw APIError.badRequest("`conf` must be a JSON object") }
+                conf = o
+            }
+            let runs = try await self.store.createBackfillRuns(flowId: try c.parameters.require("flow_id"), from: try date("from"),
+                                                               to: try date("to"), conf: conf)
+            return try json(["runs": runs], status: .created)
         }
         handle(router, .get, "/api/v1/runs", role: .read) { req, _ in
             let q = req.uri.queryParameters

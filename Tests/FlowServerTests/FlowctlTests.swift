@@ -78,6 +78,21 @@ struct FlowctlTests {
         }
     }
 
+    @Test("backfill makes a run per tick in the range and refuses a reversed range")
+    func backfill() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let ok = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-02T23:00:00Z"], api: api)
+            #expect(ok.status == 0, "\(ok.output)")
+            #expect(ok.output.contains("created 2 backfill runs"))
+            let again = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-02T23:00:00Z"], api: api)
+            #expect(again.output.contains("created 0 backfill runs"))
+            let reversed = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-03T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], api: api)
+            #expect(reversed.status == 1)
+            #expect(reversed.output.contains("is after --to"))
+            #expect(try flowctl(["backfill", "lakehouse_end_to_end", "--from", "soon", "--to", "later"], api: api).status == 2)
+        }
+    }
+
     @Test("cron preview prints UTC instants; a bad expression or zone exits non-zero naming the problem")
     func cronPreview() throws {
         let ok = try flowctl(["cron", "preview", "0 */6 * * *", "--tz", "Europe/Madrid", "--after", "2026-11-22T00:00:00Z", "--count", "2"], api: nil)

@@ -4,7 +4,7 @@ public struct TaskOptions: Sendable, Hashable, Codable {
     /// Seconds a try may run before it is failed.
     public var timeoutSeconds: Double?
     public var queue: String?
-    /// Higher runs first among ready tasks.
+    /// Higher is enqueued first among tasks that become ready together (it does not jump the queue).
     public var priority: Int?
     public var triggerRule: TriggerRule?
 

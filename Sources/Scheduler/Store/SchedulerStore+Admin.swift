@@ -104,6 +104,41 @@ extension SchedulerStore {
         return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready, now: now)
     }
 
+    /// Creates a queued `backfill` run for every cron tick of the flow in `[from, to]`, oldest
+    /// first; ticks that already have a scheduled or backfill run are skipped. At most `limit`.
+    public func createBackfillRuns(flowId: String, from: Date, to: Date, conf: [String: JSONValue], limit: Int = 1000) async throws -> [RunRecord] {
+        guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
+        return try await db.run { [self] s in
+            try s.transaction {
+                guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR UPDATE", [flowId]).first else {
+                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
+                }
+                guard let cron = f.string("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
+                let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")!).compiled()
+                let version = f.int("current_version")!
+                let graph = try graphs.graph(s, flow: flowId, version: version)
+                let params = try graph.definition.resolveParams(conf: conf)
+                var ticks: [Date] = []
+                var cursor = from.addingTimeInterval(-0.001)
+                while let t = compiled.nextFire(after: cursor), t <= to {
+                    guard ticks.count < limit else {
+                        throw StateConflict("backfill of `\(flowId)` covers more than \(limit) ticks; narrow --from/--to")
+                    }
+                    ticks.append(t)
+                    cursor = t
+                }
+                var created: [RunRecord] = []
+                for t in ticks {
+                    let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
+                    if let r = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
+                                             logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
+                }
+                return created
+            }
+        }
+    }
+
     public func setPaused(flowId: String, paused: Bool) async throws -> FlowRecord {
         let n = try await db.run { s in
             try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows

@@ -173,7 +173,7 @@ public final class SchedulerStore: @unchecked Sendable {
     func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         guard !taskIds.isEmpty else { return [] }
         let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
-        let updated = try s.query("""
+        let updatedRows = try s.query("""
             UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
                 next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
             FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
@@ -181,7 +181,10 @@ public final class SchedulerStore: @unchecked Sendable {
             WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
             RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state
             """, [runPk, taskIds, messageIds, now]).all
-        guard !updated.isEmpty else { return [] }
+        guard !updatedRows.isEmpty else { return [] }
+        // RETURNING has no order: keep the caller's (priority) order for the broker.
+        let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        let updated = updatedRows.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
         let ids = updated.map { $0.string("task_id")! }, tries = updated.map { $0.int("try_number")! }
         let mids = updated.map { $0.string("message_id")! }, olds = updated.map { $0.string("old_state")! }
         try s.query("""
@@ -223,9 +226,13 @@ public final class SchedulerStore: @unchecked Sendable {
                                          dataIntervalEnd: run.date("data_interval_end")!, params: params, upstream: upstream,
                                          timeoutSeconds: timeout)
             let name = def?.celeryName ?? FlowTaskInvocation.taskName(flow: flowId, task: taskId)
+            // Every FlowKit message goes to the queue's main list (kombu priority 0, consumed
+            // first): a task's priority orders the tasks that become ready together, at dispatch.
+            // kombu's priority lists run the other way (0 is the most urgent) and are polled
+            // less eagerly, so mapping FlowKit priorities onto them would invert or delay them.
             return CeleryMessage(id: row.string("message_id")!, task: name, args: [],
                                  kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: row.string("queue")!,
-                                 priority: row.int("priority")!, retries: row.int("try_number")! - 1,
+                                 priority: 0, retries: row.int("try_number")! - 1,
                                  timeLimit: (timeout, nil), rootId: runId)
         }
     }

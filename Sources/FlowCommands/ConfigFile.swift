@@ -1,0 +1,101 @@
+import FlowServer
+import Foundation
+import Yams
+
+/// The optional YAML configuration file (`--config flowkit.yaml`, or `FLOWKIT_CONFIG`), with
+/// profiles (`--profile prod`, or `FLOWKIT_PROFILE`; default `dev`). Environment variables
+/// override what the file says.
+///
+/// ```yaml
+/// profiles:
+///   dev:
+///     database_url: postgres://flowkit@127.0.0.1:5432/flowkit
+///     redis_url: redis://127.0.0.1:6379/0
+///     api: { open_reads: true }
+///   prod:
+///     database_url: "host=db1,db2 dbname=flowkit user=flowkit target_session_attrs=read-write"
+///     redis_url: redis://:secret@redis.internal:6379/0
+///     api: { tokens: ["admin:…", "read:…"], open_reads: false, cors_origin: https://dash.example.com }
+///     worker: { queues: [default, etl], concurrency: 4 }
+/// ```
+struct ConfigFile {
+    /// Keys the file may set, as `FLOWKIT_…` variables (the same names and forms as the environment).
+    static let keys: [String: (variable: String, form: String)] = [
+        "database_url": ("FLOWKIT_DATABASE_URL", "a postgres:// URL or a libpq keyword string"),
+        "redis_url": ("FLOWKIT_REDIS_URL", "a redis:// or unix:// URL"),
+        "api_url": ("FLOWKIT_API_URL", "an http(s) URL"),
+        "api_token": ("FLOWKIT_API_TOKEN", "a token"),
+        "home": ("FLOWKIT_HOME", "a directory"),
+        "data_dir": ("FLOWKIT_DATA_DIR", "a directory"),
+        "log_level": ("FLOWKIT_LOG_LEVEL", "trace, debug, info, notice, warning, error or critical"),
+        "api.tokens": ("FLOWKIT_API_TOKENS", "a list of `admin:TOKEN` / `read:TOKEN`"),
+        "api.open_reads": ("FLOWKIT_API_OPEN_READS", "true or false"),
+        "api.cors_origin": ("FLOWKIT_CORS_ORIGINS", "one origin, or *"),
+        "connections": ("FLOWKIT_CONN_", "a map of connection name to URL"),
+    ]
+
+    /// The profile's settings as the environment variables they stand for.
+    static func load(path: String, profile: String) throws -> [String: String] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError("cannot read the configuration file \(path): \(error.localizedDescription)")
+        }
+        let root: Any?
+        do { root = try Yams.load(yaml: text) } catch {
+            throw ConfigError("\(path) is not valid YAML: \(error)")
+        }
+        guard let top = root as? [String: Any] else { throw ConfigError("\(path): expected a mapping with a `profiles` key") }
+        for key in top.keys where key != "profiles" {
+            throw ConfigError("\(path): unknown top-level key `\(key)`; expected `profiles`")
+        }
+        guard let profiles = top["profiles"] as? [String: Any] else { throw ConfigError("\(path): `profiles` must be a mapping of profile names") }
+        guard let chosen = profiles[profile] else {
+            throw ConfigError("\(path): no profile `\(profile)` (profiles: \(profiles.keys.sorted().joined(separator: ", ")))")
+        }
+        guard let settings = chosen as? [String: Any] else { throw ConfigError("\(path): profile `\(profile)` must be a mapping") }
+        var env: [String: String] = [:]
+        try flatten(settings, prefix: "", into: &env, where: "\(path): profiles.\(profile)")
+        return env
+    }
+
+    private static func flatten(_ map: [String: Any], prefix: String, into env: inout [String: String], where location: String) throws {
+        for (k, value) in map.sorted(by: { $0.key < $1.key }) {
+            let key = prefix.isEmpty ? k : "\(prefix).\(k)"
+            if key == "api", let sub = value as? [String: Any] {
+                try flatten(sub, prefix: "api", into: &env, where: location)
+                continue
+            }
+            guard let (variable, form) = keys[key] else {
+                let known = keys.keys.sorted().joined(separator: ", ")
+                throw ConfigError("\(location).\(key): unknown key; known keys: \(known)")
+            }
+            func bad() -> ConfigError { ConfigError("\(location).\(key): expected \(form), got `\(value)`") }
+            switch key {
+            case "connections":
+                guard let conns = value as? [String: Any] else { throw bad() }
+                for (name, url) in conns {
+                    guard let u = url as? String else { throw ConfigError("\(location).connections.\(name): expected a URL string") }
+                    env["FLOWKIT_CONN_\(name.uppercased())"] = u
+                }
+            case "api.tokens":
+                guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else { throw bad() }
+                env[variable] = (list as! [String]).joined(separator: ",")
+            case "api.open_reads":
+                guard let b = value as? Bool else { throw bad() }
+                env[variable] = b ? "true" : "false"
+            default:
+                guard let s = value as? String ?? (value as? Int).map(String.init) else { throw bad() }
+                env[variable] = s
+            }
+        }
+    }
+
+    /// Puts the configuration file's profile into the process environment, under what the
+    /// environment already sets, so that every part (workers' connections, flows' data
+    /// directory, log level) sees one configuration.
+    static func export(base: [String: String] = ProcessInfo.processInfo.environment) throws {
+        guard let path = base["FLOWKIT_CONFIG"], !path.isEmpty else { return }
+        let fromFile = try load(path: path, profile: base["FLOWKIT_PROFILE"].flatMap { $0.isEmpty ? nil : $0 } ?? "dev")
+        for (k, v) in fromFile where base[k] == nil { setenv(k, v, 1) }
+    }
+}

@@ -1,0 +1,70 @@
+import FlowServer
+import Foundation
+import Testing
+@testable import FlowCommands
+
+@Suite("Configuration file")
+struct ConfigFileTests {
+    func write(_ yaml: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-\(UUID().uuidString).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static let sample = """
+        profiles:
+          dev:
+            database_url: postgres://flowkit@127.0.0.1:5432/flowkit
+            redis_url: redis://127.0.0.1:6379/0
+            api: { open_reads: true }
+          prod:
+            database_url: "host=db1,db2 dbname=flowkit user=flowkit target_session_attrs=read-write"
+            redis_url: redis://:secret@redis.internal:6379/0
+            api:
+              tokens: ["admin:a-long-secret", "read:another"]
+              open_reads: false
+              cors_origin: https://dash.example.com
+            connections:
+              warehouse: postgres://etl@dwh.internal/warehouse
+        """
+
+    @Test("a profile becomes the FLOWKIT_ variables it stands for")
+    func profiles() throws {
+        let path = try write(Self.sample)
+        let dev = try ConfigFile.load(path: path, profile: "dev")
+        #expect(dev == ["FLOWKIT_DATABASE_URL": "postgres://flowkit@127.0.0.1:5432/flowkit", "FLOWKIT_REDIS_URL": "redis://127.0.0.1:6379/0",
+                        "FLOWKIT_API_OPEN_READS": "true"])
+        let prod = try ConfigFile.load(path: path, profile: "prod")
+        #expect(prod["FLOWKIT_API_TOKENS"] == "admin:a-long-secret,read:another")
+        #expect(prod["FLOWKIT_CONN_WAREHOUSE"] == "postgres://etl@dwh.internal/warehouse")
+        #expect(prod["FLOWKIT_CORS_ORIGINS"] == "https://dash.example.com")
+        let settings = try Settings.from(prod)
+        #expect(settings.openReads == false)
+        #expect(settings.apiTokens.map(\.role) == [.admin, .read])
+    }
+
+    @Test("bad keys, bad values and unknown profiles are named", arguments: [
+        ("profiles:\n  dev:\n    databse_url: x\n", "profiles.dev.databse_url: unknown key"),
+        ("profiles:\n  dev:\n    api: { open_reads: maybe }\n", "profiles.dev.api.open_reads: expected true or false"),
+        ("profiles:\n  dev:\n    api: { tokens: admin }\n", "profiles.dev.api.tokens: expected a list"),
+        ("profiles:\n  staging: {}\n", "no profile `dev` (profiles: staging)"),
+        ("profile: dev\n", "unknown top-level key `profile`"),
+        ("profiles: [\n", "is not valid YAML"),
+    ])
+    func errors(_ yaml: String, _ message: String) throws {
+        let path = try write(yaml)
+        do {
+            _ = try ConfigFile.load(path: path, profile: "dev")
+            Issue.record("accepted \(yaml)")
+        } catch let e as ConfigError {
+            #expect(e.message.contains(message), "\(e.message)")
+        }
+    }
+
+    @Test("values the environment checks are checked when they come from the file too")
+    func validatedLikeTheEnvironment() throws {
+        let path = try write("profiles:\n  dev:\n    redis_url: http://redis\n")
+        let env = try ConfigFile.load(path: path, profile: "dev")
+        #expect(throws: ConfigError.self) { try Settings.from(env) }
+    }
+}
