@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 command -v curl >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends curl >/dev/null
 flowctl="$(realpath "${1:-.build/debug/flowctl}")"
 work="$PWD/.flowkit/faults"
-rm -rf "$work"; mkdir -p "$work"
 export FLOWKIT_TEST_HOME="$work/servers" FLOWKIT_TEST_PG_PORT=55632 FLOWKIT_TEST_REDIS_PORT=56579
+scripts/services.sh stop 2>/dev/null   # servers a previous run left behind
+rm -rf "$work"; mkdir -p "$work"
 eval "$(scripts/services.sh start)"
 db_admin="postgres://flowkit@127.0.0.1:55632/postgres"
 psql "$db_admin" -qc "DROP DATABASE IF EXISTS faults" -c "CREATE DATABASE faults" >/dev/null

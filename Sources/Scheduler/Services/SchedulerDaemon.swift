@@ -234,27 +234,37 @@ final class PendingAcks: @unchecked Sendable {
     private var waiter: CheckedContinuation<Void, Never>?
 
     func add(_ new: [String]) {
-        let w: CheckedContinuation<Void, Never>? = lock.withLock {
-            ids += new
-            let w = waiter
-            waiter = nil
-            return w
-        }
+        lock.withLock { ids += new }
+        wake()
+    }
+
+    private func wake() {
+        let w: CheckedContinuation<Void, Never>? = lock.withLock { let w = waiter; waiter = nil; return w }
         w?.resume()
     }
 
-    /// Everything pending, waiting (up to a second) when there is nothing yet.
+    /// Everything pending, waiting up to a second when there is nothing yet; returns at once
+    /// when the calling task is cancelled (so the acknowledger's loop can end).
     func next() async -> [String] {
         let ready: Bool = lock.withLock { !ids.isEmpty }
-        if !ready {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow: Bool = lock.withLock {
-                    if !ids.isEmpty { return true }
-                    waiter = c
-                    return false
-                }
-                if resumeNow { c.resume() }
+        if !ready && !Task.isCancelled {
+            let timer = Task { [self] in
+                try? await Task.sleep(for: .seconds(1))
+                wake()
             }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let resumeNow: Bool = lock.withLock {
+                        if !ids.isEmpty || waiter != nil { return true }
+                        waiter = c
+                        return false
+                    }
+                    if resumeNow { c.resume() }
+                }
+            } onCancel: {
+                wake()
+            }
+            timer.cancel()
         }
         return lock.withLock { let out = ids; ids = []; return out }
     }
