@@ -213,11 +213,15 @@ extension SchedulerStore {
         }
     }
 
+    /// A run's task instances in the flow's declaration order, each with every try.
     public func taskInstances(runId: String) async throws -> [TaskInstanceRecord] {
-        try await db.run { s in
-            guard let pk = try s.query("SELECT id FROM runs WHERE run_id = $1", [runId]).first?.int("id") else {
+        try await db.run { [self] s in
+            guard let run = try s.query("SELECT id, flow_id, flow_version FROM runs WHERE run_id = $1", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
+            let pk = run.int("id")!
+            let graph = try graphs.graph(s, flow: run.string("flow_id")!, version: run.int("flow_version")!)
+            let order = Dictionary(graph.definition.tasks.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a })
             var tries: [String: [TaskTryRecord]] = [:]
             for t in try s.query("""
                 SELECT task_id, try_number, message_id, state, queued_at, started_at, ended_at, worker, result::text AS result, error
@@ -238,7 +242,7 @@ extension SchedulerStore {
                                    nextAttemptAt: t.date("next_attempt_at"), worker: t.string("worker"),
                                    result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error"),
                                    tries: tries[t.string("task_id")!] ?? [])
-            }
+            }.sorted { order[$0.taskId, default: Int.max] < order[$1.taskId, default: Int.max] }
         }
     }
 
