@@ -44,8 +44,10 @@ trigger() { "$flowctl" trigger "$@"; }
 wait_runs() {  # wait until no run is queued or running (max $1 seconds)
   local limit=${1:-120} t=0
   while [ "$(sql "SELECT count(*) FROM runs WHERE state IN ('queued','running')")" != 0 ]; do
-    sleep 0.5; t=$((t+1)); [ $t -gt $((limit*2)) ] && return 1
+    sleep 0.5; t=$((t+1))
+    if [ $t -gt $((limit*2)) ]; then return 1; fi
   done
+  return 0
 }
 results=()
 check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS
@@ -107,7 +109,7 @@ for i in $(seq 1 30); do
   during="$during $code"; sleep 0.2
 done
 wait "$restarter"
-check "PostgreSQL restarted mid-run (health during:$(echo "$during" | tr ' ' '\n' | sort | uniq -c | awk '{printf " %s×%s", $2, $1}'))" 5
+check "PostgreSQL restarted mid-run (health during:$(echo $during | tr ' ' '\n' | sort | uniq -c | awk '{printf " %s×%s", $2, $1}'))" 5
 
 # 7. A burst of malformed messages on the queues.
 batch
