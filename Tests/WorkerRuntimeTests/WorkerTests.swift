@@ -206,3 +206,36 @@ struct CeleryInteropTests {
         }
     }
 }
+
+let pythonFlow = Flow("python_interop", params: [Param("x", .int, default: 6), Param("y", .int, default: 7)]) { f in
+    let multiply = f.celery("multiply", name: "flowkit_test.multiply", queue: "python")
+    multiply --> f.task("check") { ctx in
+        guard ctx.upstream["multiply"]?["product"]?.intValue == 42 else { throw TaskError("python returned \(ctx.upstream)") }
+        return ["checked": true]
+    }
+}
+let pythonFailing = Flow("python_failing") { f in
+    f.celery("fail", name: "flowkit_test.fail", queue: "python")
+}
+
+extension CeleryInteropTests {
+    @Test("a flow task declared as an external Celery task runs on a Python Celery worker; its outcome and result reach the run")
+    func pythonWorker() async throws {
+        let python = try celeryPython()
+        let celery = URL(fileURLWithPath: python).deletingLastPathComponent().appendingPathComponent("celery").path
+        try await withSystem(flows: [pythonFlow, pythonFailing], workers: 1) { sys in
+            let pid = try spawn(["/bin/sh", "-c", "cd \"$0\" && exec \"$1\" -A flowkit_python_tasks worker -Q python --pool solo --loglevel WARNING --without-gossip --without-mingle",
+                                 repoPath("scripts/celery"), celery],
+                                env: ["REDIS_URL": "redis://127.0.0.1:\(TestServers.redisPort)/0"])
+            defer { kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0) }
+            let ok = try await sys.trigger("python_interop")
+            #expect(try await sys.waitForRun(ok, timeout: 60) == "success")
+            let tis = Dictionary(uniqueKeysWithValues: try await sys.store.taskInstances(runId: ok).map { ($0.taskId, $0) })
+            #expect(tis["multiply"]?.result == ["product": 42, "by": "python"])
+            #expect(tis["multiply"]?.worker?.hasPrefix("celery:") == true)
+            let bad = try await sys.trigger("python_failing")
+            #expect(try await sys.waitForRun(bad, timeout: 60) == "failed")
+            #expect(try await sys.store.taskInstances(runId: bad)[0].error?.contains("python says no") == true)
+        }
+    }
+}

@@ -122,6 +122,20 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// Celery result-backend entries (`celery-task-meta-<id>`) of these task ids, where present.
+    public func celeryResults(_ taskIds: [String]) async throws -> [String: JSONValue] {
+        guard !taskIds.isEmpty else { return [:] }
+        let ids = taskIds
+        return try await redis.run { s in
+            let reply = try s.command(["MGET"] + ids.map(CeleryResult.key)).orThrow()
+            var out: [String: JSONValue] = [:]
+            for (id, v) in zip(ids, reply.array ?? []) {
+                if let text = v.string, let meta = try? JSONValue.parse(text) { out[id] = meta }
+            }
+            return out
+        }
+    }
+
     public func ping() async throws {
         try await redis.run { s in try s.command(["PING"]).orThrow() }
     }

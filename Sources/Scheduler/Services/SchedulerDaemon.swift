@@ -177,6 +177,43 @@ public final class SchedulerDaemon: Sendable {
         }
     }
 
+    /// Outcomes of tasks Celery workers ran, read from Celery's result backend and applied as
+    /// the worker events a FlowKit worker would have sent.
+    func collectCeleryOutcomes(now: Date) async throws {
+        let tries = try await store.celeryTriesInFlight()
+        guard !tries.isEmpty else { return }
+        let metas = try await broker.celeryResults(tries.map(\.messageId))
+        var events: [WorkerEvent] = []
+        for t in tries {
+            guard let meta = metas[t.messageId], let status = meta["status"]?.stringValue else { continue }
+            let worker = "celery:" + (meta["worker"]?.stringValue ?? "worker")
+            func event(_ kind: WorkerEvent.Kind) -> WorkerEvent {
+                WorkerEvent(kind: kind, worker: worker, at: now, messageId: t.messageId, runId: t.runId, taskId: t.taskId, tryNumber: t.tryNumber)
+            }
+            switch status {
+            case "SUCCESS":
+                var e = event(.succeeded)
+                e.result = meta["result"]
+                e.startedAt = now.timeIntervalSince1970
+                events.append(e)
+            case "FAILURE", "REVOKED":
+                var e = event(.failed)
+                let exc = meta["result"]
+                let type = exc?["exc_type"]?.stringValue ?? status
+                let message = exc?["exc_message"]?.arrayValue?.compactMap(\.stringValue).joined(separator: " ") ?? exc?.compactJSON ?? ""
+                e.error = "\(type): \(message)"
+                e.startedAt = now.timeIntervalSince1970
+                events.append(e)
+            case "STARTED" where t.queued:
+                events.append(event(.started))
+            default:
+                break
+            }
+        }
+        guard !events.isEmpty else { return }
+        try await broker.perform(try await store.applyEvents(events, now: now))
+    }
+
     /// Leader-only maintenance, then a pause of `maintenanceInterval`.
     public func maintenanceOnce(sleep: Bool = true) async throws {
         let now = clock.now()
@@ -207,6 +244,7 @@ public final class SchedulerDaemon: Sendable {
         try await broker.restoreUnacked(olderThan: now.addingTimeInterval(-config.visibilityTimeout))
         let abandoned = try await broker.claimAbandonedEvents(idleMillis: Int(config.zombieThreshold * 1000), count: config.eventBatch)
         _ = try await apply(abandoned)
+        try await collectCeleryOutcomes(now: now)
         let stale = try await store.staleQueued(now: now, olderThan: config.lostMessageAfter)
         let missing = try await broker.missingMessages(stale)
         if !missing.isEmpty {

@@ -291,7 +291,7 @@ extension SchedulerStore {
                            t.timeout_seconds, r.flow_id, r.flow_version,
                            CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'running' AND ((t.heartbeat_at < $1 AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
+                    WHERE t.state = 'running' AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
                     LIMIT 500 FOR UPDATE OF r SKIP LOCKED
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
@@ -357,6 +357,19 @@ extension SchedulerStore {
                 }
                 return out
             }
+        }
+    }
+
+    // MARK: - Tasks run by Celery workers
+
+    /// Tries a Celery worker runs that have not ended: their outcome is read from Celery's result backend.
+    public func celeryTriesInFlight(limit: Int = 1000) async throws -> [(messageId: String, runId: String, taskId: String, tryNumber: Int, queued: Bool)] {
+        try await db.run { s in
+            try s.query("""
+                SELECT t.message_id, r.run_id, t.task_id, t.try_number, t.state FROM task_instances t JOIN runs r ON r.id = t.run_pk
+                WHERE t.executor = 'celery' AND t.state IN ('queued', 'running') LIMIT $1
+                """, [limit]).all.map { ($0.string("message_id")!, $0.string("run_id")!, $0.string("task_id")!, $0.int("try_number")!,
+                                         $0.string("state") == "queued") }
         }
     }
 

@@ -154,10 +154,11 @@ public final class SchedulerStore: @unchecked Sendable {
                     let graph = try graphs.graph(s, flow: flowId, version: version)
                     let tasks = graph.definition.tasks
                     try s.query("""
-                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds)
-                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1) FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[]) AS u(t, m, q, p, o)
+                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds, executor)
+                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1), e
+                        FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[]) AS u(t, m, q, p, o, e)
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
-                              tasks.map { $0.timeoutSeconds ?? -1 }])
+                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" }])
                     try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3 WHERE id = $1",
                                 [runPk, now, tasks.count])
                     work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: graph.roots, now: now)
@@ -225,7 +226,15 @@ public final class SchedulerStore: @unchecked Sendable {
                                          logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
                                          dataIntervalEnd: run.date("data_interval_end")!, params: params, upstream: upstream,
                                          timeoutSeconds: timeout)
-            let name = def?.celeryName ?? FlowTaskInvocation.taskName(flow: flowId, task: taskId)
+            if let celeryName = def?.celeryName {
+                // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
+                // FlowKit invocation rides in a header it can ignore.
+                var m = CeleryMessage(id: row.string("message_id")!, task: celeryName, args: [], kwargs: params,
+                                      queue: row.string("queue")!, retries: row.int("try_number")! - 1, timeLimit: (timeout, nil), rootId: runId)
+                m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue]
+                return m
+            }
+            let name = FlowTaskInvocation.taskName(flow: flowId, task: taskId)
             // Every FlowKit message goes to the queue's main list (kombu priority 0, consumed
             // first): a task's priority orders the tasks that become ready together, at dispatch.
             // kombu's priority lists run the other way (0 is the most urgent) and are polled

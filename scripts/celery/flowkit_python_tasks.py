@@ -1,0 +1,22 @@
+"""Python tasks that FlowKit flows run on a real Celery worker (interop tests).
+
+  cd scripts/celery && REDIS_URL=redis://127.0.0.1:6379/0 celery -A flowkit_python_tasks worker -Q python
+"""
+import os
+from celery import Celery
+
+url = os.environ["REDIS_URL"]
+app = Celery("flowkit_python_tasks", broker=url, backend=url)
+app.conf.task_track_started = True
+app.conf.broker_connection_retry_on_startup = True
+
+
+@app.task(name="flowkit_test.multiply")
+def multiply(**params):
+    """Gets the run's params as keyword arguments; its return value becomes the task's result."""
+    return {"product": params["x"] * params["y"], "by": "python"}
+
+
+@app.task(name="flowkit_test.fail")
+def fail(**params):
+    raise ValueError("python says no")
