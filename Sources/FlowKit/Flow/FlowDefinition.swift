@@ -86,16 +86,6 @@ public struct FlowGraph: Sendable {
         leaves = Set(definition.tasks.filter { down[$0.id] == nil }.map(\.id))
     }
 
-    /// Every task that `id` depends on, directly or not.
-    public func ancestors(of id: String) -> Set<String> {
-        var out = Set<String>()
-        var work = [id]
-        while let n = work.popLast() {
-            for u in tasks[n]?.upstream ?? [] where out.insert(u).inserted { work.append(u) }
-        }
-        return out
-    }
-
     /// Every task that depends, directly or not, on one of `ids`.
     public func descendants(of ids: [String]) -> Set<String> {
         var out = Set<String>()
