@@ -2,6 +2,7 @@ import ArgumentParser
 import FlowKit
 import FlowServer
 import Foundation
+import Hummingbird
 import Logging
 import PostgresClient
 import RedisClient
@@ -58,12 +59,22 @@ struct SchedulerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "scheduler", abstract: "Run a scheduler (any number may share one database).")
     @OptionGroup var options: SchedulerOptions
     @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
+    @Option(help: "Serve this scheduler's Prometheus histograms on /metrics at this port (0: off).") var metricsPort: Int = 0
     func run() async throws {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.scheduler")
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
                                      flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout))
-        try await runServices([SchedulerService(daemon: daemon)], logger: logger)
+        var services: [any Service] = [SchedulerService(daemon: daemon)]
+        if metricsPort > 0 {
+            let router = Router()
+            router.get("/metrics") { _, _ in
+                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                         body: .init(byteBuffer: ByteBuffer(string: SchedulerMetrics.all.map(\.exposition).joined(separator: "\n") + "\n")))
+            }
+            services.append(Application(router: router, configuration: .init(address: .hostname("0.0.0.0", port: metricsPort)), logger: logger))
+        }
+        try await runServices(services, logger: logger)
     }
 }
 

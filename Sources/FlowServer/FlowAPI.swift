@@ -277,6 +277,9 @@ public struct FlowAPI: Sendable {
             lines.append("# HELP flowkit_workers_online Workers heard from in the last 30 seconds.\n# TYPE flowkit_workers_online gauge")
             lines.append("flowkit_workers_online \(workers.filter { $0.state == "online" && $0.heartbeatAgeSeconds < 30 }.count)")
         }
+        // Histograms of a scheduler running in this process (standalone); a separate scheduler
+        // process serves its own (`flowctl scheduler --metrics-port`).
+        lines += SchedulerMetrics.all.map(\.exposition)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
     }

@@ -16,6 +16,14 @@ struct APITests {
             #expect(m.status == 200)
             #expect(m.text.contains("flowkit_runs{state=\"success\"}"))
             #expect(m.text.contains("flowkit_queue_depth{queue=\"default\"}"))
+            // A run whose tasks hand over to downstream tasks feeds the hop histogram.
+            let before = hopCount(m.text)
+            let run = try await api.request("POST", "/api/v1/flows/lakehouse_end_to_end/runs", token: LiveAPI.admin, body: #"{"conf": {"orders": 10}}"#)
+            let id = try #require(run.json["runId"]?.stringValue)
+            try await eventually("the run to succeed") { try await api.request("GET", "/api/v1/runs/\(id)").json["state"] == "success" }
+            let after = try await api.request("GET", "/metrics")
+            #expect(hopCount(after.text) > before)
+            #expect(after.text.contains("# TYPE flowkit_scheduler_event_batch_seconds histogram"))
         }
     }
 
@@ -163,4 +171,8 @@ struct OpenAPITests {
         #expect(routed.subtracting(documented).isEmpty, "undocumented: \(routed.subtracting(documented))")
         #expect(documented.subtracting(routed).isEmpty, "documented but missing: \(documented.subtracting(routed))")
     }
+}
+
+func hopCount(_ metrics: String) -> Int {
+    metrics.split(separator: "\n").first { $0.hasPrefix("flowkit_hop_seconds_count ") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
 }

@@ -136,6 +136,15 @@ public final class SchedulerDaemon: Sendable {
         let work = try await store.applyEvents(events, now: clock.now(), durable: !deferAck)
         let t1 = Date()
         try await broker.perform(work)
+        let done = Date()
+        SchedulerMetrics.eventBatch.observe(done.timeIntervalSince(t0))
+        if !work.enqueue.isEmpty {
+            // Hops: from each ended try (worker clock) to its run's downstream messages being enqueued.
+            let runs = Set(work.enqueue.compactMap(\.rootId))
+            for e in events where (e.kind == .succeeded || e.kind == .failed || e.kind == .skipped) && runs.contains(e.runId ?? "") {
+                SchedulerMetrics.hop.observe(max(0, done.timeIntervalSince1970 - e.at))
+            }
+        }
         logger.trace("applied \(events.count) events in \(Int(t1.timeIntervalSince(t0) * 1e6)) µs, broker work \(Int(Date().timeIntervalSince(t1) * 1e6)) µs, \(work.enqueue.count) enqueued")
         if deferAck { pendingAcks.add(batch.map(\.id)) } else { try await broker.ack(batch.map(\.id)) }
         return batch.count
@@ -220,7 +229,9 @@ public final class SchedulerDaemon: Sendable {
         try await store.schedulerHeartbeat(name: config.name, host: ProcessInfo.processInfo.hostName,
                                            startedAt: startedAt, now: now)
         if try await isLeader() {
+            let t0 = Date()
             try await maintenance(now: now)
+            SchedulerMetrics.maintenance.observe(Date().timeIntervalSince(t0))
         }
         if sleep { try await Task.sleep(for: .milliseconds(Int(config.maintenanceInterval * 1000))) }
     }
