@@ -15,7 +15,7 @@ final class InFlightEntry: @unchecked Sendable {
     private var cancelled = false
     private var returned = false
     private var startReportClaimed = false
-    var timedOut = false
+    private var timedOutFlag = false
 
     init(messageId: String, deliveryTag: String, runId: String, taskId: String, tryNumber: Int) {
         self.messageId = messageId; self.deliveryTag = deliveryTag; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
@@ -47,7 +47,12 @@ final class InFlightEntry: @unchecked Sendable {
     }
 
     var isCancelled: Bool { lock.withLock { cancelled } }
-    var cancelRequested: Bool { isCancelled }
+
+    /// Set by the timeout task, read by the executing one: behind the lock like the rest.
+    var timedOut: Bool {
+        get { lock.withLock { timedOutFlag } }
+        set { lock.withLock { timedOutFlag = newValue } }
+    }
 
     /// True for the first caller only: either the delayed start report or the outcome reports the start.
     func claimStartReport() -> Bool {

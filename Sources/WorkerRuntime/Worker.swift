@@ -225,7 +225,7 @@ public final class Worker: Sendable {
             do { _ = try checkResultSize(v, task: task.id); return .success(v) } catch { return .failure("\(error)") }
         case .failure(let e as TaskSkipped): return .skipped(e.reason)
         case .failure(let e) where e is CancellationError:
-            return .failure(entry.timedOut ? "timed out" : entry.cancelRequested ? "cancelled: the run was cancelled" : "cancelled")
+            return .failure(entry.timedOut ? "timed out" : entry.isCancelled ? "cancelled: the run was cancelled" : "cancelled")
         case .failure(let e): return .failure("\(e)")
         }
     }
