@@ -28,9 +28,10 @@ let package = Package(
 
         // Small focused modules below the ones DESIGN.md names.
         .target(name: "ConnectionThread"),
-        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ConnectionThread"]),
+        .target(name: "CivilTime"),
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ConnectionThread", "CivilTime"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThread"]),
-        .target(name: "FlowKit"),
+        .target(name: "FlowKit", dependencies: ["CivilTime"]),
         .target(name: "CeleryProtocol", dependencies: ["FlowKit", "RedisClient"]),
 
         .target(name: "Scheduler", dependencies: [
@@ -58,7 +59,7 @@ let package = Package(
                 exclude: ["README.md"], resources: [.copy("Resources")]),
         .executableTarget(name: "flowctl", dependencies: ["FlowCommands", "Flows"]),
 
-        .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows"],
+        .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows", "CivilTime", "PostgresClient"],
                     resources: [.copy("Fixtures")]),
         // What the integration tests share (and what users' own tests can use): real servers.
         .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler"]),

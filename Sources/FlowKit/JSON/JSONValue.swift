@@ -75,17 +75,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// Compact JSON with sorted keys: stable across runs, so it can be hashed.
-    public var compactJSON: String {
-        String(decoding: (try? JSONValue.encoder.encode(self)) ?? Data("null".utf8), as: UTF8.self)
-    }
-
-    public static func parse(_ text: String) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
-    }
-
-    public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
-    }
+    public var compactJSON: String { String(decoding: compactBytes, as: UTF8.self) }
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
