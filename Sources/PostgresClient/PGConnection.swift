@@ -28,6 +28,8 @@ public final class PGConnection: @unchecked Sendable {
     private var listening: [String] = []
     /// Statements prepared on the current session, by SQL text (only touched on the connection's thread).
     fileprivate var prepared: [String: String] = [:]
+    /// Statements queued by `PGSession.enqueue`, sent with the next statement that needs a result.
+    fileprivate var deferred: [PGStatement] = []
 
     public init(_ conninfo: String, label: String = "pg") {
         self.conninfo = conninfo
@@ -46,7 +48,14 @@ public final class PGConnection: @unchecked Sendable {
             thread.submit {
                 do {
                     let session = try self.session()
-                    let value = try body(session)
+                    let value: T
+                    do {
+                        value = try body(session)
+                        try session.flush()
+                    } catch {
+                        self.deferred = []
+                        throw error
+                    }
                     cont.resume(returning: value)
                 } catch let e as PGError {
                     if e.isConnectionLoss { self.drop() }
@@ -67,6 +76,7 @@ public final class PGConnection: @unchecked Sendable {
         if let conn { PQfinish(conn) }
         conn = nil
         prepared = [:]
+        deferred = []
     }
 
     private func session() throws -> PGSession {
@@ -99,6 +109,13 @@ public final class PGConnection: @unchecked Sendable {
     }
 }
 
+/// A statement with its parameters in text form.
+struct PGStatement {
+    var sql: String
+    var params: [String?]
+    var size: Int { params.reduce(sql.utf8.count) { $0 + ($1?.utf8.count ?? 0) } }
+}
+
 /// A notification received through LISTEN.
 public struct PGNotification: Sendable {
     public let channel: String
@@ -116,31 +133,125 @@ public struct PGSession {
     }
 
     /// Runs one parameterized statement (`$1`, `$2`, … in the SQL). Each distinct SQL text is
-    /// prepared once per session, so hot statements are not parsed and planned again.
+    /// prepared once per session, so hot statements are not parsed and planned again. Statements
+    /// queued with `enqueue` go first, in the same round trip.
     @discardableResult
     public func query(_ sql: String, _ params: [any PGEncodable] = []) throws -> PGResult {
-        let name: String
-        if let n = owner.prepared[sql] {
-            name = n
+        try queries([(sql, params)])[0]
+    }
+
+    /// Runs several statements in one round trip (libpq's pipeline mode), after any queued ones;
+    /// returns their results in order. The first failure is thrown, and later statements do not run.
+    public func queries(_ statements: [(String, [any PGEncodable])]) throws -> [PGResult] {
+        let mine = statements.map { PGStatement(sql: $0.0, params: $0.1.map(\.pgText)) }
+        let queued = owner.deferred
+        owner.deferred = []
+        let all = queued + mine
+        let results: [PGResult]
+        if all.count == 1 {
+            results = [try single(all[0])]
+        } else if all.reduce(0, { $0 + $1.size }) > Self.pipelineByteLimit {
+            // Large parameters go one by one: a pipeline whose sends and replies both fill the
+            // socket buffers would block both sides (libpq's pipeline-mode caveat).
+            results = try all.map(single)
         } else {
-            name = "fk\(owner.prepared.count + 1)"
-            _ = try consume(PQprepare(conn, name, sql, Int32(params.count), nil))
-            owner.prepared[sql] = name
+            results = try pipeline(all)
         }
-        let texts = params.map { $0.pgText }
-        let cStrings = texts.map { $0.flatMap { strdup($0) } }
+        return Array(results.suffix(mine.count))
+    }
+
+    /// Queues a statement whose result is not needed: it is sent with the next `query`, or when
+    /// the transaction commits, or at the end of `PGConnection.run` — one round trip for all.
+    /// Its failure is thrown by whichever of those sends it.
+    public func enqueue(_ sql: String, _ params: [any PGEncodable] = []) {
+        owner.deferred.append(PGStatement(sql: sql, params: params.map(\.pgText)))
+    }
+
+    /// Sends the queued statements now.
+    public func flush() throws {
+        guard !owner.deferred.isEmpty else { return }
+        _ = try queries([])
+    }
+
+    static let pipelineByteLimit = 128 * 1024
+
+    private func preparedName(_ sql: String, paramCount: Int) throws -> String {
+        if let n = owner.prepared[sql] { return n }
+        let name = "fk\(owner.prepared.count + 1)"
+        _ = try consume(PQprepare(conn, name, sql, Int32(paramCount), nil))
+        owner.prepared[sql] = name
+        return name
+    }
+
+    private func withParams<R>(_ params: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+        let cStrings = params.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
         let pointers: [UnsafePointer<CChar>?] = cStrings.map { $0.map { UnsafePointer($0) } }
-        let res = pointers.withUnsafeBufferPointer { buf in
-            PQexecPrepared(conn, name, Int32(params.count), buf.baseAddress, nil, nil, 0)
-        }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
+
+    private func single(_ st: PGStatement) throws -> PGResult {
+        let name = try preparedName(st.sql, paramCount: st.params.count)
+        let res = withParams(st.params) { PQexecPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
         return try consume(res)
+    }
+
+    private func pipeline(_ statements: [PGStatement]) throws -> [PGResult] {
+        guard PQenterPipelineMode(conn) == 1 else { throw PGError(.connection, "cannot enter pipeline mode: \(errorText)") }
+        defer { PQexitPipelineMode(conn) }
+        enum Expect { case prepare(String, String), statement }
+        var expected: [Expect] = []
+        var preparing: [String: String] = [:]
+        for st in statements {
+            var name = owner.prepared[st.sql] ?? preparing[st.sql]
+            if name == nil {
+                let n = "fk\(owner.prepared.count + preparing.count + 1)"
+                guard PQsendPrepare(conn, n, st.sql, Int32(st.params.count), nil) == 1 else { throw lostOrFailed("prepare") }
+                preparing[st.sql] = n
+                expected.append(.prepare(st.sql, n))
+                name = n
+            }
+            let sent = withParams(st.params) { PQsendQueryPrepared(conn, name!, Int32(st.params.count), $0, nil, nil, 0) }
+            guard sent == 1 else { throw lostOrFailed("send") }
+            expected.append(.statement)
+        }
+        guard PQpipelineSync(conn) == 1 else { throw lostOrFailed("sync") }
+        var results: [PGResult] = []
+        var firstError: PGError?
+        for e in expected {
+            guard let res = PQgetResult(conn) else { throw lostOrFailed("read") }
+            let status = PQresultStatus(res)
+            if status == PGRES_PIPELINE_ABORTED {
+                PQclear(res)
+            } else if case .prepare(let sql, let name) = e {
+                do { _ = try consume(res); owner.prepared[sql] = name } catch let err as PGError { firstError = firstError ?? err }
+            } else {
+                do { results.append(try consume(res)) } catch let err as PGError { firstError = firstError ?? err }
+            }
+            // Each statement's results end with a null result.
+            while let extra = PQgetResult(conn) { PQclear(extra) }
+        }
+        guard let sync = PQgetResult(conn) else { throw lostOrFailed("sync") }
+        let syncStatus = PQresultStatus(sync)
+        PQclear(sync)
+        if let firstError { throw firstError }
+        guard syncStatus == PGRES_PIPELINE_SYNC else { throw PGError(.connection, "pipeline did not end with a sync: \(errorText)") }
+        return results
+    }
+
+    private var errorText: String { String(cString: PQerrorMessage(conn)) }
+
+    /// A pipeline that broke off half-way leaves the session unusable: reported as a connection
+    /// loss, so `PGConnection.run` drops it and the next run reconnects.
+    private func lostOrFailed(_ step: String) -> PGError {
+        PGError(.connection, "pipeline \(step) failed: \(errorText)")
     }
 
     /// Runs one or more statements without parameters (migrations, `SET`, `LISTEN`).
     @discardableResult
     public func execute(_ sql: String) throws -> PGResult {
-        try consume(PQexec(conn, sql))
+        try flush()
+        return try consume(PQexec(conn, sql))
     }
 
     private func consume(_ res: OpaquePointer?) throws -> PGResult {
@@ -175,14 +286,18 @@ public struct PGSession {
     }
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    /// `BEGIN` travels with the first statement and `COMMIT` with the last queued ones.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN")
+        try flush()
+        enqueue("BEGIN")
         do {
             let v = try body()
-            try execute("COMMIT")
+            enqueue("COMMIT")
+            try flush()
             return v
         } catch {
-            if PQstatus(conn) == CONNECTION_OK { _ = try? execute("ROLLBACK") }
+            owner.deferred = []
+            if PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) != PQTRANS_IDLE { _ = try? execute("ROLLBACK") }
             throw error
         }
     }

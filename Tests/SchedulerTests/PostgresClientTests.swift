@@ -36,6 +36,46 @@ struct PostgresClientTests {
         #expect(try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.int("n") } == 0)
     }
 
+    @Test("queued statements travel with the next query, in order, in one pipeline; the first failure rolls back the transaction")
+    func pipelines() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        let (count, pair) = try await db.run { s in
+            try s.transaction {
+                for i in 0..<3 {
+                    s.enqueue("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ($1, 'h', now(), now())", ["w\(i)"])
+                }
+                // Sees the queued inserts: they were sent before it, in the same transaction.
+                let n = try s.query("SELECT count(*) AS n FROM workers").first!.int("n")!
+                let both = try s.queries([("SELECT $1::int AS a", [1]), ("SELECT $1::text AS b", ["two"])])
+                return (n, (both[0].first!.int("a")!, both[1].first!.string("b")!))
+            }
+        }
+        #expect(count == 3)
+        #expect(pair.0 == 1 && pair.1 == "two")
+
+        // A failing queued statement fails the query that sends it, and nothing of the transaction stays.
+        await #expect(throws: PGError.self) {
+            try await db.run { s in
+                try s.transaction {
+                    s.enqueue("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ('late', 'h', now(), now())")
+                    s.enqueue("INSERT INTO no_such_table VALUES (1)")
+                    _ = try s.query("SELECT 1 AS one")
+                }
+            }
+        }
+        // Queued statements left at the end of a run are sent before it returns; the session is usable after a failure.
+        try await db.run { s in s.enqueue("DELETE FROM workers WHERE name = 'w0'") }
+        let names = try await db.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.map { $0.string("name")! } }
+        #expect(names == ["w1", "w2"])
+        // A statement over the pipeline's size limit still runs (one by one).
+        let big = String(repeating: "x", count: 200_000)
+        let length = try await db.run { s in
+            s.enqueue("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ('big', $1, now(), now())", [big])
+            return try s.query("SELECT length(host) AS n FROM workers WHERE name = 'big'").first!.int("n")
+        }
+        #expect(length == 200_000)
+    }
+
     @Test("errors carry the SQLSTATE and the server's message")
     func errors() async throws {
         let db = PGConnection(try await TestServers.freshDatabase())

@@ -19,13 +19,23 @@ extension SchedulerStore {
         guard !events.isEmpty else { return BrokerWork() }
         return try await db.run { [self] s in
             try s.transaction {
-                if !durable { try s.execute("SET LOCAL synchronous_commit = off") }
+                if !durable { s.enqueue("SET LOCAL synchronous_commit = off") }
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
+                var current: [String: PGRow] = [:]
                 if !runIds.isEmpty {
-                    for r in try s.query("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR UPDATE", [runIds]).all {
-                        runPks[r.string("run_id")!] = r.int("id")!
-                    }
+                    // The runs' locks and, in the same round trip, the task instances that outcomes report on.
+                    let reported = events.filter { [.succeeded, .failed, .skipped].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
+                    let results = try s.queries([
+                        ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR UPDATE", [runIds]),
+                        ("""
+                         SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
+                         FROM task_instances t JOIN runs r ON r.id = t.run_pk
+                         JOIN unnest($1::text[], $2::text[]) AS u(run_id, task_id) ON r.run_id = u.run_id AND t.task_id = u.task_id
+                         """, [reported.map { $0.runId! }, reported.map { $0.taskId! }]),
+                    ])
+                    for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }
+                    for r in results[1].all { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
                 }
                 var logs = ColumnBatch(), started: [(Int, WorkerEvent)] = [], outcomes: [(Int, WorkerEvent)] = []
                 var heartbeatIds: [String] = []
@@ -45,7 +55,7 @@ extension SchedulerStore {
                         if let pk = ev.runId.flatMap({ runPks[$0] }), ev.taskId != nil, ev.tryNumber != nil, ev.messageId != nil { outcomes.append((pk, ev)) }
                     case .cancelled:
                         guard let pk = ev.runId.flatMap({ runPks[$0] }), let task = ev.taskId else { continue }
-                        try s.query("""
+                        s.enqueue("""
                             INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail, applied)
                             VALUES ($1, $2, $3, NULL, 'cancelled', $4, $5, 'worker dropped the cancelled try', false)
                             """, [pk, task, ev.tryNumber ?? 0, Date(timeIntervalSince1970: ev.at), "worker:\(ev.worker)"])
@@ -53,17 +63,17 @@ extension SchedulerStore {
                 }
                 for ev in latestWorkerEvent.values { try upsertWorker(s, ev, now: now) }
                 if !logs.isEmpty {
-                    try s.query("""
+                    s.enqueue("""
                         INSERT INTO task_logs (run_pk, task_id, try_number, at, line)
                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
                         """, [logs.pk, logs.task, logs.tryNumber, logs.at, logs.text])
                 }
                 if !heartbeatIds.isEmpty {
-                    try s.query("UPDATE task_instances SET heartbeat_at = $2 WHERE message_id = ANY($1::text[]) AND state = 'running'",
+                    s.enqueue("UPDATE task_instances SET heartbeat_at = $2 WHERE message_id = ANY($1::text[]) AND state = 'running'",
                                 [Array(Set(heartbeatIds)), now])
                 }
-                try applyStarted(s, started, now: now)
-                return try applyOutcomes(s, outcomes, now: now)
+                let nowRunning = try applyStarted(s, started, now: now)
+                return try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
             }
         }
     }
@@ -72,7 +82,7 @@ extension SchedulerStore {
         let info = ev.info
         let at = Date(timeIntervalSince1970: ev.at)
         let state = ev.kind == .workerOffline ? "offline" : "online"
-        try s.query("""
+        s.enqueue("""
             INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state)
             VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9)
             ON CONFLICT (name) DO UPDATE SET heartbeat_at = GREATEST(workers.heartbeat_at, EXCLUDED.heartbeat_at),
@@ -96,8 +106,9 @@ extension SchedulerStore {
     }
 
     /// `started` reports: queued (or, on a redelivery, running) tries become running.
-    private func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws {
-        guard !started.isEmpty else { return }
+    /// Returns the task instances (`run_pk/task_id`) it moved to running.
+    private func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws -> Set<String> {
+        guard !started.isEmpty else { return [] }
         let applied = try s.query("""
             UPDATE task_instances t SET state = 'running', started_at = COALESCE(t.started_at, u.at), heartbeat_at = $6, worker = u.worker
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(run_pk, task_id, mid, worker, at)
@@ -115,27 +126,21 @@ extension SchedulerStore {
                   isApplied ? nil : "stale report: not the current try, or the try already ended", isApplied)
         }
         if !tries.isEmpty {
-            try s.query("""
+            s.enqueue("""
                 UPDATE task_tries t SET state = 'running', started_at = COALESCE(t.started_at, u.at), worker = u.worker
                 FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[]) AS u(run_pk, task_id, n, at, worker)
                 WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n AND t.state = 'queued'
                 """, [tries.pk, tries.task, tries.tryNumber, tries.at, tries.text])
         }
         try h.insert(s)
+        return Set(applied.map { "\($0.int("run_pk")!)/\($0.string("task_id")!)" })
     }
 
     /// Tries that ended on a worker: success, skipped, or failure (retried while tries remain);
     /// then, per run, the downstream tasks of what ended are evaluated once.
-    private func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], now: Date) throws -> BrokerWork {
+    private func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], current: [String: PGRow],
+                               startedInBatch: Set<String>, now: Date) throws -> BrokerWork {
         guard !outcomes.isEmpty else { return BrokerWork() }
-        var current: [String: PGRow] = [:]
-        for r in try s.query("""
-            SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
-            FROM task_instances t JOIN runs r ON r.id = t.run_pk
-            JOIN unnest($1::bigint[], $2::text[]) AS u(run_pk, task_id) ON t.run_pk = u.run_pk AND t.task_id = u.task_id
-            """, [outcomes.map(\.0), outcomes.map { $0.1.taskId! }]).all {
-            current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r
-        }
         var updates = OutcomeBatch(), h = HistoryBatch()
         var ended: [Int: [String]] = [:]
         var decided = Set<String>()
@@ -145,7 +150,9 @@ extension SchedulerStore {
             let source = "worker:\(ev.worker)"
             let target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
             guard let ti = current[key] else { continue }
-            let state = ti.string("state")!
+            // `current` was read before this batch's start reports were applied.
+            let read = ti.string("state")!
+            let state = read == "queued" && startedInBatch.contains(key) ? "running" : read
             guard ti.string("message_id") == ev.messageId, state == "queued" || state == "running",
                   ti.string("run_state") == "running", !decided.contains(key) else {
                 let why = decided.contains(key) ? "duplicate report ignored" : "stale report ignored (task is \(state), try \(ti.int("try_number")!))"
@@ -175,7 +182,8 @@ extension SchedulerStore {
         try h.insert(s)
         var work = BrokerWork()
         for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
-            let r = try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1 RETURNING flow_id, flow_version", [pk, tasks.count]).first!
+            s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
+            let r = current["\(pk)/\(tasks[0])"]!
             let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
             work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, now: now)
             try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
@@ -410,7 +418,7 @@ struct HistoryBatch {
     }
     func insert(_ s: PGSession) throws {
         guard !pk.isEmpty else { return }
-        try s.query("""
+        s.enqueue("""
             INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail, applied)
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::bool[])
             """, [pk, task, tryNumber, from, to, at, source, detail, applied])
@@ -429,14 +437,14 @@ struct OutcomeBatch {
     }
     func apply(_ s: PGSession) throws {
         guard !pk.isEmpty else { return }
-        try s.query("""
+        s.enqueue("""
             UPDATE task_instances t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error,
                 next_attempt_at = u.next, worker = u.worker, started_at = COALESCE(u.started, t.started_at)
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[], $8::text[],
                         $9::timestamptz[]) AS u(run_pk, task_id, state, at, result, error, next, worker, started)
             WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id
             """, [pk, task, state, at, result, error, next, worker, started])
-        try s.query("""
+        s.enqueue("""
             UPDATE task_tries t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error, worker = u.worker,
                 started_at = COALESCE(t.started_at, u.started, u.at)
             FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[],

@@ -188,11 +188,11 @@ public final class SchedulerStore: @unchecked Sendable {
         let updated = updatedRows.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
         let ids = updated.map { $0.string("task_id")! }, tries = updated.map { $0.int("try_number")! }
         let mids = updated.map { $0.string("message_id")! }, olds = updated.map { $0.string("old_state")! }
-        try s.query("""
+        s.enqueue("""
             INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
             SELECT $1, t, n, m, 'queued', $5 FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, m)
             """, [runPk, ids, tries, mids, now])
-        try s.query("""
+        s.enqueue("""
             INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
             SELECT $1, t, n, f, 'queued', $5, 'scheduler' FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, f)
             """, [runPk, ids, tries, olds, now])
@@ -202,19 +202,19 @@ public final class SchedulerStore: @unchecked Sendable {
     /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
     /// priority, timeout_seconds), with the run's params and the upstream tasks' results.
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
-        guard !rows.isEmpty, let run = try s.query("""
-            SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1
-            """, [runPk]).first else { return [] }
-        let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
+        guard !rows.isEmpty else { return [] }
         let ids = rows.map { $0.string("task_id")! }
         let upstreamIds = Array(Set(ids.flatMap { graph.tasks[$0]?.upstream ?? [] }))
+        // The run and its upstream results in one round trip.
+        let found = try s.queries([
+            ("SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1", [runPk]),
+            ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
+             [runPk, upstreamIds]),
+        ])
+        guard let run = found[0].first else { return [] }
+        let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
         var results: [String: JSONValue] = [:]
-        if !upstreamIds.isEmpty {
-            for r in try s.query("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
-                                 [runPk, upstreamIds]).all {
-                results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!)
-            }
-        }
+        for r in found[1].all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
         let flowId = run.string("flow_id")!, runId = run.string("run_id")!
         return rows.map { row in
             let taskId = row.string("task_id")!
@@ -273,13 +273,13 @@ public final class SchedulerStore: @unchecked Sendable {
                 }
             }
             for (list, state) in [(skip, TaskState.skipped), (upFailed, TaskState.upstreamFailed)] where !list.isEmpty {
-                let n = try s.query("""
+                s.enqueue("""
                     WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
-                               RETURNING task_id, try_number)
-                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
-                    SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u
-                    """, [runPk, list, state.rawValue, now]).affectedRows
-                try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [runPk, n])
+                               RETURNING task_id, try_number),
+                         h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                               SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u)
+                    UPDATE runs SET unfinished_tasks = unfinished_tasks - (SELECT count(*) FROM u) WHERE id = $1
+                    """, [runPk, list, state.rawValue, now])
                 changed += list
             }
         }
@@ -296,9 +296,9 @@ public final class SchedulerStore: @unchecked Sendable {
         let states = try s.query("SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, leaves]).all
             .compactMap { TaskState(rawValue: $0.string("state") ?? "") }
         let final = finalRunState(leafStates: states)
-        try s.query("UPDATE runs SET state = $2, ended_at = $3 WHERE id = $1", [runPk, final.rawValue, now])
+        s.enqueue("UPDATE runs SET state = $2, ended_at = $3 WHERE id = $1", [runPk, final.rawValue, now])
         // A finished run may let a queued run of the same flow start.
-        try s.query("SELECT pg_notify('flowkit_runs', $1)", [r.string("flow_id")!])
+        s.enqueue("SELECT pg_notify('flowkit_runs', $1)", [r.string("flow_id")!])
     }
 
     /// Locks runs in id order, so that concurrent schedulers serialize per run and never deadlock.
