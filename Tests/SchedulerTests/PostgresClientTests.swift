@@ -76,6 +76,24 @@ struct PostgresClientTests {
         #expect(length == 200_000)
     }
 
+    @Test("generic plans are scoped: set inside the block, restored after it, also after a failure")
+    func planModes() async throws {
+        let db = PGConnection(try await TestServers.freshDatabase())
+        @Sendable func mode(_ s: PGSession) throws -> String { try s.query("SHOW plan_cache_mode").first!.string("plan_cache_mode")! }
+        let (inside, nested, after) = try await db.run { s in
+            try s.transaction {
+                let (a, b) = try s.plans(generic: true) { (try mode(s), try s.plans(generic: false) { try mode(s) }) }
+                return (a, b, try mode(s))
+            }
+        }
+        #expect(inside == "force_generic_plan" && nested == "auto" && after == "auto")
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await db.run { s in try s.plans(generic: true) { _ = try mode(s); throw Boom() } }
+        }
+        #expect(try await db.run { s in try mode(s) } == "auto")
+    }
+
     @Test("errors carry the SQLSTATE and the server's message")
     func errors() async throws {
         let db = PGConnection(try await TestServers.freshDatabase())

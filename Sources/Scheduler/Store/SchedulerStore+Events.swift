@@ -18,7 +18,7 @@ extension SchedulerStore {
     public func applyEvents(_ events: [WorkerEvent], now: Date, durable: Bool = true) async throws -> BrokerWork {
         guard !events.isEmpty else { return BrokerWork() }
         return try await db.run { [self] s in
-            try s.transaction {
+            try s.transaction { try s.plans(generic: events.count <= SchedulerStore.smallBatch) {
                 if !durable { s.enqueue("SET LOCAL synchronous_commit = off") }
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
@@ -74,7 +74,7 @@ extension SchedulerStore {
                 }
                 let nowRunning = try applyStarted(s, started, now: now)
                 return try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
-            }
+            } }
         }
     }
 

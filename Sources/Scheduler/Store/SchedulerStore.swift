@@ -173,6 +173,13 @@ public final class SchedulerStore: @unchecked Sendable {
     /// Moves tasks from pending or up_for_retry to queued with a new try and builds their messages.
     func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         guard !taskIds.isEmpty else { return [] }
+        return try s.plans(generic: taskIds.count <= Self.smallBatch) { try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: taskIds, now: now) }
+    }
+
+    /// Batches up to this size run with generic plans (`PGSession.plans`).
+    static let smallBatch = 4
+
+    private func queueTasksNow(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
         let updatedRows = try s.query("""
             UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
