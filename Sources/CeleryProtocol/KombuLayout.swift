@@ -37,7 +37,9 @@ public enum KombuLayout {
     /// Pops up to ARGV[1] messages from the lists in KEYS (all but the last two, in order) and
     /// records each in `unacked`/`unacked_index` in the same step, closing kombu's window
     /// between the pop and the `unacked` write. Envelopes without a delivery tag go straight to
-    /// the dead-letter list with the reason. Returns the raw envelopes claimed.
+    /// the dead-letter list with the reason. Returns, per envelope claimed, the envelope and
+    /// "1" when its task was cancelled before the claim (`flowkit:cancel:<id>` exists) else "0"
+    /// — read with `claimed(_:)`; the worker needs no extra round trip to check.
     public static let claimScript = """
     local n = tonumber(ARGV[1])
     local now = tonumber(ARGV[2])
@@ -66,12 +68,37 @@ public enum KombuLayout {
         else
           redis.call('HSET', unacked, tag, '[' .. m .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
           redis.call('ZADD', idx, now, tag)
+          local cancelled = '0'
+          if type(obj['headers']) == 'table' and type(obj['headers']['id']) == 'string'
+             and redis.call('EXISTS', '\(FlowKitKeys.cancel(""))' .. obj['headers']['id']) == 1 then
+            cancelled = '1'
+          end
           table.insert(out, m)
+          table.insert(out, cancelled)
         end
       end
     end
     return out
     """
+
+    /// One message taken by `claimScript`.
+    public struct Claimed: Sendable {
+        public var raw: String
+        /// Its run or task was cancelled before it was claimed.
+        public var cancelled: Bool
+    }
+
+    /// The claim script's command: up to `count` messages from `queues`' lists.
+    public static func claimCommand(queues: [String], count: Int, now: Double) -> [String] {
+        let keys = queues.flatMap { lists(for: $0) } + [unacked, unackedIndex]
+        return ["EVAL", claimScript, String(keys.count)] + keys + [String(count), String(now), FlowKitKeys.deadLetter]
+    }
+
+    /// The claim script's reply as messages.
+    public static func claimed(_ reply: RedisValue) -> [Claimed] {
+        let items = reply.array?.compactMap(\.string) ?? []
+        return stride(from: 0, to: items.count - 1, by: 2).map { Claimed(raw: items[$0], cancelled: items[$0 + 1] == "1") }
+    }
 
     /// Puts back on their queues the messages claimed before ARGV[1] (seconds since 1970) and
     /// never acknowledged — kombu's `restore_visible` — at most ARGV[2] of them. Returns how many.

@@ -70,10 +70,6 @@ public final class Worker: Sendable {
 
     // MARK: - Consuming
 
-    var claimKeys: [String] {
-        config.queues.flatMap { KombuLayout.lists(for: $0) } + [KombuLayout.unacked, KombuLayout.unackedIndex]
-    }
-
     func consumeLoop() async {
         var failures = 0
         var queueIndex = 0
@@ -83,12 +79,8 @@ public final class Worker: Sendable {
             let free = slots.freeCount
             guard free > 0 else { continue }
             do {
-                let keys = claimKeys
-                let now = String(Date().timeIntervalSince1970)
-                let claimed = try await redis.run { s in
-                    try s.command(["EVAL", KombuLayout.claimScript, String(keys.count)] + keys + [String(free), now, FlowKitKeys.deadLetter])
-                        .orThrow().array?.compactMap(\.string) ?? []
-                }
+                let command = KombuLayout.claimCommand(queues: config.queues, count: free, now: Date().timeIntervalSince1970)
+                let claimed = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
                 failures = 0
                 if claimed.isEmpty {
                     // Wait for the next message without taking it: BLMOVE of a list onto itself,
@@ -99,9 +91,9 @@ public final class Worker: Sendable {
                     _ = try await blocking.run { s in try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow() }
                     continue
                 }
-                for raw in claimed {
+                for c in claimed {
                     slots.take()
-                    Task { await self.handle(raw); self.slots.release() }
+                    Task { await self.handle(c.raw, cancelled: c.cancelled); self.slots.release() }
                 }
             } catch {
                 failures += 1
@@ -113,7 +105,7 @@ public final class Worker: Sendable {
 
     // MARK: - One message
 
-    func handle(_ raw: String) async {
+    func handle(_ raw: String, cancelled: Bool) async {
         let message: CeleryMessage
         do { message = try CeleryMessage.decode(raw) } catch {
             let tag = CeleryMessage.deliveryTag(of: raw) ?? ""
@@ -121,7 +113,7 @@ public final class Worker: Sendable {
             return
         }
         if let inv = message.kwargs[FlowTaskInvocation.kwarg], let invocation = try? FlowTaskInvocation(json: inv) {
-            await runFlowTask(message, invocation)
+            await runFlowTask(message, invocation, cancelled: cancelled)
         } else if message.task == "flowkit.echo" {
             let result: JSONValue = ["args": .array(message.args), "kwargs": .object(message.kwargs)]
             await finish(tag: message.deliveryTag, taskId: message.id, events: [], result: CeleryResult.success(taskId: message.id, result: result, name: message.task, worker: config.name))
@@ -131,14 +123,14 @@ public final class Worker: Sendable {
         }
     }
 
-    func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation) async {
+    func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation, cancelled: Bool) async {
         let base = WorkerEvent(kind: .started, worker: config.name, messageId: message.id, runId: inv.runId,
                                taskId: inv.taskId, tryNumber: inv.tryNumber)
         func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil) -> WorkerEvent {
             var e = base; e.kind = kind; e.at = Date().timeIntervalSince1970; e.result = result; e.error = error; return e
         }
-        // A run cancelled before its message was picked up.
-        if (try? await redis.run({ s in try s.command(["EXISTS", FlowKitKeys.cancel(message.id)]).int })) == 1 {
+        // A run cancelled before its message was picked up (the claim script looked).
+        if cancelled {
             await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.cancelled)], result: nil)
             return
         }

@@ -85,11 +85,22 @@ struct CeleryCodecTests {
 @Suite("kombu's Redis layout: claim, ack, restore", .serialized)
 struct KombuLayoutTests {
     func claim(_ r: RedisConnection, _ queue: String, n: Int, now: Double) async throws -> [String] {
-        let keys = KombuLayout.lists(for: queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
-        return try await r.run { s in
-            try s.command(["EVAL", KombuLayout.claimScript, String(keys.count)] + keys + [String(n), String(now), FlowKitKeys.deadLetter])
-                .orThrow().array?.compactMap(\.string) ?? []
-        }
+        try await claimWithFlags(r, queue, n: n, now: now).map(\.raw)
+    }
+
+    func claimWithFlags(_ r: RedisConnection, _ queue: String, n: Int, now: Double) async throws -> [KombuLayout.Claimed] {
+        try await r.run { s in KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: [queue], count: n, now: now)).orThrow()) }
+    }
+
+    @Test("a claim tells which messages were cancelled before they were taken")
+    func claimSeesCancellation() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let msgs = (0..<3).map { CeleryMessage(task: "t\($0)", queue: "q") }
+        try await r.run { s in _ = try s.pipeline(msgs.flatMap(KombuLayout.enqueueCommands)) }
+        _ = try await r.command("SET", FlowKitKeys.cancel(msgs[1].id), "1")
+        let claimed = try await claimWithFlags(r, "q", n: 10, now: 1000)
+        #expect(try claimed.map { try CeleryMessage.decode($0.raw).id } == msgs.map(\.id))
+        #expect(claimed.map(\.cancelled) == [false, true, false])
     }
 
     @Test("a claim moves messages into unacked in one step, oldest first, priority lists after the main one")

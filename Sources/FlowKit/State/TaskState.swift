@@ -27,7 +27,10 @@ public enum RunState: String, Sendable, Codable, CaseIterable {
 }
 
 /// The run's state once every task instance has ended, by Airflow's rule: success when every
-/// leaf succeeded or was skipped, failed when a leaf failed or was upstream_failed.
+/// leaf succeeded or was skipped, failed when a leaf failed, was upstream_failed or cancelled.
 public func finalRunState(leafStates: [TaskState]) -> RunState {
-    leafStates.contains { $0 == .failed || $0 == .upstreamFailed || $0 == .cancelled } ? .failed : .success
+    leafStates.contains { failingLeafStates.contains($0) } ? .failed : .success
 }
+
+/// Leaf states that fail a run (the scheduler applies the same rule in SQL with this list).
+public let failingLeafStates: [TaskState] = [.failed, .upstreamFailed, .cancelled]

@@ -181,47 +181,54 @@ public final class SchedulerStore: @unchecked Sendable {
 
     private func queueTasksNow(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
-        let updatedRows = try s.query("""
-            UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
-                next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
-            FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
-                  JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
-            WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
-            RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state
-            """, [runPk, taskIds, messageIds, now]).all
-        guard !updatedRows.isEmpty else { return [] }
+        // The new tries, their rows and history in one statement; the run and the upstream
+        // results for the messages in the same round trip.
+        let found = try s.queries([("""
+            WITH up AS (
+                UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
+                    next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
+                FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
+                      JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
+                WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
+                RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state),
+            tries AS (
+                INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
+                SELECT $1, task_id, try_number, message_id, 'queued', $4 FROM up),
+            history AS (
+                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                SELECT $1, task_id, try_number, old_state, 'queued', $4, 'scheduler' FROM up)
+            SELECT * FROM up
+            """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds))
+        guard !found[0].isEmpty else { return [] }
         // RETURNING has no order: keep the caller's (priority) order for the broker.
         let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        let updated = updatedRows.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
-        let ids = updated.map { $0.string("task_id")! }, tries = updated.map { $0.int("try_number")! }
-        let mids = updated.map { $0.string("message_id")! }, olds = updated.map { $0.string("old_state")! }
-        s.enqueue("""
-            INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
-            SELECT $1, t, n, m, 'queued', $5 FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, m)
-            """, [runPk, ids, tries, mids, now])
-        s.enqueue("""
-            INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
-            SELECT $1, t, n, f, 'queued', $5, 'scheduler' FROM unnest($2::text[], $3::int[], $4::text[]) AS u(t, n, f)
-            """, [runPk, ids, tries, olds, now])
-        return try buildMessages(s, runPk: runPk, graph: graph, rows: updated)
+        let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
+        return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2])
     }
 
     /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
     /// priority, timeout_seconds), with the run's params and the upstream tasks' results.
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
         guard !rows.isEmpty else { return [] }
-        let ids = rows.map { $0.string("task_id")! }
-        let upstreamIds = Array(Set(ids.flatMap { graph.tasks[$0]?.upstream ?? [] }))
-        // The run and its upstream results in one round trip.
-        let found = try s.queries([
+        let found = try s.queries(messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! }))
+        return messages(runPk: runPk, graph: graph, rows: rows, run: found[0].first, results: found[1])
+    }
+
+    /// What messages need beside their tries: the run, and the results of the tasks' upstream tasks.
+    private func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> [(String, [any PGEncodable])] {
+        let upstreamIds = Array(Set(taskIds.flatMap { graph.tasks[$0]?.upstream ?? [] }))
+        return [
             ("SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1", [runPk]),
             ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
              [runPk, upstreamIds]),
-        ])
-        guard let run = found[0].first else { return [] }
+        ]
+    }
+
+    private func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult) -> [CeleryMessage] {
+        guard let run, !rows.isEmpty else { return [] }
         let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
         var results: [String: JSONValue] = [:]
-        for r in found[1].all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
+        for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
         let flowId = run.string("flow_id")!, runId = run.string("run_id")!
         return rows.map { row in
             let taskId = row.string("task_id")!
@@ -295,17 +302,20 @@ public final class SchedulerStore: @unchecked Sendable {
         return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ordered, now: now)
     }
 
-    /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how.
+    /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how
+    /// (`finalRunState`, with its `failingLeafStates`). Queued, so it costs no round trip: it
+    /// travels with the commit and sees every change made before it in the transaction.
     func finalizeIfDone(_ s: PGSession, runPk: Int, graph: FlowGraph, now: Date) throws {
-        guard let r = try s.query("SELECT unfinished_tasks, state, flow_id FROM runs WHERE id = $1", [runPk]).first,
-              r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
-        let leaves = Array(graph.leaves)
-        let states = try s.query("SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, leaves]).all
-            .compactMap { TaskState(rawValue: $0.string("state") ?? "") }
-        let final = finalRunState(leafStates: states)
-        s.enqueue("UPDATE runs SET state = $2, ended_at = $3 WHERE id = $1", [runPk, final.rawValue, now])
-        // A finished run may let a queued run of the same flow start.
-        s.enqueue("SELECT pg_notify('flowkit_runs', $1)", [r.string("flow_id")!])
+        s.enqueue("""
+            WITH f AS (
+                UPDATE runs SET ended_at = $3, state = (
+                    SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
+                    FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
+                WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
+                RETURNING flow_id)
+            SELECT pg_notify('flowkit_runs', flow_id) FROM f
+            """, [runPk, Array(graph.leaves), now, failingLeafStates.map(\.rawValue)])
+        // A finished run may let a queued run of the same flow start: hence the notification.
     }
 
     /// Locks runs in id order, so that concurrent schedulers serialize per run and never deadlock.
