@@ -34,7 +34,7 @@ enum BenchFlows {
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks of shared/bench/WORKLOADS.md (see make bench).",
-                                                    subcommands: [Run.self, BenchWorker.self], defaultSubcommand: Run.self)
+                                                    subcommands: [Run.self, BenchWorker.self, BenchScheduler.self], defaultSubcommand: Run.self)
 
     struct BenchWorker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "worker", abstract: "A worker that knows the bench flows.")
@@ -44,6 +44,18 @@ struct BenchCommand: AsyncParsableCommand {
             let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: BenchFlows.all + FlowCatalog.flows,
                                 config: try options.config(name: "bench-worker"))
             try await runServices([WorkerService(worker: worker)], logger: makeLogger("flowkit.bench"))
+        }
+    }
+
+    struct BenchScheduler: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "scheduler", abstract: "A scheduler that knows the bench flows.")
+        func run() async throws {
+            let settings = try Settings.fromEnvironment()
+            var sc = SchedulerConfig(name: "bench-scheduler")
+            sc.eventBatch = 2000
+            let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
+                                         flows: BenchFlows.all, config: sc)
+            try await runServices([SchedulerService(daemon: daemon)], logger: makeLogger("flowkit.bench"))
         }
     }
 
@@ -63,19 +75,20 @@ struct BenchCommand: AsyncParsableCommand {
             _ = try await RedisConnection(redis).command("FLUSHALL")
             let wanted = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
 
-            var sc = SchedulerConfig(name: "bench-scheduler")
-            sc.eventBatch = 2000
-            let daemon = SchedulerDaemon(databaseURL: db, redis: redis, flows: BenchFlows.all, config: sc)
-            let scheduler = Task { try await daemon.run() }
+            // The scheduler and the worker are processes of their own, as deployed, so that W4
+            // measures each alone. Two worker slots in total: one worker with concurrency 2.
+            let scheduler = try spawn(["bench", "scheduler"], db: db, redisURL: redisURL)
+            let worker = try spawn(["bench", "worker", "--concurrency", "2"], db: db, redisURL: redisURL)
+            defer {
+                for pid in [worker, scheduler] { kill(pid, SIGTERM); var st: Int32 = 0; waitpid(pid, &st, 0) }
+            }
             let store = SchedulerStore(db: PGPool(db, size: 2))
             try await eventually { (try? await store.flows().count) == BenchFlows.all.count }
-
-            // Two worker slots in total: one worker process with concurrency 2.
-            let worker = try spawnWorker(redisURL: redisURL)
-            defer { kill(worker, SIGTERM); var st: Int32 = 0; waitpid(worker, &st, 0); scheduler.cancel() }
             try await Task.sleep(for: .seconds(2))
             if wanted.contains("W4") {
                 report("W4", "idle_worker_rss_mib", [rssMiB(worker)])
+                // PSS splits shared library pages among the processes mapping them: what one more worker costs a host.
+                report("W4", "idle_worker_pss_mib", [procMiB(worker, file: "smaps_rollup", field: "Pss:")])
             }
             if wanted.contains("W1") {
                 var rates: [Double] = []
@@ -92,13 +105,15 @@ struct BenchCommand: AsyncParsableCommand {
             if wanted.contains("W3") {
                 var secs: [Double] = [], rss: [Double] = []
                 for _ in 0..<repeats {
-                    let sampler = RSSSampler(pid: getpid())
+                    let sampler = RSSSampler(pid: scheduler)
                     let r = try await runOnce(store, "bench_w3")
                     secs.append(r.seconds)
                     rss.append(sampler.stop())
                 }
                 report("W3", "seconds", secs)
-                if wanted.contains("W4") { report("W4", "scheduler_api_rss_mib_during_w3", rss, note: "scheduler in this process; max during W3") }
+                if wanted.contains("W4") {
+                    report("W4", "scheduler_rss_mib_during_w3", rss, note: "the scheduler process (which ran W1 and W2 before); max during W3")
+                }
             }
             if wanted.contains("W5") {
                 try await w5(db: db, redis: redis, store: store)
@@ -213,18 +228,19 @@ struct BenchCommand: AsyncParsableCommand {
             flushStdout()
         }
 
-        func spawnWorker(redisURL: String) throws -> pid_t {
+        func spawn(_ args: [String], db: String, redisURL: String) throws -> pid_t {
             let exe = CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0]
                 : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
-            let argv = [exe, "bench", "worker", "--concurrency", "2"]
+            let argv = [exe] + args
             var env = ProcessInfo.processInfo.environment
+            env["FLOWKIT_DATABASE_URL"] = db
             env["FLOWKIT_REDIS_URL"] = redisURL
             env["FLOWKIT_LOG_LEVEL"] = "warning"
             let a: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
             let e: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
             defer { a.forEach { free($0) }; e.forEach { free($0) } }
             var pid: pid_t = 0
-            guard posix_spawn(&pid, exe, nil, nil, a, e) == 0 else { throw CLIError("cannot start the bench worker") }
+            guard posix_spawn(&pid, exe, nil, nil, a, e) == 0 else { throw CLIError("cannot start `flowctl \(args.joined(separator: " "))`") }
             return pid
         }
     }
@@ -246,9 +262,12 @@ func parseWrkDuration(_ s: String) -> Double? {
 }
 
 /// Resident memory of a process, in MiB, from /proc.
-func rssMiB(_ pid: pid_t) -> Double {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+func rssMiB(_ pid: pid_t) -> Double { procMiB(pid, file: "status", field: "VmRSS:") }
+
+/// A kB figure of /proc/<pid>/<file>, in MiB.
+func procMiB(_ pid: pid_t, file: String, field: String) -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/\(file)", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
           let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
     return kb / 1024
 }

@@ -98,6 +98,7 @@ public final class SchedulerDaemon: Sendable {
         while true {
             let work = try await store.startQueuedRuns(now: clock.now())
             try await broker.perform(work)
+            heap.noteBatch(size: work.enqueue.count)
             if work.enqueue.isEmpty { break }
         }
         _ = try await listen.run { s in try s.waitForNotifications(timeout: wait) }
@@ -137,6 +138,7 @@ public final class SchedulerDaemon: Sendable {
         let t1 = Date()
         try await broker.perform(work)
         let done = Date()
+        heap.noteBatch(size: batch.count + work.enqueue.count)
         SchedulerMetrics.eventBatch.observe(done.timeIntervalSince(t0))
         if !work.enqueue.isEmpty {
             // Hops: from each ended try (worker clock) to its run's downstream messages being enqueued.
@@ -151,6 +153,7 @@ public final class SchedulerDaemon: Sendable {
     }
 
     let pendingAcks = PendingAcks()
+    let heap = HeapTrimmer()
 
     /// Waits for committed-but-unacknowledged events, makes them durable with one synchronous
     /// commit (group commit: one flush for every batch since the last), then acknowledges them.

@@ -1,0 +1,37 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Gives the heap back to the system after a burst. glibc keeps freed memory in its arenas, so
+/// a scheduler that once dispatched ten thousand tasks at once would keep that high-water mark
+/// for good; once a burst is over (the next batch is small), `malloc_trim` returns it.
+final class HeapTrimmer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var workSinceTrim = 0
+    /// Work (events applied, messages built) that counts as a burst.
+    let burst: Int
+
+    init(burst: Int = 500) { self.burst = burst }
+
+    /// Records `size` units of work done by one batch; trims when an earlier burst has ended.
+    func noteBatch(size: Int) {
+        let trim: Bool = lock.withLock {
+            if size >= burst / 4 { workSinceTrim += size; return false }
+            guard workSinceTrim >= burst else { return false }
+            workSinceTrim = 0
+            return true
+        }
+        if trim, let f = Self.mallocTrim { _ = f(0) }
+    }
+
+    /// glibc's `malloc_trim` (not in Swift's Glibc module: it lives in malloc.h); nil elsewhere.
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+        #if canImport(Glibc)
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+        return unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
+}
