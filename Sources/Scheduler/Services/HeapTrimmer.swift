@@ -9,17 +9,26 @@ import Glibc
 final class HeapTrimmer: @unchecked Sendable {
     private let lock = NSLock()
     private var workSinceTrim = 0
+    private var lastTrim = Date.distantPast
     /// Work (events applied, messages built) that counts as a burst.
     let burst: Int
+    /// At most one trim this often: a trim costs milliseconds, and the pages it frees are faulted
+    /// in again if the load goes on.
+    let minInterval: Double
 
-    init(burst: Int = 500) { self.burst = burst }
+    init(burst: Int = 500, minInterval: Double = 1) {
+        self.burst = burst
+        self.minInterval = minInterval
+    }
 
     /// Records `size` units of work done by one batch; trims when an earlier burst has ended.
     func noteBatch(size: Int) {
         let trim: Bool = lock.withLock {
-            if size >= burst / 4 { workSinceTrim += size; return false }
-            guard workSinceTrim >= burst else { return false }
+            workSinceTrim += size
+            let now = Date()
+            guard size < burst / 4, workSinceTrim >= burst, now.timeIntervalSince(lastTrim) >= minInterval else { return false }
             workSinceTrim = 0
+            lastTrim = now
             return true
         }
         if trim, let f = Self.mallocTrim { _ = f(0) }

@@ -30,8 +30,9 @@ extension SchedulerStore {
                         ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR UPDATE", [runIds]),
                         ("""
                          SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
-                         FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                         JOIN unnest($1::text[], $2::text[]) AS u(run_id, task_id) ON r.run_id = u.run_id AND t.task_id = u.task_id
+                         FROM unnest($1::text[], $2::text[]) AS u(run_id, task_id)
+                         JOIN runs r ON r.run_id = u.run_id
+                         CROSS JOIN LATERAL (SELECT * FROM task_instances ti WHERE ti.run_pk = r.id AND ti.task_id = u.task_id LIMIT 1) t
                          """, [reported.map { $0.runId! }, reported.map { $0.taskId! }]),
                     ])
                     for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }

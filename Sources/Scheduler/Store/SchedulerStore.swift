@@ -305,7 +305,13 @@ public final class SchedulerStore: @unchecked Sendable {
     /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how
     /// (`finalRunState`, with its `failingLeafStates`). Queued, so it costs no round trip: it
     /// travels with the commit and sees every change made before it in the transaction.
+    /// A flow with many leaves (W1 has 10,000) first asks whether the run is done, so that
+    /// the leaf list is sent once, not with every batch.
     func finalizeIfDone(_ s: PGSession, runPk: Int, graph: FlowGraph, now: Date) throws {
+        if graph.leaves.count > 64 {
+            guard let r = try s.query("SELECT unfinished_tasks, state FROM runs WHERE id = $1", [runPk]).first,
+                  r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
+        }
         s.enqueue("""
             WITH f AS (
                 UPDATE runs SET ended_at = $3, state = (
