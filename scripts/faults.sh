@@ -6,7 +6,7 @@
 # Prints a table; exits non-zero when a check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-command -v curl >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends curl >/dev/null
+scripts/deps.sh   # curl, iproute2 and the servers
 flowctl="$(realpath "${1:-.build/debug/flowctl}")"
 work="$PWD/.flowkit/faults"
 export FLOWKIT_TEST_HOME="$work/servers" FLOWKIT_TEST_PG_PORT=55632 FLOWKIT_TEST_REDIS_PORT=56579
