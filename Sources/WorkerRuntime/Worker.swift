@@ -16,7 +16,8 @@ public final class Worker: Sendable {
     public let config: WorkerConfig
     let redis: RedisConnection
     let blocking: RedisConnection
-    let tasks: [String: (Flow, FlowTask)]
+    /// The tasks this worker can run, by Celery task name (`flow.task`).
+    let tasks: [String: FlowTask]
     let slots: SlotGate
     let inFlight = InFlight()
     let state = WorkerState()
@@ -27,8 +28,9 @@ public final class Worker: Sendable {
         self.config = config
         self.redis = RedisConnection(redis, label: "worker-redis")
         self.blocking = RedisConnection(redis, label: "worker-blocking", readTimeout: 10)
-        var t: [String: (Flow, FlowTask)] = [:]
-        for f in flows { for task in f.tasks { t[FlowTaskInvocation.taskName(flow: f.id, task: task.id)] = (f, task) } }
+        var t: [String: FlowTask] = [:]
+        t.reserveCapacity(flows.reduce(0) { $0 + $1.tasks.count })
+        for f in flows { for task in f.tasks { t[FlowTaskInvocation.taskName(flow: f.id, task: task.id)] = task } }
         self.tasks = t
         self.slots = SlotGate(config.concurrency)
         var l = Logger(label: "flowkit.worker")
@@ -50,6 +52,7 @@ public final class Worker: Sendable {
     /// Consumes until `shutdown()`; then lets running tasks finish within the grace period and
     /// gives back the messages of those that did not.
     public func run() async throws {
+        releaseFreeHeapMemory()  // what building the flows left behind
         try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: info)])
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
         let heartbeat = Task { await heartbeatLoop() }
@@ -134,7 +137,7 @@ public final class Worker: Sendable {
             await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.cancelled)], result: nil)
             return
         }
-        guard let (_, task) = tasks[message.task] else {
+        guard let task = tasks[message.task] else {
             let error = "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
             await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.failed, error: error)],
                          result: CeleryResult.failure(taskId: message.id, errorType: "NotRegistered", message: error, name: message.task))

@@ -1,7 +1,5 @@
+import FlowKit
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Gives the heap back to the system after a burst. glibc keeps freed memory in its arenas, so
 /// a scheduler that once dispatched ten thousand tasks at once would keep that high-water mark
@@ -31,16 +29,6 @@ final class HeapTrimmer: @unchecked Sendable {
             lastTrim = now
             return true
         }
-        if trim, let f = Self.mallocTrim { _ = f(0) }
+        if trim { releaseFreeHeapMemory() }
     }
-
-    /// glibc's `malloc_trim` (not in Swift's Glibc module: it lives in malloc.h); nil elsewhere.
-    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
-        #if canImport(Glibc)
-        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
-        return unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)
-        #else
-        return nil
-        #endif
-    }()
 }
