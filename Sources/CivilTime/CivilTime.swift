@@ -91,11 +91,33 @@ public enum CivilTime {
         }
     }
 
+    /// "00" … "99", so that two digits cost one lookup.
+    private static let pairs: [UInt8] = {
+        var p: [UInt8] = []
+        for n in 0..<100 {
+            let tens: Int = n / 10, ones: Int = n % 10
+            p.append(UInt8(48 + tens))
+            p.append(UInt8(48 + ones))
+        }
+        return p
+    }()
+
     private static func digits(_ v: Int, _ width: Int, _ out: inout [UInt8]) {
-        var div = 1
-        for _ in 1..<width { div *= 10 }
-        if v >= div * 10 { out.append(contentsOf: String(v).utf8); return }
-        var v = v
-        while div > 0 { out.append(UInt8(truncatingIfNeeded: 48 + v / div)); v %= div; div /= 10 }
+        switch width {
+        case 2 where v >= 0 && v < 100:
+            out.append(pairs[2 * v]); out.append(pairs[2 * v + 1])
+        case 4 where v >= 0 && v < 10_000:
+            digits(v / 100, 2, &out); digits(v % 100, 2, &out)
+        case 3 where v >= 0 && v < 1000:
+            out.append(UInt8(48 + v / 100)); digits(v % 100, 2, &out)
+        case 6 where v >= 0 && v < 1_000_000:
+            digits(v / 10_000, 2, &out); digits(v / 100 % 100, 2, &out); digits(v % 100, 2, &out)
+        default:
+            var div = 1
+            for _ in 1..<width { div *= 10 }
+            if v >= div * 10 { out.append(contentsOf: String(v).utf8); return }
+            var v = v
+            while div > 0 { out.append(UInt8(truncatingIfNeeded: 48 + v / div)); v %= div; div /= 10 }
+        }
     }
 }

@@ -19,17 +19,23 @@ public struct PGResult: Sendable {
 
     public var count: Int { rows.count }
     public var isEmpty: Bool { rows.isEmpty }
-    public subscript(i: Int) -> PGRow { PGRow(values: rows[i], index: index) }
-    public var all: [PGRow] { rows.map { PGRow(values: $0, index: index) } }
-    public var first: PGRow? { rows.first.map { PGRow(values: $0, index: index) } }
+    public subscript(i: Int) -> PGRow { PGRow(values: rows[i], index: index, columns: columns) }
+    public var all: [PGRow] { rows.map { PGRow(values: $0, index: index, columns: columns) } }
+    public var first: PGRow? { rows.first.map { PGRow(values: $0, index: index, columns: columns) } }
 }
 
 /// One row, read by column name with typed accessors.
 public struct PGRow: Sendable {
     let values: [String?]
     let index: [String: Int]
+    let columns: [String]
 
     public func string(_ column: String) -> String? {
+        // A few columns: comparing short names (stored inline) beats hashing them.
+        if columns.count <= 16 {
+            for i in columns.indices where columns[i] == column { return values[i] }
+            return nil
+        }
         guard let i = index[column] else { return nil }
         return values[i]
     }
