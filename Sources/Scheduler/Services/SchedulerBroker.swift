@@ -8,11 +8,15 @@ public final class SchedulerBroker: Sendable {
     public let redis: RedisConnection
     /// Blocking reads of the events stream get a connection of their own.
     let events: RedisConnection
+    /// Dispatch (the next tasks' messages) too: it is on the hop from one task to the next, and
+    /// must not wait behind acknowledgements or maintenance.
+    let dispatch: RedisConnection
     let consumer: String
 
     public init(config: RedisConfig, consumer: String) {
         self.redis = RedisConnection(config, label: "sched-redis")
         self.events = RedisConnection(config, label: "sched-events", readTimeout: 30)
+        self.dispatch = RedisConnection(config, label: "sched-dispatch")
         self.consumer = consumer
     }
 
@@ -24,7 +28,7 @@ public final class SchedulerBroker: Sendable {
         for id in work.cancel { cmds.append(["SET", FlowKitKeys.cancel(id), "1", "EX", "86400"]) }
         for id in work.forget { cmds += KombuLayout.ackCommands(deliveryTag: id) }
         let commands = cmds
-        try await redis.run { s in
+        try await dispatch.run { s in
             for r in try s.pipeline(commands) { try r.orThrow() }
         }
     }
