@@ -82,17 +82,23 @@ public final class Worker: Sendable {
             let free = slots.freeCount
             guard free > 0 else { continue }
             do {
-                let command = KombuLayout.claimCommand(queues: config.queues, count: free, now: Date().timeIntervalSince1970)
-                let claimed = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
+                let queues = config.queues
+                let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970)
+                var claimed = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
                 failures = 0
                 if claimed.isEmpty {
                     // Wait for the next message without taking it: BLMOVE of a list onto itself,
-                    // left to left, leaves the list as it was.
-                    let q = config.queues[queueIndex % config.queues.count]
+                    // left to left, leaves the list as it was. When one arrives, claim at once on
+                    // the same connection and thread: no hop between the wake-up and the claim.
+                    let q = queues[queueIndex % queues.count]
                     queueIndex += 1
-                    let timeout = String(format: "%.2f", max(0.05, 1.0 / Double(config.queues.count)))
-                    _ = try await blocking.run { s in try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow() }
-                    continue
+                    let timeout = String(format: "%.2f", max(0.05, 1.0 / Double(queues.count)))
+                    claimed = try await blocking.run { s in
+                        guard try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow() != .null else { return [] }
+                        let now = Date().timeIntervalSince1970
+                        return KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: queues, count: free, now: now)).orThrow())
+                    }
+                    if claimed.isEmpty { continue }
                 }
                 for c in claimed {
                     slots.take()
