@@ -27,6 +27,8 @@ start() {  # start NAME ARGS...
   "$flowctl" "$@" >>"$work/$name.log" 2>&1 &
   pids[$name]=$!
 }
+# kill -9 NAME...: reaped at once, so bash does not print its "Killed" job notice later.
+kill9() { for name in "$@"; do kill -9 "${pids[$name]}" 2>/dev/null; wait "${pids[$name]}" 2>/dev/null; done; }
 stop_all() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; [ "$(id -u)" = 0 ] && scripts/netns.sh down 2>/dev/null; scripts/services.sh stop; }
 trap stop_all EXIT
 
@@ -76,17 +78,17 @@ running_on() { sql "SELECT worker FROM task_instances WHERE state = 'running' LI
 # 1. kill -9 of a worker mid-task.
 batch; sleep 1.5
 victim=$(running_on); victim=${victim:-worker1}
-kill -9 "${pids[$victim]}"; sleep 1; start "$victim" "${worker_args[@]}" --name "$victim"
+kill9 "$victim"; sleep 1; start "$victim" "${worker_args[@]}" --name "$victim"
 check "kill -9 of a worker mid-task ($victim)" 5
 
 # 2. kill -9 of a scheduler mid-dispatch, then restart.
 batch; sleep 0.3
-kill -9 "${pids[sched1]}"; sleep 2; start sched1 "${sched_args[@]}"
+kill9 sched1; sleep 2; start sched1 "${sched_args[@]}"
 check "kill -9 of a scheduler mid-dispatch, restarted" 5
 
 # 3. Two schedulers, the leader (maintenance lock holder) killed.
 batch
-kill -9 "${pids[sched2]}"; kill -9 "${pids[sched1]}"; start sched1 "${sched_args[@]}"; sleep 3; start sched2 "${sched_args[@]}"
+kill9 sched2 sched1; start sched1 "${sched_args[@]}"; sleep 3; start sched2 "${sched_args[@]}"
 check "both schedulers killed (leader included), restarted" 5
 
 # 4. Redis restarted mid-run (AOF on).
