@@ -52,7 +52,6 @@ public final class Worker: Sendable {
     /// Consumes until `shutdown()`; then lets running tasks finish within the grace period and
     /// gives back the messages of those that did not.
     public func run() async throws {
-        releaseFreeHeapMemory()  // what building the flows left behind
         try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: info)])
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
         let heartbeat = Task { await heartbeatLoop() }
