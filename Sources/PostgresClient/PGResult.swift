@@ -12,8 +12,11 @@ public struct PGResult: Sendable {
         self.columns = columns
         self.rows = rows
         self.affectedRows = affectedRows
+        // Rows of a few columns find them by comparing names (`PGRow.string`); only wide results need a table.
         var idx: [String: Int] = [:]
-        for (i, c) in columns.enumerated() where idx[c] == nil { idx[c] = i }
+        if columns.count > PGRow.linearLookupLimit {
+            for (i, c) in columns.enumerated() where idx[c] == nil { idx[c] = i }
+        }
         self.index = idx
     }
 
@@ -30,9 +33,11 @@ public struct PGRow: Sendable {
     let index: [String: Int]
     let columns: [String]
 
+    static let linearLookupLimit = 16
+
     public func string(_ column: String) -> String? {
         // A few columns: comparing short names (stored inline) beats hashing them.
-        if columns.count <= 16 {
+        if columns.count <= Self.linearLookupLimit {
             for i in columns.indices where columns[i] == column { return values[i] }
             return nil
         }

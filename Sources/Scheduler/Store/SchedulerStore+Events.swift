@@ -26,17 +26,20 @@ extension SchedulerStore {
                 if !runIds.isEmpty {
                     // The runs' locks and, in the same round trip, the task instances that outcomes report on.
                     let reported = events.filter { [.succeeded, .failed, .skipped].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
-                    let results = try s.queries([
+                    var statements: [(String, [any PGEncodable])] = [
                         ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR UPDATE", [runIds]),
-                        ("""
-                         SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
-                         FROM unnest($1::text[], $2::text[]) AS u(run_id, task_id)
-                         JOIN runs r ON r.run_id = u.run_id
-                         CROSS JOIN LATERAL (SELECT * FROM task_instances ti WHERE ti.run_pk = r.id AND ti.task_id = u.task_id LIMIT 1) t
-                         """, [reported.map { $0.runId! }, reported.map { $0.taskId! }]),
-                    ])
+                    ]
+                    if !reported.isEmpty {
+                        statements.append(("""
+                            SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
+                            FROM unnest($1::text[], $2::text[]) AS u(run_id, task_id)
+                            JOIN runs r ON r.run_id = u.run_id
+                            CROSS JOIN LATERAL (SELECT * FROM task_instances ti WHERE ti.run_pk = r.id AND ti.task_id = u.task_id LIMIT 1) t
+                            """, [reported.map { $0.runId! }, reported.map { $0.taskId! }]))
+                    }
+                    let results = try s.queries(statements)
                     for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }
-                    for r in results[1].all { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
+                    for r in results.dropFirst().first?.all ?? [] { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
                 }
                 var logs = ColumnBatch(), started: [(Int, WorkerEvent)] = [], outcomes: [(Int, WorkerEvent)] = []
                 var heartbeatIds: [String] = []
@@ -100,10 +103,10 @@ extension SchedulerStore {
     }
 
     private func history(_ s: PGSession, runPk: Int, task: String, try tryNumber: Int, from: String?, to: String, at: Date,
-                         source: String, detail: String?, applied: Bool) throws {
+                         source: String, detail: String?, applied: Bool) {
         var h = HistoryBatch()
         h.add(runPk, task, tryNumber, from, to, at, source, detail, applied)
-        try h.insert(s)
+        h.insert(s)
     }
 
     /// `started` reports: queued (or, on a redelivery, running) tries become running.
@@ -133,7 +136,7 @@ extension SchedulerStore {
                 WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n AND t.state = 'queued'
                 """, [tries.pk, tries.task, tries.tryNumber, tries.at, tries.text])
         }
-        try h.insert(s)
+        h.insert(s)
         return Set(applied.map { "\($0.int("run_pk")!)/\($0.string("task_id")!)" })
     }
 
@@ -179,8 +182,8 @@ extension SchedulerStore {
             h.add(pk, task, t, from, newState.rawValue, at, source, ev.error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
         }
-        try updates.apply(s)
-        try h.insert(s)
+        updates.apply(s)
+        h.insert(s)
         var work = BrokerWork()
         for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
@@ -320,7 +323,7 @@ extension SchedulerStore {
                                 [pk, task, newState.rawValue, now, error, next])
                     try s.query("UPDATE task_tries SET state = 'failed', ended_at = $4, error = $5 WHERE run_pk = $1 AND task_id = $2 AND try_number = $3",
                                 [pk, task, t, now, error])
-                    try history(s, runPk: pk, task: task, try: t, from: "running", to: newState.rawValue, at: now, source: "reaper",
+                    history(s, runPk: pk, task: task, try: t, from: "running", to: newState.rawValue, at: now, source: "reaper",
                                 detail: error, applied: true)
                     if let mid = r.string("message_id") { work.forget.append(mid); work.cancel.append(mid) }
                     if newState.isTerminal {
@@ -360,7 +363,7 @@ extension SchedulerStore {
                     let graph = try graphs.graph(s, flow: tis[0].string("flow_id")!, version: tis[0].int("flow_version")!)
                     out += try buildMessages(s, runPk: pk, graph: graph, rows: tis)
                     for t in tis {
-                        try history(s, runPk: pk, task: t.string("task_id")!, try: t.int("try_number")!, from: "queued", to: "queued", at: now,
+                        history(s, runPk: pk, task: t.string("task_id")!, try: t.int("try_number")!, from: "queued", to: "queued", at: now,
                                     source: "reaper", detail: "message \(t.string("message_id")!) was missing from the broker: enqueued again", applied: true)
                     }
                 }
@@ -417,7 +420,7 @@ struct HistoryBatch {
         pk.append(p); task.append(t); tryNumber.append(n); from.append(f); self.to.append(to); at.append(a)
         source.append(src); detail.append(d); applied.append(ok)
     }
-    func insert(_ s: PGSession) throws {
+    func insert(_ s: PGSession) {
         guard !pk.isEmpty else { return }
         s.enqueue("""
             INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail, applied)
@@ -436,7 +439,7 @@ struct OutcomeBatch {
         pk.append(p); task.append(t); tryNumber.append(n); state.append(st.rawValue); tryState.append(tst.rawValue)
         at.append(a); result.append(r); error.append(e); next.append(nx); worker.append(w); started.append(s)
     }
-    func apply(_ s: PGSession) throws {
+    func apply(_ s: PGSession) {
         guard !pk.isEmpty else { return }
         s.enqueue("""
             UPDATE task_instances t SET state = u.state, ended_at = u.at, result = u.result::jsonb, error = u.error,

@@ -323,12 +323,6 @@ public final class SchedulerStore: @unchecked Sendable {
             """, [runPk, Array(graph.leaves), now, failingLeafStates.map(\.rawValue)])
         // A finished run may let a queued run of the same flow start: hence the notification.
     }
-
-    /// Locks runs in id order, so that concurrent schedulers serialize per run and never deadlock.
-    func lockRuns(_ s: PGSession, runPks: [Int]) throws {
-        guard !runPks.isEmpty else { return }
-        try s.query("SELECT id FROM runs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [Array(Set(runPks)).sorted()])
-    }
 }
 
 /// Flow graphs by flow and version; versions never change once written, so entries never go stale.
