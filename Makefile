@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release test demo run bench faults clean docker-config migrations example
+.PHONY: help deps build release test demo run bench faults stress stress-quick clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ bench: release ## the WORKLOADS.md benchmarks, beside Celery
 
 faults: build ## the fault-injection suite
 	@scripts/faults.sh $(FLOWCTL_DEBUG)
+
+stress: release ## liveness under concurrent load: 20 and 100 waiting clients, readers, a 1,000-run burst, a backfill race
+	@scripts/stress.py $(FLOWCTL_RELEASE)
+
+stress-quick: build ## the bounded form of make stress that CI runs
+	@scripts/stress.py $(FLOWCTL_DEBUG) --quick
 
 example: deps ## build Examples/MyFlows, the template for your own flows and flowctl
 	$(SWIFT) build --package-path Examples/MyFlows --scratch-path .build-myflows --product myflowctl

@@ -6,4 +6,5 @@ public let allFlows: [Flow] = [
     lakehouseEndToEnd,
     exampleRetry,
     exampleSleep,
+    exampleHourly,
 ]

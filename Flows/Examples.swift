@@ -36,3 +36,14 @@ public let exampleSleep = Flow(
         return ["slept": .double(seconds)]
     }
 }
+
+/// One no-op task every hour, no catchup: the flow `make stress` backfills, and the shortest
+/// example of a cron schedule.
+public let exampleHourly = Flow(
+    "example_hourly",
+    description: "a no-op task every hour (backfill and schedule demos)",
+    tags: ["example"],
+    schedule: .cron("0 * * * *")
+) { f in
+    f.task("tick") { ctx in ["logicalDate": .string(Instant.format(ctx.logicalDate))] }
+}

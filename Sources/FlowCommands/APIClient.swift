@@ -8,6 +8,8 @@ import FoundationNetworking
 struct APIClient {
     let base: String
     let token: String?
+    /// Seconds a request may wait for the API's answer.
+    var timeout: Double = 30
 
     init(settings: Settings) {
         base = settings.apiURL.hasSuffix("/") ? String(settings.apiURL.dropLast()) : settings.apiURL
@@ -19,7 +21,7 @@ struct APIClient {
 
     func send(_ method: String, _ path: String, body: JSONValue?) async throws -> JSONValue {
         guard let url = URL(string: base + path) else { throw CLIError("bad URL \(base + path)", code: 2) }
-        var req = URLRequest(url: url, timeoutInterval: 30)
+        var req = URLRequest(url: url, timeoutInterval: timeout)
         req.httpMethod = method
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
@@ -29,6 +31,9 @@ struct APIClient {
         let data: Data, response: URLResponse
         do {
             (data, response) = try await URLSession.shared.data(for: req)
+        } catch let e as URLError where e.code == .timedOut {
+            // It may be up and slow: saying "cannot reach" would send the user to the wrong place.
+            throw CLIError("the FlowKit API at \(base) did not answer \(method) \(path) within \(Int(timeout))s", transient: true)
         } catch {
             throw CLIError("cannot reach the FlowKit API at \(base) (\(error.localizedDescription)); start it with `flowctl standalone` or `flowctl server`, or set FLOWKIT_API_URL")
         }
@@ -39,7 +44,7 @@ struct APIClient {
             let code = value["error"]?.stringValue ?? "http_\(status)"
             var hint = ""
             if status == 401 { hint = " (set FLOWKIT_API_TOKEN; standalone prints an admin token and keeps it in .flowkit/admin-token)" }
-            throw CLIError("\(message) [\(code)]\(hint)", code: status == 400 ? 2 : 1)
+            throw CLIError("\(message) [\(code)]\(hint)", code: status == 400 ? 2 : 1, transient: status == 503)
         }
         return value
     }

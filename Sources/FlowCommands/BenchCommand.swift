@@ -168,7 +168,7 @@ struct BenchCommand: AsyncParsableCommand {
         }
 
         func w5(db: String, redis: RedisConfig, store: SchedulerStore) async throws {
-            try await PGConnection(db).run { s in
+            try await PGConnection(db, options: PGOptions(replyTimeout: 3600)).run { s in  // seeding: one long statement
                 try s.execute("""
                     INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
                     SELECT 'seed__' || g, 'bench_w2', 1, 'manual', 'success', now() - g * interval '1 minute', now(), now(), now(), now(), now()
@@ -201,7 +201,7 @@ struct BenchCommand: AsyncParsableCommand {
 
         /// W6's history: 2,000 scheduled flows and a million finished task instances.
         func seedHistory(db: String) async throws {
-            try await PGConnection(db).run { s in
+            try await PGConnection(db, options: PGOptions(replyTimeout: 3600)).run { s in  // seeding: one long statement
                 try s.execute("""
                     INSERT INTO flows (flow_id, current_version, schedule, timezone, next_tick)
                     SELECT 'seed_flow_' || g, 1, '0 0 * * *', 'UTC', now() + interval '1 day' FROM generate_series(1, 2000) g ON CONFLICT DO NOTHING;

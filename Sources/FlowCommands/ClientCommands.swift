@@ -20,7 +20,12 @@ struct TriggerCommand: AsyncParsableCommand {
         }
         if let logicalDate { body["logicalDate"] = .string(logicalDate) }
         let client = APIClient(settings: try Settings.fromEnvironment())
-        let run = try await client.post("/api/v1/flows/\(flow)/runs", .object(body))
+        let run: JSONValue
+        do {
+            run = try await client.post("/api/v1/flows/\(flow)/runs", .object(body))
+        } catch let e as CLIError where e.transient {
+            throw CLIError("\(e.message); the run may have been created: see `flowctl runs list --flow \(flow)`", code: e.code)
+        }
         let runId = run["runId"]?.stringValue ?? "?"
         if !wait {
             if json { printJSON(run) } else { print(runId) }
@@ -34,16 +39,37 @@ struct TriggerCommand: AsyncParsableCommand {
 }
 
 /// Polls a run until it ends, printing each task's state changes; returns the final run.
+///
+/// Polls every 0.1 s at first, backing off to every 2 s while nothing changes, so a crowd of
+/// waiting clients does not hammer the API. A slow or busy API (timeout, 503) is retried a few
+/// times; then the error says so, with the run id to follow it by.
 func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONValue {
     var seen: [String: String] = [:]
+    var pause = PollBackoff()
+    var transientFailures = 0
     while true {
-        let run = try await client.get("/api/v1/runs/\(runId)")
-        let tasks = try await client.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
+        let run: JSONValue, tasks: [JSONValue]
+        do {
+            run = try await client.get("/api/v1/runs/\(runId)")
+            tasks = try await client.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
+            transientFailures = 0
+        } catch let e as CLIError where e.transient {
+            transientFailures += 1
+            guard transientFailures < 3 else {
+                throw CLIError("\(e.message), \(transientFailures) times in a row while following run \(runId); "
+                               + "the run goes on: follow it with `flowctl runs show \(runId)`")
+            }
+            if !quiet { FileHandle.standardError.write(Data("warning: \(e.message); retrying\n".utf8)) }
+            try await Task.sleep(for: .seconds(pause.next(changed: false)))
+            continue
+        }
+        var changed = false
         for t in tasks {
             let id = t["taskId"]?.stringValue ?? "?", state = t["state"]?.stringValue ?? "?"
             let key = "\(state)/\(t["tryNumber"]?.intValue ?? 0)"
             if seen[id] != key {
                 seen[id] = key
+                changed = true
                 if !quiet && state != "pending" {
                     var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) try \(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)"
                     if ["success", "failed", "up_for_retry"].contains(state) {
@@ -64,7 +90,16 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
             }
             return run
         }
-        try await Task.sleep(for: .milliseconds(200))
+        try await Task.sleep(for: .seconds(pause.next(changed: changed)))
+    }
+}
+
+/// The pause between two polls: short after a change, growing by half while nothing changes.
+struct PollBackoff {
+    var initial = 0.1, maximum = 2.0, current = 0.0
+    mutating func next(changed: Bool) -> Double {
+        current = changed || current == 0 ? initial : min(maximum, current * 1.5)
+        return current
     }
 }
 

@@ -110,7 +110,10 @@ struct ServerCommand: AsyncParsableCommand {
 
 func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: [(role: APIConfig.Role, token: String)],
              openReads: Bool, logger: Logger) -> FlowAPI {
-    let store = SchedulerStore(db: PGPool(databaseURL, size: 4, label: "api-pg"))
+    // API requests get a statement timeout: a request stuck behind a lock answers 503 in
+    // seconds instead of holding a pool connection (and the requests queued on it) for minutes.
+    let store = SchedulerStore(db: PGPool(databaseURL, size: 8, label: "api-pg",
+                                          options: PGOptions(statementTimeout: 10, replyTimeout: 25)))
     let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
     return FlowAPI(store: store, broker: broker, config: APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins),
                    logger: logger)

@@ -77,7 +77,9 @@ enum FlowCatalog {
 struct CLIError: Error, CustomStringConvertible {
     let message: String
     let code: Int32
-    init(_ message: String, code: Int32 = 1) { self.message = message; self.code = code }
+    /// A failure worth trying again: the API answered too slowly, or said it is busy (503).
+    var transient = false
+    init(_ message: String, code: Int32 = 1, transient: Bool = false) { self.message = message; self.code = code; self.transient = transient }
     var description: String { message }
 }
 

@@ -5,6 +5,39 @@ import Foundation
 import Glibc
 #endif
 
+/// How a connection bounds its waits and what it asks of the server for every session.
+///
+/// ```swift
+/// var o = PGOptions()
+/// o.statementTimeout = 10      // API requests: no statement runs longer than this
+/// let db = PGPool(url, size: 8, options: o)
+/// ```
+public struct PGOptions: Sendable {
+    /// Seconds after which PostgreSQL ends a session left idle inside a transaction (the server
+    /// logs it; the client's next call fails with the statement it ran last). nil: server default.
+    public var idleInTransactionTimeout: Double? = 30
+    /// Seconds a statement may run (lock waits included) before the server cancels it. nil: no limit.
+    public var statementTimeout: Double?
+    /// Seconds the client waits for any answer of the server before it gives the connection up.
+    public var replyTimeout: Double = 300
+    /// Seconds to establish a connection.
+    public var connectTimeout: Int = 10
+
+    public init(idleInTransactionTimeout: Double? = 30, statementTimeout: Double? = nil, replyTimeout: Double = 300) {
+        self.idleInTransactionTimeout = idleInTransactionTimeout
+        self.statementTimeout = statementTimeout
+        self.replyTimeout = replyTimeout
+    }
+
+    /// The `SET`s every new session runs.
+    var sessionSettings: String {
+        var s = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET client_min_messages = 'warning'"
+        if let t = idleInTransactionTimeout { s += "; SET idle_in_transaction_session_timeout = \(Int(t * 1000))" }
+        if let t = statementTimeout { s += "; SET statement_timeout = \(Int(t * 1000))" }
+        return s
+    }
+}
+
 /// One PostgreSQL connection through libpq, owned by a thread of its own.
 ///
 /// Every libpq call happens on the connection's own thread, never on the Swift concurrency
@@ -18,9 +51,14 @@ import Glibc
 ///
 /// `conninfo` is anything libpq accepts: a `postgres://` URL or a keyword string, including
 /// several hosts (`host=a,b target_session_attrs=read-write`) for a failover pair. A lost
-/// connection is re-established on the next `run`, with backoff between failed attempts.
+/// connection is re-established on the next `run`, with backoff between failed attempts; a
+/// connection the server closed while idle (a restart) is noticed before it is used.
+///
+/// Liveness: every wait for the server is bounded by `PGOptions.replyTimeout`, and a `run`
+/// never returns with a transaction open or statements still queued.
 public final class PGConnection: @unchecked Sendable {
     public let conninfo: String
+    public let options: PGOptions
     private let thread: ConnectionThread
     private var conn: OpaquePointer?
     private var failedAttempts = 0
@@ -30,13 +68,26 @@ public final class PGConnection: @unchecked Sendable {
     fileprivate var prepared: [String: String] = [:]
     /// Statements queued by `PGSession.enqueue`, sent with the next statement that needs a result.
     fileprivate var deferred: [PGStatement] = []
+    /// Notifications to send once the open transaction has committed (`PGSession.notifyAfterCommit`),
+    /// and those whose transaction has committed, sent when the `run`'s body is done.
+    fileprivate var pendingNotifications: [PGNotification] = []
+    fileprivate var readyNotifications: [PGNotification] = []
+    fileprivate var inTransaction = false
+    /// Whether this `run` sent something that may have committed (a COMMIT, or a write outside a
+    /// transaction): after a connection loss it must not be run again.
+    fileprivate var mayHaveCommitted = false
+    /// The first line of the last statement sent, for error messages.
+    fileprivate var lastStatement = ""
+    /// Statements sent, when `traceStatements` is on (tests look at what a transaction contains).
+    fileprivate var trace: [String]?
     /// Whether the session runs with `plan_cache_mode = force_generic_plan` (see `PGSession.plans`).
     fileprivate var genericPlans = false
     /// Whether this `run` changed the plan mode: after a failure it is reset to the default.
     fileprivate var planModeTouched = false
 
-    public init(_ conninfo: String, label: String = "pg") {
+    public init(_ conninfo: String, label: String = "pg", options: PGOptions = PGOptions()) {
         self.conninfo = conninfo
+        self.options = options
         self.thread = ConnectionThread(name: "flowkit-\(label)")
     }
 
@@ -45,30 +96,14 @@ public final class PGConnection: @unchecked Sendable {
         thread.stop()
     }
 
-    /// Runs `body` on the connection's thread with a live session.
+    /// Runs `body` on the connection's thread with a live session. When the connection turns
+    /// out to be dead before anything could have committed, `body` runs once more on a fresh one.
     @discardableResult
     public func run<T: Sendable>(_ body: @escaping @Sendable (PGSession) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
             thread.submit {
                 do {
-                    let session = try self.session()
-                    self.planModeTouched = false
-                    let value: T
-                    do {
-                        value = try body(session)
-                        try session.flush()
-                    } catch {
-                        self.deferred = []
-                        if self.planModeTouched, let conn = self.conn, PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) == PQTRANS_IDLE {
-                            _ = try? session.execute("SET plan_cache_mode = auto")
-                        }
-                        self.genericPlans = false
-                        throw error
-                    }
-                    cont.resume(returning: value)
-                } catch let e as PGError {
-                    if e.isConnectionLoss { self.drop() }
-                    cont.resume(throwing: e)
+                    cont.resume(returning: try self.runNow(body, retryOnLoss: true))
                 } catch {
                     cont.resume(throwing: error)
                 }
@@ -76,9 +111,71 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
+    private func runNow<T>(_ body: (PGSession) throws -> T, retryOnLoss: Bool) throws -> T {
+        do {
+            let session = try self.session()
+            planModeTouched = false
+            mayHaveCommitted = false
+            do {
+                let value = try body(session)
+                try session.flush()
+                try checkClean(session)
+                session.sendReadyNotifications()
+                return value
+            } catch {
+                deferred = []
+                pendingNotifications = []
+                readyNotifications = []
+                inTransaction = false
+                if let conn, PQstatus(conn) == CONNECTION_OK {
+                    if PQtransactionStatus(conn) != PQTRANS_IDLE { _ = try? session.execute("ROLLBACK") }
+                    if planModeTouched, PQtransactionStatus(conn) == PQTRANS_IDLE { _ = try? session.execute("SET plan_cache_mode = auto") }
+                }
+                genericPlans = false
+                throw error
+            }
+        } catch let e as PGError where e.isConnectionLoss {
+            let replay = retryOnLoss && !mayHaveCommitted && conn != nil
+            drop()
+            if replay { return try runNow(body, retryOnLoss: false) }
+            throw e
+        }
+    }
+
+    /// A `run` must leave the session as it found it: no transaction open, nothing queued.
+    /// Anything else is a bug that would hold row locks until the server's idle timeout: the
+    /// transaction is rolled back and the call fails with `.misuse`, naming the last statement.
+    private func checkClean(_ s: PGSession) throws {
+        guard let conn else { return }
+        let open = PQtransactionStatus(conn) != PQTRANS_IDLE
+        guard open || !deferred.isEmpty || inTransaction else { return }
+        let what = open ? "a transaction open" : "statements still queued"
+        let last = lastStatement
+        deferred = []
+        inTransaction = false
+        if open { _ = try? s.execute("ROLLBACK") }
+        throw PGError(.misuse, "a run returned with \(what) (last statement: \(last)); rolled back")
+    }
+
     /// Closes the connection (a later `run` opens it again).
     public func close() {
         thread.sync { self.drop() }
+    }
+
+    /// Checks, on the connection's thread, that an idle connection is still alive, and drops it
+    /// when the server has closed it (after a restart): the next `run` then connects at once.
+    public func revalidate() {
+        thread.submit { self.dropIfClosedByServer() }
+    }
+
+    /// Turns recording of sent statements on or off (for tests), returning what was recorded.
+    @discardableResult
+    public func traceStatements(_ on: Bool) -> [String] {
+        thread.sync {
+            let out = self.trace ?? []
+            self.trace = on ? [] : nil
+            return out
+        }
     }
 
     private func drop() {
@@ -86,17 +183,34 @@ public final class PGConnection: @unchecked Sendable {
         conn = nil
         prepared = [:]
         deferred = []
+        pendingNotifications = []
+        readyNotifications = []
+        inTransaction = false
         genericPlans = false
     }
 
+    private func dropIfClosedByServer() {
+        guard let conn else { return }
+        var pfd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        // Readable while idle: a notification, or the server's goodbye (57P01) and EOF.
+        if poll(&pfd, 1, 0) > 0 {
+            if PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK { drop() }
+        }
+    }
+
     private func session() throws -> PGSession {
+        dropIfClosedByServer()
         if let conn, PQstatus(conn) == CONNECTION_OK { return PGSession(conn: conn, owner: self) }
         drop()
         let now = Date()
         if now < nextAttempt {
             throw PGError(.connection, "waiting \(String(format: "%.1f", nextAttempt.timeIntervalSince(now)))s before reconnecting (\(failedAttempts) failed attempts)")
         }
-        guard let c = PQconnectdb(conninfo) else { throw PGError(.connection, "out of memory") }
+        // Defaults first: whatever `conninfo` says overrides them.
+        let keys = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"]
+        let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), conninfo]
+        let c: OpaquePointer? = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
+        guard let c else { throw PGError(.connection, "out of memory") }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c))
             PQfinish(c)
@@ -109,7 +223,7 @@ public final class PGConnection: @unchecked Sendable {
         nextAttempt = .distantPast
         conn = c
         let s = PGSession(conn: c, owner: self)
-        _ = try s.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET client_min_messages = 'warning'")
+        _ = try s.execute(options.sessionSettings)
         for channel in listening { _ = try s.execute("LISTEN \(PGSession.quoteIdentifier(channel))") }
         return s
     }
@@ -117,19 +231,39 @@ public final class PGConnection: @unchecked Sendable {
     fileprivate func rememberListen(_ channel: String) {
         if !listening.contains(channel) { listening.append(channel) }
     }
+
+    fileprivate func noteSent(_ sql: String) {
+        let line = sql.split(separator: "\n", maxSplits: 1).first.map { String($0.prefix(160)) } ?? ""
+        lastStatement = line.trimmingCharacters(in: .whitespaces)
+        trace?.append(lastStatement)
+    }
+}
+
+/// NULL-terminated C string arrays for libpq's `…Params` calls.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let c = strings.map { strdup($0) }
+    defer { c.forEach { free($0) } }
+    let pointers: [UnsafePointer<CChar>?] = c.map { $0.map { UnsafePointer($0) } } + [nil]
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
 
 /// A statement with its parameters in text form.
 struct PGStatement {
     var sql: String
     var params: [String?]
+    /// Called with the statement's result, for queued statements whose result matters only sometimes.
+    var onResult: ((PGResult) -> Void)?
     var size: Int { params.reduce(sql.utf8.count) { $0 + ($1?.utf8.count ?? 0) } }
 }
 
-/// A notification received through LISTEN.
-public struct PGNotification: Sendable {
+/// A notification received through LISTEN, or one to send.
+public struct PGNotification: Sendable, Equatable {
     public let channel: String
     public let payload: String
+    public init(channel: String, payload: String) {
+        self.channel = channel
+        self.payload = payload
+    }
 }
 
 /// The synchronous face of a connection, valid only inside `PGConnection.run`.
@@ -153,10 +287,11 @@ public struct PGSession {
     /// Runs several statements in one round trip (libpq's pipeline mode), after any queued ones;
     /// returns their results in order. The first failure is thrown, and later statements do not run.
     public func queries(_ statements: [(String, [any PGEncodable])]) throws -> [PGResult] {
-        let mine = statements.map { PGStatement(sql: $0.0, params: $0.1.map(\.pgText)) }
+        let mine = statements.map { PGStatement(sql: $0.0, params: $0.1.map(\.pgText), onResult: nil) }
         let queued = owner.deferred
         owner.deferred = []
         let all = queued + mine
+        noteSending(all)
         let results: [PGResult]
         if all.count == 1 {
             results = [try single(all[0])]
@@ -167,20 +302,57 @@ public struct PGSession {
         } else {
             results = try pipeline(all)
         }
+        for (st, r) in zip(all, results) { st.onResult?(r) }
         return Array(results.suffix(mine.count))
     }
 
     /// Queues a statement whose result is not needed: it is sent with the next `query`, or when
     /// the transaction commits, or at the end of `PGConnection.run` — one round trip for all.
     /// Its failure is thrown by whichever of those sends it.
-    public func enqueue(_ sql: String, _ params: [any PGEncodable] = []) {
-        owner.deferred.append(PGStatement(sql: sql, params: params.map(\.pgText)))
+    /// `onResult`, when given, sees the statement's result once it arrives (no extra round trip).
+    public func enqueue(_ sql: String, _ params: [any PGEncodable] = [], onResult: ((PGResult) -> Void)? = nil) {
+        owner.deferred.append(PGStatement(sql: sql, params: params.map(\.pgText), onResult: onResult))
     }
 
     /// Sends the queued statements now.
     public func flush() throws {
         guard !owner.deferred.isEmpty else { return }
         _ = try queries([])
+    }
+
+    /// Sends `NOTIFY channel, payload` once the current transaction has committed (at once
+    /// outside a transaction), in a transaction of its own that does not wait for the WAL flush.
+    ///
+    /// PostgreSQL serialises every committing transaction that notified on one global lock, held
+    /// until its commit — WAL flush included — is over. A NOTIFY inside a write transaction thus
+    /// lines up every trigger, finalisation and cancel behind each other's disk flushes, and the
+    /// row locks they hold behind that. A wake-up is a hint (the listeners also poll), so it
+    /// travels apart from the data and may be lost in a crash; duplicates are folded.
+    public func notifyAfterCommit(_ channel: String, _ payload: String) {
+        let n = PGNotification(channel: channel, payload: payload)
+        if owner.inTransaction {
+            if !owner.pendingNotifications.contains(n) { owner.pendingNotifications.append(n) }
+        } else if !owner.readyNotifications.contains(n) {
+            owner.readyNotifications.append(n)
+        }
+    }
+
+    /// Sends the notifications whose transactions committed. A failure here changes nothing
+    /// that was committed, so it is not the caller's failure: the listeners' polling covers it.
+    func sendReadyNotifications() {
+        let list = owner.readyNotifications
+        guard !list.isEmpty else { return }
+        owner.readyNotifications = []
+        do {
+            _ = try queries([
+                ("BEGIN", []), ("SET LOCAL synchronous_commit = off", []),
+                ("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)", [list.map(\.channel), list.map(\.payload)]),
+                ("COMMIT", []),
+            ])
+        } catch {
+            owner.deferred = []
+            if PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) != PQTRANS_IDLE { _ = try? execute("ROLLBACK") }
+        }
     }
 
     static let pipelineByteLimit = 128 * 1024
@@ -206,10 +378,26 @@ public struct PGSession {
         return try body()
     }
 
+    /// Records what is about to be sent: whether it may commit something (then a lost
+    /// connection must not replay the run), and the statement for error messages.
+    private func noteSending(_ statements: [PGStatement]) {
+        var inBlock = PQtransactionStatus(conn) != PQTRANS_IDLE
+        for st in statements {
+            owner.noteSent(st.sql)
+            let head = st.sql.prefix(12).uppercased()
+            if head.hasPrefix("BEGIN") { inBlock = true; continue }
+            if head.hasPrefix("COMMIT") { owner.mayHaveCommitted = true; inBlock = false; continue }
+            if !inBlock && !(head.hasPrefix("SELECT") || head.hasPrefix("SET") || head.hasPrefix("LISTEN") || head.hasPrefix("SHOW")) {
+                owner.mayHaveCommitted = true
+            }
+        }
+    }
+
     private func preparedName(_ sql: String, paramCount: Int) throws -> String {
         if let n = owner.prepared[sql] { return n }
         let name = "fk\(owner.prepared.count + 1)"
-        _ = try consume(PQprepare(conn, name, sql, Int32(paramCount), nil))
+        guard PQsendPrepare(conn, name, sql, Int32(paramCount), nil) == 1 else { throw PGError(.connection, errorText) }
+        _ = try collect()
         owner.prepared[sql] = name
         return name
     }
@@ -223,13 +411,46 @@ public struct PGSession {
 
     private func single(_ st: PGStatement) throws -> PGResult {
         let name = try preparedName(st.sql, paramCount: st.params.count)
-        let res = withParams(st.params) { PQexecPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
-        return try consume(res)
+        let sent = withParams(st.params) { PQsendQueryPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
+        guard sent == 1 else { throw PGError(.connection, errorText) }
+        return try collect()
+    }
+
+    /// Waits, at most the connection's `replyTimeout`, until libpq has a result to hand out.
+    /// libpq's own calls would wait forever for a server that never answers.
+    private func awaitResult() throws {
+        let deadline = Date().addingTimeInterval(owner.options.replyTimeout)
+        while PQisBusy(conn) == 1 {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 {
+                throw PGError(.timeout, "no answer within \(Int(owner.options.replyTimeout))s to `\(owner.lastStatement)`")
+            }
+            var pfd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+            let n = poll(&pfd, 1, Int32(min(left, 1) * 1000))
+            if n < 0 && errno != EINTR { throw PGError(.connection, "poll failed: \(String(cString: strerror(errno)))") }
+            if n > 0, PQconsumeInput(conn) == 0 { throw PGError(.connection, errorText) }
+        }
+    }
+
+    private func nextResult() throws -> OpaquePointer? {
+        try awaitResult()
+        return PQgetResult(conn)
+    }
+
+    /// Reads every result of the statement sent last; returns the last one, or throws the first error.
+    private func collect() throws -> PGResult {
+        var last: PGResult?
+        var firstError: PGError?
+        while let res = try nextResult() {
+            do { last = try consume(res) } catch let e as PGError { firstError = firstError ?? e }
+        }
+        if let firstError { throw firstError }
+        if PQstatus(conn) != CONNECTION_OK { throw PGError(.connection, errorText) }
+        return last ?? PGResult(columns: [], rows: [], affectedRows: 0)
     }
 
     private func pipeline(_ statements: [PGStatement]) throws -> [PGResult] {
         guard PQenterPipelineMode(conn) == 1 else { throw PGError(.connection, "cannot enter pipeline mode: \(errorText)") }
-        defer { PQexitPipelineMode(conn) }
         enum Expect { case prepare(String, String), statement }
         var expected: [Expect] = []
         var preparing: [String: String] = [:]
@@ -250,7 +471,7 @@ public struct PGSession {
         var results: [PGResult] = []
         var firstError: PGError?
         for e in expected {
-            guard let res = PQgetResult(conn) else { throw lostOrFailed("read") }
+            guard let res = try nextResult() else { throw lostOrFailed("read") }
             let status = PQresultStatus(res)
             if status == PGRES_PIPELINE_ABORTED {
                 PQclear(res)
@@ -260,11 +481,13 @@ public struct PGSession {
                 do { results.append(try consume(res)) } catch let err as PGError { firstError = firstError ?? err }
             }
             // Each statement's results end with a null result.
-            while let extra = PQgetResult(conn) { PQclear(extra) }
+            while let extra = try nextResult() { PQclear(extra) }
         }
-        guard let sync = PQgetResult(conn) else { throw lostOrFailed("sync") }
+        guard let sync = try nextResult() else { throw lostOrFailed("sync") }
         let syncStatus = PQresultStatus(sync)
         PQclear(sync)
+        // A pipeline still busy cannot be left: the session is then unusable (reported as lost).
+        guard PQexitPipelineMode(conn) == 1 else { throw lostOrFailed("exit") }
         if let firstError { throw firstError }
         guard syncStatus == PGRES_PIPELINE_SYNC else { throw PGError(.connection, "pipeline did not end with a sync: \(errorText)") }
         return results
@@ -282,11 +505,12 @@ public struct PGSession {
     @discardableResult
     public func execute(_ sql: String) throws -> PGResult {
         try flush()
-        return try consume(PQexec(conn, sql))
+        noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
+        guard PQsendQuery(conn, sql) == 1 else { throw PGError(.connection, errorText) }
+        return try collect()
     }
 
-    private func consume(_ res: OpaquePointer?) throws -> PGResult {
-        guard let res else { throw PGError(.connection, String(cString: PQerrorMessage(conn))) }
+    private func consume(_ res: OpaquePointer) throws -> PGResult {
         defer { PQclear(res) }
         switch PQresultStatus(res) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
@@ -309,25 +533,37 @@ public struct PGSession {
             let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
             return PGResult(columns: columns, rows: rows, affectedRows: affected)
         default:
-            let message = String(cString: PQresultErrorMessage(res))
+            var message = String(cString: PQresultErrorMessage(res))
             let state = PQresultErrorField(res, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            if state == "25P03" || state == "57014" {
+                // Say which statement the server gave up on (or was left waiting after).
+                message += " (last statement: `\(owner.lastStatement)`)"
+            }
             if PQstatus(conn) != CONNECTION_OK { throw PGError(.connection, message, sqlState: state) }
             throw PGError(.query, message, sqlState: state)
         }
     }
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
-    /// `BEGIN` travels with the first statement and `COMMIT` with the last queued ones.
+    /// `BEGIN` travels with the first statement and `COMMIT` with the last queued ones;
+    /// notifications asked for inside it follow the commit (`notifyAfterCommit`).
     public func transaction<T>(_ body: () throws -> T) throws -> T {
+        precondition(!owner.inTransaction, "PGSession.transaction does not nest")
         try flush()
         enqueue("BEGIN")
+        owner.inTransaction = true
         do {
             let v = try body()
             enqueue("COMMIT")
             try flush()
+            owner.inTransaction = false
+            owner.readyNotifications += owner.pendingNotifications.filter { !owner.readyNotifications.contains($0) }
+            owner.pendingNotifications = []
             return v
         } catch {
             owner.deferred = []
+            owner.pendingNotifications = []
+            owner.inTransaction = false
             if PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) != PQTRANS_IDLE { _ = try? execute("ROLLBACK") }
             throw error
         }

@@ -6,7 +6,12 @@ public protocol PGEncodable: Sendable {
     var pgText: String? { get }
 }
 
-extension String: PGEncodable { public var pgText: String? { self } }
+/// PostgreSQL's text cannot hold NUL, and libpq's C strings would cut a value at one (breaking
+/// an array literal mid-way: `22P02 malformed array literal`): a NUL is sent as U+FFFD, the
+/// replacement character, so one bad byte in a task's log line cannot fail a whole batch.
+extension String: PGEncodable {
+    public var pgText: String? { utf8.contains(0) ? replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : self }
+}
 extension Int: PGEncodable { public var pgText: String? { String(self) } }
 extension Int64: PGEncodable { public var pgText: String? { String(self) } }
 extension Int32: PGEncodable { public var pgText: String? { String(self) } }

@@ -1,6 +1,15 @@
 /// A PostgreSQL error: the server's message and SQLSTATE, or why the connection failed.
 public struct PGError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case connection, query }
+    public enum Kind: Sendable {
+        /// The connection could not be made or broke.
+        case connection
+        /// The server refused a statement.
+        case query
+        /// The server did not answer within the connection's `replyTimeout`: the connection is dropped.
+        case timeout
+        /// A caller broke the connection's contract (a `run` that left a transaction open).
+        case misuse
+    }
     public let kind: Kind
     public let message: String
     public let sqlState: String?
@@ -15,13 +24,19 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
         switch kind {
         case .connection: return "PostgreSQL connection failed: \(message)"
         case .query: return "PostgreSQL error\(sqlState.map { " \($0)" } ?? ""): \(message)"
+        case .timeout: return "PostgreSQL did not answer in time: \(message)"
+        case .misuse: return "PostgreSQL client misuse: \(message)"
         }
     }
 
     /// True for errors after which the connection must be re-established.
     public var isConnectionLoss: Bool {
-        kind == .connection || (sqlState?.hasPrefix("08") ?? false) || sqlState == "57P01" || sqlState == "57P02" || sqlState == "57P03"
+        kind == .connection || kind == .timeout || (sqlState?.hasPrefix("08") ?? false)
+            || sqlState == "57P01" || sqlState == "57P02" || sqlState == "57P03" || sqlState == "25P03"
     }
+
+    /// The server cancelled the statement: `statement_timeout` or `lock_timeout` ran out.
+    public var isStatementTimeout: Bool { sqlState == "57014" || sqlState == "55P03" }
 
     public var isUniqueViolation: Bool { sqlState == "23505" }
 }

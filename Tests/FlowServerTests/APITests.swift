@@ -1,6 +1,7 @@
 import FlowKit
 import FlowKitTesting
 import FlowServer
+import Flows
 import Foundation
 import Testing
 
@@ -31,7 +32,7 @@ struct APITests {
     func flows() async throws {
         try await withAPI { (api: LiveAPI) async throws in
             let list = try await api.request("GET", "/api/v1/flows")
-            #expect(list.json["flows"]?.arrayValue?.count == 4)
+            #expect(list.json["flows"]?.arrayValue?.count == allFlows.count)
             let f = try await api.request("GET", "/api/v1/flows/catalunya_data_pipeline")
             #expect(f.status == 200)
             #expect(f.json["schedule"] == "0 */6 * * *")

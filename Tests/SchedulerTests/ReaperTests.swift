@@ -107,6 +107,21 @@ struct ReaperTests {
         _ = run
     }
 
+    @Test("a queued task whose try already finished on a worker (its outcome still in the events stream) is not sent again")
+    func finishedTryNotResent() async throws {
+        let h = try await Harness.make([diamond])
+        _ = try await h.trigger("diamond")
+        let m = try await h.take()[0]  // a worker claimed it, ran it and acknowledged it...
+        // ...writing its result in the same MULTI as its outcome event, which the database has not seen yet.
+        try await h.redis.run { s in
+            for c in CeleryResult.commands(taskId: m.id, meta: CeleryResult.success(taskId: m.id, result: nil)) { try s.command(c).orThrow() }
+        }
+        h.clock.advance(by: 31)
+        let stale = try await h.store.staleQueued(now: h.clock.now(), olderThan: 30)
+        #expect(stale.map(\.messageId) == [m.id])
+        #expect(try await h.broker.missingMessages(stale).isEmpty)
+    }
+
     @Test("cancelling a run cancels its unfinished tasks and flags the running ones for their workers")
     func cancel() async throws {
         let h = try await Harness.make([diamond])

@@ -86,19 +86,36 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// Puts events the database refused on the dead-letter list, each with its reason.
+    public func deadLetterEvents(_ events: [(event: WorkerEvent, reason: String)], by scheduler: String) async throws {
+        guard !events.isEmpty else { return }
+        let now = Date().timeIntervalSince1970
+        let cmds = events.map { e -> [String] in
+            let entry: JSONValue = ["kind": "event", "reason": .string(e.reason), "scheduler": .string(scheduler), "at": .double(now),
+                                    "event": .string((try? StableJSON.string(e.event)) ?? "?")]
+            return ["LPUSH", FlowKitKeys.deadLetter, entry.compactJSON]
+        }
+        try await redis.run { s in for r in try s.pipeline(cmds) { try r.orThrow() } }
+    }
+
     public func ack(_ ids: [String]) async throws {
         guard !ids.isEmpty else { return }
         let args = ["XACK", FlowKitKeys.events, FlowKitKeys.eventsGroup] + ids
         try await redis.run { s in try s.command(args).orThrow() }
     }
 
-    /// Which of `candidates` (message id, queue) are in neither a queue list nor `unacked`.
+    /// Which of `candidates` (message id, queue) are in neither a queue list nor `unacked`, and
+    /// have not run: a worker writes the Celery result (`celery-task-meta-<id>`) in the same MULTI
+    /// as the outcome event and the acknowledgement, so a try whose result exists has finished and
+    /// its outcome waits in the events stream (the database may be catching up after an outage).
+    /// Sending it again would run it twice.
     public func missingMessages(_ candidates: [(messageId: String, queue: String)]) async throws -> [String] {
         guard !candidates.isEmpty else { return [] }
         let list = candidates
         return try await redis.run { s in
             var missing: [String] = []
-            for c in list {
+            let finished = try s.pipeline(list.map { ["EXISTS", CeleryResult.key($0.messageId)] })
+            for (c, done) in zip(list, finished) where done.int != 1 {
                 let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
                 let r = try s.command(["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId]).orThrow()
                 if r.int == 0 { missing.append(c.messageId) }

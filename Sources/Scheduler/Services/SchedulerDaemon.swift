@@ -134,7 +134,7 @@ public final class SchedulerDaemon: Sendable {
         let events = batch.compactMap(\.event)
         if events.count < batch.count { logger.warning("dropped \(batch.count - events.count) undecodable events") }
         let t0 = Date()
-        let work = try await store.applyEvents(events, now: clock.now(), durable: !deferAck)
+        let work = try await applyIsolatingPoison(events, durable: !deferAck)
         let t1 = Date()
         try await broker.perform(work)
         let done = Date()
@@ -150,6 +150,38 @@ public final class SchedulerDaemon: Sendable {
         logger.trace("applied \(events.count) events in \(Int(t1.timeIntervalSince(t0) * 1e6)) µs, broker work \(Int(Date().timeIntervalSince(t1) * 1e6)) µs, \(work.enqueue.count) enqueued")
         if deferAck { pendingAcks.add(batch.map(\.id)) } else { try await broker.ack(batch.map(\.id)) }
         return batch.count
+    }
+
+    /// Applies a batch; when PostgreSQL refuses it (not a lost connection: bad data), applies its
+    /// events one by one, so that one poison event holds no other hostage, and dead-letters the
+    /// events that fail on their own, with the reason — a deterministic failure would fail again.
+    func applyIsolatingPoison(_ events: [WorkerEvent], durable: Bool) async throws -> BrokerWork {
+        do {
+            return try await store.applyEvents(events, now: clock.now(), durable: durable)
+        } catch let e as PGError where !e.isConnectionLoss && events.count > 1 {
+            logger.warning("a batch of \(events.count) events failed (\(e)); applying them one by one")
+        } catch let e as PGError where !e.isConnectionLoss {
+            try await deadLetter([(events[0], "\(e)")])
+            return BrokerWork()
+        }
+        var work = BrokerWork(), poison: [(WorkerEvent, String)] = []
+        for ev in events {
+            do {
+                work.merge(try await store.applyEvents([ev], now: clock.now(), durable: durable))
+            } catch let e as PGError where !e.isConnectionLoss {
+                poison.append((ev, "\(e)"))
+            }
+        }
+        try await deadLetter(poison)
+        return work
+    }
+
+    private func deadLetter(_ poison: [(WorkerEvent, String)]) async throws {
+        guard !poison.isEmpty else { return }
+        for (ev, why) in poison {
+            logger.error("dead-lettered a \(ev.kind.rawValue) event of worker \(ev.worker) for \(ev.runId ?? "-")/\(ev.taskId ?? "-"): \(why)")
+        }
+        try await broker.deadLetterEvents(poison.map { ($0.0, $0.1) }, by: config.name)
     }
 
     let pendingAcks = PendingAcks()
@@ -236,6 +268,7 @@ public final class SchedulerDaemon: Sendable {
             try await maintenance(now: now)
             SchedulerMetrics.maintenance.observe(Date().timeIntervalSince(t0))
         }
+        heap.trimIfQuiet()
         if sleep { try await Task.sleep(for: .milliseconds(Int(config.maintenanceInterval * 1000))) }
     }
 

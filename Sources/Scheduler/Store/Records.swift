@@ -137,3 +137,19 @@ public struct NotFound: Error, CustomStringConvertible, Sendable {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
+
+extension JSONValue {
+    /// The JSON text for a `jsonb` column: jsonb refuses `\u0000` (22P05), so NUL characters in
+    /// strings and keys become U+FFFD, as in text columns (`String.pgText`).
+    var jsonbText: String { withoutNUL.compactJSON }
+
+    private var withoutNUL: JSONValue {
+        func clean(_ s: String) -> String { s.utf8.contains(0) ? s.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : s }
+        switch self {
+        case .string(let s): return .string(clean(s))
+        case .array(let a): return .array(a.map(\.withoutNUL))
+        case .object(let o): return .object(Dictionary(o.map { (clean($0.key), $0.value.withoutNUL) }, uniquingKeysWith: { a, _ in a }))
+        default: return self
+        }
+    }
+}

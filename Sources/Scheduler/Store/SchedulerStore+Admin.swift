@@ -9,7 +9,7 @@ extension SchedulerStore {
     public func cancelRun(runId: String, now: Date) async throws -> BrokerWork {
         try await db.run { s in
             try s.transaction {
-                guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR UPDATE", [runId]).first else {
+                guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
                 }
                 let state = r.string("state")!
@@ -29,7 +29,7 @@ extension SchedulerStore {
                     """, [pk, live.map { $0.string("task_id")! }, live.map { $0.int("try_number")! }, now])
                 try s.query("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
                 try s.query("UPDATE runs SET state = 'cancelled', ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now])
-                try s.query("SELECT pg_notify('flowkit_runs', $1)", [runId])
+                s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
                 var work = BrokerWork()
                 work.cancel = live.compactMap { $0.string("message_id") }
                 return work
@@ -43,7 +43,7 @@ extension SchedulerStore {
     public func clearTasks(runId: String, taskIds: [String]?, now: Date) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
-                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR UPDATE", [runId]).first else {
+                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
                 }
                 let pk = r.int("id")!
@@ -110,7 +110,7 @@ extension SchedulerStore {
         guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
         return try await db.run { [self] s in
             try s.transaction {
-                guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR UPDATE", [flowId]).first else {
+                guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId]).first else {
                     let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
                     throw NotFound(UnknownFlowError(id: flowId, known: known).description)
                 }
@@ -141,10 +141,11 @@ extension SchedulerStore {
 
     public func setPaused(flowId: String, paused: Bool) async throws -> FlowRecord {
         let n = try await db.run { s in
-            try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
+            let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
+            if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
+            return n
         }
         if n == 0 { throw NotFound("unknown flow `\(flowId)`") }
-        if !paused { _ = try await db.run { s in try s.query("SELECT pg_notify('flowkit_runs', $1)", [flowId]) } }
         return try await flow(flowId, withDefinition: false)
     }
 

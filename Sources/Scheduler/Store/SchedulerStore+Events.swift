@@ -27,7 +27,7 @@ extension SchedulerStore {
                     // The runs' locks and, in the same round trip, the task instances that outcomes report on.
                     let reported = events.filter { [.succeeded, .failed, .skipped].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
                     var statements: [(String, [any PGEncodable])] = [
-                        ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR UPDATE", [runIds]),
+                        ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", [runIds]),
                     ]
                     if !reported.isEmpty {
                         statements.append(("""
@@ -48,7 +48,7 @@ extension SchedulerStore {
                     switch ev.kind {
                     case .log:
                         guard let pk = ev.runId.flatMap({ runPks[$0] }), let task = ev.taskId, let t = ev.tryNumber else { continue }
-                        for line in ev.lines ?? [] { logs.add(pk, task, t, Date(timeIntervalSince1970: ev.at), line) }
+                        for line in ev.lines ?? [] { logs.add(pk, task, t, Date(timeIntervalSince1970: ev.at), Self.storableLogLine(line)) }
                     case .heartbeat, .workerOnline, .workerOffline:
                         if ev.kind == .heartbeat { heartbeatIds += ev.running ?? [] }
                         if let prev = latestWorkerEvent[ev.worker], prev.kind == .workerOnline, ev.kind == .heartbeat { continue }
@@ -80,6 +80,15 @@ extension SchedulerStore {
                 return try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
             } }
         }
+    }
+
+    /// Longest log line kept whole; longer ones are cut, saying how much was dropped.
+    static let maxLogLine = 16 * 1024
+
+    static func storableLogLine(_ line: String) -> String {
+        guard line.utf8.count > maxLogLine else { return line }
+        let kept = String(decoding: line.utf8.prefix(maxLogLine), as: UTF8.self)
+        return kept + " …[line cut: \(line.utf8.count - kept.utf8.count) more bytes]"
     }
 
     private func upsertWorker(_ s: PGSession, _ ev: WorkerEvent, now: Date) throws {
@@ -172,7 +181,7 @@ extension SchedulerStore {
                 nextAttempt = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
             }
             let startedAt = ev.startedAt.map(Date.init(timeIntervalSince1970:))
-            updates.add(pk, task, t, newState, target, at, ev.result.map(\.compactJSON), ev.error, nextAttempt, ev.worker, startedAt)
+            updates.add(pk, task, t, newState, target, at, ev.result.map(\.jsonbText), ev.error, nextAttempt, ev.worker, startedAt)
             var from = state
             if state == "queued", let startedAt {
                 // A short try reported its start inside its outcome.
@@ -205,7 +214,7 @@ extension SchedulerStore {
                 let due = try s.query("""
                     SELECT t.run_pk, t.task_id, r.flow_id, r.flow_version FROM task_instances t JOIN runs r ON r.id = t.run_pk
                     WHERE t.state = 'up_for_retry' AND t.next_attempt_at <= $1 AND r.state = 'running'
-                    ORDER BY t.next_attempt_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED
+                    ORDER BY t.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [now, limit]).all
                 var byRun: [Int: (String, Int, [String])] = [:]
                 for r in due {
@@ -240,7 +249,7 @@ extension SchedulerStore {
                 let due = try s.query("""
                     SELECT flow_id, current_version, schedule, timezone, catchup, next_tick FROM flows
                     WHERE next_tick <= $1 AND is_active AND NOT is_paused AND schedule IS NOT NULL
-                    ORDER BY next_tick LIMIT 100 FOR UPDATE SKIP LOCKED
+                    ORDER BY next_tick LIMIT 100 FOR NO KEY UPDATE SKIP LOCKED
                     """, [now]).all
                 for f in due {
                     let flowId = f.string("flow_id")!
@@ -305,7 +314,7 @@ extension SchedulerStore {
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
                     WHERE t.state = 'running' AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
-                    LIMIT 500 FOR UPDATE OF r SKIP LOCKED
+                    LIMIT 500 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
                 for r in rows {
                     let pk = r.int("run_pk")!, task = r.string("task_id")!, t = r.int("try_number")!
@@ -355,7 +364,7 @@ extension SchedulerStore {
                 let rows = try s.query("""
                     SELECT t.run_pk, t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, r.flow_id, r.flow_version
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR UPDATE OF t SKIP LOCKED
+                    WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR NO KEY UPDATE OF t SKIP LOCKED
                     """, [messageIds]).all
                 var byRun: [Int: [PGRow]] = [:]
                 for r in rows { byRun[r.int("run_pk")!, default: []].append(r) }

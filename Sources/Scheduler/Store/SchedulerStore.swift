@@ -119,10 +119,10 @@ public final class SchedulerStore: @unchecked Sendable {
             INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start, data_interval_end)
             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $8, $9) \(conflict)
             RETURNING \(RunRecord.columns)
-            """, [runId, flowId, version, kind, JSONValue.object(conf).compactJSON, JSONValue.object(params).compactJSON,
+            """, [runId, flowId, version, kind, JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText,
                   logicalDate, intervalStart, intervalEnd])
         guard let row = r.first else { return nil }
-        try s.query("SELECT pg_notify('flowkit_runs', $1)", [runId])
+        s.notifyAfterCommit("flowkit_runs", runId)
         return RunRecord(row)
     }
 
@@ -131,20 +131,31 @@ public final class SchedulerStore: @unchecked Sendable {
     }
 
     /// Starts queued runs whose flow has room under `max_active_runs`: creates their task
-    /// instances and queues the tasks that can start.
+    /// instances and queues the tasks that can start. Oldest first, but only among flows with
+    /// room, so a flow at its cap never hides another flow's queued runs.
     public func startQueuedRuns(now: Date, limit: Int = 50) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
                 var work = BrokerWork()
+                // Per flow, only as many of its oldest queued runs as it has room for.
                 let queued = try s.query("""
-                    SELECT r.id, r.flow_id, r.flow_version FROM runs r JOIN flows f ON f.flow_id = r.flow_id
-                    WHERE r.state = 'queued' AND NOT f.is_paused ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED
+                    SELECT r.id, r.flow_id, r.flow_version FROM runs r WHERE r.id IN (
+                        SELECT id FROM (
+                            SELECT q.id, row_number() OVER (PARTITION BY q.flow_id ORDER BY q.id) AS n,
+                                   f.max_active_runs - (SELECT count(*) FROM runs a WHERE a.flow_id = q.flow_id AND a.state = 'running') AS room
+                            FROM runs q JOIN flows f ON f.flow_id = q.flow_id
+                            WHERE q.state = 'queued' AND NOT f.is_paused) c
+                        WHERE n <= room)
+                    AND r.state = 'queued'
+                    ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [limit]).all
                 var lockedFlows = Set<String>()
                 for row in queued {
                     let runPk = row.int("id")!, flowId = row.string("flow_id")!, version = row.int("flow_version")!
+                    // The flow's row serialises the count below among schedulers. NO KEY UPDATE:
+                    // a manual run's INSERT (its foreign key takes KEY SHARE) does not wait for it.
                     if lockedFlows.insert(flowId).inserted {
-                        try s.query("SELECT 1 FROM flows WHERE flow_id = $1 FOR UPDATE", [flowId])
+                        try s.query("SELECT 1 FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId])
                     }
                     let counts = try s.query("""
                         SELECT (SELECT count(*) FROM runs WHERE flow_id = $1 AND state = 'running') AS active, max_active_runs
@@ -313,15 +324,15 @@ public final class SchedulerStore: @unchecked Sendable {
                   r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
         }
         s.enqueue("""
-            WITH f AS (
-                UPDATE runs SET ended_at = $3, state = (
-                    SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
-                    FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
-                WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
-                RETURNING flow_id)
-            SELECT pg_notify('flowkit_runs', flow_id) FROM f
-            """, [runPk, Array(graph.leaves), now, failingLeafStates.map(\.rawValue)])
-        // A finished run may let a queued run of the same flow start: hence the notification.
+            UPDATE runs SET ended_at = $3, state = (
+                SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
+                FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
+            WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
+            RETURNING flow_id
+            """, [runPk, Array(graph.leaves), now, failingLeafStates.map(\.rawValue)]) { result in
+            // A finished run may let a queued run of the same flow start: wake the run starters.
+            if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
+        }
     }
 }
 

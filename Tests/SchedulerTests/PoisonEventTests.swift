@@ -1,0 +1,60 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import Testing
+@testable import Scheduler
+
+@Suite("Poison events", .serialized)
+struct PoisonEventTests {
+    func event(_ kind: WorkerEvent.Kind, _ m: CeleryMessage, _ h: Harness, tryNumber: Int? = nil, lines: [String]? = nil) throws -> WorkerEvent {
+        let inv = try h.invocation(m)
+        var e = WorkerEvent(kind: kind, worker: "w1", at: h.clock.now(), messageId: m.id, runId: inv.runId, taskId: inv.taskId,
+                            tryNumber: tryNumber ?? inv.tryNumber)
+        e.lines = lines
+        return e
+    }
+
+    @Test("a log line with a NUL byte is stored (as U+FFFD) and does not fail the outcome read beside it")
+    func nulInLogLine() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        let batch = [try event(.log, a, h, lines: ["a\u{0}b", "plain"]), try event(.succeeded, a, h)]
+        _ = try await h.daemon.apply(batch.map { (id: "0-1", event: $0) }, deferAck: true)
+        #expect(try await h.states(run)["a"] == "success")
+        #expect(Set(try await h.queued().map { try h.invocation($0).taskId }) == ["b", "c"])
+        let lines = try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.map(\.line)
+        #expect(lines == ["a\u{FFFD}b", "plain"])
+    }
+
+    @Test("an event the database refuses on its own is dead-lettered with its reason; the events beside it apply")
+    func poisonIsolated() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        // A try number past PostgreSQL's int range: well-formed JSON, refused by the database (22003).
+        let poison = try event(.log, a, h, tryNumber: 5_000_000_000, lines: ["from nowhere"])
+        let batch = [poison, try event(.started, a, h), try event(.succeeded, a, h)]
+        _ = try await h.daemon.apply(batch.map { (id: "0-1", event: $0) }, deferAck: true)
+        #expect(try await h.states(run)["a"] == "success")
+        let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+        #expect(dead.count == 1)
+        let entry = try JSONValue.parse(try #require(dead.first))
+        #expect(entry["kind"]?.stringValue == "event")
+        #expect(entry["reason"]?.stringValue?.contains("22003") == true)
+        #expect(entry["event"]?.stringValue?.contains("5000000000") == true)
+    }
+
+    @Test("log lines past 16 KiB are cut, saying how much was dropped")
+    func longLinesCut() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        let long = String(repeating: "x", count: 100_000)
+        _ = try await h.daemon.apply([(id: "0-1", event: try event(.log, a, h, lines: [long]))], deferAck: true)
+        let line = try #require(try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.first?.line)
+        #expect(line.hasPrefix(String(repeating: "x", count: 16 * 1024)))
+        #expect(line.hasSuffix("[line cut: \(100_000 - 16 * 1024) more bytes]"))
+    }
+}
