@@ -1,12 +1,12 @@
 #!/bin/bash
-# `make bench`: the workloads of shared/bench/WORKLOADS.md for FlowKit (release build) and, in the
+# `make bench`: the workloads of docs/benchmarks.md for FlowKit (release build) and, in the
 # same run, W1–W4 for Celery 5 on Redis (its own virtualenv, made by the peer script), then the
 # ratios. Figures are medians of 3 runs with min–max; nothing here asserts a time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 flowctl="${1:-.build/release/flowctl}"
 repeats="${REPEATS:-3}"
-shared="${FLOWKIT_SHARED:-../shared}"
+peers="${FLOWKIT_PEERS:-scripts/bench/peers}"   # the Celery reference, kept in the repository
 out=.flowkit/bench
 mkdir -p "$out"
 
@@ -50,11 +50,11 @@ print(f"BENCH id=W7 metric=seconds_to_first_task value={statistics.median(v):.3g
 PY
 
 # Celery on the same machine, same run.
-if [ -x "$shared/bench/peers/celery_bench.sh" ] || [ -f "$shared/bench/peers/celery_bench.sh" ]; then
-  echo "# Celery 5 (prefork, concurrency 2) via $shared/bench/peers/celery_bench.sh"
-  REPEATS="$repeats" bash "$shared/bench/peers/celery_bench.sh" 2>"$out/celery.log" | tee "$out/celery.txt"
+if [ -x "$peers/celery_bench.sh" ] || [ -f "$peers/celery_bench.sh" ]; then
+  echo "# Celery 5 (prefork, concurrency 2) via $peers/celery_bench.sh"
+  REPEATS="$repeats" bash "$peers/celery_bench.sh" 2>"$out/celery.log" | tee "$out/celery.txt"
 else
-  echo "# $shared/bench/peers/celery_bench.sh not found: no Celery comparison"
+  echo "# $peers/celery_bench.sh not found: no Celery comparison"
 fi
 
 python3 scripts/bench_report.py "$out/flowkit.txt" "$out/celery.txt"

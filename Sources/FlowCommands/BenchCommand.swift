@@ -8,7 +8,7 @@ import RedisClient
 import Scheduler
 import WorkerRuntime
 
-/// The flows of `shared/bench/WORKLOADS.md`, built into flowctl for `flowctl bench`.
+/// The flows of `docs/benchmarks.md`, built into flowctl for `flowctl bench`.
 enum BenchFlows {
     static let w1Tasks = Int(ProcessInfo.processInfo.environment["W1_N"] ?? "") ?? 10_000
     static let w2Tasks = Int(ProcessInfo.processInfo.environment["W2_N"] ?? "") ?? 100
@@ -33,7 +33,7 @@ enum BenchFlows {
 }
 
 struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks of shared/bench/WORKLOADS.md (see make bench).",
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks of docs/benchmarks.md (see make bench).",
                                                     subcommands: [Run.self, BenchWorker.self, BenchScheduler.self], defaultSubcommand: Run.self)
 
     struct BenchWorker: AsyncParsableCommand {
