@@ -123,7 +123,7 @@ check "burst of 201 malformed or unknown messages (dead letters: $(redis-cli -p 
 batch
 bad=0
 for i in $(seq 1 300); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer faults-admin" --data "{bad json $i" "$FLOWKIT_API_URL/api/v1/flows/example_sleep/runs")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer faults-admin" -H "Content-Type: application/json" --data "{bad json $i" "$FLOWKIT_API_URL/api/v1/flows/example_sleep/runs")
   [ "$code" = 400 ] || bad=$((bad+1))
 done
 [ $bad -eq 0 ] || results+=("FAIL|API flood|$bad responses were not 400")

@@ -102,8 +102,7 @@ struct ServerCommand: AsyncParsableCommand {
         try await Migrator.checkCurrent(PGConnection(db, label: "check"))
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: try settings.requireRedis(), tokens: settings.apiTokens,
                           openReads: settings.openReads ?? false, logger: logger)
-        try await api.prepare()
-        if settings.apiTokens.isEmpty { logger.warning("FLOWKIT_API_TOKENS is empty: only tokens already stored in the database are accepted") }
+        if settings.apiTokens.isEmpty { logger.warning("FLOWKIT_API_TOKENS is empty: only tokens made with `flowctl tokens create` are accepted") }
         try await runServices([api.application(host: host, port: port)], logger: logger)
     }
 }
@@ -159,7 +158,6 @@ struct StandaloneCommand: AsyncParsableCommand {
         }
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: redis, tokens: tokens, openReads: settings.openReads ?? true,
                           logger: logger)
-        try await api.prepare()
         let redisConfig = try RedisConfig(url: redis)
         let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout))
         var services: [any Service] = [api.application(host: host, port: port), SchedulerService(daemon: daemon)]

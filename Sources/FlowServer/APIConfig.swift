@@ -5,13 +5,18 @@ import Foundation
 public struct APIConfig: Sendable {
     public enum Role: String, Sendable { case read, admin }
 
-    /// Tokens as `role:token`; only their SHA-256 hashes are kept and stored.
+    /// Tokens as `role:token`: the whole set of configured tokens, checked in memory and never stored.
     public var tokens: [(role: Role, token: String)]
     /// When true, GET endpoints need no token (writes always do).
     public var openReads: Bool
     /// Allowed browser origins (`*` for any); empty turns CORS off.
     public var corsOrigins: [String]
     public var maxBodyBytes: Int = 1 << 20
+    /// Read timeouts and the per-address connection limit.
+    public var connectionLimits = ConnectionLimits()
+    /// How long a token read from the database is trusted before it is read again: a revoked
+    /// or expired token stops working within this many seconds on every API process.
+    public var tokenCacheSeconds: Double = 5
 
     public init(tokens: [(role: Role, token: String)] = [], openReads: Bool = true, corsOrigins: [String] = []) {
         self.tokens = tokens
@@ -38,5 +43,3 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// Hashes an API token the way the `api_tokens` table stores it.
-public func hashToken(_ token: String) -> String { SHA256.hex("flowkit-token:" + token) }

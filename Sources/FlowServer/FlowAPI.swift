@@ -41,8 +41,6 @@ public struct FlowAPI: Sendable {
         self.logger = logger
     }
 
-    /// Stores the configured tokens' hashes, so every API process knows them.
-    public func prepare() async throws { try await auth.storeConfiguredTokens() }
 
     public func application(host: String, port: Int) -> some ApplicationProtocol {
         let router = Router()
@@ -52,8 +50,13 @@ public struct FlowAPI: Sendable {
             router.add(middleware: CORSMiddleware(allowOrigin: origin, allowHeaders: [.accept, .authorization, .contentType, .origin],
                                                   allowMethods: [.get, .post, .options]))
         }
+        router.add(middleware: RouteFallbackMiddleware(routes: Self.routes))
         register(router)
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "FlowKit"),
+        let limits = config.connectionLimits
+        let clients = ClientConnections(limit: limits.perClient)
+        return Application(router: router,
+                           server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, clients: clients)])),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "FlowKit"),
                            logger: logger)
     }
 
@@ -68,11 +71,11 @@ public struct FlowAPI: Sendable {
             try json(["flows": try await self.store.flows()])
         }
         handle(router, .get, "/api/v1/flows/{flow_id}", role: .read) { _, c in
-            try json(try await self.store.flow(try c.parameters.require("flow_id")))
+            try json(try await self.store.flow(try self.param(c, "flow_id")))
         }
         for (path, paused) in [("/api/v1/flows/{flow_id}/pause", true), ("/api/v1/flows/{flow_id}/unpause", false)] {
             handle(router, .post, path, role: .admin) { _, c in
-                try json(try await self.store.setPaused(flowId: try c.parameters.require("flow_id"), paused: paused))
+                try json(try await self.store.setPaused(flowId: try self.param(c, "flow_id"), paused: paused))
             }
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/runs", role: .admin) { req, c in
@@ -84,27 +87,25 @@ public struct FlowAPI: Sendable {
             }
             var logical: Date?
             if let l = body["logicalDate"] ?? body["logical_date"], l != .null {
-                guard let s = l.stringValue, let d = parseDate(s) else { throw APIError.badRequest("`logicalDate` must be an ISO-8601 instant") }
-                logical = d
+                guard let s = l.stringValue else { throw APIError.badRequest("`logicalDate` must be an ISO-8601 instant") }
+                logical = try apiInstant(s, "logicalDate")
             }
-            let run = try await self.store.createRun(flowId: try c.parameters.require("flow_id"), kind: "manual", conf: conf,
+            let run = try await self.store.createRun(flowId: try self.param(c, "flow_id"), kind: "manual", conf: conf,
                                                      logicalDate: logical, now: Date())
             return try json(run, status: .created)
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/backfill", role: .admin) { req, c in
             let body = try await self.jsonBody(req, c, allowEmpty: false)
             func date(_ key: String) throws -> Date {
-                guard let s = body[key]?.stringValue, let d = parseDate(s) else {
-                    throw APIError.badRequest("`\(key)` must be an ISO-8601 instant")
-                }
-                return d
+                guard let s = body[key]?.stringValue else { throw APIError.badRequest("`\(key)` must be an ISO-8601 instant") }
+                return try apiInstant(s, key)
             }
             var conf: [String: JSONValue] = [:]
             if let cv = body["conf"], cv != .null {
                 guard let o = cv.objectValue else { throw APIError.badRequest("`conf` must be a JSON object") }
                 conf = o
             }
-            let runs = try await self.store.createBackfillRuns(flowId: try c.parameters.require("flow_id"), from: try date("from"),
+            let runs = try await self.store.createBackfillRuns(flowId: try self.param(c, "flow_id"), from: try date("from"),
                                                                to: try date("to"), conf: conf)
             return try json(["runs": runs], status: .created)
         }
@@ -120,8 +121,7 @@ public struct FlowAPI: Sendable {
             }
             for (key, keyPath) in [("since", \RunFilter.since), ("until", \RunFilter.until)] {
                 if let v = q.get(key) {
-                    guard let d = parseDate(String(v)) else { throw APIError.badRequest("`\(key)` must be an ISO-8601 instant") }
-                    f[keyPath: keyPath] = d
+                    f[keyPath: keyPath] = try apiInstant(String(v), key)
                 }
             }
             if let l = q.get("limit") {
@@ -137,16 +137,16 @@ public struct FlowAPI: Sendable {
             return try json(RunPage(runs: runs, nextCursor: next.stringValue))
         }
         handle(router, .get, "/api/v1/runs/{run_id}", role: .read) { _, c in
-            try json(try await self.store.run(try c.parameters.require("run_id")))
+            try json(try await self.store.run(try self.param(c, "run_id")))
         }
         handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
-            let id = try c.parameters.require("run_id")
+            let id = try self.param(c, "run_id")
             let work = try await self.store.cancelRun(runId: id, now: Date())
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
         handle(router, .post, "/api/v1/runs/{run_id}/clear", role: .admin) { req, c in
-            let id = try c.parameters.require("run_id")
+            let id = try self.param(c, "run_id")
             let body = try await self.jsonBody(req, c, allowEmpty: true)
             var tasks: [String]?
             if let t = body["taskIds"] ?? body["task_ids"], t != .null {
@@ -160,21 +160,21 @@ public struct FlowAPI: Sendable {
             return try json(try await self.store.run(id))
         }
         handle(router, .get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
-            try json(["tasks": try await self.store.taskInstances(runId: try c.parameters.require("run_id"))])
+            try json(["tasks": try await self.store.taskInstances(runId: try self.param(c, "run_id"))])
         }
         handle(router, .get, "/api/v1/runs/{run_id}/tasks/{task_id}/logs", role: .read) { req, c in
             let q = req.uri.queryParameters
             var tryNumber: Int?
             if let t = q.get("try") {
-                guard let n = Int(t), n >= 1 else { throw APIError.badRequest("`try` must be a try number (1 or more)") }
-                tryNumber = n
+                guard let n = Int32(t), n >= 1 else { throw APIError.badRequest("`try` must be a try number from 1 to \(Int32.max)") }
+                tryNumber = Int(n)
             }
             var offset = 0
             if let o = q.get("offset") {
-                guard let n = Int(o), n >= 0 else { throw APIError.badRequest("`offset` must be a whole number") }
+                guard let n = Int(o), n >= 0 else { throw APIError.badRequest("`offset` must be a whole number from 0 to \(Int.max)") }
                 offset = n
             }
-            let r = try await self.store.logs(runId: try c.parameters.require("run_id"), taskId: try c.parameters.require("task_id"),
+            let r = try await self.store.logs(runId: try self.param(c, "run_id"), taskId: try self.param(c, "task_id"),
                                               tryNumber: tryNumber, after: offset)
             return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
         }
@@ -226,6 +226,11 @@ public struct FlowAPI: Sendable {
             if allowEmpty { return [:] }
             throw APIError.badRequest("the request needs a JSON body")
         }
+        let media = req.headers[.contentType].map { $0.split(separator: ";")[0].trimmingCharacters(in: .whitespaces).lowercased() }
+        guard let media, media == "application/json" || (media.hasPrefix("application/") && media.hasSuffix("+json")) else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type",
+                           "the body must be JSON sent with `Content-Type: application/json`; this request has \(media.map { "`\($0)`" } ?? "no Content-Type")")
+        }
         let data = Data(buffer.readableBytesView)
         let value: JSONValue
         do { value = try JSONValue.parse(data) } catch {
@@ -233,6 +238,15 @@ public struct FlowAPI: Sendable {
         }
         guard value.objectValue != nil else { throw APIError(.badRequest, "malformed_json", "the request body must be a JSON object") }
         return value
+    }
+
+    /// A path parameter, percent-decoded (`example%5Fsleep` is `example_sleep`).
+    func param(_ c: BasicRequestContext, _ name: String) throws -> String {
+        let raw = try c.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw APIError.badRequest("the path segment `\(raw)` (\(name)) is not valid percent-encoding")
+        }
+        return decoded
     }
 
     static func describe(_ error: any Error) -> String {
@@ -345,6 +359,16 @@ public func formatInstant(_ d: Date) -> String {
 }
 
 func parseDate(_ s: String) -> Date? { Instant.parse(s) }
+
+/// The instants the API takes: ISO-8601, from 1900 to 9999. Year 1 parses, but no schedule or
+/// data interval means it, and it is usually a client's zero value sent by mistake.
+let apiInstantRange = Instant.parse("1900-01-01T00:00:00Z")!...Instant.parse("9999-12-31T23:59:59.999Z")!
+
+func apiInstant(_ s: String, _ key: String) throws -> Date {
+    guard let d = parseDate(s) else { throw APIError.badRequest("`\(key)` must be an ISO-8601 instant, like 2026-11-30T06:00:00Z") }
+    guard apiInstantRange.contains(d) else { throw APIError.badRequest("`\(key)` \(s) is outside the years 1900 to 9999 that FlowKit accepts") }
+    return d
+}
 
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     if let fast = value as? any JSONWritable {

@@ -68,6 +68,7 @@ struct JSONTests {
         #expect(try JSONValue.parse("1.5") == .double(1.5))
         #expect(try JSONValue.parse("2e3") == .double(2000))
         #expect(try JSONValue.parse("92233720368547758070") == .double(92233720368547758070))
+        #expect(try JSONValue.parse("1e-999999") == .double(0))  // underflow is zero, not an error
         #expect(try JSONValue.parse(" [1, \"\\u00e9\\ud834\\udd1e\\n\"] ") == .array([.int(1), .string("é𝄞\n")]))
     }
 
@@ -86,6 +87,9 @@ struct JSONTests {
         ("tru", "unexpected \"t\""),
         ("{} x", "unexpected \"x\" after the value at byte 3"),
         ("NaN", "unexpected \"N\""),
+        ("1e999999", "the number 1e999999 is out of range"),
+        ("[-1e400]", "the number -1e400 is out of range"),
+        ("{\"n\": " + String(repeating: "9", count: 5000) + "}", "(5000 characters) is out of range"),
     ])
     func malformed(_ text: String, _ expected: String) {
         do {

@@ -101,6 +101,79 @@ struct APITests {
         }
     }
 
+    @Test("edge cases: out-of-range numbers, percent-encoded paths, unknown routes and methods, content types, far dates")
+    func edgeCases() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            func expectError(_ r: LiveAPI.Reply, _ status: Int, _ code: String, _ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+                #expect(r.status == status, "\(r.text)", sourceLocation: sourceLocation)
+                #expect(r.json["error"]?.stringValue == code, "\(r.text)", sourceLocation: sourceLocation)
+                #expect(r.json["message"]?.stringValue?.contains(text) == true, "\(r.text)", sourceLocation: sourceLocation)
+            }
+            let run = try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 0}}"#)
+            let id = try #require(run.json["runId"]?.stringValue)
+            try await eventually("the run to succeed") { try await api.request("GET", "/api/v1/runs/\(id)").json["state"] == "success" }
+            // A try number beyond PostgreSQL's integer was a 500 (22003).
+            expectError(try await api.request("GET", "/api/v1/runs/\(id)/tasks/sleep/logs?try=2147483648"), 400, "bad_request", "from 1 to 2147483647")
+            let top = try await api.request("GET", "/api/v1/runs/\(id)/tasks/sleep/logs?try=2147483647")
+            #expect(top.status == 200, "\(top.text)")
+            // Numbers that overflow a double were stored as null.
+            expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 1e999999}}"#),
+                        400, "malformed_json", "out of range")
+            expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin,
+                                              body: #"{"conf": {"n": "# + String(repeating: "7", count: 5000) + "}}"), 400, "malformed_json", "out of range")
+            // Percent-encoded path segments are decoded.
+            #expect(try await api.request("GET", "/api/v1/flows/example%5Fsleep").json["flowId"] == "example_sleep")
+            let encoded = id.replacingOccurrences(of: ":", with: "%3A")
+            #expect(encoded != id)
+            #expect(try await api.request("GET", "/api/v1/runs/\(encoded)").json["runId"]?.stringValue == id)
+            expectError(try await api.request("GET", "/api/v1/flows/bad%C3%28"), 400, "bad_request", "percent-encoding")
+            // Unknown routes and wrong methods answer with the JSON error.
+            expectError(try await api.request("GET", "/api/v1/nothing/here"), 404, "not_found", "no route `GET /api/v1/nothing/here`")
+            let wrong = try await api.request("DELETE", "/api/v1/runs/\(id)", token: LiveAPI.admin)
+            expectError(wrong, 405, "method_not_allowed", "answers GET")
+            expectError(try await api.request("PUT", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: "{}"), 405, "method_not_allowed", "answers POST")
+            // JSON must say it is JSON.
+            expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 0}}"#,
+                                              contentType: "text/plain"), 415, "unsupported_media_type", "`text/plain`")
+            #expect(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 0}}"#,
+                                          contentType: "application/json; charset=utf-8").status == 201)
+            // Year 1 is a client's zero value, not a logical date.
+            expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin,
+                                              body: #"{"logicalDate": "0001-01-01T00:00:00Z"}"#), 400, "bad_request", "outside the years 1900 to 9999")
+            expectError(try await api.request("GET", "/api/v1/runs?since=0001-01-01T00:00:00Z"), 400, "bad_request", "outside the years")
+        }
+    }
+
+    @Test("a client that sends its headers or body too slowly is cut off; one address cannot hold every connection")
+    func slowClientsAndConnectionLimit() async throws {
+        try await withAPI(configure: { c in
+            c.connectionLimits.headerTimeout = .seconds(1)
+            c.connectionLimits.bodyTimeout = .seconds(1)
+            c.connectionLimits.perClient = 3
+        }) { (api: LiveAPI) async throws in
+            // Partial headers, never finished: held for more than 150 s before.
+            let slow = try RawConnection(port: api.port)
+            slow.send("GET /api/v1/flows HTTP/1.1\r\nHost: x\r\n")
+            #expect(slow.readUntilClosed(seconds: 15).closed, "partial headers kept the connection open")
+            // Headers, then a body that never comes.
+            let body = try RawConnection(port: api.port)
+            body.send("POST /api/v1/flows/example_sleep/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            #expect(body.readUntilClosed(seconds: 15).closed, "an unfinished body kept the connection open")
+            // Three open connections from one address; the fourth is answered 429 and closed.
+            let held = try (0..<3).map { _ in try RawConnection(port: api.port) }
+            for h in held { h.send("GET /api/v1/flows HTTP/1.1\r\nHost: x\r\n") }
+            let extra = try RawConnection(port: api.port)
+            extra.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            let reply = extra.readUntilClosed(seconds: 15)
+            #expect(reply.text.hasPrefix("HTTP/1.1 429"), "\(reply.text)")
+            #expect(reply.text.contains("too_many_connections"))
+            #expect(reply.closed)
+            // Once they are gone (cut off by the header timeout), the address may connect again.
+            for h in held { _ = h.readUntilClosed(seconds: 15) }
+            try await eventually("the address to be let in again") { (try? await api.request("GET", "/health").status) == 200 }
+        }
+    }
+
     @Test("an oversized body is refused with 413")
     func oversized() async throws {
         try await withAPI { (api: LiveAPI) async throws in

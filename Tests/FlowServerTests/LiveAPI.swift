@@ -17,22 +17,26 @@ final class LiveAPI: @unchecked Sendable {
     let port: Int
     let base: String
     let store: SchedulerStore
+    let databaseURL: String
+    let redisConfig: RedisConfig
     var tasks: [Task<Void, any Error>] = []
     let worker: Worker
     static let admin = "admin-secret", reader = "read-secret"
 
-    init(openReads: Bool = true) async throws {
+    init(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }) async throws {
         let url = try await TestServers.freshDatabase()
         let redis = try await TestServers.freshRedis()
+        databaseURL = url
+        redisConfig = redis
         port = try freePort()
         base = "http://127.0.0.1:\(port)"
         var sc = SchedulerConfig(name: "api-test-scheduler")
         sc.maintenanceInterval = 0.3
         let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: allFlows, config: sc)
         store = SchedulerStore(db: PGPool(url, size: 2))
-        let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"),
-                          config: APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader)], openReads: openReads))
-        try await api.prepare()
+        var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader)], openReads: openReads)
+        configure(&config)
+        let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"), config: config)
         var wc = WorkerConfig(name: "api-test-worker", queues: ["default"], concurrency: 2)
         wc.heartbeatInterval = 0.3
         wc.shutdownGrace = 0.5
@@ -55,19 +59,25 @@ final class LiveAPI: @unchecked Sendable {
 
     struct Reply { let status: Int; let json: JSONValue; let text: String }
 
-    func request(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> Reply {
+    func request(_ method: String, _ path: String, token: String? = nil, body: String? = nil,
+                 contentType: String = "application/json") async throws -> Reply {
+        try await Self.request(base: base, method, path, token: token, body: body, contentType: contentType)
+    }
+
+    static func request(base: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil,
+                        contentType: String = "application/json") async throws -> Reply {
         var req = URLRequest(url: URL(string: base + path)!, timeoutInterval: 10)
         req.httpMethod = method
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { req.httpBody = Data(body.utf8); req.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        if let body { req.httpBody = Data(body.utf8); req.setValue(contentType, forHTTPHeaderField: "Content-Type") }
         let (data, resp) = try await URLSession.shared.data(for: req)
         let text = String(decoding: data, as: UTF8.self)
         return Reply(status: (resp as! HTTPURLResponse).statusCode, json: (try? JSONValue.parse(data)) ?? .null, text: text)
     }
 }
 
-func withAPI(openReads: Bool = true, _ body: (LiveAPI) async throws -> Void) async throws {
-    let api = try await LiveAPI(openReads: openReads)
+func withAPI(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }, _ body: (LiveAPI) async throws -> Void) async throws {
+    let api = try await LiveAPI(openReads: openReads, configure: configure)
     do { try await body(api) } catch { await api.stop(); throw error }
     await api.stop()
 }
@@ -84,4 +94,43 @@ func freePort() throws -> Int {
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// A plain TCP connection to the API, for what URLSession will not do: partial headers, many
+/// idle connections.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 { close(fd); throw POSIXError(.ECONNREFUSED) }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) {
+        _ = text.utf8CString.withUnsafeBufferPointer { b in Glibc.send(fd, b.baseAddress, b.count - 1, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Reads until the server closes or `seconds` pass: the text, and whether it closed.
+    func readUntilClosed(seconds: Double) -> (text: String, closed: Bool) {
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n == 0 { return (String(decoding: out, as: UTF8.self), true) }
+            if n > 0 { out += buf[0..<n] } else if errno != EAGAIN && errno != EWOULDBLOCK { return (String(decoding: out, as: UTF8.self), true) }
+        }
+        return (String(decoding: out, as: UTF8.self), false)
+    }
 }

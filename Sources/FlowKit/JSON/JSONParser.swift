@@ -211,7 +211,12 @@ struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: u[start..<i]), as: UTF8.self)
         if integral, text != "-0", let v = Int(text) { return .int(v) }  // -0 keeps its sign, as a double
-        guard let d = Double(text) else { throw fail("a number out of range") }
+        // Double("1e999999") is +infinity: a number no JSON reader can give back, so refuse it
+        // rather than store `null` (a 5,000-digit integer overflows the same way).
+        guard let d = Double(text), d.isFinite else {
+            let shown = text.count > 24 ? "\(text.prefix(20))… (\(text.count) characters)" : text
+            throw fail("the number \(shown) is out of range: JSON numbers here must fit a 64-bit float")
+        }
         return .double(d)
     }
 }

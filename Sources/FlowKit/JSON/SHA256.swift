@@ -53,5 +53,15 @@ public enum SHA256 {
 
     public static func hex(_ string: String) -> String { hex(Data(string.utf8)) }
 
+    /// HMAC-SHA-256 (RFC 2104).
+    public static func hmac(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var k = key.count > 64 ? hash(Data(key)) : key
+        k += [UInt8](repeating: 0, count: 64 - k.count)
+        let inner = hash(Data(k.map { $0 ^ 0x36 } + message))
+        return hash(Data(k.map { $0 ^ 0x5c } + inner))
+    }
+
+    public static func hexString(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
     private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
 }

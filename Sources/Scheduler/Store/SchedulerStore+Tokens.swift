@@ -1,0 +1,95 @@
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// An API token made with `flowctl tokens create`, as listed (never with its secret).
+public struct APITokenRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var role: String
+    public var createdAt: Date
+    public var expiresAt: Date?
+    public var revokedAt: Date?
+    public var lastUsedAt: Date?
+
+    /// Usable at `now`: not revoked and not expired.
+    public func isLive(at now: Date) -> Bool { revokedAt == nil && (expiresAt.map { $0 > now } ?? true) }
+}
+
+/// What checking a token's secret needs: its salt and the HMAC of the secret.
+public struct APITokenCredential: Sendable {
+    public var record: APITokenRecord
+    public var salt: String
+    public var secretHash: String
+}
+
+extension SchedulerStore {
+    /// Stores a new token; `name` must not belong to another live token.
+    public func createAPIToken(id: String, name: String, role: String, salt: String, secretHash: String,
+                               expiresAt: Date?, now: Date) async throws -> APITokenRecord {
+        try await db.run { s in
+            try s.transaction {
+                if try !s.query("SELECT 1 FROM api_tokens WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                                [name, now]).isEmpty {
+                    throw StateConflict("a live token is already named `\(name)`: revoke it first, or choose another name")
+                }
+                // An expired token keeps its name only until a new one takes it.
+                try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL", [name, now])
+                let row = try s.query("""
+                    INSERT INTO api_tokens (token_id, name, role, salt, secret_hash, created_at, expires_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING \(Self.tokenColumns)
+                    """, [id, name, role, salt, secretHash, now, expiresAt]).first!
+                return Self.tokenRecord(row)
+            }
+        }
+    }
+
+    /// Every token, newest first; revoked and expired ones only when `all` is set.
+    public func apiTokens(all: Bool, now: Date) async throws -> [APITokenRecord] {
+        try await db.run { s in
+            try s.query("""
+                SELECT \(Self.tokenColumns) FROM api_tokens
+                WHERE $1 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))
+                ORDER BY created_at DESC, token_id
+                """, [all, now]).all.map(Self.tokenRecord)
+        }
+    }
+
+    /// The token with this id, with what checking its secret needs; nil when there is none.
+    public func apiTokenCredential(id: String) async throws -> APITokenCredential? {
+        try await db.run { s in
+            try s.query("SELECT \(Self.tokenColumns), salt, secret_hash FROM api_tokens WHERE token_id = $1", [id]).first.map {
+                APITokenCredential(record: Self.tokenRecord($0), salt: $0.string("salt")!, secretHash: $0.string("secret_hash")!)
+            }
+        }
+    }
+
+    /// Revokes the live token with this id or name.
+    public func revokeAPIToken(_ idOrName: String, now: Date) async throws -> APITokenRecord {
+        try await db.run { s in
+            try s.transaction {
+                let rows = try s.query("""
+                    SELECT \(Self.tokenColumns) FROM api_tokens WHERE token_id = $1 OR (name = $1 AND revoked_at IS NULL)
+                    FOR NO KEY UPDATE
+                    """, [idOrName]).all.map(Self.tokenRecord)
+                guard let t = rows.first else { throw NotFound("no token has the id or name `\(idOrName)` (flowctl tokens list shows them)") }
+                if let at = t.revokedAt { throw StateConflict("token `\(t.id)` (\(t.name)) was already revoked at \(Instant.format(at, fractionDigits: 0))") }
+                let row = try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 RETURNING \(Self.tokenColumns)",
+                                      [t.id, now]).first!
+                return Self.tokenRecord(row)
+            }
+        }
+    }
+
+    /// Records that a token was used (the API does it at most once a minute per token).
+    public func noteAPITokenUsed(id: String, now: Date) async throws {
+        try await db.run { s in _ = try s.query("UPDATE api_tokens SET last_used_at = $2 WHERE token_id = $1", [id, now]) }
+    }
+
+    static let tokenColumns = "token_id, name, role, created_at, expires_at, revoked_at, last_used_at"
+
+    static func tokenRecord(_ r: PGRow) -> APITokenRecord {
+        APITokenRecord(id: r.string("token_id")!, name: r.string("name")!, role: r.string("role")!, createdAt: r.date("created_at")!,
+                       expiresAt: r.date("expires_at"), revokedAt: r.date("revoked_at"), lastUsedAt: r.date("last_used_at"))
+    }
+}
