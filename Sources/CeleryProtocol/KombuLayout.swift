@@ -36,49 +36,86 @@ public enum KombuLayout {
 
     /// Pops up to ARGV[1] messages from the lists in KEYS (all but the last two, in order) and
     /// records each in `unacked`/`unacked_index` in the same step, closing kombu's window
-    /// between the pop and the `unacked` write. Envelopes without a delivery tag go straight to
-    /// the dead-letter list with the reason. Returns, per envelope claimed, the envelope and
-    /// "1" when its task was cancelled before the claim (`flowkit:cancel:<id>` exists) else "0"
-    /// — read with `claimed(_:)`; the worker needs no extra round trip to check.
+    /// between the pop and the `unacked` write.
+    ///
+    /// Refused before any worker decodes them, onto the dead-letter list with the reason (capped
+    /// in length, each copy cut to a bounded size): envelopes over the size limit (checked before
+    /// decoding), envelopes that are not JSON or have no delivery tag, and FlowKit messages for a
+    /// run no scheduler of this Redis dispatched (`headers.flowkit_run` names a run whose
+    /// `flowkit:run:<id>` key is absent: a stale or forged message; if the run is real, the
+    /// scheduler's lost-message check sends it again with the key).
+    ///
+    /// Returns `{claimed, rejected}`: per envelope claimed, the envelope and "1" when its task
+    /// was cancelled before the claim (`flowkit:cancel:<id>` exists) else "0"; and the reasons of
+    /// those refused, for the worker's log. Read with `claimed(_:)`.
     public static let claimScript = """
     local n = tonumber(ARGV[1])
     local now = tonumber(ARGV[2])
     local dead = ARGV[3]
+    local maxBytes = tonumber(ARGV[4])
+    local maxDead = tonumber(ARGV[5])
+    local maxEntry = tonumber(ARGV[6])
+    local runPrefix = ARGV[7]
     local nq = #KEYS - 2
     local unacked, idx = KEYS[nq + 1], KEYS[nq + 2]
-    local out = {}
+    local out, rejected = {}, {}
+    local function bury(entry, payload)
+      if #payload > maxEntry then
+        local cut = maxEntry
+        while cut > 0 and (string.byte(payload, cut + 1) or 0) >= 128 and (string.byte(payload, cut + 1) or 0) < 192 do cut = cut - 1 end
+        entry['truncated'] = true
+        entry['size'] = #payload
+        payload = string.sub(payload, 1, cut)
+      end
+      entry['message'] = payload
+      redis.call('LPUSH', dead, cjson.encode(entry))
+      redis.call('LTRIM', dead, 0, maxDead - 1)
+      table.insert(rejected, entry['reason'])
+    end
     for i = 1, nq do
-      while #out < n do
+      while #out < 2 * n do
         local m = redis.call('RPOP', KEYS[i])
         if not m then break end
-        local ok, obj = pcall(cjson.decode, m)
-        local tag, ex, rk = nil, '', KEYS[i]
-        if ok and type(obj) == 'table' and type(obj['properties']) == 'table' then
-          tag = obj['properties']['delivery_tag']
-          local info = obj['properties']['delivery_info']
-          if type(info) == 'table' then
-            if type(info['exchange']) == 'string' then ex = info['exchange'] end
-            if type(info['routing_key']) == 'string' then rk = info['routing_key'] end
-          end
-        end
-        if type(tag) ~= 'string' or tag == '' then
-          local why = 'no properties.delivery_tag'
-          if not ok then why = 'not JSON' end
-          redis.call('LPUSH', dead, cjson.encode({reason = why, queue = KEYS[i], at = now, message = m}))
+        if #m > maxBytes then
+          bury({reason = 'a message of ' .. #m .. ' bytes on `' .. KEYS[i] .. '` is over the limit of ' .. maxBytes .. ' bytes', queue = KEYS[i], at = now}, m)
         else
-          redis.call('HSET', unacked, tag, '[' .. m .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-          redis.call('ZADD', idx, now, tag)
-          local cancelled = '0'
-          if type(obj['headers']) == 'table' and type(obj['headers']['id']) == 'string'
-             and redis.call('EXISTS', '\(FlowKitKeys.cancel(""))' .. obj['headers']['id']) == 1 then
-            cancelled = '1'
+          local ok, obj = pcall(cjson.decode, m)
+          local tag, ex, rk = nil, '', KEYS[i]
+          if ok and type(obj) == 'table' and type(obj['properties']) == 'table' then
+            tag = obj['properties']['delivery_tag']
+            local info = obj['properties']['delivery_info']
+            if type(info) == 'table' then
+              if type(info['exchange']) == 'string' then ex = info['exchange'] end
+              if type(info['routing_key']) == 'string' then rk = info['routing_key'] end
+            end
           end
-          table.insert(out, m)
-          table.insert(out, cancelled)
+          local headers = nil
+          if ok and type(obj) == 'table' and type(obj['headers']) == 'table' then headers = obj['headers'] end
+          local run = nil
+          if headers and type(headers['\(FlowKitKeys.runHeader)']) == 'string' then run = headers['\(FlowKitKeys.runHeader)'] end
+          if type(tag) ~= 'string' or tag == '' then
+            local why = 'a message on `' .. KEYS[i] .. '` has no properties.delivery_tag'
+            if not ok then why = 'a message on `' .. KEYS[i] .. '` is not JSON' end
+            bury({reason = why, queue = KEYS[i], at = now}, m)
+          elseif run and redis.call('EXISTS', runPrefix .. run) == 0 then
+            local task = '?'
+            if type(headers['task']) == 'string' then task = headers['task'] end
+            bury({reason = 'task `' .. task .. '` of unknown run `' .. run .. '`: no scheduler of this Redis dispatched it', queue = KEYS[i], at = now}, m)
+          else
+            redis.call('HSET', unacked, tag, '[' .. m .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+            redis.call('ZADD', idx, now, tag)
+            local cancelled = '0'
+            if headers and type(headers['id']) == 'string'
+               and redis.call('EXISTS', '\(FlowKitKeys.cancel(""))' .. headers['id']) == 1 then
+              cancelled = '1'
+            end
+            table.insert(out, m)
+            table.insert(out, cancelled)
+          end
         end
       end
     end
-    return out
+    return {out, rejected}
     """
 
     /// One message taken by `claimScript`.
@@ -88,16 +125,31 @@ public enum KombuLayout {
         public var cancelled: Bool
     }
 
-    /// The claim script's command: up to `count` messages from `queues`' lists.
-    public static func claimCommand(queues: [String], count: Int, now: Double) -> [String] {
-        let keys = queues.flatMap { lists(for: $0) } + [unacked, unackedIndex]
-        return ["EVAL", claimScript, String(keys.count)] + keys + [String(count), String(now), FlowKitKeys.deadLetter]
+    /// What one claim took, and why it refused what it refused.
+    public struct ClaimReply: Sendable {
+        public var messages: [Claimed]
+        public var rejected: [String]
+        public init(messages: [Claimed] = [], rejected: [String] = []) { self.messages = messages; self.rejected = rejected }
     }
 
-    /// The claim script's reply as messages.
-    public static func claimed(_ reply: RedisValue) -> [Claimed] {
-        let items = reply.array?.compactMap(\.string) ?? []
-        return stride(from: 0, to: items.count - 1, by: 2).map { Claimed(raw: items[$0], cancelled: items[$0 + 1] == "1") }
+    /// Messages larger than this are refused before decoding (a 28 MB message left a worker at
+    /// 4 times its size). Task messages carry the run's params and the upstream results.
+    public static let defaultMaxMessageBytes = 8 << 20
+
+    /// The claim script's command: up to `count` messages from `queues`' lists.
+    public static func claimCommand(queues: [String], count: Int, now: Double, maxMessageBytes: Int = defaultMaxMessageBytes) -> [String] {
+        let keys = queues.flatMap { lists(for: $0) } + [unacked, unackedIndex]
+        return ["EVAL", claimScript, String(keys.count)] + keys
+            + [String(count), String(now), FlowKitKeys.deadLetter, String(maxMessageBytes), String(DeadLetter.maxEntries),
+               String(DeadLetter.maxPayloadBytes), FlowKitKeys.run("")]
+    }
+
+    /// The claim script's reply.
+    public static func claimed(_ reply: RedisValue) -> ClaimReply {
+        let parts = reply.array ?? []
+        let items = parts.first?.array?.compactMap(\.string) ?? []
+        let messages = stride(from: 0, to: items.count - 1, by: 2).map { Claimed(raw: items[$0], cancelled: items[$0 + 1] == "1") }
+        return ClaimReply(messages: messages, rejected: parts.dropFirst().first?.array?.compactMap(\.string) ?? [])
     }
 
     /// Puts back on their queues the messages claimed before ARGV[1] (seconds since 1970) and
@@ -170,4 +222,38 @@ public enum FlowKitKeys {
     public static func workerAlive(_ name: String) -> String { "flowkit:worker:\(name):alive" }
     /// Set when a try must stop (its run was cancelled).
     public static func cancel(_ messageId: String) -> String { "flowkit:cancel:\(messageId)" }
+    /// Set by the scheduler for a run whose messages it sends (refreshed at each dispatch): a
+    /// message naming a run without it is refused at the claim.
+    public static func run(_ runId: String) -> String { "flowkit:run:\(runId)" }
+    /// How long `run(_:)` lives after the run's last dispatch.
+    public static let runKeySeconds = 2 * 86400
+    /// The message header that names a FlowKit message's run.
+    public static let runHeader = "flowkit_run"
+}
+
+/// The dead-letter list (`flowkit:dead`): what no worker or scheduler could use, newest first,
+/// each entry a JSON object with its `reason`. Capped in length, and each copy of a payload is
+/// cut to a bounded size (`truncated`, with the original `size`), so that poison cannot fill Redis.
+public enum DeadLetter {
+    public static let maxEntries = 10_000
+    public static let maxPayloadBytes = 64 * 1024
+
+    /// The commands that push one entry (`fields` plus `payloadKey`: the payload, cut if need be)
+    /// and trim the list.
+    public static func commands(_ fields: [String: JSONValue], payloadKey: String, payload: String) -> [[String]] {
+        var entry = fields
+        let bytes = payload.utf8
+        if bytes.count > maxPayloadBytes {
+            var cut = maxPayloadBytes
+            let u = Array(bytes.prefix(maxPayloadBytes + 1))
+            while cut > 0 && u[cut] & 0xC0 == 0x80 { cut -= 1 }  // not inside a UTF-8 sequence
+            entry[payloadKey] = .string(String(decoding: u[0..<cut], as: UTF8.self))
+            entry["truncated"] = true
+            entry["size"] = .int(bytes.count)
+        } else {
+            entry[payloadKey] = .string(payload)
+        }
+        return [["LPUSH", FlowKitKeys.deadLetter, JSONValue.object(entry).compactJSON],
+                ["LTRIM", FlowKitKeys.deadLetter, "0", String(maxEntries - 1)]]
+    }
 }

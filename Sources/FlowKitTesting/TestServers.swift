@@ -17,7 +17,7 @@ public enum TestServers {
         }
     }
 
-    static func env(_ name: String) throws -> String {
+    public static func env(_ name: String) throws -> String {
         guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else { throw Missing(variable: name) }
         return v
     }

@@ -82,24 +82,31 @@ public final class Worker: Sendable {
             guard free > 0 else { continue }
             do {
                 let queues = config.queues
-                let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970)
-                var claimed = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
+                let maxBytes = config.maxMessageBytes
+                let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970, maxMessageBytes: maxBytes)
+                var reply = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
                 failures = 0
-                if claimed.isEmpty {
+                if reply.messages.isEmpty {
                     // Wait for the next message without taking it: BLMOVE of a list onto itself,
                     // left to left, leaves the list as it was. When one arrives, claim at once on
                     // the same connection and thread: no hop between the wake-up and the claim.
                     let q = queues[queueIndex % queues.count]
                     queueIndex += 1
                     let timeout = String(format: "%.2f", max(0.05, 1.0 / Double(queues.count)))
-                    claimed = try await blocking.run { s in
-                        guard try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow() != .null else { return [] }
+                    reply = try await blocking.run { s in
+                        // BLMOVE hands over the element it moved: an oversized one reaches this
+                        // process once, here, and is dropped at once (the claim refuses it).
+                        let woke = try s.command(["BLMOVE", q, q, "LEFT", "LEFT", timeout]).orThrow()
+                        guard woke != .null else { return KombuLayout.ClaimReply(messages: [], rejected: []) }
+                        if (woke.string?.utf8.count ?? 0) > maxBytes { releaseFreeHeapMemory() }
                         let now = Date().timeIntervalSince1970
-                        return KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: queues, count: free, now: now)).orThrow())
+                        return KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: queues, count: free, now: now,
+                                                                                          maxMessageBytes: maxBytes)).orThrow())
                     }
-                    if claimed.isEmpty { continue }
                 }
-                for c in claimed {
+                for why in reply.rejected { logger.warning("dead-lettered a message at the claim: \(why)") }
+                if reply.rejected.contains(where: { $0.contains(" bytes is over the limit") }) { releaseFreeHeapMemory() }
+                for c in reply.messages {
                     slots.take()
                     Task { await self.handle(c.raw, cancelled: c.cancelled); self.slots.release() }
                 }
@@ -120,8 +127,18 @@ public final class Worker: Sendable {
             await deadLetter(raw: raw, tag: tag, reason: "\(error)", celeryId: nil)
             return
         }
-        if let inv = message.kwargs[FlowTaskInvocation.kwarg], let invocation = try? FlowTaskInvocation(json: inv) {
-            await runFlowTask(message, invocation, cancelled: cancelled)
+        if let inv = message.kwargs[FlowTaskInvocation.kwarg] {
+            let invocation: FlowTaskInvocation
+            do { invocation = try FlowTaskInvocation(json: inv) } catch {
+                await deadLetter(raw: raw, tag: message.deliveryTag, reason: "task `\(message.task)`: its FlowKit invocation is malformed (\(error))",
+                                 celeryId: nil)
+                return
+            }
+            if let why = await unknownRun(message, invocation) {
+                await deadLetter(raw: raw, tag: message.deliveryTag, reason: why, celeryId: nil)
+                return
+            }
+            await runFlowTask(message, invocation, raw: raw, cancelled: cancelled)
         } else if message.task == "flowkit.echo" {
             let result: JSONValue = ["args": .array(message.args), "kwargs": .object(message.kwargs)]
             await finish(tag: message.deliveryTag, taskId: message.id, events: [], result: CeleryResult.success(taskId: message.id, result: result, name: message.task, worker: config.name))
@@ -131,7 +148,21 @@ public final class Worker: Sendable {
         }
     }
 
-    func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation, cancelled: Bool) async {
+    /// Why a FlowKit message must not run, when its run is not one a scheduler dispatched. The
+    /// claim script checks messages that name their run in a header; this covers the others.
+    func unknownRun(_ message: CeleryMessage, _ inv: FlowTaskInvocation) async -> String? {
+        if let header = message.extraHeaders[FlowKitKeys.runHeader] {
+            guard header.stringValue == inv.runId else {
+                return "task `\(message.task)`: its header names run `\(header.stringValue ?? "?")` but its invocation run `\(inv.runId)`"
+            }
+            return nil  // the claim script found the run's key
+        }
+        let key = FlowKitKeys.run(inv.runId)
+        guard let exists = try? await redis.run({ s in try s.command(["EXISTS", key]).orThrow().int }) else { return nil }
+        return exists == 1 ? nil : "task `\(message.task)` of unknown run `\(inv.runId)`: no scheduler of this Redis dispatched it"
+    }
+
+    func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation, raw: String, cancelled: Bool) async {
         let base = WorkerEvent(kind: .started, worker: config.name, messageId: message.id, runId: inv.runId,
                                taskId: inv.taskId, tryNumber: inv.tryNumber)
         func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil) -> WorkerEvent {
@@ -143,7 +174,15 @@ public final class Worker: Sendable {
             return
         }
         guard let task = tasks[message.task] else {
+            // Not run, and kept on the dead-letter list for whoever deploys the flows; the try
+            // fails so that its retries (perhaps on a worker that has the flow) go on.
             let error = "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
+            logger.warning("dead-lettered a message: \(error)")
+            await reliably("dead-letter") { [raw] in
+                try await self.redis.run { s in _ = try s.pipeline(DeadLetter.commands(
+                    ["reason": .string(error), "worker": .string(self.config.name), "at": .double(Date().timeIntervalSince1970)],
+                    payloadKey: "message", payload: raw)) }
+            }
             await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.failed, error: error)],
                          result: CeleryResult.failure(taskId: message.id, errorType: "NotRegistered", message: error, name: message.task))
             return
@@ -250,9 +289,9 @@ public final class Worker: Sendable {
 
     func deadLetter(raw: String, tag: String, reason: String, celeryId: String?, task: String? = nil) async {
         logger.warning("dead-lettered a message: \(reason)")
-        let entry: JSONValue = ["reason": .string(reason), "worker": .string(config.name), "at": .double(Date().timeIntervalSince1970),
-                                "message": .string(raw)]
-        var cmds: [[String]] = [["MULTI"], ["LPUSH", FlowKitKeys.deadLetter, entry.compactJSON]]
+        var cmds: [[String]] = [["MULTI"]]
+        cmds += DeadLetter.commands(["reason": .string(reason), "worker": .string(config.name), "at": .double(Date().timeIntervalSince1970)],
+                                    payloadKey: "message", payload: raw)
         if let celeryId {
             cmds += CeleryResult.commands(taskId: celeryId, meta: CeleryResult.failure(taskId: celeryId, errorType: "NotRegistered", message: reason, name: task))
         }

@@ -1,3 +1,4 @@
+import CeleryProtocol
 import Foundation
 
 /// Tunables of a worker process.
@@ -15,6 +16,8 @@ public struct WorkerConfig: Sendable {
     /// On shutdown, how long running tasks may take to finish before they are given back.
     public var shutdownGrace: Double = 30
     public var version: String = flowKitVersion
+    /// Task messages larger than this are refused before decoding, onto the dead-letter list.
+    public var maxMessageBytes: Int = KombuLayout.defaultMaxMessageBytes
 
     public init(name: String? = nil, hostname: String = ProcessInfo.processInfo.hostName, queues: [String] = ["default"], concurrency: Int = 2) {
         self.hostname = hostname

@@ -21,7 +21,7 @@ struct PoisonEventTests {
         let run = try await h.trigger("diamond")
         let a = try #require(try await h.take().first)
         let batch = [try event(.log, a, h, lines: ["a\u{0}b", "plain"]), try event(.succeeded, a, h)]
-        _ = try await h.daemon.apply(batch.map { (id: "0-1", event: $0) }, deferAck: true)
+        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
         #expect(try await h.states(run)["a"] == "success")
         #expect(Set(try await h.queued().map { try h.invocation($0).taskId }) == ["b", "c"])
         let lines = try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.map(\.line)
@@ -36,7 +36,7 @@ struct PoisonEventTests {
         // A try number past PostgreSQL's int range: well-formed JSON, refused by the database (22003).
         let poison = try event(.log, a, h, tryNumber: 5_000_000_000, lines: ["from nowhere"])
         let batch = [poison, try event(.started, a, h), try event(.succeeded, a, h)]
-        _ = try await h.daemon.apply(batch.map { (id: "0-1", event: $0) }, deferAck: true)
+        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
         #expect(try await h.states(run)["a"] == "success")
         let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
         #expect(dead.count == 1)
@@ -52,9 +52,48 @@ struct PoisonEventTests {
         let run = try await h.trigger("diamond")
         let a = try #require(try await h.take().first)
         let long = String(repeating: "x", count: 100_000)
-        _ = try await h.daemon.apply([(id: "0-1", event: try event(.log, a, h, lines: [long]))], deferAck: true)
+        _ = try await h.daemon.apply([SchedulerBroker.StreamEntry(id: "0-1", event: try event(.log, a, h, lines: [long]))], deferAck: true)
         let line = try #require(try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.first?.line)
         #expect(line.hasPrefix(String(repeating: "x", count: 16 * 1024)))
         #expect(line.hasSuffix("[line cut: \(100_000 - 16 * 1024) more bytes]"))
+    }
+
+    @Test("an outcome for a run the database does not have is dead-lettered and logged, not dropped in silence")
+    func unknownRunOutcome() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        var stray = try event(.succeeded, a, h)
+        stray.runId = "manual__2020-01-01T00:00:00Z__gone"
+        let batch = [stray, try event(.succeeded, a, h)]
+        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
+        #expect(try await h.states(run)["a"] == "success")
+        let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+        #expect(dead.count == 1)
+        let entry = try JSONValue.parse(try #require(dead.first))
+        #expect(entry["reason"]?.stringValue == "a succeeded event of unknown run `manual__2020-01-01T00:00:00Z__gone`: the database has no such run")
+    }
+
+    @Test("a stream entry that is not an event is dead-lettered as it was, and acknowledged")
+    func undecodableEntry() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        _ = try await h.redis.run { s in try s.command(["XADD", FlowKitKeys.events, "*", "e", "{not an event"]).orThrow() }
+        let good = try event(.succeeded, a, h)
+        _ = try await h.redis.run { s in try s.command(good.xaddCommand()).orThrow() }
+        try await eventually("both entries consumed", within: 20) {
+            let n = try await h.daemon.consumeEvents(pending: false, blockMillis: 100)
+            let state = try await h.states(run)["a"]
+            return n == 0 && state == "success"
+        }
+        try await h.daemon.acknowledgeDurableEvents()
+        let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+        #expect(dead.count == 1)
+        let entry = try JSONValue.parse(try #require(dead.first))
+        #expect(entry["entry"] == "e={not an event")
+        #expect(entry["reason"]?.stringValue?.hasSuffix("is not a FlowKit event") == true)
+        let pending = try await h.redis.run { s in try s.command(["XPENDING", FlowKitKeys.events, FlowKitKeys.eventsGroup]).array?.first?.int }
+        #expect(pending == 0)
     }
 }

@@ -89,7 +89,16 @@ struct KombuLayoutTests {
     }
 
     func claimWithFlags(_ r: RedisConnection, _ queue: String, n: Int, now: Double) async throws -> [KombuLayout.Claimed] {
-        try await r.run { s in KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: [queue], count: n, now: now)).orThrow()) }
+        try await claimReply(r, queue, n: n, now: now).messages
+    }
+
+    func claimReply(_ r: RedisConnection, _ queue: String, n: Int, now: Double, maxBytes: Int = KombuLayout.defaultMaxMessageBytes) async throws -> KombuLayout.ClaimReply {
+        let command = KombuLayout.claimCommand(queues: [queue], count: n, now: now, maxMessageBytes: maxBytes)
+        return try await r.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
+    }
+
+    func deadList(_ r: RedisConnection) async throws -> [JSONValue] {
+        try await r.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }.map { try JSONValue.parse($0) }
     }
 
     @Test("a claim tells which messages were cancelled before they were taken")
@@ -126,11 +135,71 @@ struct KombuLayoutTests {
         try await r.run { s in
             _ = try s.pipeline([["LPUSH", "q", "garbage{"], ["LPUSH", "q", #"{"properties": {}}"#]] + KombuLayout.enqueueCommands(good))
         }
-        let claimed = try await claim(r, "q", n: 10, now: 1)
-        #expect(claimed.count == 1)
-        let dead = try await r.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
-        #expect(dead.count == 2)
-        #expect(Set(try dead.map { try JSONValue.parse($0)["reason"]?.stringValue ?? "" }) == ["not JSON", "no properties.delivery_tag"])
+        let reply = try await claimReply(r, "q", n: 10, now: 1)
+        #expect(reply.messages.count == 1)
+        let reasons: Set<String> = ["a message on `q` is not JSON", "a message on `q` has no properties.delivery_tag"]
+        #expect(Set(try await deadList(r).map { $0["reason"]?.stringValue ?? "" }) == reasons)
+        // The worker gets the reasons, to log them.
+        #expect(Set(reply.rejected) == reasons)
+    }
+
+    @Test("a message over the size limit is refused before decoding, with a truncated copy and its size")
+    func oversized() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let big = CeleryMessage(task: "big", kwargs: ["blob": .string(String(repeating: "é", count: 300_000))], queue: "q")
+        let small = CeleryMessage(task: "small", queue: "q")
+        try await r.run { s in _ = try s.pipeline(KombuLayout.enqueueCommands(big) + KombuLayout.enqueueCommands(small)) }
+        let size = big.encoded().utf8.count
+        let reply = try await claimReply(r, "q", n: 10, now: 1, maxBytes: 100_000)
+        #expect(try reply.messages.map { try CeleryMessage.decode($0.raw).task } == ["small"])
+        #expect(reply.rejected == ["a message of \(size) bytes on `q` is over the limit of 100000 bytes"])
+        let dead = try #require(try await deadList(r).first)
+        #expect(dead["truncated"] == true && dead["size"] == .int(size))
+        #expect((dead["message"]?.stringValue?.utf8.count ?? 0) <= DeadLetter.maxPayloadBytes)
+        #expect(try await r.command("HEXISTS", "unacked", big.id).int == 0)
+    }
+
+    @Test("a FlowKit message for a run no scheduler dispatched is refused; with the run's key it is claimed")
+    func unknownRun() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        var forged = CeleryMessage(task: "flowkit.example_sleep.sleep", queue: "q")
+        forged.extraHeaders[FlowKitKeys.runHeader] = "manual__nope"
+        var real = CeleryMessage(task: "flowkit.example_sleep.sleep", queue: "q")
+        real.extraHeaders[FlowKitKeys.runHeader] = "manual__real"
+        _ = try await r.command("SET", FlowKitKeys.run("manual__real"), "1")
+        let cmds = KombuLayout.enqueueCommands(forged) + KombuLayout.enqueueCommands(real)
+        try await r.run { s in _ = try s.pipeline(cmds) }
+        let reply = try await claimReply(r, "q", n: 10, now: 1)
+        #expect(try reply.messages.map { try CeleryMessage.decode($0.raw).id } == [real.id])
+        #expect(reply.rejected == ["task `flowkit.example_sleep.sleep` of unknown run `manual__nope`: no scheduler of this Redis dispatched it"])
+        #expect(try await deadList(r).count == 1)
+    }
+
+    @Test("the dead-letter list is capped: the newest entries stay")
+    func deadLetterCap() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let n = DeadLetter.maxEntries + 25
+        try await r.run { s in
+            for chunk in stride(from: 0, to: n, by: 1000) {
+                _ = try s.pipeline((chunk..<min(n, chunk + 1000)).map { ["LPUSH", "q", "garbage \($0)"] })
+            }
+        }
+        let reply = try await claimReply(r, "q", n: n, now: 1)
+        #expect(reply.rejected.count == n)
+        #expect(try await r.command("LLEN", FlowKitKeys.deadLetter).int == DeadLetter.maxEntries)
+        #expect(try await deadList(r).first?["message"] == .string("garbage \(n - 1)"))
+    }
+
+    @Test("dead-letter entries of the worker and scheduler are cut at a character boundary")
+    func deadLetterEntryCut() throws {
+        let payload = "a" + String(repeating: "€", count: DeadLetter.maxPayloadBytes)  // 3 bytes each, 1 byte off
+        let cmds = DeadLetter.commands(["reason": "r"], payloadKey: "message", payload: payload)
+        #expect(cmds[1] == ["LTRIM", FlowKitKeys.deadLetter, "0", String(DeadLetter.maxEntries - 1)])
+        let entry = try JSONValue.parse(cmds[0][2])
+        let kept = try #require(entry["message"]?.stringValue)
+        #expect(kept.utf8.count <= DeadLetter.maxPayloadBytes && kept.utf8.count > DeadLetter.maxPayloadBytes - 3)
+        #expect(kept.hasSuffix("€") && !kept.contains("\u{FFFD}"))
+        #expect(entry["size"] == .int(payload.utf8.count) && entry["truncated"] == true && entry["reason"] == "r")
     }
 
     @Test("unacknowledged claims older than the visibility timeout go back to their queue, unchanged")

@@ -84,10 +84,77 @@ struct WorkerTests {
             let reasons = try await sys.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
                 .map { try JSONValue.parse($0)["reason"]?.stringValue ?? "" }
             #expect(reasons.contains { $0.contains("unknown task `nobody.knows`") })
-            #expect(reasons.contains("not JSON"))
+            #expect(reasons.contains("a message on `default` is not JSON"))
             #expect(reasons.contains { $0.contains("headers.task is missing") })
             #expect(try await sys.redis.command("HLEN", "unacked").int == 0)
         }
+    }
+
+    @Test("messages for unknown runs, and oversized ones, are dead-lettered before they run; the worker stays small")
+    func brokerEdges() async throws {
+        try await withSystem { sys in
+            func forged(_ runId: String, header: Bool) -> CeleryMessage {
+                let now = Date()
+                let inv = FlowTaskInvocation(flowId: "example_sleep", runId: runId, taskId: "sleep", tryNumber: 1, logicalDate: now,
+                                             dataIntervalStart: now, dataIntervalEnd: now, params: ["seconds": 0], upstream: [:],
+                                             timeoutSeconds: nil)
+                var m = CeleryMessage(task: FlowTaskInvocation.taskName(flow: "example_sleep", task: "sleep"),
+                                      kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: "default")
+                if header { m.extraHeaders[FlowKitKeys.runHeader] = .string(runId) }
+                return m
+            }
+            let withHeader = forged("manual__forged-1", header: true), bare = forged("manual__forged-2", header: false)
+            // 9 MB: over the default limit of 8 MiB.
+            let huge = CeleryMessage(task: "flowkit.echo", args: [.string(String(repeating: "x", count: 9 << 20))], queue: "default")
+            let cmds = [withHeader, bare, huge].flatMap(KombuLayout.enqueueCommands)
+            try await sys.redis.run { s in _ = try s.pipeline(cmds) }
+            try await eventually("three dead letters") { try await sys.redis.command("LLEN", FlowKitKeys.deadLetter).int == 3 }
+            let dead = try await sys.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
+                .map { try JSONValue.parse($0) }
+            let reasons = dead.compactMap { $0["reason"]?.stringValue }
+            #expect(reasons.contains("task `flowkit.example_sleep.sleep` of unknown run `manual__forged-1`: no scheduler of this Redis dispatched it"))
+            #expect(reasons.contains("task `flowkit.example_sleep.sleep` of unknown run `manual__forged-2`: no scheduler of this Redis dispatched it"))
+            #expect(reasons.contains { $0.hasPrefix("a message of ") && $0.hasSuffix("bytes on `default` is over the limit of \(8 << 20) bytes") })
+            // The copy kept of the big one is cut.
+            #expect(dead.allSatisfy { ($0.compactJSON.utf8.count) < DeadLetter.maxPayloadBytes + 4096 })
+            // None of them ran: no outcome, no Celery result, nothing left claimed.
+            for m in [withHeader, bare, huge] { #expect(try await sys.redis.command("EXISTS", CeleryResult.key(m.id)).int == 0) }
+            #expect(try await sys.redis.command("HLEN", "unacked").int == 0)
+            // Real runs go on, their messages carry their run's key.
+            let run = try await sys.trigger("example_sleep", conf: ["seconds": 0])
+            #expect(try await sys.waitForRun(run) == "success")
+            #expect(try await sys.redis.command("EXISTS", FlowKitKeys.run(run)).int == 1)
+        }
+    }
+
+    @Test("a worker process stays small after a 28 MB message (it went from 47 to 203 MB and stayed)")
+    func oversizedMessageMemory() async throws {
+        let redis = try await TestServers.freshRedis()
+        let r = RedisConnection(redis)
+        let worker = Process()
+        worker.executableURL = URL(fileURLWithPath: try TestServers.flowctlPath())
+        worker.arguments = ["worker", "--queues", "edge", "--concurrency", "2", "--hostname", "memtest"]
+        worker.environment = ProcessInfo.processInfo.environment.merging(["FLOWKIT_REDIS_URL": try TestServers.env("FLOWKIT_TEST_REDIS_URL")]) { $1 }
+        worker.standardOutput = FileHandle.nullDevice
+        worker.standardError = FileHandle.nullDevice
+        try worker.run()
+        defer { worker.terminate(); worker.waitUntilExit() }
+        try await eventually("the worker to be up") { (try await r.command("HLEN", FlowKitKeys.workers).int ?? 0) > 0 }
+        try await Task.sleep(for: .seconds(1))
+        let before = residentMegabytes(pid: worker.processIdentifier)
+        let huge = CeleryMessage(task: "flowkit.echo", args: [.string(String(repeating: "x", count: 21 << 20))], queue: "edge")
+        #expect(huge.encoded().utf8.count > 28_000_000)
+        let cmds = KombuLayout.enqueueCommands(huge) + KombuLayout.enqueueCommands(CeleryMessage(task: "flowkit.echo", args: [1], queue: "edge"))
+        try await r.run { s in _ = try s.pipeline(cmds) }
+        try await eventually("the big message dead-lettered, the small one answered") {
+            let dead = try await r.command("LLEN", FlowKitKeys.deadLetter).int
+            let waiting = try await r.command("LLEN", "edge").int
+            let claimed = try await r.command("HLEN", "unacked").int
+            return dead == 1 && waiting == 0 && claimed == 0
+        }
+        try await Task.sleep(for: .seconds(1))
+        let after = residentMegabytes(pid: worker.processIdentifier)
+        #expect(after - before < 40, "the worker's RSS went from \(before) MB to \(after) MB")
     }
 
     @Test("a Celery-format message for flowkit.echo gets a result a Celery client can read")
@@ -238,4 +305,11 @@ extension CeleryInteropTests {
             #expect(try await sys.store.taskInstances(runId: bad)[0].error?.contains("python says no") == true)
         }
     }
+}
+
+/// A process's resident memory in MB (Linux).
+func residentMegabytes(pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
+    let pages = Int(text.split(separator: " ")[1]) ?? 0
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE))) / (1 << 20)
 }

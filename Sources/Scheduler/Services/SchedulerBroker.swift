@@ -24,6 +24,9 @@ public final class SchedulerBroker: Sendable {
     public func perform(_ work: BrokerWork) async throws {
         guard !work.isEmpty else { return }
         var cmds: [[String]] = []
+        // The runs' keys first: a worker's claim refuses a message whose run has none.
+        let runs = Set(work.enqueue.compactMap { $0.extraHeaders[FlowKitKeys.runHeader]?.stringValue })
+        for r in runs.sorted() { cmds.append(["SET", FlowKitKeys.run(r), "1", "EX", String(FlowKitKeys.runKeySeconds)]) }
         for m in work.enqueue { cmds += KombuLayout.enqueueCommands(m) }
         for id in work.cancel { cmds.append(["SET", FlowKitKeys.cancel(id), "1", "EX", "86400"]) }
         for id in work.forget { cmds += KombuLayout.ackCommands(deliveryTag: id) }
@@ -35,7 +38,7 @@ public final class SchedulerBroker: Sendable {
 
     /// Up to `count` events for this consumer: first its own pending ones (after a crash), then
     /// new ones, blocking up to `blockMillis`. Each comes with its stream id, to acknowledge.
-    public func readEvents(count: Int, blockMillis: Int, pendingFirst: Bool) async throws -> [(id: String, event: WorkerEvent?)] {
+    public func readEvents(count: Int, blockMillis: Int, pendingFirst: Bool) async throws -> [StreamEntry] {
         let consumer = self.consumer
         return try await events.run { s in
             func read(_ start: String, block: Bool) throws -> RedisValue {
@@ -54,8 +57,16 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
-    static func parseStream(_ reply: RedisValue) -> [(id: String, event: WorkerEvent?)] {
-        var out: [(String, WorkerEvent?)] = []
+    /// One entry of the events stream: its id, the event, and the raw text when it did not decode.
+    public struct StreamEntry: Sendable {
+        public var id: String
+        public var event: WorkerEvent?
+        public var undecodable: String?
+        public init(id: String, event: WorkerEvent?, undecodable: String? = nil) { self.id = id; self.event = event; self.undecodable = undecodable }
+    }
+
+    static func parseStream(_ reply: RedisValue) -> [StreamEntry] {
+        var out: [StreamEntry] = []
         for stream in reply.array ?? [] {
             guard let parts = stream.array, parts.count == 2 else { continue }
             for entry in parts[1].array ?? [] {
@@ -67,14 +78,19 @@ public final class SchedulerBroker: Sendable {
                     if fields[i].string == "e" { json = fields[i + 1].string }
                     i += 2
                 }
-                out.append((id, json.flatMap { try? WorkerEvent.decode($0) }))
+                if let event = json.flatMap({ try? WorkerEvent.decode($0) }) {
+                    out.append(StreamEntry(id: id, event: event))
+                } else {
+                    let fields = (0..<fields.count / 2).map { "\(fields[2 * $0].string ?? "?")=\(fields[2 * $0 + 1].string ?? "?")" }
+                    out.append(StreamEntry(id: id, event: nil, undecodable: fields.joined(separator: " ")))
+                }
             }
         }
         return out
     }
 
     /// Takes over events another scheduler read but never acknowledged (it died).
-    public func claimAbandonedEvents(idleMillis: Int, count: Int) async throws -> [(id: String, event: WorkerEvent?)] {
+    public func claimAbandonedEvents(idleMillis: Int, count: Int) async throws -> [StreamEntry] {
         let consumer = self.consumer
         return try await redis.run { s in
             let reply = try s.command(["XAUTOCLAIM", FlowKitKeys.events, FlowKitKeys.eventsGroup, consumer, String(idleMillis), "0-0",
@@ -90,10 +106,20 @@ public final class SchedulerBroker: Sendable {
     public func deadLetterEvents(_ events: [(event: WorkerEvent, reason: String)], by scheduler: String) async throws {
         guard !events.isEmpty else { return }
         let now = Date().timeIntervalSince1970
-        let cmds = events.map { e -> [String] in
-            let entry: JSONValue = ["kind": "event", "reason": .string(e.reason), "scheduler": .string(scheduler), "at": .double(now),
-                                    "event": .string((try? StableJSON.string(e.event)) ?? "?")]
-            return ["LPUSH", FlowKitKeys.deadLetter, entry.compactJSON]
+        let cmds = events.flatMap { e -> [[String]] in
+            DeadLetter.commands(["kind": "event", "reason": .string(e.reason), "scheduler": .string(scheduler), "at": .double(now)],
+                                payloadKey: "event", payload: (try? StableJSON.string(e.event)) ?? "?")
+        }
+        try await redis.run { s in for r in try s.pipeline(cmds) { try r.orThrow() } }
+    }
+
+    /// Puts stream entries that are not events at all on the dead-letter list, as they were.
+    public func deadLetterUndecodable(_ entries: [(id: String, text: String)], by scheduler: String) async throws {
+        guard !entries.isEmpty else { return }
+        let now = Date().timeIntervalSince1970
+        let cmds = entries.flatMap { e -> [[String]] in
+            DeadLetter.commands(["kind": "event", "reason": .string("stream entry \(e.id) is not a FlowKit event"), "scheduler": .string(scheduler),
+                                 "at": .double(now)], payloadKey: "entry", payload: e.text)
         }
         try await redis.run { s in for r in try s.pipeline(cmds) { try r.orThrow() } }
     }

@@ -129,12 +129,17 @@ public final class SchedulerDaemon: Sendable {
     /// acknowledger, which acknowledges them only after a synchronous commit made them durable.
     /// A crash before that leaves them pending in the stream: they are applied again, at least
     /// once, never lost.
-    func apply(_ batch: [(id: String, event: WorkerEvent?)], deferAck: Bool = true) async throws -> Int {
+    func apply(_ batch: [SchedulerBroker.StreamEntry], deferAck: Bool = true) async throws -> Int {
         guard !batch.isEmpty else { return 0 }
         let events = batch.compactMap(\.event)
-        if events.count < batch.count { logger.warning("dropped \(batch.count - events.count) undecodable events") }
+        let undecodable = batch.compactMap { e in e.undecodable.map { (id: e.id, text: $0) } }
+        if !undecodable.isEmpty {
+            for u in undecodable { logger.error("dead-lettered stream entry \(u.id): not a FlowKit event: \(u.text.prefix(200))") }
+            try await broker.deadLetterUndecodable(undecodable, by: config.name)
+        }
         let t0 = Date()
         let work = try await applyIsolatingPoison(events, durable: !deferAck)
+        try await deadLetter(work.orphans)
         let t1 = Date()
         try await broker.perform(work)
         let done = Date()
@@ -164,7 +169,7 @@ public final class SchedulerDaemon: Sendable {
             try await deadLetter([(events[0], "\(e)")])
             return BrokerWork()
         }
-        var work = BrokerWork(), poison: [(WorkerEvent, String)] = []
+        var work = BrokerWork(), poison: [(event: WorkerEvent, reason: String)] = []
         for ev in events {
             do {
                 work.merge(try await store.applyEvents([ev], now: clock.now(), durable: durable))
@@ -176,7 +181,7 @@ public final class SchedulerDaemon: Sendable {
         return work
     }
 
-    private func deadLetter(_ poison: [(WorkerEvent, String)]) async throws {
+    private func deadLetter(_ poison: [(event: WorkerEvent, reason: String)]) async throws {
         guard !poison.isEmpty else { return }
         for (ev, why) in poison {
             logger.error("dead-lettered a \(ev.kind.rawValue) event of worker \(ev.worker) for \(ev.runId ?? "-")/\(ev.taskId ?? "-"): \(why)")

@@ -41,6 +41,8 @@ extension SchedulerStore {
                     for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }
                     for r in results.dropFirst().first?.all ?? [] { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
                 }
+                // Events of runs the database does not have change nothing; they go to the dead-letter list.
+                let orphans = events.filter { ev in ev.runId.map { runPks[$0] == nil } ?? false }
                 var logs = ColumnBatch(), started: [(Int, WorkerEvent)] = [], outcomes: [(Int, WorkerEvent)] = []
                 var heartbeatIds: [String] = []
                 var latestWorkerEvent: [String: WorkerEvent] = [:]
@@ -77,7 +79,9 @@ extension SchedulerStore {
                                 [Array(Set(heartbeatIds)), now])
                 }
                 let nowRunning = try applyStarted(s, started, now: now)
-                return try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
+                var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
+                work.orphans = orphans.map { ($0, "a \($0.kind.rawValue) event of unknown run `\($0.runId!)`: the database has no such run") }
+                return work
             } }
         }
     }

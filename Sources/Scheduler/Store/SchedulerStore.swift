@@ -9,10 +9,13 @@ public struct BrokerWork: Sendable {
     public var enqueue: [CeleryMessage] = []
     public var cancel: [String] = []
     public var forget: [String] = []
+    /// Worker events about runs the database does not have, for the dead-letter list (with a
+    /// log line): they changed nothing.
+    public var orphans: [(event: WorkerEvent, reason: String)] = []
     public init() {}
     public var isEmpty: Bool { enqueue.isEmpty && cancel.isEmpty && forget.isEmpty }
     mutating func merge(_ o: BrokerWork) {
-        enqueue += o.enqueue; cancel += o.cancel; forget += o.forget
+        enqueue += o.enqueue; cancel += o.cancel; forget += o.forget; orphans += o.orphans
     }
 }
 
@@ -256,7 +259,7 @@ public final class SchedulerStore: @unchecked Sendable {
                 // FlowKit invocation rides in a header it can ignore.
                 var m = CeleryMessage(id: row.string("message_id")!, task: celeryName, args: [], kwargs: params,
                                       queue: row.string("queue")!, retries: row.int("try_number")! - 1, timeLimit: (timeout, nil), rootId: runId)
-                m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue]
+                m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue, FlowKitKeys.runHeader: .string(runId)]
                 return m
             }
             let name = FlowTaskInvocation.taskName(flow: flowId, task: taskId)
@@ -264,10 +267,12 @@ public final class SchedulerStore: @unchecked Sendable {
             // first): a task's priority orders the tasks that become ready together, at dispatch.
             // kombu's priority lists run the other way (0 is the most urgent) and are polled
             // less eagerly, so mapping FlowKit priorities onto them would invert or delay them.
-            return CeleryMessage(id: row.string("message_id")!, task: name, args: [],
-                                 kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: row.string("queue")!,
-                                 priority: 0, retries: row.int("try_number")! - 1,
-                                 timeLimit: (timeout, nil), rootId: runId)
+            var m = CeleryMessage(id: row.string("message_id")!, task: name, args: [],
+                                  kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: row.string("queue")!,
+                                  priority: 0, retries: row.int("try_number")! - 1,
+                                  timeLimit: (timeout, nil), rootId: runId)
+            m.extraHeaders[FlowKitKeys.runHeader] = .string(runId)  // checked at the claim, before decoding
+            return m
         }
     }
 
