@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
-            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient",
+            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

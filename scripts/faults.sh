@@ -3,6 +3,14 @@
 # schedulers and two workers as separate processes — each followed by the same checks:
 #   every run reaches its correct final state; no task instance lost; exactly one recorded
 #   success per task try; exactly one run per cron tick.
+# Each row also shows two figures for the scenario's runs:
+#   DUP    duplicate executions: tries that workers ran, and reported, more than once;
+#   STALL  the longest time without any task state change, from the moment the fault was over
+#          (the database back, the schedulers resumed) until the last run ended.
+# Where a fault must not cost a second execution or a long stall (the database restarts, the
+# poison event), the row fails when DUP > 0 or STALL > 10 s.
+# Workers are `flowctl bench worker`: the same worker, knowing the example flows and the bench
+# flows (bench_w3 is the 1 → 500 → 1 load of the database-restart scenario).
 # Prints a table; exits non-zero when a check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +41,7 @@ stop_all() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2
 trap stop_all EXIT
 
 sched_args=(scheduler --zombie-threshold 6 --visibility-timeout 3)
-worker_args=(worker --concurrency 2 --heartbeat-interval 0.5 --visibility-timeout 3 --shutdown-grace 2)
+worker_args=(bench worker --concurrency 2 --heartbeat-interval 0.5 --visibility-timeout 3 --shutdown-grace 2)
 start api server --port 18300
 start sched1 "${sched_args[@]}"
 start sched2 "${sched_args[@]}"
@@ -52,9 +60,28 @@ wait_runs() {  # wait until no run is queued or running (max $1 seconds)
   return 0
 }
 results=()
-check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS
-  local name=$1 expect=$2 problems=()
+now() { date +%s.%N; }
+fault_over=""   # when the fault of the current scenario ended (epoch seconds); the batch start if unset
+scenario_sql() { echo "SELECT id FROM runs WHERE run_id = ANY(string_to_array('${scenario_runs[*]:-}', ' '))"; }
+duplicates() {  # tries of the scenario's runs executed and reported more than once (a repeated event counts once)
+  sql "SELECT count(*) FROM (SELECT 1 FROM task_history WHERE run_pk IN ($(scenario_sql)) AND source LIKE 'worker:%'
+       AND to_state IN ('success', 'failed', 'skipped') GROUP BY run_pk, task_id, try_number HAVING count(DISTINCT (source, at)) > 1) d"
+}
+longest_stall() {  # seconds: the longest gap between task state changes of the scenario's runs after $fault_over
+  sql "WITH t AS (SELECT at FROM task_history WHERE run_pk IN ($(scenario_sql)) AND at >= to_timestamp($fault_over)
+         UNION ALL SELECT to_timestamp($fault_over)
+         UNION ALL SELECT ended_at FROM runs WHERE id IN ($(scenario_sql)) AND ended_at >= to_timestamp($fault_over))
+       SELECT round(coalesce(max(gap), 0)::numeric, 1) FROM (SELECT extract(epoch FROM at - lag(at) OVER (ORDER BY at)) AS gap FROM t) g"
+}
+check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS [strict]: strict fails on duplicates or a stall over 10 s
+  local name=$1 expect=$2 strict=${3:-} problems=()
   wait_runs 180 || problems+=("runs still unfinished")
+  [ -n "$fault_over" ] || fault_over=$batch_started
+  local dups stall; dups=$(duplicates); stall=$(longest_stall)
+  if [ "$strict" = strict ]; then
+    [ "$dups" = 0 ] || problems+=("$dups duplicate executions")
+    awk -v s="$stall" 'BEGIN { exit !(s > 10) }' && problems+=("a stall of ${stall}s")
+  fi
   local ok; ok=$(sql "SELECT count(*) FROM runs WHERE state = 'success' AND run_id = ANY(string_to_array('${scenario_runs[*]:-}', ' '))")
   [ "$ok" = "$expect" ] || problems+=("$ok of $expect runs succeeded")
   local lost; lost=$(sql "SELECT count(*) FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.state IN ('success','failed') AND t.state NOT IN ('success','failed','skipped','upstream_failed','cancelled')")
@@ -63,9 +90,11 @@ check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS
   [ "$dup" = 0 ] || problems+=("$dup tries with more than one recorded success")
   local ticks; ticks=$(sql "SELECT count(*) FROM (SELECT 1 FROM runs WHERE trigger_kind = 'scheduled' GROUP BY flow_id, logical_date HAVING count(*) > 1) d")
   [ "$ticks" = 0 ] || problems+=("$ticks cron ticks with more than one run")
-  if [ ${#problems[@]} -eq 0 ]; then results+=("ok|$name|$expect runs"); else results+=("FAIL|$name|$(IFS=';'; echo "${problems[*]}")"); fi
+  if [ ${#problems[@]} -eq 0 ]; then results+=("ok|$name|$dups|${stall}s|$expect runs"); else results+=("FAIL|$name|$dups|${stall}s|$(IFS=';'; echo "${problems[*]}")"); fi
+  fault_over=""
 }
 batch() {  # triggers a mixed batch; sets scenario_runs
+  batch_started=$(now)
   scenario_runs=()
   scenario_runs+=("$(trigger lakehouse_end_to_end --conf '{"orders": 100}')")
   scenario_runs+=("$(trigger example_retry)")
@@ -110,8 +139,8 @@ for i in $(seq 1 30); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "$FLOWKIT_API_URL/health" 2>/dev/null || echo 000)
   during="$during $code"; sleep 0.2
 done
-wait "$restarter"
-check "PostgreSQL restarted mid-run (health during:$(echo $during | tr ' ' '\n' | sort | uniq -c | awk '{printf " %s×%s", $2, $1}'))" 5
+wait "$restarter"; fault_over=$(now)
+check "PostgreSQL restarted mid-run (health during:$(echo $during | tr ' ' '\n' | sort | uniq -c | awk '{printf " %s×%s", $2, $1}'))" 5 strict
 
 # 7. A burst of malformed messages on the queues.
 batch
@@ -126,7 +155,7 @@ for i in $(seq 1 300); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer faults-admin" -H "Content-Type: application/json" --data "{bad json $i" "$FLOWKIT_API_URL/api/v1/flows/example_sleep/runs")
   [ "$code" = 400 ] || bad=$((bad+1))
 done
-[ $bad -eq 0 ] || results+=("FAIL|API flood|$bad responses were not 400")
+[ $bad -eq 0 ] || results+=("FAIL|API flood|-|-|$bad responses were not 400")
 check "flood of 300 malformed API requests (all 400: $([ $bad -eq 0 ] && echo yes || echo no))" 5
 
 # 9. A worker host's network cut (network namespace), then restored. The only workers are on
@@ -152,17 +181,54 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null 2>&1 && scripts/netns.sh up 2>
   redis-cli -p 56579 CONFIG SET protected-mode yes >/dev/null
   start worker2 "${worker_args[@]}" --name worker2
 elif [ "${CI:-}" = true ]; then
-  results+=("FAIL|worker host's network cut|needs root and iproute2 for network namespaces: $(cat "$work/netns.log" 2>/dev/null)")
+  results+=("FAIL|worker host's network cut|-|-|needs root and iproute2 for network namespaces: $(cat "$work/netns.log" 2>/dev/null)")
 else
-  results+=("SKIP|worker host's network cut|needs root and iproute2 for network namespaces (make test covers it when run as root)")
+  results+=("SKIP|worker host's network cut|-|-|needs root and iproute2 for network namespaces (make test covers it when run as root)")
 fi
 
+# 10. A poison event: while the schedulers are stopped (SIGSTOP) and six runs finish, a log
+#     event with a NUL byte and an event the database refuses (a try number past int4) join
+#     their outcomes in the stream. The NUL line is stored; the refused event goes to the
+#     dead-letter list; the outcomes beside them apply at once.
+scenario_runs=(); batch_started=$(now)
+for i in $(seq 1 6); do scenario_runs+=("$(trigger example_sleep --conf '{"seconds": 2}')"); done
+for i in $(seq 1 40); do
+  [ "$(sql "SELECT count(*) FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.run_id = ANY(string_to_array('${scenario_runs[*]}', ' ')) AND t.state = 'running'")" = 6 ] && break
+  sleep 0.25
+done
+kill -STOP "${pids[sched1]}" "${pids[sched2]}"
+victim=${scenario_runs[0]}
+dead_before=$(redis-cli -p 56579 LLEN flowkit:dead)
+redis-cli -p 56579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":1,\"lines\":[\"a\\u0000b\"]}" >/dev/null
+redis-cli -p 56579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":5000000000,\"lines\":[\"poison\"]}" >/dev/null
+sleep 3   # the six tries end meanwhile; their outcomes queue behind the two events
+kill -CONT "${pids[sched1]}" "${pids[sched2]}"; fault_over=$(now)
+nul_stored=$(sql "SELECT count(*) FROM task_logs l JOIN runs r ON r.id = l.run_pk WHERE r.run_id = '$victim' AND l.line = 'a' || chr(65533) || 'b'")
+check "poison event: a NUL log line (stored: $nul_stored) and an event PostgreSQL refuses (dead letters: +$(( $(redis-cli -p 56579 LLEN flowkit:dead) - dead_before )))" 6 strict
+[ "$nul_stored" = 1 ] || results+=("FAIL|poison event|-|-|the NUL log line was not stored as U+FFFD")
+
+# 11. PostgreSQL restarted under the 1 → 500 → 1 load (bench_w3), with the schedulers' default
+#     timings: no try runs twice, no long stall once the database is back.
+kill -TERM "${pids[sched1]}" "${pids[sched2]}"; wait "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null
+start sched1 bench scheduler; start sched2 bench scheduler
+for i in $(seq 1 100); do [ "$(sql "SELECT count(*) FROM flows WHERE flow_id = 'bench_w3'")" = 1 ] && break; sleep 0.2; done
+runs_w3=${FAULTS_W3_RUNS:-8}
+scenario_runs=(); batch_started=$(now)
+for i in $(seq 1 "$runs_w3"); do scenario_runs+=("$(trigger bench_w3)"); done
+for i in $(seq 1 120); do   # the restart comes once the load is flowing: a run done, the next one mid-way
+  [ "$(sql "SELECT count(*) FROM runs WHERE flow_id = 'bench_w3' AND state = 'success'")" -ge 1 ] && break; sleep 0.25
+done
+scripts/services.sh restart-postgres 2; fault_over=$(now)
+check "PostgreSQL restarted under the 1-to-500-to-1 load ($runs_w3 runs of bench_w3)" "$runs_w3" strict
+kill -TERM "${pids[sched1]}" "${pids[sched2]}"; wait "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null
+start sched1 "${sched_args[@]}"; start sched2 "${sched_args[@]}"
+
 echo
-printf '%-6s %-75s %s\n' RESULT SCENARIO DETAIL
+printf '%-6s %-92s %5s %7s  %s\n' RESULT SCENARIO DUP STALL DETAIL
 failed=0
 for r in "${results[@]}"; do
-  IFS='|' read -r status name detail <<<"$r"
-  printf '%-6s %-75s %s\n' "$status" "$name" "$detail"
+  IFS='|' read -r status name dups stall detail <<<"$r"
+  printf '%-6s %-92s %5s %7s  %s\n' "$status" "$name" "$dups" "$stall" "$detail"
   [ "$status" = ok ] || [ "$status" = SKIP ] || failed=1
 done
 exit $failed

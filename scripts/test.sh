@@ -1,6 +1,6 @@
 #!/bin/bash
 # `make test`: starts PostgreSQL and Redis for the tests, checks the OpenAPI document with a real
-# validator, runs every test, and stops the servers.
+# validator, fuzzes the live API with Schemathesis, runs every test, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh start)"
@@ -14,6 +14,9 @@ fi
 python3 -m openapi_spec_validator Sources/FlowServer/openapi.json
 
 swift build
+# Schemathesis against a live API: no generated request may get a 5xx or hang.
+scripts/fuzz.sh .build/debug/flowctl >.flowkit/test/fuzz.log 2>&1 || { tail -60 .flowkit/test/fuzz.log; exit 1; }
+tail -3 .flowkit/test/fuzz.log
 swift build --build-tests
 # The integration suites share one PostgreSQL and Redis: run tests one at a time.
 swift test --skip-build --no-parallel 2>&1 | tee .flowkit/test/swift-test.log

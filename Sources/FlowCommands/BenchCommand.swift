@@ -39,10 +39,11 @@ struct BenchCommand: AsyncParsableCommand {
     struct BenchWorker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "worker", abstract: "A worker that knows the bench flows.")
         @OptionGroup var options: WorkerOptions
+        @Option(help: "Worker name.") var name: String = "bench-worker"
         func run() async throws {
             let settings = try Settings.fromEnvironment()
             let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: BenchFlows.all + FlowCatalog.flows,
-                                config: try options.config(name: "bench-worker"))
+                                config: try options.config(name: name))
             try await runServices([WorkerService(worker: worker)], logger: makeLogger("flowkit.bench"))
         }
     }

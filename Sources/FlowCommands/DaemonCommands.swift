@@ -1,3 +1,4 @@
+import CeleryProtocol
 import ArgumentParser
 import FlowKit
 import FlowServer
@@ -17,11 +18,14 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: "Seconds between heartbeats.") var heartbeatInterval: Double = 2
     @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
     @Option(help: "Seconds running tasks get to finish on shutdown.") var shutdownGrace: Double = 30
+    @Option(help: "Task messages larger than this many bytes are refused before decoding (dead-lettered).")
+    var maxMessageBytes: Int = KombuLayout.defaultMaxMessageBytes
 
     func config(name: String? = nil) throws -> WorkerConfig {
         let qs = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !qs.isEmpty else { throw ValidationError("--queues needs at least one queue name") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard heartbeatInterval > 0, visibilityTimeout > 0, shutdownGrace >= 0 else {
             throw ValidationError("--heartbeat-interval and --visibility-timeout must be positive, --shutdown-grace not negative")
         }
@@ -29,6 +33,7 @@ struct WorkerOptions: ParsableArguments {
         c.heartbeatInterval = heartbeatInterval
         c.visibilityTimeout = visibilityTimeout
         c.shutdownGrace = shutdownGrace
+        c.maxMessageBytes = maxMessageBytes
         return c
     }
 }

@@ -96,4 +96,32 @@ struct PoisonEventTests {
         let pending = try await h.redis.run { s in try s.command(["XPENDING", FlowKitKeys.events, FlowKitKeys.eventsGroup]).array?.first?.int }
         #expect(pending == 0)
     }
+
+    @Test("a batch that fails because the database went away is applied again at once, not after the abandoned-event claim")
+    func failedBatchRetriedAtOnce() async throws {
+        var config = SchedulerConfig(name: "retry-scheduler")
+        config.zombieThreshold = 300  // the claim of abandoned events would take 5 minutes
+        let h = try await Harness.make([diamond], config: config)
+        let run = try await h.trigger("diamond")
+        let a = try #require(try await h.take().first)
+        // Every write to the history fails as if the server were shutting down (57P03 counts as a lost connection).
+        _ = try await h.sql("""
+            CREATE FUNCTION going_away() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the database system is shutting down' USING ERRCODE = '57P03'; END $$
+            """)
+        _ = try await h.sql("CREATE TRIGGER going_away BEFORE INSERT ON task_history FOR EACH STATEMENT EXECUTE FUNCTION going_away()")
+        _ = try await h.redis.run { s in try s.command(["XGROUP", "CREATE", FlowKitKeys.events, FlowKitKeys.eventsGroup, "0", "MKSTREAM"]).orThrow() }
+        let loop = Task { await h.daemon.eventLoop() }
+        try await Task.sleep(for: .milliseconds(300))  // past its first read of pending entries (none)
+        defer { loop.cancel() }
+        _ = try await h.redis.run { s in try s.command(try event(.succeeded, a, h).xaddCommand()).orThrow() }
+        try await eventually("the batch read, failed and left pending", within: 20) {
+            let pending = try await h.redis.run { s in try s.command(["XPENDING", FlowKitKeys.events, FlowKitKeys.eventsGroup]).array?.first?.int }
+            return pending == 1
+        }
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await h.states(run)["a"] != "success")
+        _ = try await h.sql("DROP TRIGGER going_away ON task_history")
+        try await eventually("the pending batch applied", within: 10) { try await h.states(run)["a"] == "success" }
+    }
 }

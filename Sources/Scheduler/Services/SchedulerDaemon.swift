@@ -106,13 +106,21 @@ public final class SchedulerDaemon: Sendable {
 
     func eventLoop() async {
         // First what this scheduler read before a crash (its pending entries), then new events.
+        // A batch that failed (PostgreSQL restarting) stays pending for this consumer: it is read
+        // again first, at the next attempt — not left for another scheduler's claim of abandoned
+        // events, which waits for the zombie threshold (a 30 s stall per failed batch).
         let recovered = Flag()
         await loop("event consumer") {
-            if !recovered.value {
-                while try await self.consumeEvents(pending: true) > 0 {}
-                recovered.set()
+            do {
+                if !recovered.value {
+                    while try await self.consumeEvents(pending: true) > 0 {}
+                    recovered.set()
+                }
+                _ = try await self.consumeEvents(pending: false)
+            } catch {
+                recovered.clear()
+                throw error
             }
-            _ = try await self.consumeEvents(pending: false)
         }
     }
 
@@ -315,6 +323,7 @@ final class Flag: @unchecked Sendable {
     private var v = false
     var value: Bool { lock.withLock { v } }
     func set() { lock.withLock { v = true } }
+    func clear() { lock.withLock { v = false } }
 }
 
 /// Stream ids whose events are committed but not yet known durable; `next` waits for some.
