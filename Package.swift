@@ -40,6 +40,7 @@ let package = Package(
         .target(name: "Scheduler", dependencies: [
             "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "WorkerRuntime", dependencies: [
             "FlowKit", "RedisClient", "CeleryProtocol",

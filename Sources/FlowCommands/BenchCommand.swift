@@ -56,7 +56,8 @@ struct BenchCommand: AsyncParsableCommand {
             sc.eventBatch = 2000
             let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
                                          flows: BenchFlows.all, config: sc)
-            try await runServices([SchedulerService(daemon: daemon)], logger: makeLogger("flowkit.bench"))
+            try await daemon.prepare()
+            try await runServices(daemon.services(), logger: makeLogger("flowkit.bench"))
         }
     }
 
@@ -169,14 +170,7 @@ struct BenchCommand: AsyncParsableCommand {
         }
 
         func w5(db: String, redis: RedisConfig, store: SchedulerStore) async throws {
-            try await PGConnection(db, options: PGOptions(replyTimeout: 3600)).run { s in  // seeding: one long statement
-                try s.execute("""
-                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
-                    SELECT 'seed__' || g, 'bench_w2', 1, 'manual', 'success', now() - g * interval '1 minute', now(), now(), now(), now(), now()
-                    FROM generate_series(1, 10000) g
-                    ON CONFLICT DO NOTHING
-                    """)
-            }
+            try await SchedulerStore.seedFinishedRuns(databaseURL: db, flowId: "bench_w2", count: 10_000)
             let api = FlowAPI(store: SchedulerStore(db: PGPool(db, size: 4)), broker: SchedulerBroker(config: redis, consumer: "bench-api"),
                               config: APIConfig(openReads: true))
             let app = api.application(host: "127.0.0.1", port: port)
@@ -202,22 +196,7 @@ struct BenchCommand: AsyncParsableCommand {
 
         /// W6's history: 2,000 scheduled flows and a million finished task instances.
         func seedHistory(db: String) async throws {
-            try await PGConnection(db, options: PGOptions(replyTimeout: 3600)).run { s in  // seeding: one long statement
-                try s.execute("""
-                    INSERT INTO flows (flow_id, current_version, schedule, timezone, next_tick)
-                    SELECT 'seed_flow_' || g, 1, '0 0 * * *', 'UTC', now() + interval '1 day' FROM generate_series(1, 2000) g ON CONFLICT DO NOTHING;
-                    INSERT INTO flow_versions (flow_id, version, hash, definition)
-                    SELECT 'seed_flow_' || g, 1, md5(g::text), (SELECT definition FROM flow_versions WHERE flow_id = 'bench_w2' LIMIT 1)
-                    FROM generate_series(1, 2000) g ON CONFLICT DO NOTHING;
-                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, ended_at)
-                    SELECT 'hist__' || g, 'seed_flow_' || (g % 2000 + 1), 1, 'scheduled', 'success', now() - g * interval '1 hour', now(), now(), now()
-                    FROM generate_series(1, 10000) g ON CONFLICT DO NOTHING;
-                    INSERT INTO task_instances (run_pk, task_id, state, try_number, max_tries, queue, message_id, queued_at, started_at, ended_at)
-                    SELECT r.id, 't' || t, 'success', 1, 1, 'default', r.id || '-' || t, now(), now(), now()
-                    FROM runs r CROSS JOIN generate_series(0, 99) t WHERE r.run_id LIKE 'hist__%' ON CONFLICT DO NOTHING;
-                    ANALYZE;
-                    """)
-            }
+            try await SchedulerStore.seedHistory(databaseURL: db, templateFlowId: "bench_w2")
         }
 
         func report(_ id: String, _ metric: String, _ values: [Double], note: String? = nil) {

@@ -70,7 +70,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         let logger = makeLogger("flowkit.scheduler")
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
                                      flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout))
-        var services: [any Service] = [SchedulerService(daemon: daemon)]
+        try await daemon.prepare()
+        var services: [any Service] = daemon.services()
         if metricsPort > 0 {
             let router = Router()
             router.get("/metrics") { _, _ in
@@ -165,7 +166,8 @@ struct StandaloneCommand: AsyncParsableCommand {
                           logger: logger)
         let redisConfig = try RedisConfig(url: redis)
         let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout))
-        var services: [any Service] = [api.application(host: host, port: port), SchedulerService(daemon: daemon)]
+        try await daemon.prepare()
+        var services: [any Service] = [api.application(host: host, port: port)] + daemon.services()
         for i in 0..<max(0, workers) {
             let name = "worker\(i + 1)@\(workerOptions.hostname)-\(ProcessInfo.processInfo.processIdentifier)"
             services.append(WorkerService(worker: Worker(redis: redisConfig, flows: flows, config: try workerOptions.config(name: name))))

@@ -8,14 +8,6 @@ import Scheduler
 import ServiceLifecycle
 import WorkerRuntime
 
-/// The scheduler as a `Service`: graceful shutdown cancels its loops.
-struct SchedulerService: Service {
-    let daemon: SchedulerDaemon
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { try await daemon.run() }
-    }
-}
-
 /// A worker as a `Service`: graceful shutdown stops taking work and drains.
 struct WorkerService: Service {
     let worker: Worker

@@ -47,6 +47,9 @@ public enum TestServers {
         return config
     }
 
+    /// The test Redis as it is (not emptied): for a second client beside the first.
+    public static func redis() throws -> RedisConfig { try RedisConfig(url: try env("FLOWKIT_TEST_REDIS_URL")) }
+
     public static var redisPort: Int { Int(ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_PORT"] ?? "") ?? 56379 }
     public static var redisDir: String? { ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_DIR"] }
 

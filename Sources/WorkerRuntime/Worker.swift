@@ -54,12 +54,15 @@ public final class Worker: Sendable {
     public func run() async throws {
         try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: info)])
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
-        let heartbeat = Task { await heartbeatLoop() }
-        let logs = Task { await logFlushLoop() }
-        await consumeLoop()
-        await drain()
-        heartbeat.cancel()
-        logs.cancel()
+        // The heartbeat and the log shipper are child tasks: they live exactly as long as the
+        // worker consumes and drains, and a cancelled worker cancels them.
+        await withTaskGroup(of: Void.self) { g in
+            g.addTask { await self.heartbeatLoop() }
+            g.addTask { await self.logFlushLoop() }
+            await consumeLoop()
+            await drain()
+            g.cancelAll()
+        }
         try? await emit([WorkerEvent(kind: .workerOffline, worker: config.name, info: info)])
         logger.info("worker \(config.name) stopped")
     }

@@ -21,7 +21,7 @@ struct PoisonEventTests {
         let run = try await h.trigger("diamond")
         let a = try #require(try await h.take().first)
         let batch = [try event(.log, a, h, lines: ["a\u{0}b", "plain"]), try event(.succeeded, a, h)]
-        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
+        _ = try await h.daemon.eventConsumer.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
         #expect(try await h.states(run)["a"] == "success")
         #expect(Set(try await h.queued().map { try h.invocation($0).taskId }) == ["b", "c"])
         let lines = try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.map(\.line)
@@ -36,7 +36,7 @@ struct PoisonEventTests {
         // A try number past PostgreSQL's int range: well-formed JSON, refused by the database (22003).
         let poison = try event(.log, a, h, tryNumber: 5_000_000_000, lines: ["from nowhere"])
         let batch = [poison, try event(.started, a, h), try event(.succeeded, a, h)]
-        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
+        _ = try await h.daemon.eventConsumer.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
         #expect(try await h.states(run)["a"] == "success")
         let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
         #expect(dead.count == 1)
@@ -52,7 +52,7 @@ struct PoisonEventTests {
         let run = try await h.trigger("diamond")
         let a = try #require(try await h.take().first)
         let long = String(repeating: "x", count: 100_000)
-        _ = try await h.daemon.apply([SchedulerBroker.StreamEntry(id: "0-1", event: try event(.log, a, h, lines: [long]))], deferAck: true)
+        _ = try await h.daemon.eventConsumer.apply([SchedulerBroker.StreamEntry(id: "0-1", event: try event(.log, a, h, lines: [long]))], deferAck: true)
         let line = try #require(try await h.store.logs(runId: run, taskId: "a", tryNumber: 1, after: 0).lines.first?.line)
         #expect(line.hasPrefix(String(repeating: "x", count: 16 * 1024)))
         #expect(line.hasSuffix("[line cut: \(100_000 - 16 * 1024) more bytes]"))
@@ -66,7 +66,7 @@ struct PoisonEventTests {
         var stray = try event(.succeeded, a, h)
         stray.runId = "manual__2020-01-01T00:00:00Z__gone"
         let batch = [stray, try event(.succeeded, a, h)]
-        _ = try await h.daemon.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
+        _ = try await h.daemon.eventConsumer.apply(batch.map { SchedulerBroker.StreamEntry(id: "0-1", event: $0) }, deferAck: true)
         #expect(try await h.states(run)["a"] == "success")
         let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
         #expect(dead.count == 1)
@@ -83,11 +83,11 @@ struct PoisonEventTests {
         let good = try event(.succeeded, a, h)
         _ = try await h.redis.run { s in try s.command(good.xaddCommand()).orThrow() }
         try await eventually("both entries consumed", within: 20) {
-            let n = try await h.daemon.consumeEvents(pending: false, blockMillis: 100)
+            let n = try await h.daemon.eventConsumer.consume(pending: false, blockMillis: 100)
             let state = try await h.states(run)["a"]
             return n == 0 && state == "success"
         }
-        try await h.daemon.acknowledgeDurableEvents()
+        _ = try await h.daemon.eventAcknowledger.runOnce()
         let dead = try await h.redis.run { s in try s.command(["LRANGE", FlowKitKeys.deadLetter, "0", "-1"]).array?.compactMap(\.string) ?? [] }
         #expect(dead.count == 1)
         let entry = try JSONValue.parse(try #require(dead.first))
@@ -111,7 +111,8 @@ struct PoisonEventTests {
             """)
         _ = try await h.sql("CREATE TRIGGER going_away BEFORE INSERT ON task_history FOR EACH STATEMENT EXECUTE FUNCTION going_away()")
         _ = try await h.redis.run { s in try s.command(["XGROUP", "CREATE", FlowKitKeys.events, FlowKitKeys.eventsGroup, "0", "MKSTREAM"]).orThrow() }
-        let loop = Task { await h.daemon.eventLoop() }
+        let consumer = try #require(h.daemon.services().first { $0.duty is EventConsumer })
+        let loop = Task { await consumer.loop() }
         try await Task.sleep(for: .milliseconds(300))  // past its first read of pending entries (none)
         defer { loop.cancel() }
         _ = try await h.redis.run { s in try s.command(try event(.succeeded, a, h).xaddCommand()).orThrow() }

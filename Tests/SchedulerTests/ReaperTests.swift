@@ -175,7 +175,7 @@ struct LeaderTests {
         #expect(try await a.isLeader())
         #expect(try await b.isLeader() == false)
         #expect(try await a.isLeader())  // holding it is idempotent
-        a.leaderLock.close()  // the leader's session ends (its process died)
+        a.leader.connection.close()  // the leader's session ends (its process died)
         try await eventually("b to take over", timeout: 10) { try await b.isLeader() }
         #expect(try await a.isLeader() == false)
     }

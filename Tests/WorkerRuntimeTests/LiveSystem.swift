@@ -82,7 +82,7 @@ final class LiveSystem: @unchecked Sendable {
     }
 
     func successes(_ runId: String) async throws -> Int {
-        try await store.db.run { s in
+        try await PGConnection(url, label: "test-sql").run { s in
             try s.query("""
                 SELECT count(*) AS n FROM task_history h JOIN runs r ON r.id = h.run_pk
                 WHERE r.run_id = $1 AND h.to_state = 'success' AND h.applied

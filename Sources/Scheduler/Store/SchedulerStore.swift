@@ -24,7 +24,8 @@ public struct BrokerWork: Sendable {
 /// Operations that change state run in one transaction on one connection and return the
 /// `BrokerWork` to do once the transaction has committed.
 public final class SchedulerStore: @unchecked Sendable {
-    public let db: PGPool
+    /// The pool behind the operations; not public: callers use the named operations.
+    let db: PGPool
     let graphs = GraphCache()
     /// Random numbers in [0, 1) for retry jitter (injectable for tests).
     let random: @Sendable () -> Double

@@ -1,0 +1,30 @@
+import Foundation
+
+/// Fails (or retries, per policy) running tries whose worker stopped heart-beating for longer
+/// than `zombieThreshold`, and tries past their execution timeout. A worker whose heartbeat key
+/// still lives in Redis is not a zombie, whatever the database says. Leader only.
+public struct Reaper: SchedulerDuty {
+    public struct Config: Sendable {
+        /// A running task with no heartbeat for this long is a zombie.
+        public var zombieThreshold: Double = 30
+        public var interval: Double = 2
+        public init() {}
+        public func validate() throws { try requirePositive("reaper", ["zombieThreshold": zombieThreshold, "interval": interval]) }
+    }
+
+    public let name = "reaper"
+    public let leaderOnly = true
+    let context: SchedulerContext
+    let config: Config
+
+
+    public func runOnce() async throws -> Double {
+        let now = context.clock.now()
+        let stale = try await context.store.workersWithStaleHeartbeats(now: now, heartbeatTimeout: config.zombieThreshold)
+        let alive = try await context.broker.aliveWorkers(stale)
+        let reaped = try await context.store.reapZombies(now: now, heartbeatTimeout: config.zombieThreshold, aliveWorkers: alive)
+        try await context.broker.perform(reaped)
+        if !reaped.forget.isEmpty { context.logger.warning("reaped \(reaped.forget.count) tries (zombies or timeouts)") }
+        return config.interval
+    }
+}

@@ -1,0 +1,172 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import Testing
+@testable import Scheduler
+
+/// Each scheduler duty through its `runOnce()`, with a manual clock: one bounded batch, and the
+/// pause it asks for.
+@Suite("Scheduler services", .serialized)
+struct SchedulerServiceTests {
+    static let retrying = Flow("r", defaults: TaskOptions(retry: RetryPolicy(retries: 1, delay: .seconds(10)))) { f in _ = noop(f, "t") }
+
+    func event(_ kind: WorkerEvent.Kind, _ m: CeleryMessage, _ h: Harness, worker: String = "w1") throws -> WorkerEvent {
+        let inv = try h.invocation(m)
+        return WorkerEvent(kind: kind, worker: worker, at: h.clock.now(), messageId: m.id, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
+    }
+
+    @Test("the run starter starts queued runs and sends their first tasks")
+    func runStarter() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.store.createRun(flowId: "diamond", kind: "manual", conf: [:], logicalDate: nil, now: h.clock.now())
+        #expect(try await h.queued().isEmpty)
+        #expect(try await h.daemon.runStarter.runOnce() == 0)
+        #expect(try await h.runState(run.runId) == "running")
+        #expect(try await h.queued().map { try h.invocation($0).taskId } == ["a"])
+    }
+
+    @Test("the event consumer applies a batch and sends the next tasks; the acknowledger acknowledges it once durable")
+    func eventConsumerAndAcknowledger() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        let a = try await h.take()[0]
+        _ = try await h.redis.run { s in try s.command(["XGROUP", "CREATE", FlowKitKeys.events, FlowKitKeys.eventsGroup, "0", "MKSTREAM"]).orThrow() }
+        for kind in [WorkerEvent.Kind.started, .succeeded] {
+            _ = try await h.redis.run { s in try s.command(try event(kind, a, h).xaddCommand()).orThrow() }
+        }
+        _ = try await h.daemon.eventConsumer.runOnce()
+        #expect(try await h.states(run)["a"] == "success")
+        #expect(Set(try await h.queued().map { try h.invocation($0).taskId }) == ["b", "c"])
+        let pending = { try await h.redis.run { s in try s.command(["XPENDING", FlowKitKeys.events, FlowKitKeys.eventsGroup]).array?.first?.int } }
+        #expect(try await pending() == 2)  // applied, not yet acknowledged
+        #expect(try await h.daemon.eventAcknowledger.runOnce() == 0)
+        #expect(try await pending() == 0)
+    }
+
+    @Test("the retry timer queues a retry once its delay has passed, and otherwise waits until it is due")
+    func retryTimer() async throws {
+        let h = try await Harness.make([Self.retrying])
+        let run = try await h.trigger("r")
+        try await h.report(try await h.take()[0], .failed, error: "boom")
+        #expect(try await h.states(run)["t"] == "up_for_retry")
+        let wait = try await h.daemon.retryTimer.runOnce()
+        #expect(wait > 0 && wait <= 1)  // due in 10 s; it looks again within a second
+        #expect(try await h.queued().isEmpty)
+        h.clock.advance(by: 10)
+        #expect(try await h.daemon.retryTimer.runOnce() == 0)
+        #expect(try h.invocation(try await h.take()[0]).tryNumber == 2)
+    }
+
+    @Test("the cron ticker makes the due tick's run, once")
+    func cronTicker() async throws {
+        let h = try await Harness.make([hourly("h")])
+        #expect(try await h.daemon.cronTicker.runOnce() > 0)
+        h.clock.advance(by: 3600)
+        #expect(try await h.daemon.cronTicker.runOnce() == 0)
+        _ = try await h.daemon.cronTicker.runOnce()
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE trigger_kind = 'scheduled'").first?.int("n") == 1)
+    }
+
+    @Test("the reaper fails a try whose worker went silent, per its retry policy")
+    func reaper() async throws {
+        let h = try await Harness.make([Self.retrying])
+        let run = try await h.trigger("r")
+        try await h.report(try await h.take()[0], .started, worker: "silent")
+        #expect(try await h.daemon.reaper.runOnce() == h.daemon.reaper.config.interval)
+        #expect(try await h.states(run)["t"] == "running")
+        h.clock.advance(by: 31)
+        _ = try await h.daemon.reaper.runOnce()
+        #expect(try await h.states(run)["t"] == "up_for_retry")
+    }
+
+    @Test("the unacked restorer puts back a message claimed past the visibility timeout")
+    func unackedRestorer() async throws {
+        let h = try await Harness.make([diamond])
+        _ = try await h.trigger("diamond")
+        let claim = KombuLayout.claimCommand(queues: ["default"], count: 1, now: h.clock.now().timeIntervalSince1970)
+        let claimed = try await h.redis.run { s in KombuLayout.claimed(try s.command(claim).orThrow()) }
+        #expect(claimed.messages.count == 1)
+        _ = try await h.daemon.unackedRestorer.runOnce()
+        #expect(try await h.queued().isEmpty)  // not yet: the claim is fresh
+        h.clock.advance(by: 301)
+        _ = try await h.daemon.unackedRestorer.runOnce()
+        #expect(try await h.queued().count == 1)
+    }
+
+    @Test("the lost-message rescuer sends again a message the broker lost")
+    func lostMessageRescuer() async throws {
+        let h = try await Harness.make([diamond])
+        _ = try await h.trigger("diamond")
+        let lost = try await h.take()[0]
+        _ = try await h.daemon.lostMessageRescuer.runOnce()
+        #expect(try await h.queued().isEmpty)  // queued for less than 30 s
+        h.clock.advance(by: 31)
+        _ = try await h.daemon.lostMessageRescuer.runOnce()
+        #expect(try await h.queued().map(\.id) == [lost.id])
+    }
+
+    @Test("the abandoned-event claimer applies what a dead scheduler read and never acknowledged")
+    func abandonedEvents() async throws {
+        var config = SchedulerConfig(name: "survivor")
+        config.zombieThreshold = 1
+        let h = try await Harness.make([diamond], config: config)
+        let run = try await h.trigger("diamond")
+        let a = try await h.take()[0]
+        _ = try await h.redis.run { s in try s.command(try event(.succeeded, a, h).xaddCommand()).orThrow() }
+        // Another scheduler reads the event and dies before applying it.
+        let dead = SchedulerBroker(config: try TestServers.redis(), consumer: "dead-scheduler")
+        #expect(try await dead.readEvents(count: 10, blockMillis: 100, pendingFirst: false).count == 1)
+        try await Task.sleep(for: .milliseconds(1100))  // idle past the threshold (Redis's clock)
+        _ = try await h.daemon.abandonedEventClaimer.runOnce()
+        #expect(try await h.states(run)["a"] == "success")
+    }
+
+    @Test("the Celery result collector applies an outcome a Celery worker wrote to the result backend")
+    func celeryResults() async throws {
+        let viaCelery = Flow("py") { f in f.celery("t", name: "tasks.add") }
+        let h = try await Harness.make([viaCelery])
+        let run = try await h.trigger("py")
+        let m = try await h.take()[0]
+        try await h.redis.run { s in
+            for c in CeleryResult.commands(taskId: m.id, meta: CeleryResult.success(taskId: m.id, result: 3)) { try s.command(c).orThrow() }
+        }
+        _ = try await h.daemon.celeryResultCollector.runOnce()
+        #expect(try await h.states(run)["t"] == "success")
+    }
+
+    @Test("leader-only duties wait while another scheduler leads; the rest run everywhere")
+    func leaderOnly() async throws {
+        let h = try await Harness.make([diamond])
+        let leaderOnly = h.daemon.duties.filter(\.leaderOnly).map(\.name)
+        #expect(Set(leaderOnly) == ["reaper", "unacked restorer", "lost-message rescuer", "abandoned-event claimer", "Celery result collector"])
+        let other = SchedulerDaemon(databaseURL: h.url, redis: try TestServers.redis(), flows: [diamond],
+                                    config: SchedulerConfig(name: "other"))
+        #expect(try await other.isLeader())
+        #expect(try await h.daemon.isLeader() == false)
+        // A follower's reaper loop does not reap: the zombie stays running until the leader's turn.
+        let run = try await h.trigger("diamond")
+        try await h.report(try await h.take()[0], .started, worker: "silent")
+        h.clock.advance(by: 31)
+        let reaper = try #require(h.daemon.services().first { $0.duty is Reaper })
+        let loop = Task { await reaper.loop() }
+        try await Task.sleep(for: .milliseconds(300))
+        loop.cancel()
+        _ = await loop.value
+        #expect(try await h.states(run)["a"] == "running")
+        other.leader.connection.close()
+        try await eventually("this scheduler to lead", timeout: 10) { try await h.daemon.isLeader() }
+    }
+
+    @Test("a configuration that cannot work is refused, naming the duty")
+    func validation() throws {
+        var c = SchedulerConfig(name: "x")
+        c.zombieThreshold = 0
+        #expect(throws: SchedulerConfigError.self) { try c.validate() }
+        do { try c.validate() } catch { #expect("\(error)".contains("reaper")) }
+        c = SchedulerConfig(name: "x")
+        c.eventBatch = 0
+        do { try c.validate(); Issue.record("accepted eventBatch 0") } catch { #expect("\(error)".contains("event consumer")) }
+        try SchedulerConfig(name: "x").validate()
+    }
+}
