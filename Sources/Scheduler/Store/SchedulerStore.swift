@@ -239,71 +239,40 @@ public final class SchedulerStore: @unchecked Sendable {
         ]
     }
 
+    /// The rows read, handed to the pure `TaskMessageBuilder`.
     private func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult) -> [CeleryMessage] {
         guard let run, !rows.isEmpty else { return [] }
-        let params = (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:]
         var results: [String: JSONValue] = [:]
         for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
-        let flowId = run.string("flow_id")!, runId = run.string("run_id")!
-        return rows.map { row in
-            let taskId = row.string("task_id")!
-            let def = graph.tasks[taskId]
-            var upstream: [String: JSONValue] = [:]
-            for u in def?.upstream ?? [] { if let r = results[u] { upstream[u] = r } }
-            let timeout = row.double("timeout_seconds")
-            let inv = FlowTaskInvocation(flowId: flowId, runId: runId, taskId: taskId, tryNumber: row.int("try_number")!,
-                                         logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
-                                         dataIntervalEnd: run.date("data_interval_end")!, params: params, upstream: upstream,
-                                         timeoutSeconds: timeout)
-            if let celeryName = def?.celeryName {
-                // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
-                // FlowKit invocation rides in a header it can ignore.
-                var m = CeleryMessage(id: row.string("message_id")!, task: celeryName, args: [], kwargs: params,
-                                      queue: row.string("queue")!, retries: row.int("try_number")! - 1, timeLimit: (timeout, nil), rootId: runId)
-                m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue, FlowKitKeys.runHeader: .string(runId)]
-                return m
-            }
-            let name = FlowTaskInvocation.taskName(flow: flowId, task: taskId)
-            // Every FlowKit message goes to the queue's main list (kombu priority 0, consumed
-            // first): a task's priority orders the tasks that become ready together, at dispatch.
-            // kombu's priority lists run the other way (0 is the most urgent) and are polled
-            // less eagerly, so mapping FlowKit priorities onto them would invert or delay them.
-            var m = CeleryMessage(id: row.string("message_id")!, task: name, args: [],
-                                  kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: row.string("queue")!,
-                                  priority: 0, retries: row.int("try_number")! - 1,
-                                  timeLimit: (timeout, nil), rootId: runId)
-            m.extraHeaders[FlowKitKeys.runHeader] = .string(runId)  // checked at the claim, before decoding
-            return m
+        let context = TaskMessageBuilder.Run(
+            runId: run.string("run_id")!, flowId: run.string("flow_id")!,
+            params: (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:],
+            logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
+            dataIntervalEnd: run.date("data_interval_end")!)
+        let tries = rows.map {
+            TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
+                                   queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"))
         }
+        return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results)
     }
 
-    /// Evaluates the downstream tasks of `finished` in one run: queues those now ready, and
-    /// marks skipped or upstream_failed those that never will be, transitively.
+    /// Evaluates the downstream tasks of `finished` in one run (`RunStateMachine`): queues those
+    /// now ready, and marks skipped or upstream_failed those that never will be, transitively —
+    /// a wave per round of propagation, each reading the states it needs.
     func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], now: Date) throws -> [CeleryMessage] {
         var changed = finished
-        var toQueue: [String] = []
-        var queuedSet = Set<String>()
+        var ready: [String] = []
         while !changed.isEmpty {
-            let candidates = Array(Set(changed.flatMap { graph.downstream[$0] ?? [] }))
-            changed = []
+            let candidates = RunStateMachine.candidates(after: changed, in: graph)
             if candidates.isEmpty { break }
-            let needed = Array(Set(candidates + candidates.flatMap { graph.tasks[$0]?.upstream ?? [] }))
             var states: [String: TaskState] = [:]
-            for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, needed]).all {
+            for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])",
+                                 [runPk, RunStateMachine.statesNeeded(for: candidates, in: graph)]).all {
                 states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
             }
-            var skip: [String] = [], upFailed: [String] = []
-            for c in candidates.sorted() where states[c] == .pending && !queuedSet.contains(c) {
-                guard let def = graph.tasks[c] else { continue }
-                let up = def.upstream.map { states[$0] ?? .pending }
-                switch def.triggerRule.evaluate(up) {
-                case .wait: break
-                case .run: toQueue.append(c); queuedSet.insert(c)
-                case .skip: skip.append(c)
-                case .upstreamFailed: upFailed.append(c)
-                }
-            }
-            for (list, state) in [(skip, TaskState.skipped), (upFailed, TaskState.upstreamFailed)] where !list.isEmpty {
+            let wave = RunStateMachine.evaluate(candidates, states: states, in: graph, alreadyReady: Set(ready))
+            ready += wave.ready
+            for (list, state) in [(wave.skipped, TaskState.skipped), (wave.upstreamFailed, TaskState.upstreamFailed)] where !list.isEmpty {
                 s.enqueue("""
                     WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
                                RETURNING task_id, try_number),
@@ -311,16 +280,14 @@ public final class SchedulerStore: @unchecked Sendable {
                                SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u)
                     UPDATE runs SET unfinished_tasks = unfinished_tasks - (SELECT count(*) FROM u) WHERE id = $1
                     """, [runPk, list, state.rawValue, now])
-                changed += list
             }
+            changed = wave.ended
         }
-        // Priority first, as the broker will see them.
-        let ordered = toQueue.sorted { (graph.tasks[$0]?.priority ?? 0) > (graph.tasks[$1]?.priority ?? 0) }
-        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ordered, now: now)
+        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
     }
 
     /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how
-    /// (`finalRunState`, with its `failingLeafStates`). Queued, so it costs no round trip: it
+    /// (`RunStateMachine.finalState`, with its `failingLeafStates`). Queued, so it costs no round trip: it
     /// travels with the commit and sees every change made before it in the transaction.
     /// A flow with many leaves (W1 has 10,000) first asks whether the run is done, so that
     /// the leaf list is sent once, not with every batch.
@@ -335,7 +302,7 @@ public final class SchedulerStore: @unchecked Sendable {
                 FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
             WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
             RETURNING flow_id
-            """, [runPk, Array(graph.leaves), now, failingLeafStates.map(\.rawValue)]) { result in
+            """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames]) { result in
             // A finished run may let a queued run of the same flow start: wake the run starters.
             if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
         }

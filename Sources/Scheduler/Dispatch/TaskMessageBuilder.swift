@@ -1,0 +1,64 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+
+/// The Celery messages of queued tries, as pure code: the store reads the run, the tries and
+/// the upstream results, and this builds the envelopes.
+public enum TaskMessageBuilder {
+    /// What every message of one run carries.
+    public struct Run: Sendable {
+        public var runId: String
+        public var flowId: String
+        public var params: [String: JSONValue]
+        public var logicalDate: Date
+        public var dataIntervalStart: Date
+        public var dataIntervalEnd: Date
+        public init(runId: String, flowId: String, params: [String: JSONValue], logicalDate: Date, dataIntervalStart: Date, dataIntervalEnd: Date) {
+            self.runId = runId; self.flowId = flowId; self.params = params
+            self.logicalDate = logicalDate; self.dataIntervalStart = dataIntervalStart; self.dataIntervalEnd = dataIntervalEnd
+        }
+    }
+
+    /// One queued try.
+    public struct Try: Sendable {
+        public var taskId: String
+        public var tryNumber: Int
+        public var messageId: String
+        public var queue: String
+        public var timeoutSeconds: Double?
+        public init(taskId: String, tryNumber: Int, messageId: String, queue: String, timeoutSeconds: Double?) {
+            self.taskId = taskId; self.tryNumber = tryNumber; self.messageId = messageId; self.queue = queue; self.timeoutSeconds = timeoutSeconds
+        }
+    }
+
+    /// The message of each try, in the order given. `results` holds the results of finished
+    /// tasks of the run; each message carries those of its own upstream tasks only.
+    public static func messages(run: Run, tries: [Try], graph: FlowGraph, results: [String: JSONValue]) -> [CeleryMessage] {
+        tries.map { t in
+            let def = graph.tasks[t.taskId]
+            var upstream: [String: JSONValue] = [:]
+            for u in def?.upstream ?? [] { if let r = results[u] { upstream[u] = r } }
+            let inv = FlowTaskInvocation(flowId: run.flowId, runId: run.runId, taskId: t.taskId, tryNumber: t.tryNumber,
+                                         logicalDate: run.logicalDate, dataIntervalStart: run.dataIntervalStart,
+                                         dataIntervalEnd: run.dataIntervalEnd, params: run.params, upstream: upstream,
+                                         timeoutSeconds: t.timeoutSeconds)
+            if let celeryName = def?.celeryName {
+                // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
+                // FlowKit invocation rides in a header it can ignore.
+                var m = CeleryMessage(id: t.messageId, task: celeryName, args: [], kwargs: run.params,
+                                      queue: t.queue, retries: t.tryNumber - 1, timeLimit: (t.timeoutSeconds, nil), rootId: run.runId)
+                m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue, FlowKitKeys.runHeader: .string(run.runId)]
+                return m
+            }
+            // Every FlowKit message goes to the queue's main list (kombu priority 0, consumed
+            // first): a task's priority orders the tasks that become ready together, at dispatch.
+            // kombu's priority lists run the other way (0 is the most urgent) and are polled
+            // less eagerly, so mapping FlowKit priorities onto them would invert or delay them.
+            var m = CeleryMessage(id: t.messageId, task: FlowTaskInvocation.taskName(flow: run.flowId, task: t.taskId), args: [],
+                                  kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: t.queue,
+                                  priority: 0, retries: t.tryNumber - 1, timeLimit: (t.timeoutSeconds, nil), rootId: run.runId)
+            m.extraHeaders[FlowKitKeys.runHeader] = .string(run.runId)  // checked at the claim, before decoding
+            return m
+        }
+    }
+}
