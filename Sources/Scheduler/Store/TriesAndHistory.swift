@@ -3,6 +3,7 @@ import FlowKit
 import Foundation
 import PostgresClient
 
+/// Tries and their history: worker events applied in batches, the reaper, tries run by Celery workers.
 extension SchedulerStore {
     /// Applies a batch of worker events in one transaction: state changes, logs, heartbeats and
     /// worker records; then evaluates the downstream tasks of every task that ended.
@@ -86,36 +87,7 @@ extension SchedulerStore {
         }
     }
 
-    /// Longest log line kept whole; longer ones are cut, saying how much was dropped.
-    static let maxLogLine = 16 * 1024
-
-    static func storableLogLine(_ line: String) -> String {
-        guard line.utf8.count > maxLogLine else { return line }
-        let kept = String(decoding: line.utf8.prefix(maxLogLine), as: UTF8.self)
-        return kept + " …[line cut: \(line.utf8.count - kept.utf8.count) more bytes]"
-    }
-
-    private func upsertWorker(_ s: PGSession, _ ev: WorkerEvent, now: Date) throws {
-        let info = ev.info
-        let at = Date(timeIntervalSince1970: ev.at)
-        let state = ev.kind == .workerOffline ? "offline" : "online"
-        s.enqueue("""
-            INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state)
-            VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9)
-            ON CONFLICT (name) DO UPDATE SET heartbeat_at = GREATEST(workers.heartbeat_at, EXCLUDED.heartbeat_at),
-                running = EXCLUDED.running, state = EXCLUDED.state,
-                host = CASE WHEN $10 THEN EXCLUDED.host ELSE workers.host END,
-                pid = COALESCE(EXCLUDED.pid, workers.pid),
-                queues = CASE WHEN $10 THEN EXCLUDED.queues ELSE workers.queues END,
-                concurrency = CASE WHEN $10 THEN EXCLUDED.concurrency ELSE workers.concurrency END,
-                version = COALESCE(EXCLUDED.version, workers.version),
-                started_at = CASE WHEN $10 THEN EXCLUDED.started_at ELSE workers.started_at END
-            """, [ev.worker, info?["host"]?.stringValue ?? "unknown", info?["pid"]?.intValue, (info?["queues"]?.arrayValue ?? []).compactMap(\.stringValue),
-                  info?["concurrency"]?.intValue ?? 1, info?["version"]?.stringValue, at, ev.running?.count ?? 0, state,
-                  ev.kind == .workerOnline])
-    }
-
-    private func history(_ s: PGSession, runPk: Int, task: String, try tryNumber: Int, from: String?, to: String, at: Date,
+    func history(_ s: PGSession, runPk: Int, task: String, try tryNumber: Int, from: String?, to: String, at: Date,
                          source: String, detail: String?, applied: Bool) {
         var h = HistoryBatch()
         h.add(runPk, task, tryNumber, from, to, at, source, detail, applied)
@@ -124,7 +96,7 @@ extension SchedulerStore {
 
     /// `started` reports: queued (or, on a redelivery, running) tries become running.
     /// Returns the task instances (`run_pk/task_id`) it moved to running.
-    private func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws -> Set<String> {
+    func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws -> Set<String> {
         guard !started.isEmpty else { return [] }
         let applied = try s.query("""
             UPDATE task_instances t SET state = 'running', started_at = COALESCE(t.started_at, u.at), heartbeat_at = $6, worker = u.worker
@@ -155,7 +127,7 @@ extension SchedulerStore {
 
     /// Tries that ended on a worker: success, skipped, or failure (retried while tries remain);
     /// then, per run, the downstream tasks of what ended are evaluated once.
-    private func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], current: [String: PGRow],
+    func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], current: [String: PGRow],
                                startedInBatch: Set<String>, now: Date) throws -> BrokerWork {
         guard !outcomes.isEmpty else { return BrokerWork() }
         var updates = OutcomeBatch(), h = HistoryBatch()
@@ -208,101 +180,6 @@ extension SchedulerStore {
         return work
     }
 
-    // MARK: - Retries
-
-    /// Queues the next try of tasks whose retry time has come.
-    public func queueDueRetries(now: Date, limit: Int = 500) async throws -> BrokerWork {
-        try await db.run { [self] s in
-            try s.transaction {
-                var work = BrokerWork()
-                let due = try s.query("""
-                    SELECT t.run_pk, t.task_id, r.flow_id, r.flow_version FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'up_for_retry' AND t.next_attempt_at <= $1 AND r.state = 'running'
-                    ORDER BY t.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF r SKIP LOCKED
-                    """, [now, limit]).all
-                var byRun: [Int: (String, Int, [String])] = [:]
-                for r in due {
-                    let pk = r.int("run_pk")!
-                    byRun[pk, default: (r.string("flow_id")!, r.int("flow_version")!, [])].2.append(r.string("task_id")!)
-                }
-                for (pk, v) in byRun.sorted(by: { $0.key < $1.key }) {
-                    let graph = try graphs.graph(s, flow: v.0, version: v.1)
-                    work.enqueue += try queueTasks(s, runPk: pk, graph: graph, taskIds: v.2, now: now)
-                }
-                return work
-            }
-        }
-    }
-
-    /// When the earliest retry is due, if any (so the retry timer can sleep until then).
-    public func nextRetryTime() async throws -> Date? {
-        try await db.run { s in
-            try s.query("SELECT min(next_attempt_at) AS t FROM task_instances WHERE state = 'up_for_retry'").first?.date("t")
-        }
-    }
-
-    // MARK: - Cron
-
-    /// Makes the runs for every due cron tick: with catchup off only the latest missed tick,
-    /// with catchup on every missed tick, oldest first. Exactly one run per tick, whatever the
-    /// number of schedulers (row locks plus the unique index on flow and logical date).
-    public func createDueScheduledRuns(now: Date, maxTicksPerFlow: Int = 1000) async throws -> [RunRecord] {
-        try await db.run { [self] s in
-            try s.transaction {
-                var created: [RunRecord] = []
-                let due = try s.query("""
-                    SELECT flow_id, current_version, schedule, timezone, catchup, next_tick FROM flows
-                    WHERE next_tick <= $1 AND is_active AND NOT is_paused AND schedule IS NOT NULL
-                    ORDER BY next_tick LIMIT 100 FOR NO KEY UPDATE SKIP LOCKED
-                    """, [now]).all
-                for f in due {
-                    let flowId = f.string("flow_id")!
-                    guard let compiled = try? Schedule(cron: f.string("schedule")!, timeZone: f.string("timezone")!).compiled(),
-                          var tick = f.date("next_tick") else { continue }
-                    var ticks: [Date] = []
-                    while tick <= now, ticks.count < maxTicksPerFlow {
-                        ticks.append(tick)
-                        guard let n = compiled.nextFire(after: tick) else { break }
-                        tick = n
-                    }
-                    let chosen = f.bool("catchup") == true ? ticks : Array(ticks.suffix(1))
-                    let version = f.int("current_version")!
-                    let graph = try graphs.graph(s, flow: flowId, version: version)
-                    let params = try graph.definition.resolveParams(conf: [:])
-                    for t in chosen {
-                        let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
-                        if let r = try insertRun(s, flowId: flowId, version: version, kind: "scheduled", conf: [:], params: params,
-                                                 logicalDate: t, intervalStart: prev, intervalEnd: t) {
-                            created.append(r)
-                        }
-                    }
-                    try s.query("UPDATE flows SET next_tick = $2 WHERE flow_id = $1", [flowId, tick])
-                }
-                return created
-            }
-        }
-    }
-
-    /// The earliest next tick of an active, unpaused flow.
-    public func nextTickTime() async throws -> Date? {
-        try await db.run { s in
-            try s.query("SELECT min(next_tick) AS t FROM flows WHERE is_active AND NOT is_paused").first?.date("t")
-        }
-    }
-
-    // MARK: - Reaper
-
-    /// Fails tries whose worker stopped heart-beating and tries past their execution timeout,
-    /// retrying them per their policy. Returns the broker work (retries are queued by the timer;
-    /// the reaped messages are forgotten so no worker runs the stale try).
-    /// Workers of running tries whose heartbeat in the database is older than `heartbeatTimeout`.
-    public func workersWithStaleHeartbeats(now: Date, heartbeatTimeout: Double) async throws -> [String] {
-        try await db.run { s in
-            try s.query("SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND heartbeat_at < $1 AND worker IS NOT NULL",
-                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { $0.string("worker") }
-        }
-    }
-
     /// `aliveWorkers` are known to be alive right now (from Redis): their tries are not zombies
     /// even when the database has not seen their heartbeats yet (after a database outage, the
     /// heartbeats are still queued in the events stream).
@@ -350,43 +227,6 @@ extension SchedulerStore {
         }
     }
 
-    /// Task instances queued for longer than `olderThan` seconds: candidates for a lost message.
-    public func staleQueued(now: Date, olderThan: Double, limit: Int = 200) async throws -> [(messageId: String, queue: String)] {
-        try await db.run { s in
-            try s.query("""
-                SELECT message_id, queue FROM task_instances WHERE state = 'queued' AND queued_at < $1 ORDER BY queued_at LIMIT $2
-                """, [now.addingTimeInterval(-olderThan), limit]).all.map { ($0.string("message_id")!, $0.string("queue")!) }
-        }
-    }
-
-    /// Rebuilds the message of a queued try whose message the broker lost (same id, same try).
-    public func rebuildQueuedMessages(_ messageIds: [String], now: Date) async throws -> [CeleryMessage] {
-        guard !messageIds.isEmpty else { return [] }
-        return try await db.run { [self] s in
-            try s.transaction {
-                var out: [CeleryMessage] = []
-                let rows = try s.query("""
-                    SELECT t.run_pk, t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, r.flow_id, r.flow_version
-                    FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR NO KEY UPDATE OF t SKIP LOCKED
-                    """, [messageIds]).all
-                var byRun: [Int: [PGRow]] = [:]
-                for r in rows { byRun[r.int("run_pk")!, default: []].append(r) }
-                for (pk, tis) in byRun.sorted(by: { $0.key < $1.key }) {
-                    let graph = try graphs.graph(s, flow: tis[0].string("flow_id")!, version: tis[0].int("flow_version")!)
-                    out += try buildMessages(s, runPk: pk, graph: graph, rows: tis)
-                    for t in tis {
-                        history(s, runPk: pk, task: t.string("task_id")!, try: t.int("try_number")!, from: "queued", to: "queued", at: now,
-                                    source: "reaper", detail: "message \(t.string("message_id")!) was missing from the broker: enqueued again", applied: true)
-                    }
-                }
-                return out
-            }
-        }
-    }
-
-    // MARK: - Tasks run by Celery workers
-
     /// Tries a Celery worker runs that have not ended: their outcome is read from Celery's result backend.
     public func celeryTriesInFlight(limit: Int = 1000) async throws -> [(messageId: String, runId: String, taskId: String, tryNumber: Int, queued: Bool)] {
         try await db.run { s in
@@ -395,23 +235,6 @@ extension SchedulerStore {
                 WHERE t.executor = 'celery' AND t.state IN ('queued', 'running') LIMIT $1
                 """, [limit]).all.map { ($0.string("message_id")!, $0.string("run_id")!, $0.string("task_id")!, $0.int("try_number")!,
                                          $0.string("state") == "queued") }
-        }
-    }
-
-    // MARK: - Scheduler liveness
-
-    /// A synchronous commit: when it returns, every transaction this scheduler committed before
-    /// it — including those committed with `synchronous_commit = off` — is durable.
-    public func flushDurably(name: String, host: String, startedAt: Date, now: Date) async throws {
-        try await schedulerHeartbeat(name: name, host: host, startedAt: startedAt, now: now)
-    }
-
-    public func schedulerHeartbeat(name: String, host: String, startedAt: Date, now: Date) async throws {
-        _ = try await db.run { s in
-            try s.query("""
-                INSERT INTO schedulers (name, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
-                """, [name, host, startedAt, now])
         }
     }
 }
@@ -433,6 +256,7 @@ struct HistoryBatch {
         pk.append(p); task.append(t); tryNumber.append(n); from.append(f); self.to.append(to); at.append(a)
         source.append(src); detail.append(d); applied.append(ok)
     }
+
     func insert(_ s: PGSession) {
         guard !pk.isEmpty else { return }
         s.enqueue("""
@@ -452,6 +276,7 @@ struct OutcomeBatch {
         pk.append(p); task.append(t); tryNumber.append(n); state.append(st.rawValue); tryState.append(tst.rawValue)
         at.append(a); result.append(r); error.append(e); next.append(nx); worker.append(w); started.append(s)
     }
+
     func apply(_ s: PGSession) {
         guard !pk.isEmpty else { return }
         s.enqueue("""

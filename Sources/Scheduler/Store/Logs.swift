@@ -1,0 +1,35 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// Task logs.
+extension SchedulerStore {
+    /// Longest log line kept whole; longer ones are cut, saying how much was dropped.
+    static let maxLogLine = 16 * 1024
+
+    static func storableLogLine(_ line: String) -> String {
+        guard line.utf8.count > maxLogLine else { return line }
+        let kept = String(decoding: line.utf8.prefix(maxLogLine), as: UTF8.self)
+        return kept + " …[line cut: \(line.utf8.count - kept.utf8.count) more bytes]"
+    }
+
+    /// Log lines of one try after `offset` (the `offset` of the last line already read).
+    public func logs(runId: String, taskId: String, tryNumber: Int?, after offset: Int, limit: Int = 1000) async throws -> (tryNumber: Int, lines: [LogLine]) {
+        try await db.run { s in
+            guard let row = try s.query("""
+                SELECT r.id, t.try_number FROM runs r JOIN task_instances t ON t.run_pk = r.id AND t.task_id = $2 WHERE r.run_id = $1
+                """, [runId, taskId]).first else {
+                if try s.query("SELECT 1 FROM runs WHERE run_id = $1", [runId]).isEmpty { throw NotFound("unknown run `\(runId)`") }
+                throw NotFound("run `\(runId)` has no task `\(taskId)`")
+            }
+            let t = tryNumber ?? max(1, row.int("try_number")!)
+            let lines = try s.query("""
+                SELECT id, at, line FROM task_logs WHERE run_pk = $1 AND task_id = $2 AND try_number = $3 AND id > $4 ORDER BY id LIMIT $5
+                """, [row.int("id")!, taskId, t, offset, limit]).all.map {
+                LogLine(offset: $0.int("id")!, at: $0.date("at")!, line: $0.string("line")!)
+            }
+            return (t, lines)
+        }
+    }
+}

@@ -1,0 +1,272 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// Runs: manual, backfilled and cron-made; starting queued runs as flows have room; cancel; the
+/// end of a run; reads.
+extension SchedulerStore {
+    /// Creates a queued run and wakes the schedulers. Conf is checked against the flow's params.
+    public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, now: Date) async throws -> RunRecord {
+        try await db.run { [self] s in
+            try s.transaction {
+                guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
+                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
+                }
+                guard f.bool("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
+                let version = f.int("current_version")!
+                let graph = try graphs.graph(s, flow: flowId, version: version)
+                let params = try graph.definition.resolveParams(conf: conf)
+                let date = logicalDate ?? now
+                return try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
+                                     logicalDate: date, intervalStart: date, intervalEnd: date)!
+            }
+        }
+    }
+
+    /// Inserts a queued run; nil when a scheduled run for that tick already exists.
+    func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
+                   logicalDate: Date, intervalStart: Date, intervalEnd: Date) throws -> RunRecord? {
+        let runId = "\(kind)__\(Self.compactDate(logicalDate))__\(UUID().uuidString.prefix(8).lowercased())"
+        let conflict = kind == "manual" ? "" : "ON CONFLICT (flow_id, logical_date) WHERE trigger_kind IN ('scheduled', 'backfill') DO NOTHING"
+        let r = try s.query("""
+            INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start, data_interval_end)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $8, $9) \(conflict)
+            RETURNING \(RunRecord.columns)
+            """, [runId, flowId, version, kind, JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText,
+                  logicalDate, intervalStart, intervalEnd])
+        guard let row = r.first else { return nil }
+        s.notifyAfterCommit("flowkit_runs", runId)
+        return RunRecord(row)
+    }
+
+    static func compactDate(_ d: Date) -> String {
+        Instant.format(d)
+    }
+
+    /// Starts queued runs whose flow has room under `max_active_runs`: creates their task
+    /// instances and queues the tasks that can start. Oldest first, but only among flows with
+    /// room, so a flow at its cap never hides another flow's queued runs.
+    public func startQueuedRuns(now: Date, limit: Int = 50) async throws -> BrokerWork {
+        try await db.run { [self] s in
+            try s.transaction {
+                var work = BrokerWork()
+                // Per flow, only as many of its oldest queued runs as it has room for.
+                let queued = try s.query("""
+                    SELECT r.id, r.flow_id, r.flow_version FROM runs r WHERE r.id IN (
+                        SELECT id FROM (
+                            SELECT q.id, row_number() OVER (PARTITION BY q.flow_id ORDER BY q.id) AS n,
+                                   f.max_active_runs - (SELECT count(*) FROM runs a WHERE a.flow_id = q.flow_id AND a.state = 'running') AS room
+                            FROM runs q JOIN flows f ON f.flow_id = q.flow_id
+                            WHERE q.state = 'queued' AND NOT f.is_paused) c
+                        WHERE n <= room)
+                    AND r.state = 'queued'
+                    ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r SKIP LOCKED
+                    """, [limit]).all
+                var lockedFlows = Set<String>()
+                for row in queued {
+                    let runPk = row.int("id")!, flowId = row.string("flow_id")!, version = row.int("flow_version")!
+                    // The flow's row serialises the count below among schedulers. NO KEY UPDATE:
+                    // a manual run's INSERT (its foreign key takes KEY SHARE) does not wait for it.
+                    if lockedFlows.insert(flowId).inserted {
+                        try s.query("SELECT 1 FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId])
+                    }
+                    let counts = try s.query("""
+                        SELECT (SELECT count(*) FROM runs WHERE flow_id = $1 AND state = 'running') AS active, max_active_runs
+                        FROM flows WHERE flow_id = $1
+                        """, [flowId]).first!
+                    if counts.int("active")! >= counts.int("max_active_runs")! { continue }
+                    let graph = try graphs.graph(s, flow: flowId, version: version)
+                    let tasks = graph.definition.tasks
+                    try s.query("""
+                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds, executor)
+                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1), e
+                        FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[]) AS u(t, m, q, p, o, e)
+                        """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
+                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" }])
+                    try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3 WHERE id = $1",
+                                [runPk, now, tasks.count])
+                    work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: graph.roots, now: now)
+                }
+                return work
+            }
+        }
+    }
+
+    /// Ends the run when no task instance is left unfinished; Airflow's leaf rule decides how
+    /// (`RunStateMachine.finalState`, with its `failingLeafStates`). Queued, so it costs no round trip: it
+    /// travels with the commit and sees every change made before it in the transaction.
+    /// A flow with many leaves (W1 has 10,000) first asks whether the run is done, so that
+    /// the leaf list is sent once, not with every batch.
+    func finalizeIfDone(_ s: PGSession, runPk: Int, graph: FlowGraph, now: Date) throws {
+        if graph.leaves.count > 64 {
+            guard let r = try s.query("SELECT unfinished_tasks, state FROM runs WHERE id = $1", [runPk]).first,
+                  r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
+        }
+        s.enqueue("""
+            UPDATE runs SET ended_at = $3, state = (
+                SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
+                FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
+            WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
+            RETURNING flow_id
+            """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames]) { result in
+            // A finished run may let a queued run of the same flow start: wake the run starters.
+            if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
+        }
+    }
+
+    /// Cancels a run: unfinished task instances become cancelled, and the workers running
+    /// them are told to stop (through the broker work returned).
+    public func cancelRun(runId: String, now: Date) async throws -> BrokerWork {
+        try await db.run { s in
+            try s.transaction {
+                guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                    throw NotFound("unknown run `\(runId)`")
+                }
+                let state = r.string("state")!
+                guard state == "queued" || state == "running" else {
+                    throw StateConflict("run `\(runId)` is already \(state)")
+                }
+                let pk = r.int("id")!
+                let live = try s.query("""
+                    WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $2, next_attempt_at = NULL
+                               WHERE run_pk = $1 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
+                               RETURNING task_id, try_number, message_id, state)
+                    SELECT task_id, try_number, message_id FROM u
+                    """, [pk, now]).all
+                try s.query("""
+                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                    SELECT $1, t, n, NULL, 'cancelled', $4, 'api', 'run cancelled' FROM unnest($2::text[], $3::int[]) AS u(t, n)
+                    """, [pk, live.map { $0.string("task_id")! }, live.map { $0.int("try_number")! }, now])
+                try s.query("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
+                try s.query("UPDATE runs SET state = 'cancelled', ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now])
+                s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
+                var work = BrokerWork()
+                work.cancel = live.compactMap { $0.string("message_id") }
+                return work
+            }
+        }
+    }
+
+    /// Creates a queued `backfill` run for every cron tick of the flow in `[from, to]`, oldest
+    /// first; ticks that already have a scheduled or backfill run are skipped. At most `limit`.
+    public func createBackfillRuns(flowId: String, from: Date, to: Date, conf: [String: JSONValue], limit: Int = 1000) async throws -> [RunRecord] {
+        guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
+        return try await db.run { [self] s in
+            try s.transaction {
+                guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId]).first else {
+                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
+                }
+                guard let cron = f.string("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
+                let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")!).compiled()
+                let version = f.int("current_version")!
+                let graph = try graphs.graph(s, flow: flowId, version: version)
+                let params = try graph.definition.resolveParams(conf: conf)
+                var ticks: [Date] = []
+                var cursor = from.addingTimeInterval(-0.001)
+                while let t = compiled.nextFire(after: cursor), t <= to {
+                    guard ticks.count < limit else {
+                        throw StateConflict("backfill of `\(flowId)` covers more than \(limit) ticks; narrow --from/--to")
+                    }
+                    ticks.append(t)
+                    cursor = t
+                }
+                var created: [RunRecord] = []
+                for t in ticks {
+                    let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
+                    if let r = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
+                                             logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
+                }
+                return created
+            }
+        }
+    }
+
+    /// Makes the runs for every due cron tick: with catchup off only the latest missed tick,
+    /// with catchup on every missed tick, oldest first. Exactly one run per tick, whatever the
+    /// number of schedulers (row locks plus the unique index on flow and logical date).
+    public func createDueScheduledRuns(now: Date, maxTicksPerFlow: Int = 1000) async throws -> [RunRecord] {
+        try await db.run { [self] s in
+            try s.transaction {
+                var created: [RunRecord] = []
+                let due = try s.query("""
+                    SELECT flow_id, current_version, schedule, timezone, catchup, next_tick FROM flows
+                    WHERE next_tick <= $1 AND is_active AND NOT is_paused AND schedule IS NOT NULL
+                    ORDER BY next_tick LIMIT 100 FOR NO KEY UPDATE SKIP LOCKED
+                    """, [now]).all
+                for f in due {
+                    let flowId = f.string("flow_id")!
+                    guard let compiled = try? Schedule(cron: f.string("schedule")!, timeZone: f.string("timezone")!).compiled(),
+                          var tick = f.date("next_tick") else { continue }
+                    var ticks: [Date] = []
+                    while tick <= now, ticks.count < maxTicksPerFlow {
+                        ticks.append(tick)
+                        guard let n = compiled.nextFire(after: tick) else { break }
+                        tick = n
+                    }
+                    let chosen = f.bool("catchup") == true ? ticks : Array(ticks.suffix(1))
+                    let version = f.int("current_version")!
+                    let graph = try graphs.graph(s, flow: flowId, version: version)
+                    let params = try graph.definition.resolveParams(conf: [:])
+                    for t in chosen {
+                        let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
+                        if let r = try insertRun(s, flowId: flowId, version: version, kind: "scheduled", conf: [:], params: params,
+                                                 logicalDate: t, intervalStart: prev, intervalEnd: t) {
+                            created.append(r)
+                        }
+                    }
+                    try s.query("UPDATE flows SET next_tick = $2 WHERE flow_id = $1", [flowId, tick])
+                }
+                return created
+            }
+        }
+    }
+
+    /// The earliest next tick of an active, unpaused flow.
+    public func nextTickTime() async throws -> Date? {
+        try await db.run { s in
+            try s.query("SELECT min(next_tick) AS t FROM flows WHERE is_active AND NOT is_paused").first?.date("t")
+        }
+    }
+
+    /// Runs, newest first, filtered; pass the last page's smallest `id` as `before` for the next page.
+    public func runs(_ f: RunFilter) async throws -> [RunRecord] {
+        try await db.run { s in
+            try s.query("""
+                SELECT \(RunRecord.columns) FROM runs r
+                WHERE ($1::text IS NULL OR r.flow_id = $1) AND ($2::text IS NULL OR r.state = $2)
+                  AND ($3::timestamptz IS NULL OR r.logical_date >= $3) AND ($4::timestamptz IS NULL OR r.logical_date < $4)
+                  AND ($5::bigint IS NULL OR r.id < $5)
+                ORDER BY r.id DESC LIMIT $6
+                """, [f.flowId, f.state, f.since, f.until, f.before, f.limit]).all.map(RunRecord.init)
+        }
+    }
+
+    public func run(_ runId: String) async throws -> RunRecord {
+        try await db.run { s in
+            guard let r = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.run_id = $1", [runId]).first else {
+                throw NotFound("unknown run `\(runId)`")
+            }
+            return RunRecord(r)
+        }
+    }
+
+    /// Runs and task instances by state, for `/metrics`.
+    public func stateCounts() async throws -> (runs: [String: Int], tasks: [String: Int]) {
+        try await db.run { s in
+            var runs: [String: Int] = [:], tasks: [String: Int] = [:]
+            for r in try s.query("SELECT state, count(*) AS n FROM runs GROUP BY state").all { runs[r.string("state")!] = r.int("n")! }
+            // Only states with a partial index: the cost must not grow with the history.
+            for r in try s.query("""
+                SELECT 'queued' AS state, count(*) AS n FROM task_instances WHERE state = 'queued'
+                UNION ALL SELECT 'running', count(*) FROM task_instances WHERE state = 'running'
+                UNION ALL SELECT 'up_for_retry', count(*) FROM task_instances WHERE state = 'up_for_retry'
+                """).all {
+                tasks[r.string("state")!] = r.int("n")!
+            }
+            return (runs, tasks)
+        }
+    }
+}

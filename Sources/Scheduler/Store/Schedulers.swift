@@ -1,0 +1,53 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// Schedulers: their heartbeats and the durable flush of applied events.
+extension SchedulerStore {
+    /// A synchronous commit: when it returns, every transaction this scheduler committed before
+    /// it — including those committed with `synchronous_commit = off` — is durable.
+    public func flushDurably(name: String, host: String, startedAt: Date, now: Date) async throws {
+        try await schedulerHeartbeat(name: name, host: host, startedAt: startedAt, now: now)
+    }
+
+    public func schedulerHeartbeat(name: String, host: String, startedAt: Date, now: Date) async throws {
+        _ = try await db.run { s in
+            try s.query("""
+                INSERT INTO schedulers (name, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
+                """, [name, host, startedAt, now])
+        }
+    }
+
+    /// Seconds since the freshest scheduler heartbeat (nil when no scheduler ever ran).
+    public func schedulerHeartbeatAge(now: Date) async throws -> Double? {
+        try await db.run { s in
+            try s.query("SELECT max(heartbeat_at) AS t FROM schedulers").first?.date("t").map { now.timeIntervalSince($0) }
+        }
+    }
+
+    public func ping() async throws {
+        try await db.run { s in _ = try s.query("SELECT 1") }
+    }
+}
+
+/// Which scheduler leads: the one holding a session-level PostgreSQL advisory lock on its own
+/// connection. The lock lives as long as that session, so when a leader dies another scheduler
+/// takes it at its next ask. Leader-only duties (reaper, unacked restorer, lost-message
+/// rescuer, Celery result collector, abandoned-event claimer) ask before each batch.
+public final class LeaderElector: Sendable {
+    static let lockKey = 7_240_003
+    let connection: PGConnection
+
+    public init(databaseURL: String, label: String = "sched-leader") {
+        connection = PGConnection(databaseURL, label: label)
+    }
+
+    /// Whether this scheduler holds the lock, taking it when it is free (idempotent).
+    public func isLeader() async throws -> Bool {
+        try await connection.run { s in
+            try s.query("SELECT pg_try_advisory_lock($1) AS l", [Self.lockKey]).first?.bool("l") ?? false
+        }
+    }
+}

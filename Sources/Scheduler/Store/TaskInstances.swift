@@ -1,0 +1,275 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// Task instances: queueing tries and building their messages, downstream evaluation, clear,
+/// retries, messages the broker lost; reads.
+extension SchedulerStore {
+    /// Moves tasks from pending or up_for_retry to queued with a new try and builds their messages.
+    func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+        guard !taskIds.isEmpty else { return [] }
+        return try s.plans(generic: taskIds.count <= Self.smallBatch) { try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: taskIds, now: now) }
+    }
+
+    /// Batches up to this size run with generic plans (`PGSession.plans`).
+    static let smallBatch = 4
+
+    func queueTasksNow(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+        let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
+        // The new tries, their rows and history in one statement; the run and the upstream
+        // results for the messages in the same round trip.
+        let found = try s.queries([("""
+            WITH up AS (
+                UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
+                    next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
+                FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
+                      JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
+                WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
+                RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state),
+            tries AS (
+                INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
+                SELECT $1, task_id, try_number, message_id, 'queued', $4 FROM up),
+            history AS (
+                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                SELECT $1, task_id, try_number, old_state, 'queued', $4, 'scheduler' FROM up)
+            SELECT * FROM up
+            """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds))
+        guard !found[0].isEmpty else { return [] }
+        // RETURNING has no order: keep the caller's (priority) order for the broker.
+        let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
+        return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2])
+    }
+
+    /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
+    /// priority, timeout_seconds), with the run's params and the upstream tasks' results.
+    func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
+        guard !rows.isEmpty else { return [] }
+        let found = try s.queries(messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! }))
+        return messages(runPk: runPk, graph: graph, rows: rows, run: found[0].first, results: found[1])
+    }
+
+    /// What messages need beside their tries: the run, and the results of the tasks' upstream tasks.
+    func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> [(String, [any PGEncodable])] {
+        let upstreamIds = Array(Set(taskIds.flatMap { graph.tasks[$0]?.upstream ?? [] }))
+        return [
+            ("SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1", [runPk]),
+            ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
+             [runPk, upstreamIds]),
+        ]
+    }
+
+    /// The rows read, handed to the pure `TaskMessageBuilder`.
+    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult) -> [CeleryMessage] {
+        guard let run, !rows.isEmpty else { return [] }
+        var results: [String: JSONValue] = [:]
+        for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
+        let context = TaskMessageBuilder.Run(
+            runId: run.string("run_id")!, flowId: run.string("flow_id")!,
+            params: (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:],
+            logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
+            dataIntervalEnd: run.date("data_interval_end")!)
+        let tries = rows.map {
+            TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
+                                   queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"))
+        }
+        return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results)
+    }
+
+    /// Evaluates the downstream tasks of `finished` in one run (`RunStateMachine`): queues those
+    /// now ready, and marks skipped or upstream_failed those that never will be, transitively —
+    /// a wave per round of propagation, each reading the states it needs.
+    func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], now: Date) throws -> [CeleryMessage] {
+        var changed = finished
+        var ready: [String] = []
+        while !changed.isEmpty {
+            let candidates = RunStateMachine.candidates(after: changed, in: graph)
+            if candidates.isEmpty { break }
+            var states: [String: TaskState] = [:]
+            for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])",
+                                 [runPk, RunStateMachine.statesNeeded(for: candidates, in: graph)]).all {
+                states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+            }
+            let wave = RunStateMachine.evaluate(candidates, states: states, in: graph, alreadyReady: Set(ready))
+            ready += wave.ready
+            for (list, state) in [(wave.skipped, TaskState.skipped), (wave.upstreamFailed, TaskState.upstreamFailed)] where !list.isEmpty {
+                s.enqueue("""
+                    WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
+                               RETURNING task_id, try_number),
+                         h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                               SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u)
+                    UPDATE runs SET unfinished_tasks = unfinished_tasks - (SELECT count(*) FROM u) WHERE id = $1
+                    """, [runPk, list, state.rawValue, now])
+            }
+            changed = wave.ended
+        }
+        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
+    }
+
+    /// Clears failed tasks of a finished run (or the named ones) and everything downstream of
+    /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
+    /// set of tries.
+    public func clearTasks(runId: String, taskIds: [String]?, now: Date) async throws -> BrokerWork {
+        try await db.run { [self] s in
+            try s.transaction {
+                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                    throw NotFound("unknown run `\(runId)`")
+                }
+                let pk = r.int("id")!
+                let state = r.string("state")!
+                guard state == "failed" || state == "success" || state == "running" else {
+                    throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
+                }
+                let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+                let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
+                    .map { ($0.string("task_id")!, $0.string("state")!) })
+                var roots: [String]
+                if let taskIds, !taskIds.isEmpty {
+                    for t in taskIds where graph.tasks[t] == nil { throw NotFound("run `\(runId)` has no task `\(t)`") }
+                    roots = taskIds
+                } else {
+                    roots = states.filter { $0.value == "failed" || $0.value == "upstream_failed" }.map(\.key)
+                }
+                guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
+                let cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
+                let active = cleared.filter { ["queued", "running", "up_for_retry"].contains(states[$0] ?? "") }
+                guard active.isEmpty else {
+                    throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
+                }
+                let wasTerminal = cleared.filter { TaskState(rawValue: states[$0] ?? "")?.isTerminal ?? false }.count
+                try s.query("""
+                    UPDATE task_instances t SET state = 'pending', max_tries = t.try_number + u.m, ended_at = NULL, error = NULL, result = NULL,
+                        next_attempt_at = NULL
+                    FROM unnest($2::text[], $3::int[]) AS u(task_id, m) WHERE t.run_pk = $1 AND t.task_id = u.task_id
+                    """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
+                try s.query("""
+                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                    SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, 'api', 'cleared' FROM task_instances t
+                    WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
+                    """, [pk, cleared, now])
+                try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
+                            [pk, wasTerminal])
+                // Queue the cleared tasks whose upstream tasks allow it now.
+                let clearedSet = Set(cleared)
+                let finishedUpstream = Set(graph.definition.tasks.filter { !clearedSet.contains($0.id) }.map(\.id))
+                let entry = cleared.filter { t in (graph.tasks[t]?.upstream ?? []).allSatisfy { finishedUpstream.contains($0) } }
+                var work = BrokerWork()
+                let ready = try evaluateEntry(s, runPk: pk, graph: graph, tasks: entry, now: now)
+                work.enqueue = ready
+                return work
+            }
+        }
+    }
+
+    /// Evaluates tasks whose upstream tasks are all outside the cleared set.
+    func evaluateEntry(_ s: PGSession, runPk: Int, graph: FlowGraph, tasks: [String], now: Date) throws -> [CeleryMessage] {
+        var states: [String: TaskState] = [:]
+        for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [runPk]).all {
+            states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+        }
+        let ready = tasks.filter { t in
+            graph.tasks[t]!.triggerRule.evaluate(graph.tasks[t]!.upstream.map { states[$0] ?? .pending }) == .run
+        }
+        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready, now: now)
+    }
+
+    /// A run's task instances in the flow's declaration order, each with every try.
+    public func taskInstances(runId: String) async throws -> [TaskInstanceRecord] {
+        try await db.run { [self] s in
+            guard let run = try s.query("SELECT id, flow_id, flow_version FROM runs WHERE run_id = $1", [runId]).first else {
+                throw NotFound("unknown run `\(runId)`")
+            }
+            let pk = run.int("id")!
+            let graph = try graphs.graph(s, flow: run.string("flow_id")!, version: run.int("flow_version")!)
+            let order = Dictionary(graph.definition.tasks.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a })
+            var tries: [String: [TaskTryRecord]] = [:]
+            for t in try s.query("""
+                SELECT task_id, try_number, message_id, state, queued_at, started_at, ended_at, worker, result::text AS result, error
+                FROM task_tries WHERE run_pk = $1 ORDER BY task_id, try_number
+                """, [pk]).all {
+                tries[t.string("task_id")!, default: []].append(TaskTryRecord(
+                    tryNumber: t.int("try_number")!, messageId: t.string("message_id")!, state: t.string("state")!,
+                    queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
+                    worker: t.string("worker"), result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error")))
+            }
+            return try s.query("""
+                SELECT task_id, state, try_number, max_tries, queue, priority, queued_at, started_at, ended_at, next_attempt_at, worker,
+                       result::text AS result, error FROM task_instances WHERE run_pk = $1
+                """, [pk]).all.map { t in
+                TaskInstanceRecord(taskId: t.string("task_id")!, state: t.string("state")!, tryNumber: t.int("try_number")!,
+                                   maxTries: t.int("max_tries")!, queue: t.string("queue")!, priority: t.int("priority")!,
+                                   queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
+                                   nextAttemptAt: t.date("next_attempt_at"), worker: t.string("worker"),
+                                   result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error"),
+                                   tries: tries[t.string("task_id")!] ?? [])
+            }.sorted { order[$0.taskId, default: Int.max] < order[$1.taskId, default: Int.max] }
+        }
+    }
+
+    /// Queues the next try of tasks whose retry time has come.
+    public func queueDueRetries(now: Date, limit: Int = 500) async throws -> BrokerWork {
+        try await db.run { [self] s in
+            try s.transaction {
+                var work = BrokerWork()
+                let due = try s.query("""
+                    SELECT t.run_pk, t.task_id, r.flow_id, r.flow_version FROM task_instances t JOIN runs r ON r.id = t.run_pk
+                    WHERE t.state = 'up_for_retry' AND t.next_attempt_at <= $1 AND r.state = 'running'
+                    ORDER BY t.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF r SKIP LOCKED
+                    """, [now, limit]).all
+                var byRun: [Int: (String, Int, [String])] = [:]
+                for r in due {
+                    let pk = r.int("run_pk")!
+                    byRun[pk, default: (r.string("flow_id")!, r.int("flow_version")!, [])].2.append(r.string("task_id")!)
+                }
+                for (pk, v) in byRun.sorted(by: { $0.key < $1.key }) {
+                    let graph = try graphs.graph(s, flow: v.0, version: v.1)
+                    work.enqueue += try queueTasks(s, runPk: pk, graph: graph, taskIds: v.2, now: now)
+                }
+                return work
+            }
+        }
+    }
+
+    /// When the earliest retry is due, if any (so the retry timer can sleep until then).
+    public func nextRetryTime() async throws -> Date? {
+        try await db.run { s in
+            try s.query("SELECT min(next_attempt_at) AS t FROM task_instances WHERE state = 'up_for_retry'").first?.date("t")
+        }
+    }
+
+    /// Task instances queued for longer than `olderThan` seconds: candidates for a lost message.
+    public func staleQueued(now: Date, olderThan: Double, limit: Int = 200) async throws -> [(messageId: String, queue: String)] {
+        try await db.run { s in
+            try s.query("""
+                SELECT message_id, queue FROM task_instances WHERE state = 'queued' AND queued_at < $1 ORDER BY queued_at LIMIT $2
+                """, [now.addingTimeInterval(-olderThan), limit]).all.map { ($0.string("message_id")!, $0.string("queue")!) }
+        }
+    }
+
+    /// Rebuilds the message of a queued try whose message the broker lost (same id, same try).
+    public func rebuildQueuedMessages(_ messageIds: [String], now: Date) async throws -> [CeleryMessage] {
+        guard !messageIds.isEmpty else { return [] }
+        return try await db.run { [self] s in
+            try s.transaction {
+                var out: [CeleryMessage] = []
+                let rows = try s.query("""
+                    SELECT t.run_pk, t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, r.flow_id, r.flow_version
+                    FROM task_instances t JOIN runs r ON r.id = t.run_pk
+                    WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR NO KEY UPDATE OF t SKIP LOCKED
+                    """, [messageIds]).all
+                var byRun: [Int: [PGRow]] = [:]
+                for r in rows { byRun[r.int("run_pk")!, default: []].append(r) }
+                for (pk, tis) in byRun.sorted(by: { $0.key < $1.key }) {
+                    let graph = try graphs.graph(s, flow: tis[0].string("flow_id")!, version: tis[0].int("flow_version")!)
+                    out += try buildMessages(s, runPk: pk, graph: graph, rows: tis)
+                    for t in tis {
+                        history(s, runPk: pk, task: t.string("task_id")!, try: t.int("try_number")!, from: "queued", to: "queued", at: now,
+                                    source: "reaper", detail: "message \(t.string("message_id")!) was missing from the broker: enqueued again", applied: true)
+                    }
+                }
+                return out
+            }
+        }
+    }
+}

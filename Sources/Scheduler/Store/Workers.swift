@@ -1,0 +1,50 @@
+import CeleryProtocol
+import FlowKit
+import Foundation
+import PostgresClient
+
+/// Workers as their events describe them.
+extension SchedulerStore {
+    func upsertWorker(_ s: PGSession, _ ev: WorkerEvent, now: Date) throws {
+        let info = ev.info
+        let at = Date(timeIntervalSince1970: ev.at)
+        let state = ev.kind == .workerOffline ? "offline" : "online"
+        s.enqueue("""
+            INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state)
+            VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9)
+            ON CONFLICT (name) DO UPDATE SET heartbeat_at = GREATEST(workers.heartbeat_at, EXCLUDED.heartbeat_at),
+                running = EXCLUDED.running, state = EXCLUDED.state,
+                host = CASE WHEN $10 THEN EXCLUDED.host ELSE workers.host END,
+                pid = COALESCE(EXCLUDED.pid, workers.pid),
+                queues = CASE WHEN $10 THEN EXCLUDED.queues ELSE workers.queues END,
+                concurrency = CASE WHEN $10 THEN EXCLUDED.concurrency ELSE workers.concurrency END,
+                version = COALESCE(EXCLUDED.version, workers.version),
+                started_at = CASE WHEN $10 THEN EXCLUDED.started_at ELSE workers.started_at END
+            """, [ev.worker, info?["host"]?.stringValue ?? "unknown", info?["pid"]?.intValue, (info?["queues"]?.arrayValue ?? []).compactMap(\.stringValue),
+                  info?["concurrency"]?.intValue ?? 1, info?["version"]?.stringValue, at, ev.running?.count ?? 0, state,
+                  ev.kind == .workerOnline])
+    }
+
+    public func workers(now: Date) async throws -> [WorkerRecord] {
+        try await db.run { s in
+            try s.query("SELECT name, host, pid, queues::text AS queues, concurrency, version, state, running, started_at, heartbeat_at FROM workers ORDER BY name").all.map { r in
+                let hb = r.date("heartbeat_at")!
+                return WorkerRecord(name: r.string("name")!, host: r.string("host")!, pid: r.int("pid"), queues: r.strings("queues"),
+                                    concurrency: r.int("concurrency")!, version: r.string("version"), state: r.string("state")!,
+                                    running: r.int("running")!, startedAt: r.date("started_at")!, heartbeatAt: hb,
+                                    heartbeatAgeSeconds: max(0, now.timeIntervalSince(hb)))
+            }
+        }
+    }
+
+    /// Fails tries whose worker stopped heart-beating and tries past their execution timeout,
+    /// retrying them per their policy. Returns the broker work (retries are queued by the timer;
+    /// the reaped messages are forgotten so no worker runs the stale try).
+    /// Workers of running tries whose heartbeat in the database is older than `heartbeatTimeout`.
+    public func workersWithStaleHeartbeats(now: Date, heartbeatTimeout: Double) async throws -> [String] {
+        try await db.run { s in
+            try s.query("SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND heartbeat_at < $1 AND worker IS NOT NULL",
+                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { $0.string("worker") }
+        }
+    }
+}
