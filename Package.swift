@@ -36,14 +36,16 @@ let package = Package(
         .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThread"]),
         .target(name: "FlowKit", dependencies: ["CivilTime"]),
         .target(name: "CeleryProtocol", dependencies: ["FlowKit", "RedisClient"]),
+        // What runs processes and returns heap memory (Glibc): kept out of FlowKit, which is Foundation only.
+        .target(name: "ProcessSupport", dependencies: ["FlowKit"]),
 
         .target(name: "Scheduler", dependencies: [
-            "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol",
+            "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "WorkerRuntime", dependencies: [
-            "FlowKit", "RedisClient", "CeleryProtocol",
+            "FlowKit", "RedisClient", "CeleryProtocol", "ProcessSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FlowServer", dependencies: [
@@ -54,7 +56,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
-            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol",
+            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -67,16 +69,17 @@ let package = Package(
 
         .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows", "CivilTime", "PostgresClient"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "ProcessSupportTests", dependencies: ["ProcessSupport", "FlowKit"]),
         // What the integration tests share (and what users' own tests can use): real servers.
-        .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler"]),
+        .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler", "ProcessSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: [
             "Scheduler", "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
         ]),
         .testTarget(name: "WorkerRuntimeTests", dependencies: [
-            "WorkerRuntime", "Scheduler", "FlowKit", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
+            "WorkerRuntime", "Scheduler", "FlowKit", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows", "ProcessSupport",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "FlowServerTests", dependencies: [
-            "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands",
+            "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands", "ProcessSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
     ],

@@ -2,6 +2,7 @@ import ArgumentParser
 import FlowKit
 import FlowServer
 import Foundation
+import ProcessSupport
 import Logging
 import PostgresClient
 import RedisClient

@@ -1,5 +1,6 @@
 import FlowKit
 import Foundation
+import ProcessSupport
 #if canImport(Glibc)
 import Glibc
 #endif

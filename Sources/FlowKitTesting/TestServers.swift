@@ -1,5 +1,6 @@
 import FlowKit
 import Foundation
+import ProcessSupport
 import PostgresClient
 import RedisClient
 import Scheduler

@@ -2,6 +2,7 @@ import CeleryProtocol
 import FlowKit
 import Foundation
 import Logging
+import ProcessSupport
 import RedisClient
 
 /// A worker process: claims task messages from its queues, runs them with at most
@@ -206,7 +207,8 @@ public final class Worker: Sendable {
                               dataIntervalStart: Date(timeIntervalSince1970: inv.dataIntervalStart),
                               dataIntervalEnd: Date(timeIntervalSince1970: inv.dataIntervalEnd),
                               params: inv.params, upstream: inv.upstream, connections: connections,
-                              log: TaskLogger { line in entry.log(line) }, isCancelled: { entry.isCancelled })
+                              log: TaskLogger { line in entry.log(line) }, commandRunner: SubprocessCommandRunner(),
+                              isCancelled: { entry.isCancelled })
         let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
         let startAlreadyReported = !entry.claimStartReport()
         reportStart.cancel()

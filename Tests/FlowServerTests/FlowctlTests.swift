@@ -1,6 +1,7 @@
 import FlowKit
 import FlowKitTesting
 import Foundation
+import ProcessSupport
 import Testing
 
 /// Runs the real `flowctl` binary against a live API.

@@ -2,6 +2,7 @@ import FlowKit
 import FlowKitTesting
 import FlowServer
 import Foundation
+import ProcessSupport
 import Hummingbird
 import PostgresClient
 import Scheduler

@@ -2,6 +2,7 @@ import CeleryProtocol
 import FlowKit
 import FlowKitTesting
 import Foundation
+import ProcessSupport
 import RedisClient
 import Testing
 

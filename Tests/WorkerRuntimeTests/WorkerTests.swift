@@ -3,6 +3,7 @@ import FlowKit
 import FlowKitTesting
 import Flows
 import Foundation
+import ProcessSupport
 import RedisClient
 import Testing
 @testable import WorkerRuntime

@@ -1,5 +1,6 @@
 import FlowKit
 import Foundation
+import ProcessSupport
 
 /// Gives the heap back to the system after a burst. glibc keeps freed memory in its arenas, so
 /// a scheduler that once dispatched ten thousand tasks at once would keep that high-water mark

@@ -1,16 +1,8 @@
+import FlowKit
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// How a process ended.
-public struct ProcessOutcome: Sendable {
-    public let exitCode: Int32
-    /// The signal that ended it, if one did.
-    public let signal: Int32?
-    /// The last non-empty line it wrote to stdout: a shell task's result.
-    public let lastStdoutLine: String?
-}
 
 /// Runs a command in its own process group, streaming stdout and stderr line by line to a
 /// logger. Cancelling the calling task, or `isCancelled` turning true, kills the whole group.
@@ -179,34 +171,11 @@ final class ProcessReader: @unchecked Sendable {
     }
 }
 
-extension TaskContext {
-    /// The environment a task's process sees: who it is, its dates, and every param as
-    /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`).
-    public var processEnvironment: [String: String] {
-        var env: [String: String] = [
-            "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
-            "FLOWKIT_TRY_NUMBER": String(tryNumber),
-            "FLOWKIT_LOGICAL_DATE": Instant.format(logicalDate),
-            "FLOWKIT_DATA_INTERVAL_START": Instant.format(dataIntervalStart),
-            "FLOWKIT_DATA_INTERVAL_END": Instant.format(dataIntervalEnd),
-            "FLOWKIT_PARAMS_JSON": JSONValue.object(params).compactJSON,
-        ]
-        for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }
-        for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
-        return env
-    }
-
-    /// Runs a command as part of this task: its output joins the task's log, a non-zero exit
-    /// fails the task, and its last stdout line (parsed as JSON when it is JSON) is returned.
-    @discardableResult
-    public func run(_ command: ShellCommand) async throws -> JSONValue? {
-        let outcome = try await ProcessRunner.run(command, environment: processEnvironment, log: log,
-                                                  isCancelled: { [self] in isCancelled })
-        if let sig = outcome.signal { throw TaskError("command `\(command.argv.joined(separator: " "))` was killed by signal \(sig)") }
-        guard outcome.exitCode == 0 else {
-            throw TaskError("command `\(command.argv.joined(separator: " "))` exited with status \(outcome.exitCode)")
-        }
-        guard let last = outcome.lastStdoutLine else { return nil }
-        return (try? JSONValue.parse(last)) ?? .string(last)
+/// Runs a task's commands (`ctx.run`) in processes: what a worker gives every task.
+public struct SubprocessCommandRunner: CommandRunner {
+    public init() {}
+    public func run(_ command: ShellCommand, environment: [String: String], log: TaskLogger,
+                    isCancelled: @escaping @Sendable () -> Bool) async throws -> ProcessOutcome {
+        try await ProcessRunner.run(command, environment: environment, log: log, isCancelled: isCancelled)
     }
 }

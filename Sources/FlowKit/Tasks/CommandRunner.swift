@@ -1,0 +1,54 @@
+import Foundation
+
+/// How a process ended.
+public struct ProcessOutcome: Sendable {
+    public let exitCode: Int32
+    /// The signal that ended it, if one did.
+    public let signal: Int32?
+    /// The last non-empty line it wrote to stdout: a shell task's result.
+    public let lastStdoutLine: String?
+    public init(exitCode: Int32, signal: Int32?, lastStdoutLine: String?) {
+        self.exitCode = exitCode; self.signal = signal; self.lastStdoutLine = lastStdoutLine
+    }
+}
+
+/// What runs a task's commands (`ctx.run`). FlowKit itself runs no process: the worker hands
+/// every task a runner (`SubprocessCommandRunner`, in ProcessSupport); tests can hand a fake.
+public protocol CommandRunner: Sendable {
+    func run(_ command: ShellCommand, environment: [String: String], log: TaskLogger,
+             isCancelled: @escaping @Sendable () -> Bool) async throws -> ProcessOutcome
+}
+
+extension TaskContext {
+    /// The environment a task's process sees: who it is, its dates, and every param as
+    /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`).
+    public var processEnvironment: [String: String] {
+        var env: [String: String] = [
+            "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
+            "FLOWKIT_TRY_NUMBER": String(tryNumber),
+            "FLOWKIT_LOGICAL_DATE": Instant.format(logicalDate),
+            "FLOWKIT_DATA_INTERVAL_START": Instant.format(dataIntervalStart),
+            "FLOWKIT_DATA_INTERVAL_END": Instant.format(dataIntervalEnd),
+            "FLOWKIT_PARAMS_JSON": JSONValue.object(params).compactJSON,
+        ]
+        for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }
+        for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
+        return env
+    }
+
+    /// Runs a command as part of this task: its output joins the task's log, a non-zero exit
+    /// fails the task, and its last stdout line (parsed as JSON when it is JSON) is returned.
+    @discardableResult
+    public func run(_ command: ShellCommand) async throws -> JSONValue? {
+        guard let runner = commandRunner else {
+            throw TaskError("task `\(taskId)` cannot run `\(command.argv.first ?? "")`: this context has no command runner (a FlowKit worker gives every task one)")
+        }
+        let outcome = try await runner.run(command, environment: processEnvironment, log: log, isCancelled: { [self] in isCancelled })
+        if let sig = outcome.signal { throw TaskError("command `\(command.argv.joined(separator: " "))` was killed by signal \(sig)") }
+        guard outcome.exitCode == 0 else {
+            throw TaskError("command `\(command.argv.joined(separator: " "))` exited with status \(outcome.exitCode)")
+        }
+        guard let last = outcome.lastStdoutLine else { return nil }
+        return (try? JSONValue.parse(last)) ?? .string(last)
+    }
+}
