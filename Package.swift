@@ -49,7 +49,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FlowServer", dependencies: [
-            "Scheduler", "FlowKit", "PostgresClient", "RedisClient",
+            "Scheduler", "FlowKit",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -77,7 +77,12 @@ let package = Package(
         ]),
         .testTarget(name: "WorkerRuntimeTests", dependencies: [
             "WorkerRuntime", "Scheduler", "FlowKit", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows", "ProcessSupport",
-        ], resources: [.copy("Fixtures")]),
+        ]),
+        // A test target per module below: the C bindings and the wire codec on their own.
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "FlowKitTesting"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "FlowKitTesting"]),
+        .testTarget(name: "CeleryProtocolTests", dependencies: ["CeleryProtocol", "FlowKit", "RedisClient", "FlowKitTesting"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "FlowServerTests", dependencies: [
             "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands", "ProcessSupport",
             .product(name: "Hummingbird", package: "hummingbird"),

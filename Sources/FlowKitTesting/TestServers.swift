@@ -93,3 +93,31 @@ extension TestServers {
         throw Missing(variable: "scripts/services.sh")
     }
 }
+
+/// Fails unless `body` finishes within `seconds`: a liveness bound, generous on purpose — it
+/// tells a wait of seconds from one that never ends, and measures nothing.
+public func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { g in
+        g.addTask { try await body() }
+        g.addTask { try await Task.sleep(for: .seconds(seconds)); return nil }
+        defer { g.cancelAll() }
+        guard let first = try await g.next(), let value = first else {
+            throw LivenessFailure(message: "\(what) did not finish within \(seconds)s")
+        }
+        return value
+    }
+}
+
+public struct LivenessFailure: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// A count several tasks add to.
+public final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    public init() {}
+    public func add() { lock.withLock { n += 1 } }
+    public var value: Int { lock.withLock { n } }
+}

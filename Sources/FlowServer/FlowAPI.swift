@@ -1,10 +1,7 @@
-import CeleryProtocol
 import FlowKit
 import Foundation
 import Hummingbird
 import Logging
-import PostgresClient
-import RedisClient
 import Scheduler
 
 /// The JSON HTTP API under `/api/v1`, plus `/health` and `/metrics`.
@@ -203,10 +200,9 @@ public struct FlowAPI: Sendable {
         case let n as NotFound: e = APIError(.notFound, "not_found", n.message)
         case let c as StateConflict: e = APIError(.conflict, "conflict", c.message)
         case let c as ConfError: e = APIError(.badRequest, "invalid_conf", c.message)
-        case let p as PGError where p.isConnectionLoss: e = APIError(.serviceUnavailable, "database_unavailable", "PostgreSQL is unavailable: \(p.message)")
-        case let p as PGError where p.isStatementTimeout:
-            e = APIError(.serviceUnavailable, "database_busy", "PostgreSQL did not finish the request in time (statement timeout); try again")
-        case let r as RedisError where r.kind == .connection: e = APIError(.serviceUnavailable, "broker_unavailable", "Redis is unavailable: \(r.message)")
+        case _ where ServiceUnavailable(error) != nil:
+            let u = ServiceUnavailable(error)!
+            e = APIError(.serviceUnavailable, u.reason.rawValue, u.message)
         case let h as any HTTPResponseError where h.status == .contentTooLarge:
             e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(config.maxBodyBytes) bytes")
         case let h as any HTTPResponseError:

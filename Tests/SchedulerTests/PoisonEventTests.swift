@@ -82,7 +82,7 @@ struct PoisonEventTests {
         _ = try await h.redis.run { s in try s.command(["XADD", FlowKitKeys.events, "*", "e", "{not an event"]).orThrow() }
         let good = try event(.succeeded, a, h)
         _ = try await h.redis.run { s in try s.command(good.xaddCommand()).orThrow() }
-        try await eventually("both entries consumed", within: 20) {
+        try await eventually("both entries consumed", timeout: 20) {
             let n = try await h.daemon.eventConsumer.consume(pending: false, blockMillis: 100)
             let state = try await h.states(run)["a"]
             return n == 0 && state == "success"
@@ -116,13 +116,13 @@ struct PoisonEventTests {
         try await Task.sleep(for: .milliseconds(300))  // past its first read of pending entries (none)
         defer { loop.cancel() }
         _ = try await h.redis.run { s in try s.command(try event(.succeeded, a, h).xaddCommand()).orThrow() }
-        try await eventually("the batch read, failed and left pending", within: 20) {
+        try await eventually("the batch read, failed and left pending", timeout: 20) {
             let pending = try await h.redis.run { s in try s.command(["XPENDING", FlowKitKeys.events, FlowKitKeys.eventsGroup]).array?.first?.int }
             return pending == 1
         }
         try await Task.sleep(for: .seconds(1))
         #expect(try await h.states(run)["a"] != "success")
         _ = try await h.sql("DROP TRIGGER going_away ON task_history")
-        try await eventually("the pending batch applied", within: 10) { try await h.states(run)["a"] == "success" }
+        try await eventually("the pending batch applied", timeout: 10) { try await h.states(run)["a"] == "success" }
     }
 }

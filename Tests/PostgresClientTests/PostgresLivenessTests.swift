@@ -3,35 +3,6 @@ import Foundation
 import PostgresClient
 import Testing
 
-/// Fails unless `body` finishes within `seconds`: a liveness bound, generous on purpose — it
-/// tells a wait of seconds from one that never ends, and measures nothing.
-func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { g in
-        g.addTask { try await body() }
-        g.addTask { try await Task.sleep(for: .seconds(seconds)); return nil }
-        defer { g.cancelAll() }
-        guard let first = try await g.next(), let value = first else {
-            throw LivenessFailure(message: "\(what) did not finish within \(seconds)s")
-        }
-        return value
-    }
-}
-
-struct LivenessFailure: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
-}
-
-/// Waits (polling, bounded) until `condition` holds.
-func eventually(_ what: String, within seconds: Double = 20, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    throw LivenessFailure(message: "\(what): not seen within \(seconds)s")
-}
-
 @Suite("libpq liveness guards", .serialized)
 struct PostgresLivenessTests {
     @Test("every session is cut off by the server when left idle in a transaction")
@@ -164,11 +135,4 @@ struct PostgresLivenessTests {
         let names = try await admin.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.compactMap { $0.string("name") } }
         #expect(names == ["w2"])
     }
-}
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    func add() { lock.withLock { n += 1 } }
-    var value: Int { lock.withLock { n } }
 }
