@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // C bindings (Debian's libpq-dev and libhiredis-dev).
@@ -43,6 +45,7 @@ let package = Package(
             "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         .target(name: "WorkerRuntime", dependencies: [
             "FlowKit", "RedisClient", "CeleryProtocol", "ProcessSupport",
@@ -54,6 +57,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
             "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
@@ -62,6 +66,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .target(name: "Flows", dependencies: ["FlowKit"], path: "Flows",
                 exclude: ["README.md"], resources: [.copy("Resources")]),
@@ -86,6 +91,7 @@ let package = Package(
         .testTarget(name: "FlowServerTests", dependencies: [
             "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands", "ProcessSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,6 +6,7 @@ import Foundation
 import Hummingbird
 import Logging
 import PostgresClient
+import Prometheus
 import RedisClient
 import Scheduler
 import ServiceLifecycle
@@ -68,15 +69,17 @@ struct SchedulerCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.scheduler")
+        let registry = PrometheusCollectorRegistry()
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
-                                     flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout))
+                                     flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout),
+                                     metrics: .prometheus(registry))
         try await daemon.prepare()
         var services: [any Service] = daemon.services()
         if metricsPort > 0 {
             let router = Router()
             router.get("/metrics") { _, _ in
                 Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                         body: .init(byteBuffer: ByteBuffer(string: SchedulerMetrics.all.map(\.exposition).joined(separator: "\n") + "\n")))
+                         body: .init(byteBuffer: ByteBuffer(string: registry.emitToString())))
             }
             services.append(Application(router: router, configuration: .init(address: .hostname("0.0.0.0", port: metricsPort)), logger: logger))
         }
@@ -114,14 +117,14 @@ struct ServerCommand: AsyncParsableCommand {
 }
 
 func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: [(role: APIConfig.Role, token: String)],
-             openReads: Bool, logger: Logger) -> FlowAPI {
+             openReads: Bool, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), logger: Logger) -> FlowAPI {
     // API requests get a statement timeout: a request stuck behind a lock answers 503 in
     // seconds instead of holding a pool connection (and the requests queued on it) for minutes.
     let store = SchedulerStore(db: PGPool(databaseURL, size: 8, label: "api-pg",
                                           options: PGOptions(statementTimeout: 10, replyTimeout: 25)))
     let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
     return FlowAPI(store: store, broker: broker, config: APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins),
-                   logger: logger)
+                   registry: registry, logger: logger)
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -162,10 +165,12 @@ struct StandaloneCommand: AsyncParsableCommand {
             adminToken = try Self.persistentAdminToken(home: settings.home)
             tokens.append((.admin, adminToken!))
         }
+        let registry = PrometheusCollectorRegistry()  // the API serves the scheduler's histograms too
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: redis, tokens: tokens, openReads: settings.openReads ?? true,
-                          logger: logger)
+                          registry: registry, logger: logger)
         let redisConfig = try RedisConfig(url: redis)
-        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout))
+        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
+                                     metrics: .prometheus(registry))
         try await daemon.prepare()
         var services: [any Service] = [api.application(host: host, port: port)] + daemon.services()
         for i in 0..<max(0, workers) {

@@ -2,6 +2,7 @@ import FlowKit
 import Foundation
 import Hummingbird
 import Logging
+import Prometheus
 import Scheduler
 
 /// The JSON HTTP API under `/api/v1`, plus `/health` and `/metrics`.
@@ -30,10 +31,16 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/workers"),
     ]
 
-    public init(store: SchedulerStore, broker: SchedulerBroker, config: APIConfig, logger: Logger = Logger(label: "flowkit.api")) {
+    /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
+    /// process records there (a scheduler in the same process: `SchedulerMetrics.prometheus`).
+    public let registry: PrometheusCollectorRegistry
+
+    public init(store: SchedulerStore, broker: SchedulerBroker, config: APIConfig, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+                logger: Logger = Logger(label: "flowkit.api")) {
         self.store = store
         self.broker = broker
         self.config = config
+        self.registry = registry
         self.auth = TokenAuthenticator(store: store, config: config)
         self.logger = logger
     }
@@ -273,27 +280,40 @@ public struct FlowAPI: Sendable {
     }
 
     func metrics() async -> Response {
-        var lines: [String] = []
+        // Gauges read at each scrape; the registry keeps them between scrapes.
         if let counts = try? await store.stateCounts() {
-            lines.append("# HELP flowkit_runs Flow runs by state.\n# TYPE flowkit_runs gauge")
-            for s in RunState.allCases { lines.append("flowkit_runs{state=\"\(s.rawValue)\"} \(counts.runs[s.rawValue] ?? 0)") }
-            lines.append("# HELP flowkit_task_instances Unfinished task instances by state.\n# TYPE flowkit_task_instances gauge")
-            for s in ["queued", "running", "up_for_retry"] { lines.append("flowkit_task_instances{state=\"\(s)\"} \(counts.tasks[s] ?? 0)") }
+            for st in RunState.allCases {
+                registry.makeGauge(name: "flowkit_runs", labels: [("state", st.rawValue)], help: "Flow runs by state.")
+                    .set(Double(counts.runs[st.rawValue] ?? 0))
+            }
+            for st in ["queued", "running", "up_for_retry"] {
+                registry.makeGauge(name: "flowkit_task_instances", labels: [("state", st)], help: "Unfinished task instances by state.")
+                    .set(Double(counts.tasks[st] ?? 0))
+            }
         }
         if let workers = try? await store.workers(now: Date()) {
             let queues = Array(Set(workers.flatMap(\.queues) + [defaultQueue])).sorted()
             if let depths = try? await broker.queueDepths(queues) {
-                lines.append("# HELP flowkit_queue_depth Messages waiting in a queue.\n# TYPE flowkit_queue_depth gauge")
-                for q in queues { lines.append("flowkit_queue_depth{queue=\"\(q)\"} \(depths[q] ?? 0)") }
+                for q in queues {
+                    registry.makeGauge(name: "flowkit_queue_depth", labels: [("queue", q)], help: "Messages waiting in a queue.")
+                        .set(Double(depths[q] ?? 0))
+                }
             }
-            lines.append("# HELP flowkit_workers_online Workers heard from in the last 30 seconds.\n# TYPE flowkit_workers_online gauge")
-            lines.append("flowkit_workers_online \(workers.filter { $0.state == "online" && $0.heartbeatAgeSeconds < 30 }.count)")
+            registry.makeGauge(name: "flowkit_workers_online", help: "Workers heard from in the last 30 seconds.")
+                .set(Double(workers.filter { $0.state == "online" && $0.heartbeatAgeSeconds < 30 }.count))
         }
-        // Histograms of a scheduler running in this process (standalone); a separate scheduler
-        // process serves its own (`flowctl scheduler --metrics-port`).
-        lines += SchedulerMetrics.all.map(\.exposition)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                        body: .init(byteBuffer: ByteBuffer(string: lines.joined(separator: "\n") + "\n")))
+                        body: .init(byteBuffer: ByteBuffer(string: registry.emitToString())))
+    }
+}
+
+extension SchedulerMetrics {
+    /// The scheduler's histograms in a Prometheus registry, with their buckets.
+    public static func prometheus(_ registry: PrometheusCollectorRegistry) -> SchedulerMetrics {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let buckets = latencyBuckets.map { Duration.nanoseconds(Int64($0 * 1e9)) }
+        for label in [hopLabel, eventBatchLabel, maintenanceLabel] { factory.durationHistogramBuckets[label] = buckets }
+        return SchedulerMetrics(factory: factory)
     }
 }
 

@@ -5,6 +5,7 @@ import Flows
 import Foundation
 import Hummingbird
 import PostgresClient
+import Prometheus
 import RedisClient
 import Scheduler
 import WorkerRuntime
@@ -32,11 +33,12 @@ final class LiveAPI: @unchecked Sendable {
         base = "http://127.0.0.1:\(port)"
         var sc = SchedulerConfig(name: "api-test-scheduler")
         sc.maintenanceInterval = 0.3
-        let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: allFlows, config: sc)
+        let registry = PrometheusCollectorRegistry()  // one per process, as in standalone
+        let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: allFlows, config: sc, metrics: .prometheus(registry))
         store = SchedulerStore(db: PGPool(url, size: 2))
         var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader)], openReads: openReads)
         configure(&config)
-        let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"), config: config)
+        let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"), config: config, registry: registry)
         var wc = WorkerConfig(name: "api-test-worker", queues: ["default"], concurrency: 2)
         wc.heartbeatInterval = 0.3
         wc.shutdownGrace = 0.5

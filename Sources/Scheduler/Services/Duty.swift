@@ -33,6 +33,7 @@ public struct SchedulerContext: Sendable {
     public let clock: any SchedulerClock
     public let logger: Logger
     let heap: HeapTrimmer
+    let metrics: SchedulerMetrics
 }
 
 /// Runs a duty until its task is cancelled or the service group shuts down. A failure (a
@@ -60,7 +61,7 @@ public struct DutyService: Service {
                 } else {
                     let t0 = Date()
                     pause = try await duty.runOnce()
-                    if duty.leaderOnly { SchedulerMetrics.maintenance.observe(Date().timeIntervalSince(t0)) }
+                    if duty.leaderOnly { context.metrics.maintenance.recordSeconds(Date().timeIntervalSince(t0)) }
                 }
                 if failures > 0 { logger.info("\(name) recovered") }
                 failures = 0

@@ -77,12 +77,12 @@ public final class EventConsumer: SchedulerDuty, @unchecked Sendable {
         try await broker.perform(work)
         let done = Date()
         context.heap.noteBatch(size: batch.count + work.enqueue.count)
-        SchedulerMetrics.eventBatch.observe(done.timeIntervalSince(t0))
+        context.metrics.eventBatch.recordSeconds(done.timeIntervalSince(t0))
         if !work.enqueue.isEmpty {
             // Hops: from each ended try (worker clock) to its run's downstream messages being enqueued.
             let runs = Set(work.enqueue.compactMap(\.rootId))
             for e in events where (e.kind == .succeeded || e.kind == .failed || e.kind == .skipped) && runs.contains(e.runId ?? "") {
-                SchedulerMetrics.hop.observe(max(0, done.timeIntervalSince1970 - e.at))
+                context.metrics.hop.recordSeconds(max(0, done.timeIntervalSince1970 - e.at))
             }
         }
         logger.trace("applied \(events.count) events in \(Int(t1.timeIntervalSince(t0) * 1e6)) µs, broker work \(Int(Date().timeIntervalSince(t1) * 1e6)) µs, \(work.enqueue.count) enqueued")

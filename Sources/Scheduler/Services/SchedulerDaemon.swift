@@ -98,7 +98,7 @@ public final class SchedulerDaemon: Sendable {
     public let celeryResultCollector: CeleryResultCollector
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
-                clock: any SchedulerClock = SystemClock(), poolSize: Int = 3) {
+                clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics()) {
         self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
         self.broker = SchedulerBroker(config: redis, consumer: config.name)
         self.leader = LeaderElector(databaseURL: databaseURL)
@@ -107,7 +107,8 @@ public final class SchedulerDaemon: Sendable {
         self.listen = PGConnection(databaseURL, label: "sched-listen")
         var l = Logger(label: "flowkit.scheduler")
         l[metadataKey: "scheduler"] = "\(config.name)"
-        let context = SchedulerContext(name: config.name, store: store, broker: broker, clock: clock, logger: l, heap: HeapTrimmer())
+        let context = SchedulerContext(name: config.name, store: store, broker: broker, clock: clock, logger: l, heap: HeapTrimmer(),
+                                       metrics: metrics)
         self.context = context
         let acks = PendingAcks()
         runStarter = RunStarter(context: context, config: config.runStarter, listen: listen)
