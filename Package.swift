@@ -96,3 +96,12 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Imports are part of the design: the compiler checks them in every target.
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("InternalImportsByDefault"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+    ]
+}

@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 
 /// Every flow this build of `flowctl` knows, handed to the command tree in `main.swift`.
 public let allFlows: [Flow] = [

@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// Catalunya air quality: extract the open-data readings, validate them, load them into a

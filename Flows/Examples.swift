@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// Fails its first try and succeeds on the second: shows retries in demos and fault tests.

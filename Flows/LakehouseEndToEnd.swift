@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// A medallion lakehouse in miniature: ingest → bronze_to_silver → two gold builds in parallel

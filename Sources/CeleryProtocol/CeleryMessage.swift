@@ -1,5 +1,5 @@
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 
 /// A task message in Celery's protocol v2, as kombu's Redis transport writes it to a queue list.
 ///

@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// A task outcome in Celery's Redis result-backend form: the value stored at

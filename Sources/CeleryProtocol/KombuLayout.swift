@@ -1,6 +1,6 @@
-import FlowKit
+public import FlowKit
 import Foundation
-import RedisClient
+public import RedisClient
 
 /// Redis keys and atomic scripts of kombu's Redis transport, plus FlowKit's own keys.
 ///

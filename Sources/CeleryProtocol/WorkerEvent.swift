@@ -1,5 +1,5 @@
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 
 /// What a worker reports to the schedulers through the `flowkit:events` stream.
 public struct WorkerEvent: Codable, Sendable, Equatable {

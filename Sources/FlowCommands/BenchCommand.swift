@@ -8,6 +8,7 @@ import PostgresClient
 import RedisClient
 import Scheduler
 import WorkerRuntime
+import ServiceLifecycle
 
 /// The flows of `docs/benchmarks.md`, built into flowctl for `flowctl bench`.
 enum BenchFlows {

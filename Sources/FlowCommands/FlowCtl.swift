@@ -1,5 +1,5 @@
-import ArgumentParser
-import FlowKit
+public import ArgumentParser
+public import FlowKit
 import FlowServer
 import Foundation
 

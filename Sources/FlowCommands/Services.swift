@@ -7,6 +7,7 @@ import RedisClient
 import Scheduler
 import ServiceLifecycle
 import WorkerRuntime
+import UnixSignals
 
 /// A worker as a `Service`: graceful shutdown stops taking work and drains.
 struct WorkerService: Service {

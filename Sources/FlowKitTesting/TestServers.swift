@@ -2,7 +2,7 @@ import FlowKit
 import Foundation
 import ProcessSupport
 import PostgresClient
-import RedisClient
+public import RedisClient
 import Scheduler
 
 /// Real PostgreSQL and Redis for integration tests, as `scripts/services.sh start` provides them

@@ -1,4 +1,4 @@
-import Hummingbird
+public import Hummingbird
 import Foundation
 
 /// An API error: an HTTP status, a stable machine-readable code and a message for people.

@@ -1,9 +1,9 @@
-import FlowKit
-import Foundation
-import Hummingbird
-import Logging
-import Prometheus
-import Scheduler
+public import FlowKit
+public import Foundation
+public import Hummingbird
+public import Logging
+public import Prometheus
+public import Scheduler
 
 /// The JSON HTTP API under `/api/v1`, plus `/health` and `/metrics`.
 ///

@@ -1,7 +1,7 @@
 import FlowKit
 import Foundation
 import Hummingbird
-import NIOCore
+public import NIOCore
 import NIOHTTPTypes
 
 /// Answers what the router does not know with the API's JSON error: 404 for a path no route

@@ -1,5 +1,5 @@
 import CivilTime
-import Foundation
+public import Foundation
 
 /// A value that can be sent as a statement parameter, in PostgreSQL's text format.
 public protocol PGEncodable: Sendable {

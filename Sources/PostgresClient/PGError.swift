@@ -1,3 +1,4 @@
+import Foundation
 /// A PostgreSQL error: the server's message and SQLSTATE, or why the connection failed.
 public struct PGError: Error, CustomStringConvertible, Sendable {
     public enum Kind: Sendable {

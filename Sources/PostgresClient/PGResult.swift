@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The rows a statement returned, in text format.
 public struct PGResult: Sendable {

@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 #if canImport(Glibc)
 import Glibc

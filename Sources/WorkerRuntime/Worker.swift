@@ -1,9 +1,9 @@
 import CeleryProtocol
-import FlowKit
+public import FlowKit
 import Foundation
 import Logging
 import ProcessSupport
-import RedisClient
+public import RedisClient
 
 /// A worker process: claims task messages from its queues, runs them with at most
 /// `concurrency` at once, reports through the events stream, and acknowledges each message only

@@ -1,5 +1,5 @@
 import CeleryProtocol
-import Foundation
+public import Foundation
 
 /// Tunables of a worker process.
 public struct WorkerConfig: Sendable {

@@ -4,6 +4,7 @@ import FlowServer
 import Flows
 import Foundation
 import Testing
+import NIOCore
 
 @Suite("HTTP API", .serialized)
 struct APITests {

@@ -4,6 +4,7 @@ import FlowKitTesting
 import Foundation
 import Testing
 @testable import Scheduler
+import PostgresClient
 
 let diamond = Flow("diamond") { f in
     let a = noop(f, "a"), b = noop(f, "b"), c = noop(f, "c"), d = noop(f, "d")

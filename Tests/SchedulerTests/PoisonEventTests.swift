@@ -4,6 +4,7 @@ import FlowKitTesting
 import Foundation
 import Testing
 @testable import Scheduler
+import RedisClient
 
 @Suite("Poison events", .serialized)
 struct PoisonEventTests {

@@ -4,6 +4,7 @@ import FlowKitTesting
 import Foundation
 import Testing
 @testable import Scheduler
+import RedisClient
 
 @Suite("Reaper, cancel and clear", .serialized)
 struct ReaperTests {

@@ -4,6 +4,7 @@ import FlowKitTesting
 import Foundation
 import Testing
 @testable import Scheduler
+import PostgresClient
 
 @Suite("Retries", .serialized)
 struct RetryTests {

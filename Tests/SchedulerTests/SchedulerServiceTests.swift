@@ -4,6 +4,8 @@ import FlowKitTesting
 import Foundation
 import Testing
 @testable import Scheduler
+import PostgresClient
+import RedisClient
 
 /// Each scheduler duty through its `runOnce()`, with a manual clock: one bounded batch, and the
 /// pause it asks for.

@@ -7,6 +7,7 @@ import ProcessSupport
 import RedisClient
 import Testing
 @testable import WorkerRuntime
+import Scheduler
 
 @Suite("Faults", .serialized)
 struct FaultTests {

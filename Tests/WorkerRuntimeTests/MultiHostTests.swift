@@ -5,6 +5,7 @@ import Foundation
 import ProcessSupport
 import RedisClient
 import Testing
+import Scheduler
 
 /// Workers on two "hosts" — network namespaces with their own addresses — against PostgreSQL
 /// and Redis in the root namespace. Needs root and iproute2 (CI has both); without them the

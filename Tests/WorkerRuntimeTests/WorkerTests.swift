@@ -7,6 +7,7 @@ import ProcessSupport
 import RedisClient
 import Testing
 @testable import WorkerRuntime
+import Scheduler
 
 let shellChecks = Flow("shell_checks", params: [Param("city", .string, default: "Lleida")]) { f in
     f.shell("timeout", script: "sleep 30", timeout: .seconds(1))

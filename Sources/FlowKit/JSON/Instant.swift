@@ -1,5 +1,5 @@
 import CivilTime
-import Foundation
+public import Foundation
 
 /// ISO-8601 instants in UTC, formatted without Foundation's formatters (which cost tens of
 /// microseconds to create on Linux, and sit on hot paths: every result, every API date).

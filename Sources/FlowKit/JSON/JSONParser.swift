@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Why a text is not JSON, and where: `unexpected "}" at byte 14`.
 public struct JSONParseError: Error, CustomStringConvertible, Sendable {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A JSON value: what task results, run conf and params are made of.
 ///

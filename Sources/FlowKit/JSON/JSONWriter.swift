@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Writes compact JSON straight into bytes: the hot paths (API lists, task messages, results)
 /// use it instead of `JSONEncoder`, which on Linux spends most of its time boxing values,

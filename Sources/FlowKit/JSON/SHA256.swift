@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// SHA-256 (FIPS 180-4), so that FlowKit can hash flow definitions and API tokens with Foundation alone.
 public enum SHA256 {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// When a flow runs on its own: a cron expression read in an IANA time zone.
 ///

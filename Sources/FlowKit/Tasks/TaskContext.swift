@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// What a running task knows: which flow, run, task and try it is, its dates, its params, its
 /// upstream tasks' results, a logger whose lines become the task's log, and cancellation.

@@ -1,6 +1,6 @@
 import FlowKit
 import Foundation
-import PostgresClient
+public import PostgresClient
 
 /// A numbered, forward-only SQL migration.
 public struct Migration: Sendable {

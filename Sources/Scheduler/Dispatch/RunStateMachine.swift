@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 
 /// A run's state machine, as pure code: which pending tasks become ready, which will never run
 /// (skipped, upstream_failed — transitively), and the state a run ends in. The store reads the

@@ -1,6 +1,6 @@
-import CeleryProtocol
-import FlowKit
-import Foundation
+public import CeleryProtocol
+public import FlowKit
+public import Foundation
 
 /// The Celery messages of queued tries, as pure code: the store reads the run, the tries and
 /// the upstream results, and this builds the envelopes.

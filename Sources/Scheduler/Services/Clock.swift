@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Where services read the time and wait; tests inject a clock they move by hand.
 public protocol SchedulerClock: Sendable {

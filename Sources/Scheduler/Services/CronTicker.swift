@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Creates the runs of cron ticks that are due (one per tick, whichever scheduler gets there
 /// first), then waits until the next tick (at most `maxWait`).

@@ -1,6 +1,7 @@
 import Foundation
-import Logging
-import ServiceLifecycle
+public import Logging
+public import ServiceLifecycle
+import CoreMetrics
 
 /// One duty of the scheduler. `runOnce()` does one bounded batch and says how long to wait
 /// before the next; `DutyService` runs it in a loop. Tests call `runOnce()` directly, with a

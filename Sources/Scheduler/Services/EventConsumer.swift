@@ -2,6 +2,8 @@ import CeleryProtocol
 import FlowKit
 import Foundation
 import PostgresClient
+import Logging
+import CoreMetrics
 
 /// Reads the worker events stream in batches and applies each batch in one transaction, then
 /// does its broker work (the next tasks' messages) at once. The stream entries are acknowledged

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Tries queued for longer than `after` whose message is in no queue and no claim, and has not
 /// run (no Celery result), lost their message (Redis flushed or restarted without its data):

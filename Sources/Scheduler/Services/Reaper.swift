@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Fails (or retries, per policy) running tries whose worker stopped heart-beating for longer
 /// than `zombieThreshold`, and tries past their execution timeout. A worker whose heartbeat key

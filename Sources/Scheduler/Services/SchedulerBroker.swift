@@ -1,7 +1,7 @@
-import CeleryProtocol
-import FlowKit
-import Foundation
-import RedisClient
+public import CeleryProtocol
+public import FlowKit
+public import Foundation
+public import RedisClient
 
 /// The scheduler's side of Redis: enqueueing task messages, cancel flags, and the events stream.
 public final class SchedulerBroker: Sendable {

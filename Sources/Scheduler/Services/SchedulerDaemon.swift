@@ -1,9 +1,9 @@
 import CeleryProtocol
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 import Logging
 import PostgresClient
-import RedisClient
+public import RedisClient
 
 /// Tunables of a scheduler process.
 public struct SchedulerConfig: Sendable {

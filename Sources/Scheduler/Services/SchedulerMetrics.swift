@@ -1,4 +1,4 @@
-import CoreMetrics
+public import CoreMetrics
 import Foundation
 
 /// What a scheduler measures, through swift-metrics: the hop from a task's end (on its worker)

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// kombu's `restore_visible`: messages claimed longer than `visibilityTimeout` ago and never
 /// acknowledged go back to their queue (a live worker refreshes its claims at every heartbeat,

@@ -1,6 +1,6 @@
 import CeleryProtocol
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 import PostgresClient
 
 /// Flows and their versions: registration (a new version when a definition changes), pause, reads.

@@ -1,5 +1,5 @@
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 import PostgresClient
 
 /// A flow as the API shows it.

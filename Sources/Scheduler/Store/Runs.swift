@@ -1,6 +1,6 @@
 import CeleryProtocol
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 import PostgresClient
 
 /// Runs: manual, backfilled and cron-made; starting queued runs as flows have room; cancel; the

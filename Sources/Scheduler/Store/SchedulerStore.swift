@@ -1,7 +1,7 @@
-import CeleryProtocol
+public import CeleryProtocol
 import FlowKit
 import Foundation
-import PostgresClient
+public import PostgresClient
 
 /// What a committed transaction asks of the broker: messages to enqueue, tries to cancel, and
 /// claimed messages to forget (their try was reaped).

@@ -1,6 +1,6 @@
 import CeleryProtocol
 import FlowKit
-import Foundation
+public import Foundation
 import PostgresClient
 
 /// Schedulers: their heartbeats and the durable flush of applied events.

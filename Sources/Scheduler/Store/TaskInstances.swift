@@ -1,6 +1,6 @@
-import CeleryProtocol
+public import CeleryProtocol
 import FlowKit
-import Foundation
+public import Foundation
 import PostgresClient
 
 /// Task instances: queueing tries and building their messages, downstream evaluation, clear,

@@ -1,5 +1,5 @@
 import FlowKit
-import Foundation
+public import Foundation
 import PostgresClient
 
 /// An API token made with `flowctl tokens create`, as listed (never with its secret).

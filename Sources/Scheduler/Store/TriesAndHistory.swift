@@ -1,6 +1,6 @@
-import CeleryProtocol
+public import CeleryProtocol
 import FlowKit
-import Foundation
+public import Foundation
 import PostgresClient
 
 /// Tries and their history: worker events applied in batches, the reaper, tries run by Celery workers.

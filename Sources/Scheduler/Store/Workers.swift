@@ -1,6 +1,6 @@
 import CeleryProtocol
 import FlowKit
-import Foundation
+public import Foundation
 import PostgresClient
 
 /// Workers as their events describe them.
