@@ -40,6 +40,27 @@ struct DispatchTests {
         #expect(try await h.queued().map { try h.invocation($0).taskId } == ["high", "mid", "low"])
     }
 
+    @Test("an `always` task starts with its run; none_failed_min_one_success joins past a skipped branch")
+    func alwaysAndMinOneSuccess() async throws {
+        let flow = Flow("rules2") { f in
+            let a = noop(f, "a"), b = noop(f, "b")
+            noop(f, "watch", after: [a], rule: .always)
+            noop(f, "join", after: [a, b], rule: .noneFailedMinOneSuccess)
+        }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("rules2")
+        let first = try await h.take()
+        #expect(Set(try first.map { try h.invocation($0).taskId }) == ["a", "b", "watch"])
+        for m in first {
+            let id = try h.invocation(m).taskId
+            try await h.report(m, id == "b" ? .skipped : .succeeded)
+        }
+        #expect(try await h.queued().map { try h.invocation($0).taskId } == ["join"])
+        try await h.succeedAll()
+        #expect(try await h.runState(run) == "success")
+        #expect(try await h.states(run)["b"] == "skipped")
+    }
+
     @Test("the join waits for both branches: one branch finishing does not queue it")
     func joinWaits() async throws {
         let h = try await Harness.make([diamond])

@@ -16,6 +16,13 @@ public enum RunStateMachine {
         public var ended: [String] { skipped + upstreamFailed }
     }
 
+    /// The tasks a run starts with: its roots, and the tasks whose rule is `always` (they wait
+    /// for nothing), highest priority first.
+    public static func startingTasks(_ graph: FlowGraph) -> [String] {
+        let always = graph.definition.tasks.filter { $0.triggerRule == .always && !$0.upstream.isEmpty }.map(\.id)
+        return dispatchOrder(graph.roots + always, in: graph)
+    }
+
     /// The tasks to look at after `changed` ended: their direct downstream.
     public static func candidates(after changed: [String], in graph: FlowGraph) -> [String] {
         Array(Set(changed.flatMap { graph.downstream[$0] ?? [] })).sorted()

@@ -87,7 +87,7 @@ extension SchedulerStore {
                               tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" }])
                     try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3 WHERE id = $1",
                                 [runPk, now, tasks.count])
-                    work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: graph.roots, now: now)
+                    work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.startingTasks(graph), now: now)
                 }
                 return work
             }
