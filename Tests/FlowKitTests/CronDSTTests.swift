@@ -22,6 +22,20 @@ struct CronDSTTests {
             == ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"])
     }
 
+    @Test("a job whose minute field is a wildcard or a step fires in both occurrences of the repeated hour (Debian cron, croniter)")
+    func fallOverlapMinuteWildcard() throws {
+        // croniter 7.0.0 gives these eight, then the next day's 02:00 CET.
+        #expect(try fires("*/15 2 * * *", madrid, after: "2026-10-24T12:00:00Z", count: 9)
+            == ["2026-10-25T00:00:00Z", "2026-10-25T00:15:00Z", "2026-10-25T00:30:00Z", "2026-10-25T00:45:00Z",
+                "2026-10-25T01:00:00Z", "2026-10-25T01:15:00Z", "2026-10-25T01:30:00Z", "2026-10-25T01:45:00Z",
+                "2026-10-26T01:00:00Z"])
+        #expect(try fires("* 2 * * *", madrid, after: "2026-10-25T00:58:30Z", count: 3)
+            == ["2026-10-25T00:59:00Z", "2026-10-25T01:00:00Z", "2026-10-25T01:01:00Z"])
+        // In a spring-forward gap it stays a fixed-hour job: once, at the end of the gap (croniter too).
+        #expect(try fires("*/15 2 * * *", madrid, after: "2026-03-28T12:00:00Z", count: 2)
+            == ["2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"])
+    }
+
     @Test("an hourly job follows elapsed time: both occurrences of the repeated hour fire")
     func fallOverlapElapsed() throws {
         #expect(try fires("30 * * * *", madrid, after: "2026-10-24T23:00:00Z", count: 4)

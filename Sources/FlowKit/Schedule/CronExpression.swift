@@ -22,6 +22,9 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     /// A job whose hour field is `*` or a step follows elapsed time across DST changes;
     /// any other is a fixed-time job (see `nextFire`).
     public let followsElapsedTime: Bool
+    /// Fires in both occurrences of a fall-back overlap: its hour field, or its minute field,
+    /// is `*` or a step (`*/15 2 * * *`) — Debian cron's rule for wildcard jobs, and croniter's.
+    public let repeatsInFallBackOverlap: Bool
 
     public var description: String { source }
 
@@ -59,7 +62,9 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         // Vixie cron: a field starting with `*` (or `?`) is unrestricted for the OR rule.
         domRestricted = !(parts[2].hasPrefix("*") || parts[2].hasPrefix("?"))
         dowRestricted = !(parts[4].hasPrefix("*") || parts[4].hasPrefix("?"))
-        followsElapsedTime = parts[1].hasPrefix("*") || parts[1].hasPrefix("?") || parts[1].contains("/")
+        func wildcardOrStep(_ f: String) -> Bool { f.hasPrefix("*") || f.hasPrefix("?") || f.contains("/") }
+        followsElapsedTime = wildcardOrStep(parts[1])
+        repeatsInFallBackOverlap = followsElapsedTime || wildcardOrStep(parts[0])
         try checkCanFire()
     }
 
@@ -137,7 +142,8 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     /// fires once, at the first valid instant after the gap; one whose local time occurs twice
     /// in a fall-back overlap fires once, at the first occurrence. A job whose hour field is
     /// `*` or a step follows elapsed time: it fires in both occurrences of an overlap, and
-    /// times inside a gap do not exist for it.
+    /// times inside a gap do not exist for it. A job whose minute field is `*` or a step
+    /// (`*/15 2 * * *`) also fires in both occurrences of an overlap.
     public func nextFire(after date: Date, in timeZone: TimeZone) -> Date? {
         var cal = Calendar(identifier: .gregorian)
         cal.timeZone = TimeZone(identifier: "UTC")!
@@ -203,7 +209,7 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
             guard let transition = tz.nextDaylightSavingTimeTransition(after: Date(timeIntervalSince1970: wall - Double(maxOffset))) else { return [] }
             return [transition]
         }
-        if valid.count > 1 && !followsElapsedTime { return [valid[0]] }
+        if valid.count > 1 && !repeatsInFallBackOverlap { return [valid[0]] }
         return valid
     }
 }
