@@ -7,4 +7,5 @@ public let allFlows: [Flow] = [
     exampleRetry,
     exampleSleep,
     exampleHourly,
+    exampleBranch,
 ]

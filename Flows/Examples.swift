@@ -47,3 +47,21 @@ public let exampleHourly = Flow(
 ) { f in
     f.task("tick") { ctx in ["logicalDate": .string(Instant.format(ctx.logicalDate))] }
 }
+
+/// A branch chosen at run time: `choose` follows `left` or `right` by `conf.pick`; the other is
+/// skipped, and `join` (none_failed_min_one_success) runs after whichever ran. A `pick` that is
+/// neither fails `choose`, naming the valid ones.
+public let exampleBranch = Flow(
+    "example_branch",
+    description: "follows the branch named by conf.pick (left or right), then joins",
+    tags: ["example"],
+    params: [Param("pick", .string, default: "left", description: "the branch to follow: left or right")]
+) { f in
+    let choose = f.branch("choose") { ctx in [ctx.param("pick")?.stringValue ?? "left"] }
+    let left = f.task("left") { _ in ["side": "left"] }
+    let right = f.task("right") { _ in ["side": "right"] }
+    let join = f.task("join", triggerRule: .noneFailedMinOneSuccess) { ctx in
+        ["followed": .array(ctx.upstream.keys.sorted().map(JSONValue.string))]
+    }
+    choose --> [left, right] --> join
+}

@@ -19,6 +19,8 @@ public final class Worker: Sendable {
     let blocking: RedisConnection
     /// The tasks this worker can run, by Celery task name (`flow.task`).
     let tasks: [String: FlowTask]
+    /// The direct downstream task ids of each branch task, by Celery task name: what it may choose.
+    let branchTargets: [String: [String]]
     let slots: SlotGate
     let inFlight = InFlight()
     let state = WorkerState()
@@ -31,8 +33,15 @@ public final class Worker: Sendable {
         self.blocking = RedisConnection(redis, label: "worker-blocking", readTimeout: 10)
         var t: [String: FlowTask] = [:]
         t.reserveCapacity(flows.reduce(0) { $0 + $1.tasks.count })
-        for f in flows { for task in f.tasks { t[FlowTaskInvocation.taskName(flow: f.id, task: task.id)] = task } }
+        var targets: [String: [String]] = [:]
+        for f in flows {
+            for task in f.tasks { t[FlowTaskInvocation.taskName(flow: f.id, task: task.id)] = task }
+            for task in f.tasks {
+                for u in task.upstream { targets[FlowTaskInvocation.taskName(flow: f.id, task: u), default: []].append(task.id) }
+            }
+        }
         self.tasks = t
+        self.branchTargets = targets
         self.slots = SlotGate(config.concurrency)
         var l = Logger(label: "flowkit.worker")
         l[metadataKey: "worker"] = "\(config.name)"
@@ -233,16 +242,29 @@ public final class Worker: Sendable {
 
     enum Outcome { case success(JSONValue?), skipped(String), failure(String) }
 
+    /// A branch's choice as its result, or the error naming the ids it may choose.
+    static func branchResult(_ task: String, chosen: [String], targets: [String]) throws -> JSONValue {
+        let unknown = chosen.filter { !targets.contains($0) }
+        guard unknown.isEmpty else {
+            let valid = targets.isEmpty ? "it has no downstream tasks" : "the valid ones are " + targets.sorted().map { "`\($0)`" }.joined(separator: ", ")
+            throw TaskError("branch `\(task)` chose \(unknown.map { "`\($0)`" }.joined(separator: ", ")), not a direct downstream task: \(valid)")
+        }
+        var seen = Set<String>()
+        return .array(chosen.filter { seen.insert($0).inserted }.map(JSONValue.string))
+    }
+
     /// How long a try runs before its start is reported on its own.
     static let startedReportDelay = 0.02
 
     func execute(_ task: FlowTask, _ ctx: TaskContext, timeout: Double?, entry: InFlightEntry) async -> Outcome {
         let body = task.body
+        let targets = branchTargets[FlowTaskInvocation.taskName(flow: ctx.flowId, task: task.id)] ?? []
         let work = Task<JSONValue?, any Error> {
             switch body {
             case .closure(let f): return try await f(ctx)
             case .shell(let cmd): return try await ctx.run(cmd)
             case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
+            case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
             }
         }
         entry.attach(work)

@@ -61,6 +61,26 @@ struct DispatchTests {
         #expect(try await h.states(run)["b"] == "skipped")
     }
 
+    @Test("a branch follows the tasks it chose; the others are skipped, the skip propagates, the join runs")
+    func branch() async throws {
+        let flow = Flow("br") { f in
+            let choose = f.branch("choose") { _ in ["left"] }
+            let left = noop(f, "left"), right = noop(f, "right")
+            noop(f, "after_right", after: [right])
+            noop(f, "join", after: [left, right], rule: .noneFailedMinOneSuccess)
+            choose --> [left, right]
+        }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("br")
+        try await h.report(try await h.take()[0], .succeeded, result: ["left"])
+        #expect(try await h.queued().map { try h.invocation($0).taskId } == ["left"])
+        let states = try await h.states(run)
+        #expect(states["right"] == "skipped" && states["after_right"] == "skipped" && states["join"] == "pending")
+        #expect(try await h.succeedAll() == ["left"])
+        #expect(try await h.succeedAll() == ["join"])
+        #expect(try await h.runState(run) == "success")
+    }
+
     @Test("the join waits for both branches: one branch finishing does not queue it")
     func joinWaits() async throws {
         let h = try await Harness.make([diamond])

@@ -1,5 +1,6 @@
 import CeleryProtocol
 import FlowKit
+import Flows
 import Foundation
 import Testing
 @testable import Scheduler
@@ -47,6 +48,15 @@ struct RunStateMachineTests {
         #expect(Set(fine.ready) == ["cleanup", "report"] && fine.skipped == ["alert"])
         let skipped = RunStateMachine.settle(after: ["a", "b"], states: ["a": .skipped, "b": .success, "cleanup": .pending, "alert": .pending, "report": .pending], in: g)
         #expect(skipped.skipped.contains("report"))
+    }
+
+    @Test("a branch's unchosen direct downstream tasks are the ones skipped")
+    func notChosen() {
+        let g = FlowGraph(FlowDefinition(exampleBranch))
+        #expect(RunStateMachine.notChosen(["choose": ["left"]], in: g) == ["right"])
+        #expect(RunStateMachine.notChosen(["choose": []], in: g) == ["left", "right"])
+        #expect(RunStateMachine.notChosen(["choose": ["left", "right"]], in: g).isEmpty)
+        #expect(g.tasks["choose"]?.kind == TaskBody.branchKind)
     }
 
     @Test("ready tasks go out highest priority first, ties in the order they became ready")

@@ -92,6 +92,24 @@ struct WorkerTests {
         }
     }
 
+    @Test("example_branch: the branch named by conf.pick runs, the other is skipped; an unknown pick fails, naming the valid ones")
+    func branchEndToEnd() async throws {
+        try await withSystem { sys in
+            for (pick, ran, skipped) in [("left", "left", "right"), ("right", "right", "left")] {
+                let run = try await sys.trigger("example_branch", conf: ["pick": .string(pick)])
+                #expect(try await sys.waitForRun(run) == "success")
+                let tis = Dictionary(uniqueKeysWithValues: try await sys.store.taskInstances(runId: run).map { ($0.taskId, $0) })
+                #expect(tis["choose"]?.result == [.string(pick)])
+                #expect(tis[ran]?.state == "success" && tis[skipped]?.state == "skipped")
+                #expect(tis["join"]?.result == ["followed": [.string(ran)]])
+            }
+            let bad = try await sys.trigger("example_branch", conf: ["pick": "middle"])
+            #expect(try await sys.waitForRun(bad) == "failed")
+            let choose = try #require(try await sys.store.taskInstances(runId: bad).first { $0.taskId == "choose" })
+            #expect(choose.error == "branch `choose` chose `middle`, not a direct downstream task: the valid ones are `left`, `right`")
+        }
+    }
+
     @Test("messages for unknown runs, and oversized ones, are dead-lettered before they run; the worker stays small")
     func brokerEdges() async throws {
         try await withSystem { sys in

@@ -102,6 +102,20 @@ public final class FlowBuilder {
                      description: description))
     }
 
+    /// A branch (Airflow's `@task.branch`): returns the ids of the direct downstream tasks to
+    /// follow; the others are skipped, and the skip propagates. Join the branches with
+    /// `triggerRule: .noneFailedMinOneSuccess`. Returning an id that is not a direct downstream
+    /// task fails the try, naming the valid ones.
+    @discardableResult
+    public func branch(_ id: String, after upstream: [TaskRef] = [], description: String = "",
+                       retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
+                       priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                       _ body: @escaping @Sendable (TaskContext) async throws -> [String]) -> TaskRef {
+        add(FlowTask(id: id, body: .branch(body), upstream: upstream.map(\.id),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     description: description))
+    }
+
     /// A task that a Celery worker executes under `name` (for example a Python task).
     @discardableResult
     public func celery(_ id: String, name: String, after upstream: [TaskRef] = [], queue: String? = nil,

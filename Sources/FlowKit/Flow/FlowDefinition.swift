@@ -45,7 +45,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             switch t.body {
             case .shell(let c): command = c
             case .celery(let n): celeryName = n
-            case .closure: break
+            case .closure, .branch: break
             }
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,

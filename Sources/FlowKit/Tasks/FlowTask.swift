@@ -6,14 +6,21 @@ public enum TaskBody: Sendable {
     case shell(ShellCommand)
     /// A task executed by a Celery worker under this name (e.g. a Python task).
     case celery(name: String)
+    /// A branch: Swift code that returns the ids of the direct downstream tasks to follow; the
+    /// others are skipped (and the skip propagates). Its result is that list.
+    case branch(@Sendable (TaskContext) async throws -> [String])
 
     var kind: String {
         switch self {
         case .closure: return "swift"
         case .shell: return "shell"
         case .celery: return "celery"
+        case .branch: return TaskBody.branchKind
         }
     }
+
+    /// The `kind` of a branch task in a flow's definition.
+    public static let branchKind = "branch"
 }
 
 /// One task of a flow: an id, what it runs, its upstream tasks and options.

@@ -23,6 +23,12 @@ public enum RunStateMachine {
         return dispatchOrder(graph.roots + always, in: graph)
     }
 
+    /// The direct downstream tasks each branch did not choose (by branch task id → chosen ids):
+    /// they are skipped, and the skip propagates by the trigger rules.
+    public static func notChosen(_ choices: [String: [String]], in graph: FlowGraph) -> [String] {
+        choices.flatMap { branch, chosen in (graph.downstream[branch] ?? []).filter { !chosen.contains($0) } }.sorted()
+    }
+
     /// The tasks to look at after `changed` ended: their direct downstream.
     public static func candidates(after changed: [String], in graph: FlowGraph) -> [String] {
         Array(Set(changed.flatMap { graph.downstream[$0] ?? [] })).sorted()

@@ -80,9 +80,16 @@ extension SchedulerStore {
     /// Evaluates the downstream tasks of `finished` in one run (`RunStateMachine`): queues those
     /// now ready, and marks skipped or upstream_failed those that never will be, transitively —
     /// a wave per round of propagation, each reading the states it needs.
-    func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], now: Date) throws -> [CeleryMessage] {
+    func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], branchChoices: [String: [String]] = [:],
+                            now: Date) throws -> [CeleryMessage] {
         var changed = finished
         var ready: [String] = []
+        // A branch that succeeded skips the direct downstream tasks it did not choose.
+        let notChosen = RunStateMachine.notChosen(branchChoices, in: graph)
+        if !notChosen.isEmpty {
+            skipPending(s, runPk: runPk, notChosen, as: .skipped, now: now)
+            changed += notChosen
+        }
         while !changed.isEmpty {
             let candidates = RunStateMachine.candidates(after: changed, in: graph)
             if candidates.isEmpty { break }
@@ -94,17 +101,23 @@ extension SchedulerStore {
             let wave = RunStateMachine.evaluate(candidates, states: states, in: graph, alreadyReady: Set(ready))
             ready += wave.ready
             for (list, state) in [(wave.skipped, TaskState.skipped), (wave.upstreamFailed, TaskState.upstreamFailed)] where !list.isEmpty {
-                s.enqueue("""
-                    WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
-                               RETURNING task_id, try_number),
-                         h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
-                               SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u)
-                    UPDATE runs SET unfinished_tasks = unfinished_tasks - (SELECT count(*) FROM u) WHERE id = $1
-                    """, [runPk, list, state.rawValue, now])
+                skipPending(s, runPk: runPk, list, as: state, now: now)
             }
             changed = wave.ended
         }
         return try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
+    }
+
+    /// Ends pending task instances without running them (skipped or upstream_failed), with
+    /// their history; queued, so it costs no round trip.
+    private func skipPending(_ s: PGSession, runPk: Int, _ tasks: [String], as state: TaskState, now: Date) {
+        s.enqueue("""
+            WITH u AS (UPDATE task_instances SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending'
+                       RETURNING task_id, try_number),
+                 h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
+                       SELECT $1, task_id, try_number, 'pending', $3, $4, 'scheduler' FROM u)
+            UPDATE runs SET unfinished_tasks = unfinished_tasks - (SELECT count(*) FROM u) WHERE id = $1
+            """, [runPk, tasks, state.rawValue, now])
     }
 
     /// Clears failed tasks of a finished run (or the named ones) and everything downstream of

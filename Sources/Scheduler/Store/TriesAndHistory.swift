@@ -132,6 +132,7 @@ extension SchedulerStore {
         guard !outcomes.isEmpty else { return BrokerWork() }
         var updates = OutcomeBatch(), h = HistoryBatch()
         var ended: [Int: [String]] = [:]
+        var branchChoices: [Int: [String: [String]]] = [:]
         var decided = Set<String>()
         for (pk, ev) in outcomes {
             let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
@@ -166,6 +167,9 @@ extension SchedulerStore {
             }
             h.add(pk, task, t, from, newState.rawValue, at, source, ev.error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
+            if newState == .success, graph.tasks[task]?.kind == TaskBody.branchKind {
+                branchChoices[pk, default: [:]][task] = ev.result?.arrayValue?.compactMap(\.stringValue) ?? []
+            }
         }
         updates.apply(s)
         h.insert(s)
@@ -174,7 +178,7 @@ extension SchedulerStore {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
             let r = current["\(pk)/\(tasks[0])"]!
             let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-            work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, now: now)
+            work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, branchChoices: branchChoices[pk] ?? [:], now: now)
             try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
         }
         return work
