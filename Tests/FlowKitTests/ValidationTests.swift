@@ -9,6 +9,16 @@ struct ValidationTests {
         #expect(throws: FlowValidationError.invalidFlowId("Bad-Id")) { try Flow("Bad-Id") { f in f.task("a") { _ in nil } }.validate() }
     }
 
+    @Test("a run timeout must be positive; it reaches the definition in seconds")
+    func runTimeout() throws {
+        #expect(throws: FlowValidationError.self) { try Flow("t0", runTimeout: .zero) { f in f.task("a") { _ in nil } }.validate() }
+        let ok = Flow("t90", runTimeout: .seconds(90)) { f in f.task("a") { _ in nil } }
+        try ok.validate()
+        #expect(FlowDefinition(ok).runTimeoutSeconds == 90)
+        // Absent when unset: older flows keep their definitions and hashes.
+        #expect(try !FlowDefinition(Flow("t") { f in f.task("a") { _ in nil } }).json().contains("runTimeout"))
+    }
+
     @Test("duplicate task ids are named")
     func duplicateTask() {
         let flow = Flow("dup") { f in

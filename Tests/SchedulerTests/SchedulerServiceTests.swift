@@ -137,11 +137,36 @@ struct SchedulerServiceTests {
         #expect(try await h.states(run)["t"] == "success")
     }
 
+    @Test("the run timeout enforcer fails a run past its flow's runTimeout, cancels its tasks and stops its running try")
+    func runTimeout() async throws {
+        let flow = Flow("slow", runTimeout: .seconds(60)) { f in
+            let a = noop(f, "a")
+            noop(f, "b", after: [a])
+        }
+        let h = try await Harness.make([flow])
+        let run = try await h.trigger("slow")
+        let a = try await h.take()[0]
+        try await h.report(a, .started)
+        h.clock.advance(by: 59)
+        #expect(try await h.daemon.runTimeoutEnforcer.runOnce() > 0)
+        #expect(try await h.runState(run) == "running")
+        h.clock.advance(by: 2)
+        #expect(try await h.daemon.runTimeoutEnforcer.runOnce() == 0)
+        #expect(try await h.runState(run) == "failed")
+        let tis = try await h.store.taskInstances(runId: run)
+        #expect(tis.map(\.state) == ["cancelled", "cancelled"])
+        #expect(tis.first { $0.taskId == "a" }?.error == "run timeout: the run was still unfinished 60s after it started")
+        // The running try is told to stop; a flow without a timeout is never touched.
+        #expect(try await h.redis.command("EXISTS", FlowKitKeys.cancel(a.id)).int == 1)
+        #expect(try await h.sql("SELECT count(*) AS n FROM task_history WHERE detail LIKE 'run timeout:%'").first?.int("n") == 2)
+    }
+
     @Test("leader-only duties wait while another scheduler leads; the rest run everywhere")
     func leaderOnly() async throws {
         let h = try await Harness.make([diamond])
         let leaderOnly = h.daemon.duties.filter(\.leaderOnly).map(\.name)
-        #expect(Set(leaderOnly) == ["reaper", "unacked restorer", "lost-message rescuer", "abandoned-event claimer", "Celery result collector"])
+        #expect(Set(leaderOnly) == ["reaper", "unacked restorer", "lost-message rescuer", "abandoned-event claimer", "Celery result collector",
+                                    "run timeout enforcer"])
         let other = SchedulerDaemon(databaseURL: h.url, redis: try TestServers.redis(), flows: [diamond],
                                     config: SchedulerConfig(name: "other"))
         #expect(try await other.isLeader())

@@ -110,6 +110,25 @@ struct WorkerTests {
         }
     }
 
+    @Test("a run past its runTimeout ends failed; its running task is stopped on its worker")
+    func runTimeoutEndToEnd() async throws {
+        let slow = Flow("slow_run", runTimeout: .seconds(1)) { f in
+            f.task("wait") { ctx in
+                while true { try ctx.checkCancellation(); try await Task.sleep(for: .milliseconds(50)) }
+            }
+        }
+        try await withSystem(flows: allFlows + [slow]) { sys in
+            let run = try await sys.trigger("slow_run")
+            #expect(try await sys.waitForRun(run) == "failed")
+            let ti = try #require(try await sys.store.taskInstances(runId: run).first)
+            #expect(ti.state == "cancelled" && ti.error?.hasPrefix("run timeout:") == true)
+            // The worker let go of the try: its slot serves the next run.
+            let next = try await sys.trigger("example_sleep", conf: ["seconds": 0])
+            #expect(try await sys.waitForRun(next) == "success")
+            try await eventually("the worker to drop the cancelled try") { try await sys.redis.command("HLEN", "unacked").int == 0 }
+        }
+    }
+
     @Test("messages for unknown runs, and oversized ones, are dead-lettered before they run; the worker stays small")
     func brokerEdges() async throws {
         try await withSystem { sys in

@@ -21,13 +21,16 @@ public struct Flow: Sendable {
     /// When off (the default), a scheduler that was down runs only the latest missed tick.
     public var catchup: Bool
     public var maxActiveRuns: Int
+    /// A run still unfinished this long after it started ends `failed`; its unfinished tasks are
+    /// cancelled (Airflow's `dagrun_timeout`). Nil: no limit.
+    public var runTimeout: Duration?
     public var params: [Param]
     /// Options every task takes unless it sets its own.
     public var defaults: TaskOptions
     public private(set) var tasks: [FlowTask]
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
-                schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16,
+                schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, runTimeout: Duration? = nil,
                 params: [Param] = [], defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -36,6 +39,7 @@ public struct Flow: Sendable {
         self.schedule = schedule
         self.catchup = catchup
         self.maxActiveRuns = maxActiveRuns
+        self.runTimeout = runTimeout
         self.params = params
         self.defaults = defaults
         let builder = FlowBuilder()

@@ -24,6 +24,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var schedule: Schedule?
     public var catchup: Bool
     public var maxActiveRuns: Int
+    /// Seconds a run may take (absent: no limit; absent keys keep older flows' hashes).
+    public var runTimeoutSeconds: Double?
     public var params: [Param]
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
@@ -37,6 +39,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         schedule = flow.schedule
         catchup = flow.catchup
         maxActiveRuns = flow.maxActiveRuns
+        runTimeoutSeconds = flow.runTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         params = flow.params
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)

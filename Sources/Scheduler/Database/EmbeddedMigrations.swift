@@ -183,5 +183,11 @@ CREATE TABLE api_tokens (
 -- A name means one live token; revoked ones keep theirs for the record.
 CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL;
 """#),
+        ("0004_run_timeout.sql", #"""
+-- Run timeouts (issue 12): when a run of a flow with `runTimeout` starts, the instant it must
+-- end by. The leader's RunTimeoutEnforcer fails the runs past it.
+ALTER TABLE runs ADD COLUMN timeout_at timestamptz;
+CREATE INDEX runs_timing_out ON runs (timeout_at) WHERE state = 'running' AND timeout_at IS NOT NULL;
+"""#),
     ]
 }

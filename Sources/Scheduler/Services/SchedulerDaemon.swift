@@ -44,6 +44,7 @@ extension SchedulerConfig {
     var lostMessages: LostMessageRescuer.Config { var c = LostMessageRescuer.Config(); c.after = lostMessageAfter; c.interval = maintenanceInterval; return c }
     var abandonedEvents: AbandonedEventClaimer.Config { var c = AbandonedEventClaimer.Config(); c.idle = zombieThreshold; c.interval = maintenanceInterval; return c }
     var celeryResults: CeleryResultCollector.Config { var c = CeleryResultCollector.Config(); c.interval = maintenanceInterval; return c }
+    var runTimeouts: RunTimeoutEnforcer.Config { RunTimeoutEnforcer.Config() }
     var heartbeat: SchedulerHeartbeat.Config { var c = SchedulerHeartbeat.Config(); c.interval = maintenanceInterval; return c }
 
     /// Checks every duty's configuration; the error names the duty and the setting.
@@ -51,7 +52,7 @@ extension SchedulerConfig {
         guard !name.isEmpty else { throw SchedulerConfigError("the scheduler needs a name") }
         try runStarter.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
-        try celeryResults.validate(); try heartbeat.validate()
+        try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate()
     }
 }
 
@@ -72,6 +73,7 @@ extension SchedulerConfig {
 /// | `LostMessageRescuer` | the leader | sends again messages the broker lost |
 /// | `AbandonedEventClaimer` | the leader | applies events a dead scheduler read and never acknowledged |
 /// | `CeleryResultCollector` | the leader | reads the outcomes of tasks Celery workers ran |
+/// | `RunTimeoutEnforcer` | the leader | fails runs past their flow's `runTimeout` |
 ///
 /// The leader is whichever scheduler holds the `LeaderElector`'s advisory lock; another takes
 /// over when the leader's session ends. Any number of schedulers can share one database.
@@ -96,6 +98,7 @@ public final class SchedulerDaemon: Sendable {
     public let lostMessageRescuer: LostMessageRescuer
     public let abandonedEventClaimer: AbandonedEventClaimer
     public let celeryResultCollector: CeleryResultCollector
+    public let runTimeoutEnforcer: RunTimeoutEnforcer
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics()) {
@@ -122,6 +125,7 @@ public final class SchedulerDaemon: Sendable {
         lostMessageRescuer = LostMessageRescuer(context: context, config: config.lostMessages)
         abandonedEventClaimer = AbandonedEventClaimer(consumer: eventConsumer, config: config.abandonedEvents)
         celeryResultCollector = CeleryResultCollector(context: context, config: config.celeryResults)
+        runTimeoutEnforcer = RunTimeoutEnforcer(context: context, config: config.runTimeouts)
     }
 
     var logger: Logger { context.logger }
@@ -129,7 +133,7 @@ public final class SchedulerDaemon: Sendable {
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
         [runStarter, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
-         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector]
+         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer]
     }
 
     /// The duties as services, for a `ServiceGroup` (`flowctl scheduler` and `standalone` group

@@ -85,8 +85,8 @@ extension SchedulerStore {
                         FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[]) AS u(t, m, q, p, o, e)
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
                               tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" }])
-                    try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3 WHERE id = $1",
-                                [runPk, now, tasks.count])
+                    try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3, timeout_at = $4 WHERE id = $1",
+                                [runPk, now, tasks.count, graph.definition.runTimeoutSeconds.map { now.addingTimeInterval($0) }])
                     work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.startingTasks(graph), now: now)
                 }
                 return work
@@ -119,7 +119,7 @@ extension SchedulerStore {
     /// Cancels a run: unfinished task instances become cancelled, and the workers running
     /// them are told to stop (through the broker work returned).
     public func cancelRun(runId: String, now: Date) async throws -> BrokerWork {
-        try await db.run { s in
+        try await db.run { [self] s in
             try s.transaction {
                 guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
@@ -128,25 +128,50 @@ extension SchedulerStore {
                 guard state == "queued" || state == "running" else {
                     throw StateConflict("run `\(runId)` is already \(state)")
                 }
-                let pk = r.int("id")!
-                let live = try s.query("""
-                    WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $2, next_attempt_at = NULL
-                               WHERE run_pk = $1 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
-                               RETURNING task_id, try_number, message_id, state)
-                    SELECT task_id, try_number, message_id FROM u
-                    """, [pk, now]).all
-                try s.query("""
-                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                    SELECT $1, t, n, NULL, 'cancelled', $4, 'api', 'run cancelled' FROM unnest($2::text[], $3::int[]) AS u(t, n)
-                    """, [pk, live.map { $0.string("task_id")! }, live.map { $0.int("try_number")! }, now])
-                try s.query("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
-                try s.query("UPDATE runs SET state = 'cancelled', ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now])
-                s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
-                var work = BrokerWork()
-                work.cancel = live.compactMap { $0.string("message_id") }
-                return work
+                return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: "api", detail: "run cancelled", now: now)
             }
         }
+    }
+
+    /// Fails runs still unfinished past their flow's `runTimeout` (at most `limit` at a time):
+    /// their unfinished task instances are cancelled, and their running tries told to stop.
+    public func failTimedOutRuns(now: Date, limit: Int = 100) async throws -> (runs: [String], work: BrokerWork) {
+        try await db.run { [self] s in
+            try s.transaction {
+                let due = try s.query("""
+                    SELECT id, run_id, extract(epoch FROM timeout_at - started_at) AS limit_s FROM runs
+                    WHERE state = 'running' AND timeout_at <= $1 ORDER BY timeout_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED
+                    """, [now, limit]).all
+                var work = BrokerWork(), ended: [String] = []
+                for r in due {
+                    let runId = r.string("run_id")!
+                    let limit = r.double("limit_s").map { String(format: "%g", $0) } ?? "?"
+                    work.merge(try endRun(s, pk: r.int("id")!, runId: runId, as: .failed, source: "scheduler",
+                                      detail: "run timeout: the run was still unfinished \(limit)s after it started", now: now))
+                    ended.append(runId)
+                }
+                return (ended, work)
+            }
+        }
+    }
+
+    /// Ends a run as `state`: its unfinished task instances and tries become cancelled, with
+    /// `detail` in their history; returns the running messages to stop on their workers.
+    private func endRun(_ s: PGSession, pk: Int, runId: String, as state: RunState, source: String, detail: String, now: Date) throws -> BrokerWork {
+        var work = BrokerWork()
+        work.cancel = try s.query("""
+            WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $2, next_attempt_at = NULL,
+                                                 error = CASE WHEN $3 = 'scheduler' THEN $4 ELSE error END
+                       WHERE run_pk = $1 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
+                       RETURNING task_id, try_number, message_id),
+                 h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                       SELECT $1, task_id, try_number, NULL, 'cancelled', $2, $3, $4 FROM u)
+            SELECT message_id FROM u WHERE message_id IS NOT NULL
+            """, [pk, now, source, detail]).all.compactMap { $0.string("message_id") }
+        s.enqueue("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
+        s.enqueue("UPDATE runs SET state = $3, ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now, state.rawValue])
+        s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
+        return work
     }
 
     /// Creates a queued `backfill` run for every cron tick of the flow in `[from, to]`, oldest

@@ -1,0 +1,26 @@
+import Foundation
+import Logging
+
+/// Fails runs still unfinished past their flow's `runTimeout`: their unfinished tasks are
+/// cancelled (running ones are told to stop on their workers) and the history says why.
+/// Leader only.
+public struct RunTimeoutEnforcer: SchedulerDuty {
+    public struct Config: Sendable {
+        /// How often it looks; a run ends at most this long after its timeout.
+        public var interval: Double = 1
+        public init() {}
+        public func validate() throws { try requirePositive("run timeout enforcer", ["interval": interval]) }
+    }
+
+    public let name = "run timeout enforcer"
+    public let leaderOnly = true
+    let context: SchedulerContext
+    let config: Config
+
+    public func runOnce() async throws -> Double {
+        let (runs, work) = try await context.store.failTimedOutRuns(now: context.clock.now())
+        try await context.broker.perform(work)
+        for r in runs { context.logger.warning("run \(r) failed: past its flow's run timeout") }
+        return runs.isEmpty ? config.interval : 0
+    }
+}
