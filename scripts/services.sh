@@ -39,14 +39,21 @@ start)
       || { cat "$home/initdb.log" >&2; exit 1; }
   fi
   if ! $as_pg "$pgbin/pg_ctl" -D "$home/pg" status >/dev/null 2>&1; then
-    $as_pg "$pgbin/pg_ctl" -D "$home/pg" -l "$home/pg/server.log" -w -t 60 \
-      -o "$pg_opts" start >/dev/null
+    # The ports lie in Linux's ephemeral range: a client socket may hold one for a moment
+    # ("could not bind … Address already in use"). Try again rather than fail the run.
+    n=0
+    until $as_pg "$pgbin/pg_ctl" -D "$home/pg" -l "$home/pg/server.log" -w -t 60 -o "$pg_opts" start >/dev/null 2>&1; do
+      n=$((n+1)); [ $n -ge 5 ] && { tail -5 "$home/pg/server.log" >&2; exit 1; }
+      sleep 1
+    done
   fi
-  if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  n=0
+  while ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; do
+    n=$((n+1)); [ $n -gt 5 ] && { tail -5 "$home/redis/redis.log" >&2; exit 1; }
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$home/redis" --appendonly yes --save "" \
       --daemonize yes --pidfile "$home/redis/redis.pid" --logfile "$home/redis/redis.log"
-    i=0; until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
-  fi
+    i=0; until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 40 ] && break; sleep 0.05; done
+  done
   env_lines
   ;;
 restart-redis)
