@@ -230,9 +230,12 @@ struct RunsCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Re-run failed tasks (or --task ones) and what depends on them.")
         @Argument var runId: String
         @Option(name: .customLong("task"), help: "A task to clear (repeatable).") var tasks: [String] = []
+        @Flag(help: "Clear only the failed tasks among those chosen and their descendants.") var onlyFailed = false
         func run() async throws {
-            let body: JSONValue = tasks.isEmpty ? [:] : ["taskIds": .array(tasks.map(JSONValue.string))]
-            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", body)
+            var body: [String: JSONValue] = [:]
+            if !tasks.isEmpty { body["taskIds"] = .array(tasks.map(JSONValue.string)) }
+            if onlyFailed { body["onlyFailed"] = true }
+            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", .object(body))
             print("run \(runId): \(r["state"]?.stringValue ?? "")")
         }
     }
@@ -311,5 +314,24 @@ struct BackfillCommand: AsyncParsableCommand {
         let runs = v["runs"]?.arrayValue ?? []
         print("created \(runs.count) backfill runs of \(flow)")
         if !runs.isEmpty { print(runTable(runs)) }
+    }
+}
+
+struct TasksCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tasks", abstract: "Act on a run's task instances.",
+                                                    subcommands: [Mark.self])
+
+    struct Mark: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Mark a task instance success or failed by hand (its downstream tasks then run as if it had ended so).")
+        @Argument var runId: String
+        @Argument var taskId: String
+        @Option(help: "success or failed.") var state: String
+        func run() async throws {
+            guard state == "success" || state == "failed" else { throw CLIError("--state must be success or failed, not `\(state)`", code: 2) }
+            let r = try await APIClient(settings: try Settings.fromEnvironment())
+                .post("/api/v1/runs/\(runId)/tasks/\(taskId)/mark", ["state": .string(state)])
+            print("run \(runId): task \(taskId) marked \(state); run \(r["state"]?.stringValue ?? "")")
+        }
     }
 }

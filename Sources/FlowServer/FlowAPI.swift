@@ -28,6 +28,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/runs"), ("GET", "/api/v1/runs/{run_id}"),
         ("POST", "/api/v1/runs/{run_id}/cancel"), ("POST", "/api/v1/runs/{run_id}/clear"),
         ("GET", "/api/v1/runs/{run_id}/tasks"), ("GET", "/api/v1/runs/{run_id}/tasks/{task_id}/logs"),
+        ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/mark"),
         ("GET", "/api/v1/workers"),
     ]
 
@@ -159,7 +160,22 @@ public struct FlowAPI: Sendable {
                 }
                 tasks = a.compactMap(\.stringValue)
             }
-            let work = try await self.store.clearTasks(runId: id, taskIds: tasks, now: Date())
+            var onlyFailed = false
+            if let o = body["onlyFailed"] ?? body["only_failed"], o != .null {
+                guard case .bool(let b) = o else { throw APIError.badRequest("`onlyFailed` must be true or false") }
+                onlyFailed = b
+            }
+            let work = try await self.store.clearTasks(runId: id, taskIds: tasks, onlyFailed: onlyFailed, now: Date())
+            try await self.broker.perform(work)
+            return try json(try await self.store.run(id))
+        }
+        handle(router, .post, "/api/v1/runs/{run_id}/tasks/{task_id}/mark", role: .admin) { req, c in
+            let id = try self.param(c, "run_id")
+            let body = try await self.jsonBody(req, c, allowEmpty: false)
+            guard let st = body["state"]?.stringValue, let state = TaskState(rawValue: st), state == .success || state == .failed else {
+                throw APIError.badRequest("`state` must be \"success\" or \"failed\"")
+            }
+            let work = try await self.store.markTask(runId: id, taskId: try self.param(c, "task_id"), as: state, now: Date())
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }

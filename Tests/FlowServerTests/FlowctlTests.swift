@@ -35,6 +35,23 @@ struct FlowctlTests {
         }
     }
 
+    @Test("tasks mark: a failed run's task marked success ends the run successful")
+    func markSuccess() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let (status, out) = try flowctl(["trigger", "example_retry", "--conf", #"{"fail_tries": 5}"#, "--wait"], api: api)
+            #expect(status == 1, "\(out)")
+            let runId = try #require(out.split(separator: "\n").first { $0.hasPrefix("triggered") }?.split(separator: " ").last.map(String.init))
+            let marked = try flowctl(["tasks", "mark", runId, "flaky", "--state", "success"], api: api)
+            #expect(marked.status == 0, "\(marked.output)")
+            #expect(marked.output.contains("task flaky marked success; run success"))
+            #expect(try flowctl(["tasks", "mark", runId, "flaky", "--state", "skipped"], api: api).status == 2)
+            let again = try await api.request("POST", "/api/v1/runs/\(runId)/tasks/flaky/mark", token: LiveAPI.admin, body: #"{"state": "success"}"#)
+            #expect(again.status == 409)
+            let bad = try await api.request("POST", "/api/v1/runs/\(runId)/tasks/flaky/mark", token: LiveAPI.admin, body: #"{"state": "done"}"#)
+            #expect(bad.status == 400 && bad.json["error"] == "bad_request")
+        }
+    }
+
     @Test("usage errors exit 2: bad --conf, a missing argument, conf of the wrong type")
     func usageErrors() async throws {
         try await withAPI { (api: LiveAPI) async throws in

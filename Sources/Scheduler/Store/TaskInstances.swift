@@ -1,5 +1,5 @@
 public import CeleryProtocol
-import FlowKit
+public import FlowKit
 public import Foundation
 import PostgresClient
 
@@ -123,7 +123,72 @@ extension SchedulerStore {
     /// Clears failed tasks of a finished run (or the named ones) and everything downstream of
     /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
     /// set of tries.
-    public func clearTasks(runId: String, taskIds: [String]?, now: Date) async throws -> BrokerWork {
+    /// Marks a task instance `success` or `failed` by hand (Airflow's mark success / mark
+    /// failed). A try in progress is told to stop, and its late report changes nothing.
+    ///
+    /// Marked success, it counts as if it had succeeded: descendants that were
+    /// `upstream_failed` (and `skipped` ones, when the task itself had been skipped) go back to
+    /// pending, a finished run reopens, and downstream tasks run as their trigger rules allow.
+    /// Marked failed, the failure is final (no retry) and propagates as a failure would.
+    public func markTask(runId: String, taskId: String, as target: TaskState, now: Date) async throws -> BrokerWork {
+        guard target == .success || target == .failed else {
+            throw StateConflict("a task can be marked success or failed, not \(target.rawValue)")
+        }
+        return try await db.run { [self] s in
+            try s.transaction {
+                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                    throw NotFound("unknown run `\(runId)`")
+                }
+                let pk = r.int("id")!, runState = r.string("state")!
+                guard runState != "queued", runState != "cancelled" else {
+                    throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
+                }
+                let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+                guard graph.tasks[taskId] != nil else { throw NotFound("run `\(runId)` has no task `\(taskId)`") }
+                let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
+                    .map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
+                let ti = try s.query("SELECT state, try_number, message_id FROM task_instances WHERE run_pk = $1 AND task_id = $2",
+                                     [pk, taskId]).first!
+                let was = TaskState(rawValue: ti.string("state")!) ?? .pending
+                guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
+                var work = BrokerWork()
+                if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
+                let detail = "marked \(target.rawValue) by hand"
+                try s.query("""
+                    UPDATE task_instances SET state = $3, ended_at = $4, next_attempt_at = NULL,
+                        error = CASE WHEN $3 = 'failed' THEN $5 ELSE NULL END
+                    WHERE run_pk = $1 AND task_id = $2
+                    """, [pk, taskId, target.rawValue, now, detail])
+                try s.query("UPDATE task_tries SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = $2 AND ended_at IS NULL",
+                            [pk, taskId, target.rawValue, now])
+                // Descendants that ended because this task did not succeed get another chance.
+                var reset: [String] = []
+                if target == .success {
+                    let again: Set<TaskState> = was == .skipped ? [.upstreamFailed, .skipped] : [.upstreamFailed]
+                    reset = graph.descendants(of: [taskId]).filter { again.contains(states[$0] ?? .pending) }.sorted()
+                    if !reset.isEmpty {
+                        try s.query("UPDATE task_instances SET state = 'pending', ended_at = NULL WHERE run_pk = $1 AND task_id = ANY($2::text[])",
+                                    [pk, reset])
+                    }
+                }
+                try s.query("""
+                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                    SELECT $1, t.task_id, t.try_number, CASE WHEN t.task_id = $2 THEN $3 ELSE NULL END,
+                           CASE WHEN t.task_id = $2 THEN $4 ELSE 'pending' END, $5, 'api',
+                           CASE WHEN t.task_id = $2 THEN $6 ELSE 'reset: upstream task `' || $2 || '` ' || $6 END
+                    FROM task_instances t WHERE t.run_pk = $1 AND (t.task_id = $2 OR t.task_id = ANY($7::text[]))
+                    """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset])
+                let delta = reset.count - (was.isTerminal ? 0 : 1)
+                try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
+                            [pk, delta])
+                work.enqueue = try evaluateDownstream(s, runPk: pk, graph: graph, finished: [taskId], now: now)
+                try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
+                return work
+            }
+        }
+    }
+
+    public func clearTasks(runId: String, taskIds: [String]?, onlyFailed: Bool = false, now: Date) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
                 guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
@@ -145,7 +210,12 @@ extension SchedulerStore {
                     roots = states.filter { $0.value == "failed" || $0.value == "upstream_failed" }.map(\.key)
                 }
                 guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
-                let cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
+                var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
+                if onlyFailed {
+                    // Airflow's "only failed": of the tasks chosen and their descendants, the failed ones.
+                    cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
+                    guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
+                }
                 let active = cleared.filter { ["queued", "running", "up_for_retry"].contains(states[$0] ?? "") }
                 guard active.isEmpty else {
                     throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
