@@ -20,8 +20,13 @@ public protocol CommandRunner: Sendable {
 }
 
 extension TaskContext {
-    /// The environment a task's process sees: who it is, its dates, and every param as
-    /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`).
+    /// Upstream results up to this size (compact JSON) also travel as `FLOWKIT_UPSTREAM_<TASK>`;
+    /// all of them are always in the file named by `FLOWKIT_UPSTREAM_FILE`.
+    public static let maxUpstreamEnvironmentBytes = 4096
+
+    /// The environment a task's process sees: who it is, its dates, every param as
+    /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`), and the
+    /// results of its upstream tasks as `FLOWKIT_UPSTREAM_<TASK>` when they are small.
     public var processEnvironment: [String: String] {
         var env: [String: String] = [
             "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
@@ -33,6 +38,9 @@ extension TaskContext {
         ]
         for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }
         for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
+        for (k, v) in upstream where v.compactJSON.utf8.count <= Self.maxUpstreamEnvironmentBytes {
+            env["FLOWKIT_UPSTREAM_\(k.uppercased())"] = v.environmentString
+        }
         return env
     }
 
@@ -43,7 +51,14 @@ extension TaskContext {
         guard let runner = commandRunner else {
             throw TaskError("task `\(taskId)` cannot run `\(command.argv.first ?? "")`: this context has no command runner (a FlowKit worker gives every task one)")
         }
-        let outcome = try await runner.run(command, environment: processEnvironment, log: log, isCancelled: { [self] in isCancelled })
+        // Every upstream result, whatever its size, as one JSON object in a file of its own.
+        let file = FileManager.default.temporaryDirectory
+            .appendingPathComponent("flowkit-upstream-\(taskId)-\(tryNumber)-\(UUID().uuidString).json")
+        try Data(JSONValue.object(upstream).compactJSON.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        var environment = processEnvironment
+        environment["FLOWKIT_UPSTREAM_FILE"] = file.path
+        let outcome = try await runner.run(command, environment: environment, log: log, isCancelled: { [self] in isCancelled })
         if let sig = outcome.signal { throw TaskError("command `\(command.argv.joined(separator: " "))` was killed by signal \(sig)") }
         guard outcome.exitCode == 0 else {
             throw TaskError("command `\(command.argv.joined(separator: " "))` exited with status \(outcome.exitCode)")
