@@ -36,8 +36,10 @@ let package = Package(
         .target(name: "CivilTime"),
         .target(name: "PostgresClient", dependencies: ["CLibPQ", "ConnectionThread", "CivilTime"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThread"]),
-        .target(name: "FlowKit", dependencies: ["CivilTime"]),
-        .target(name: "CeleryProtocol", dependencies: ["FlowKit", "RedisClient"]),
+        // JSON, instants and SHA-256: what the authoring API and the wire codec share.
+        .target(name: "FlowJSON", dependencies: ["CivilTime"]),
+        .target(name: "FlowKit", dependencies: ["FlowJSON", "CivilTime"]),
+        .target(name: "CeleryProtocol", dependencies: ["FlowJSON", "RedisClient"]),
         // What runs processes and returns heap memory (Glibc): kept out of FlowKit, which is Foundation only.
         .target(name: "ProcessSupport", dependencies: ["FlowKit"]),
 
@@ -72,7 +74,7 @@ let package = Package(
                 exclude: ["README.md"], resources: [.copy("Resources")]),
         .executableTarget(name: "flowctl", dependencies: ["FlowCommands", "Flows"]),
 
-        .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "Flows", "CivilTime", "PostgresClient"],
+        .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "FlowJSON", "Flows", "CivilTime", "PostgresClient"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ProcessSupportTests", dependencies: ["ProcessSupport", "FlowKit"]),
         // What the integration tests share (and what users' own tests can use): real servers.

@@ -1,4 +1,4 @@
-public import FlowKit
+public import FlowJSON
 public import Foundation
 
 /// A task message in Celery's protocol v2, as kombu's Redis transport writes it to a queue list.

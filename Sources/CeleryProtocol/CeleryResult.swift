@@ -1,4 +1,4 @@
-public import FlowKit
+public import FlowJSON
 import Foundation
 
 /// A task outcome in Celery's Redis result-backend form: the value stored at

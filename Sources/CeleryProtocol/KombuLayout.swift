@@ -1,4 +1,4 @@
-public import FlowKit
+public import FlowJSON
 import Foundation
 public import RedisClient
 

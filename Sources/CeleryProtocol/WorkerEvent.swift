@@ -1,4 +1,4 @@
-public import FlowKit
+public import FlowJSON
 public import Foundation
 
 /// What a worker reports to the schedulers through the `flowkit:events` stream.
