@@ -342,15 +342,17 @@ extension SchedulerStore {
                     WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR NO KEY UPDATE OF t SKIP LOCKED
                     """, [messageIds]).all
                 var byRun: [Int: [PGRow]] = [:]
+                var h = HistoryBatch()
                 for r in rows { byRun[r.int("run_pk")!, default: []].append(r) }
                 for (pk, tis) in byRun.sorted(by: { $0.key < $1.key }) {
                     let graph = try graphs.graph(s, flow: tis[0].string("flow_id")!, version: tis[0].int("flow_version")!)
                     out += try buildMessages(s, runPk: pk, graph: graph, rows: tis)
                     for t in tis {
-                        history(s, runPk: pk, task: t.string("task_id")!, try: t.int("try_number")!, from: "queued", to: "queued", at: now,
-                                    source: "reaper", detail: "message \(t.string("message_id")!) was missing from the broker: enqueued again", applied: true)
+                        h.add(pk, t.string("task_id")!, t.int("try_number")!, "queued", "queued", now, "reaper",
+                              "message \(t.string("message_id")!) was missing from the broker: enqueued again", true)
                     }
                 }
+                h.insert(s)  // one statement for every try
                 return out
             }
         }

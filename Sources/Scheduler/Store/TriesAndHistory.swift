@@ -87,13 +87,6 @@ extension SchedulerStore {
         }
     }
 
-    func history(_ s: PGSession, runPk: Int, task: String, try tryNumber: Int, from: String?, to: String, at: Date,
-                         source: String, detail: String?, applied: Bool) {
-        var h = HistoryBatch()
-        h.add(runPk, task, tryNumber, from, to, at, source, detail, applied)
-        h.insert(s)
-    }
-
     /// `started` reports: queued (or, on a redelivery, running) tries become running.
     /// Returns the task instances (`run_pk/task_id`) it moved to running.
     func applyStarted(_ s: PGSession, _ started: [(Int, WorkerEvent)], now: Date) throws -> Set<String> {
@@ -201,6 +194,10 @@ extension SchedulerStore {
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
                     LIMIT 500 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
+                // Set-based, like applied outcomes: one statement per table for every reaped try,
+                // then one evaluation per run touched.
+                var updates = OutcomeBatch(), h = HistoryBatch()
+                var ended: [Int: [String]] = [:], runGraphs: [Int: FlowGraph] = [:]
                 for r in rows {
                     let pk = r.int("run_pk")!, task = r.string("task_id")!, t = r.int("try_number")!
                     let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
@@ -213,18 +210,17 @@ extension SchedulerStore {
                         newState = .upForRetry
                         next = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
                     }
-                    try s.query("UPDATE task_instances SET state = $3, ended_at = $4, error = $5, next_attempt_at = $6 WHERE run_pk = $1 AND task_id = $2",
-                                [pk, task, newState.rawValue, now, error, next])
-                    try s.query("UPDATE task_tries SET state = 'failed', ended_at = $4, error = $5 WHERE run_pk = $1 AND task_id = $2 AND try_number = $3",
-                                [pk, task, t, now, error])
-                    history(s, runPk: pk, task: task, try: t, from: "running", to: newState.rawValue, at: now, source: "reaper",
-                                detail: error, applied: true)
+                    updates.add(pk, task, t, newState, .failed, now, nil, error, next, r.string("worker") ?? "", nil)
+                    h.add(pk, task, t, "running", newState.rawValue, now, "reaper", error, true)
                     if let mid = r.string("message_id") { work.forget.append(mid); work.cancel.append(mid) }
-                    if newState.isTerminal {
-                        try s.query("UPDATE runs SET unfinished_tasks = unfinished_tasks - 1 WHERE id = $1", [pk])
-                        work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: [task], now: now)
-                        try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
-                    }
+                    if newState.isTerminal { ended[pk, default: []].append(task); runGraphs[pk] = graph }
+                }
+                updates.apply(s)
+                h.insert(s)
+                for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
+                    s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
+                    work.enqueue += try evaluateDownstream(s, runPk: pk, graph: runGraphs[pk]!, finished: tasks, now: now)
+                    try finalizeIfDone(s, runPk: pk, graph: runGraphs[pk]!, now: now)
                 }
                 return work
             }
