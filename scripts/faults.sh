@@ -38,7 +38,7 @@ start() {  # start NAME ARGS...
 # kill -9 NAME...: reaped at once, so bash does not print its "Killed" job notice later.
 kill9() { for name in "$@"; do kill -9 "${pids[$name]}" 2>/dev/null; wait "${pids[$name]}" 2>/dev/null; done; }
 stop_all() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; [ "$(id -u)" = 0 ] && scripts/netns.sh down 2>/dev/null; scripts/services.sh stop; }
-trap stop_all EXIT
+trap "stop_all 2>/dev/null" EXIT   # bash may note an already-reaped pid at the final wait
 
 sched_args=(scheduler --zombie-threshold 6 --visibility-timeout 3)
 worker_args=(bench worker --concurrency 2 --heartbeat-interval 0.5 --visibility-timeout 3 --shutdown-grace 2)
