@@ -299,11 +299,11 @@ public struct FlowAPI: Sendable {
         // Gauges read at each scrape; the registry keeps them between scrapes.
         if let counts = try? await store.stateCounts() {
             for st in RunState.allCases {
-                registry.makeGauge(name: "flowkit_runs", labels: [("state", st.rawValue)], help: "Flow runs by state.")
+                gauge("runs", "Flow runs by state.", [("state", st.rawValue)])
                     .set(Double(counts.runs[st.rawValue] ?? 0))
             }
             for st in ["queued", "running", "up_for_retry"] {
-                registry.makeGauge(name: "flowkit_task_instances", labels: [("state", st)], help: "Unfinished task instances by state.")
+                gauge("task_instances", "Unfinished task instances by state.", [("state", st)])
                     .set(Double(counts.tasks[st] ?? 0))
             }
         }
@@ -311,15 +311,23 @@ public struct FlowAPI: Sendable {
             let queues = Array(Set(workers.flatMap(\.queues) + [defaultQueue])).sorted()
             if let depths = try? await broker.queueDepths(queues) {
                 for q in queues {
-                    registry.makeGauge(name: "flowkit_queue_depth", labels: [("queue", q)], help: "Messages waiting in a queue.")
+                    gauge("queue_depth", "Messages waiting in a queue.", [("queue", q)])
                         .set(Double(depths[q] ?? 0))
                 }
             }
-            registry.makeGauge(name: "flowkit_workers_online", help: "Workers heard from in the last 30 seconds.")
+            gauge("workers_online", "Workers heard from in the last 30 seconds.")
                 .set(Double(workers.filter { $0.state == "online" && $0.heartbeatAgeSeconds < 30 }.count))
         }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: registry.emitToString())))
+    }
+}
+
+extension FlowAPI {
+    /// `flowkit_<name>`, kept in the registry between scrapes.
+    func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
+        let d = MetricNameDescriptor(namespace: "flowkit", metricName: name, unitName: "", helpText: help)
+        return labels.isEmpty ? registry.makeGauge(descriptor: d) : registry.makeGauge(descriptor: d, labels: labels)
     }
 }
 
