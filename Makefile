@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release test demo run bench faults stress stress-quick clean docker-config migrations example
+.PHONY: help deps build release install test demo run bench faults stress stress-quick clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,6 +16,11 @@ build: deps ## debug build of flowctl
 
 release: deps ## release build of flowctl
 	$(SWIFT) build -c release --product flowctl
+
+PREFIX ?= /usr/local
+install: release ## put the release flowctl on the PATH ($(PREFIX)/bin)
+	install -m 0755 $(FLOWCTL_RELEASE) $(PREFIX)/bin/flowctl
+	@echo "installed $(PREFIX)/bin/flowctl: try 'flowctl --help'"
 
 test: deps ## unit and integration tests against a real PostgreSQL and Redis
 	@scripts/test.sh

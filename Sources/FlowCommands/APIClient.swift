@@ -13,7 +13,16 @@ struct APIClient {
 
     init(settings: Settings) {
         base = settings.apiURL.hasSuffix("/") ? String(settings.apiURL.dropLast()) : settings.apiURL
-        token = settings.apiToken
+        token = settings.apiToken ?? Self.standaloneToken(settings)
+    }
+
+    /// Without FLOWKIT_API_TOKEN, a client talking to an API on this machine uses the admin
+    /// token a local standalone keeps in `FLOWKIT_HOME/admin-token` (default `.flowkit/`).
+    static func standaloneToken(_ settings: Settings) -> String? {
+        guard let host = URL(string: settings.apiURL)?.host, ["127.0.0.1", "localhost", "::1"].contains(host) else { return nil }
+        let file = settings.home.appendingPathComponent("admin-token")
+        let t = (try? String(contentsOf: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return (t?.isEmpty ?? true) ? nil : t
     }
 
     func get(_ path: String) async throws -> JSONValue { try await send("GET", path, body: nil) }
@@ -63,7 +72,7 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 
 func printJSON(_ v: JSONValue) {
     let data = (try? JSONSerialization.data(withJSONObject: JSONSerialization.jsonObject(with: Data(v.compactJSON.utf8), options: [.fragmentsAllowed]),
-                                              options: [.prettyPrinted, .sortedKeys])) ?? Data(v.compactJSON.utf8)
+                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data(v.compactJSON.utf8)
     print(String(decoding: data, as: UTF8.self))
 }
 

@@ -253,10 +253,12 @@ struct LogsCommand: AsyncParsableCommand {
         let c = APIClient(settings: try Settings.fromEnvironment())
         var offset = 0
         var all: [JSONValue] = []
+        var shownTry: JSONValue = .null
         while true {
             var path = "/api/v1/runs/\(runId)/tasks/\(taskId)/logs?offset=\(offset)"
             if let tryNumber { path += "&try=\(tryNumber)" }
             let page = try await c.get(path)
+            shownTry = page["tryNumber"] ?? shownTry
             let lines = page["lines"]?.arrayValue ?? []
             for l in lines {
                 if json { all.append(l) } else { print("\(shortTime(l["at"]?.stringValue))  \(l["line"]?.stringValue ?? "")") }
@@ -270,7 +272,8 @@ struct LogsCommand: AsyncParsableCommand {
             if let s = TaskState(rawValue: state), s.isTerminal, lines.isEmpty { break }
             try await Task.sleep(for: .milliseconds(500))
         }
-        if json { printJSON(.array(all)) }
+        // The API's shape: `{"tryNumber", "lines", "nextOffset"}`, every page's lines together.
+        if json { printJSON(["tryNumber": shownTry, "lines": .array(all), "nextOffset": .int(offset)]) }
     }
 }
 

@@ -2,6 +2,7 @@ public import ArgumentParser
 public import FlowKit
 import FlowServer
 import Foundation
+import WorkerRuntime
 
 /// The `flowctl` command tree. A package with its own flows builds its own `flowctl` with a
 /// `main.swift` of one line: `await FlowCtl.main(flows: myFlows)`.
@@ -9,6 +10,7 @@ public struct FlowCtl: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "flowctl",
         abstract: "FlowKit: declare data flows in Swift and run them.",
+        version: "flowctl \(flowKitVersion)",
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
             TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self,

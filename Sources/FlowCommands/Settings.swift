@@ -1,6 +1,7 @@
 import FlowKit
 import FlowServer
 import Foundation
+import Logging
 
 /// FlowKit's configuration from the environment, checked once with messages naming the key.
 ///
@@ -48,6 +49,9 @@ struct Settings {
         }
         if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=")) {
             throw ConfigError("FLOWKIT_DATABASE_URL: `\(d)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")
+        }
+        if let l = nonEmpty("FLOWKIT_LOG_LEVEL"), Logger.Level(rawValue: l) == nil {
+            throw ConfigError("FLOWKIT_LOG_LEVEL: `\(l)` is not a log level; use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let cors = nonEmpty("FLOWKIT_CORS_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
         if cors.count > 1 {

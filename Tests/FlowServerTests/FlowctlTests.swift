@@ -52,6 +52,36 @@ struct FlowctlTests {
         }
     }
 
+    @Test("newcomer paths: --version, a local standalone's token found on its own, log levels checked, logs of a try that does not exist, JSON as the API writes it")
+    func newcomer() async throws {
+        try await withAPI(openReads: false) { (api: LiveAPI) async throws in
+            let version = try flowctl(["--version"], api: api)
+            #expect(version.status == 0 && version.output.hasPrefix("flowctl 0."), "\(version.output)")
+            // No FLOWKIT_API_TOKEN: the admin token a local standalone keeps in FLOWKIT_HOME is used.
+            let home = FileManager.default.temporaryDirectory.appendingPathComponent("fk-home-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: home) }
+            try LiveAPI.admin.write(to: home.appendingPathComponent("admin-token"), atomically: true, encoding: .utf8)
+            let env = ["/usr/bin/env", "FLOWKIT_API_URL=\(api.base)", "FLOWKIT_HOME=\(home.path)", try TestServers.flowctlPath()]
+            let run = try ProcessRunner.runToCompletion(env + ["trigger", "example_retry", "--wait"])
+            #expect(run.status == 0, "\(run.output)")
+            let runId = try #require(run.output.split(separator: "\n").first { $0.hasPrefix("triggered") }?.split(separator: " ").last.map(String.init))
+            // A log level that does not exist is refused, naming the valid ones.
+            let level = try ProcessRunner.runToCompletion(["/usr/bin/env", "FLOWKIT_LOG_LEVEL=verbose", try TestServers.flowctlPath(), "flows", "list"])
+            #expect(level.status == 2 && level.output.contains("FLOWKIT_LOG_LEVEL: `verbose` is not a log level; use one of trace, debug"), "\(level.output)")
+            // A try that does not exist, a mistyped task: errors, not empty output.
+            let missing = try flowctl(["logs", runId, "flaky", "--try", "9"], api: api)
+            #expect(missing.status == 1 && missing.output.contains("has no try 9: its tries are 1–2"), "\(missing.output)")
+            let typo = try flowctl(["logs", runId, "flakey"], api: api)
+            #expect(typo.status == 1 && typo.output.contains("did you mean `flaky`?"), "\(typo.output)")
+            // --json has the API's shape and does not escape slashes.
+            let logs = try JSONValue.parse(try flowctl(["logs", runId, "flaky", "--try", "1", "--json"], api: api).output)
+            #expect(logs["tryNumber"] == 1 && (logs["lines"]?.arrayValue?.isEmpty == false) && logs["nextOffset"]?.intValue != nil)
+            let flow = try flowctl(["flows", "show", "catalunya_data_pipeline", "--json"], api: api)
+            #expect(flow.output.contains("Europe/Madrid") && !flow.output.contains("Europe\\/Madrid"))
+        }
+    }
+
     @Test("usage errors exit 2: bad --conf, a missing argument, conf of the wrong type")
     func usageErrors() async throws {
         try await withAPI { (api: LiveAPI) async throws in

@@ -86,7 +86,7 @@ extension Flow {
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
-func nearest(_ word: String, among candidates: [String]) -> String? {
+public func nearest(_ word: String, among candidates: [String]) -> String? {
     var best: (String, Int)?
     for c in candidates {
         let d = editDistance(word, c)

@@ -20,10 +20,17 @@ extension SchedulerStore {
             guard let row = try s.query("""
                 SELECT r.id, t.try_number FROM runs r JOIN task_instances t ON t.run_pk = r.id AND t.task_id = $2 WHERE r.run_id = $1
                 """, [runId, taskId]).first else {
-                if try s.query("SELECT 1 FROM runs WHERE run_id = $1", [runId]).isEmpty { throw NotFound("unknown run `\(runId)`") }
-                throw NotFound("run `\(runId)` has no task `\(taskId)`")
+                guard let run = try s.query("SELECT id FROM runs WHERE run_id = $1", [runId]).first else { throw NotFound("unknown run `\(runId)`") }
+                let tasks = try s.query("SELECT task_id FROM task_instances WHERE run_pk = $1", [run.int("id")!]).all.compactMap { $0.string("task_id") }
+                let hint = nearest(taskId, among: tasks).map { "; did you mean `\($0)`?" } ?? ""
+                throw NotFound("run `\(runId)` has no task `\(taskId)`\(hint)")
             }
-            let t = tryNumber ?? max(1, row.int("try_number")!)
+            let latest = row.int("try_number")!
+            if let tryNumber, tryNumber > max(latest, 1) {
+                throw NotFound(latest == 0 ? "task `\(taskId)` of run `\(runId)` has not run yet: it has no try \(tryNumber)"
+                                           : "task `\(taskId)` of run `\(runId)` has no try \(tryNumber): its tries are 1–\(latest)")
+            }
+            let t = tryNumber ?? max(1, latest)
             let lines = try s.query("""
                 SELECT id, at, line FROM task_logs WHERE run_pk = $1 AND task_id = $2 AND try_number = $3 AND id > $4 ORDER BY id LIMIT $5
                 """, [row.int("id")!, taskId, t, offset, limit]).all.map {
