@@ -376,6 +376,9 @@ extension RunRecord: JSONWritable {
             w.key("runId"); w.string(runId)
             if let startedAt { w.key("startedAt"); w.date(startedAt) }
             w.key("state"); w.string(state)
+            if let taskCounts {
+                w.key("taskCounts"); w.value(.object(taskCounts.mapValues { .int($0) }))
+            }
             w.key("triggerKind"); w.string(triggerKind)
         }
     }

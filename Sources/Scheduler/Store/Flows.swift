@@ -75,8 +75,11 @@ extension SchedulerStore {
         try await db.run { s in
             try s.query("""
                 SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
-                       v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags
+                       v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
+                       lr.run_id AS latest_run_id, lr.state AS latest_run_state, lr.at AS latest_run_at
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
+                LEFT JOIN LATERAL (SELECT run_id, state, COALESCE(ended_at, started_at, created_at) AS at FROM runs
+                                   WHERE flow_id = f.flow_id ORDER BY id DESC LIMIT 1) lr ON true
                 ORDER BY f.flow_id
                 """).all.map { Self.flowRecord($0) }
         }
@@ -88,7 +91,8 @@ extension SchedulerStore {
                    timezone: r.string("timezone")!, nextRunAt: r.date("next_tick"),
                    description: r.string("description") ?? "", owner: r.string("owner") ?? "",
                    tags: ((try? JSONValue.parse(r.string("tags") ?? "[]"))?.arrayValue ?? []).compactMap(\.stringValue),
-                   definition: nil, latestRuns: nil)
+                   definition: nil, latestRuns: nil,
+                   latestRun: r.string("latest_run_id").map { LatestRun(runId: $0, state: r.string("latest_run_state")!, at: r.date("latest_run_at")!) })
     }
 
     public func flow(_ flowId: String, withDefinition: Bool = true) async throws -> FlowRecord {

@@ -17,6 +17,15 @@ public struct FlowRecord: Codable, Sendable {
     public var tags: [String]
     public var definition: FlowDefinition?
     public var latestRuns: [RunRecord]?
+    /// The newest run's id, state and time (its end, else its start, else its creation): what a
+    /// dashboard's flow list shows without a call per row.
+    public var latestRun: LatestRun?
+}
+
+public struct LatestRun: Codable, Sendable, Equatable {
+    public var runId: String
+    public var state: String
+    public var at: Date
 }
 
 /// A flow run.
@@ -34,6 +43,8 @@ public struct RunRecord: Codable, Sendable {
     public var createdAt: Date
     public var startedAt: Date?
     public var endedAt: Date?
+    /// Its task instances by state, in run lists and single-run reads (absent elsewhere).
+    public var taskCounts: [String: Int]?
 
     static let columns = """
         r.id, r.run_id, r.flow_id, r.flow_version, r.trigger_kind, r.state, r.conf::text AS conf, r.logical_date,
@@ -54,7 +65,14 @@ public struct RunRecord: Codable, Sendable {
         createdAt = row.date("created_at") ?? .distantPast
         startedAt = row.date("started_at")
         endedAt = row.date("ended_at")
+        taskCounts = row.string("task_counts").flatMap { try? JSONValue.parse($0).objectValue }?.compactMapValues(\.intValue)
     }
+
+    /// `task_counts` for `RunRecord.init`: a run's task instances by state (`r` is the run).
+    static let taskCountsColumn = """
+        (SELECT COALESCE(jsonb_object_agg(state, n), '{}')::text FROM
+           (SELECT state, count(*) AS n FROM task_instances WHERE run_pk = r.id GROUP BY state) c) AS task_counts
+        """
 }
 
 /// One try of a task instance.

@@ -260,7 +260,7 @@ extension SchedulerStore {
     public func runs(_ f: RunFilter) async throws -> [RunRecord] {
         try await db.run { s in
             try s.query("""
-                SELECT \(RunRecord.columns) FROM runs r
+                SELECT \(RunRecord.columns), \(RunRecord.taskCountsColumn) FROM runs r
                 WHERE ($1::text IS NULL OR r.flow_id = $1) AND ($2::text IS NULL OR r.state = $2)
                   AND ($3::timestamptz IS NULL OR r.logical_date >= $3) AND ($4::timestamptz IS NULL OR r.logical_date < $4)
                   AND ($5::bigint IS NULL OR r.id < $5)
@@ -271,7 +271,8 @@ extension SchedulerStore {
 
     public func run(_ runId: String) async throws -> RunRecord {
         try await db.run { s in
-            guard let r = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.run_id = $1", [runId]).first else {
+            guard let r = try s.query("SELECT \(RunRecord.columns), \(RunRecord.taskCountsColumn) FROM runs r WHERE r.run_id = $1",
+                                      [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
             return RunRecord(r)
