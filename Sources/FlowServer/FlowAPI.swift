@@ -133,6 +133,10 @@ public struct FlowAPI: Sendable {
                 guard let n = Int(l), (1...500).contains(n) else { throw APIError.badRequest("`limit` must be a whole number from 1 to 500") }
                 f.limit = n
             }
+            if let tc = q.get("taskCounts") ?? q.get("task_counts") {
+                guard let b = ["true": true, "false": false][String(tc)] else { throw APIError.badRequest("`taskCounts` must be true or false") }
+                f.withTaskCounts = b
+            }
             if let cur = q.get("cursor") {
                 guard let n = Int(cur), n > 0 else { throw APIError.badRequest("`cursor` is not a cursor this API returned") }
                 f.before = n

@@ -203,7 +203,9 @@ struct APITests {
             #expect(page3.json["nextCursor"] == .null)
             // A dashboard needs no call per row: runs carry their task counts, flows their latest run.
             try await eventually("the newest run to end") { try await api.request("GET", "/api/v1/runs/\(ids[4])").json["state"] == "success" }
-            #expect(try await api.request("GET", "/api/v1/runs?limit=1").json["runs"]?.arrayValue?.first?["taskCounts"] == ["success": 1])
+            #expect(try await api.request("GET", "/api/v1/runs?limit=1&taskCounts=true").json["runs"]?.arrayValue?.first?["taskCounts"] == ["success": 1])
+            #expect(try await api.request("GET", "/api/v1/runs?limit=1").json["runs"]?.arrayValue?.first?["taskCounts"] == nil)
+            #expect(try await api.request("GET", "/api/v1/runs?taskCounts=maybe").status == 400)
             #expect(try await api.request("GET", "/api/v1/runs/\(ids[4])").json["taskCounts"] == ["success": 1])
             let flows = try await api.request("GET", "/api/v1/flows").json["flows"]?.arrayValue ?? []
             let retry = try #require(flows.first { $0["flowId"] == "example_retry" })

@@ -137,6 +137,8 @@ public struct RunFilter: Sendable {
     /// Return runs with an internal id below this one (the `next` cursor of the previous page).
     public var before: Int?
     public var limit: Int = 50
+    /// Also read each run's task counts by state (one more statement in the same round trip).
+    public var withTaskCounts = false
     public init(flowId: String? = nil, state: String? = nil, since: Date? = nil, until: Date? = nil, before: Int? = nil, limit: Int = 50) {
         self.flowId = flowId; self.state = state; self.since = since; self.until = until; self.before = before; self.limit = limit
     }
