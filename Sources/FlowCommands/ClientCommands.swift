@@ -27,6 +27,10 @@ struct TriggerCommand: AsyncParsableCommand {
             throw CLIError("\(e.message); the run may have been created: see `flowctl runs list --flow \(flow)`", code: e.code)
         }
         let runId = run["runId"]?.stringValue ?? "?"
+        // A paused flow keeps its new run queued: say so now rather than wait in silence.
+        if run["state"]?.stringValue == "queued", (try? await client.get("/api/v1/flows/\(flow)"))?["isPaused"] == true {
+            FileHandle.standardError.write(Data("flow \(flow) is paused: run \(runId) stays queued until `flowctl flows unpause \(flow)`\n".utf8))
+        }
         if !wait {
             if json { printJSON(run) } else { print(runId) }
             return
@@ -301,6 +305,7 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "First instant (ISO-8601), inclusive.") var from: String
     @Option(help: "Last instant (ISO-8601), inclusive.") var to: String
     @Option(help: "Run conf as a JSON object.") var conf: String?
+    @Flag(help: "Also clear the failed runs whose ticks fall in the range, so that they run again.") var rerunFailed = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -312,11 +317,34 @@ struct BackfillCommand: AsyncParsableCommand {
             guard let v = try? JSONValue.parse(conf), v.objectValue != nil else { throw CLIError("--conf must be a JSON object", code: 2) }
             body["conf"] = v
         }
-        let v = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/flows/\(flow)/backfill", .object(body))
-        if json { printJSON(v); return }
+        let client = APIClient(settings: try Settings.fromEnvironment())
+        let v = try await client.post("/api/v1/flows/\(flow)/backfill", .object(body))
+        var cleared: [String] = []
+        if rerunFailed {
+            // Failed runs of the range (logical dates from..to inclusive), cleared one by one.
+            let until = Instant.format(Instant.parse(to)!.addingTimeInterval(0.001), fractionDigits: 3)
+            var cursor: String?
+            repeat {
+                var path = "/api/v1/runs?flow_id=\(flow)&state=failed&since=\(from)&until=\(until)&limit=500"
+                if let cursor { path += "&cursor=\(cursor)" }
+                let page = try await client.get(path)
+                for r in page["runs"]?.arrayValue ?? [] {
+                    guard let id = r["runId"]?.stringValue else { continue }
+                    _ = try await client.post("/api/v1/runs/\(id)/clear", [:])
+                    cleared.append(id)
+                }
+                cursor = page["nextCursor"]?.stringValue
+            } while cursor != nil
+        }
+        if json { printJSON(["runs": v["runs"] ?? [], "cleared": .array(cleared.map(JSONValue.string))]); return }
         let runs = v["runs"]?.arrayValue ?? []
         print("created \(runs.count) backfill runs of \(flow)")
         if !runs.isEmpty { print(runTable(runs)) }
+        if rerunFailed { print("cleared \(cleared.count) failed runs in the range: they run again") }
+        if runs.isEmpty && cleared.isEmpty {
+            print("every tick between \(from) and \(to) already has a run (scheduled or backfill); "
+                  + "--rerun-failed clears the failed ones, `flowctl runs list --flow \(flow)` shows them")
+        }
     }
 }
 

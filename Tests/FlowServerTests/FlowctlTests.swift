@@ -82,6 +82,30 @@ struct FlowctlTests {
         }
     }
 
+    @Test("a trigger of a paused flow says so at once; a backfill that makes no run says why; --rerun-failed clears failed runs of the range")
+    func pausedAndBackfill() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            _ = try flowctl(["flows", "pause", "example_sleep"], api: api)
+            let paused = try flowctl(["trigger", "example_sleep", "--conf", #"{"seconds": 0}"#], api: api)
+            #expect(paused.status == 0 && paused.output.contains("flow example_sleep is paused: run"), "\(paused.output)")
+            let range = ["--from", "2026-11-01T00:00:00Z", "--to", "2026-11-01T02:00:00Z"]
+            let first = try flowctl(["backfill", "example_hourly"] + range, api: api)
+            #expect(first.output.contains("created 3 backfill runs"), "\(first.output)")
+            let again = try flowctl(["backfill", "example_hourly"] + range, api: api)
+            #expect(again.output.contains("created 0 backfill runs") && again.output.contains("already has a run"), "\(again.output)")
+            // One of them fails (marked by hand); --rerun-failed runs it again.
+            let runs = try await api.request("GET", "/api/v1/runs?flow_id=example_hourly").json["runs"]?.arrayValue ?? []
+            let victim = try #require(runs.first?["runId"]?.stringValue)
+            try await eventually("the backfill runs to end") {
+                (try await api.request("GET", "/api/v1/runs?flow_id=example_hourly&state=success").json["runs"]?.arrayValue?.count ?? 0) == 3
+            }
+            #expect(try await api.request("POST", "/api/v1/runs/\(victim)/tasks/tick/mark", token: LiveAPI.admin, body: #"{"state": "failed"}"#).json["state"] == "failed")
+            let rerun = try flowctl(["backfill", "example_hourly", "--rerun-failed"] + range, api: api)
+            #expect(rerun.output.contains("cleared 1 failed runs in the range"), "\(rerun.output)")
+            try await eventually("the cleared run to succeed") { try await api.request("GET", "/api/v1/runs/\(victim)").json["state"] == "success" }
+        }
+    }
+
     @Test("usage errors exit 2: bad --conf, a missing argument, conf of the wrong type")
     func usageErrors() async throws {
         try await withAPI { (api: LiveAPI) async throws in
