@@ -56,6 +56,8 @@ public enum KombuLayout {
     local maxDead = tonumber(ARGV[5])
     local maxEntry = tonumber(ARGV[6])
     local runPrefix = ARGV[7]
+    local claimKey = ARGV[8] or ''
+    local tags = {}
     local nq = #KEYS - 2
     local unacked, idx = KEYS[nq + 1], KEYS[nq + 2]
     local out, rejected = {}, {}
@@ -111,10 +113,12 @@ public enum KombuLayout {
             end
             table.insert(out, m)
             table.insert(out, cancelled)
+            table.insert(tags, tag .. ' ' .. ARGV[2])
           end
         end
       end
     end
+    if claimKey ~= '' and #tags > 0 then redis.call('SET', claimKey, table.concat(tags, '\\n'), 'EX', 60) end
     return {out, rejected}
     """
 
@@ -136,12 +140,49 @@ public enum KombuLayout {
     /// 4 times its size). Task messages carry the run's params and the upstream results.
     public static let defaultMaxMessageBytes = 8 << 20
 
-    /// The claim script's command: up to `count` messages from `queues`' lists.
-    public static func claimCommand(queues: [String], count: Int, now: Double, maxMessageBytes: Int = defaultMaxMessageBytes) -> [String] {
+    /// The claim script's command: up to `count` messages from `queues`' lists. With a
+    /// `claimKey`, the script also records the delivery tags it claimed there for 60 s, so that a
+    /// worker whose connection dropped before the reply arrived can take them back
+    /// (`recoverCommand`) instead of leaving them to the visibility timeout.
+    public static func claimCommand(queues: [String], count: Int, now: Double, maxMessageBytes: Int = defaultMaxMessageBytes,
+                                    claimKey: String = "") -> [String] {
         let keys = queues.flatMap { lists(for: $0) } + [unacked, unackedIndex]
         return ["EVAL", claimScript, String(keys.count)] + keys
             + [String(count), String(now), FlowKitKeys.deadLetter, String(maxMessageBytes), String(DeadLetter.maxEntries),
-               String(DeadLetter.maxPayloadBytes), FlowKitKeys.run("")]
+               String(DeadLetter.maxPayloadBytes), FlowKitKeys.run(""), claimKey]
+    }
+
+    /// The messages a claim recorded under ARGV[1] that are still claimed by that claim (in
+    /// KEYS[1], `unacked`, with the claim's own time in KEYS[2], `unacked_index` — a message the
+    /// visibility timeout restored and another worker claimed has another time), as their
+    /// `unacked` payloads; forgets the record. Empty when the claim never ran.
+    public static let recoverScript = """
+    local v = redis.call('GET', ARGV[1])
+    if not v then return {} end
+    redis.call('DEL', ARGV[1])
+    local out = {}
+    for line in string.gmatch(v, '[^\\n]+') do
+      local tag, at = string.match(line, '^(.*) ([^ ]+)$')
+      local score = tag and redis.call('ZSCORE', KEYS[2], tag)
+      if score and tonumber(score) == tonumber(at) then
+        local p = redis.call('HGET', KEYS[1], tag)
+        if p then table.insert(out, p) end
+      end
+    end
+    return out
+    """
+
+    /// The command that takes back what the claim recorded under `claimKey`.
+    public static func recoverCommand(claimKey: String) -> [String] {
+        ["EVAL", recoverScript, "2", unacked, unackedIndex, claimKey]
+    }
+
+    /// The envelopes in `recoverScript`'s reply (each `unacked` payload is `[message, exchange, routing_key]`).
+    public static func recovered(_ reply: RedisValue) -> [Claimed] {
+        (reply.array ?? []).compactMap(\.string).compactMap { payload in
+            guard let message = (try? JSONValue.parse(payload))?.arrayValue?.first, message.objectValue != nil else { return nil }
+            return Claimed(raw: message.compactJSON, cancelled: false)
+        }
     }
 
     /// The claim script's reply.
@@ -220,6 +261,8 @@ public enum FlowKitKeys {
     public static let deadLetter = "flowkit:dead"
     public static let workers = "flowkit:workers"
     public static func workerAlive(_ name: String) -> String { "flowkit:worker:\(name):alive" }
+    /// What one claim took, kept for 60 s in case its reply is lost (`KombuLayout.recoverCommand`).
+    public static func claim(_ id: String) -> String { "flowkit:claim:\(id)" }
     /// Set when a try must stop (its run was cancelled).
     public static func cancel(_ messageId: String) -> String { "flowkit:cancel:\(messageId)" }
     /// Set by the scheduler for a run whose messages it sends (refreshed at each dispatch): a

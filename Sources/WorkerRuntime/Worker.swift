@@ -88,15 +88,33 @@ public final class Worker: Sendable {
     func consumeLoop() async {
         var failures = 0
         var queueIndex = 0
+        // Claims whose reply never arrived (a timeout, a dropped connection): what they took is
+        // taken back at the next chance, not left claimed until the visibility timeout.
+        var unanswered: [String] = []
         while !state.stopping {
             await slots.waitForFree()
             if state.stopping { break }
             let free = slots.freeCount
             guard free > 0 else { continue }
+            let claimKeys = [FlowKitKeys.claim(UUID().uuidString), FlowKitKeys.claim(UUID().uuidString)]
             do {
+                if !unanswered.isEmpty {
+                    let keys = unanswered
+                    let recovered = try await redis.run { s in
+                        try keys.flatMap { KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: $0)).orThrow()) }
+                    }
+                    unanswered = []
+                    if !recovered.isEmpty { logger.warning("took back \(recovered.count) messages claimed by a call whose reply was lost") }
+                    for c in recovered {
+                        slots.take()
+                        Task { await self.handle(c.raw, cancelled: c.cancelled); self.slots.release() }
+                    }
+                    continue
+                }
                 let queues = config.queues
                 let maxBytes = config.maxMessageBytes
-                let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970, maxMessageBytes: maxBytes)
+                let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970, maxMessageBytes: maxBytes,
+                                                       claimKey: claimKeys[0])
                 var reply = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
                 failures = 0
                 if reply.messages.isEmpty {
@@ -114,7 +132,7 @@ public final class Worker: Sendable {
                         if (woke.string?.utf8.count ?? 0) > maxBytes { releaseFreeHeapMemory() }
                         let now = Date().timeIntervalSince1970
                         return KombuLayout.claimed(try s.command(KombuLayout.claimCommand(queues: queues, count: free, now: now,
-                                                                                          maxMessageBytes: maxBytes)).orThrow())
+                                                                                          maxMessageBytes: maxBytes, claimKey: claimKeys[1])).orThrow())
                     }
                 }
                 for why in reply.rejected { logger.warning("dead-lettered a message at the claim: \(why)") }
@@ -124,6 +142,7 @@ public final class Worker: Sendable {
                     Task { await self.handle(c.raw, cancelled: c.cancelled); self.slots.release() }
                 }
             } catch {
+                if unanswered.count < 100 { unanswered += claimKeys }  // either claim may have run
                 failures += 1
                 if failures == 1 || failures % 30 == 0 { logger.warning("consume: \(error)") }
                 try? await Task.sleep(for: .milliseconds(min(2000, 50 * (1 << min(failures, 6)))))

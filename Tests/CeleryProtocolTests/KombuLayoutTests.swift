@@ -125,6 +125,40 @@ struct KombuLayoutTests {
         #expect(entry["size"] == .int(payload.utf8.count) && entry["truncated"] == true && entry["reason"] == "r")
     }
 
+    @Test("a claim whose reply is lost can be taken back at once by its claim key, once; a claim that never ran gives nothing")
+    func recoverLostClaim() async throws {
+        let r = RedisConnection(try await TestServers.freshRedis())
+        let msgs = (0..<2).map { CeleryMessage(task: "t\($0)", queue: "q") }
+        let cmds = msgs.flatMap(KombuLayout.enqueueCommands)
+        try await r.run { s in _ = try s.pipeline(cmds) }
+        let key = FlowKitKeys.claim("lost")
+        // The claim runs, its reply goes nowhere.
+        _ = try await r.run { s in try s.command(KombuLayout.claimCommand(queues: ["q"], count: 10, now: 1, claimKey: key)).orThrow() }
+        #expect(try await r.command("HLEN", "unacked").int == 2)
+        let back = try await r.run { s in KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: key)).orThrow()) }
+        #expect(try Set(back.map { try CeleryMessage.decode($0.raw).id }) == Set(msgs.map(\.id)))
+        #expect(try await r.run { s in KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: key)).orThrow()) }.isEmpty)
+        #expect(try await r.run { s in KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: FlowKitKeys.claim("never"))).orThrow()) }.isEmpty)
+        // An acknowledged message is not given back.
+        let m2 = CeleryMessage(task: "t2", queue: "q")
+        let c2 = KombuLayout.enqueueCommands(m2)
+        try await r.run { s in _ = try s.pipeline(c2) }
+        let key2 = FlowKitKeys.claim("acked")
+        _ = try await r.run { s in try s.command(KombuLayout.claimCommand(queues: ["q"], count: 10, now: 1, claimKey: key2)).orThrow() }
+        try await r.run { s in _ = try s.pipeline(KombuLayout.ackCommands(deliveryTag: m2.id)) }
+        #expect(try await r.run { s in KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: key2)).orThrow()) }.isEmpty)
+        // Nor one the visibility timeout restored and another worker claimed since.
+        let m3 = CeleryMessage(task: "t3", queue: "q")
+        let c3 = KombuLayout.enqueueCommands(m3)
+        try await r.run { s in _ = try s.pipeline(c3) }
+        let key3 = FlowKitKeys.claim("restored")
+        _ = try await r.run { s in try s.command(KombuLayout.claimCommand(queues: ["q"], count: 10, now: 100, claimKey: key3)).orThrow() }
+        _ = try await r.command("EVAL", KombuLayout.restoreScript, "2", "unacked", "unacked_index", "150", "100")
+        _ = try await r.run { s in try s.command(KombuLayout.claimCommand(queues: ["q"], count: 10, now: 200)).orThrow() }
+        #expect(try await r.command("HEXISTS", "unacked", m3.id).int == 1)
+        #expect(try await r.run { s in KombuLayout.recovered(try s.command(KombuLayout.recoverCommand(claimKey: key3)).orThrow()) }.isEmpty)
+    }
+
     @Test("unacknowledged claims older than the visibility timeout go back to their queue, unchanged")
     func restore() async throws {
         let r = RedisConnection(try await TestServers.freshRedis())
