@@ -419,9 +419,11 @@ public struct PGSession {
     /// Waits, at most the connection's `replyTimeout`, until libpq has a result to hand out.
     /// libpq's own calls would wait forever for a server that never answers.
     private func awaitResult() throws {
-        let deadline = Date().addingTimeInterval(owner.options.replyTimeout)
+        // A monotonic clock: a step of the wall clock (NTP, a resumed VM) must not end the wait early.
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(owner.options.replyTimeout * 1000)))
         while PQisBusy(conn) == 1 {
-            let left = deadline.timeIntervalSinceNow
+            let remaining = ContinuousClock.now.duration(to: deadline).components
+            let left = Double(remaining.seconds) + Double(remaining.attoseconds) / 1e18
             if left <= 0 {
                 throw PGError(.timeout, "no answer within \(Int(owner.options.replyTimeout))s to `\(owner.lastStatement)`")
             }
