@@ -32,7 +32,7 @@ struct TokensCommand: AsyncParsableCommand {
             let record = try await TokensCommand.store().createAPIToken(id: t.id, name: name, role: role.rawValue, salt: t.salt,
                                                                         secretHash: t.secretHash, expiresAt: expires, now: now)
             if json {
-                var v = try tokenJSON(record)
+                var v = tokenJSON(record)
                 v["token"] = .string(t.text)
                 printJSON(.object(v))
             } else {
@@ -55,7 +55,7 @@ struct TokensCommand: AsyncParsableCommand {
         func run() async throws {
             let now = Date()
             let tokens = try await TokensCommand.store().apiTokens(all: all, now: now)
-            if json { printJSON(["tokens": .array(try tokens.map { .object(try tokenJSON($0)) })]); return }
+            if json { printJSON(["tokens": .array(tokens.map { .object(tokenJSON($0)) })]); return }
             func t(_ d: Date?) -> String { d.map { Instant.format($0, fractionDigits: 0) } ?? "-" }
             print(table(["ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED"], tokens.map { r in
                 let state = r.revokedAt != nil ? "revoked" : r.isLive(at: now) ? "live" : "expired"
@@ -82,7 +82,7 @@ struct TokensCommand: AsyncParsableCommand {
     }
 }
 
-func tokenJSON(_ r: APITokenRecord) throws -> [String: JSONValue] {
+func tokenJSON(_ r: APITokenRecord) -> [String: JSONValue] {
     var v: [String: JSONValue] = ["id": .string(r.id), "name": .string(r.name), "role": .string(r.role),
                                   "createdAt": .string(Instant.format(r.createdAt, fractionDigits: 3))]
     for (k, d) in [("expiresAt", r.expiresAt), ("revokedAt", r.revokedAt), ("lastUsedAt", r.lastUsedAt)] {

@@ -222,14 +222,12 @@ public struct FlowAPI: Sendable {
 
     func errorResponse(_ error: any Error, request: Request) -> Response {
         let e: APIError
+        if let u = ServiceUnavailable(error) { return errorJSON(APIError(.serviceUnavailable, u.reason.rawValue, u.message)) }
         switch error {
         case let a as APIError: e = a
         case let n as NotFound: e = APIError(.notFound, "not_found", n.message)
         case let c as StateConflict: e = APIError(.conflict, "conflict", c.message)
         case let c as ConfError: e = APIError(.badRequest, "invalid_conf", c.message)
-        case _ where ServiceUnavailable(error) != nil:
-            let u = ServiceUnavailable(error)!
-            e = APIError(.serviceUnavailable, u.reason.rawValue, u.message)
         case let h as any HTTPResponseError where h.status == .contentTooLarge:
             e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(config.maxBodyBytes) bytes")
         case let h as any HTTPResponseError:

@@ -145,11 +145,10 @@ extension SchedulerStore {
                 }
                 let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
                 guard graph.tasks[taskId] != nil else { throw NotFound("run `\(runId)` has no task `\(taskId)`") }
-                let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
-                    .map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
-                let ti = try s.query("SELECT state, try_number, message_id FROM task_instances WHERE run_pk = $1 AND task_id = $2",
-                                     [pk, taskId]).first!
-                let was = TaskState(rawValue: ti.string("state")!) ?? .pending
+                let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
+                let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
+                let ti = rows.first { $0.string("task_id") == taskId }!
+                let was = states[taskId] ?? .pending
                 guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
                 var work = BrokerWork()
                 if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
