@@ -8,4 +8,6 @@ public let allFlows: [Flow] = [
     exampleSleep,
     exampleHourly,
     exampleBranch,
+    exampleMapping,
+    examplePool,
 ]

@@ -65,3 +65,45 @@ public let exampleBranch = Flow(
     }
     choose --> [left, right] --> join
 }
+
+/// Dynamic task mapping: `make_list` returns `conf.items`; `double` is mapped over it, one
+/// instance per element (`double[0]`, `double[1]`, …) returning twice its element; `total`
+/// receives their results in index order and returns their sum and count. An empty list skips
+/// `double` and `total`.
+public let exampleMapping = Flow(
+    "example_mapping",
+    description: "maps `double` over conf.items, then sums the results",
+    tags: ["example"],
+    params: [Param("items", .array, default: [1, 2, 3], description: "the integers to double")]
+) { f in
+    let makeList = f.task("make_list") { ctx in ctx.param("items") ?? .array([]) }
+    let double = f.map("double", over: .result(of: makeList)) { _, item in
+        guard let x = item.intValue else { throw TaskError("`double` takes integers, got \(item.compactJSON)") }
+        return .int(2 * x)
+    }
+    let total = f.task("total") { ctx in
+        let doubled = ctx.upstream["double"]?.arrayValue ?? []
+        return ["sum": .int(doubled.compactMap(\.intValue).reduce(0, +)), "count": .int(doubled.count)]
+    }
+    double --> total
+}
+
+/// A pool shared by six parallel tasks: each sleeps `conf.seconds` (default 1) in pool
+/// `example_pool`, which has 2 slots (migration 0007 creates it; `flowctl pools set
+/// example_pool --slots N` resizes it), so a run never has more than 2 of them running at once.
+/// Each task's result records when it started and ended, so the limit can be checked.
+public let examplePool = Flow(
+    "example_pool",
+    description: "six parallel sleeps in a pool of 2 slots",
+    tags: ["example"],
+    params: [Param("seconds", .number, default: 1, description: "how long each task sleeps")]
+) { f in
+    for i in 1...6 {
+        f.task("sleep_\(i)", pool: "example_pool") { ctx in
+            let started = Date()
+            let seconds = ctx.param("seconds")?.doubleValue ?? 1
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            return ["started": .double(started.timeIntervalSince1970), "ended": .double(Date().timeIntervalSince1970)]
+        }
+    }
+}

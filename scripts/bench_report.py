@@ -45,6 +45,8 @@ r1 = ratio("W1 tasks/s (Celery with results)", fig("W1", "tasks_per_s"), celery(
 ratio("W2 total s", fig("W2", "total_s"), celery("W2_chain", "total_s"), False)
 ratio("W2 hop p50 ms", fig("W2", "hop_p50_ms"), celery("W2_chain", "hop_median_ms"), False)
 r3 = ratio("W3 s", fig("W3", "seconds"), celery("W3_chord", "total_s"), False)
+w3, w8, w8rate = fig("W3", "seconds"), fig("W8", "seconds"), fig("W8", "instances_per_s")
+print(f"FIGURE W8 (1 -> mapped -> 1) s={w8} instances/s={w8rate} beside W3 (1 -> 500 -> 1) s={w3}")
 ratio("W4 idle worker MiB (Celery: whole prefork tree)", fig("W4", "idle_worker_rss_mib"), celery("W4", "worker_rss_mb"), False)
 ratio("W4 idle worker PSS MiB (Celery: whole prefork tree)", fig("W4", "idle_worker_pss_mib"), celery("W4", "worker_pss_mb"), False)
 

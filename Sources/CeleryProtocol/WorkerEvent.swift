@@ -58,14 +58,19 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
     public var params: [String: JSONValue]
     public var upstream: [String: JSONValue]
     public var timeoutSeconds: Double?
+    /// In an instance of a mapped task (`taskId` is `task[index]`): its index and element.
+    public var mapIndex: Int?
+    public var mapItem: JSONValue?
 
     public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date, dataIntervalStart: Date,
-                dataIntervalEnd: Date, params: [String: JSONValue], upstream: [String: JSONValue], timeoutSeconds: Double?) {
+                dataIntervalEnd: Date, params: [String: JSONValue], upstream: [String: JSONValue], timeoutSeconds: Double?,
+                mapIndex: Int? = nil, mapItem: JSONValue? = nil) {
         self.flowId = flowId; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
         self.logicalDate = logicalDate.timeIntervalSince1970
         self.dataIntervalStart = dataIntervalStart.timeIntervalSince1970
         self.dataIntervalEnd = dataIntervalEnd.timeIntervalSince1970
         self.params = params; self.upstream = upstream; self.timeoutSeconds = timeoutSeconds
+        self.mapIndex = mapIndex; self.mapItem = mapItem
     }
 
     /// The kwargs key that carries it.

@@ -25,8 +25,17 @@ struct APIClient {
         return (t?.isEmpty ?? true) ? nil : t
     }
 
+    /// A path segment, percent-encoded: a mapped instance's id (`double[3]`) has brackets.
+    static func segment(_ s: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/[]?#%")
+        return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+    }
+
     func get(_ path: String) async throws -> JSONValue { try await send("GET", path, body: nil) }
     func post(_ path: String, _ body: JSONValue = [:]) async throws -> JSONValue { try await send("POST", path, body: body) }
+    func put(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await send("PUT", path, body: body) }
+    func delete(_ path: String) async throws -> JSONValue { try await send("DELETE", path, body: nil) }
 
     func send(_ method: String, _ path: String, body: JSONValue?) async throws -> JSONValue {
         guard let url = URL(string: base + path) else { throw CLIError("bad URL \(base + path)", code: 2) }

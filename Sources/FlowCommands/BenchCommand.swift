@@ -15,6 +15,7 @@ enum BenchFlows {
     static let w1Tasks = Int(ProcessInfo.processInfo.environment["W1_N"] ?? "") ?? 10_000
     static let w2Tasks = Int(ProcessInfo.processInfo.environment["W2_N"] ?? "") ?? 100
     static let w3Tasks = Int(ProcessInfo.processInfo.environment["W3_N"] ?? "") ?? 500
+    static let w8Items = Int(ProcessInfo.processInfo.environment["W8_N"] ?? "") ?? 10_000
 
     /// W1: independent no-op tasks, all ready at once, in one run.
     static let w1 = Flow("bench_w1", maxActiveRuns: 1) { f in
@@ -31,7 +32,13 @@ enum BenchFlows {
         let middle = (0..<w3Tasks).map { i in f.task("p\(i)") { _ in nil } }
         root --> middle --> f.task("join") { _ in nil }
     }
-    static let all = [w1, w2, w3]
+    /// W8: one root returns a list, a task mapped over it (one no-op instance per element),
+    /// one join that receives every instance's result.
+    static let w8 = Flow("bench_w8", maxActiveRuns: 1) { f in
+        let root = f.task("root") { _ in .array((0..<w8Items).map { .int($0) }) }
+        f.map("mapped", over: .result(of: root)) { _, x in x } --> f.task("join") { ctx in .int(ctx.upstream["mapped"]?.arrayValue?.count ?? 0) }
+    }
+    static let all = [w1, w2, w3, w8]
 }
 
 struct BenchCommand: AsyncParsableCommand {
@@ -64,9 +71,9 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "run", abstract: "Run W1–W6 and print BENCH lines.")
+        static let configuration = CommandConfiguration(commandName: "run", abstract: "Run W1–W6 and W8 and print BENCH lines.")
         @Option(help: "Repetitions of each workload.") var repeats: Int = 3
-        @Option(help: "Workloads to run, comma-separated.") var only: String = "W1,W2,W3,W4,W5,W6"
+        @Option(help: "Workloads to run, comma-separated.") var only: String = "W1,W2,W3,W8,W4,W5,W6"
         @Option(help: "Port for the API in W5.") var port: Int = 18080
 
         func run() async throws {
@@ -118,6 +125,12 @@ struct BenchCommand: AsyncParsableCommand {
                 if wanted.contains("W4") {
                     report("W4", "scheduler_rss_mib_during_w3", rss, note: "the scheduler process (which ran W1 and W2 before); max during W3")
                 }
+            }
+            if wanted.contains("W8") {
+                var secs: [Double] = []
+                for _ in 0..<repeats { secs.append(try await runOnce(store, "bench_w8").seconds) }
+                report("W8", "seconds", secs, note: "1 → \(BenchFlows.w8Items) mapped no-op instances → 1, trigger to run success (W3 has 500 declared tasks)")
+                report("W8", "instances_per_s", secs.map { Double(BenchFlows.w8Items) / $0 })
             }
             if wanted.contains("W5") {
                 try await w5(db: db, redis: redis, store: store)

@@ -107,13 +107,39 @@ struct PollBackoff {
     }
 }
 
-func taskTable(_ tasks: [JSONValue]) -> String {
-    table(["TASK", "STATE", "TRY", "DURATION", "WORKER", "RESULT"], tasks.map { t in
-        [t["taskId"]?.stringValue ?? "", t["state"]?.stringValue ?? "", "\(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)",
+func taskTable(_ tasks: [JSONValue], allInstances: Bool = false) -> String {
+    // A mapped task shows as one row with its instances' states; its first instances follow
+    // (all of them with --instances), addressed as `task[index]`.
+    var instances: [String: [JSONValue]] = [:]
+    for t in tasks { if let p = t["mapParent"]?.stringValue { instances[p, default: []].append(t) } }
+    var rows: [[String]] = []
+    func row(_ t: JSONValue, indent: String = "", tryText: String? = nil) -> [String] {
+        [indent + (t["taskId"]?.stringValue ?? ""), t["state"]?.stringValue ?? "",
+         tryText ?? "\(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)",
          duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue), t["worker"]?.stringValue ?? "-",
          String((t["result"].map { $0 == .null ? (t["error"]?.stringValue ?? "-") : $0.compactJSON } ?? "-").prefix(90))]
-    })
+    }
+    for t in tasks where t["mapParent"] == nil {
+        let id = t["taskId"]?.stringValue ?? ""
+        guard let length = t["mapLength"]?.intValue else { rows.append(row(t)); continue }
+        let mine = instances[id] ?? []
+        var counts: [String: Int] = [:]
+        for i in mine { counts[i["state"]?.stringValue ?? "", default: 0] += 1 }
+        let summary = counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        var parent = row(t, tryText: "×\(length)")
+        if t["state"]?.stringValue == "running" { parent[5] = summary }  // its instances' progress
+        rows.append(parent)
+        let shown = allInstances ? mine : Array(mine.prefix(mappedRowsShown))
+        for i in shown { rows.append(row(i, indent: "  ")) }
+        if shown.count < mine.count {
+            rows.append(["  …", "", "", "", "", "\(mine.count - shown.count) more (\(summary)); `runs show --instances` lists all"])
+        }
+    }
+    return table(["TASK", "STATE", "TRY", "DURATION", "WORKER", "RESULT"], rows)
 }
+
+/// Instances of a mapped task `runs show` lists before it summarises the rest.
+let mappedRowsShown = 10
 
 struct FlowsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "flows", abstract: "List, show, pause and unpause flows.",
@@ -212,13 +238,14 @@ struct RunsCommand: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         @Argument var runId: String
         @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "List every instance of a mapped task (by default the first \(mappedRowsShown)).") var instances = false
         func run() async throws {
             let c = APIClient(settings: try Settings.fromEnvironment())
-            let r = try await c.get("/api/v1/runs/\(runId)")
-            let t = try await c.get("/api/v1/runs/\(runId)/tasks")
+            let r = try await c.get("/api/v1/runs/\(APIClient.segment(runId))")
+            let t = try await c.get("/api/v1/runs/\(APIClient.segment(runId))/tasks")
             if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
             print("run \(runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))\n")
-            print(taskTable(t["tasks"]?.arrayValue ?? []))
+            print(taskTable(t["tasks"]?.arrayValue ?? [], allInstances: instances))
         }
     }
 
@@ -259,7 +286,7 @@ struct LogsCommand: AsyncParsableCommand {
         var all: [JSONValue] = []
         var shownTry: JSONValue = .null
         while true {
-            var path = "/api/v1/runs/\(runId)/tasks/\(taskId)/logs?offset=\(offset)"
+            var path = "/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/logs?offset=\(offset)"
             if let tryNumber { path += "&try=\(tryNumber)" }
             let page = try await c.get(path)
             shownTry = page["tryNumber"] ?? shownTry
@@ -348,6 +375,46 @@ struct BackfillCommand: AsyncParsableCommand {
     }
 }
 
+struct PoolsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pools", abstract: "List, create, resize and delete pools: named slots that limit how many tasks run at once across flows.",
+        subcommands: [List.self, Set.self, Delete.self])
+
+    struct List: AsyncParsableCommand {
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/pools")
+            if json { printJSON(v); return }
+            print(table(["POOL", "SLOTS", "USED", "WAITING", "DESCRIPTION"], (v["pools"]?.arrayValue ?? []).map { p in
+                [p["name"]?.stringValue ?? "", "\(p["slots"]?.intValue ?? 0)", "\(p["usedSlots"]?.intValue ?? 0)",
+                 "\(p["waiting"]?.intValue ?? 0)", p["description"]?.stringValue ?? ""]
+            }))
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a pool, or change its slots; waiting tasks start at once if it grew.")
+        @Argument var name: String
+        @Option(help: "How many slots (0 pauses the pool's tasks).") var slots: Int
+        @Option(help: "What the pool protects.") var description: String?
+        func run() async throws {
+            var body: [String: JSONValue] = ["slots": .int(slots)]
+            if let description { body["description"] = .string(description) }
+            let p = try await APIClient(settings: try Settings.fromEnvironment()).put("/api/v1/pools/\(APIClient.segment(name))", .object(body))
+            print("pool \(name): \(p["slots"]?.intValue ?? 0) slots, \(p["usedSlots"]?.intValue ?? 0) used, \(p["waiting"]?.intValue ?? 0) waiting")
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a pool no active flow uses.")
+        @Argument var name: String
+        func run() async throws {
+            _ = try await APIClient(settings: try Settings.fromEnvironment()).delete("/api/v1/pools/\(APIClient.segment(name))")
+            print("deleted pool \(name)")
+        }
+    }
+}
+
 struct TasksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tasks", abstract: "Act on a run's task instances.",
                                                     subcommands: [Mark.self])
@@ -361,7 +428,7 @@ struct TasksCommand: AsyncParsableCommand {
         func run() async throws {
             guard state == "success" || state == "failed" else { throw CLIError("--state must be success or failed, not `\(state)`", code: 2) }
             let r = try await APIClient(settings: try Settings.fromEnvironment())
-                .post("/api/v1/runs/\(runId)/tasks/\(taskId)/mark", ["state": .string(state)])
+                .post("/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/mark", ["state": .string(state)])
             print("run \(runId): task \(taskId) marked \(state); run \(r["state"]?.stringValue ?? "")")
         }
     }

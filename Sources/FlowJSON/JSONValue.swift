@@ -65,6 +65,18 @@ public enum JSONValue: Sendable, Hashable, Codable {
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
 
+    /// JSON's name for this value's type, for messages: "null", "boolean", "number", "string", "list", "object".
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "boolean"
+        case .int, .double: return "number"
+        case .string: return "string"
+        case .array: return "list"
+        case .object: return "object"
+        }
+    }
+
     /// The value as a string an environment variable can carry: strings bare, the rest as JSON.
     public var environmentString: String {
         switch self {

@@ -30,6 +30,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/runs/{run_id}/tasks"), ("GET", "/api/v1/runs/{run_id}/tasks/{task_id}/logs"),
         ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/mark"),
         ("GET", "/api/v1/workers"),
+        ("GET", "/api/v1/pools"), ("PUT", "/api/v1/pools/{pool}"), ("DELETE", "/api/v1/pools/{pool}"),
     ]
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
@@ -205,6 +206,26 @@ public struct FlowAPI: Sendable {
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
         }
+        handle(router, .get, "/api/v1/pools", role: .read) { _, _ in
+            try json(["pools": try await self.store.pools()])
+        }
+        handle(router, .put, "/api/v1/pools/{pool}", role: .admin) { req, c in
+            let body = try await self.jsonBody(req, c, allowEmpty: false)
+            guard case .int(let slots)? = body["slots"] else { throw APIError.badRequest("`slots` must be a whole number of slots, 0 or more") }
+            var description: String?
+            if let d = body["description"], d != .null {
+                guard let text = d.stringValue, text.utf8.count <= 1000, !text.utf8.contains(0) else {
+                    throw APIError.badRequest("`description` must be a string of at most 1,000 bytes, without NUL characters")
+                }
+                description = text
+            }
+            return try json(try await self.store.setPool(name: try self.param(c, "pool"), slots: slots, description: description))
+        }
+        handle(router, .delete, "/api/v1/pools/{pool}", role: .admin) { _, c in
+            let name = try self.param(c, "pool")
+            try await self.store.deletePool(name: name)
+            return try json(["deleted": JSONValue.string(name)])
+        }
     }
 
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
@@ -228,6 +249,7 @@ public struct FlowAPI: Sendable {
         case let n as NotFound: e = APIError(.notFound, "not_found", n.message)
         case let c as StateConflict: e = APIError(.conflict, "conflict", c.message)
         case let c as ConfError: e = APIError(.badRequest, "invalid_conf", c.message)
+        case let b as BadRequest: e = APIError(.badRequest, "bad_request", b.message)
         case let h as any HTTPResponseError where h.status == .contentTooLarge:
             e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(config.maxBodyBytes) bytes")
         case let h as any HTTPResponseError:

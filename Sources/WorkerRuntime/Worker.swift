@@ -236,6 +236,7 @@ public final class Worker: Sendable {
                               dataIntervalEnd: Date(timeIntervalSince1970: inv.dataIntervalEnd),
                               params: inv.params, upstream: inv.upstream, connections: connections,
                               log: TaskLogger { line in entry.log(line) }, commandRunner: SubprocessCommandRunner(),
+                              mapIndex: inv.mapIndex, mapItem: inv.mapIndex == nil ? nil : (inv.mapItem ?? .null),
                               isCancelled: { entry.isCancelled })
         let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
         let startAlreadyReported = !entry.claimStartReport()

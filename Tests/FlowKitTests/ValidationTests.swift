@@ -91,6 +91,46 @@ struct ValidationTests {
         #expect(throws: FlowValidationError.duplicateFlow("same")) { try FlowRegistry([one, one]) }
     }
 
+    @Test("a mapped task maps over an upstream result or a declared list param, within its cap")
+    func mapping() throws {
+        func refused(_ flow: Flow) -> String {
+            do { try flow.validate(); return "" } catch { return "\(error)" }
+        }
+        #expect(refused(Flow("m1", params: [Param("items", .array)]) { f in f.map("m", over: .param("itms")) { _, x in x } })
+            == "flow `m1`: mapped task `m`: maps over param `itms`, which the flow does not declare; did you mean `items`?")
+        #expect(refused(Flow("m2", params: [Param("n", .int)]) { f in f.map("m", over: .param("n")) { _, x in x } })
+            == "flow `m2`: mapped task `m`: maps over param `n` of type int; declare it .array")
+        #expect(refused(Flow("m3", params: [Param("xs", .array)]) { f in f.map("m", over: .param("xs"), maxItems: 0) { _, x in x } })
+            == "flow `m3`: mapped task `m`: maxItems must be 1...100000, got 0")
+        var detached = Flow("m4") { f in
+            let src = f.task("src") { _ in [1] }
+            f.map("m", over: .result(of: src)) { _, x in x }
+        }
+        detached.replaceTask("m") { $0.upstream = [] }
+        #expect(refused(detached) == "flow `m4`: mapped task `m`: maps over `src`, which is not one of its upstream tasks")
+        // The source becomes an upstream task by itself; unmapped tasks keep their definitions' hashes.
+        let ok = Flow("m5") { f in
+            let src = f.task("src") { _ in [1, 2] }
+            f.map("m", over: .result(of: src), maxItems: 50) { _, x in x }
+        }
+        try ok.validate()
+        let def = FlowDefinition(ok)
+        #expect(def.task("m")?.upstream == ["src"] && def.task("m")?.mapOver == .result(of: "src") && def.task("m")?.maxMapLength == 50)
+        #expect(try !def.json().contains("\"id\":\"src\",\"kind\":\"swift\",\"map"))
+        #expect(try FlowDefinition.decode(def.json()) == def)
+        let graph = FlowGraph(def)
+        #expect(graph.tasks["m[7]"]?.id == "m" && graph.tasks.isMapped("m") && !graph.tasks.isMapped("m[7]"))
+    }
+
+    @Test("mapped instance ids parse back to their task and index, and nothing else does")
+    func instanceIds() {
+        #expect(MappedInstance.parse("double[3]")! == ("double", 3))
+        #expect(MappedInstance.parse(MappedInstance.id("a-b", index: 9999))! == ("a-b", 9999))
+        for bad in ["double", "double[]", "[3]", "double[-1]", "double[03]", "double[3", "double[x]", "double[1234567890]"] {
+            #expect(MappedInstance.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test("an unknown flow lookup suggests the nearest flow")
     func unknownFlow() throws {
         let registry = try FlowRegistry([Flow("catalunya_data_pipeline") { f in f.task("a") { _ in nil } }])

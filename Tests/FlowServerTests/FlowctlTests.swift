@@ -150,6 +150,52 @@ struct FlowctlTests {
         }
     }
 
+    @Test("example_mapping through flowctl and the API: the total, instances as task[index] in runs show, the tasks list and logs")
+    func mapping() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let run = try flowctl(["trigger", "example_mapping", "--conf", #"{"items": [1,2,3,4,5,6,7,8,9,10,11,12]}"#, "--wait"], api: api)
+            #expect(run.status == 0, "\(run.output)")
+            #expect(run.output.contains(#"{"count":12,"sum":156}"#))
+            let list = try JSONValue.parse(try flowctl(["runs", "list", "--json"], api: api).output)["runs"]?.arrayValue ?? []
+            let id = try #require(list.first?["runId"]?.stringValue)
+            let show = try flowctl(["runs", "show", id], api: api).output
+            #expect(show.contains("double[9]") && !show.contains("double[10]") && show.contains("2 more (success 12)"))
+            #expect(try flowctl(["runs", "show", id, "--instances"], api: api).output.contains("double[11]"))
+            let tasks = try JSONValue.parse(try flowctl(["runs", "show", id, "--json"], api: api).output)["tasks"]?.arrayValue ?? []
+            #expect(tasks.map { $0["taskId"]?.stringValue ?? "" } == ["make_list", "double"] + (0..<12).map { "double[\($0)]" } + ["total"])
+            #expect(tasks[1]["mapLength"] == 12 && tasks[5]["mapIndex"] == 3 && tasks[5]["mapParent"] == "double" && tasks[5]["result"] == 8)
+            let logs = try flowctl(["logs", id, "double[3]", "--json"], api: api)
+            #expect(logs.status == 0, "\(logs.output)")
+            #expect(try JSONValue.parse(logs.output)["tryNumber"] == 1)
+            let missing = try flowctl(["logs", id, "double[12]"], api: api)
+            #expect(missing.status == 1 && missing.output.contains("double[12]"), "\(missing.output)")
+        }
+    }
+
+    @Test("pools: set, list, resize and delete through flowctl and the API; bad names and slots are usage errors; a used pool cannot go")
+    func pools() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let made = try flowctl(["pools", "set", "warehouse", "--slots", "4", "--description", "the warehouse"], api: api)
+            #expect(made.status == 0 && made.output.contains("pool warehouse: 4 slots, 0 used, 0 waiting"), "\(made.output)")
+            #expect(try flowctl(["pools", "set", "warehouse", "--slots", "6"], api: api).status == 0)
+            let list = try JSONValue.parse(try flowctl(["pools", "list", "--json"], api: api).output)["pools"]?.arrayValue ?? []
+            let w = try #require(list.first { $0["name"] == "warehouse" })
+            #expect(w["slots"] == 6 && w["description"] == "the warehouse" && w["usedSlots"] == 0)
+            #expect(list.contains { $0["name"] == "example_pool" && $0["slots"] == 2 })
+            #expect(try flowctl(["pools", "list"], api: api).output.contains("warehouse"))
+            let bad = try flowctl(["pools", "set", "no good", "--slots", "1"], api: api)
+            #expect(bad.status == 2 && bad.output.contains("pool name `no good` is invalid"), "\(bad.output)")
+            #expect(try flowctl(["pools", "set", "x", "--slots", "-1"], api: api).status == 2)
+            let used = try flowctl(["pools", "delete", "example_pool"], api: api)
+            #expect(used.status == 1 && used.output.contains("pool `example_pool` is used by flow `example_pool`"), "\(used.output)")
+            #expect(try flowctl(["pools", "delete", "warehouse"], api: api).status == 0)
+            let gone = try flowctl(["pools", "delete", "warehouse"], api: api)
+            #expect(gone.status == 1 && gone.output.contains("unknown pool `warehouse`"))
+            // Read-only tokens cannot change pools.
+            #expect(try flowctl(["pools", "set", "p2", "--slots", "1"], api: api, token: LiveAPI.reader).status == 1)
+        }
+    }
+
     @Test("backfill makes a run per tick in the range and refuses a reversed range")
     func backfill() async throws {
         try await withAPI { (api: LiveAPI) async throws in

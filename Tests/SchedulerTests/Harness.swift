@@ -17,8 +17,11 @@ struct Harness {
 
     static let start = ISO8601DateFormatter().date(from: "2026-11-22T06:00:00Z")!
 
-    static func make(_ flows: [Flow], config: SchedulerConfig = SchedulerConfig(name: "test-scheduler")) async throws -> Harness {
-        let url = try await TestServers.freshDatabase()
+    /// `url`: a database prepared beforehand (e.g. with pools the flows need); a fresh one otherwise.
+    static func make(_ flows: [Flow], config: SchedulerConfig = SchedulerConfig(name: "test-scheduler"), url: String? = nil) async throws -> Harness {
+        var db = url
+        if db == nil { db = try await TestServers.freshDatabase() }
+        let url = db!
         let redisConfig = try await TestServers.freshRedis()
         let clock = ManualClock(start)
         let daemon = SchedulerDaemon(databaseURL: url, redis: redisConfig, flows: flows, config: config, clock: clock)

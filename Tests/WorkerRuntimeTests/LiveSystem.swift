@@ -37,6 +37,8 @@ final class LiveSystem: @unchecked Sendable {
         sc.lostMessageAfter = 3
         sc.visibilityTimeout = 2
         sc.maintenanceInterval = 0.3
+        // Waiting tasks must start because a slot freed (NOTIFY), never because a poll came round.
+        sc.poolAdmitterMaxWait = 60
         daemon = SchedulerDaemon(databaseURL: url, redis: redisConfig, flows: flows, config: sc)
         store = SchedulerStore(db: PGPool(url, size: 2))
         redis = RedisConnection(redisConfig)

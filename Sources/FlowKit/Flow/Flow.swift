@@ -21,6 +21,9 @@ public struct Flow: Sendable {
     /// When off (the default), a scheduler that was down runs only the latest missed tick.
     public var catchup: Bool
     public var maxActiveRuns: Int
+    /// At most this many of the flow's task instances queued or running at once, across its
+    /// runs (Airflow's `max_active_tasks`). Nil: no limit.
+    public var maxActiveTasks: Int?
     /// A run still unfinished this long after it started ends `failed`; its unfinished tasks are
     /// cancelled (Airflow's `dagrun_timeout`). Nil: no limit.
     public var runTimeout: Duration?
@@ -30,7 +33,7 @@ public struct Flow: Sendable {
     public private(set) var tasks: [FlowTask]
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
-                schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, runTimeout: Duration? = nil,
+                schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
                 params: [Param] = [], defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -39,6 +42,7 @@ public struct Flow: Sendable {
         self.schedule = schedule
         self.catchup = catchup
         self.maxActiveRuns = maxActiveRuns
+        self.maxActiveTasks = maxActiveTasks
         self.runTimeout = runTimeout
         self.params = params
         self.defaults = defaults
@@ -75,10 +79,12 @@ public final class FlowBuilder {
     @discardableResult
     public func task(_ id: String, after upstream: [TaskRef] = [], description: String = "",
                      retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
-                     priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                     priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
+                     maxActiveTisPerFlow: Int? = nil,
                      _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
         add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id),
-                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
+                                    pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow),
                      description: description))
     }
 
@@ -87,10 +93,12 @@ public final class FlowBuilder {
     public func shell(_ id: String, script: String, environment: [String: String] = [:], workingDirectory: String? = nil,
                       after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
                       timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                      triggerRule: TriggerRule? = nil) -> TaskRef {
+                      triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
+                      maxActiveTisPerFlow: Int? = nil) -> TaskRef {
         add(FlowTask(id: id, body: .shell(.script(script, environment: environment, workingDirectory: workingDirectory)),
                      upstream: upstream.map(\.id),
-                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
+                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
+                                    pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow),
                      description: description))
     }
 
@@ -128,7 +136,7 @@ public final class FlowBuilder {
                      options: .init(retry: retry, timeout: timeout, queue: queue, triggerRule: triggerRule)))
     }
 
-    private func add(_ task: FlowTask) -> TaskRef {
+    func add(_ task: FlowTask) -> TaskRef {
         tasks.append(task)
         return TaskRef(id: task.id, index: tasks.count - 1, builder: self)
     }

@@ -15,6 +15,16 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var triggerRule: TriggerRule
         public var command: ShellCommand?
         public var celeryName: String?
+        /// A mapped task's source and cap (absent on other tasks, so their hashes stay).
+        public var mapOver: MapSource?
+        public var maxMapLength: Int?
+        /// Concurrency limits (absent when unset, so other tasks' hashes stay).
+        public var pool: String?
+        public var poolSlots: Int?
+        public var maxActiveTisPerFlow: Int?
+
+        /// True when a limit decides when this task may start: it waits `queued` for a slot.
+        public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
     }
 
     public var id: String
@@ -24,6 +34,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var schedule: Schedule?
     public var catchup: Bool
     public var maxActiveRuns: Int
+    public var maxActiveTasks: Int?
     /// Seconds a run may take (absent: no limit; absent keys keep older flows' hashes).
     public var runTimeoutSeconds: Double?
     public var params: [Param]
@@ -39,6 +50,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         schedule = flow.schedule
         catchup = flow.catchup
         maxActiveRuns = flow.maxActiveRuns
+        maxActiveTasks = flow.maxActiveTasks
         runTimeoutSeconds = flow.runTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         params = flow.params
         tasks = flow.tasks.map { t in
@@ -53,7 +65,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
                                   priority: o.priority!, triggerRule: o.triggerRule!, command: command,
-                                  celeryName: celeryName)
+                                  celeryName: celeryName, mapOver: t.mapOver, maxMapLength: t.mapOver == nil ? nil : t.maxMapLength,
+                                  pool: o.pool, poolSlots: o.pool == nil ? nil : (o.poolSlots ?? 1), maxActiveTisPerFlow: o.maxActiveTisPerFlow)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }
@@ -74,14 +87,14 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
 /// A flow definition indexed for the scheduler: downstream lists, roots and leaves.
 public struct FlowGraph: Sendable {
     public let definition: FlowDefinition
-    public let tasks: [String: FlowDefinition.TaskDefinition]
+    public let tasks: TaskTable
     public let downstream: [String: [String]]
     public let roots: [String]
     public let leaves: Set<String>
 
     public init(_ definition: FlowDefinition) {
         self.definition = definition
-        tasks = Dictionary(uniqueKeysWithValues: definition.tasks.map { ($0.id, $0) })
+        tasks = TaskTable(byId: Dictionary(uniqueKeysWithValues: definition.tasks.map { ($0.id, $0) }))
         var down: [String: [String]] = [:]
         for t in definition.tasks { for u in t.upstream { down[u, default: []].append(t.id) } }
         downstream = down
@@ -97,5 +110,28 @@ public struct FlowGraph: Sendable {
             for d in downstream[n] ?? [] where out.insert(d).inserted { work.append(d) }
         }
         return out
+    }
+}
+
+/// A flow's tasks by id. A mapped instance's id (`double[3]`) finds its task (`double`): an
+/// instance runs with its task's definition.
+public struct TaskTable: Sendable {
+    let byId: [String: FlowDefinition.TaskDefinition]
+
+    public subscript(_ id: String) -> FlowDefinition.TaskDefinition? {
+        if let t = byId[id] { return t }
+        if let m = MappedInstance.parse(id) { return byId[m.task] }
+        return nil
+    }
+
+    /// True for a task declared with `FlowBuilder.map` (not for its instances).
+    public func isMapped(_ id: String) -> Bool { byId[id]?.mapOver != nil }
+}
+
+extension FlowGraph {
+    /// True when a concurrency limit decides when this task (or instance) may start: a pool,
+    /// `maxActiveTisPerFlow`, or the flow's `maxActiveTasks`.
+    public func isLimited(_ id: String) -> Bool {
+        definition.maxActiveTasks != nil || (tasks[id]?.isLimited ?? false)
     }
 }

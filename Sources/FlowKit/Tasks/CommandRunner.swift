@@ -26,7 +26,8 @@ extension TaskContext {
 
     /// The environment a task's process sees: who it is, its dates, every param as
     /// `FLOWKIT_PARAM_<NAME>` (plus all of them as JSON in `FLOWKIT_PARAMS_JSON`), and the
-    /// results of its upstream tasks as `FLOWKIT_UPSTREAM_<TASK>` when they are small.
+    /// results of its upstream tasks as `FLOWKIT_UPSTREAM_<TASK>` when they are small; in a
+    /// mapped instance, `FLOWKIT_MAP_INDEX` and `FLOWKIT_MAP_ITEM`.
     public var processEnvironment: [String: String] {
         var env: [String: String] = [
             "FLOWKIT_FLOW_ID": flowId, "FLOWKIT_RUN_ID": runId, "FLOWKIT_TASK_ID": taskId,
@@ -40,6 +41,10 @@ extension TaskContext {
         for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
         for (k, v) in upstream where v.compactJSON.utf8.count <= Self.maxUpstreamEnvironmentBytes {
             env["FLOWKIT_UPSTREAM_\(k.uppercased())"] = v.environmentString
+        }
+        if let mapIndex {
+            env["FLOWKIT_MAP_INDEX"] = String(mapIndex)
+            env["FLOWKIT_MAP_ITEM"] = (mapItem ?? .null).environmentString
         }
         return env
     }

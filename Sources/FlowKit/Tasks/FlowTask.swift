@@ -30,6 +30,9 @@ public struct FlowTask: Sendable {
     public internal(set) var upstream: [String]
     public var options: TaskOptions
     public var description: String
+    /// Set on a mapped task (`FlowBuilder.map`): what it expands over, and its cap.
+    public internal(set) var mapOver: MapSource?
+    public internal(set) var maxMapLength: Int?
 
     public init(id: String, body: TaskBody, upstream: [String] = [], options: TaskOptions = .init(), description: String = "") {
         self.id = id

@@ -19,16 +19,21 @@ public struct TaskContext: Sendable {
     public let log: TaskLogger
     /// Runs the task's commands (`run(_:)`); nil where no process may be started.
     public let commandRunner: (any CommandRunner)?
+    /// In an instance of a mapped task: its index (from 0) and its element of the list.
+    public var mapIndex: Int?
+    public var mapItem: JSONValue?
     private let cancelled: @Sendable () -> Bool
 
     public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date,
                 dataIntervalStart: Date, dataIntervalEnd: Date, params: [String: JSONValue],
                 upstream: [String: JSONValue], connections: [String: String] = [:],
-                log: TaskLogger, commandRunner: (any CommandRunner)? = nil, isCancelled: @escaping @Sendable () -> Bool = { false }) {
+                log: TaskLogger, commandRunner: (any CommandRunner)? = nil, mapIndex: Int? = nil, mapItem: JSONValue? = nil,
+                isCancelled: @escaping @Sendable () -> Bool = { false }) {
         self.flowId = flowId; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber
         self.logicalDate = logicalDate; self.dataIntervalStart = dataIntervalStart; self.dataIntervalEnd = dataIntervalEnd
         self.params = params; self.upstream = upstream; self.connections = connections
         self.log = log; self.commandRunner = commandRunner; self.cancelled = isCancelled
+        self.mapIndex = mapIndex; self.mapItem = mapItem
     }
 
     /// True once the run was cancelled or the try timed out; long tasks should check it.

@@ -7,14 +7,24 @@ public struct TaskOptions: Sendable, Hashable, Codable {
     /// Higher is enqueued first among tasks that become ready together (it does not jump the queue).
     public var priority: Int?
     public var triggerRule: TriggerRule?
+    /// A named pool (created with `flowctl pools set`) whose slots limit how many tasks run at
+    /// once, across flows; this task takes `poolSlots` of them (default 1) while queued or running.
+    public var pool: String?
+    public var poolSlots: Int?
+    /// At most this many instances of this task (mapped instances included) queued or running
+    /// at once, across the flow's runs (Airflow's `max_active_tis_per_dag`).
+    public var maxActiveTisPerFlow: Int?
 
     public init(retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                triggerRule: TriggerRule? = nil) {
+                triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil, maxActiveTisPerFlow: Int? = nil) {
         self.retry = retry
         self.timeoutSeconds = timeout?.seconds
         self.queue = queue
         self.priority = priority
         self.triggerRule = triggerRule
+        self.pool = pool
+        self.poolSlots = poolSlots
+        self.maxActiveTisPerFlow = maxActiveTisPerFlow
     }
 
     /// These options with the gaps filled from `defaults`.
@@ -25,6 +35,9 @@ public struct TaskOptions: Sendable, Hashable, Codable {
         o.queue = queue ?? defaults.queue
         o.priority = priority ?? defaults.priority
         o.triggerRule = triggerRule ?? defaults.triggerRule
+        o.pool = pool ?? defaults.pool
+        o.poolSlots = poolSlots ?? defaults.poolSlots
+        o.maxActiveTisPerFlow = maxActiveTisPerFlow ?? defaults.maxActiveTisPerFlow
         return o
     }
 }

@@ -39,9 +39,54 @@ extension Flow {
         for p in self.params where !params.insert(p.name).inserted {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)` is declared twice")
         }
+        for t in tasks { try validateMapping(t); try validateLimits(t) }
+        if let n = maxActiveTasks, n < 1 { throw FlowValidationError.invalidOption(flow: id, detail: "maxActiveTasks must be ≥ 1, got \(n)") }
         for p in self.params { if let d = p.defaultValue, !p.accepts(d) {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)`: default \(d.compactJSON) is not of type \(p.kind.rawValue)")
         } }
+    }
+
+    /// A mapped task maps over a direct upstream task's result or a declared list param, within
+    /// the cap's limits, and runs as a Swift or shell task.
+    func validateMapping(_ t: FlowTask) throws {
+        guard let source = t.mapOver else { return }
+        func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "mapped task `\(t.id)`: \(why)") }
+        switch source {
+        case .result(let u):
+            guard t.upstream.contains(u) else { throw refuse("maps over `\(u)`, which is not one of its upstream tasks") }
+        case .param(let name):
+            guard let p = params.first(where: { $0.name == name }) else {
+                let hint = nearest(name, among: params.map(\.name)).map { "; did you mean `\($0)`?" } ?? ""
+                throw refuse("maps over param `\(name)`, which the flow does not declare\(hint)")
+            }
+            guard p.kind == .array else { throw refuse("maps over param `\(name)` of type \(p.kind.rawValue); declare it .array") }
+        }
+        let cap = t.maxMapLength ?? defaultMaxMapLength
+        guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
+        switch t.body {
+        case .closure, .shell: break
+        case .celery, .branch: throw refuse("only Swift and shell tasks can be mapped")
+        }
+    }
+
+    /// Pool names are identifiers; slots and per-flow caps are positive. (Whether the pool
+    /// exists is checked when the scheduler registers the flow.)
+    func validateLimits(_ t: FlowTask) throws {
+        let o = t.options.merged(over: defaults)
+        func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "task `\(t.id)`: \(why)") }
+        if let p = o.pool, !Self.isValidPoolName(p) { throw refuse("pool name `\(p)` is invalid: use letters, digits, `_`, `-` and `.`") }
+        if let n = o.poolSlots {
+            guard o.pool != nil else { throw refuse("poolSlots is set but no pool is") }
+            guard n >= 1 else { throw refuse("poolSlots must be ≥ 1, got \(n)") }
+        }
+        if let n = o.maxActiveTisPerFlow, n < 1 { throw refuse("maxActiveTisPerFlow must be ≥ 1, got \(n)") }
+    }
+
+    /// A pool name: 1–100 letters, digits, `_`, `-` and `.`.
+    public static func isValidPoolName(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 100 && s.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == "."
+        }
     }
 
     static func isValidFlowId(_ s: String) -> Bool {

@@ -196,5 +196,35 @@ CREATE INDEX runs_timing_out ON runs (timeout_at) WHERE state = 'running' AND ti
 CREATE INDEX runs_queued_by_flow ON runs (flow_id, id) WHERE state = 'queued';
 CREATE INDEX runs_running_by_flow ON runs (flow_id) WHERE state = 'running';
 """#),
+        ("0006_mapped_tasks.sql", #"""
+-- Dynamic task mapping (issue 12). A mapped task's instances are task instances of their own,
+-- `task[index]`, with their own tries, logs and results; `map_parent` names the mapped task and
+-- `map_item` holds the instance's element. The mapped task's own row counts its unfinished
+-- instances in `map_left`, so that each instance's end costs one row update, not a count.
+ALTER TABLE task_instances ADD COLUMN map_parent text, ADD COLUMN map_index integer, ADD COLUMN map_item jsonb,
+                           ADD COLUMN map_left integer;
+CREATE INDEX task_instances_mapped ON task_instances (run_pk, map_parent, map_index) WHERE map_parent IS NOT NULL;
+"""#),
+        ("0007_pools.sql", #"""
+-- Pools and concurrency limits (issue 12). A pool's slots bound how many task instances that
+-- name it may be queued or running at once, across flows. A limited task that is ready but
+-- has no slot waits in state `queued` with no message yet (`message_id` NULL) and says why in
+-- `wait_reason`; the pool admitter gives it a message when a slot frees.
+CREATE TABLE pools (
+    name         text PRIMARY KEY,
+    slots        integer NOT NULL CHECK (slots >= 0),
+    description  text NOT NULL DEFAULT '',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+-- `example_pool` is the pool of the shipped example flow of the same name (2 slots).
+INSERT INTO pools (name, slots, description) VALUES ('example_pool', 2, 'the pool of the example_pool flow');
+
+ALTER TABLE task_instances ADD COLUMN pool text, ADD COLUMN pool_slots integer NOT NULL DEFAULT 1, ADD COLUMN wait_reason text;
+-- What holds a slot: queued with a message, or running.
+CREATE INDEX task_instances_pool_busy ON task_instances (pool) WHERE pool IS NOT NULL AND state IN ('queued', 'running');
+-- What waits for one, oldest first within a priority.
+CREATE INDEX task_instances_waiting ON task_instances (priority DESC, queued_at) WHERE state = 'queued' AND message_id IS NULL;
+"""#),
     ]
 }

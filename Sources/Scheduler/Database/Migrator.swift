@@ -24,7 +24,7 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
 
 /// Applies pending migrations in order under an advisory lock, recording each one's checksum.
 public enum Migrator {
-    static let lockKey = 7_240_001
+    static let lockKey = AdvisoryLock.migrations
 
     /// Applies what is pending; returns the names applied.
     @discardableResult

@@ -26,22 +26,35 @@ public enum TaskMessageBuilder {
         public var messageId: String
         public var queue: String
         public var timeoutSeconds: Double?
-        public init(taskId: String, tryNumber: Int, messageId: String, queue: String, timeoutSeconds: Double?) {
+        /// Set for an instance of a mapped task.
+        public var mapIndex: Int?
+        public var mapItem: JSONValue?
+        public init(taskId: String, tryNumber: Int, messageId: String, queue: String, timeoutSeconds: Double?,
+                    mapIndex: Int? = nil, mapItem: JSONValue? = nil) {
             self.taskId = taskId; self.tryNumber = tryNumber; self.messageId = messageId; self.queue = queue; self.timeoutSeconds = timeoutSeconds
+            self.mapIndex = mapIndex; self.mapItem = mapItem
         }
     }
 
     /// The message of each try, in the order given. `results` holds the results of finished
     /// tasks of the run; each message carries those of its own upstream tasks only.
+    ///
+    /// An instance of a mapped task carries its element instead of the list it came from: the
+    /// source task's result (or the source param) is left out of its message, so that 10,000
+    /// instances do not each carry the 10,000-element list.
     public static func messages(run: Run, tries: [Try], graph: FlowGraph, results: [String: JSONValue]) -> [CeleryMessage] {
         tries.map { t in
             let def = graph.tasks[t.taskId]
+            let source = t.mapIndex == nil ? nil : def?.mapOver
             var upstream: [String: JSONValue] = [:]
-            for u in def?.upstream ?? [] { if let r = results[u] { upstream[u] = r } }
+            for u in def?.upstream ?? [] where source != .result(of: u) { if let r = results[u] { upstream[u] = r } }
+            var params = run.params
+            if case .param(let name)? = source { params[name] = nil }
             let inv = FlowTaskInvocation(flowId: run.flowId, runId: run.runId, taskId: t.taskId, tryNumber: t.tryNumber,
                                          logicalDate: run.logicalDate, dataIntervalStart: run.dataIntervalStart,
-                                         dataIntervalEnd: run.dataIntervalEnd, params: run.params, upstream: upstream,
-                                         timeoutSeconds: t.timeoutSeconds)
+                                         dataIntervalEnd: run.dataIntervalEnd, params: params, upstream: upstream,
+                                         timeoutSeconds: t.timeoutSeconds, mapIndex: t.mapIndex,
+                                         mapItem: t.mapIndex == nil ? nil : (t.mapItem ?? .null))
             if let celeryName = def?.celeryName {
                 // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
                 // FlowKit invocation rides in a header it can ignore.
@@ -54,7 +67,7 @@ public enum TaskMessageBuilder {
             // first): a task's priority orders the tasks that become ready together, at dispatch.
             // kombu's priority lists run the other way (0 is the most urgent) and are polled
             // less eagerly, so mapping FlowKit priorities onto them would invert or delay them.
-            var m = CeleryMessage(id: t.messageId, task: FlowTaskInvocation.taskName(flow: run.flowId, task: t.taskId), args: [],
+            var m = CeleryMessage(id: t.messageId, task: FlowTaskInvocation.taskName(flow: run.flowId, task: def?.id ?? t.taskId), args: [],
                                   kwargs: [FlowTaskInvocation.kwarg: inv.jsonValue], queue: t.queue,
                                   priority: 0, retries: t.tryNumber - 1, timeLimit: (t.timeoutSeconds, nil), rootId: run.runId)
             m.extraHeaders[FlowKitKeys.runHeader] = .string(run.runId)  // checked at the claim, before decoding

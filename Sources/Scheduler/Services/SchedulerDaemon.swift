@@ -18,6 +18,8 @@ public struct SchedulerConfig: Sendable {
     /// How often the leader's maintenance (reaper, restore, lost messages) runs.
     public var maintenanceInterval: Double = 2
     public var eventBatch: Int = 1000
+    /// The pool admitter's backstop: it looks this often even when no notification woke it.
+    public var poolAdmitterMaxWait: Double = 5
 
     public init(name: String = "scheduler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)") {
         self.name = name
@@ -34,6 +36,7 @@ public struct SchedulerConfigError: Error, CustomStringConvertible, Sendable {
 extension SchedulerConfig {
     /// The duties' configurations, from the process-wide settings above.
     var runStarter: RunStarter.Config { RunStarter.Config() }
+    var poolAdmitter: PoolAdmitter.Config { var c = PoolAdmitter.Config(); c.maxWait = poolAdmitterMaxWait; return c }
     var retryTimer: RetryTimer.Config { RetryTimer.Config() }
     var cronTicker: CronTicker.Config { CronTicker.Config() }
     var eventConsumer: EventConsumer.Config { var c = EventConsumer.Config(); c.batch = eventBatch; return c }
@@ -50,7 +53,7 @@ extension SchedulerConfig {
     /// Checks every duty's configuration; the error names the duty and the setting.
     public func validate() throws {
         guard !name.isEmpty else { throw SchedulerConfigError("the scheduler needs a name") }
-        try runStarter.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
+        try runStarter.validate(); try poolAdmitter.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
         try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate()
     }
@@ -63,6 +66,7 @@ extension SchedulerConfig {
 /// | duty | runs on | does |
 /// | --- | --- | --- |
 /// | `RunStarter` | every scheduler | starts queued runs as flows have room; woken by `NOTIFY flowkit_runs` |
+/// | `PoolAdmitter` | every scheduler | starts tasks waiting for a pool or concurrency slot; woken by `NOTIFY flowkit_slots` |
 /// | `EventConsumer` | every scheduler | applies worker events, one transaction per batch, and sends the next tasks |
 /// | `EventAcknowledger` | every scheduler | acknowledges events once a synchronous commit made them durable |
 /// | `RetryTimer` | every scheduler | queues tries whose retry delay has passed |
@@ -88,6 +92,7 @@ public final class SchedulerDaemon: Sendable {
     let startedAt = Date()
 
     public let runStarter: RunStarter
+    public let poolAdmitter: PoolAdmitter
     public let eventConsumer: EventConsumer
     public let eventAcknowledger: EventAcknowledger
     public let retryTimer: RetryTimer
@@ -115,6 +120,7 @@ public final class SchedulerDaemon: Sendable {
         self.context = context
         let acks = PendingAcks()
         runStarter = RunStarter(context: context, config: config.runStarter, listen: listen)
+        poolAdmitter = PoolAdmitter(context: context, config: config.poolAdmitter, listen: PGConnection(databaseURL, label: "sched-slots"))
         eventConsumer = EventConsumer(context, config: config.eventConsumer, acks: acks)
         eventAcknowledger = EventAcknowledger(context: context, acks: acks, startedAt: startedAt)
         retryTimer = RetryTimer(context: context, config: config.retryTimer)
@@ -132,7 +138,7 @@ public final class SchedulerDaemon: Sendable {
 
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
-        [runStarter, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
+        [runStarter, poolAdmitter, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
          reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer]
     }
 

@@ -17,7 +17,8 @@ extension SchedulerStore {
         return try await db.run { s in
             try s.transaction {
                 var changed: [String] = []
-                try s.query("SELECT pg_advisory_xact_lock(7240002)")
+                try s.query("SELECT pg_advisory_xact_lock($1)", [AdvisoryLock.registration])
+                try self.checkPools(s, defs.map(\.0))
                 for (d, json, hash, next) in defs {
                     let cur = try s.query("""
                         SELECT f.current_version, v.hash, f.schedule, f.timezone FROM flows f

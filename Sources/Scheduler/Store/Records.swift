@@ -104,6 +104,14 @@ public struct TaskInstanceRecord: Codable, Sendable {
     public var result: JSONValue?
     public var error: String?
     public var tries: [TaskTryRecord]
+    /// On an instance of a mapped task (`double[3]`): its mapped task and index.
+    public var mapParent: String?
+    public var mapIndex: Int?
+    /// On a mapped task: how many instances it expanded into (absent before it expands).
+    public var mapLength: Int?
+    /// Its pool, if any; and, while it waits `queued` for a slot, why.
+    public var pool: String?
+    public var waitReason: String?
 }
 
 /// A log line of one try.
@@ -146,6 +154,13 @@ public struct RunFilter: Sendable {
 
 /// A state conflict the user should hear about (HTTP 409).
 public struct StateConflict: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A request the store refuses as invalid (HTTP 400).
+public struct BadRequest: Error, CustomStringConvertible, Sendable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

@@ -82,14 +82,16 @@ extension SchedulerStore {
                     let graph = try graphs.graph(s, flow: flowId, version: version)
                     let tasks = graph.definition.tasks
                     try s.query("""
-                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds, executor)
-                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1), e
-                        FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[]) AS u(t, m, q, p, o, e)
+                        INSERT INTO task_instances (run_pk, task_id, state, max_tries, queue, priority, timeout_seconds, executor, pool, pool_slots)
+                        SELECT $1, t, 'pending', m, q, p, NULLIF(o, -1), e, NULLIF(pl, ''), ps
+                        FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[], $8::text[], $9::int[])
+                             AS u(t, m, q, p, o, e, pl, ps)
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
-                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" }])
+                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" },
+                              tasks.map { $0.pool ?? "" }, tasks.map { $0.poolSlots ?? 1 }])
                     try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3, timeout_at = $4 WHERE id = $1",
                                 [runPk, now, tasks.count, graph.definition.runTimeoutSeconds.map { now.addingTimeInterval($0) }])
-                    work.enqueue += try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.startingTasks(graph), now: now)
+                    work.enqueue += try dispatchReady(s, runPk: runPk, graph: graph, ready: RunStateMachine.startingTasks(graph), now: now)
                 }
                 return work
             }
@@ -173,6 +175,7 @@ extension SchedulerStore {
         s.enqueue("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
         s.enqueue("UPDATE runs SET state = $3, ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now, state.rawValue])
         s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
+        s.notifyAfterCommit(Self.slotsChannel, "")  // and its tasks' pool slots are free
         return work
     }
 

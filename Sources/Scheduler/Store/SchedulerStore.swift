@@ -54,3 +54,12 @@ final class GraphCache: @unchecked Sendable {
         return g
     }
 }
+
+/// Every advisory lock key FlowKit takes, in one place so that no two collide (the pool
+/// admitter once shared the leader's key, and waited forever on a follower).
+enum AdvisoryLock {
+    static let migrations = 7_240_001
+    static let registration = 7_240_002
+    static let leader = 7_240_003
+    static let poolAdmission = 7_240_004
+}

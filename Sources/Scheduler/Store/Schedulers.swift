@@ -37,7 +37,7 @@ extension SchedulerStore {
 /// takes it at its next ask. Leader-only duties (reaper, unacked restorer, lost-message
 /// rescuer, Celery result collector, abandoned-event claimer) ask before each batch.
 public final class LeaderElector: Sendable {
-    static let lockKey = 7_240_003
+    static let lockKey = AdvisoryLock.leader
     let connection: PGConnection
 
     public init(databaseURL: String, label: String = "sched-leader") {

@@ -7,9 +7,16 @@ import PostgresClient
 /// retries, messages the broker lost; reads.
 extension SchedulerStore {
     /// Moves tasks from pending or up_for_retry to queued with a new try and builds their messages.
+    /// Tasks under a concurrency limit are parked instead, for the pool admitter (`Pools.swift`).
     func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         guard !taskIds.isEmpty else { return [] }
-        return try s.plans(generic: taskIds.count <= Self.smallBatch) { try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: taskIds, now: now) }
+        var free = taskIds
+        if graph.definition.maxActiveTasks != nil || taskIds.contains(where: { graph.tasks[$0]?.isLimited ?? false }) {
+            parkLimited(s, runPk: runPk, taskIds: taskIds.filter { graph.isLimited($0) }, now: now)
+            free = taskIds.filter { !graph.isLimited($0) }
+            guard !free.isEmpty else { return [] }
+        }
+        return try s.plans(generic: free.count <= Self.smallBatch) { try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: free, now: now) }
     }
 
     /// Batches up to this size run with generic plans (`PGSession.plans`).
@@ -22,11 +29,14 @@ extension SchedulerStore {
         let found = try s.queries([("""
             WITH up AS (
                 UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
-                    next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL
+                    next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL,
+                    wait_reason = NULL
                 FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
                       JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
-                WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state IN ('pending', 'up_for_retry')
-                RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, u.old_state),
+                WHERE t.run_pk = $1 AND t.task_id = u.task_id
+                  AND (t.state IN ('pending', 'up_for_retry') OR (t.state = 'queued' AND t.message_id IS NULL))
+                RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, t.map_index,
+                          t.map_item::text AS map_item, u.old_state),
             tries AS (
                 INSERT INTO task_tries (run_pk, task_id, try_number, message_id, state, queued_at)
                 SELECT $1, task_id, try_number, message_id, 'queued', $4 FROM up),
@@ -43,7 +53,7 @@ extension SchedulerStore {
     }
 
     /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
-    /// priority, timeout_seconds), with the run's params and the upstream tasks' results.
+    /// priority, timeout_seconds, map_index, map_item), with the run's params and the upstream tasks' results.
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
         guard !rows.isEmpty else { return [] }
         let found = try s.queries(messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! }))
@@ -72,7 +82,8 @@ extension SchedulerStore {
             dataIntervalEnd: run.date("data_interval_end")!)
         let tries = rows.map {
             TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
-                                   queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"))
+                                   queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),
+                                   mapItem: $0.string("map_item").flatMap { try? JSONValue.parse($0) })
         }
         return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results)
     }
@@ -82,7 +93,10 @@ extension SchedulerStore {
     /// a wave per round of propagation, each reading the states it needs.
     func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], branchChoices: [String: [String]] = [:],
                             now: Date) throws -> [CeleryMessage] {
-        var changed = finished
+        // Ended instances of mapped tasks count down their task; it ends with its last one.
+        let instances = finished.filter(MappedInstance.isInstance)
+        var changed = finished.filter { !MappedInstance.isInstance($0) }
+        if !instances.isEmpty { changed += try settleMapped(s, runPk: runPk, instances: instances, now: now) }
         var ready: [String] = []
         // A branch that succeeded skips the direct downstream tasks it did not choose.
         let notChosen = RunStateMachine.notChosen(branchChoices, in: graph)
@@ -105,7 +119,7 @@ extension SchedulerStore {
             }
             changed = wave.ended
         }
-        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
+        return try dispatchReady(s, runPk: runPk, graph: graph, ready: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
     }
 
     /// Ends pending task instances without running them (skipped or upstream_failed), with
@@ -120,9 +134,6 @@ extension SchedulerStore {
             """, [runPk, tasks, state.rawValue, now])
     }
 
-    /// Clears failed tasks of a finished run (or the named ones) and everything downstream of
-    /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
-    /// set of tries.
     /// Marks a task instance `success` or `failed` by hand (Airflow's mark success / mark
     /// failed). A try in progress is told to stop, and its late report changes nothing.
     ///
@@ -144,6 +155,9 @@ extension SchedulerStore {
                     throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
                 }
                 let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+                if let m = MappedInstance.parse(taskId) {
+                    throw StateConflict("`\(taskId)` is one instance of mapped task `\(m.task)`: mark `\(m.task)` as a whole, or clear it to run its instances again")
+                }
                 guard graph.tasks[taskId] != nil else { throw NotFound("run `\(runId)` has no task `\(taskId)`") }
                 let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
                 let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
@@ -152,6 +166,7 @@ extension SchedulerStore {
                 guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
                 var work = BrokerWork()
                 if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
+                if graph.isLimited(taskId) { s.notifyAfterCommit(Self.slotsChannel, "") }
                 let detail = "marked \(target.rawValue) by hand"
                 try s.query("""
                     UPDATE task_instances SET state = $3, ended_at = $4, next_attempt_at = NULL,
@@ -160,6 +175,23 @@ extension SchedulerStore {
                     """, [pk, taskId, target.rawValue, now, detail])
                 try s.query("UPDATE task_tries SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = $2 AND ended_at IS NULL",
                             [pk, taskId, target.rawValue, now])
+                // A mapped task's unfinished instances end with it: cancelled, and told to stop.
+                var instancesEnded = 0
+                if graph.tasks.isMapped(taskId) {
+                    let ended = try s.query("""
+                        WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $3, next_attempt_at = NULL
+                                   WHERE run_pk = $1 AND map_parent = $2 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
+                                   RETURNING task_id, try_number, message_id),
+                             t AS (UPDATE task_tries SET state = 'cancelled', ended_at = $3 WHERE run_pk = $1
+                                   AND task_id IN (SELECT task_id FROM u) AND ended_at IS NULL),
+                             h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                                   SELECT $1, task_id, try_number, NULL, 'cancelled', $3, 'api', 'mapped task `' || $2 || '` ' || $4 FROM u)
+                        SELECT message_id FROM u
+                        """, [pk, taskId, now, detail]).all
+                    instancesEnded = ended.count
+                    work.cancel += ended.compactMap { $0.string("message_id") }
+                    try s.query("UPDATE task_instances SET map_left = 0 WHERE run_pk = $1 AND task_id = $2", [pk, taskId])
+                }
                 // Descendants that ended because this task did not succeed get another chance.
                 var reset: [String] = []
                 if target == .success {
@@ -177,7 +209,7 @@ extension SchedulerStore {
                            CASE WHEN t.task_id = $2 THEN $6 ELSE 'reset: upstream task `' || $2 || '` ' || $6 END
                     FROM task_instances t WHERE t.run_pk = $1 AND (t.task_id = $2 OR t.task_id = ANY($7::text[]))
                     """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset])
-                let delta = reset.count - (was.isTerminal ? 0 : 1)
+                let delta = reset.count - (was.isTerminal ? 0 : 1) - instancesEnded
                 try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
                             [pk, delta])
                 work.enqueue = try evaluateDownstream(s, runPk: pk, graph: graph, finished: [taskId], now: now)
@@ -187,6 +219,9 @@ extension SchedulerStore {
         }
     }
 
+    /// Clears failed tasks of a finished run (or the named ones) and everything downstream of
+    /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
+    /// set of tries. A cleared mapped task expands again.
     public func clearTasks(runId: String, taskIds: [String]?, onlyFailed: Bool = false, now: Date) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
@@ -203,10 +238,16 @@ extension SchedulerStore {
                     .map { ($0.string("task_id")!, $0.string("state")!) })
                 var roots: [String]
                 if let taskIds, !taskIds.isEmpty {
-                    for t in taskIds where graph.tasks[t] == nil { throw NotFound("run `\(runId)` has no task `\(t)`") }
+                    for t in taskIds {
+                        if let m = MappedInstance.parse(t) {
+                            throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
+                        }
+                        if graph.tasks[t] == nil { throw NotFound("run `\(runId)` has no task `\(t)`") }
+                    }
                     roots = taskIds
                 } else {
-                    roots = states.filter { $0.value == "failed" || $0.value == "upstream_failed" }.map(\.key)
+                    // A failed mapped instance has failed its mapped task, which is cleared (and expands again).
+                    roots = states.filter { ($0.value == "failed" || $0.value == "upstream_failed") && !MappedInstance.isInstance($0.key) }.map(\.key)
                 }
                 guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
                 var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
@@ -253,7 +294,7 @@ extension SchedulerStore {
         let ready = tasks.filter { t in
             graph.tasks[t]!.triggerRule.evaluate(graph.tasks[t]!.upstream.map { states[$0] ?? .pending }) == .run
         }
-        return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready, now: now)
+        return try dispatchReady(s, runPk: runPk, graph: graph, ready: ready, now: now)
     }
 
     /// A run's task instances in the flow's declaration order, each with every try.
@@ -275,17 +316,29 @@ extension SchedulerStore {
                     queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
                     worker: t.string("worker"), result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error")))
             }
-            return try s.query("""
+            let rows = try s.query("""
                 SELECT task_id, state, try_number, max_tries, queue, priority, queued_at, started_at, ended_at, next_attempt_at, worker,
-                       result::text AS result, error FROM task_instances WHERE run_pk = $1
-                """, [pk]).all.map { t in
-                TaskInstanceRecord(taskId: t.string("task_id")!, state: t.string("state")!, tryNumber: t.int("try_number")!,
-                                   maxTries: t.int("max_tries")!, queue: t.string("queue")!, priority: t.int("priority")!,
-                                   queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
-                                   nextAttemptAt: t.date("next_attempt_at"), worker: t.string("worker"),
-                                   result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error"),
-                                   tries: tries[t.string("task_id")!] ?? [])
-            }.sorted { order[$0.taskId, default: Int.max] < order[$1.taskId, default: Int.max] }
+                       result::text AS result, error, map_parent, map_index, pool,
+                       CASE WHEN state = 'queued' AND message_id IS NULL THEN wait_reason END AS wait_reason
+                FROM task_instances WHERE run_pk = $1
+                """, [pk]).all
+            var lengths: [String: Int] = [:]
+            for t in rows { if let p = t.string("map_parent") { lengths[p, default: 0] += 1 } }
+            // Declaration order; a mapped task's instances follow it, by index.
+            func key(_ r: TaskInstanceRecord) -> (Int, Int) {
+                (order[r.mapParent ?? r.taskId, default: Int.max], r.mapIndex ?? -1)
+            }
+            return rows.map { t in
+                let id = t.string("task_id")!
+                return TaskInstanceRecord(taskId: id, state: t.string("state")!, tryNumber: t.int("try_number")!,
+                                          maxTries: t.int("max_tries")!, queue: t.string("queue")!, priority: t.int("priority")!,
+                                          queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
+                                          nextAttemptAt: t.date("next_attempt_at"), worker: t.string("worker"),
+                                          result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error"),
+                                          tries: tries[id] ?? [], mapParent: t.string("map_parent"), mapIndex: t.int("map_index"),
+                                          mapLength: graph.tasks.isMapped(id) ? lengths[id] : nil, pool: t.string("pool"),
+                                          waitReason: t.string("wait_reason"))
+            }.sorted { key($0) < key($1) }
         }
     }
 
@@ -324,7 +377,8 @@ extension SchedulerStore {
     public func staleQueued(now: Date, olderThan: Double, limit: Int = 200) async throws -> [(messageId: String, queue: String)] {
         try await db.run { s in
             try s.query("""
-                SELECT message_id, queue FROM task_instances WHERE state = 'queued' AND queued_at < $1 ORDER BY queued_at LIMIT $2
+                SELECT message_id, queue FROM task_instances WHERE state = 'queued' AND queued_at < $1 AND message_id IS NOT NULL
+                ORDER BY queued_at LIMIT $2
                 """, [now.addingTimeInterval(-olderThan), limit]).all.map { ($0.string("message_id")!, $0.string("queue")!) }
         }
     }
@@ -336,7 +390,8 @@ extension SchedulerStore {
             try s.transaction {
                 var out: [CeleryMessage] = []
                 let rows = try s.query("""
-                    SELECT t.run_pk, t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, r.flow_id, r.flow_version
+                    SELECT t.run_pk, t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, t.map_index,
+                           t.map_item::text AS map_item, r.flow_id, r.flow_version
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
                     WHERE t.message_id = ANY($1::text[]) AND t.state = 'queued' FOR NO KEY UPDATE OF t SKIP LOCKED
                     """, [messageIds]).all

@@ -127,6 +127,7 @@ extension SchedulerStore {
         var ended: [Int: [String]] = [:]
         var branchChoices: [Int: [String: [String]]] = [:]
         var decided = Set<String>()
+        var freesSlot = false
         for (pk, ev) in outcomes {
             let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
             let at = Date(timeIntervalSince1970: ev.at)
@@ -144,6 +145,7 @@ extension SchedulerStore {
             }
             decided.insert(key)
             let graph = try graphs.graph(s, flow: ti.string("flow_id")!, version: ti.int("flow_version")!)
+            if graph.isLimited(task) { freesSlot = true }
             var newState = target
             var nextAttempt: Date?
             if target == .failed, t < ti.int("max_tries")! {
@@ -166,6 +168,7 @@ extension SchedulerStore {
         }
         updates.apply(s)
         h.insert(s)
+        if freesSlot { s.notifyAfterCommit(Self.slotsChannel, "") }  // a limited task let go of its slot
         var work = BrokerWork()
         for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
@@ -190,7 +193,7 @@ extension SchedulerStore {
                            t.timeout_seconds, r.flow_id, r.flow_version,
                            CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'running' AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
+                    WHERE t.state = 'running' AND t.message_id IS NOT NULL AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
                     LIMIT 500 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
@@ -217,6 +220,7 @@ extension SchedulerStore {
                 }
                 updates.apply(s)
                 h.insert(s)
+                if !rows.isEmpty { s.notifyAfterCommit(Self.slotsChannel, "") }
                 for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
                     s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
                     work.enqueue += try evaluateDownstream(s, runPk: pk, graph: runGraphs[pk]!, finished: tasks, now: now)
@@ -232,7 +236,7 @@ extension SchedulerStore {
         try await db.run { s in
             try s.query("""
                 SELECT t.message_id, r.run_id, t.task_id, t.try_number, t.state FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                WHERE t.executor = 'celery' AND t.state IN ('queued', 'running') LIMIT $1
+                WHERE t.executor = 'celery' AND t.state IN ('queued', 'running') AND t.message_id IS NOT NULL LIMIT $1
                 """, [limit]).all.map { ($0.string("message_id")!, $0.string("run_id")!, $0.string("task_id")!, $0.int("try_number")!,
                                          $0.string("state") == "queued") }
         }
