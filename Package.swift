@@ -50,7 +50,7 @@ let package = Package(
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         .target(name: "WorkerRuntime", dependencies: [
-            "FlowKit", "RedisClient", "CeleryProtocol", "ProcessSupport",
+            "FlowKit", "RedisClient", "CeleryProtocol", "ProcessSupport", "PostgresClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FlowServer", dependencies: [

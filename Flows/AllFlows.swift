@@ -10,4 +10,5 @@ public let allFlows: [Flow] = [
     exampleBranch,
     exampleMapping,
     examplePool,
+    exampleSensor,
 ]

@@ -107,3 +107,21 @@ public let examplePool = Flow(
         }
     }
 }
+
+/// A deferrable file sensor: `wait_for_file` pokes every second for `$FLOWKIT_DATA_DIR/<file>`
+/// (param `file`), freeing its worker slot between pokes, for at most param `timeout` seconds
+/// (default 30), then fails; `file_size` returns the file's size in bytes (a bare integer).
+public let exampleSensor = Flow(
+    "example_sensor",
+    description: "waits for a file under the data directory, then returns its size",
+    tags: ["example"],
+    params: [Param("file", .string, default: "example_sensor/ready.txt", description: "a path under FLOWKIT_DATA_DIR"),
+             Param("timeout", .number, default: 30, description: "seconds the sensor waits in all")]
+) { f in
+    let wait = f.sensor("wait_for_file", pokeInterval: .seconds(1), timeout: .seconds(30), timeoutParam: "timeout",
+                        check: Sensors.file { ctx in ctx.param("file")?.stringValue ?? "" })
+    wait --> f.task("file_size") { ctx in
+        guard let size = ctx.upstream["wait_for_file"]?["size"] else { throw TaskError("the sensor reported no size") }
+        return size
+    }
+}

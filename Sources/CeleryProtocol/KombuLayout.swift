@@ -268,6 +268,9 @@ public enum FlowKitKeys {
     /// Set by the scheduler for a run whose messages it sends (refreshed at each dispatch): a
     /// message naming a run without it is refused at the claim.
     public static func run(_ runId: String) -> String { "flowkit:run:\(runId)" }
+    /// A task's result as its worker reported it (JSON; `null` for none), for tasks further
+    /// downstream that read it lazily (`TaskContext.result(of:)`); it lives `runKeySeconds`.
+    public static func result(_ runId: String, _ taskId: String) -> String { "flowkit:result:\(runId):\(taskId)" }
     /// How long `run(_:)` lives after the run's last dispatch.
     public static let runKeySeconds = 2 * 86400
     /// The message header that names a FlowKit message's run.

@@ -5,6 +5,8 @@ public import Foundation
 public struct WorkerEvent: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable {
         case started, heartbeat, log, succeeded, failed, skipped, cancelled
+        /// A sensor's poke found its condition not met yet (`error` says why).
+        case rescheduled
         case workerOnline = "worker_online"
         case workerOffline = "worker_offline"
     }
@@ -58,6 +60,8 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
     public var params: [String: JSONValue]
     public var upstream: [String: JSONValue]
     public var timeoutSeconds: Double?
+    /// In an external run sensor's poke: the watched run as the scheduler saw it.
+    public var externalRun: JSONValue?
     /// In an instance of a mapped task (`taskId` is `task[index]`): its index and element.
     public var mapIndex: Int?
     public var mapItem: JSONValue?

@@ -68,9 +68,10 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
             continue
         }
         var changed = false
-        for t in tasks {
+        // A mapped task's instances are summed up on its own line (`runs show` lists them).
+        for t in tasks where t["mapParent"] == nil {
             let id = t["taskId"]?.stringValue ?? "?", state = t["state"]?.stringValue ?? "?"
-            let key = "\(state)/\(t["tryNumber"]?.intValue ?? 0)"
+            let key = "\(state)/\(t["tryNumber"]?.intValue ?? 0)/\(t["waitReason"]?.stringValue ?? "")"
             if seen[id] != key {
                 seen[id] = key
                 changed = true
@@ -80,6 +81,8 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
                         line += "  \(duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue))"
                     }
                     if let e = t["error"]?.stringValue, state != "success" { line += "  \(e.prefix(160))" }
+                    if let why = t["waitReason"]?.stringValue { line += "  \(why)" }
+                    if let n = t["mapLength"]?.intValue { line += "  mapped ×\(n)" }
                     print(line)
                     flushStdout()
                 }

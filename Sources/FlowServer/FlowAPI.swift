@@ -326,7 +326,7 @@ public struct FlowAPI: Sendable {
                 gauge("runs", "Flow runs by state.", [("state", st.rawValue)])
                     .set(Double(counts.runs[st.rawValue] ?? 0))
             }
-            for st in ["queued", "running", "up_for_retry"] {
+            for st in ["queued", "running", "up_for_retry", "up_for_reschedule"] {
                 gauge("task_instances", "Unfinished task instances by state.", [("state", st)])
                     .set(Double(counts.tasks[st] ?? 0))
             }

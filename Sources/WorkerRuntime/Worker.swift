@@ -26,6 +26,7 @@ public final class Worker: Sendable {
     let state = WorkerState()
     let logger: Logger
     let connections: [String: String]
+    let flowsById: [String: Flow]
 
     public init(redis: RedisConfig, flows: [Flow], config: WorkerConfig) {
         self.config = config
@@ -42,6 +43,7 @@ public final class Worker: Sendable {
         }
         self.tasks = t
         self.branchTargets = targets
+        self.flowsById = Dictionary(flows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.slots = SlotGate(config.concurrency)
         var l = Logger(label: "flowkit.worker")
         l[metadataKey: "worker"] = "\(config.name)"
@@ -230,7 +232,7 @@ public final class Worker: Sendable {
             if entry.claimStartReport() { try await emit([startedEvent]) }
         }
 
-        let ctx = TaskContext(flowId: inv.flowId, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber,
+        var ctx = TaskContext(flowId: inv.flowId, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber,
                               logicalDate: Date(timeIntervalSince1970: inv.logicalDate),
                               dataIntervalStart: Date(timeIntervalSince1970: inv.dataIntervalStart),
                               dataIntervalEnd: Date(timeIntervalSince1970: inv.dataIntervalEnd),
@@ -238,6 +240,9 @@ public final class Worker: Sendable {
                               log: TaskLogger { line in entry.log(line) }, commandRunner: SubprocessCommandRunner(),
                               mapIndex: inv.mapIndex, mapItem: inv.mapIndex == nil ? nil : (inv.mapItem ?? .null),
                               isCancelled: { entry.isCancelled })
+        ctx.sqlRunner = PGSQLRunner()
+        ctx.resultLoader = RedisResultLoader(redis: redis, flow: flowsById[inv.flowId])
+        ctx.externalRun = inv.externalRun
         let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
         let startAlreadyReported = !entry.claimStartReport()
         reportStart.cancel()
@@ -251,6 +256,10 @@ public final class Worker: Sendable {
         case .skipped(let reason):
             final = event(.skipped, error: reason)
             celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
+        case .notReady(let reason):
+            entry.log("poke: not yet — \(reason)")
+            final = event(.rescheduled, error: reason)
+            celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
         case .failure(let error):
             entry.log("task failed: \(error)")
             final = event(.failed, error: error)
@@ -260,7 +269,10 @@ public final class Worker: Sendable {
         await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
     }
 
-    enum Outcome { case success(JSONValue?), skipped(String), failure(String) }
+    enum Outcome { case success(JSONValue?), skipped(String), notReady(String), failure(String) }
+
+    /// Marks a sensor's answer on its way out of the task's work (`execute` turns it into an outcome).
+    struct NotReady: Error { let reason: String }
 
     /// A branch's choice as its result, or the error naming the ids it may choose.
     static func branchResult(_ task: String, chosen: [String], targets: [String]) throws -> JSONValue {
@@ -285,6 +297,13 @@ public final class Worker: Sendable {
             case .shell(let cmd): return try await ctx.run(cmd)
             case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
             case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
+            case .sensor(_, let check):
+                switch try await check(ctx) {
+                case .ready(let v):
+                    ctx.log("poke: ready")
+                    return v
+                case .notYet(let reason): throw NotReady(reason: reason)
+                }
             }
         }
         entry.attach(work)
@@ -310,6 +329,7 @@ public final class Worker: Sendable {
             guard let v else { return .success(nil) }
             do { _ = try checkResultSize(v, task: task.id); return .success(v) } catch { return .failure("\(error)") }
         case .failure(let e as TaskSkipped): return .skipped(e.reason)
+        case .failure(let e as NotReady): return .notReady(e.reason)
         case .failure(let e) where e is CancellationError:
             return .failure(entry.timedOut ? "timed out" : entry.isCancelled ? "cancelled: the run was cancelled" : "cancelled")
         case .failure(let e): return .failure("\(e)")
@@ -324,6 +344,10 @@ public final class Worker: Sendable {
         var cmds: [[String]] = [["MULTI"]]
         cmds += events.map { $0.xaddCommand() }
         if let result { cmds += CeleryResult.commands(taskId: taskId, meta: result) }
+        // The outcome's result, for tasks further downstream that read it lazily.
+        if let last = events.last, last.kind == .succeeded || last.kind == .skipped, let run = last.runId, let task = last.taskId {
+            cmds.append(["SET", FlowKitKeys.result(run, task), (last.result ?? .null).compactJSON, "EX", String(FlowKitKeys.runKeySeconds)])
+        }
         cmds += KombuLayout.ackCommands(deliveryTag: tag)
         cmds.append(["EXEC"])
         await reliably("report \(tag)") { [cmds] in

@@ -83,6 +83,13 @@ final class LiveSystem: @unchecked Sendable {
         for t in tasks { _ = await t.result }
     }
 
+    /// Runs a statement on the system's database.
+    func sql(_ statement: String) async throws {
+        let conn = PGConnection(url, label: "test-sql")
+        defer { conn.close() }
+        _ = try await conn.run { s in try s.execute(statement) }
+    }
+
     func successes(_ runId: String) async throws -> Int {
         try await PGConnection(url, label: "test-sql").run { s in
             try s.query("""

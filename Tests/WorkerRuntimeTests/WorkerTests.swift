@@ -14,6 +14,24 @@ let shellChecks = Flow("shell_checks", params: [Param("city", .string, default: 
     f.shell("env", script: "echo \"city=$FLOWKIT_PARAM_CITY\"; printf '{\"len\": %s}\\n' \"${#FLOWKIT_PARAM_CITY}\"")
 }
 
+/// A 50-task chain whose last task reads the first one's result lazily, plus the refusals.
+let ancestorChain = Flow("ancestor_chain") { f in
+    var prev = f.task("t0") { _ in ["origin": "t0"] }
+    let src = f.task("src") { _ in [1, 2] }
+    let mapped = f.map("m", over: .result(of: src)) { _, x in x }
+    let side = f.task("side") { _ in "side" }
+    for i in 1..<50 { let t = f.task("t\(i)") { _ in nil }; prev --> t; prev = t }
+    let last = f.task("last") { ctx in
+        var out: [String: JSONValue] = ["t0": try await ctx.result(of: "t0") ?? .null, "t48": try await ctx.result(of: "t48") ?? .null,
+                                        "direct": try await ctx.result(of: "t49") ?? .null]
+        do { _ = try await ctx.result(of: "side") } catch { out["notAncestor"] = .string("\(error)") }
+        do { _ = try await ctx.result(of: "m") } catch { out["mapped"] = .string("\(error)") }
+        return .object(out)
+    }
+    prev --> last
+    mapped --> f.task("after_m") { _ in nil } --> last
+}
+
 @Suite("Worker end to end", .serialized)
 struct WorkerTests {
     @Test("a flow runs end to end: every task succeeds once, results flow downstream, logs are stored")
@@ -25,6 +43,18 @@ struct WorkerTests {
             #expect(tis.count == 6 && tis.allSatisfy { $0.state == "success" && $0.tryNumber == 1 })
             #expect(tis.first { $0.taskId == "quality" }?.result == ["orders_checked": 200])
             #expect(try await sys.successes(run) == 6)
+        }
+    }
+
+    @Test("a task reads any ancestor's result by id, loaded only when asked; a task that is not an ancestor, or a mapped one further up, is refused by name")
+    func ancestorResults() async throws {
+        try await withSystem(flows: allFlows + [ancestorChain]) { sys in
+            let run = try await sys.trigger("ancestor_chain")
+            #expect(try await sys.waitForRun(run, timeout: 60) == "success")
+            let last = try #require(try await sys.store.taskInstances(runId: run).first { $0.taskId == "last" }?.result)
+            #expect(last["t0"] == ["origin": "t0"] && last["t48"] == .null && last["direct"] == .null)
+            #expect(last["notAncestor"] == "task `last` asked for the result of `side`, which is not one of its upstream tasks, direct or indirect")
+            #expect(last["mapped"] == "the results of mapped task `m` reach its direct downstream tasks only: make `last` depend on `m`")
         }
     }
 

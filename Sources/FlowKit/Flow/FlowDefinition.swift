@@ -22,6 +22,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var pool: String?
         public var poolSlots: Int?
         public var maxActiveTisPerFlow: Int?
+        /// A sensor's poke interval, timeout and soft-fail (absent on other tasks).
+        public var sensor: SensorSpec?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -57,16 +59,19 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?
             var celeryName: String?
+            var sensor: SensorSpec?
             switch t.body {
             case .shell(let c): command = c
             case .celery(let n): celeryName = n
+            case .sensor(let spec, _): sensor = spec
             case .closure, .branch: break
             }
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
                                   priority: o.priority!, triggerRule: o.triggerRule!, command: command,
                                   celeryName: celeryName, mapOver: t.mapOver, maxMapLength: t.mapOver == nil ? nil : t.maxMapLength,
-                                  pool: o.pool, poolSlots: o.pool == nil ? nil : (o.poolSlots ?? 1), maxActiveTisPerFlow: o.maxActiveTisPerFlow)
+                                  pool: o.pool, poolSlots: o.pool == nil ? nil : (o.poolSlots ?? 1), maxActiveTisPerFlow: o.maxActiveTisPerFlow,
+                                  sensor: sensor)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

@@ -7,6 +7,8 @@ public enum TaskState: String, Sendable, Codable, CaseIterable {
     case success
     case failed
     case upForRetry = "up_for_retry"
+    /// A sensor that answered "not yet": its slot is free until its next poke (Airflow's name).
+    case upForReschedule = "up_for_reschedule"
     case upstreamFailed = "upstream_failed"
     case skipped
     /// Its run was cancelled before it finished.
@@ -15,7 +17,7 @@ public enum TaskState: String, Sendable, Codable, CaseIterable {
     public var isTerminal: Bool {
         switch self {
         case .success, .failed, .upstreamFailed, .skipped, .cancelled: return true
-        case .pending, .queued, .running, .upForRetry: return false
+        case .pending, .queued, .running, .upForRetry, .upForReschedule: return false
         }
     }
 }

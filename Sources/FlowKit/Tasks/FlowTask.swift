@@ -9,6 +9,8 @@ public enum TaskBody: Sendable {
     /// A branch: Swift code that returns the ids of the direct downstream tasks to follow; the
     /// others are skipped (and the skip propagates). Its result is that list.
     case branch(@Sendable (TaskContext) async throws -> [String])
+    /// A sensor (`FlowBuilder.sensor`): pokes `check` on the schedule of its spec.
+    case sensor(SensorSpec, SensorCheck)
 
     var kind: String {
         switch self {
@@ -16,6 +18,7 @@ public enum TaskBody: Sendable {
         case .shell: return "shell"
         case .celery: return "celery"
         case .branch: return TaskBody.branchKind
+        case .sensor: return "sensor"
         }
     }
 

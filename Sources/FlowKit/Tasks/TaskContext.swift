@@ -19,6 +19,13 @@ public struct TaskContext: Sendable {
     public let log: TaskLogger
     /// Runs the task's commands (`run(_:)`); nil where no process may be started.
     public let commandRunner: (any CommandRunner)?
+    /// Loads results of ancestors that are not direct upstream tasks (`result(of:)`).
+    public var resultLoader: (any ResultLoader)?
+    /// Runs SQL for the SQL sensor; nil where no database may be reached.
+    public var sqlRunner: (any SQLRunner)?
+    /// In an external run sensor's poke: the watched flow's run for this logical date, as the
+    /// scheduler saw it when it sent the poke (`{"flowId", "runId", "state"}`; no `runId` when none exists).
+    public var externalRun: JSONValue?
     /// In an instance of a mapped task: its index (from 0) and its element of the list.
     public var mapIndex: Int?
     public var mapItem: JSONValue?
@@ -45,6 +52,17 @@ public struct TaskContext: Sendable {
     }
 
     public func param(_ name: String) -> JSONValue? { params[name] }
+
+    /// The result of any ancestor task, by id: a direct upstream task's from `upstream`, others
+    /// loaded only when asked (so a long chain's messages do not carry every result before
+    /// them). Nil when the task returned nothing or was skipped.
+    public func result(of task: String) async throws -> JSONValue? {
+        if let r = upstream[task] { return r }
+        guard let loader = resultLoader else {
+            throw TaskError("task `\(taskId)` cannot load the result of `\(task)` here: only direct upstream results are in this context")
+        }
+        return try await loader.result(of: task, for: self)
+    }
 
     /// The connection string configured for `name`, or an error naming the variable to set.
     public func connection(_ name: String) throws -> String {
@@ -73,4 +91,9 @@ public struct TaskError: Error, CustomStringConvertible, Sendable {
 public struct TaskSkipped: Error, Sendable {
     public let reason: String
     public init(_ reason: String = "skipped") { self.reason = reason }
+}
+
+/// Loads an ancestor's result for `TaskContext.result(of:)`; a FlowKit worker provides one.
+public protocol ResultLoader: Sendable {
+    func result(of task: String, for context: TaskContext) async throws -> JSONValue?
 }

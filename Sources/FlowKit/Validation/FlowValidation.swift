@@ -39,7 +39,7 @@ extension Flow {
         for p in self.params where !params.insert(p.name).inserted {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)` is declared twice")
         }
-        for t in tasks { try validateMapping(t); try validateLimits(t) }
+        for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t) }
         if let n = maxActiveTasks, n < 1 { throw FlowValidationError.invalidOption(flow: id, detail: "maxActiveTasks must be ≥ 1, got \(n)") }
         for p in self.params { if let d = p.defaultValue, !p.accepts(d) {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)`: default \(d.compactJSON) is not of type \(p.kind.rawValue)")
@@ -65,8 +65,22 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor: throw refuse("only Swift and shell tasks can be mapped")
         }
+    }
+
+    /// A sensor pokes at a positive interval within a positive timeout; its timeout param and
+    /// watched flow are well-formed.
+    func validateSensor(_ t: FlowTask) throws {
+        guard case .sensor(let spec, _) = t.body else { return }
+        func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "sensor `\(t.id)`: \(why)") }
+        guard spec.pokeIntervalSeconds > 0 else { throw refuse("pokeInterval must be positive") }
+        guard spec.timeoutSeconds > 0 else { throw refuse("timeout must be positive") }
+        if let p = spec.timeoutParam {
+            guard let param = params.first(where: { $0.name == p }) else { throw refuse("timeoutParam `\(p)` is not a param of the flow") }
+            guard param.kind == .number || param.kind == .int else { throw refuse("timeoutParam `\(p)` must be an int or number param") }
+        }
+        if let f = spec.externalFlow, !Self.isValidFlowId(f) { throw refuse("waits for `\(f)`, which is not a valid flow id") }
     }
 
     /// Pool names are identifiers; slots and per-flow caps are positive. (Whether the pool

@@ -42,7 +42,8 @@ public enum TaskMessageBuilder {
     /// An instance of a mapped task carries its element instead of the list it came from: the
     /// source task's result (or the source param) is left out of its message, so that 10,000
     /// instances do not each carry the 10,000-element list.
-    public static func messages(run: Run, tries: [Try], graph: FlowGraph, results: [String: JSONValue]) -> [CeleryMessage] {
+    public static func messages(run: Run, tries: [Try], graph: FlowGraph, results: [String: JSONValue],
+                                externalRuns: [String: JSONValue] = [:]) -> [CeleryMessage] {
         tries.map { t in
             let def = graph.tasks[t.taskId]
             let source = t.mapIndex == nil ? nil : def?.mapOver
@@ -50,11 +51,14 @@ public enum TaskMessageBuilder {
             for u in def?.upstream ?? [] where source != .result(of: u) { if let r = results[u] { upstream[u] = r } }
             var params = run.params
             if case .param(let name)? = source { params[name] = nil }
-            let inv = FlowTaskInvocation(flowId: run.flowId, runId: run.runId, taskId: t.taskId, tryNumber: t.tryNumber,
+            var inv = FlowTaskInvocation(flowId: run.flowId, runId: run.runId, taskId: t.taskId, tryNumber: t.tryNumber,
                                          logicalDate: run.logicalDate, dataIntervalStart: run.dataIntervalStart,
                                          dataIntervalEnd: run.dataIntervalEnd, params: params, upstream: upstream,
                                          timeoutSeconds: t.timeoutSeconds, mapIndex: t.mapIndex,
                                          mapItem: t.mapIndex == nil ? nil : (t.mapItem ?? .null))
+            if let watched = def?.sensor?.externalFlow {
+                inv.externalRun = externalRuns[watched] ?? ["flowId": .string(watched)]
+            }
             if let celeryName = def?.celeryName {
                 // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
                 // FlowKit invocation rides in a header it can ignore.

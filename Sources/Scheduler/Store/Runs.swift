@@ -166,7 +166,7 @@ extension SchedulerStore {
         work.cancel = try s.query("""
             WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $2, next_attempt_at = NULL,
                                                  error = CASE WHEN $3 = 'scheduler' THEN $4 ELSE error END
-                       WHERE run_pk = $1 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
+                       WHERE run_pk = $1 AND state IN ('pending', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')
                        RETURNING task_id, try_number, message_id),
                  h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
                        SELECT $1, task_id, try_number, NULL, 'cancelled', $2, $3, $4 FROM u)
@@ -312,6 +312,7 @@ extension SchedulerStore {
                 SELECT 'queued' AS state, count(*) AS n FROM task_instances WHERE state = 'queued'
                 UNION ALL SELECT 'running', count(*) FROM task_instances WHERE state = 'running'
                 UNION ALL SELECT 'up_for_retry', count(*) FROM task_instances WHERE state = 'up_for_retry'
+                UNION ALL SELECT 'up_for_reschedule', count(*) FROM task_instances WHERE state = 'up_for_reschedule'
                 """).all {
                 tasks[r.string("state")!] = r.int("n")!
             }

@@ -30,7 +30,7 @@ extension SchedulerStore {
             WITH up AS (
                 UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
                     next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL,
-                    wait_reason = NULL
+                    wait_reason = NULL, poke_deadline = NULL
                 FROM (SELECT u.task_id, u.mid, o.state AS old_state FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
                       JOIN task_instances o ON o.run_pk = $1 AND o.task_id = u.task_id) u
                 WHERE t.run_pk = $1 AND t.task_id = u.task_id
@@ -49,7 +49,7 @@ extension SchedulerStore {
         // RETURNING has no order: keep the caller's (priority) order for the broker.
         let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
-        return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2])
+        return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2], external: found.count > 3 ? found[3] : nil)
     }
 
     /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
@@ -57,22 +57,37 @@ extension SchedulerStore {
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
         guard !rows.isEmpty else { return [] }
         let found = try s.queries(messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! }))
-        return messages(runPk: runPk, graph: graph, rows: rows, run: found[0].first, results: found[1])
+        return messages(runPk: runPk, graph: graph, rows: rows, run: found[0].first, results: found[1], external: found.count > 2 ? found[2] : nil)
     }
 
-    /// What messages need beside their tries: the run, and the results of the tasks' upstream tasks.
+    /// What messages need beside their tries: the run, the results of the tasks' upstream
+    /// tasks and, for external run sensors, the watched flows' runs for the same logical date.
     func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> [(String, [any PGEncodable])] {
         let upstreamIds = Array(Set(taskIds.flatMap { graph.tasks[$0]?.upstream ?? [] }))
-        return [
+        var out: [(String, [any PGEncodable])] = [
             ("SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1", [runPk]),
             ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
              [runPk, upstreamIds]),
         ]
+        let watched = Array(Set(taskIds.compactMap { graph.tasks[$0]?.sensor?.externalFlow }))
+        if !watched.isEmpty {
+            out.append(("""
+                SELECT DISTINCT ON (w.flow_id) w.flow_id, w.run_id, w.state FROM runs w
+                WHERE w.flow_id = ANY($2::text[]) AND w.logical_date = (SELECT logical_date FROM runs WHERE id = $1)
+                ORDER BY w.flow_id, w.id DESC
+                """, [runPk, watched]))
+        }
+        return out
     }
 
     /// The rows read, handed to the pure `TaskMessageBuilder`.
-    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult) -> [CeleryMessage] {
+    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult, external: PGResult? = nil) -> [CeleryMessage] {
         guard let run, !rows.isEmpty else { return [] }
+        var externalRuns: [String: JSONValue] = [:]
+        for r in external?.all ?? [] {
+            externalRuns[r.string("flow_id")!] = ["flowId": .string(r.string("flow_id")!), "runId": .string(r.string("run_id")!),
+                                                  "state": .string(r.string("state")!)]
+        }
         var results: [String: JSONValue] = [:]
         for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
         let context = TaskMessageBuilder.Run(
@@ -85,7 +100,7 @@ extension SchedulerStore {
                                    queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),
                                    mapItem: $0.string("map_item").flatMap { try? JSONValue.parse($0) })
         }
-        return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results)
+        return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results, externalRuns: externalRuns)
     }
 
     /// Evaluates the downstream tasks of `finished` in one run (`RunStateMachine`): queues those
@@ -180,7 +195,7 @@ extension SchedulerStore {
                 if graph.tasks.isMapped(taskId) {
                     let ended = try s.query("""
                         WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $3, next_attempt_at = NULL
-                                   WHERE run_pk = $1 AND map_parent = $2 AND state IN ('pending', 'queued', 'running', 'up_for_retry')
+                                   WHERE run_pk = $1 AND map_parent = $2 AND state IN ('pending', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')
                                    RETURNING task_id, try_number, message_id),
                              t AS (UPDATE task_tries SET state = 'cancelled', ended_at = $3 WHERE run_pk = $1
                                    AND task_id IN (SELECT task_id FROM u) AND ended_at IS NULL),
@@ -256,7 +271,7 @@ extension SchedulerStore {
                     cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
                     guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
                 }
-                let active = cleared.filter { ["queued", "running", "up_for_retry"].contains(states[$0] ?? "") }
+                let active = cleared.filter { ["queued", "running", "up_for_retry", "up_for_reschedule"].contains(states[$0] ?? "") }
                 guard active.isEmpty else {
                     throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
                 }
@@ -348,28 +363,56 @@ extension SchedulerStore {
             try s.transaction {
                 var work = BrokerWork()
                 let due = try s.query("""
-                    SELECT t.run_pk, t.task_id, r.flow_id, r.flow_version FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'up_for_retry' AND t.next_attempt_at <= $1 AND r.state = 'running'
+                    SELECT t.run_pk, t.task_id, t.state, r.flow_id, r.flow_version FROM task_instances t JOIN runs r ON r.id = t.run_pk
+                    WHERE t.state IN ('up_for_retry', 'up_for_reschedule') AND t.next_attempt_at <= $1 AND r.state = 'running'
                     ORDER BY t.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [now, limit]).all
-                var byRun: [Int: (String, Int, [String])] = [:]
+                var byRun: [Int: (String, Int, [String], [String])] = [:]
                 for r in due {
                     let pk = r.int("run_pk")!
-                    byRun[pk, default: (r.string("flow_id")!, r.int("flow_version")!, [])].2.append(r.string("task_id")!)
+                    let poke = r.string("state") == TaskState.upForReschedule.rawValue
+                    byRun[pk, default: (r.string("flow_id")!, r.int("flow_version")!, [], [])].2.append(contentsOf: poke ? [] : [r.string("task_id")!])
+                    byRun[pk]!.3.append(contentsOf: poke ? [r.string("task_id")!] : [])
                 }
                 for (pk, v) in byRun.sorted(by: { $0.key < $1.key }) {
                     let graph = try graphs.graph(s, flow: v.0, version: v.1)
                     work.enqueue += try queueTasks(s, runPk: pk, graph: graph, taskIds: v.2, now: now)
+                    work.enqueue += try queuePokes(s, runPk: pk, graph: graph, taskIds: v.3, now: now)
                 }
                 return work
             }
         }
     }
 
+    /// Queues sensors' next pokes: the same try, with a new message, so every poke writes to
+    /// one log and pokes never use up retries.
+    func queuePokes(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+        guard !taskIds.isEmpty else { return [] }
+        let rows = try s.query("""
+            WITH up AS (
+                UPDATE task_instances t SET state = 'queued', message_id = u.mid, queued_at = $4, next_attempt_at = NULL, started_at = NULL,
+                    ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL
+                FROM unnest($2::text[], $3::text[]) AS u(task_id, mid)
+                WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state = 'up_for_reschedule'
+                RETURNING t.task_id, t.try_number, t.message_id, t.queue, t.priority, t.timeout_seconds, t.map_index, t.map_item::text AS map_item),
+            tries AS (
+                UPDATE task_tries tt SET state = 'queued', message_id = up.message_id, ended_at = NULL, error = NULL
+                FROM up WHERE tt.run_pk = $1 AND tt.task_id = up.task_id AND tt.try_number = up.try_number),
+            history AS (
+                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                SELECT $1, task_id, try_number, 'up_for_reschedule', 'queued', $4, 'scheduler', 'next poke' FROM up)
+            SELECT * FROM up
+            """, [runPk, taskIds, taskIds.map { _ in UUID().uuidString.lowercased() }, now]).all
+        return try buildMessages(s, runPk: runPk, graph: graph, rows: rows)
+    }
+
     /// When the earliest retry is due, if any (so the retry timer can sleep until then).
     public func nextRetryTime() async throws -> Date? {
         try await db.run { s in
-            try s.query("SELECT min(next_attempt_at) AS t FROM task_instances WHERE state = 'up_for_retry'").first?.date("t")
+            try s.query("""
+                SELECT least((SELECT min(next_attempt_at) FROM task_instances WHERE state = 'up_for_retry'),
+                             (SELECT min(next_attempt_at) FROM task_instances WHERE state = 'up_for_reschedule')) AS t
+                """).first?.date("t")
         }
     }
 

@@ -26,13 +26,14 @@ extension SchedulerStore {
                 var current: [String: PGRow] = [:]
                 if !runIds.isEmpty {
                     // The runs' locks and, in the same round trip, the task instances that outcomes report on.
-                    let reported = events.filter { [.succeeded, .failed, .skipped].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
+                    let reported = events.filter { [.succeeded, .failed, .skipped, .rescheduled].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
                     var statements: [(String, [any PGEncodable])] = [
                         ("SELECT id, run_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", [runIds]),
                     ]
                     if !reported.isEmpty {
                         statements.append(("""
-                            SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, r.flow_id, r.flow_version, r.state AS run_state
+                            SELECT t.run_pk, t.task_id, t.state, t.try_number, t.max_tries, t.message_id, t.poke_deadline, r.flow_id, r.flow_version,
+                                   r.state AS run_state, r.params::text AS run_params
                             FROM unnest($1::text[], $2::text[]) AS u(run_id, task_id)
                             JOIN runs r ON r.run_id = u.run_id
                             CROSS JOIN LATERAL (SELECT * FROM task_instances ti WHERE ti.run_pk = r.id AND ti.task_id = u.task_id LIMIT 1) t
@@ -58,7 +59,7 @@ extension SchedulerStore {
                         latestWorkerEvent[ev.worker] = ev
                     case .started:
                         if let pk = ev.runId.flatMap({ runPks[$0] }), ev.taskId != nil, ev.tryNumber != nil, ev.messageId != nil { started.append((pk, ev)) }
-                    case .succeeded, .failed, .skipped:
+                    case .succeeded, .failed, .skipped, .rescheduled:
                         if let pk = ev.runId.flatMap({ runPks[$0] }), ev.taskId != nil, ev.tryNumber != nil, ev.messageId != nil { outcomes.append((pk, ev)) }
                     case .cancelled:
                         guard let pk = ev.runId.flatMap({ runPks[$0] }), let task = ev.taskId else { continue }
@@ -128,11 +129,12 @@ extension SchedulerStore {
         var branchChoices: [Int: [String: [String]]] = [:]
         var decided = Set<String>()
         var freesSlot = false
+        var deadlines = ColumnBatch()
         for (pk, ev) in outcomes {
             let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
             let at = Date(timeIntervalSince1970: ev.at)
             let source = "worker:\(ev.worker)"
-            let target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
+            var target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
             guard let ti = current[key] else { continue }
             // `current` was read before this batch's start reports were applied.
             let read = ti.string("state")!
@@ -148,19 +150,29 @@ extension SchedulerStore {
             if graph.isLimited(task) { freesSlot = true }
             var newState = target
             var nextAttempt: Date?
-            if target == .failed, t < ti.int("max_tries")! {
+            var error = ev.error
+            if ev.kind == .rescheduled {
+                // A sensor's "not yet": poke again later in the same try, or give up past its deadline.
+                let poke = sensorPoke(graph.tasks[task]?.sensor, deadline: ti.date("poke_deadline"), runParams: ti.string("run_params"),
+                                      reason: ev.error ?? "not yet", now: now)
+                newState = poke.state
+                target = poke.state
+                nextAttempt = poke.next
+                error = poke.error
+                deadlines.add(pk, task, t, poke.deadline, "")
+            } else if target == .failed, t < ti.int("max_tries")! {
                 newState = .upForRetry
                 nextAttempt = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
             }
             let startedAt = ev.startedAt.map(Date.init(timeIntervalSince1970:))
-            updates.add(pk, task, t, newState, target, at, ev.result.map(\.jsonbText), ev.error, nextAttempt, ev.worker, startedAt)
+            updates.add(pk, task, t, newState, target, at, ev.result.map(\.jsonbText), error, nextAttempt, ev.worker, startedAt)
             var from = state
             if state == "queued", let startedAt {
                 // A short try reported its start inside its outcome.
                 h.add(pk, task, t, "queued", "running", startedAt, source, nil, true)
                 from = "running"
             }
-            h.add(pk, task, t, from, newState.rawValue, at, source, ev.error, true)
+            h.add(pk, task, t, from, newState.rawValue, at, source, error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
             if newState == .success, graph.tasks[task]?.kind == TaskBody.branchKind {
                 branchChoices[pk, default: [:]][task] = ev.result?.arrayValue?.compactMap(\.stringValue) ?? []
@@ -168,6 +180,13 @@ extension SchedulerStore {
         }
         updates.apply(s)
         h.insert(s)
+        if !deadlines.isEmpty {
+            s.enqueue("""
+                UPDATE task_instances t SET poke_deadline = u.at
+                FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(run_pk, task_id, at)
+                WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id
+                """, [deadlines.pk, deadlines.task, deadlines.at])
+        }
         if freesSlot { s.notifyAfterCommit(Self.slotsChannel, "") }  // a limited task let go of its slot
         var work = BrokerWork()
         for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
@@ -179,6 +198,25 @@ extension SchedulerStore {
         }
         return work
     }
+
+    /// What a sensor's "not yet" leads to: the next poke (`up_for_reschedule` after its poke
+    /// interval), or — once its deadline (its first "not yet" plus its timeout) has passed —
+    /// `failed`, or `skipped` with `softFail`.
+    func sensorPoke(_ spec: SensorSpec?, deadline: Date?, runParams: String?, reason: String, now: Date)
+        -> (state: TaskState, next: Date?, deadline: Date, error: String?) {
+        let spec = spec ?? SensorSpec(pokeInterval: .seconds(30), timeout: .seconds(3600))
+        var timeout = spec.timeoutSeconds
+        if let p = spec.timeoutParam, let v = (try? JSONValue.parse(runParams ?? "{}"))?[p]?.doubleValue, v > 0 { timeout = v }
+        let until = deadline ?? now.addingTimeInterval(timeout)
+        let next = now.addingTimeInterval(spec.pokeIntervalSeconds)
+        if now >= until {
+            let why = "sensor timed out after \(Self.seconds(timeout)): \(reason)"
+            return (spec.softFail ? .skipped : .failed, nil, until, why)
+        }
+        return (.upForReschedule, min(next, until), until, reason)
+    }
+
+    static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s))s" : "\(s)s" }
 
     /// `aliveWorkers` are known to be alive right now (from Redis): their tries are not zombies
     /// even when the database has not seen their heartbeats yet (after a database outage, the

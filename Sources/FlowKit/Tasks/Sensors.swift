@@ -1,0 +1,139 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// What one poke of a sensor found.
+public enum SensorAnswer: Sendable, Equatable {
+    /// The condition holds: the sensor succeeds with this result.
+    case ready(JSONValue?)
+    /// Not yet, and why (the reason goes to the sensor's log): the worker slot is freed and the
+    /// scheduler pokes again after the sensor's `pokeInterval`, until its timeout.
+    case notYet(String)
+}
+
+/// A sensor's schedule: how often it pokes, how long it may wait in all (from its first poke),
+/// and whether running out of time fails it or skips it (`softFail`).
+public struct SensorSpec: Sendable, Hashable, Codable {
+    public var pokeIntervalSeconds: Double
+    public var timeoutSeconds: Double
+    /// A param whose value (seconds) replaces `timeoutSeconds` for a run, when set.
+    public var timeoutParam: String?
+    public var softFail: Bool
+    /// For `Sensors.externalRun`: the flow whose run for the same logical date it waits for.
+    /// The scheduler looks that run up when it sends each poke (`TaskContext.externalRun`).
+    public var externalFlow: String?
+
+    public init(pokeInterval: Duration, timeout: Duration, timeoutParam: String? = nil, softFail: Bool = false, externalFlow: String? = nil) {
+        pokeIntervalSeconds = pokeInterval.seconds
+        timeoutSeconds = timeout.seconds
+        self.timeoutParam = timeoutParam
+        self.softFail = softFail
+        self.externalFlow = externalFlow
+    }
+}
+
+/// A sensor's check, given a poke's context.
+public typealias SensorCheck = @Sendable (TaskContext) async throws -> SensorAnswer
+
+/// The built-in sensors, for `FlowBuilder.sensor(_:check:)`.
+public enum Sensors {
+    /// A file exists under the data directory (`FLOWKIT_DATA_DIR` on the worker); `path` is
+    /// relative to it and may not leave it. Ready with `{"path", "size"}`.
+    public static func file(_ path: @escaping @Sendable (TaskContext) -> String) -> SensorCheck {
+        { ctx in
+            let base = URL(fileURLWithPath: ProcessInfo.processInfo.environment["FLOWKIT_DATA_DIR"] ?? ".flowkit/data").standardizedFileURL
+            let relative = path(ctx)
+            let url = base.appendingPathComponent(relative).standardizedFileURL
+            guard !relative.hasPrefix("/"), url.path.hasPrefix(base.path + "/") else {
+                throw TaskError("file sensor: `\(relative)` is not a path under the data directory \(base.path)")
+            }
+            guard let attrs = try? FileManager.default.attributesOfItem(atPath: url.path),
+                  (attrs[.type] as? FileAttributeType) != .typeDirectory else {
+                return .notYet("\(url.path) does not exist yet")
+            }
+            let size = (attrs[.size] as? NSNumber)?.intValue ?? 0
+            return .ready(["path": .string(url.path), "size": .int(size)])
+        }
+    }
+
+    /// A SQL query on a named connection (`FLOWKIT_CONN_<NAME>`) returns at least one row.
+    /// Ready with the first row's columns as text.
+    public static func sql(connection: String, query: String) -> SensorCheck {
+        { ctx in
+            guard let runner = ctx.sqlRunner else {
+                throw TaskError("SQL sensor: this context cannot run SQL (a FlowKit worker gives every task a runner)")
+            }
+            let rows = try await runner.rows(connection: try ctx.connection(connection), sql: query, limit: 1)
+            guard let first = rows.first else { return .notYet("`\(query)` on `\(connection)` returned no row") }
+            return .ready(.object(first.mapValues { $0.map(JSONValue.string) ?? .null }))
+        }
+    }
+
+    /// An HTTP(S) URL answers 2xx to a GET. Ready with `{"status"}`.
+    public static func http(_ url: String, timeout: Double = 10) -> SensorCheck {
+        { _ in
+            guard let u = URL(string: url), ["http", "https"].contains(u.scheme ?? "") else {
+                throw TaskError("HTTP sensor: `\(url)` is not an http(s) URL")
+            }
+            var req = URLRequest(url: u, timeoutInterval: timeout)
+            req.httpMethod = "GET"
+            do {
+                let (_, response) = try await URLSession.shared.data(for: req)
+                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                return (200..<300).contains(status) ? .ready(["status": .int(status)]) : .notYet("\(url) answered \(status)")
+            } catch {
+                return .notYet("\(url) did not answer: \(error.localizedDescription)")
+            }
+        }
+    }
+
+    /// The run of `TaskContext.externalRun`'s flow for this run's logical date succeeded (like
+    /// Airflow's `ExternalTaskSensor`); a failed or cancelled one fails the sensor. Use it with
+    /// `FlowBuilder.sensor(_:waitingFor:)`, which tells the scheduler which flow to look up.
+    public static let externalRun: SensorCheck = { ctx in
+        guard let ext = ctx.externalRun, let flow = ext["flowId"]?.stringValue else {
+            throw TaskError("external run sensor: the scheduler sent no external run state (declare it with f.sensor(_:waitingFor:))")
+        }
+        let date = Instant.format(ctx.logicalDate)
+        guard let state = ext["state"]?.stringValue else { return .notYet("flow `\(flow)` has no run for logical date \(date) yet") }
+        switch state {
+        case "success": return .ready(ext)
+        case "failed", "cancelled":
+            throw TaskError("the run of flow `\(flow)` for logical date \(date) (\(ext["runId"]?.stringValue ?? "?")) ended \(state)")
+        default: return .notYet("the run of flow `\(flow)` for logical date \(date) is \(state)")
+        }
+    }
+}
+
+/// Runs SQL for a task (the SQL sensor); a FlowKit worker provides one backed by libpq.
+public protocol SQLRunner: Sendable {
+    /// Up to `limit` rows of `sql` on the database at `connection` (a libpq URL), as text.
+    func rows(connection: String, sql: String, limit: Int) async throws -> [[String: String?]]
+}
+
+extension FlowBuilder {
+    /// A sensor (Airflow's reschedule mode, deferrable): `check` pokes; `.notYet` frees the
+    /// worker slot and the scheduler queues the next poke after `pokeInterval` (its retry
+    /// timer: durable across restarts); once `timeout` has passed since the first poke, the
+    /// sensor fails, or is skipped with `softFail`. Every poke writes to the same try's log.
+    /// `timeoutParam` names a param (seconds) that overrides `timeout` per run.
+    @discardableResult
+    public func sensor(_ id: String, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600), timeoutParam: String? = nil,
+                       softFail: Bool = false, after upstream: [TaskRef] = [], description: String = "", queue: String? = nil,
+                       priority: Int? = nil, triggerRule: TriggerRule? = nil, check: @escaping SensorCheck) -> TaskRef {
+        add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam,
+                                                      softFail: softFail), check),
+                     upstream: upstream.map(\.id), options: .init(queue: queue, priority: priority, triggerRule: triggerRule),
+                     description: description))
+    }
+
+    /// A sensor that waits for the run of `flow` with this run's logical date to succeed.
+    @discardableResult
+    public func sensor(_ id: String, waitingFor flow: String, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600),
+                       softFail: Bool = false, after upstream: [TaskRef] = [], queue: String? = nil) -> TaskRef {
+        add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, softFail: softFail, externalFlow: flow),
+                                           Sensors.externalRun),
+                     upstream: upstream.map(\.id), options: .init(queue: queue)))
+    }
+}
