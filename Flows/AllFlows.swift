@@ -8,6 +8,7 @@ public let allFlows: [Flow] = [
     exampleSleep,
     exampleHourly,
     exampleBranch,
+    exampleAlert,
     exampleMapping,
     examplePool,
     exampleSensor,

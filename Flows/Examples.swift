@@ -125,3 +125,20 @@ public let exampleSensor = Flow(
         return size
     }
 }
+
+/// Alerts: `fail` logs a line and always fails; it is retried once after 1 s. Its retry
+/// (`onRetry`) and the run's failure (`onRunFailure`) go to the webhook notifier of the named
+/// connection `alerts` (`FLOWKIT_CONN_ALERTS` for the URL, `FLOWKIT_CONN_ALERTS_SECRET` for the
+/// HMAC secret, both on the scheduler): two signed POSTs per run.
+public let exampleAlert = Flow(
+    "example_alert",
+    description: "a task that always fails, with a webhook alert on its retry and on the run's failure",
+    tags: ["example"],
+    notify: Notifications(onRetry: [.webhook("alerts")], onRunFailure: [.webhook("alerts")]),
+    defaults: TaskOptions(retry: RetryPolicy(retries: 1, delay: .seconds(1)))
+) { f in
+    f.task("fail") { ctx in
+        ctx.log("about to fail on purpose (try \(ctx.tryNumber))")
+        throw TaskError("example_alert fails on purpose")
+    }
+}

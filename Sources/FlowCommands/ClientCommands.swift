@@ -76,7 +76,7 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
                 seen[id] = key
                 changed = true
                 if !quiet && state != "pending" {
-                    var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) try \(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)"
+                    var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 17, withPad: " ", startingAt: 0)) try \(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)"
                     if ["success", "failed", "up_for_retry"].contains(state) {
                         line += "  \(duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue))"
                     }
@@ -414,6 +414,30 @@ struct PoolsCommand: AsyncParsableCommand {
         func run() async throws {
             _ = try await APIClient(settings: try Settings.fromEnvironment()).delete("/api/v1/pools/\(APIClient.segment(name))")
             print("deleted pool \(name)")
+        }
+    }
+}
+
+struct NotificationsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "notifications", abstract: "The notification outbox: what was sent, to whom, and how each attempt went.",
+                                                    subcommands: [List.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        @Option(help: "Only this run's notifications.") var run: String?
+        @Option(help: "pending, delivered or failed.") var status: String?
+        @Option(help: "How many (newest first).") var limit: Int = 50
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            var path = "/api/v1/notifications?limit=\(limit)"
+            if let run { path += "&run_id=\(APIClient.segment(run))" }
+            if let status { path += "&status=\(APIClient.segment(status))" }
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
+            if json { printJSON(v); return }
+            print(table(["CREATED", "EVENT", "NOTIFIER", "RUN", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR"], (v["notifications"]?.arrayValue ?? []).map { n in
+                [shortTime(n["createdAt"]?.stringValue), n["event"]?.stringValue ?? "", n["notifier"]?.stringValue ?? "",
+                 n["runId"]?.stringValue ?? "", n["taskId"]?.stringValue.map { t in "\(t) try \(n["tryNumber"]?.intValue ?? 0)" } ?? "-",
+                 n["status"]?.stringValue ?? "", "\(n["attempts"]?.arrayValue?.count ?? 0)", String((n["lastError"]?.stringValue ?? "").prefix(60))]
+            }))
         }
     }
 }

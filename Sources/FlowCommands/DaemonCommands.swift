@@ -72,7 +72,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
                                      flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout),
-                                     metrics: .prometheus(registry))
+                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers)
         try await daemon.prepare()
         var services: [any Service] = daemon.services()
         if metricsPort > 0 {
@@ -170,7 +170,7 @@ struct StandaloneCommand: AsyncParsableCommand {
                           registry: registry, logger: logger)
         let redisConfig = try RedisConfig(url: redis)
         let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
-                                     metrics: .prometheus(registry))
+                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers)
         try await daemon.prepare()
         var services: [any Service] = [api.application(host: host, port: port)] + daemon.services()
         for i in 0..<max(0, workers) {

@@ -14,15 +14,17 @@ public struct FlowCtl: AsyncParsableCommand {
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
             TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self,
-            TokensCommand.self, TasksCommand.self, PoolsCommand.self,
+            TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self,
         ]
     )
 
     public init() {}
 
     /// Runs the command line with `flows` as the flows this binary knows.
-    public static func main(flows: [Flow]) async {
+    /// `notifiers`: custom notifiers (`Notifier`) that flows name as `.custom(name)`.
+    public static func main(flows: [Flow], notifiers: [any Notifier] = []) async {
         FlowCatalog.flows = flows
+        FlowCatalog.notifiers = notifiers
         do {
             let arguments = Self.takeConfigOptions()
             try ConfigFile.export()
@@ -68,6 +70,7 @@ extension FlowCtl {
 /// The flows handed to `FlowCtl.main`, set once before the command line is parsed.
 enum FlowCatalog {
     nonisolated(unsafe) static var flows: [Flow] = []
+    nonisolated(unsafe) static var notifiers: [any Notifier] = []
 
     static func registry() throws -> FlowRegistry {
         do { return try FlowRegistry(flows) } catch {

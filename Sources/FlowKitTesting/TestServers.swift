@@ -54,6 +54,11 @@ public enum TestServers {
     public static var redisPort: Int { Int(ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_PORT"] ?? "") ?? 56379 }
     public static var redisDir: String? { ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_DIR"] }
 
+    /// The repository's root: the directory above this file's `Sources`.
+    public static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
     /// The `flowctl` built beside the tests (`.build/debug/flowctl`).
     public static func flowctlPath() throws -> String {
         var dir = URL(fileURLWithPath: #filePath)
@@ -120,4 +125,18 @@ public final class Counter: @unchecked Sendable {
     public init() {}
     public func add() { lock.withLock { n += 1 } }
     public var value: Int { lock.withLock { n } }
+}
+
+/// A TCP port nothing listens on right now.
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
 }

@@ -31,6 +31,7 @@ public struct FlowAPI: Sendable {
         ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/mark"),
         ("GET", "/api/v1/workers"),
         ("GET", "/api/v1/pools"), ("PUT", "/api/v1/pools/{pool}"), ("DELETE", "/api/v1/pools/{pool}"),
+        ("GET", "/api/v1/notifications"),
     ]
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
@@ -205,6 +206,21 @@ public struct FlowAPI: Sendable {
         }
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
+        }
+        handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
+            let q = req.uri.queryParameters
+            var status: String?
+            if let st = q.get("status") {
+                guard ["pending", "delivered", "failed"].contains(st) else { throw APIError.badRequest("`status` must be pending, delivered or failed") }
+                status = st
+            }
+            var limit = 100
+            if let l = q.get("limit") {
+                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
+                limit = n
+            }
+            let run = q.get("run_id").map { String($0) }
+            return try json(["notifications": try await self.store.notifications(runId: run, status: status, limit: limit)])
         }
         handle(router, .get, "/api/v1/pools", role: .read) { _, _ in
             try json(["pools": try await self.store.pools()])

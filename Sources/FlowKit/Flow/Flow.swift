@@ -28,13 +28,15 @@ public struct Flow: Sendable {
     /// cancelled (Airflow's `dagrun_timeout`). Nil: no limit.
     public var runTimeout: Duration?
     public var params: [Param]
+    /// Who hears about failures, retries and ends (tasks may choose their own task events).
+    public var notify: Notifications
     /// Options every task takes unless it sets its own.
     public var defaults: TaskOptions
     public private(set) var tasks: [FlowTask]
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
-                params: [Param] = [], defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
+                params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
         self.owner = owner
@@ -45,6 +47,7 @@ public struct Flow: Sendable {
         self.maxActiveTasks = maxActiveTasks
         self.runTimeout = runTimeout
         self.params = params
+        self.notify = notify
         self.defaults = defaults
         let builder = FlowBuilder()
         build(builder)
@@ -80,12 +83,12 @@ public final class FlowBuilder {
     public func task(_ id: String, after upstream: [TaskRef] = [], description: String = "",
                      retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
                      priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
-                     maxActiveTisPerFlow: Int? = nil,
+                     maxActiveTisPerFlow: Int? = nil, notify: Notifications? = nil,
                      _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
-        add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id),
-                     options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
-                                    pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow),
-                     description: description))
+        var options = TaskOptions(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
+                                  pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow)
+        options.notify = notify
+        return add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id), options: options, description: description))
     }
 
     /// A shell task running `script` with `/bin/sh -c`.

@@ -24,6 +24,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var maxActiveTisPerFlow: Int?
         /// A sensor's poke interval, timeout and soft-fail (absent on other tasks).
         public var sensor: SensorSpec?
+        /// Notifiers of its task events, the flow's filled in (absent when none).
+        public var notify: Notifications?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -40,6 +42,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     /// Seconds a run may take (absent: no limit; absent keys keep older flows' hashes).
     public var runTimeoutSeconds: Double?
     public var params: [Param]
+    /// Notifiers of run events (absent when none).
+    public var notify: Notifications?
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
     public var edges: [[String]]
@@ -55,6 +59,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         maxActiveTasks = flow.maxActiveTasks
         runTimeoutSeconds = flow.runTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         params = flow.params
+        notify = flow.notify.isEmpty ? nil : flow.notify
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?
@@ -71,7 +76,11 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                   priority: o.priority!, triggerRule: o.triggerRule!, command: command,
                                   celeryName: celeryName, mapOver: t.mapOver, maxMapLength: t.mapOver == nil ? nil : t.maxMapLength,
                                   pool: o.pool, poolSlots: o.pool == nil ? nil : (o.poolSlots ?? 1), maxActiveTisPerFlow: o.maxActiveTisPerFlow,
-                                  sensor: sensor)
+                                  sensor: sensor, notify: {
+                                      let n = (o.notify ?? .init()).merged(over: flow.notify)
+                                      let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
+                                      return taskOnly.isEmpty ? nil : taskOnly
+                                  }())
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

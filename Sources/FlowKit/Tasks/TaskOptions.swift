@@ -14,6 +14,8 @@ public struct TaskOptions: Sendable, Hashable, Codable {
     /// At most this many instances of this task (mapped instances included) queued or running
     /// at once, across the flow's runs (Airflow's `max_active_tis_per_dag`).
     public var maxActiveTisPerFlow: Int?
+    /// The task's own notifiers for its task events; nil events take the flow's.
+    public var notify: Notifications?
 
     public init(retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
                 triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil, maxActiveTisPerFlow: Int? = nil) {
@@ -38,6 +40,7 @@ public struct TaskOptions: Sendable, Hashable, Codable {
         o.pool = pool ?? defaults.pool
         o.poolSlots = poolSlots ?? defaults.poolSlots
         o.maxActiveTisPerFlow = maxActiveTisPerFlow ?? defaults.maxActiveTisPerFlow
+        o.notify = notify.map { $0.merged(over: defaults.notify ?? .init()) } ?? defaults.notify
         return o
     }
 }

@@ -20,6 +20,8 @@ public struct SchedulerConfig: Sendable {
     public var eventBatch: Int = 1000
     /// The pool admitter's backstop: it looks this often even when no notification woke it.
     public var poolAdmitterMaxWait: Double = 5
+    /// Lease, timeout, backoff and attempts of notification delivery.
+    public var notifications = NotificationDeliverer.Config()
 
     public init(name: String = "scheduler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)") {
         self.name = name
@@ -48,6 +50,7 @@ extension SchedulerConfig {
     var abandonedEvents: AbandonedEventClaimer.Config { var c = AbandonedEventClaimer.Config(); c.idle = zombieThreshold; c.interval = maintenanceInterval; return c }
     var celeryResults: CeleryResultCollector.Config { var c = CeleryResultCollector.Config(); c.interval = maintenanceInterval; return c }
     var runTimeouts: RunTimeoutEnforcer.Config { RunTimeoutEnforcer.Config() }
+    var notificationDeliverer: NotificationDeliverer.Config { notifications }
     var heartbeat: SchedulerHeartbeat.Config { var c = SchedulerHeartbeat.Config(); c.interval = maintenanceInterval; return c }
 
     /// Checks every duty's configuration; the error names the duty and the setting.
@@ -55,7 +58,7 @@ extension SchedulerConfig {
         guard !name.isEmpty else { throw SchedulerConfigError("the scheduler needs a name") }
         try runStarter.validate(); try poolAdmitter.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
-        try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate()
+        try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate(); try notificationDeliverer.validate()
     }
 }
 
@@ -78,6 +81,7 @@ extension SchedulerConfig {
 /// | `AbandonedEventClaimer` | the leader | applies events a dead scheduler read and never acknowledged |
 /// | `CeleryResultCollector` | the leader | reads the outcomes of tasks Celery workers ran |
 /// | `RunTimeoutEnforcer` | the leader | fails runs past their flow's `runTimeout` |
+/// | `NotificationDeliverer` | the leader | delivers the notification outbox, retrying with backoff |
 ///
 /// The leader is whichever scheduler holds the `LeaderElector`'s advisory lock; another takes
 /// over when the leader's session ends. Any number of schedulers can share one database.
@@ -104,9 +108,11 @@ public final class SchedulerDaemon: Sendable {
     public let abandonedEventClaimer: AbandonedEventClaimer
     public let celeryResultCollector: CeleryResultCollector
     public let runTimeoutEnforcer: RunTimeoutEnforcer
+    public let notificationDeliverer: NotificationDeliverer
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
-                clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics()) {
+                clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
+                notifiers: [any Notifier] = [], connections: [String: String] = SchedulerDaemon.environmentConnections()) {
         self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
         self.broker = SchedulerBroker(config: redis, consumer: config.name)
         self.leader = LeaderElector(databaseURL: databaseURL)
@@ -132,6 +138,19 @@ public final class SchedulerDaemon: Sendable {
         abandonedEventClaimer = AbandonedEventClaimer(consumer: eventConsumer, config: config.abandonedEvents)
         celeryResultCollector = CeleryResultCollector(context: context, config: config.celeryResults)
         runTimeoutEnforcer = RunTimeoutEnforcer(context: context, config: config.runTimeouts)
+        notificationDeliverer = NotificationDeliverer(context: context, config: config.notificationDeliverer,
+                                                      notifiers: Dictionary(notifiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                                                      connections: connections)
+    }
+
+    /// Named connections from the environment (`FLOWKIT_CONN_<NAME>`, lowercased names), as
+    /// workers read them: notifiers find their URLs and secrets there.
+    public static func environmentConnections() -> [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("FLOWKIT_CONN_") {
+            out[String(k.dropFirst("FLOWKIT_CONN_".count)).lowercased()] = v
+        }
+        return out
     }
 
     var logger: Logger { context.logger }
@@ -139,7 +158,7 @@ public final class SchedulerDaemon: Sendable {
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
         [runStarter, poolAdmitter, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
-         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer]
+         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer]
     }
 
     /// The duties as services, for a `ServiceGroup` (`flowctl scheduler` and `standalone` group

@@ -108,13 +108,28 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT unfinished_tasks, state FROM runs WHERE id = $1", [runPk]).first,
                   r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
         }
+        let onFailure = graph.definition.notify?.notifiers(for: .onRunFailure).map(\.description) ?? []
+        let onSuccess = graph.definition.notify?.notifiers(for: .onRunSuccess).map(\.description) ?? []
+        // A run's end and its notifications (the outbox) in one statement, one transaction.
+        let notify = onFailure.isEmpty && onSuccess.isEmpty ? "" : """
+            , n AS (
+                INSERT INTO notifications (delivery_key, event, notifier, flow_id, run_pk, run_id, state, error, next_attempt_at, created_at)
+                SELECT e.run_id || '/run/0/' || e.event || '/' || e.notifier, e.event, e.notifier, e.flow_id, e.id, e.run_id, e.state,
+                       CASE WHEN e.state = 'failed' THEN 'a leaf task did not succeed' END, $3, $3
+                FROM (SELECT f.*, 'on_run_failure' AS event, x AS notifier FROM f, unnest($5::text[]) x WHERE f.state = 'failed'
+                      UNION ALL SELECT f.*, 'on_run_success', x FROM f, unnest($6::text[]) x WHERE f.state = 'success') e
+                ON CONFLICT (delivery_key) DO NOTHING)
+            """
+        if !notify.isEmpty { s.notifyAfterCommit("flowkit_notifications", "") }
         s.enqueue("""
-            UPDATE runs SET ended_at = $3, state = (
-                SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
-                FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
-            WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
-            RETURNING flow_id
-            """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames]) { result in
+            WITH f AS (
+                UPDATE runs SET ended_at = $3, state = (
+                    SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
+                    FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
+                WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
+                RETURNING id, run_id, flow_id, state)\(notify)
+            SELECT flow_id FROM f
+            """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames] + (notify.isEmpty ? [] : [onFailure, onSuccess])) { result in
             // A finished run may let a queued run of the same flow start: wake the run starters.
             if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
         }
@@ -143,17 +158,21 @@ extension SchedulerStore {
         try await db.run { [self] s in
             try s.transaction {
                 let due = try s.query("""
-                    SELECT id, run_id, extract(epoch FROM timeout_at - started_at) AS limit_s FROM runs
+                    SELECT id, run_id, flow_id, flow_version, extract(epoch FROM timeout_at - started_at) AS limit_s FROM runs
                     WHERE state = 'running' AND timeout_at <= $1 ORDER BY timeout_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED
                     """, [now, limit]).all
-                var work = BrokerWork(), ended: [String] = []
+                var work = BrokerWork(), ended: [String] = [], notes = NotificationBatch()
                 for r in due {
                     let runId = r.string("run_id")!
                     let limit = r.double("limit_s").map { String(format: "%g", $0) } ?? "?"
-                    work.merge(try endRun(s, pk: r.int("id")!, runId: runId, as: .failed, source: "scheduler",
-                                      detail: "run timeout: the run was still unfinished \(limit)s after it started", now: now))
+                    let detail = "run timeout: the run was still unfinished \(limit)s after it started"
+                    work.merge(try endRun(s, pk: r.int("id")!, runId: runId, as: .failed, source: "scheduler", detail: detail, now: now))
                     ended.append(runId)
+                    let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+                    notes.add(graph.definition.notify?.notifiers(for: .onRunFailure) ?? [], event: .onRunFailure, flow: r.string("flow_id")!,
+                              runPk: r.int("id")!, runId: runId, task: nil, try: nil, state: RunState.failed.rawValue, error: detail)
                 }
+                notes.insert(s, now: now)
                 return (ended, work)
             }
         }

@@ -130,6 +130,7 @@ extension SchedulerStore {
         var decided = Set<String>()
         var freesSlot = false
         var deadlines = ColumnBatch()
+        var notes = NotificationBatch()
         for (pk, ev) in outcomes {
             let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
             let at = Date(timeIntervalSince1970: ev.at)
@@ -174,12 +175,17 @@ extension SchedulerStore {
             }
             h.add(pk, task, t, from, newState.rawValue, at, source, error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
+            if let refs = graph.tasks[task]?.notify, let event = Self.notificationEvent(newState), let runId = ev.runId {
+                notes.add(refs.notifiers(for: event), event: event, flow: ti.string("flow_id")!, runPk: pk, runId: runId, task: task,
+                          try: t, state: newState.rawValue, error: error)
+            }
             if newState == .success, graph.tasks[task]?.kind == TaskBody.branchKind {
                 branchChoices[pk, default: [:]][task] = ev.result?.arrayValue?.compactMap(\.stringValue) ?? []
             }
         }
         updates.apply(s)
         h.insert(s)
+        notes.insert(s, now: now)
         if !deadlines.isEmpty {
             s.enqueue("""
                 UPDATE task_instances t SET poke_deadline = u.at
@@ -216,6 +222,16 @@ extension SchedulerStore {
         return (.upForReschedule, min(next, until), until, reason)
     }
 
+    /// The notification event of a task instance's new state, if it has one.
+    static func notificationEvent(_ state: TaskState) -> NotificationEvent? {
+        switch state {
+        case .failed: return .onFailure
+        case .upForRetry: return .onRetry
+        case .success: return .onSuccess
+        default: return nil
+        }
+    }
+
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s))s" : "\(s)s" }
 
     /// `aliveWorkers` are known to be alive right now (from Redis): their tries are not zombies
@@ -228,7 +244,7 @@ extension SchedulerStore {
                 let cutoff = now.addingTimeInterval(-heartbeatTimeout)
                 let rows = try s.query("""
                     SELECT t.run_pk, t.task_id, t.try_number, t.max_tries, t.message_id, t.worker, t.heartbeat_at, t.started_at,
-                           t.timeout_seconds, r.flow_id, r.flow_version,
+                           t.timeout_seconds, r.flow_id, r.flow_version, r.run_id,
                            CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
                     WHERE t.state = 'running' AND t.message_id IS NOT NULL AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
@@ -237,7 +253,7 @@ extension SchedulerStore {
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
                 // Set-based, like applied outcomes: one statement per table for every reaped try,
                 // then one evaluation per run touched.
-                var updates = OutcomeBatch(), h = HistoryBatch()
+                var updates = OutcomeBatch(), h = HistoryBatch(), notes = NotificationBatch()
                 var ended: [Int: [String]] = [:], runGraphs: [Int: FlowGraph] = [:]
                 for r in rows {
                     let pk = r.int("run_pk")!, task = r.string("task_id")!, t = r.int("try_number")!
@@ -253,11 +269,16 @@ extension SchedulerStore {
                     }
                     updates.add(pk, task, t, newState, .failed, now, nil, error, next, r.string("worker") ?? "", nil)
                     h.add(pk, task, t, "running", newState.rawValue, now, "reaper", error, true)
+                    if let refs = graph.tasks[task]?.notify, let event = Self.notificationEvent(newState) {
+                        notes.add(refs.notifiers(for: event), event: event, flow: r.string("flow_id")!, runPk: pk, runId: r.string("run_id")!,
+                                  task: task, try: t, state: newState.rawValue, error: error)
+                    }
                     if let mid = r.string("message_id") { work.forget.append(mid); work.cancel.append(mid) }
                     if newState.isTerminal { ended[pk, default: []].append(task); runGraphs[pk] = graph }
                 }
                 updates.apply(s)
                 h.insert(s)
+                notes.insert(s, now: now)
                 if !rows.isEmpty { s.notifyAfterCommit(Self.slotsChannel, "") }
                 for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
                     s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])

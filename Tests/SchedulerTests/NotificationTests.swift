@@ -1,0 +1,95 @@
+import CeleryProtocol
+import FlowKit
+import FlowKitTesting
+import Foundation
+import PostgresClient
+import Testing
+@testable import Scheduler
+
+/// A custom notifier that records what it gets, or fails while `failing` is set.
+final class RecordingNotifier: Notifier, @unchecked Sendable {
+    let name = "recorder"
+    let lock = NSLock()
+    var got: [NotificationMessage] = []
+    var failing = false
+    func deliver(_ message: NotificationMessage, connections: [String: String]) async throws {
+        try lock.withLock {
+            if failing { throw DeliveryError("receiver down") }
+            got.append(message)
+        }
+    }
+}
+
+let alerting = Flow("alerting", notify: Notifications(onRunFailure: [.custom("recorder")], onRunSuccess: [.custom("recorder")]),
+                    defaults: TaskOptions(retry: RetryPolicy(retries: 1, delay: .seconds(5)))) { f in
+    f.task("t", notify: Notifications(onFailure: [.custom("recorder")], onRetry: [.custom("recorder")])) { _ in nil }
+}
+
+@Suite("Notifications", .serialized)
+struct NotificationTests {
+    func harness(_ notifier: RecordingNotifier, maxAttempts: Int = 4) async throws -> (Harness, NotificationDeliverer) {
+        var config = SchedulerConfig(name: "test-scheduler")
+        config.notifications.maxAttempts = maxAttempts
+        let h = try await Harness.make([alerting], config: config)
+        let d = SchedulerDaemon(databaseURL: h.url, redis: try TestServers.redis(), flows: [alerting], config: config, clock: h.clock,
+                                notifiers: [notifier], connections: [:])
+        return (h, d.notificationDeliverer)
+    }
+
+    @Test("task and run events write outbox rows in their transaction; a custom notifier gets each once, with the error; a down receiver is retried with backoff, then given up as failed")
+    func outbox() async throws {
+        let rec = RecordingNotifier()
+        let (h, deliverer) = try await harness(rec)
+        let run = try await h.trigger("alerting")
+        let m = try await h.take()[0]
+        try await h.report(m, .failed, error: "boom 1")
+        h.clock.advance(by: 5)
+        try await h.broker.perform(try await h.store.queueDueRetries(now: h.clock.now()))
+        try await h.report(try await h.take()[0], .failed, error: "boom 2")
+        #expect(try await h.runState(run) == "failed")
+        let rows = try await h.store.notifications(runId: run)
+        #expect(Set(rows.map(\.event)) == ["on_retry", "on_failure", "on_run_failure"] && rows.count == 3)
+        _ = try await deliverer.runOnce()
+        #expect(rec.got.map(\.event.rawValue).sorted() == ["on_failure", "on_retry", "on_run_failure"])
+        #expect(rec.got.first { $0.event == .onFailure }?.error == "boom 2")
+        #expect(try await h.store.notifications(runId: run).allSatisfy { $0.status == "delivered" && $0.attempts.count == 1 })
+
+        // A receiver that stays down: attempts 1 s, 2 s, 4 s apart, then `failed` after 4.
+        rec.failing = true
+        let second = try await h.trigger("alerting")
+        try await h.report(try await h.take()[0], .succeeded)
+        for (i, wait) in [1.0, 2, 4].enumerated() {
+            _ = try await deliverer.runOnce()
+            let n = try #require(try await h.store.notifications(runId: second).first)
+            #expect(n.status == "pending" && n.attempts.count == i + 1 && n.lastError == "receiver down")
+            #expect(n.nextAttemptAt == h.clock.now().addingTimeInterval(wait))
+            h.clock.advance(by: wait)
+        }
+        _ = try await deliverer.runOnce()
+        let given = try #require(try await h.store.notifications(runId: second).first)
+        #expect(given.event == "on_run_success" && given.status == "failed" && given.attempts.count == 4)
+    }
+
+    @Test("a deliverer that dies after sending leaves the notification to the next after its lease, with the same delivery id; two deliverers never claim one row together")
+    func leaseAndConcurrency() async throws {
+        let rec = RecordingNotifier()
+        let (h, deliverer) = try await harness(rec)
+        for _ in 0..<20 {
+            _ = try await h.trigger("alerting")
+            try await h.report(try await h.take()[0], .succeeded)
+        }
+        // Claimed and never recorded (the deliverer died): not due again before the lease ends.
+        let claimed = try await h.store.claimNotifications(now: h.clock.now(), lease: 30, limit: 1)
+        #expect(claimed.count == 1)
+        let other = SchedulerStore(db: PGPool(h.url, size: 2))
+        async let a = h.store.claimNotifications(now: h.clock.now(), lease: 30, limit: 50)
+        async let b = other.claimNotifications(now: h.clock.now(), lease: 30, limit: 50)
+        let (x, y) = try await (a, b)
+        let ids = (x + y).map(\.message.deliveryId)
+        #expect(ids.count == 19 && Set(ids).count == 19 && !ids.contains(claimed[0].message.deliveryId))
+        h.clock.advance(by: 31)
+        _ = try await deliverer.runOnce()
+        let delivered = rec.got.map(\.deliveryId)
+        #expect(delivered.count == 20 && Set(delivered).count == 20 && delivered.contains(claimed[0].message.deliveryId))
+    }
+}
