@@ -408,6 +408,8 @@ extension RunRecord: JSONWritable {
             w.key("createdAt"); w.date(createdAt)
             w.key("dataIntervalEnd"); w.date(dataIntervalEnd)
             w.key("dataIntervalStart"); w.date(dataIntervalStart)
+            if let deadlineAt { w.key("deadlineAt"); w.date(deadlineAt) }
+            if let deadlineState { w.key("deadlineState"); w.string(deadlineState) }
             if let endedAt { w.key("endedAt"); w.date(endedAt) }
             w.key("flowId"); w.string(flowId)
             w.key("flowVersion"); w.int(flowVersion)

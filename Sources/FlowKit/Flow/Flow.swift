@@ -27,6 +27,9 @@ public struct Flow: Sendable {
     /// A run still unfinished this long after it started ends `failed`; its unfinished tasks are
     /// cancelled (Airflow's `dagrun_timeout`). Nil: no limit.
     public var runTimeout: Duration?
+    /// When a run should have finished (an SLA): past it, `onDeadlineMiss` fires once. The run
+    /// goes on; `runTimeout` is what stops one.
+    public var deadline: RunDeadline?
     public var params: [Param]
     /// Who hears about failures, retries and ends (tasks may choose their own task events).
     public var notify: Notifications
@@ -36,6 +39,7 @@ public struct Flow: Sendable {
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
+                deadline: RunDeadline? = nil,
                 params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -46,6 +50,7 @@ public struct Flow: Sendable {
         self.maxActiveRuns = maxActiveRuns
         self.maxActiveTasks = maxActiveTasks
         self.runTimeout = runTimeout
+        self.deadline = deadline
         self.params = params
         self.notify = notify
         self.defaults = defaults

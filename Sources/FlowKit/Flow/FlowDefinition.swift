@@ -44,6 +44,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var params: [Param]
     /// Notifiers of run events (absent when none).
     public var notify: Notifications?
+    /// The run deadline (absent when none).
+    public var deadline: RunDeadline?
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
     public var edges: [[String]]
@@ -60,6 +62,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         runTimeoutSeconds = flow.runTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         params = flow.params
         notify = flow.notify.isEmpty ? nil : flow.notify
+        deadline = flow.deadline
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?

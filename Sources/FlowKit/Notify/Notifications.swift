@@ -115,3 +115,14 @@ public protocol Notifier: Sendable {
     var name: String { get }
     func deliver(_ message: NotificationMessage, connections: [String: String]) async throws
 }
+
+/// A run deadline: the run should have ended within `seconds` of its logical date (a daily
+/// 02:00 run due by 06:00: `.afterLogicalDate(.seconds(4 * 3600))`) or of its start.
+public struct RunDeadline: Sendable, Hashable, Codable {
+    public enum Anchor: String, Sendable, Codable { case logicalDate = "logical_date", start }
+    public var after: Anchor
+    public var seconds: Double
+
+    public static func afterLogicalDate(_ d: Duration) -> RunDeadline { RunDeadline(after: .logicalDate, seconds: d.seconds) }
+    public static func afterStart(_ d: Duration) -> RunDeadline { RunDeadline(after: .start, seconds: d.seconds) }
+}

@@ -24,6 +24,7 @@ extension Flow {
             }
         }
         if maxActiveRuns < 1 { throw FlowValidationError.invalidOption(flow: id, detail: "max_active_runs must be ≥ 1, got \(maxActiveRuns)") }
+        if let d = deadline, !(d.seconds > 0) { throw FlowValidationError.invalidOption(flow: id, detail: "deadline must be positive, got \(d.seconds)s") }
         if let t = runTimeout, t <= .zero { throw FlowValidationError.invalidOption(flow: id, detail: "runTimeout must be positive, got \(t)") }
         try defaults.retry?.validate(flow: id, task: nil)
         for t in tasks {

@@ -2,8 +2,8 @@ import Foundation
 import Logging
 
 /// Fails runs still unfinished past their flow's `runTimeout`: their unfinished tasks are
-/// cancelled (running ones are told to stop on their workers) and the history says why.
-/// Leader only.
+/// cancelled (running ones are told to stop on their workers) and the history says why. Also
+/// decides run deadlines as they pass (`onDeadlineMiss`, once per run). Leader only.
 public struct RunTimeoutEnforcer: SchedulerDuty {
     public struct Config: Sendable {
         /// How often it looks; a run ends at most this long after its timeout.
@@ -21,6 +21,9 @@ public struct RunTimeoutEnforcer: SchedulerDuty {
         let (runs, work) = try await context.store.failTimedOutRuns(now: context.clock.now())
         try await context.broker.perform(work)
         for r in runs { context.logger.warning("run \(r) failed: past its flow's run timeout") }
-        return runs.isEmpty ? config.interval : 0
+        // Deadlines (SLAs) are the same kind of clock: decided here, notified through the outbox.
+        let missed = try await context.store.decideDeadlines(now: context.clock.now())
+        for r in missed { context.logger.warning("run \(r) missed its deadline") }
+        return runs.isEmpty && missed.isEmpty ? config.interval : 0
     }
 }

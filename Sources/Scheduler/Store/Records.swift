@@ -45,10 +45,13 @@ public struct RunRecord: Codable, Sendable {
     public var endedAt: Date?
     /// Its task instances by state, in run lists and single-run reads (absent elsewhere).
     public var taskCounts: [String: Int]?
+    /// When it should have ended by (its flow's deadline), and `met` or `missed` once decided.
+    public var deadlineAt: Date?
+    public var deadlineState: String?
 
     static let columns = """
         r.id, r.run_id, r.flow_id, r.flow_version, r.trigger_kind, r.state, r.conf::text AS conf, r.logical_date,
-        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at
+        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.deadline_state
         """
 
     init(_ row: PGRow) {
@@ -65,6 +68,8 @@ public struct RunRecord: Codable, Sendable {
         createdAt = row.date("created_at") ?? .distantPast
         startedAt = row.date("started_at")
         endedAt = row.date("ended_at")
+        deadlineAt = row.date("deadline_at")
+        deadlineState = row.string("deadline_state")
         taskCounts = row.string("task_counts").flatMap { try? JSONValue.parse($0).objectValue }?.compactMapValues(\.intValue)
     }
 

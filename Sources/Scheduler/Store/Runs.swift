@@ -20,22 +20,24 @@ extension SchedulerStore {
                 let params = try graph.definition.resolveParams(conf: conf)
                 let date = logicalDate ?? now
                 return try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
-                                     logicalDate: date, intervalStart: date, intervalEnd: date)!
+                                     logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
             }
         }
     }
 
     /// Inserts a queued run; nil when a scheduled run for that tick already exists.
     func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
-                   logicalDate: Date, intervalStart: Date, intervalEnd: Date) throws -> RunRecord? {
+                   logicalDate: Date, intervalStart: Date, intervalEnd: Date, deadline: RunDeadline? = nil) throws -> RunRecord? {
         let runId = "\(kind)__\(Self.compactDate(logicalDate))__\(UUID().uuidString.prefix(8).lowercased())"
         let conflict = kind == "manual" ? "" : "ON CONFLICT (flow_id, logical_date) WHERE trigger_kind IN ('scheduled', 'backfill') DO NOTHING"
         let r = try s.query("""
-            INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start, data_interval_end)
-            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $8, $9) \(conflict)
+            INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start,
+                                   data_interval_end, deadline_at)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $8, $9, $10) \(conflict)
             RETURNING \(RunRecord.columns)
             """, [runId, flowId, version, kind, JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText,
-                  logicalDate, intervalStart, intervalEnd])
+                  logicalDate, intervalStart, intervalEnd,
+                  deadline.flatMap { $0.after == .logicalDate ? logicalDate.addingTimeInterval($0.seconds) : nil }])
         guard let row = r.first else { return nil }
         s.notifyAfterCommit("flowkit_runs", runId)
         return RunRecord(row)
@@ -89,8 +91,12 @@ extension SchedulerStore {
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
                               tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" },
                               tasks.map { $0.pool ?? "" }, tasks.map { $0.poolSlots ?? 1 }])
-                    try s.query("UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3, timeout_at = $4 WHERE id = $1",
-                                [runPk, now, tasks.count, graph.definition.runTimeoutSeconds.map { now.addingTimeInterval($0) }])
+                    let deadline = graph.definition.deadline.map { d in
+                        d.after == .start ? now.addingTimeInterval(d.seconds) : nil } ?? nil
+                    try s.query("""
+                        UPDATE runs SET state = 'running', started_at = $2, unfinished_tasks = $3, timeout_at = $4,
+                            deadline_at = COALESCE($5::timestamptz, deadline_at) WHERE id = $1
+                        """, [runPk, now, tasks.count, graph.definition.runTimeoutSeconds.map { now.addingTimeInterval($0) }, deadline])
                     work.enqueue += try dispatchReady(s, runPk: runPk, graph: graph, ready: RunStateMachine.startingTasks(graph), now: now)
                 }
                 return work
@@ -148,6 +154,32 @@ extension SchedulerStore {
                     throw StateConflict("run `\(runId)` is already \(state)")
                 }
                 return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: "api", detail: "run cancelled", now: now)
+            }
+        }
+    }
+
+    /// Decides the deadlines that have passed: a run that ended by its deadline `met` it; any
+    /// other `missed` it, and gets an `onDeadlineMiss` notification in the same transaction,
+    /// once (the state is set once, with SKIP LOCKED among schedulers). Returns the runs that missed.
+    public func decideDeadlines(now: Date, limit: Int = 200) async throws -> [String] {
+        try await db.run { [self] s in
+            try s.transaction {
+                let due = try s.query("""
+                    UPDATE runs r SET deadline_state = CASE WHEN r.ended_at IS NOT NULL AND r.ended_at <= r.deadline_at THEN 'met' ELSE 'missed' END
+                    FROM (SELECT id FROM runs WHERE deadline_at IS NOT NULL AND deadline_state IS NULL AND deadline_at <= $1
+                          ORDER BY deadline_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) d
+                    WHERE r.id = d.id
+                    RETURNING r.id, r.run_id, r.flow_id, r.flow_version, r.state, r.deadline_at, r.deadline_state
+                    """, [now, limit]).all.filter { $0.string("deadline_state") == "missed" }
+                var notes = NotificationBatch()
+                for r in due {
+                    let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+                    notes.add(graph.definition.notify?.notifiers(for: .onDeadlineMiss) ?? [], event: .onDeadlineMiss, flow: r.string("flow_id")!,
+                              runPk: r.int("id")!, runId: r.string("run_id")!, task: nil, try: nil, state: r.string("state")!,
+                              error: "the run was not finished by its deadline, \(Instant.format(r.date("deadline_at")!))")
+                }
+                notes.insert(s, now: now)
+                return due.map { $0.string("run_id")! }
             }
         }
     }
@@ -262,7 +294,7 @@ extension SchedulerStore {
                     for t in chosen {
                         let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
                         if let r = try insertRun(s, flowId: flowId, version: version, kind: "scheduled", conf: [:], params: params,
-                                                 logicalDate: t, intervalStart: prev, intervalEnd: t) {
+                                                 logicalDate: t, intervalStart: prev, intervalEnd: t, deadline: graph.definition.deadline) {
                             created.append(r)
                         }
                     }
