@@ -9,6 +9,8 @@ public let allFlows: [Flow] = [
     exampleHourly,
     exampleBranch,
     exampleAlert,
+    exampleAssetProducer,
+    exampleAssetConsumer,
     exampleMapping,
     examplePool,
     exampleSensor,

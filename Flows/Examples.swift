@@ -142,3 +142,28 @@ public let exampleAlert = Flow(
         throw TaskError("example_alert fails on purpose")
     }
 }
+
+/// Assets: `publish` updates `demo://numbers` (its outlet) and returns `{"n": 42}`; its success
+/// records an asset event, which starts `example_asset_consumer`.
+public let exampleAssetProducer = Flow(
+    "example_asset_producer",
+    description: "manual: one task whose success updates the asset demo://numbers",
+    tags: ["example"]
+) { f in
+    f.task("publish", outlets: ["demo://numbers"]) { _ in ["n": 42] }
+}
+
+/// Scheduled on `demo://numbers`: runs once per new event of it (from `example_asset_producer`
+/// or `flowctl assets event demo://numbers --extra '{…}'`); `count_events` returns how many
+/// events started the run and the first one's `extra`.
+public let exampleAssetConsumer = Flow(
+    "example_asset_consumer",
+    description: "runs when demo://numbers has a new event",
+    tags: ["example"],
+    assets: ["demo://numbers"]
+) { f in
+    f.task("count_events") { ctx in
+        let events = ctx.triggeringEvents?.arrayValue ?? []
+        return ["count": .int(events.count), "extra": events.first?["extra"] ?? .null]
+    }
+}

@@ -62,6 +62,8 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
     public var timeoutSeconds: Double?
     /// In an external run sensor's poke: the watched run as the scheduler saw it.
     public var externalRun: JSONValue?
+    /// In a run started by assets: the events that started it.
+    public var triggeringEvents: JSONValue?
     /// In an instance of a mapped task (`taskId` is `task[index]`): its index and element.
     public var mapIndex: Int?
     public var mapItem: JSONValue?

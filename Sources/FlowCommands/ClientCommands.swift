@@ -442,6 +442,55 @@ struct NotificationsCommand: AsyncParsableCommand {
     }
 }
 
+struct AssetsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "assets", abstract: "Assets: list them, show their events, post an event from outside.",
+                                                    subcommands: [List.self, Events.self, Event.self])
+
+    struct List: AsyncParsableCommand {
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/assets")
+            if json { printJSON(v); return }
+            print(table(["ASSET", "EVENTS", "LAST EVENT", "SCHEDULED FLOWS"], (v["assets"]?.arrayValue ?? []).map { a in
+                [a["uri"]?.stringValue ?? "", "\(a["events"]?.intValue ?? 0)", shortTime(a["lastEventAt"]?.stringValue),
+                 (a["consumers"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", ")]
+            }))
+        }
+    }
+
+    struct Events: AsyncParsableCommand {
+        @Argument var uri: String
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            var allowed = CharacterSet.urlQueryAllowed
+            allowed.remove(charactersIn: "&+=?#")
+            let q = uri.addingPercentEncoding(withAllowedCharacters: allowed) ?? uri
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/assets/events?uri=\(q)")
+            if json { printJSON(v); return }
+            print(table(["ID", "AT", "SOURCE", "RUN", "TASK", "EXTRA"], (v["events"]?.arrayValue ?? []).map { e in
+                ["\(e["id"]?.intValue ?? 0)", shortTime(e["at"]?.stringValue), e["source"]?.stringValue ?? "", e["runId"]?.stringValue ?? "-",
+                 e["taskId"]?.stringValue ?? "-", String((e["extra"]?.compactJSON ?? "").prefix(60))]
+            }))
+        }
+    }
+
+    struct Event: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record an event for an asset; the flows scheduled on it start.")
+        @Argument var uri: String
+        @Option(help: "A JSON object the triggered runs see with the event.") var extra: String?
+        func run() async throws {
+            var body: [String: JSONValue] = ["uri": .string(uri)]
+            if let extra {
+                guard let v = try? JSONValue.parse(extra), v.objectValue != nil else { throw CLIError("--extra must be a JSON object", code: 2) }
+                body["extra"] = v
+            }
+            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/assets/events", .object(body))
+            let runs = (r["runs"]?.arrayValue ?? []).compactMap(\.stringValue)
+            print("event \(r["eventId"]?.intValue ?? 0) for \(uri)" + (runs.isEmpty ? "; no flow started" : "; started \(runs.joined(separator: ", "))"))
+        }
+    }
+}
+
 struct TasksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tasks", abstract: "Act on a run's task instances.",
                                                     subcommands: [Mark.self])

@@ -19,12 +19,12 @@ struct TokensCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make a token; prints it once (only its salted HMAC is kept).")
         @Argument(help: "A name for the token, e.g. the dashboard or the person it is for.") var name: String
-        @Option(help: "read or admin.") var role: String = "read"
+        @Option(help: "read, admin, or events (may only post asset events).") var role: String = "read"
         @Option(help: "Expire after this long: 90m, 12h, 30d (default: never).") var expiresIn: String?
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            guard let role = APIConfig.Role(rawValue: role) else { throw CLIError("--role must be read or admin, not `\(role)`", code: 2) }
+            guard let role = APIConfig.Role(rawValue: role) else { throw CLIError("--role must be read, admin or events, not `\(role)`", code: 2) }
             guard !name.isEmpty, name.count <= 200 else { throw CLIError("the name must have 1 to 200 characters", code: 2) }
             let now = Date()
             let expires = try expiresIn.map { now.addingTimeInterval(try parseDuration($0)) }

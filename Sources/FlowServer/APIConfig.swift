@@ -3,7 +3,9 @@ import Foundation
 
 /// How the API authenticates and whom it lets in.
 public struct APIConfig: Sendable {
-    public enum Role: String, Sendable { case read, admin }
+    /// `read` reads; `admin` does everything; `events` only posts asset events (for the systems
+    /// that start flows from outside, such as a bucket's notifications).
+    public enum Role: String, Sendable { case read, admin, events }
 
     /// Tokens as `role:token`: the whole set of configured tokens, checked in memory and never stored.
     public var tokens: [(role: Role, token: String)]

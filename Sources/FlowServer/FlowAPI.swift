@@ -32,6 +32,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/workers"),
         ("GET", "/api/v1/pools"), ("PUT", "/api/v1/pools/{pool}"), ("DELETE", "/api/v1/pools/{pool}"),
         ("GET", "/api/v1/notifications"),
+        ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
     ]
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
@@ -206,6 +207,27 @@ public struct FlowAPI: Sendable {
         }
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
+        }
+        handle(router, .get, "/api/v1/assets", role: .read) { _, _ in
+            try json(["assets": try await self.store.assets()])
+        }
+        handle(router, .get, "/api/v1/assets/events", role: .read) { req, _ in
+            let q = req.uri.queryParameters
+            guard let uri = q.get("uri").map({ String($0) }), !uri.isEmpty else { throw APIError.badRequest("`uri` names the asset: ?uri=scheme://name") }
+            var limit = 100
+            if let l = q.get("limit") {
+                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
+                limit = n
+            }
+            return try json(["events": try await self.store.assetEvents(uri: uri, limit: limit)])
+        }
+        handle(router, .post, "/api/v1/assets/events", role: .events) { req, c in
+            let body = try await self.jsonBody(req, c, allowEmpty: false)
+            guard let uri = body["uri"]?.stringValue else { throw APIError.badRequest("`uri` (a string, scheme://name) is required") }
+            let extra = body["extra"] ?? [:]
+            guard extra == .null || extra.objectValue != nil else { throw APIError.badRequest("`extra` must be a JSON object") }
+            let (id, runs) = try await self.store.postAssetEvent(uri: uri, extra: extra == .null ? [:] : extra, now: Date())
+            return try json(["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })] as [String: JSONValue], status: .created)
         }
         handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
             let q = req.uri.queryParameters

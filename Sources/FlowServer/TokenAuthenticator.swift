@@ -116,8 +116,14 @@ final class TokenAuthenticator: @unchecked Sendable {
         guard let have = try await self.role(of: token, now: Date()) else {
             throw APIError(.unauthorized, "unauthorized", "the bearer token is not valid (unknown, revoked or expired)")
         }
-        if role == .admin && have != .admin {
-            throw APIError(.forbidden, "forbidden", "this endpoint needs an admin token; the token given is read-only")
+        switch (role, have) {
+        case (_, .admin), (.read, .read), (.events, .events): return
+        case (.admin, _):
+            throw APIError(.forbidden, "forbidden", "this endpoint needs an admin token; the token given is \(have.rawValue)-only")
+        case (.events, _):
+            throw APIError(.forbidden, "forbidden", "this endpoint needs an events or admin token; the token given is read-only")
+        case (.read, _):
+            throw APIError(.forbidden, "forbidden", "this endpoint needs a read or admin token; the token given may only post asset events")
         }
     }
 }

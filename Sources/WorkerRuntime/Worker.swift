@@ -243,6 +243,7 @@ public final class Worker: Sendable {
         ctx.sqlRunner = PGSQLRunner()
         ctx.resultLoader = RedisResultLoader(redis: redis, flow: flowsById[inv.flowId])
         ctx.externalRun = inv.externalRun
+        ctx.triggeringEvents = inv.triggeringEvents
         let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
         let startAlreadyReported = !entry.claimStartReport()
         reportStart.cancel()

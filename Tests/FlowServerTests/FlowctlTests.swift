@@ -196,6 +196,40 @@ struct FlowctlTests {
         }
     }
 
+    @Test("assets: a producer's success starts exactly one consumer run, which sees the event; an event posted with flowctl starts another; an events token may post and nothing else")
+    func assets() async throws {
+        try await withAPI(openReads: false) { (api: LiveAPI) async throws in
+            func consumerRuns() async throws -> [JSONValue] {
+                try await api.request("GET", "/api/v1/runs?flow_id=example_asset_consumer", token: LiveAPI.admin).json["runs"]?.arrayValue ?? []
+            }
+            let produced = try flowctl(["trigger", "example_asset_producer", "--wait"], api: api)
+            #expect(produced.status == 0, "\(produced.output)")
+            try await eventually("the consumer run to succeed") { try await consumerRuns().first?["state"] == "success" }
+            #expect(try await consumerRuns().count == 1)
+            let first = try #require(try await consumerRuns().first?["runId"]?.stringValue)
+            let tasks = try await api.request("GET", "/api/v1/runs/\(first)/tasks", token: LiveAPI.admin).json["tasks"]?.arrayValue ?? []
+            #expect(tasks.first?["result"] == ["count": 1, "extra": ["n": 42]])
+            #expect(try await api.request("GET", "/api/v1/runs/\(first)", token: LiveAPI.admin).json["triggerKind"] == "asset")
+
+            let posted = try flowctl(["assets", "event", "demo://numbers", "--extra", #"{"file": "s3://landing/x.csv"}"#], api: api, token: LiveAPI.events)
+            #expect(posted.status == 0 && posted.output.contains("started asset__"), "\(posted.output)")
+            try await eventually("the second consumer run") {
+                let runs = try await consumerRuns()
+                return runs.count == 2 && runs.allSatisfy { $0["state"] == "success" }
+            }
+            let second = try #require(try await consumerRuns().first?["runId"]?.stringValue)
+            let t2 = try await api.request("GET", "/api/v1/runs/\(second)/tasks", token: LiveAPI.admin).json["tasks"]?.arrayValue ?? []
+            #expect(t2.first?["result"] == ["count": 1, "extra": ["file": "s3://landing/x.csv"]])
+
+            #expect(try flowctl(["runs", "list"], api: api, token: LiveAPI.events).status == 1)  // events tokens cannot read
+            #expect(try flowctl(["assets", "event", "not a uri"], api: api).status == 2)
+            let list = try flowctl(["assets", "list"], api: api)
+            #expect(list.output.contains("demo://numbers") && list.output.contains("example_asset_consumer"))
+            let events = try JSONValue.parse(try flowctl(["assets", "events", "demo://numbers", "--json"], api: api).output)["events"]?.arrayValue ?? []
+            #expect(events.count == 2 && events.last?["source"] == "task" && events.first?["source"] == "api")
+        }
+    }
+
     @Test("backfill makes a run per tick in the range and refuses a reversed range")
     func backfill() async throws {
         try await withAPI { (api: LiveAPI) async throws in

@@ -22,7 +22,7 @@ final class LiveAPI: @unchecked Sendable {
     let redisConfig: RedisConfig
     var tasks: [Task<Void, any Error>] = []
     let worker: Worker
-    static let admin = "admin-secret", reader = "read-secret"
+    static let admin = "admin-secret", reader = "read-secret", events = "events-secret"
 
     init(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }) async throws {
         let url = try await TestServers.freshDatabase()
@@ -36,7 +36,7 @@ final class LiveAPI: @unchecked Sendable {
         let registry = PrometheusCollectorRegistry()  // one per process, as in standalone
         let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: allFlows, config: sc, metrics: .prometheus(registry))
         store = SchedulerStore(db: PGPool(url, size: 2))
-        var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader)], openReads: openReads)
+        var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader), (.events, Self.events)], openReads: openReads)
         configure(&config)
         let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"), config: config, registry: registry)
         var wc = WorkerConfig(name: "api-test-worker", queues: ["default"], concurrency: 2)

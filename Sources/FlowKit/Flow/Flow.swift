@@ -30,6 +30,10 @@ public struct Flow: Sendable {
     /// When a run should have finished (an SLA): past it, `onDeadlineMiss` fires once. The run
     /// goes on; `runTimeout` is what stops one.
     public var deadline: RunDeadline?
+    /// Data-aware scheduling: a run starts when every one of these assets has had an event since
+    /// the flow's last asset-triggered run (with a cron `schedule` too, either one starts a run,
+    /// like Airflow 3's `AssetOrTimeSchedule`).
+    public var assets: [String]
     public var params: [Param]
     /// Who hears about failures, retries and ends (tasks may choose their own task events).
     public var notify: Notifications
@@ -39,7 +43,7 @@ public struct Flow: Sendable {
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
-                deadline: RunDeadline? = nil,
+                deadline: RunDeadline? = nil, assets: [String] = [],
                 params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -51,6 +55,7 @@ public struct Flow: Sendable {
         self.maxActiveTasks = maxActiveTasks
         self.runTimeout = runTimeout
         self.deadline = deadline
+        self.assets = assets
         self.params = params
         self.notify = notify
         self.defaults = defaults
@@ -88,11 +93,12 @@ public final class FlowBuilder {
     public func task(_ id: String, after upstream: [TaskRef] = [], description: String = "",
                      retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
                      priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
-                     maxActiveTisPerFlow: Int? = nil, notify: Notifications? = nil,
+                     maxActiveTisPerFlow: Int? = nil, notify: Notifications? = nil, outlets: [String]? = nil,
                      _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
         var options = TaskOptions(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
                                   pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow)
         options.notify = notify
+        options.outlets = outlets
         return add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id), options: options, description: description))
     }
 

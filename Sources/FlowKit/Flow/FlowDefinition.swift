@@ -26,6 +26,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var sensor: SensorSpec?
         /// Notifiers of its task events, the flow's filled in (absent when none).
         public var notify: Notifications?
+        /// Assets its success updates (absent when none).
+        public var outlets: [String]?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -46,6 +48,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var notify: Notifications?
     /// The run deadline (absent when none).
     public var deadline: RunDeadline?
+    /// Assets that start runs (absent when none).
+    public var assets: [String]?
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
     public var edges: [[String]]
@@ -63,6 +67,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         params = flow.params
         notify = flow.notify.isEmpty ? nil : flow.notify
         deadline = flow.deadline
+        assets = flow.assets.isEmpty ? nil : flow.assets
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?
@@ -83,7 +88,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       let n = (o.notify ?? .init()).merged(over: flow.notify)
                                       let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
                                       return taskOnly.isEmpty ? nil : taskOnly
-                                  }())
+                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

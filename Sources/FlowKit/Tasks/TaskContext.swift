@@ -19,6 +19,9 @@ public struct TaskContext: Sendable {
     public let log: TaskLogger
     /// Runs the task's commands (`run(_:)`); nil where no process may be started.
     public let commandRunner: (any CommandRunner)?
+    /// In a run started by assets: the asset events that started it (`[{"id", "uri", "extra",
+    /// "at", "runId", "taskId"}]`, oldest first); nil in other runs.
+    public var triggeringEvents: JSONValue?
     /// Loads results of ancestors that are not direct upstream tasks (`result(of:)`).
     public var resultLoader: (any ResultLoader)?
     /// Runs SQL for the SQL sensor; nil where no database may be reached.

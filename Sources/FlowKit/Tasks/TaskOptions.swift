@@ -16,6 +16,9 @@ public struct TaskOptions: Sendable, Hashable, Codable {
     public var maxActiveTisPerFlow: Int?
     /// The task's own notifiers for its task events; nil events take the flow's.
     public var notify: Notifications?
+    /// Assets (URIs such as `warehouse://marts.daily`) this task updates: its success records
+    /// an asset event for each, which starts the flows scheduled on them.
+    public var outlets: [String]?
 
     public init(retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
                 triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil, maxActiveTisPerFlow: Int? = nil) {
@@ -41,6 +44,7 @@ public struct TaskOptions: Sendable, Hashable, Codable {
         o.poolSlots = poolSlots ?? defaults.poolSlots
         o.maxActiveTisPerFlow = maxActiveTisPerFlow ?? defaults.maxActiveTisPerFlow
         o.notify = notify.map { $0.merged(over: defaults.notify ?? .init()) } ?? defaults.notify
+        o.outlets = outlets
         return o
     }
 }

@@ -41,6 +41,9 @@ extension Flow {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)` is declared twice")
         }
         for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t) }
+        for uri in assets + tasks.flatMap({ $0.options.outlets ?? [] }) where !Self.isValidAssetURI(uri) {
+            throw FlowValidationError.invalidOption(flow: id, detail: "asset `\(uri)` is not a URI: use scheme://name, e.g. warehouse://marts.daily")
+        }
         if let n = maxActiveTasks, n < 1 { throw FlowValidationError.invalidOption(flow: id, detail: "maxActiveTasks must be ≥ 1, got \(n)") }
         for p in self.params { if let d = p.defaultValue, !p.accepts(d) {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)`: default \(d.compactJSON) is not of type \(p.kind.rawValue)")
@@ -95,6 +98,14 @@ extension Flow {
             guard n >= 1 else { throw refuse("poolSlots must be ≥ 1, got \(n)") }
         }
         if let n = o.maxActiveTisPerFlow, n < 1 { throw refuse("maxActiveTisPerFlow must be ≥ 1, got \(n)") }
+    }
+
+    /// An asset URI: `scheme://rest`, the scheme lowercase letters, digits, `+`, `-` or `.`.
+    public static func isValidAssetURI(_ s: String) -> Bool {
+        guard s.count <= 500, let r = s.range(of: "://"), r.lowerBound > s.startIndex, r.upperBound < s.endIndex else { return false }
+        let scheme = s[..<r.lowerBound]
+        return scheme.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "+-.".unicodeScalars.contains($0) }
+            && !s.unicodeScalars.contains { $0.value < 0x21 }
     }
 
     /// A pool name: 1–100 letters, digits, `_`, `-` and `.`.

@@ -13,9 +13,13 @@ public enum TaskMessageBuilder {
         public var logicalDate: Date
         public var dataIntervalStart: Date
         public var dataIntervalEnd: Date
-        public init(runId: String, flowId: String, params: [String: JSONValue], logicalDate: Date, dataIntervalStart: Date, dataIntervalEnd: Date) {
+        /// In a run started by assets: the events that started it.
+        public var triggeringEvents: JSONValue?
+        public init(runId: String, flowId: String, params: [String: JSONValue], logicalDate: Date, dataIntervalStart: Date, dataIntervalEnd: Date,
+                    triggeringEvents: JSONValue? = nil) {
             self.runId = runId; self.flowId = flowId; self.params = params
             self.logicalDate = logicalDate; self.dataIntervalStart = dataIntervalStart; self.dataIntervalEnd = dataIntervalEnd
+            self.triggeringEvents = triggeringEvents
         }
     }
 
@@ -56,6 +60,7 @@ public enum TaskMessageBuilder {
                                          dataIntervalEnd: run.dataIntervalEnd, params: params, upstream: upstream,
                                          timeoutSeconds: t.timeoutSeconds, mapIndex: t.mapIndex,
                                          mapItem: t.mapIndex == nil ? nil : (t.mapItem ?? .null))
+            inv.triggeringEvents = run.triggeringEvents
             if let watched = def?.sensor?.externalFlow {
                 inv.externalRun = externalRuns[watched] ?? ["flowId": .string(watched)]
             }

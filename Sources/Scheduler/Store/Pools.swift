@@ -1,5 +1,5 @@
 import CeleryProtocol
-public import FlowKit
+import FlowKit
 public import Foundation
 import PostgresClient
 

@@ -65,7 +65,10 @@ extension SchedulerStore {
     func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> [(String, [any PGEncodable])] {
         let upstreamIds = Array(Set(taskIds.flatMap { graph.tasks[$0]?.upstream ?? [] }))
         var out: [(String, [any PGEncodable])] = [
-            ("SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end FROM runs WHERE id = $1", [runPk]),
+            ("""
+             SELECT run_id, flow_id, params::text AS params, logical_date, data_interval_start, data_interval_end,
+                    triggering_events::text AS triggering_events FROM runs WHERE id = $1
+             """, [runPk]),
             ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND result IS NOT NULL",
              [runPk, upstreamIds]),
         ]
@@ -94,7 +97,8 @@ extension SchedulerStore {
             runId: run.string("run_id")!, flowId: run.string("flow_id")!,
             params: (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:],
             logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
-            dataIntervalEnd: run.date("data_interval_end")!)
+            dataIntervalEnd: run.date("data_interval_end")!,
+            triggeringEvents: run.string("triggering_events").flatMap { try? JSONValue.parse($0) })
         let tries = rows.map {
             TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
                                    queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),

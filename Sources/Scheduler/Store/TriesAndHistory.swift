@@ -131,6 +131,7 @@ extension SchedulerStore {
         var freesSlot = false
         var deadlines = ColumnBatch()
         var notes = NotificationBatch()
+        var assetEvents: [(uri: String, source: String, runId: String?, taskId: String?, extra: JSONValue)] = []
         for (pk, ev) in outcomes {
             let task = ev.taskId!, t = ev.tryNumber!, key = "\(pk)/\(task)"
             let at = Date(timeIntervalSince1970: ev.at)
@@ -179,6 +180,9 @@ extension SchedulerStore {
                 notes.add(refs.notifiers(for: event), event: event, flow: ti.string("flow_id")!, runPk: pk, runId: runId, task: task,
                           try: t, state: newState.rawValue, error: error)
             }
+            if newState == .success, let outlets = graph.tasks[task]?.outlets, let runId = ev.runId {
+                assetEvents += outlets.map { (uri: $0, source: "task", runId: runId, taskId: task, extra: ev.result ?? .null) }
+            }
             if newState == .success, graph.tasks[task]?.kind == TaskBody.branchKind {
                 branchChoices[pk, default: [:]][task] = ev.result?.arrayValue?.compactMap(\.stringValue) ?? []
             }
@@ -186,6 +190,8 @@ extension SchedulerStore {
         updates.apply(s)
         h.insert(s)
         notes.insert(s, now: now)
+        // Outlets' asset events, and the runs they complete, commit with the successes.
+        try recordAssetEvents(s, assetEvents, now: now)
         if !deadlines.isEmpty {
             s.enqueue("""
                 UPDATE task_instances t SET poke_deadline = u.at

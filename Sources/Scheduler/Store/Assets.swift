@@ -1,0 +1,142 @@
+public import FlowKit
+public import Foundation
+import PostgresClient
+
+/// Assets and data-aware scheduling: asset events (from tasks' outlets and the API), the flows
+/// scheduled on them, and the runs those events start.
+extension SchedulerStore {
+    /// Records asset events and starts the runs they complete, in the caller's transaction.
+    /// For each flow scheduled on one of these assets, its watermark rows are locked (in flow
+    /// and URI order); when every one of its assets has an event past its watermark, a queued
+    /// `asset` run is created with those events, and the watermarks move to them. A concurrent
+    /// recorder waits for the locks and then sees the moved watermarks: an event starts each
+    /// consumer at most once, and an event committed meanwhile is seen by one of them.
+    @discardableResult
+    func recordAssetEvents(_ s: PGSession, _ events: [(uri: String, source: String, runId: String?, taskId: String?, extra: JSONValue)],
+                           now: Date) throws -> [RunRecord] {
+        guard !events.isEmpty else { return [] }
+        let uris = Array(Set(events.map(\.uri))).sorted()
+        try s.query("INSERT INTO assets (uri) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", [uris])
+        // The assets' rows serialise their events: an event's id is drawn only after the previous
+        // recorder of that asset committed, so a watermark never passes an event still to commit.
+        try s.query("SELECT uri FROM assets WHERE uri = ANY($1::text[]) ORDER BY uri FOR UPDATE", [uris])
+        try s.query("""
+            INSERT INTO asset_events (uri, source, run_id, task_id, extra, at)
+            SELECT u, src, r, t, x::jsonb, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS e(u, src, r, t, x)
+            """, [events.map(\.uri), events.map(\.source), events.map(\.runId), events.map(\.taskId), events.map { $0.extra.jsonbText }, now])
+        let consumers = try s.query("SELECT DISTINCT flow_id FROM asset_watermarks WHERE uri = ANY($1::text[]) ORDER BY flow_id", [uris]).all
+            .map { $0.string("flow_id")! }
+        var created: [RunRecord] = []
+        for flow in consumers {
+            let marks = try s.query("""
+                SELECT w.uri, w.consumed_id, (SELECT max(id) FROM asset_events e WHERE e.uri = w.uri) AS latest
+                FROM asset_watermarks w WHERE w.flow_id = $1 ORDER BY w.uri FOR UPDATE
+                """, [flow]).all
+            guard !marks.isEmpty, marks.allSatisfy({ ($0.int("latest") ?? 0) > $0.int("consumed_id")! }) else { continue }
+            guard let f = try s.query("SELECT current_version, is_active, is_paused FROM flows WHERE flow_id = $1", [flow]).first,
+                  f.bool("is_active") == true else { continue }
+            let triggering = try s.query("""
+                SELECT COALESCE(jsonb_agg(jsonb_build_object('id', e.id, 'uri', e.uri, 'extra', e.extra, 'at', e.at, 'runId', e.run_id,
+                                                             'taskId', e.task_id, 'source', e.source) ORDER BY e.id), '[]')::text AS events
+                FROM asset_watermarks w JOIN asset_events e ON e.uri = w.uri AND e.id > w.consumed_id AND e.id <= $2
+                WHERE w.flow_id = $1
+                """, [flow, marks.compactMap { $0.int("latest") }.max() ?? 0]).first!.string("events")!
+            let version = f.int("current_version")!
+            let graph = try graphs.graph(s, flow: flow, version: version)
+            let params = try graph.definition.resolveParams(conf: [:])
+            guard let run = try insertRun(s, flowId: flow, version: version, kind: "asset", conf: [:], params: params,
+                                          logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline) else { continue }
+            try s.query("UPDATE runs SET triggering_events = $2::jsonb WHERE id = $1", [run.id, triggering])
+            try s.query("""
+                UPDATE asset_watermarks w SET consumed_id = m.latest
+                FROM unnest($2::text[], $3::bigint[]) AS m(uri, latest) WHERE w.flow_id = $1 AND w.uri = m.uri
+                """, [flow, marks.map { $0.string("uri")! }, marks.map { $0.int("latest") ?? 0 }])
+            created.append(run)
+        }
+        return created
+    }
+
+    /// An event posted from outside (`POST /api/v1/assets/events`): recorded, and the runs it
+    /// completes created, in one transaction.
+    public func postAssetEvent(uri: String, extra: JSONValue, now: Date) async throws -> (eventId: Int, runs: [RunRecord]) {
+        guard Flow.isValidAssetURI(uri) else { throw BadRequest("`\(uri)` is not an asset URI: use scheme://name, e.g. s3://bucket/key") }
+        return try await db.run { [self] s in
+            try s.transaction {
+                let runs = try recordAssetEvents(s, [(uri, "api", nil, nil, extra)], now: now)
+                let id = try s.query("SELECT max(id) AS id FROM asset_events WHERE uri = $1", [uri]).first!.int("id")!
+                return (id, runs)
+            }
+        }
+    }
+
+    /// Registers the assets flows name (outlets and schedules) and the flows' watermarks: a flow
+    /// newly scheduled on an asset starts from the asset's latest event, not from its history.
+    func registerAssets(_ s: PGSession, _ defs: [FlowDefinition]) throws {
+        let uris = Array(Set(defs.flatMap { ($0.assets ?? []) + $0.tasks.flatMap { $0.outlets ?? [] } })).sorted()
+        guard !uris.isEmpty else { return }
+        try s.query("INSERT INTO assets (uri) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", [uris])
+        for d in defs {
+            let watched = d.assets ?? []
+            try s.query("DELETE FROM asset_watermarks WHERE flow_id = $1 AND NOT (uri = ANY($2::text[]))", [d.id, watched])
+            try s.query("""
+                INSERT INTO asset_watermarks (flow_id, uri, consumed_id)
+                SELECT $1, u, COALESCE((SELECT max(id) FROM asset_events e WHERE e.uri = u), 0) FROM unnest($2::text[]) AS u
+                ON CONFLICT DO NOTHING
+                """, [d.id, watched])
+        }
+    }
+
+    /// Every asset with its latest event and the flows scheduled on it.
+    public func assets() async throws -> [AssetRecord] {
+        try await db.run { s in
+            try s.query("""
+                SELECT a.uri, a.created_at, le.id AS last_id, le.at AS last_at, (SELECT count(*) FROM asset_events e WHERE e.uri = a.uri) AS events,
+                       COALESCE((SELECT array_agg(flow_id ORDER BY flow_id) FROM asset_watermarks w WHERE w.uri = a.uri), '{}') AS consumers
+                FROM assets a LEFT JOIN LATERAL (SELECT id, at FROM asset_events e WHERE e.uri = a.uri ORDER BY id DESC LIMIT 1) le ON true
+                ORDER BY a.uri
+                """).all.map(AssetRecord.init)
+        }
+    }
+
+    /// An asset's events, newest first.
+    public func assetEvents(uri: String, limit: Int = 100) async throws -> [AssetEventRecord] {
+        try await db.run { s in
+            guard try s.query("SELECT 1 FROM assets WHERE uri = $1", [uri]).first != nil else { throw NotFound("unknown asset `\(uri)`") }
+            return try s.query("""
+                SELECT id, uri, source, run_id, task_id, extra::text AS extra, at FROM asset_events WHERE uri = $1 ORDER BY id DESC LIMIT $2
+                """, [uri, limit]).all.map { r in
+                AssetEventRecord(id: r.int("id")!, uri: r.string("uri")!, source: r.string("source")!, runId: r.string("run_id"),
+                                 taskId: r.string("task_id"), extra: (try? JSONValue.parse(r.string("extra") ?? "{}")) ?? [:], at: r.date("at")!)
+            }
+        }
+    }
+}
+
+public struct AssetRecord: Codable, Sendable {
+    public var uri: String
+    public var createdAt: Date
+    public var events: Int
+    public var lastEventId: Int?
+    public var lastEventAt: Date?
+    /// Flows scheduled on it.
+    public var consumers: [String]
+
+    init(_ r: PGRow) {
+        uri = r.string("uri")!
+        createdAt = r.date("created_at")!
+        events = r.int("events")!
+        lastEventId = r.int("last_id")
+        lastEventAt = r.date("last_at")
+        consumers = r.strings("consumers")
+    }
+}
+
+public struct AssetEventRecord: Codable, Sendable {
+    public var id: Int
+    public var uri: String
+    public var source: String
+    public var runId: String?
+    public var taskId: String?
+    public var extra: JSONValue
+    public var at: Date
+}
