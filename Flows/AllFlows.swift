@@ -14,4 +14,5 @@ public let allFlows: [Flow] = [
     exampleMapping,
     examplePool,
     exampleSensor,
+    exampleWebhook,
 ]

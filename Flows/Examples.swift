@@ -167,3 +167,17 @@ public let exampleAssetConsumer = Flow(
         return ["count": .int(events.count), "extra": events.first?["extra"] ?? .null]
     }
 }
+
+/// A webhook trigger: `POST /api/v1/hooks/example_webhook` with a JSON body of the params,
+/// signed with the secret in `FLOWKIT_CONN_HOOK_EXAMPLE` on the API (or sent as a bearer token);
+/// `receive` returns the params it got. An `Idempotency-Key` header makes a repeated delivery
+/// return the first run.
+public let exampleWebhook = Flow(
+    "example_webhook",
+    description: "started by a signed webhook; returns the payload it was given",
+    tags: ["example"],
+    webhook: WebhookTrigger(secret: "hook_example"),
+    params: [Param("file", .string, description: "the object that landed"), Param("bytes", .int, default: 0)]
+) { f in
+    f.task("receive") { ctx in ["file": ctx.param("file") ?? .null, "bytes": ctx.param("bytes") ?? 0] }
+}

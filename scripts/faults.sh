@@ -2,7 +2,8 @@
 # `make faults`: faults injected into a running system — real PostgreSQL and Redis, the API, two
 # schedulers and two workers as separate processes — each followed by the same checks:
 #   every run reaches its correct final state; no task instance lost; exactly one recorded
-#   success per task try; exactly one run per cron tick.
+#   success per task try; exactly one run per cron tick. Scenario 12 checks the notification
+#   outbox instead: every notification delivered, each with its stable delivery id.
 # Each row also shows two figures for the scenario's runs:
 #   DUP    duplicate executions: tries that workers ran, and reported, more than once;
 #   STALL  the longest time without any task state change, from the moment the fault was over
@@ -27,6 +28,8 @@ export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:55632/faults"
 export FLOWKIT_REDIS_URL="redis://127.0.0.1:56579/0"
 export FLOWKIT_CONN_WAREHOUSE="$FLOWKIT_DATABASE_URL" FLOWKIT_DATA_DIR="$work/data" FLOWKIT_LOG_LEVEL=warning
 export FLOWKIT_API_TOKENS="admin:faults-admin" FLOWKIT_API_TOKEN="faults-admin" FLOWKIT_API_URL="http://127.0.0.1:18300"
+# example_alert's webhook (scenario 12): nothing listens there until the scenario starts a receiver.
+export FLOWKIT_CONN_ALERTS="http://127.0.0.1:18399/hooks" FLOWKIT_CONN_ALERTS_SECRET="faults-secret"
 "$flowctl" migrate >/dev/null
 
 declare -A pids
@@ -222,6 +225,47 @@ scripts/services.sh restart-postgres 2; fault_over=$(now)
 check "PostgreSQL restarted under the 1-to-500-to-1 load ($runs_w3 runs of bench_w3)" "$runs_w3" strict
 kill -TERM "${pids[sched1]}" "${pids[sched2]}"; wait "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null
 start sched1 "${sched_args[@]}"; start sched2 "${sched_args[@]}"
+
+# 12. Notifications: the webhook receiver is down and the leader scheduler is killed while
+#     deliveries are pending. After recovery every notification must arrive. Delivery is at
+#     least once — a leader killed between sending and recording sends again after its lease —
+#     so the check is that each arrives with its stable X-FlowKit-Delivery id; DUP counts the
+#     repeated POSTs a receiver would deduplicate.
+hooks="$work/hooks.jsonl"; : >"$hooks"
+for i in $(seq 1 100); do   # the schedulers just restarted: example_alert is registered again
+  [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'example_alert'")" = t ] && break; sleep 0.2
+done
+scenario_runs=(); batch_started=$(now)
+for i in 1 2 3; do scenario_runs+=("$(trigger example_alert)"); done
+in_scenario="run_id = ANY(string_to_array('${scenario_runs[*]}', ' '))"
+wait_runs 60
+for i in $(seq 1 60); do   # every notification has failed an attempt against the missing receiver
+  [ "$(sql "SELECT count(*) FROM notifications WHERE $in_scenario AND status = 'pending' AND attempts > 0")" = 6 ] && break; sleep 0.5
+done
+leader_port=$(sql "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.objid = 7240003 AND l.granted")
+leader_pid=$(ss -tnpH "sport = :${leader_port:-0}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+leader=sched1; [ "${leader_pid:-}" = "${pids[sched2]}" ] && leader=sched2
+kill9 "$leader"
+python3 scripts/webhook_receiver.py 18399 "$hooks" & receiver=$!
+start "$leader" "${sched_args[@]}"; fault_over=$(now)
+for i in $(seq 1 180); do
+  [ "$(sql "SELECT count(*) FROM notifications WHERE $in_scenario AND status = 'delivered'")" = 6 ] && break; sleep 0.5
+done
+delivered=$(sql "SELECT count(*) FROM notifications WHERE $in_scenario AND status = 'delivered'")
+took=$(awk -v a="$fault_over" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+kill -9 "$receiver" 2>/dev/null; wait "$receiver" 2>/dev/null
+read -r posts keys < <(python3 -c '
+import json, sys
+hits = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = {{k.lower(): v for k, v in h["headers"].items()}.get("x-flowkit-delivery") for h in hits}
+print(len(hits), len(keys - {None}))' "$hooks")
+missing=$(sql "SELECT count(*) FROM notifications WHERE $in_scenario" | awk -v k="$keys" '{ print $1 - k }')
+name="webhook receiver down, leader scheduler ($leader) killed with 6 deliveries pending"
+if [ "$delivered" = 6 ] && [ "$missing" = 0 ]; then
+  results+=("ok|$name|$((posts - keys))|${took}s|6 delivered, $posts POSTs, each with its delivery id (at least once)")
+else
+  results+=("FAIL|$name|$((posts - keys))|${took}s|$delivered of 6 delivered, $keys distinct delivery ids in $posts POSTs")
+fi
 
 echo
 printf '%-6s %-92s %5s %7s  %s\n' RESULT SCENARIO DUP STALL DETAIL

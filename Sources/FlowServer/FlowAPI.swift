@@ -2,6 +2,7 @@ public import FlowKit
 public import Foundation
 public import Hummingbird
 public import Logging
+import HTTPTypes
 public import Prometheus
 public import Scheduler
 
@@ -33,6 +34,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/pools"), ("PUT", "/api/v1/pools/{pool}"), ("DELETE", "/api/v1/pools/{pool}"),
         ("GET", "/api/v1/notifications"),
         ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
+        ("POST", "/api/v1/hooks/{flow_id}"),
     ]
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
@@ -208,6 +210,10 @@ public struct FlowAPI: Sendable {
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
         }
+        // A flow's webhook: authenticated by the flow's own secret, not by an API token.
+        router.on(RouterPath("/api/v1/hooks/{flow_id}"), method: .post) { req, ctx -> Response in
+            do { return try await self.hook(req, ctx) } catch { return self.errorResponse(error, request: req) }
+        }
         handle(router, .get, "/api/v1/assets", role: .read) { _, _ in
             try json(["assets": try await self.store.assets()])
         }
@@ -264,6 +270,41 @@ public struct FlowAPI: Sendable {
             try await self.store.deletePool(name: name)
             return try json(["deleted": JSONValue.string(name)])
         }
+    }
+
+    /// `POST /api/v1/hooks/{flow}`: checks the delivery against the flow's webhook secret (an
+    /// HMAC signature of the body, or the secret as a bearer token), maps the JSON body onto the
+    /// flow's params and starts a run; a repeated `Idempotency-Key` returns the first run (200).
+    func hook(_ req: Request, _ c: BasicRequestContext) async throws -> Response {
+        let flow = try param(c, "flow_id")
+        var r = req
+        let buffer = try await r.collectBody(upTo: config.maxBodyBytes)
+        let raw = Array(buffer.readableBytesView)
+        guard let hook = try await store.webhook(of: flow) else { throw NotFound("flow `\(flow)` has no webhook") }
+        guard let secret = SchedulerDaemon.environmentConnections()[hook.secret], !secret.isEmpty else {
+            // Refused, not "unavailable": no delivery can be checked until the secret is set.
+            throw APIError(.forbidden, "webhook_unconfigured",
+                           "flow `\(flow)`'s webhook secret is not configured: set FLOWKIT_CONN_\(hook.secret.uppercased()) on the API")
+        }
+        let signature = req.headers[HTTPField.Name("X-FlowKit-Signature")!]
+        let bearer = req.headers[.authorization].flatMap { $0.lowercased().hasPrefix("bearer ") ? String($0.dropFirst(7)) : nil }
+        let expected = "sha256=" + SHA256.hmac(key: Array(secret.utf8), message: raw).map { String(format: "%02x", $0) }.joined()
+        guard (signature.map { APITokens.constantTimeEqual(Array($0.utf8), Array(expected.utf8)) } ?? false)
+                || (bearer.map { APITokens.constantTimeEqual(Array($0.utf8), Array(secret.utf8)) } ?? false) else {
+            throw APIError(.unauthorized, "unauthorized", "the delivery is not signed with flow `\(flow)`'s webhook secret (X-FlowKit-Signature: sha256=<HMAC-SHA256 of the body>, or Authorization: Bearer <secret>)")
+        }
+        var body: JSONValue = [:]
+        if !raw.isEmpty {
+            do { body = try JSONValue.parse(Data(raw)) } catch {
+                throw APIError(.badRequest, "malformed_json", "the webhook body is not valid JSON: \(Self.describe(error))")
+            }
+        }
+        guard let conf = body.objectValue else { throw APIError(.badRequest, "malformed_json", "the webhook body must be a JSON object of the flow's params") }
+        var key = req.headers[HTTPField.Name("Idempotency-Key")!]
+        if let k = key, k.isEmpty || k.utf8.count > 200 { throw APIError.badRequest("Idempotency-Key must be 1–200 bytes") }
+        if key?.isEmpty == true { key = nil }
+        let (run, created) = try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
+        return try json(run, status: created ? .created : .ok)
     }
 
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.

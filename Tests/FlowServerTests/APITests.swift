@@ -3,8 +3,12 @@ import FlowKitTesting
 import FlowServer
 import Flows
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 import NIOCore
+import Scheduler
 
 @Suite("HTTP API", .serialized)
 struct APITests {
@@ -173,6 +177,57 @@ struct APITests {
             // Once they are gone (cut off by the header timeout), the address may connect again.
             for h in held { _ = h.readUntilClosed(seconds: 15) }
             try await eventually("the address to be let in again") { (try? await api.request("GET", "/health").status) == 200 }
+        }
+    }
+
+    @Test("webhook triggers: a signed delivery (or the secret as a bearer token) starts a run with the payload as params; a repeated Idempotency-Key, also sent ten times at once, makes one run; bad signatures and payloads are refused")
+    func webhooks() async throws {
+        setenv("FLOWKIT_CONN_HOOK_EXAMPLE", "hook-secret", 1)
+        try await withAPI { api in
+            func sign(_ body: String) -> String {
+                "sha256=" + SHA256.hmac(key: Array("hook-secret".utf8), message: Array(body.utf8)).map { String(format: "%02x", $0) }.joined()
+            }
+            func post(_ body: String, headers: [String: String]) async throws -> (Int, JSONValue) {
+                var req = URLRequest(url: URL(string: api.base + "/api/v1/hooks/example_webhook")!, timeoutInterval: 10)
+                req.httpMethod = "POST"
+                req.httpBody = Data(body.utf8)
+                for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
+                let (data, resp) = try await URLSession.shared.data(for: req)
+                return ((resp as! HTTPURLResponse).statusCode, (try? JSONValue.parse(data)) ?? .null)
+            }
+            let body = #"{"file": "s3://landing/a.csv", "bytes": 12}"#
+            let (status, run) = try await post(body, headers: ["X-FlowKit-Signature": sign(body), "Idempotency-Key": "delivery-1"])
+            #expect(status == 201 && run["triggerKind"] == "webhook")
+            let runId = try #require(run["runId"]?.stringValue)
+            let again = try await post(body, headers: ["X-FlowKit-Signature": sign(body), "Idempotency-Key": "delivery-1"])
+            #expect(again.0 == 200 && again.1["runId"]?.stringValue == runId)
+            try await eventually("the hook run to succeed") { try await api.store.run(runId).state == "success" }
+            #expect(try await api.store.taskInstances(runId: runId).first?.result == ["file": "s3://landing/a.csv", "bytes": 12])
+
+            // Ten identical deliveries at once: one run.
+            let statuses = try await withThrowingTaskGroup(of: (Int, String?).self) { g in
+                for _ in 0..<10 {
+                    g.addTask { let r = try await post(body, headers: ["Authorization": "Bearer hook-secret", "Idempotency-Key": "burst"]); return (r.0, r.1["runId"]?.stringValue) }
+                }
+                var out: [(Int, String?)] = []
+                for try await r in g { out.append(r) }
+                return out
+            }
+            #expect(statuses.filter { $0.0 == 201 }.count == 1 && statuses.filter { $0.0 == 200 }.count == 9)
+            #expect(Set(statuses.compactMap(\.1)).count == 1)
+
+            #expect(try await post(body, headers: ["X-FlowKit-Signature": sign(body + " ")]).0 == 401)
+            #expect(try await post(body, headers: [:]).0 == 401)
+            let wrongType = #"{"file": "x", "bytes": "many"}"#
+            let typed = try await post(wrongType, headers: ["X-FlowKit-Signature": sign(wrongType)])
+            #expect(typed.0 == 400 && typed.1["error"] == "invalid_conf")
+            let broken = "{nope"
+            #expect(try await post(broken, headers: ["X-FlowKit-Signature": sign(broken)]).1["error"] == "malformed_json")
+            var req = URLRequest(url: URL(string: api.base + "/api/v1/hooks/example_sleep")!)
+            req.httpMethod = "POST"
+            req.httpBody = Data("{}".utf8)
+            let (_, noHook) = try await URLSession.shared.data(for: req)
+            #expect((noHook as! HTTPURLResponse).statusCode == 404)
         }
     }
 

@@ -34,6 +34,8 @@ public struct Flow: Sendable {
     /// the flow's last asset-triggered run (with a cron `schedule` too, either one starts a run,
     /// like Airflow 3's `AssetOrTimeSchedule`).
     public var assets: [String]
+    /// Starts runs from `POST /api/v1/hooks/{flow}` (nil: no hook).
+    public var webhook: WebhookTrigger?
     public var params: [Param]
     /// Who hears about failures, retries and ends (tasks may choose their own task events).
     public var notify: Notifications
@@ -43,7 +45,7 @@ public struct Flow: Sendable {
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
-                deadline: RunDeadline? = nil, assets: [String] = [],
+                deadline: RunDeadline? = nil, assets: [String] = [], webhook: WebhookTrigger? = nil,
                 params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -56,6 +58,7 @@ public struct Flow: Sendable {
         self.runTimeout = runTimeout
         self.deadline = deadline
         self.assets = assets
+        self.webhook = webhook
         self.params = params
         self.notify = notify
         self.defaults = defaults

@@ -50,6 +50,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var deadline: RunDeadline?
     /// Assets that start runs (absent when none).
     public var assets: [String]?
+    /// The webhook that starts runs (absent when none).
+    public var webhook: WebhookTrigger?
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
     public var edges: [[String]]
@@ -68,6 +70,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         notify = flow.notify.isEmpty ? nil : flow.notify
         deadline = flow.deadline
         assets = flow.assets.isEmpty ? nil : flow.assets
+        webhook = flow.webhook
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?

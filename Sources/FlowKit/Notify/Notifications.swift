@@ -126,3 +126,13 @@ public struct RunDeadline: Sendable, Hashable, Codable {
     public static func afterLogicalDate(_ d: Duration) -> RunDeadline { RunDeadline(after: .logicalDate, seconds: d.seconds) }
     public static func afterStart(_ d: Duration) -> RunDeadline { RunDeadline(after: .start, seconds: d.seconds) }
 }
+
+/// A flow started by `POST /api/v1/hooks/{flow}`: the JSON body becomes the run's conf (checked
+/// against the flow's params), and the request proves itself with the secret in the API's
+/// named connection `secret` (`FLOWKIT_CONN_<NAME>`): an `X-FlowKit-Signature: sha256=<HMAC-SHA256
+/// of the body>` header, or `Authorization: Bearer <secret>`. An `Idempotency-Key` header makes
+/// a repeated delivery return the run it made the first time.
+public struct WebhookTrigger: Sendable, Hashable, Codable {
+    public var secret: String
+    public init(secret: String) { self.secret = secret }
+}

@@ -25,6 +25,52 @@ extension SchedulerStore {
         }
     }
 
+    /// A run started by the flow's webhook. With an idempotency key, a repeated delivery returns
+    /// the run the first one made (`created` false), also when both arrive at once.
+    public func createHookRun(flowId: String, conf: [String: JSONValue], idempotencyKey: String?, now: Date) async throws -> (run: RunRecord, created: Bool) {
+        try await db.run { [self] s in
+            try s.transaction {
+                guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first,
+                      f.bool("is_active") == true else {
+                    throw NotFound("no active flow `\(flowId)` has a webhook")
+                }
+                let version = f.int("current_version")!
+                let graph = try graphs.graph(s, flow: flowId, version: version)
+                guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
+                let params = try graph.definition.resolveParams(conf: conf)
+                if let key = idempotencyKey {
+                    // The unique index decides between concurrent deliveries; the loser reads the winner's run.
+                    let inserted = try s.query("""
+                        INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start,
+                                               data_interval_end, deadline_at, idempotency_key)
+                        VALUES ($1, $2, $3, 'webhook', $4::jsonb, $5::jsonb, 'queued', $6, $6, $6, $7, $8)
+                        ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                        RETURNING \(RunRecord.columns)
+                        """, ["webhook__\(Self.compactDate(now))__\(UUID().uuidString.prefix(8).lowercased())", flowId, version,
+                              JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText, now,
+                              graph.definition.deadline.flatMap { $0.after == .logicalDate ? now.addingTimeInterval($0.seconds) : nil }, key]).first
+                    if let inserted {
+                        s.notifyAfterCommit("flowkit_runs", flowId)
+                        return (RunRecord(inserted), true)
+                    }
+                    let row = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND r.idempotency_key = $2", [flowId, key]).first!
+                    return (RunRecord(row), false)
+                }
+                let run = try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
+                                        logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!
+                return (run, true)
+            }
+        }
+    }
+
+    /// The webhook of a flow's current version, for the API to check a delivery's secret.
+    public func webhook(of flowId: String) async throws -> WebhookTrigger? {
+        try await db.run { [self] s in
+            guard let f = try s.query("SELECT current_version FROM flows WHERE flow_id = $1 AND is_active", [flowId]).first else { return nil }
+            return try graphs.graph(s, flow: flowId, version: f.int("current_version")!).definition.webhook
+        }
+    }
+
     /// Inserts a queued run; nil when a scheduled run for that tick already exists.
     func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
                    logicalDate: Date, intervalStart: Date, intervalEnd: Date, deadline: RunDeadline? = nil) throws -> RunRecord? {
