@@ -297,7 +297,8 @@ def measure(db, sampler, since, name, client_errors, extra_checks=(), bound_trig
     qr = [float(x[0]) for x in db.rows(f"""SELECT extract(epoch FROM t.started_at - t.queued_at) FROM task_tries t JOIN runs r ON r.id = t.run_pk
                                           WHERE r.created_at >= '{since}' AND t.started_at IS NOT NULL""")]
     failed = db.value(f"SELECT count(*) FROM runs WHERE created_at >= '{since}' AND state <> 'success'")
-    r.cells = {"runs": f"{done}/{total}", "end": ends, "qr": qr, "idle": sampler.idle_tx, "lockw": sampler.lock_wait}
+    r.cells = {"runs": f"{done}/{total}", "end": ends, "qr": qr, "idle": sampler.idle_tx, "lockw": sampler.lock_wait,
+               "idle_query": sampler.idle_tx_query, "lock_query": sampler.lock_query}
     if client_errors:
         r.problems.append(f"{len(client_errors)} client errors, e.g. {client_errors[0]}")
     if not finished or done != total:
@@ -423,6 +424,12 @@ def main():
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    # Where a session waited, even under the bounds: the next stall is then easier to place.
+    for r in results:
+        c = r.cells
+        if c.get("idle", 0) > 1 or c.get("lockw", 0) > 1:
+            print(f"note {r.name}: idle in transaction {c.get('idle', 0):.2f}s after `{c.get('idle_query', '')}`; "
+                  f"lock wait {c.get('lockw', 0):.2f}s in `{c.get('lock_query', '')}`")
     bad = [r for r in results if r.problems]
     for r in bad:
         print(f"FAIL {r.name}: " + "; ".join(r.problems))
