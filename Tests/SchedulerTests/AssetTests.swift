@@ -9,6 +9,8 @@ import Testing
 let producer = Flow("producer") { f in f.task("make", outlets: ["demo://a"]) { _ in nil } }
 let consumerAB = Flow("consumer_ab", assets: ["demo://a", "demo://b"]) { f in _ = noop(f, "t") }
 let consumerA = Flow("consumer_a", assets: ["demo://a"]) { f in _ = noop(f, "t") }
+/// Airflow's AssetOrTimeSchedule: hourly, or whenever demo://a has an event.
+let hourlyOrAsset = Flow("hourly_or_asset", schedule: .cron("0 * * * *"), assets: ["demo://a"]) { f in _ = noop(f, "t") }
 
 @Suite("Assets", .serialized)
 struct AssetTests {
@@ -31,6 +33,17 @@ struct AssetTests {
         #expect(ab.count == 1)
         #expect((try JSONValue.parse(ab[0].string("events")!).arrayValue ?? []).compactMap { $0["uri"]?.stringValue } == ["demo://a", "demo://b"])
         await #expect(throws: BadRequest.self) { _ = try await h.store.postAssetEvent(uri: "nope", extra: [:], now: h.clock.now()) }
+    }
+
+    @Test("a flow on a cron schedule and an asset runs on either: a tick makes a scheduled run, an event an asset run")
+    func cronOrAsset() async throws {
+        let h = try await Harness.make([hourlyOrAsset])
+        // The flow was registered at 06:00; its next tick is 07:00.
+        h.clock.advance(by: 3600)
+        #expect(try await h.store.createDueScheduledRuns(now: h.clock.now()).map(\.triggerKind) == ["scheduled"])
+        _ = try await h.store.postAssetEvent(uri: "demo://a", extra: [:], now: h.clock.now())
+        let kinds = try await h.sql("SELECT trigger_kind FROM runs WHERE flow_id = 'hourly_or_asset' ORDER BY id").map { $0.string("trigger_kind")! }
+        #expect(kinds == ["scheduled", "asset"])
     }
 
     @Test("40 events posted at once through two schedulers' stores: each event starts exactly one consumer run, none is lost")
