@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A real HTTP receiver for notification tests: records every POST (path, headers, body) as a
-JSON line in OUT and answers STATUS (default 200). `--dedupe` answers 200 to a repeated
-X-FlowKit-Delivery without recording it again, as a receiver that deduplicates would.
+JSON line in OUT and answers STATUS (default 200). Repeats are recorded too: the callers count
+them by their X-FlowKit-Delivery id.
 
-  scripts/webhook_receiver.py PORT OUT [--status N] [--dedupe]
+  scripts/webhook_receiver.py PORT OUT [--status N]
 """
 import json
 import sys
@@ -12,20 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, out = int(sys.argv[1]), sys.argv[2]
 status = int(sys.argv[sys.argv.index("--status") + 1]) if "--status" in sys.argv else 200
-dedupe = "--dedupe" in sys.argv
-seen, lock = set(), threading.Lock()
+lock = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        key = self.headers.get("X-FlowKit-Delivery")  # case-insensitive lookup
-        with lock:
-            duplicate = dedupe and key in seen
-            seen.add(key)
-            if not duplicate:
-                with open(out, "a") as f:
-                    f.write(json.dumps({"path": self.path, "headers": dict(self.headers), "body": body.decode()}) + "\n")
+        with lock, open(out, "a") as f:
+            f.write(json.dumps({"path": self.path, "headers": dict(self.headers), "body": body.decode()}) + "\n")
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()

@@ -281,14 +281,14 @@ public struct FlowAPI: Sendable {
         let buffer = try await r.collectBody(upTo: config.maxBodyBytes)
         let raw = Array(buffer.readableBytesView)
         guard let hook = try await store.webhook(of: flow) else { throw NotFound("flow `\(flow)` has no webhook") }
-        guard let secret = SchedulerDaemon.environmentConnections()[hook.secret], !secret.isEmpty else {
+        guard let secret = namedConnections()[hook.secret], !secret.isEmpty else {
             // Refused, not "unavailable": no delivery can be checked until the secret is set.
             throw APIError(.forbidden, "webhook_unconfigured",
                            "flow `\(flow)`'s webhook secret is not configured: set FLOWKIT_CONN_\(hook.secret.uppercased()) on the API")
         }
-        let signature = req.headers[HTTPField.Name("X-FlowKit-Signature")!]
+        let signature = req.headers[HTTPField.Name(WebhookSignature.header)!]
         let bearer = req.headers[.authorization].flatMap { $0.lowercased().hasPrefix("bearer ") ? String($0.dropFirst(7)) : nil }
-        let expected = "sha256=" + SHA256.hmac(key: Array(secret.utf8), message: raw).map { String(format: "%02x", $0) }.joined()
+        let expected = WebhookSignature.value(secret: secret, body: raw)
         guard (signature.map { APITokens.constantTimeEqual(Array($0.utf8), Array(expected.utf8)) } ?? false)
                 || (bearer.map { APITokens.constantTimeEqual(Array($0.utf8), Array(secret.utf8)) } ?? false) else {
             throw APIError(.unauthorized, "unauthorized", "the delivery is not signed with flow `\(flow)`'s webhook secret (X-FlowKit-Signature: sha256=<HMAC-SHA256 of the body>, or Authorization: Bearer <secret>)")

@@ -48,11 +48,7 @@ public final class Worker: Sendable {
         var l = Logger(label: "flowkit.worker")
         l[metadataKey: "worker"] = "\(config.name)"
         self.logger = l
-        var conns: [String: String] = [:]
-        for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("FLOWKIT_CONN_") {
-            conns[String(k.dropFirst("FLOWKIT_CONN_".count)).lowercased()] = v
-        }
-        self.connections = conns
+        self.connections = namedConnections()
     }
 
     var info: JSONValue {

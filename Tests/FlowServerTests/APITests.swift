@@ -185,7 +185,7 @@ struct APITests {
         setenv("FLOWKIT_CONN_HOOK_EXAMPLE", "hook-secret", 1)
         try await withAPI { api in
             func sign(_ body: String) -> String {
-                "sha256=" + SHA256.hmac(key: Array("hook-secret".utf8), message: Array(body.utf8)).map { String(format: "%02x", $0) }.joined()
+                WebhookSignature.value(secret: "hook-secret", body: Array(body.utf8))
             }
             func post(_ body: String, headers: [String: String]) async throws -> (Int, JSONValue) {
                 var req = URLRequest(url: URL(string: api.base + "/api/v1/hooks/example_webhook")!, timeoutInterval: 10)

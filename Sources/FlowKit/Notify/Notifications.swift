@@ -4,9 +4,23 @@ public import Foundation
 public enum NotificationEvent: String, Sendable, Codable, CaseIterable {
     case onFailure = "on_failure", onRetry = "on_retry", onSuccess = "on_success"
     case onRunFailure = "on_run_failure", onRunSuccess = "on_run_success", onDeadlineMiss = "on_deadline_miss"
+}
 
-    /// Events about one task instance (the others are about a run).
-    public var isTaskEvent: Bool { self == .onFailure || self == .onRetry || self == .onSuccess }
+/// The signature FlowKit puts on (and checks on) a webhook body: `sha256=<hex HMAC-SHA256 of
+/// the body under the secret>`, in the `X-FlowKit-Signature` header.
+public enum WebhookSignature {
+    public static let header = "X-FlowKit-Signature"
+    public static func value(secret: String, body: [UInt8]) -> String {
+        "sha256=" + SHA256.hexString(SHA256.hmac(key: Array(secret.utf8), message: body))
+    }
+}
+
+/// Named connections from an environment (`FLOWKIT_CONN_<NAME>`, names lowercased): what tasks,
+/// notifiers and webhook triggers find by name. Workers, schedulers and the API each read their own.
+public func namedConnections(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+    var out: [String: String] = [:]
+    for (k, v) in environment where k.hasPrefix("FLOWKIT_CONN_") { out[String(k.dropFirst("FLOWKIT_CONN_".count)).lowercased()] = v }
+    return out
 }
 
 /// A notifier named in flow code: its kind and the named connection (or custom notifier name)

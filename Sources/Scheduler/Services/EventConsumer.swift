@@ -65,7 +65,7 @@ public final class EventConsumer: SchedulerDuty, @unchecked Sendable {
     /// once, never lost.
     public func apply(_ batch: [SchedulerBroker.StreamEntry], deferAck: Bool = true) async throws -> Int {
         guard !batch.isEmpty else { return 0 }
-        let store = context.store, broker = context.broker, logger = context.logger
+        let broker = context.broker, logger = context.logger
         let events = batch.compactMap(\.event)
         let undecodable = batch.compactMap { e in e.undecodable.map { (id: e.id, text: $0) } }
         if !undecodable.isEmpty {

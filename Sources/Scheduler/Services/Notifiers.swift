@@ -48,9 +48,9 @@ struct WebhookNotifier {
             throw DeliveryError("webhook `\(connection)` has no secret: set FLOWKIT_CONN_\(connection.uppercased())_SECRET on the scheduler")
         }
         let body = Data(try StableJSON.encode(m))
-        let signature = SHA256.hmac(key: Array(secret.utf8), message: Array(body)).map { String(format: "%02x", $0) }.joined()
         return try await postJSON(url, body: body, headers: [
-            "X-FlowKit-Signature": "sha256=\(signature)", "X-FlowKit-Delivery": m.deliveryId, "X-FlowKit-Event": m.event.rawValue,
+            WebhookSignature.header: WebhookSignature.value(secret: secret, body: Array(body)),
+            "X-FlowKit-Delivery": m.deliveryId, "X-FlowKit-Event": m.event.rawValue,
         ], timeout: timeout)
     }
 }

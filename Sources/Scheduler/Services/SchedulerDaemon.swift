@@ -112,7 +112,7 @@ public final class SchedulerDaemon: Sendable {
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
-                notifiers: [any Notifier] = [], connections: [String: String] = SchedulerDaemon.environmentConnections()) {
+                notifiers: [any Notifier] = [], connections: [String: String] = namedConnections()) {
         self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
         self.broker = SchedulerBroker(config: redis, consumer: config.name)
         self.leader = LeaderElector(databaseURL: databaseURL)
@@ -141,16 +141,6 @@ public final class SchedulerDaemon: Sendable {
         notificationDeliverer = NotificationDeliverer(context: context, config: config.notificationDeliverer,
                                                       notifiers: Dictionary(notifiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                       connections: connections)
-    }
-
-    /// Named connections from the environment (`FLOWKIT_CONN_<NAME>`, lowercased names), as
-    /// workers read them: notifiers find their URLs and secrets there.
-    public static func environmentConnections() -> [String: String] {
-        var out: [String: String] = [:]
-        for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("FLOWKIT_CONN_") {
-            out[String(k.dropFirst("FLOWKIT_CONN_".count)).lowercased()] = v
-        }
-        return out
     }
 
     var logger: Logger { context.logger }

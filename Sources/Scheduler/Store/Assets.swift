@@ -13,17 +13,18 @@ extension SchedulerStore {
     /// consumer at most once, and an event committed meanwhile is seen by one of them.
     @discardableResult
     func recordAssetEvents(_ s: PGSession, _ events: [(uri: String, source: String, runId: String?, taskId: String?, extra: JSONValue)],
-                           now: Date) throws -> [RunRecord] {
-        guard !events.isEmpty else { return [] }
+                           now: Date) throws -> (eventIds: [Int], runs: [RunRecord]) {
+        guard !events.isEmpty else { return ([], []) }
         let uris = Array(Set(events.map(\.uri))).sorted()
         try s.query("INSERT INTO assets (uri) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", [uris])
         // The assets' rows serialise their events: an event's id is drawn only after the previous
         // recorder of that asset committed, so a watermark never passes an event still to commit.
         try s.query("SELECT uri FROM assets WHERE uri = ANY($1::text[]) ORDER BY uri FOR UPDATE", [uris])
-        try s.query("""
+        let eventIds = try s.query("""
             INSERT INTO asset_events (uri, source, run_id, task_id, extra, at)
             SELECT u, src, r, t, x::jsonb, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS e(u, src, r, t, x)
-            """, [events.map(\.uri), events.map(\.source), events.map(\.runId), events.map(\.taskId), events.map { $0.extra.jsonbText }, now])
+            RETURNING id
+            """, [events.map(\.uri), events.map(\.source), events.map(\.runId), events.map(\.taskId), events.map { $0.extra.jsonbText }, now]).all.map { $0.int("id")! }
         let consumers = try s.query("SELECT DISTINCT flow_id FROM asset_watermarks WHERE uri = ANY($1::text[]) ORDER BY flow_id", [uris]).all
             .map { $0.string("flow_id")! }
         var created: [RunRecord] = []
@@ -53,7 +54,7 @@ extension SchedulerStore {
                 """, [flow, marks.map { $0.string("uri")! }, marks.map { $0.int("latest") ?? 0 }])
             created.append(run)
         }
-        return created
+        return (eventIds, created)
     }
 
     /// An event posted from outside (`POST /api/v1/assets/events`): recorded, and the runs it
@@ -62,9 +63,8 @@ extension SchedulerStore {
         guard Flow.isValidAssetURI(uri) else { throw BadRequest("`\(uri)` is not an asset URI: use scheme://name, e.g. s3://bucket/key") }
         return try await db.run { [self] s in
             try s.transaction {
-                let runs = try recordAssetEvents(s, [(uri, "api", nil, nil, extra)], now: now)
-                let id = try s.query("SELECT max(id) AS id FROM asset_events WHERE uri = $1", [uri]).first!.int("id")!
-                return (id, runs)
+                let recorded = try recordAssetEvents(s, [(uri, "api", nil, nil, extra)], now: now)
+                return (recorded.eventIds[0], recorded.runs)
             }
         }
     }

@@ -11,8 +11,9 @@ extension SchedulerStore {
     func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
         guard !taskIds.isEmpty else { return [] }
         var free = taskIds
-        if graph.definition.maxActiveTasks != nil || taskIds.contains(where: { graph.tasks[$0]?.isLimited ?? false }) {
-            parkLimited(s, runPk: runPk, taskIds: taskIds.filter { graph.isLimited($0) }, now: now)
+        let limited = taskIds.filter { graph.isLimited($0) }
+        if !limited.isEmpty {
+            parkLimited(s, runPk: runPk, taskIds: limited, now: now)
             free = taskIds.filter { !graph.isLimited($0) }
             guard !free.isEmpty else { return [] }
         }
