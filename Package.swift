@@ -30,6 +30,9 @@ let package = Package(
                        providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis",
                        providers: [.apt(["libhiredis-dev"])]),
+        // libcurl for the SMTP notifier (STARTTLS and auth); Foundation's URLSession links it already.
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
 
         // Small focused modules below the ones DESIGN.md names.
         .target(name: "ConnectionThread"),
@@ -44,7 +47,7 @@ let package = Package(
         .target(name: "ProcessSupport", dependencies: ["FlowKit"]),
 
         .target(name: "Scheduler", dependencies: [
-            "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
+            "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport", "CCurl",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "CoreMetrics", package: "swift-metrics"),

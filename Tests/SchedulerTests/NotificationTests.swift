@@ -93,3 +93,41 @@ struct NotificationTests {
         #expect(delivered.count == 20 && Set(delivered).count == 20 && delivered.contains(claimed[0].message.deliveryId))
     }
 }
+
+@Suite("Email notifier: connection and message")
+struct EmailNotifierUnitTests {
+    @Test("the SMTP connection: defaults, the password from its own variable, and errors that name the variable")
+    func connection() throws {
+        let c = try SMTPConnection(name: "mail", connections: [
+            "mail": "smtp://ops%40example.com:url-pass@mail.example.com?from=flowkit@example.com&to=a@example.com,%20b@example.com",
+            "mail_password": "from-env",
+        ])
+        #expect(c.url == "smtp://mail.example.com:587" && c.user == "ops@example.com" && c.password == "from-env")
+        #expect(c.to == ["a@example.com", "b@example.com"] && c.tls == .required && c.caFile == nil)
+        let s = try SMTPConnection(name: "s", connections: ["s": "smtps://h?from=x@y&to=z@w&tls=optional"])
+        #expect(s.url == "smtps://h:465" && s.tls == .optional && s.password == "")
+        func error(_ url: String?) -> String {
+            do { _ = try SMTPConnection(name: "mail", connections: url.map { ["mail": $0] } ?? [:]); return "" } catch { return "\(error)" }
+        }
+        #expect(error(nil).contains("FLOWKIT_CONN_MAIL"))
+        #expect(error("http://h?from=a@b&to=c@d").contains("FLOWKIT_CONN_MAIL is not an SMTP URL"))
+        #expect(error("smtp://h?to=c@d").contains("needs ?from="))
+        #expect(error("smtp://h?from=a@b").contains("needs &to="))
+        #expect(error("smtp://h?from=a@b&to=c@d&tls=maybe").contains("tls=maybe"))
+    }
+
+    @Test("the mail: headers, a stable Message-ID, an encoded non-ASCII subject, no line break smuggled from a log line")
+    func message() {
+        let m = NotificationMessage(deliveryId: "r1/t/2/on_failure/email:mail", event: .onFailure, flowId: "fl", runId: "r1",
+                                    taskId: "tâche", tryNumber: 2, state: "failed", error: "bad\r\nBcc: evil@example.com",
+                                    logTail: ["one", "two\nthree"], at: Date(timeIntervalSince1970: 0), runURL: "http://x/runs/r1")
+        let text = String(decoding: EmailNotifier.message(m, from: "f@example.com", to: ["a@example.com"]), as: UTF8.self)
+        let lines = text.components(separatedBy: "\r\n")
+        #expect(lines.contains("Message-ID: <r1/t/2/on_failure/email:mail@flowkit>"))
+        #expect(lines.contains("Date: Thu, 01 Jan 1970 00:00:00 +0000"))
+        #expect(lines.contains { $0.hasPrefix("Subject: =?UTF-8?B?") })
+        #expect(!lines.contains { $0.hasPrefix("Bcc:") })
+        #expect(lines.contains("  two three") && lines.contains("The run: http://x/runs/r1"))
+        #expect(!text.replacingOccurrences(of: "\r\n", with: "").contains("\n"))
+    }
+}

@@ -42,6 +42,71 @@ final class WebhookReceiver {
     deinit { stop(); try? FileManager.default.removeItem(atPath: out) }
 }
 
+/// A real SMTP server (`scripts/smtp_receiver.py`, aiosmtpd from PyPI) that requires STARTTLS,
+/// with a throwaway certificate, and AUTH as `flowkit` / `p@ss word`.
+final class SMTPReceiver {
+    let port: Int
+    let dir: String
+    var pid: pid_t = 0
+    static let user = "flowkit", password = "p@ss word"
+
+    init() throws {
+        port = try freePort()
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-smtp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Self.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", "\(dir)/key.pem", "-out", "\(dir)/cert.pem"])
+    }
+
+    var out: String { "\(dir)/mail.jsonl" }
+    var caFile: String { "\(dir)/cert.pem" }
+
+    func start() throws {
+        // The venv with aiosmtpd; made here when missing (a failure to make it fails the test).
+        let python = try Self.output([TestServers.repositoryRoot + "/scripts/testvenv.sh"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let argv = [python, TestServers.repositoryRoot + "/scripts/smtp_receiver.py", String(port), out,
+                    "\(dir)/cert.pem", "\(dir)/key.pem", Self.user, Self.password]
+        var cargs = argv.map { strdup($0) } + [nil]
+        defer { for a in cargs { free(a) } }
+        guard posix_spawn(&pid, python, nil, nil, &cargs, environ) == 0 else { throw TaskError("could not start the SMTP receiver") }
+    }
+
+    /// Waits until the server accepts connections.
+    func waitUntilListening() async throws {
+        try await eventually("the SMTP receiver listens on \(port)") {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = in_port_t(UInt16(port).bigEndian)
+            a.sin_addr.s_addr = inet_addr("127.0.0.1")
+            return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+        }
+    }
+
+    func stop() {
+        guard pid > 0 else { return }
+        kill(pid, SIGKILL)
+        var st: Int32 = 0
+        waitpid(pid, &st, 0)
+        pid = 0
+    }
+
+    var mails: [JSONValue] {
+        ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { try? JSONValue.parse(String($0)) }
+    }
+
+    static func run(_ argv: [String]) throws { _ = try output(argv) }
+
+    static func output(_ argv: [String]) throws -> String {
+        let r = try ProcessRunner.runToCompletion(argv)
+        guard r.status == 0 else { throw TaskError("\(argv[0]) failed (\(r.status)): \(r.output.suffix(500))") }
+        return r.output
+    }
+
+    deinit { stop(); try? FileManager.default.removeItem(atPath: dir) }
+}
+
 @Suite("Notifications end to end", .serialized)
 struct NotificationEndToEndTests {
     @Test("example_alert: a retry and a run failure give one signed POST each at a real receiver, also when it comes up late")
@@ -82,5 +147,47 @@ struct NotificationEndToEndTests {
         }
         unsetenv("FLOWKIT_CONN_ALERTS")
         unsetenv("FLOWKIT_CONN_ALERTS_SECRET")
+    }
+
+    @Test("email: a run failure is one mail over STARTTLS with auth at a real SMTP server; a wrong password is a recorded 535, not a loss")
+    func emailOverSMTP() async throws {
+        let smtp = try SMTPReceiver()
+        let base = "smtp://\(SMTPReceiver.user)@127.0.0.1:\(smtp.port)?from=flowkit@example.com&to=oncall@example.com,data@example.com&ca=\(smtp.caFile)"
+        setenv("FLOWKIT_CONN_MAIL", base, 1)
+        setenv("FLOWKIT_CONN_MAIL_PASSWORD", SMTPReceiver.password, 1)
+        setenv("FLOWKIT_CONN_BADMAIL", "smtp://flowkit:wrong@127.0.0.1:\(smtp.port)?from=flowkit@example.com&to=oncall@example.com&ca=\(smtp.caFile)", 1)
+        defer { for v in ["FLOWKIT_CONN_MAIL", "FLOWKIT_CONN_MAIL_PASSWORD", "FLOWKIT_CONN_BADMAIL"] { unsetenv(v) } }
+        try smtp.start()
+        try await smtp.waitUntilListening()
+        let flow = Flow("email_alert_test", notify: Notifications(onFailure: [.email("badmail")], onRunFailure: [.email("mail")])) { f in
+            f.task("boom") { ctx in
+                ctx.log("the line before the failure: ünïcödé")
+                throw TaskError("boom on purpose")
+            }
+        }
+        try await withSystem(flows: allFlows + [flow]) { sys in
+            let run = try await sys.trigger("email_alert_test")
+            #expect(try await sys.waitForRun(run) == "failed")
+            try await eventually("the run failure mailed, the bad login tried", timeout: 30) {
+                let n = try await sys.store.notifications(runId: run)
+                return n.contains { $0.event == "on_run_failure" && $0.status == "delivered" }
+                    && n.contains { $0.event == "on_failure" && !$0.attempts.isEmpty }
+            }
+            let mails = smtp.mails
+            try #require(mails.count == 1)
+            let mail = mails[0]
+            #expect(mail["tls"] == true && mail["user"]?.stringValue == SMTPReceiver.user)
+            #expect(mail["from"]?.stringValue == "flowkit@example.com")
+            #expect(mail["to"]?.arrayValue?.compactMap(\.stringValue) == ["oncall@example.com", "data@example.com"])
+            let data = mail["data"]?.stringValue ?? ""
+            #expect(data.contains("Subject: [FlowKit] email_alert_test: run \(run) is failed"))
+            #expect(data.contains("X-FlowKit-Event: on_run_failure"))
+            #expect(data.contains("Run:   \(run)"))
+            let bad = try #require(try await sys.store.notifications(runId: run).first { $0.event == "on_failure" })
+            #expect(bad.status == "pending")
+            let attempt = try #require(bad.attempts.first)
+            #expect(attempt.statusCode == 535)
+            #expect(attempt.error?.contains("Login denied") == true || attempt.error?.contains("535") == true)
+        }
     }
 }

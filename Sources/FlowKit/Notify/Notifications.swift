@@ -36,6 +36,12 @@ public struct NotifierRef: Sendable, Hashable, Codable, CustomStringConvertible 
     public static func webhook(_ connection: String) -> NotifierRef { NotifierRef(kind: "webhook", target: connection) }
     /// A Slack incoming webhook (its URL in `FLOWKIT_CONN_<NAME>`).
     public static func slack(_ connection: String) -> NotifierRef { NotifierRef(kind: "slack", target: connection) }
+    /// An email over SMTP to the server in `FLOWKIT_CONN_<NAME>`:
+    /// `smtp://user:password@host:587?from=alerts@example.com&to=a@example.com,b@example.com`.
+    /// `smtp://` upgrades with STARTTLS and refuses a server that does not offer it (`tls=optional`
+    /// or `tls=none` to relax that); `smtps://` is TLS from the start. `ca=/path/ca.pem` trusts a
+    /// private CA; `FLOWKIT_CONN_<NAME>_PASSWORD` may hold the password instead of the URL.
+    public static func email(_ connection: String) -> NotifierRef { NotifierRef(kind: "email", target: connection) }
     /// A notifier written in Swift (`Notifier`), registered under this name with the scheduler.
     public static func custom(_ name: String) -> NotifierRef { NotifierRef(kind: "custom", target: name) }
 

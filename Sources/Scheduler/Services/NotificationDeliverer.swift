@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 /// Delivers the notification outbox (leader only): claims due notifications under a lease,
-/// sends each through its notifier (webhook, Slack, or a custom `Notifier`), and records every
+/// sends each through its notifier (webhook, Slack, email, or a custom `Notifier`), and records every
 /// attempt. A failure is retried with exponential backoff (1 s doubling to `maxDelay`) until
 /// `maxAttempts`, then the notification ends `failed`, visible in the API. Delivery is at least
 /// once: a leader that dies between sending and recording leaves the notification to the next
@@ -75,6 +75,7 @@ public struct NotificationDeliverer: SchedulerDuty {
         switch parts[0] {
         case "webhook": return try await WebhookNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
         case "slack": return try await SlackNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
+        case "email": return try await EmailNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
         case "custom":
             guard let n = notifiers[parts[1]] else {
                 throw DeliveryError("no notifier named `\(parts[1])` is registered with this scheduler (SchedulerDaemon notifiers:)")
