@@ -15,4 +15,7 @@ public let allFlows: [Flow] = [
     examplePool,
     exampleSensor,
     exampleWebhook,
+    exampleTriggerParent,
+    exampleTriggerChild,
+    exampleFollowup,
 ]

@@ -181,3 +181,46 @@ public let exampleWebhook = Flow(
 ) { f in
     f.task("receive") { ctx in ["file": ctx.param("file") ?? .null, "bytes": ctx.param("bytes") ?? 0] }
 }
+
+/// Flow-to-flow, part 1: `pick` returns `{"n": 7}`; `start_child` starts a run of
+/// `example_trigger_child` with that as its conf and waits for it to end; `report` returns the
+/// child's run id and state. A retry of `start_child` finds the same child, never a second.
+public let exampleTriggerParent = Flow(
+    "example_trigger_parent",
+    description: "starts example_trigger_child with n=7 and waits for it",
+    tags: ["example"]
+) { f in
+    let pick = f.task("pick") { _ in ["n": 7] }
+    let start = f.triggerFlow("start_child", flow: "example_trigger_child", confFromResultOf: pick, wait: true)
+    f.task("report", after: [start]) { ctx in try await ctx.result(of: "start_child") }
+}
+
+/// Flow-to-flow, part 2: the child; `square` returns `{"square": n * n}`.
+public let exampleTriggerChild = Flow(
+    "example_trigger_child",
+    description: "squares its param n (started by example_trigger_parent, or by hand)",
+    tags: ["example"],
+    params: [Param("n", .int, default: 1)]
+) { f in
+    f.task("square") { ctx in
+        let n = ctx.param("n")?.intValue ?? 1
+        return ["square": .int(n * n)]
+    }
+}
+
+/// Flow-to-flow, part 3: runs after each successful run of `example_trigger_child`, with that
+/// run's conf (`n`) and results; `echo` returns `{"n": n, "square": <the child's square>, "upstreamRun": …}`.
+public let exampleFollowup = Flow(
+    "example_followup",
+    description: "runs when example_trigger_child succeeds, with its conf and results",
+    tags: ["example"],
+    after: [.success(of: "example_trigger_child", passConf: true, passResults: true)],
+    params: [Param("n", .int, default: 0)]
+) { f in
+    f.task("echo") { ctx in
+        let event = ctx.triggeringEvents?.arrayValue?.first
+        return ["n": ctx.param("n") ?? .null,
+                "square": event?["extra"]?["results"]?["square"]?["square"] ?? .null,
+                "upstreamRun": event?["runId"] ?? .null]
+    }
+}

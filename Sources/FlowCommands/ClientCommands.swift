@@ -247,7 +247,9 @@ struct RunsCommand: AsyncParsableCommand {
             let r = try await c.get("/api/v1/runs/\(APIClient.segment(runId))")
             let t = try await c.get("/api/v1/runs/\(APIClient.segment(runId))/tasks")
             if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
-            print("run \(runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))\n")
+            print("run \(runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))")
+            if let by = r["triggeredBy"]?.stringValue { print("started by run \(by)") }
+            print("")
             print(taskTable(t["tasks"]?.arrayValue ?? [], allInstances: instances))
         }
     }

@@ -293,6 +293,7 @@ public final class Worker: Sendable {
             case .closure(let f): return try await f(ctx)
             case .shell(let cmd): return try await ctx.run(cmd)
             case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
+            case .triggerFlow(let spec): throw TaskError("task `\(task.id)` starts flow `\(spec.flow)`: the scheduler runs it, not a worker")
             case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
             case .sensor(_, let check):
                 switch try await check(ctx) {

@@ -47,7 +47,7 @@ struct FlowDefinitionTests {
     @Test("every shipped flow validates and serializes")
     func shippedFlows() throws {
         let registry = try FlowRegistry(allFlows)
-        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_asset_consumer", "example_asset_producer", "example_branch", "example_hourly", "example_mapping", "example_pool", "example_retry", "example_sensor", "example_sleep", "example_webhook", "lakehouse_end_to_end"])
+        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_asset_consumer", "example_asset_producer", "example_branch", "example_followup", "example_hourly", "example_mapping", "example_pool", "example_retry", "example_sensor", "example_sleep", "example_trigger_child", "example_trigger_parent", "example_webhook", "lakehouse_end_to_end"])
         for f in allFlows {
             let d = FlowDefinition(f)
             #expect(try FlowDefinition.decode(try d.json()) == d)
@@ -59,5 +59,36 @@ struct FlowDefinitionTests {
         #expect(opts.retry?.retries == 2 && opts.retry?.delaySeconds == 300)
         let lake = FlowGraph(FlowDefinition(try registry.flow("lakehouse_end_to_end")))
         #expect(Set(lake.downstream["bronze_to_silver"] ?? []) == ["gold_revenue_by_country", "gold_customer_orders"])
+    }
+}
+
+@Suite("Flow-to-flow declarations")
+struct FlowTriggerDeclarationTests {
+    @Test("a trigger task or an after: naming a flow the registry lacks is refused with a did-you-mean; a flow cannot follow itself")
+    func registryChecks() throws {
+        let child = Flow("child_flow") { f in f.task("t") { _ in nil } }
+        let typo = Flow("parent_flow") { f in f.triggerFlow("start", flow: "chld_flow") }
+        #expect(throws: FlowValidationError.invalidOption(flow: "parent_flow",
+                                                          detail: "trigger task `start` starts `chld_flow`, which is not a registered flow; did you mean `child_flow`?")) {
+            try FlowRegistry([child, typo])
+        }
+        let after = Flow("after_flow", after: [.success(of: "child_flw")]) { f in f.task("t") { _ in nil } }
+        #expect(throws: FlowValidationError.invalidOption(flow: "after_flow",
+                                                          detail: "after: upstream flow `child_flw`, which is not a registered flow; did you mean `child_flow`?")) {
+            try FlowRegistry([child, after])
+        }
+        let selfish = Flow("selfish", after: [.success(of: "selfish")]) { f in f.task("t") { _ in nil } }
+        #expect(throws: FlowValidationError.invalidOption(flow: "selfish", detail: "after: a flow cannot be triggered by its own runs")) {
+            try selfish.validate()
+        }
+        let conf = Flow("conf_flow") { f in
+            let a = f.task("a") { _ in nil }
+            f.triggerFlow("start", flow: "child_flow", confFromResultOf: a)
+        }
+        try FlowRegistry([child, conf])
+        #expect(conf.task("start")?.upstream == ["a"])
+        let def = FlowDefinition(conf)
+        #expect(def.task("start")?.kind == "trigger_flow" && def.task("start")?.queue == TriggerFlowSpec.internalQueue)
+        #expect(def.task("start")?.triggerFlow?.confFromResultOf == "a")
     }
 }

@@ -42,3 +42,53 @@ struct RacingSchedulerTests {
         #expect(tries == 210)
     }
 }
+
+@Suite("Racing schedulers: flow-to-flow triggers", .serialized)
+struct RacingFlowTriggerTests {
+    @Test("two schedulers running trigger tasks and after-triggers at once make one child and one follow-up per parent run")
+    func oneChildEach() async throws {
+        let child = Flow("race_child", maxActiveRuns: 50) { f in noop(f, "work") }
+        let parent = Flow("race_parent", maxActiveRuns: 50) { f in
+            let a = noop(f, "a")
+            f.triggerFlow("start", flow: "race_child", after: [a])
+        }
+        let follow = Flow("race_follow", after: [.success(of: "race_child")]) { f in noop(f, "x") }
+        let h = try await Harness.make([child, parent, follow])
+        let other = SchedulerStore(db: PGPool(h.url, size: 2))
+        var parents: [String] = []
+        for _ in 0..<20 { parents.append(try await h.trigger("race_parent")) }
+        _ = try await h.succeedAll()  // every `a`: the trigger tasks are queued, with no message
+        #expect(try await h.queued().isEmpty)
+        // Both schedulers take trigger tasks at once, twice over (the second pass finds nothing new).
+        for _ in 0..<2 {
+            async let x = h.store.triggerTaskEvents(now: h.clock.now())
+            async let y = other.triggerTaskEvents(now: h.clock.now())
+            let (ex, ey) = try await (x, y)
+            async let ax = h.store.applyEvents(ex, now: h.clock.now())
+            async let ay = other.applyEvents(ey, now: h.clock.now())
+            _ = try await (ax, ay)
+        }
+        let children = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_child'").map { $0.string("triggered_by")! }
+        #expect(children.count == 20 && Set(children) == Set(parents))
+        for p in parents { #expect(try await h.runState(p) == "success") }
+        // The children run and succeed; both schedulers create follow-ups at once.
+        async let sa = h.store.startQueuedRuns(now: h.clock.now())
+        async let sb = other.startQueuedRuns(now: h.clock.now())
+        let (wa, wb) = try await (sa, sb)
+        try await h.broker.perform(wa)
+        try await h.broker.perform(wb)
+        #expect(try await h.succeedAll().count == 20)
+        let pending = try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n")!
+        #expect(pending == 20)
+        for _ in 0..<2 {
+            async let x = h.store.startFlowTriggeredRuns(now: h.clock.now(), limit: 7)
+            async let y = other.startFlowTriggeredRuns(now: h.clock.now(), limit: 7)
+            _ = try await (x, y)
+        }
+        while try await !h.store.startFlowTriggeredRuns(now: h.clock.now()).runs.isEmpty {}
+        let follows = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_follow'").map { $0.string("triggered_by")! }
+        let childIds = try await h.sql("SELECT run_id FROM runs WHERE flow_id = 'race_child'").map { $0.string("run_id")! }
+        #expect(follows.count == 20 && Set(follows) == Set(childIds))
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n")! == 0)
+    }
+}

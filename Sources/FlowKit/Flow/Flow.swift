@@ -36,6 +36,8 @@ public struct Flow: Sendable {
     public var assets: [String]
     /// Starts runs from `POST /api/v1/hooks/{flow}` (nil: no hook).
     public var webhook: WebhookTrigger?
+    /// Flow-to-flow triggers: a run starts when a run of one of these flows succeeds.
+    public var after: [FlowTrigger]
     public var params: [Param]
     /// Who hears about failures, retries and ends (tasks may choose their own task events).
     public var notify: Notifications
@@ -45,7 +47,7 @@ public struct Flow: Sendable {
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
-                deadline: RunDeadline? = nil, assets: [String] = [], webhook: WebhookTrigger? = nil,
+                deadline: RunDeadline? = nil, assets: [String] = [], webhook: WebhookTrigger? = nil, after: [FlowTrigger] = [],
                 params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
         self.id = id
         self.description = description
@@ -59,6 +61,7 @@ public struct Flow: Sendable {
         self.deadline = deadline
         self.assets = assets
         self.webhook = webhook
+        self.after = after
         self.params = params
         self.notify = notify
         self.defaults = defaults

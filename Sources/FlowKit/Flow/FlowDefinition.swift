@@ -28,6 +28,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var notify: Notifications?
         /// Assets its success updates (absent when none).
         public var outlets: [String]?
+        /// The run a trigger-flow task starts (absent on other tasks).
+        public var triggerFlow: TriggerFlowSpec?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -52,6 +54,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var assets: [String]?
     /// The webhook that starts runs (absent when none).
     public var webhook: WebhookTrigger?
+    /// Upstream flows whose successful runs start runs of this one (absent when none).
+    public var after: [FlowTrigger]?
     public var tasks: [TaskDefinition]
     /// `[upstream, downstream]` pairs, sorted.
     public var edges: [[String]]
@@ -71,15 +75,18 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         deadline = flow.deadline
         assets = flow.assets.isEmpty ? nil : flow.assets
         webhook = flow.webhook
+        after = flow.after.isEmpty ? nil : flow.after
         tasks = flow.tasks.map { t in
             let o = flow.effectiveOptions(t)
             var command: ShellCommand?
             var celeryName: String?
             var sensor: SensorSpec?
+            var trigger: TriggerFlowSpec?
             switch t.body {
             case .shell(let c): command = c
             case .celery(let n): celeryName = n
             case .sensor(let spec, _): sensor = spec
+            case .triggerFlow(let spec): trigger = spec
             case .closure, .branch: break
             }
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
@@ -91,7 +98,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       let n = (o.notify ?? .init()).merged(over: flow.notify)
                                       let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
                                       return taskOnly.isEmpty ? nil : taskOnly
-                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets)
+                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

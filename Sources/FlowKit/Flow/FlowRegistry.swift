@@ -13,6 +13,18 @@ public struct FlowRegistry: Sendable {
             try f.validate()
             guard seen.insert(f.id).inserted else { throw FlowValidationError.duplicateFlow(f.id) }
         }
+        // Flows that start other flows name flows of this registry (a typo is caught here, not at 3 a.m.).
+        let ids = seen.sorted()
+        for f in flows {
+            let targets = f.after.map { ("after: upstream flow", $0.flow) }
+                + f.tasks.compactMap { t -> (String, String)? in
+                    if case .triggerFlow(let spec) = t.body { return ("trigger task `\(t.id)` starts", spec.flow) } else { return nil }
+                }
+            for (what, target) in targets where !seen.contains(target) {
+                let hint = nearest(target, among: ids).map { "; did you mean `\($0)`?" } ?? ""
+                throw FlowValidationError.invalidOption(flow: f.id, detail: "\(what) `\(target)`, which is not a registered flow\(hint)")
+            }
+        }
         self.flows = flows
         self.byId = Dictionary(uniqueKeysWithValues: flows.map { ($0.id, $0) })
     }

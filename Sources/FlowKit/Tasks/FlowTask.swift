@@ -11,6 +11,8 @@ public enum TaskBody: Sendable {
     case branch(@Sendable (TaskContext) async throws -> [String])
     /// A sensor (`FlowBuilder.sensor`): pokes `check` on the schedule of its spec.
     case sensor(SensorSpec, SensorCheck)
+    /// A run of another flow, started by the scheduler (`FlowBuilder.triggerFlow`).
+    case triggerFlow(TriggerFlowSpec)
 
     var kind: String {
         switch self {
@@ -19,11 +21,14 @@ public enum TaskBody: Sendable {
         case .celery: return "celery"
         case .branch: return TaskBody.branchKind
         case .sensor: return "sensor"
+        case .triggerFlow: return TaskBody.triggerFlowKind
         }
     }
 
     /// The `kind` of a branch task in a flow's definition.
     public static let branchKind = "branch"
+    /// The `kind` of a task that starts another flow's run.
+    public static let triggerFlowKind = "trigger_flow"
 }
 
 /// One task of a flow: an id, what it runs, its upstream tasks and options.

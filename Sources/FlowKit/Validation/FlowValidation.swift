@@ -40,7 +40,11 @@ extension Flow {
         for p in self.params where !params.insert(p.name).inserted {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)` is declared twice")
         }
-        for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t) }
+        for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t); try validateTriggerFlow(t) }
+        for a in after {
+            guard Self.isValidFlowId(a.flow) else { throw FlowValidationError.invalidOption(flow: id, detail: "after: `\(a.flow)` is not a flow id") }
+            guard a.flow != id else { throw FlowValidationError.invalidOption(flow: id, detail: "after: a flow cannot be triggered by its own runs") }
+        }
         for uri in assets + tasks.flatMap({ $0.options.outlets ?? [] }) where !Self.isValidAssetURI(uri) {
             throw FlowValidationError.invalidOption(flow: id, detail: "asset `\(uri)` is not a URI: use scheme://name, e.g. warehouse://marts.daily")
         }
@@ -69,8 +73,17 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch, .sensor: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor, .triggerFlow: throw refuse("only Swift and shell tasks can be mapped")
         }
+    }
+
+    /// A trigger-flow task names a valid flow id, and takes its conf from a direct upstream task.
+    func validateTriggerFlow(_ t: FlowTask) throws {
+        guard case .triggerFlow(let spec) = t.body else { return }
+        func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "trigger task `\(t.id)`: \(why)") }
+        guard Self.isValidFlowId(spec.flow) else { throw refuse("`\(spec.flow)` is not a flow id") }
+        if let u = spec.confFromResultOf, !t.upstream.contains(u) { throw refuse("takes its conf from `\(u)`, which is not one of its upstream tasks") }
+        guard t.options.queue == TriggerFlowSpec.internalQueue else { throw refuse("runs on the scheduler; it has no queue of its own") }
     }
 
     /// A sensor pokes at a positive interval within a positive timeout; its timeout param and

@@ -28,13 +28,20 @@ public struct PoolAdmitter: SchedulerDuty {
         try await context.broker.perform(work)
         context.heap.noteBatch(size: work.enqueue.count)
         if !work.enqueue.isEmpty { return 0 }  // more may fit: a task that took a slot can free it at once
-        // Waits in slices of at most a second, so that a shutdown is not held up by the backstop.
-        let deadline = Date().addingTimeInterval(config.maxWait)
+        try await listen.awaitNotification(upTo: config.maxWait)
+        return 0
+    }
+}
+
+extension PGConnection {
+    /// Waits for a notification on this session's channels, at most `maxWait` seconds, in slices
+    /// of at most a second, so that a shutdown is not held up by the backstop.
+    func awaitNotification(upTo maxWait: Double) async throws {
+        let deadline = Date().addingTimeInterval(maxWait)
         while !Task.isCancelled {
             let slice = min(1, deadline.timeIntervalSinceNow)
-            if slice <= 0 { break }
-            if try await !listen.run({ s in try s.waitForNotifications(timeout: slice) }).isEmpty { break }
+            if slice <= 0 { return }
+            if try await !run({ s in try s.waitForNotifications(timeout: slice) }).isEmpty { return }
         }
-        return 0
     }
 }

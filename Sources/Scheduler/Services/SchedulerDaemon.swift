@@ -39,6 +39,7 @@ extension SchedulerConfig {
     /// The duties' configurations, from the process-wide settings above.
     var runStarter: RunStarter.Config { RunStarter.Config() }
     var poolAdmitter: PoolAdmitter.Config { var c = PoolAdmitter.Config(); c.maxWait = poolAdmitterMaxWait; return c }
+    var flowTriggers: FlowTriggerService.Config { FlowTriggerService.Config() }
     var retryTimer: RetryTimer.Config { RetryTimer.Config() }
     var cronTicker: CronTicker.Config { CronTicker.Config() }
     var eventConsumer: EventConsumer.Config { var c = EventConsumer.Config(); c.batch = eventBatch; return c }
@@ -56,7 +57,7 @@ extension SchedulerConfig {
     /// Checks every duty's configuration; the error names the duty and the setting.
     public func validate() throws {
         guard !name.isEmpty else { throw SchedulerConfigError("the scheduler needs a name") }
-        try runStarter.validate(); try poolAdmitter.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
+        try runStarter.validate(); try poolAdmitter.validate(); try flowTriggers.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
         try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate(); try notificationDeliverer.validate()
     }
@@ -70,6 +71,7 @@ extension SchedulerConfig {
 /// | --- | --- | --- |
 /// | `RunStarter` | every scheduler | starts queued runs as flows have room; woken by `NOTIFY flowkit_runs` |
 /// | `PoolAdmitter` | every scheduler | starts tasks waiting for a pool or concurrency slot; woken by `NOTIFY flowkit_slots` |
+/// | `FlowTriggerService` | every scheduler | starts runs of flows declared `after:` a successful run, and runs trigger-flow tasks |
 /// | `EventConsumer` | every scheduler | applies worker events, one transaction per batch, and sends the next tasks |
 /// | `EventAcknowledger` | every scheduler | acknowledges events once a synchronous commit made them durable |
 /// | `RetryTimer` | every scheduler | queues tries whose retry delay has passed |
@@ -97,6 +99,7 @@ public final class SchedulerDaemon: Sendable {
 
     public let runStarter: RunStarter
     public let poolAdmitter: PoolAdmitter
+    public let flowTriggerService: FlowTriggerService
     public let eventConsumer: EventConsumer
     public let eventAcknowledger: EventAcknowledger
     public let retryTimer: RetryTimer
@@ -127,6 +130,8 @@ public final class SchedulerDaemon: Sendable {
         let acks = PendingAcks()
         runStarter = RunStarter(context: context, config: config.runStarter, listen: listen)
         poolAdmitter = PoolAdmitter(context: context, config: config.poolAdmitter, listen: PGConnection(databaseURL, label: "sched-slots"))
+        flowTriggerService = FlowTriggerService(context: context, config: config.flowTriggers,
+                                                listen: PGConnection(databaseURL, label: "sched-triggers"))
         eventConsumer = EventConsumer(context, config: config.eventConsumer, acks: acks)
         eventAcknowledger = EventAcknowledger(context: context, acks: acks, startedAt: startedAt)
         retryTimer = RetryTimer(context: context, config: config.retryTimer)
@@ -147,7 +152,7 @@ public final class SchedulerDaemon: Sendable {
 
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
-        [runStarter, poolAdmitter, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
+        [runStarter, poolAdmitter, flowTriggerService, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
          reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer]
     }
 

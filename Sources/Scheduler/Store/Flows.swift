@@ -58,6 +58,7 @@ extension SchedulerStore {
                 try s.query("UPDATE flows SET is_active = false, updated_at = now() WHERE NOT (flow_id = ANY($1::text[])) AND is_active",
                             [defs.map(\.0.id)])
                 try self.registerAssets(s, defs.map(\.0))
+                try self.registerFlowSubscriptions(s, defs.map(\.0))
                 return changed
             }
         }

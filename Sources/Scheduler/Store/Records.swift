@@ -48,10 +48,12 @@ public struct RunRecord: Codable, Sendable {
     /// When it should have ended by (its flow's deadline), and `met` or `missed` once decided.
     public var deadlineAt: Date?
     public var deadlineState: String?
+    /// The run that started it: the upstream run (a flow declared `after:`) or the parent run of a trigger-flow task.
+    public var triggeredBy: String?
 
     static let columns = """
         r.id, r.run_id, r.flow_id, r.flow_version, r.trigger_kind, r.state, r.conf::text AS conf, r.logical_date,
-        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.deadline_state
+        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.deadline_state, r.triggered_by
         """
 
     init(_ row: PGRow) {
@@ -70,6 +72,7 @@ public struct RunRecord: Codable, Sendable {
         endedAt = row.date("ended_at")
         deadlineAt = row.date("deadline_at")
         deadlineState = row.string("deadline_state")
+        triggeredBy = row.string("triggered_by")
         taskCounts = row.string("task_counts").flatMap { try? JSONValue.parse($0).objectValue }?.compactMapValues(\.intValue)
     }
 

@@ -39,22 +39,8 @@ extension SchedulerStore {
                 guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
                 let params = try graph.definition.resolveParams(conf: conf)
                 if let key = idempotencyKey {
-                    // The unique index decides between concurrent deliveries; the loser reads the winner's run.
-                    let inserted = try s.query("""
-                        INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start,
-                                               data_interval_end, deadline_at, idempotency_key)
-                        VALUES ($1, $2, $3, 'webhook', $4::jsonb, $5::jsonb, 'queued', $6, $6, $6, $7, $8)
-                        ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                        RETURNING \(RunRecord.columns)
-                        """, ["webhook__\(Self.compactDate(now))__\(UUID().uuidString.prefix(8).lowercased())", flowId, version,
-                              JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText, now,
-                              graph.definition.deadline.flatMap { $0.after == .logicalDate ? now.addingTimeInterval($0.seconds) : nil }, key]).first
-                    if let inserted {
-                        s.notifyAfterCommit("flowkit_runs", flowId)
-                        return (RunRecord(inserted), true)
-                    }
-                    let row = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND r.idempotency_key = $2", [flowId, key]).first!
-                    return (RunRecord(row), false)
+                    return try insertKeyedRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params, key: key,
+                                              deadline: graph.definition.deadline, now: now)
                 }
                 let run = try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
                                         logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!
@@ -135,7 +121,7 @@ extension SchedulerStore {
                         FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[], $8::text[], $9::int[])
                              AS u(t, m, q, p, o, e, pl, ps)
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
-                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName == nil ? "flowkit" : "celery" },
+                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName != nil ? "celery" : $0.triggerFlow != nil ? "scheduler" : "flowkit" },
                               tasks.map { $0.pool ?? "" }, tasks.map { $0.poolSlots ?? 1 }])
                     let deadline = graph.definition.deadline.map { d in
                         d.after == .start ? now.addingTimeInterval(d.seconds) : nil } ?? nil
@@ -175,15 +161,18 @@ extension SchedulerStore {
         if !notify.isEmpty { s.notifyAfterCommit("flowkit_notifications", "") }
         s.enqueue("""
             WITH f AS (
-                UPDATE runs SET ended_at = $3, state = (
-                    SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END
-                    FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[]))
-                WHERE id = $1 AND state = 'running' AND unfinished_tasks <= 0
-                RETURNING id, run_id, flow_id, state)\(notify)
-            SELECT flow_id FROM f
+                UPDATE runs SET ended_at = $3, state = e.state,
+                    triggers_pending = e.state = 'success' AND EXISTS (SELECT 1 FROM flow_subscriptions WHERE upstream = runs.flow_id)
+                FROM (SELECT CASE WHEN bool_or(t.state = ANY($4::text[])) THEN 'failed' ELSE 'success' END AS state
+                      FROM task_instances t WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])) e
+                WHERE id = $1 AND runs.state = 'running' AND unfinished_tasks <= 0
+                RETURNING id, run_id, flow_id, runs.state, triggers_pending, triggered_by)\(notify)
+            SELECT flow_id, triggers_pending, triggered_by IS NOT NULL AS is_child FROM f
             """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames] + (notify.isEmpty ? [] : [onFailure, onSuccess])) { result in
             // A finished run may let a queued run of the same flow start: wake the run starters.
             if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
+            // A flow runs after this one's success, or a trigger task may wait for this run: wake the flow-trigger service.
+            if result.first?.bool("triggers_pending") == true || result.first?.bool("is_child") == true { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
         }
     }
 

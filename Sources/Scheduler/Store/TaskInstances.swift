@@ -50,6 +50,8 @@ extension SchedulerStore {
         // RETURNING has no order: keep the caller's (priority) order for the broker.
         let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
+        // Trigger-flow tasks have no message: the flow-trigger service runs them.
+        if updated.contains(where: { graph.tasks[$0.string("task_id")!]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
         return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2], external: found.count > 3 ? found[3] : nil)
     }
 
@@ -100,7 +102,7 @@ extension SchedulerStore {
             logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
             dataIntervalEnd: run.date("data_interval_end")!,
             triggeringEvents: run.string("triggering_events").flatMap { try? JSONValue.parse($0) })
-        let tries = rows.map {
+        let tries = rows.filter { graph.tasks[$0.string("task_id")!]?.triggerFlow == nil }.map {
             TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
                                    queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),
                                    mapItem: $0.string("map_item").flatMap { try? JSONValue.parse($0) })
@@ -425,7 +427,8 @@ extension SchedulerStore {
     public func staleQueued(now: Date, olderThan: Double, limit: Int = 200) async throws -> [(messageId: String, queue: String)] {
         try await db.run { s in
             try s.query("""
-                SELECT message_id, queue FROM task_instances WHERE state = 'queued' AND queued_at < $1 AND message_id IS NOT NULL
+                SELECT message_id, queue FROM task_instances
+                WHERE state = 'queued' AND queued_at < $1 AND message_id IS NOT NULL AND executor <> 'scheduler'
                 ORDER BY queued_at LIMIT $2
                 """, [now.addingTimeInterval(-olderThan), limit]).all.map { ($0.string("message_id")!, $0.string("queue")!) }
         }

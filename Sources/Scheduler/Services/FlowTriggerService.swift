@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import PostgresClient
+
+/// Creates the runs owed to flows declared `after:` another flow's success, and runs
+/// trigger-flow tasks (`SchedulerStore.startFlowTriggeredRuns`, `triggerTaskEvents`); then waits
+/// for the next `NOTIFY flowkit_flow_triggers` (a run with subscribers ended, a trigger task was
+/// queued, a child run of one ended), at most `maxWait`. Every scheduler runs it: rows are claimed with SKIP LOCKED and runs are keyed.
+public struct FlowTriggerService: SchedulerDuty {
+    public struct Config: Sendable {
+        /// The longest wait for a notification; it also looks this often without one.
+        public var maxWait: Double = 2
+        public init() {}
+        public func validate() throws { try requirePositive("flow-trigger service", ["maxWait": maxWait]) }
+    }
+
+    public let name = "flow-trigger service"
+    public let leaderOnly = false
+    let context: SchedulerContext
+    let config: Config
+    /// Its own session, so that it hears only its channels.
+    let listen: PGConnection
+
+    public func runOnce() async throws -> Double {
+        _ = try await listen.run { s in try s.listen(SchedulerStore.flowTriggersChannel) }
+        _ = try await listen.run { s in try s.waitForNotifications(timeout: 0) }
+        let now = context.clock.now()
+        let started = try await context.store.startFlowTriggeredRuns(now: now)
+        for why in started.refused { context.logger.warning("flow trigger: \(why)") }
+        let events = try await context.store.triggerTaskEvents(now: now)
+        if !events.isEmpty {
+            let work = try await context.store.applyEvents(events, now: now)
+            try await context.broker.perform(work)
+        }
+        if !started.runs.isEmpty || !events.isEmpty { return 0 }
+        try await listen.awaitNotification(upTo: config.maxWait)
+        return 0
+    }
+}
