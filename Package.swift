@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
-        ], resources: [.copy("openapi.json")]),
+        ], exclude: ["UI"], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
             "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -20,3 +20,5 @@ tail -3 .flowkit/test/fuzz.log
 swift build --build-tests
 # The integration suites share one PostgreSQL and Redis: run tests one at a time.
 swift test --skip-build --no-parallel 2>&1 | tee .flowkit/test/swift-test.log
+# The dashboard in a real browser (headless chromium + Selenium); screenshots in .flowkit/screenshots/.
+scripts/browser_test.sh .build/debug/flowctl

@@ -112,6 +112,7 @@ struct ServerCommand: AsyncParsableCommand {
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: try settings.requireRedis(), tokens: settings.apiTokens,
                           openReads: settings.openReads ?? false, logger: logger)
         if settings.apiTokens.isEmpty { logger.warning("FLOWKIT_API_TOKENS is empty: only tokens made with `flowctl tokens create` are accepted") }
+        try ensureCanListen(host: host, port: port)
         try await runServices([api.application(host: host, port: port)], logger: logger)
     }
 }
@@ -140,6 +141,7 @@ struct StandaloneCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.standalone")
+        try ensureCanListen(host: host, port: port)
         let flows = try FlowCatalog.registry().flows
         var local: LocalServers?
         var db = settings.databaseURL, redis = settings.redisURL

@@ -19,6 +19,8 @@ public struct FlowAPI: Sendable {
     public let config: APIConfig
     let auth: TokenAuthenticator
     let logger: Logger
+    /// What the dashboard's live stream forwards: the schedulers' change notifications.
+    public let feed: ChangeFeed
 
     /// Every route: the OpenAPI document lists exactly these (a test holds them together).
     public static let routes: [(method: String, path: String)] = [
@@ -35,7 +37,11 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/notifications"),
         ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
         ("POST", "/api/v1/hooks/{flow_id}"),
+        ("GET", "/api/v1/flows/{flow_id}/grid"), ("GET", "/api/v1/events/stream"), ("GET", "/api/v1/schedulers"),
     ]
+
+    /// The dashboard's pages and assets (not part of the JSON API, so not in its OpenAPI document).
+    public static let uiRoutes: [(method: String, path: String)] = [("GET", "/"), ("GET", "/ui/{file}")]
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
     /// process records there (a scheduler in the same process: `SchedulerMetrics.prometheus`).
@@ -49,6 +55,7 @@ public struct FlowAPI: Sendable {
         self.registry = registry
         self.auth = TokenAuthenticator(store: store, config: config)
         self.logger = logger
+        self.feed = ChangeFeed(store: store)
     }
 
 
@@ -60,7 +67,7 @@ public struct FlowAPI: Sendable {
             router.add(middleware: CORSMiddleware(allowOrigin: origin, allowHeaders: [.accept, .authorization, .contentType, .origin],
                                                   allowMethods: [.get, .post, .options]))
         }
-        router.add(middleware: RouteFallbackMiddleware(routes: Self.routes))
+        router.add(middleware: RouteFallbackMiddleware(routes: Self.routes + Self.uiRoutes))
         register(router)
         let limits = config.connectionLimits
         let clients = ClientConnections(limit: limits.perClient)
@@ -207,6 +214,36 @@ public struct FlowAPI: Sendable {
                                               tryNumber: tryNumber, after: offset)
             return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
         }
+        router.get("/") { _, _ in Self.uiFile("index.html") }
+        router.get("/ui/{file}") { _, c in Self.uiFile(c.parameters.get("file") ?? "") }
+        handle(router, .get, "/api/v1/flows/{flow_id}/grid", role: .read) { req, c in
+            let q = req.uri.queryParameters
+            var limit = 25
+            if let l = q.get("runs") {
+                guard let n = Int(l), (1...200).contains(n) else { throw APIError.badRequest("`runs` must be a number from 1 to 200") }
+                limit = n
+            }
+            var state: String?
+            if let st = q.get("state") {
+                guard RunState(rawValue: String(st)) != nil else {
+                    throw APIError.badRequest("`state` must be one of \(RunState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                state = String(st)
+            }
+            return try json(try await self.store.grid(flowId: try self.param(c, "flow_id"), limit: limit, state: state))
+        }
+        handle(router, .get, "/api/v1/events/stream", role: .read) { req, _ in
+            var seconds = 300.0
+            if let v = req.uri.queryParameters.get("maxSeconds") {
+                guard let n = Double(v), n >= 1, n <= 3600 else { throw APIError.badRequest("`maxSeconds` must be a number from 1 to 3600") }
+                seconds = n
+            }
+            return self.eventStream(maxSeconds: seconds)
+        }
+        handle(router, .get, "/api/v1/schedulers", role: .read) { _, _ in
+            let r = try await self.store.schedulers(now: Date())
+            return try json(SchedulerList(schedulers: r.schedulers, leaderHeld: r.leaderHeld))
+        }
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
         }
@@ -307,6 +344,54 @@ public struct FlowAPI: Sendable {
         return try json(run, status: created ? .created : .ok)
     }
 
+    /// A dashboard file, with headers that keep it to its own origin.
+    static func uiFile(_ name: String) -> Response {
+        guard let f = UIAssets.files[name] else {
+            return errorJSON(APIError(.notFound, "not_found", "no dashboard file `\(name)`"))
+        }
+        return Response(status: .ok, headers: [
+            .contentType: f.contentType, .cacheControl: "no-cache",
+            HTTPField.Name("Content-Security-Policy")!: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        ], body: .init(byteBuffer: ByteBuffer(string: f.body)))
+    }
+
+    /// Server-sent events: one `data: {"channel": …, "payload": …}` per change the schedulers
+    /// announce, a comment every 15 s so that a dead client is noticed, and an end after
+    /// `maxSeconds` (clients reconnect).
+    func eventStream(maxSeconds: Double) -> Response {
+        let feed = self.feed
+        let (id, changes) = feed.subscribe()
+        let body = ResponseBody { writer in
+            defer { feed.unsubscribe(id) }
+            // "connected" once the feed listens: every change committed after it reaches this client.
+            let listening = await feed.waitUntilListening()
+            try await writer.write(ByteBuffer(string: "retry: 1000\n: connected\(listening ? "" : " (the database is not answering; changes will follow when it does)")\n\n"))
+            let end = Date().addingTimeInterval(maxSeconds)
+            // A ticker joins the changes, so that the loop wakes for keep-alives and the end.
+            let ticker = Task {
+                while !Task.isCancelled && Date() < end {
+                    try? await Task.sleep(for: .seconds(min(15, max(0.05, end.timeIntervalSinceNow))))
+                    feed.poke(id)
+                }
+                feed.unsubscribe(id)
+            }
+            defer { ticker.cancel() }
+            for await change in changes {
+                if change.channel == ChangeFeed.keepAlive {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                } else {
+                    let data = JSONValue.object(["channel": .string(change.channel), "payload": .string(change.payload)]).compactJSON
+                    try await writer.write(ByteBuffer(string: "data: \(data)\n\n"))
+                }
+                if Date() >= end { break }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache",
+                                               HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
+    }
+
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
     func handle(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, role: APIConfig.Role,
                 _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
@@ -393,7 +478,15 @@ public struct FlowAPI: Sendable {
             ok = false
             checks["scheduler"] = checks["postgres"] == "ok" ? "down: no scheduler has ever run" : "unknown"
         }
-        let body: JSONValue = ["status": .string(ok ? "ok" : "unavailable"), "checks": .object(checks)]
+        var fields: [String: JSONValue] = ["status": .string(ok ? "ok" : "unavailable"), "checks": .object(checks)]
+        // Queue depths for the dashboard: the queues workers consume, and the default one.
+        if checks["redis"] == "ok", checks["postgres"] == "ok", let workers = try? await store.workers(now: Date()) {
+            let queues = Array(Set(workers.flatMap(\.queues) + [defaultQueue])).sorted()
+            if let depths = try? await broker.queueDepths(queues) {
+                fields["queues"] = .object(Dictionary(uniqueKeysWithValues: queues.map { ($0, JSONValue.int(depths[$0] ?? 0)) }))
+            }
+        }
+        let body = JSONValue.object(fields)
         return Response(status: ok ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: body.compactJSON)))
     }
@@ -485,9 +578,12 @@ extension RunRecord: JSONWritable {
                 w.key("taskCounts"); w.value(.object(taskCounts.mapValues { .int($0) }))
             }
             w.key("triggerKind"); w.string(triggerKind)
+            if let triggeredBy { w.key("triggeredBy"); w.string(triggeredBy) }
         }
     }
 }
+
+struct SchedulerList: Codable { var schedulers: [SchedulerRecord]; var leaderHeld: Bool }
 
 struct LogPage: Codable { var tryNumber: Int; var lines: [LogLine]; var nextOffset: Int }
 

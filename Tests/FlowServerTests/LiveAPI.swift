@@ -59,7 +59,11 @@ final class LiveAPI: @unchecked Sendable {
         for t in tasks { _ = await t.result }
     }
 
-    struct Reply { let status: Int; let json: JSONValue; let text: String }
+    struct Reply {
+        let status: Int; let json: JSONValue; let text: String
+        var headers: [String: String] = [:]
+        func header(_ name: String) -> String? { headers.first { $0.key.lowercased() == name.lowercased() }?.value }
+    }
 
     func request(_ method: String, _ path: String, token: String? = nil, body: String? = nil,
                  contentType: String = "application/json") async throws -> Reply {
@@ -74,7 +78,9 @@ final class LiveAPI: @unchecked Sendable {
         if let body { req.httpBody = Data(body.utf8); req.setValue(contentType, forHTTPHeaderField: "Content-Type") }
         let (data, resp) = try await URLSession.shared.data(for: req)
         let text = String(decoding: data, as: UTF8.self)
-        return Reply(status: (resp as! HTTPURLResponse).statusCode, json: (try? JSONValue.parse(data)) ?? .null, text: text)
+        let http = resp as! HTTPURLResponse
+        let headers = Dictionary(http.allHeaderFields.map { ("\($0.key)", "\($0.value)") }, uniquingKeysWith: { a, _ in a })
+        return Reply(status: http.statusCode, json: (try? JSONValue.parse(data)) ?? .null, text: text, headers: headers)
     }
 }
 

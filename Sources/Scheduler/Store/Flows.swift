@@ -79,10 +79,12 @@ extension SchedulerStore {
             try s.query("""
                 SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
                        v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
-                       lr.run_id AS latest_run_id, lr.state AS latest_run_state, lr.at AS latest_run_at
+                       lr.recent::text AS recent, lr.recent->0->>'runId' AS latest_run_id, lr.recent->0->>'state' AS latest_run_state,
+                       to_timestamp((lr.recent->0->>'at')::float8) AS latest_run_at
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
-                LEFT JOIN LATERAL (SELECT run_id, state, COALESCE(ended_at, started_at, created_at) AS at FROM runs
-                                   WHERE flow_id = f.flow_id ORDER BY id DESC LIMIT 1) lr ON true
+                LEFT JOIN LATERAL (SELECT jsonb_agg(jsonb_build_object('runId', run_id, 'state', state, 'at', extract(epoch FROM at)) ORDER BY id DESC) AS recent
+                                   FROM (SELECT id, run_id, state, COALESCE(ended_at, started_at, created_at) AS at FROM runs
+                                         WHERE flow_id = f.flow_id ORDER BY id DESC LIMIT 10) x) lr ON true
                 ORDER BY f.flow_id
                 """).all.map { Self.flowRecord($0) }
         }
@@ -95,7 +97,53 @@ extension SchedulerStore {
                    description: r.string("description") ?? "", owner: r.string("owner") ?? "",
                    tags: ((try? JSONValue.parse(r.string("tags") ?? "[]"))?.arrayValue ?? []).compactMap(\.stringValue),
                    definition: nil, latestRuns: nil,
-                   latestRun: r.string("latest_run_id").map { LatestRun(runId: $0, state: r.string("latest_run_state")!, at: r.date("latest_run_at")!) })
+                   latestRun: r.string("latest_run_id").map { LatestRun(runId: $0, state: r.string("latest_run_state")!, at: r.date("latest_run_at")!) },
+                   recentRuns: r.string("recent").map { text in
+                       ((try? JSONValue.parse(text))?.arrayValue ?? []).compactMap { j in
+                           guard let id = j["runId"]?.stringValue, let st = j["state"]?.stringValue,
+                                 let at = j["at"]?.doubleValue.map({ Date(timeIntervalSince1970: $0) }) else { return nil }
+                           return LatestRun(runId: id, state: st, at: at)
+                       }
+                   })
+    }
+
+    /// A flow's grid: its tasks in declaration order and its last `limit` runs, with each task
+    /// instance's state and duration, in two statements whatever the size (mapped instances are
+    /// counted on their mapped task's cell). A dashboard draws it without a call per run.
+    public func grid(flowId: String, limit: Int, state: String? = nil) async throws -> FlowGrid {
+        try await db.run { [self] s in
+            guard let f = try s.query("SELECT current_version FROM flows WHERE flow_id = $1", [flowId]).first else {
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                throw NotFound(UnknownFlowError(id: flowId, known: known).description)
+            }
+            let graph = try graphs.graph(s, flow: flowId, version: f.int("current_version")!)
+            let runs = try s.query("""
+                SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND ($3::text IS NULL OR r.state = $3) ORDER BY r.id DESC LIMIT $2
+                """, [flowId, limit, state]).all.map(RunRecord.init)
+            var cells: [String: [String: GridCell]] = [:]
+            if !runs.isEmpty {
+                let rows = try s.query("""
+                    SELECT t.run_pk, COALESCE(t.map_parent, t.task_id) AS task_id, t.map_parent IS NOT NULL AS instance, t.state, t.try_number,
+                           EXTRACT(EPOCH FROM (COALESCE(t.ended_at, now()) - t.started_at))::float8 AS seconds
+                    FROM task_instances t WHERE t.run_pk = ANY($1::bigint[])
+                    """, [runs.map(\.id)]).all
+                let byPk = Dictionary(uniqueKeysWithValues: runs.map { ($0.id, $0.runId) })
+                for r in rows {
+                    guard let run = byPk[r.int("run_pk")!] else { continue }
+                    let task = r.string("task_id")!
+                    if r.bool("instance") == true {
+                        cells[run, default: [:]][task, default: GridCell(state: "pending", tryNumber: 0, seconds: nil)].instances[r.string("state")!, default: 0] += 1
+                    } else {
+                        let old = cells[run]?[task]
+                        cells[run, default: [:]][task] = GridCell(state: r.string("state")!, tryNumber: r.int("try_number")!,
+                                                                  seconds: r.double("seconds"), instances: old?.instances ?? [:])
+                    }
+                }
+            }
+            return FlowGrid(flowId: flowId, version: f.int("current_version")!,
+                            tasks: graph.definition.tasks.map { GridTask(id: $0.id, kind: $0.kind, upstream: $0.upstream, mapped: $0.mapOver != nil) },
+                            runs: runs, cells: cells)
+        }
     }
 
     public func flow(_ flowId: String, withDefinition: Bool = true) async throws -> FlowRecord {

@@ -20,6 +20,35 @@ public struct FlowRecord: Codable, Sendable {
     /// The newest run's id, state and time (its end, else its start, else its creation): what a
     /// dashboard's flow list shows without a call per row.
     public var latestRun: LatestRun?
+    /// The last 10 runs, newest first (flow lists).
+    public var recentRuns: [LatestRun]?
+}
+
+/// A flow's grid (`SchedulerStore.grid`): tasks × recent runs.
+public struct FlowGrid: Codable, Sendable {
+    public var flowId: String
+    public var version: Int
+    public var tasks: [GridTask]
+    /// Newest first.
+    public var runs: [RunRecord]
+    /// By run id, then task id.
+    public var cells: [String: [String: GridCell]]
+}
+
+public struct GridTask: Codable, Sendable {
+    public var id: String
+    public var kind: String
+    public var upstream: [String]
+    public var mapped: Bool
+}
+
+public struct GridCell: Codable, Sendable {
+    public var state: String
+    public var tryNumber: Int
+    /// From its start to its end (or now, while it runs).
+    public var seconds: Double?
+    /// A mapped task's instances by state.
+    public var instances: [String: Int] = [:]
 }
 
 public struct LatestRun: Codable, Sendable, Equatable {

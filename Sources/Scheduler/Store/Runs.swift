@@ -261,6 +261,7 @@ extension SchedulerStore {
         s.enqueue("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
         s.enqueue("UPDATE runs SET state = $3, ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now, state.rawValue])
         s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
+        announceChange(s, runPk: pk)
         s.notifyAfterCommit(Self.slotsChannel, "")  // and its tasks' pool slots are free
         return work
     }

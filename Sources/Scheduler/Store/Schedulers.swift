@@ -27,6 +27,23 @@ extension SchedulerStore {
         }
     }
 
+    /// Schedulers heard from in the last ten minutes, freshest first, and whether some session
+    /// holds the leader lock (the health page's view).
+    public func schedulers(now: Date) async throws -> (schedulers: [SchedulerRecord], leaderHeld: Bool) {
+        try await db.run { s in
+            let rows = try s.query("""
+                SELECT name, host, started_at, heartbeat_at FROM schedulers WHERE heartbeat_at > $1 ORDER BY heartbeat_at DESC LIMIT 50
+                """, [now.addingTimeInterval(-600)]).all
+            let held = try s.query("""
+                SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1) AS held
+                """, [Int(AdvisoryLock.leader)]).first?.bool("held") ?? false
+            return (rows.map { r in
+                SchedulerRecord(name: r.string("name")!, host: r.string("host")!, startedAt: r.date("started_at")!,
+                                heartbeatAgeSeconds: now.timeIntervalSince(r.date("heartbeat_at")!))
+            }, held)
+        }
+    }
+
     public func ping() async throws {
         try await db.run { s in _ = try s.query("SELECT 1") }
     }
@@ -50,4 +67,11 @@ public final class LeaderElector: Sendable {
             try s.query("SELECT pg_try_advisory_lock($1) AS l", [Self.lockKey]).first?.bool("l") ?? false
         }
     }
+}
+
+public struct SchedulerRecord: Codable, Sendable {
+    public var name: String
+    public var host: String
+    public var startedAt: Date
+    public var heartbeatAgeSeconds: Double
 }

@@ -47,6 +47,7 @@ extension SchedulerStore {
             SELECT * FROM up
             """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds))
         guard !found[0].isEmpty else { return [] }
+        announceChange(s, runPk: runPk)
         // RETURNING has no order: keep the caller's (priority) order for the broker.
         let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
@@ -115,6 +116,7 @@ extension SchedulerStore {
     /// a wave per round of propagation, each reading the states it needs.
     func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], branchChoices: [String: [String]] = [:],
                             now: Date) throws -> [CeleryMessage] {
+        announceChange(s, runPk: runPk)
         // Ended instances of mapped tasks count down their task; it ends with its last one.
         let instances = finished.filter(MappedInstance.isInstance)
         var changed = finished.filter { !MappedInstance.isInstance($0) }

@@ -80,6 +80,7 @@ extension SchedulerStore {
                     s.enqueue("UPDATE task_instances SET heartbeat_at = $2 WHERE message_id = ANY($1::text[]) AND state = 'running'",
                                 [Array(Set(heartbeatIds)), now])
                 }
+                for pk in Set(started.map(\.0) + outcomes.map(\.0)) { announceChange(s, runPk: pk) }
                 let nowRunning = try applyStarted(s, started, now: now)
                 var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
                 work.orphans = orphans.map { ($0, "a \($0.kind.rawValue) event of unknown run `\($0.runId!)`: the database has no such run") }

@@ -1,0 +1,441 @@
+// FlowKit dashboard: a small single-page app over the JSON API (/api/v1). No framework, no CDN.
+// The admin token is kept in sessionStorage and sent in the Authorization header only (never in
+// a URL; no cookies, so no CSRF). Live updates come from /api/v1/events/stream (server-sent
+// events read with fetch, so the header can carry the token).
+"use strict";
+const $ = (sel, el = document) => el.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const STATES = {
+  success: "✓", failed: "✗", running: "▶", queued: "…", up_for_retry: "↻", up_for_reschedule: "◔",
+  upstream_failed: "⚠", skipped: "⤼", pending: "○", cancelled: "⊘",
+};
+const token = () => sessionStorage.getItem("flowkit-token");
+let page = null;          // the current page: { onChange(change), dispose() }
+let liveAbort = null;
+
+async function api(path, opts = {}) {
+  const headers = { Accept: "application/json" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty body */ }
+  if (!r.ok) {
+    const e = new Error((data && data.message) || `${r.status} ${r.statusText}`);
+    e.status = r.status; e.code = data && data.error; e.data = data;
+    if (r.status === 401 && !opts.quiet) askToken(e.message);
+    throw e;
+  }
+  return data;
+}
+
+function sq(state, title, href) {
+  const s = state || "pending";
+  const tag = href ? "a" : "span";
+  return `<${tag} class="sq ${s} s-${s}" role="img" aria-label="${esc(s)}" title="${esc(title || s)}"${href ? ` href="${esc(href)}"` : ""}>${STATES[s] || "?"}</${tag}>`;
+}
+const stateLabel = (s) => `<span class="state">${sq(s)} ${esc(s)}</span>`;
+function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+}
+function fmtDur(sec) {
+  if (sec == null || isNaN(sec)) return "—";
+  if (sec < 1) return `${Math.round(sec * 1000)} ms`;
+  if (sec < 90) return `${sec.toFixed(1)} s`;
+  if (sec < 5400) return `${Math.floor(sec / 60)} min ${Math.round(sec % 60)} s`;
+  return `${(sec / 3600).toFixed(1)} h`;
+}
+const dur = (a, b) => (a ? ((b ? new Date(b) : new Date()) - new Date(a)) / 1000 : null);
+
+// Cron in words for the common shapes; the expression itself is always shown too.
+function cronWords(cron) {
+  if (!cron) return "manual";
+  const named = { "@hourly": "every hour", "@daily": "every day at 00:00", "@weekly": "every Sunday at 00:00", "@monthly": "on the 1st at 00:00", "@yearly": "every 1 January" };
+  if (named[cron]) return named[cron];
+  const f = cron.trim().split(/\s+/);
+  if (f.length !== 5) return cron;
+  const [m, h, dom, mon, dow] = f;
+  const pad = (x) => String(x).padStart(2, "0");
+  if (/^\d+$/.test(m) && h === "*" && dom === "*" && mon === "*" && dow === "*") return `every hour at :${pad(m)}`;
+  if (/^\d+$/.test(m) && /^\*\/\d+$/.test(h) && dom === "*" && mon === "*" && dow === "*") return `every ${h.slice(2)} hours at :${pad(m)}`;
+  if (/^\*\/\d+$/.test(m) && h === "*" && dom === "*" && mon === "*" && dow === "*") return `every ${m.slice(2)} minutes`;
+  if (/^\d+$/.test(m) && /^\d+$/.test(h) && dom === "*" && mon === "*" && dow === "*") return `every day at ${pad(h)}:${pad(m)}`;
+  if (/^\d+$/.test(m) && /^\d+$/.test(h) && dom === "*" && mon === "*" && /^[0-6]$/.test(dow))
+    return `every ${["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"][+dow]} at ${pad(h)}:${pad(m)}`;
+  return cron;
+}
+
+function askToken(why) {
+  const d = $("#dialog");
+  d.innerHTML = `<form method="dialog" id="tokform"><h2>Sign in</h2>
+    <p class="muted">${esc(why || "Paste an API token (an admin token lets you trigger, pause, clear and mark).")}</p>
+    <label for="tok">API token</label><input id="tok" type="password" autocomplete="off">
+    <div class="toolbar"><button class="primary" value="ok">Sign in</button><button value="cancel" formnovalidate>Cancel</button></div></form>`;
+  d.showModal();
+  $("#tok").focus();
+  $("#tokform").onsubmit = (ev) => {
+    if (ev.submitter && ev.submitter.value === "cancel") return;
+    const v = $("#tok").value.trim();
+    if (v) sessionStorage.setItem("flowkit-token", v);
+    updateSignin(); startLive(); route();
+  };
+}
+function updateSignin() {
+  const b = $("#signin");
+  b.textContent = token() ? "Sign out" : "Sign in";
+  b.onclick = () => { if (token()) { sessionStorage.removeItem("flowkit-token"); updateSignin(); startLive(); route(); } else askToken(); };
+}
+
+// ---- live updates -------------------------------------------------------------------------
+async function startLive() {
+  if (liveAbort) liveAbort.abort();
+  const ctl = new AbortController();
+  liveAbort = ctl;
+  let delay = 500;
+  while (!ctl.signal.aborted) {
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (token()) headers.Authorization = "Bearer " + token();
+      const r = await fetch("/api/v1/events/stream", { headers, signal: ctl.signal });
+      if (!r.ok || !r.body) throw new Error("stream " + r.status);
+      $("#live").className = "live on"; delay = 500;
+      if (page && page.refresh) page.refresh();     // catch up on what happened while disconnected
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          if (!data) continue;
+          try { const ch = JSON.parse(data); if (page && page.onChange) page.onChange(ch); } catch (_) { }
+        }
+      }
+    } catch (e) { if (ctl.signal.aborted) return; }
+    $("#live").className = "live off";
+    await new Promise((res) => setTimeout(res, delay));
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+// Coalesces bursts of changes into one refresh at most every 300 ms.
+function debounced(fn, ms = 300) {
+  let t = null;
+  return () => { if (!t) t = setTimeout(() => { t = null; fn(); }, ms); };
+}
+
+// ---- DAG layout (longest path layering, left to right) -------------------------------------
+function dagSVG(tasks, states, link) {
+  const ids = tasks.map((t) => t.id), byId = new Map(tasks.map((t) => [t.id, t]));
+  const layer = new Map();
+  const depth = (id, seen = new Set()) => {
+    if (layer.has(id)) return layer.get(id);
+    if (seen.has(id)) return 0;
+    seen.add(id);
+    const t = byId.get(id);
+    const d = t && t.upstream.length ? 1 + Math.max(...t.upstream.map((u) => depth(u, seen))) : 0;
+    layer.set(id, d); return d;
+  };
+  ids.forEach((id) => depth(id));
+  if (ids.length > 400) return `<p class="muted">${ids.length} tasks: the graph is drawn for flows of up to 400 tasks; the grid shows every one.</p>`;
+  const cols = [];
+  ids.forEach((id) => { const d = layer.get(id); (cols[d] = cols[d] || []).push(id); });
+  const W = 170, H = 34, GX = 50, GY = 12, pos = new Map();
+  cols.forEach((col, x) => col.forEach((id, y) => pos.set(id, { x: 10 + x * (W + GX), y: 10 + y * (H + GY) })));
+  const width = 20 + cols.length * (W + GX), height = 20 + Math.max(...cols.map((c) => c.length)) * (H + GY);
+  let edges = "", nodes = "";
+  tasks.forEach((t) => t.upstream.forEach((u) => {
+    const a = pos.get(u), b = pos.get(t.id); if (!a || !b) return;
+    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+    edges += `<path class="edge" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>`;
+  }));
+  tasks.forEach((t) => {
+    const p = pos.get(t.id), s = (states && states[t.id]) || "pending";
+    const label = t.id.length > 20 ? t.id.slice(0, 19) + "…" : t.id;
+    const inner = `<rect class="node s-${s}" x="${p.x}" y="${p.y}" width="${W}" height="${H}" fill-opacity="${s === "pending" ? 0 : 0.35}"></rect>
+      <text x="${p.x + 8}" y="${p.y + 21}">${STATES[s] || ""} ${esc(label)}${t.mapped ? " [ ]" : ""}</text><title>${esc(t.id)}: ${esc(s)}</title>`;
+    nodes += link ? `<a href="${esc(link(t.id))}" data-task="${esc(t.id)}">${inner}</a>` : inner;
+  });
+  return `<svg class="dag" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="task graph">
+    <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="currentColor"/></marker></defs>${edges}${nodes}</svg>`;
+}
+
+// ---- pages ----------------------------------------------------------------------------------
+async function flowsPage(main) {
+  let tag = "";
+  const draw = async () => {
+    const { flows } = await api("/api/v1/flows");
+    const tags = [...new Set(flows.flatMap((f) => f.tags))].sort();
+    const shown = flows.filter((f) => f.isActive && (!tag || f.tags.includes(tag)));
+    main.innerHTML = `<h1>Flows</h1>
+      <div class="toolbar"><label>Tag <select id="tagf"><option value="">all</option>${tags.map((t) => `<option ${t === tag ? "selected" : ""}>${esc(t)}</option>`).join("")}</select></label>
+      <span class="muted">${shown.length} flows</span></div>
+      <table><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>
+      ${shown.map((f) => `<tr data-flow="${esc(f.flowId)}">
+        <td><a href="#/flows/${encodeURIComponent(f.flowId)}"><b>${esc(f.flowId)}</b></a><div class="muted">${esc(f.description)}</div>${f.tags.map((t) => `<span class="chip">${esc(t)}</span>`).join("")}</td>
+        <td>${esc(cronWords(f.schedule))}${f.schedule ? `<div class="mono muted">${esc(f.schedule)} · ${esc(f.timezone)}</div>` : ""}</td>
+        <td>${f.isPaused || !f.nextRunAt ? '<span class="muted">—</span>' : esc(fmtTime(f.nextRunAt))}</td>
+        <td>${(f.recentRuns || []).slice().reverse().map((r) => sq(r.state, `${r.runId}: ${r.state}`, `#/runs/${encodeURIComponent(r.runId)}`)).join(" ")}</td>
+        <td><label><input type="checkbox" class="pause" ${f.isPaused ? "" : "checked"} aria-label="${esc(f.flowId)} active"> ${f.isPaused ? "paused" : "on"}</label></td>
+        <td><button class="trigger primary" type="button">Trigger…</button></td></tr>`).join("")}
+      </tbody></table>`;
+    $("#tagf", main).onchange = (e) => { tag = e.target.value; draw(); };
+    main.querySelectorAll("tr[data-flow]").forEach((tr) => {
+      const id = tr.dataset.flow;
+      $(".pause", tr).onchange = async (e) => {
+        try { await api(`/api/v1/flows/${encodeURIComponent(id)}/${e.target.checked ? "unpause" : "pause"}`, { method: "POST" }); }
+        catch (err) { alert(err.message); }
+        draw();
+      };
+      $(".trigger", tr).onclick = () => triggerDialog(id);
+    });
+  };
+  await draw();
+  const again = debounced(draw, 500);
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw };
+}
+
+async function triggerDialog(flowId) {
+  const flow = await api(`/api/v1/flows/${encodeURIComponent(flowId)}`);
+  const params = (flow.definition && flow.definition.params) || [];
+  const d = $("#dialog");
+  const input = (p) => {
+    const v = p.defaultValue;
+    const id = `p-${esc(p.name)}`;
+    if (p.kind === "bool") return `<input id="${id}" name="${esc(p.name)}" type="checkbox" ${v ? "checked" : ""}>`;
+    if (p.kind === "object" || p.kind === "array") return `<textarea id="${id}" name="${esc(p.name)}" rows="3" class="mono">${esc(v == null ? "" : JSON.stringify(v))}</textarea>`;
+    return `<input id="${id}" name="${esc(p.name)}" ${p.kind === "int" || p.kind === "number" ? 'inputmode="decimal"' : ""} value="${esc(v == null ? "" : v)}">`;
+  };
+  d.innerHTML = `<form class="params" id="trig" novalidate><h2>Trigger ${esc(flowId)}</h2>
+    ${params.length ? params.map((p) => `<label for="p-${esc(p.name)}">${esc(p.name)} <span class="muted">(${esc(p.kind)})</span></label>
+      ${input(p)}<div class="help">${esc(p.description || "")}${p.defaultValue !== undefined ? ` Default: <span class="mono">${esc(JSON.stringify(p.defaultValue))}</span>` : ""}</div>
+      <div class="field-error" data-err="${esc(p.name)}"></div>`).join("") : '<p class="muted">This flow has no params.</p>'}
+    <div class="field-error" data-err=""></div>
+    <div class="toolbar"><button class="primary" type="submit">Trigger</button><button type="button" id="trig-cancel">Cancel</button></div></form>`;
+  d.showModal();
+  $("#trig-cancel").onclick = () => d.close();
+  $("#trig").onsubmit = async (ev) => {
+    ev.preventDefault();
+    d.querySelectorAll(".field-error").forEach((e) => (e.textContent = ""));
+    const conf = {}; let bad = false;
+    for (const p of params) {
+      const el = d.querySelector(`[name="${CSS.escape(p.name)}"]`), raw = el.type === "checkbox" ? el.checked : el.value.trim();
+      const fail = (m) => { d.querySelector(`[data-err="${CSS.escape(p.name)}"]`).textContent = m; bad = true; };
+      if (raw === "") continue;
+      if (p.kind === "int") { if (!/^-?\d+$/.test(raw)) fail(`${p.name} must be a whole number`); else conf[p.name] = parseInt(raw, 10); }
+      else if (p.kind === "number") { if (isNaN(Number(raw))) fail(`${p.name} must be a number`); else conf[p.name] = Number(raw); }
+      else if (p.kind === "bool") conf[p.name] = raw;
+      else if (p.kind === "object" || p.kind === "array") {
+        try { const v = JSON.parse(raw); if ((p.kind === "array") !== Array.isArray(v) || typeof v !== "object") fail(`${p.name} must be a JSON ${p.kind}`); else conf[p.name] = v; }
+        catch (_) { fail(`${p.name} is not valid JSON`); }
+      } else conf[p.name] = raw;
+    }
+    if (bad) return;
+    try {
+      const run = await api(`/api/v1/flows/${encodeURIComponent(flowId)}/runs`, { method: "POST", body: { conf } });
+      d.close();
+      location.hash = `#/runs/${encodeURIComponent(run.runId)}`;
+    } catch (e) {
+      const named = params.find((p) => e.message.includes("`" + p.name + "`"));
+      d.querySelector(`[data-err="${named ? CSS.escape(named.name) : ""}"]`).textContent = e.message;
+    }
+  };
+}
+
+async function flowPage(main, flowId) {
+  let stateFilter = "", selected = null, grid = null, flow = null;
+  const draw = async () => {
+    [flow, grid] = await Promise.all([api(`/api/v1/flows/${encodeURIComponent(flowId)}`),
+      api(`/api/v1/flows/${encodeURIComponent(flowId)}/grid?runs=25${stateFilter ? "&state=" + stateFilter : ""}`)]);
+    const runs = grid.runs.slice().reverse();       // oldest on the left, as in Airflow
+    if (!selected || !runs.some((r) => r.runId === selected)) selected = runs.length ? runs[runs.length - 1].runId : null;
+    const rows = grid.tasks.map((t) => `<tr><th class="task" scope="row" title="${esc(t.id)}">${esc(t.id)}${t.mapped ? ' <span class="muted">[ ]</span>' : ""}</th>${runs.map((r) => {
+      const c = (grid.cells[r.runId] || {})[t.id];
+      const n = c && Object.values(c.instances || {}).reduce((a, b) => a + b, 0);
+      const tip = `${t.id} · ${r.runId}\n${c ? c.state : "no status"}${c && c.tryNumber ? ` · try ${c.tryNumber}` : ""}${c && c.seconds != null ? ` · ${fmtDur(c.seconds)}` : ""}${n ? `\n${n} mapped: ` + Object.entries(c.instances).map(([s, k]) => `${k} ${s}`).join(", ") : ""}`;
+      return `<td class="${r.runId === selected ? "sel" : ""}">${sq(c ? c.state : "pending", tip, `#/runs/${encodeURIComponent(r.runId)}`)}</td>`;
+    }).join("")}</tr>`).join("");
+    const sel = grid.cells[selected] || {};
+    const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
+    main.innerHTML = `<h1>${esc(flowId)} ${flow.isPaused ? '<span class="chip">paused</span>' : ""}</h1>
+      <p class="muted">${esc(flow.description)} · ${esc(cronWords(flow.schedule))}${flow.schedule ? ` (<span class="mono">${esc(flow.schedule)}</span>, ${esc(flow.timezone)})` : ""}
+      · next run ${flow.isPaused || !flow.nextRunAt ? "—" : esc(fmtTime(flow.nextRunAt))} · version ${flow.version}</p>
+      <div class="toolbar"><button class="primary" id="trigger" type="button">Trigger…</button>
+        <button id="pause" type="button">${flow.isPaused ? "Unpause" : "Pause"}</button>
+        <label>Runs <select id="statef"><option value="">all</option>${["success", "failed", "running", "queued", "cancelled"].map((s) => `<option ${s === stateFilter ? "selected" : ""}>${s}</option>`).join("")}</select></label>
+        <span class="muted">${grid.tasks.length} tasks × ${runs.length} runs</span></div>
+      <div class="legend">${Object.keys(STATES).map((s) => `<span>${sq(s)} ${s}</span>`).join("")}</div>
+      <h2>Grid</h2>
+      <div class="grid-wrap"><table class="grid"><thead><tr><th class="task">task \\ run</th>${runs.map((r) =>
+        `<th class="${r.runId === selected ? "sel" : ""}"><button class="runhead" data-run="${esc(r.runId)}" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(fmtTime(r.logicalDate))}" type="button">${sq(r.state)}</button></th>`).join("")}</tr></thead>
+      <tbody>${rows}</tbody></table></div>
+      <h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
+      ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}`;
+    $("#trigger", main).onclick = () => triggerDialog(flowId);
+    $("#pause", main).onclick = async () => { try { await api(`/api/v1/flows/${encodeURIComponent(flowId)}/${flow.isPaused ? "unpause" : "pause"}`, { method: "POST" }); } catch (e) { alert(e.message); } draw(); };
+    $("#statef", main).onchange = (e) => { stateFilter = e.target.value; draw(); };
+    main.querySelectorAll("button[data-run]").forEach((b) => (b.onclick = () => { selected = b.dataset.run; draw(); }));
+  };
+  await draw();
+  const again = debounced(draw, 400);
+  return {
+    onChange: (c) => {
+      if (c.channel === "flowkit_runs" || (grid && grid.runs.some((r) => String(r.id) === c.payload))) again();
+    },
+    refresh: draw,
+  };
+}
+
+async function runPage(main, runId, query) {
+  let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null;
+  const draw = async () => {
+    [run, { tasks }] = await Promise.all([api(`/api/v1/runs/${encodeURIComponent(runId)}`), api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks`)]);
+    if (!flow) flow = await api(`/api/v1/flows/${encodeURIComponent(run.flowId)}`);
+    const states = Object.fromEntries(tasks.filter((t) => !t.mapParent).map((t) => [t.taskId, t.state]));
+    const gtasks = (flow.definition ? flow.definition.tasks : []).map((t) => ({ id: t.id, upstream: t.upstream, mapped: !!t.mapOver }));
+    const live = run.state === "running" || run.state === "queued";
+    main.innerHTML = `<h1>Run ${esc(runId)}</h1>
+      <p>${stateLabel(run.state)} · flow <a href="#/flows/${encodeURIComponent(run.flowId)}">${esc(run.flowId)}</a> · ${esc(run.triggerKind)}
+      ${run.triggeredBy ? ` · started by <a href="#/runs/${encodeURIComponent(run.triggeredBy)}">${esc(run.triggeredBy)}</a>` : ""}
+      · logical date ${esc(fmtTime(run.logicalDate))} · took ${esc(fmtDur(dur(run.startedAt, run.endedAt)))}
+      ${Object.keys(run.conf || {}).length ? ` · conf <span class="mono">${esc(JSON.stringify(run.conf))}</span>` : ""}</p>
+      <div class="toolbar">${live ? '<button class="danger" id="cancel" type="button">Cancel run</button>' : ""}
+        ${!live ? '<button id="clearfailed" type="button">Clear failed tasks</button>' : ""}</div>
+      <h2>Graph</h2>${dagSVG(gtasks, states, (id) => `#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(id)}`)}
+      <h2>Timeline</h2>${gantt(tasks)}
+      <h2>Tasks</h2>
+      <table><thead><tr><th>Task</th><th>State</th><th>Try</th><th>Worker</th><th>Duration</th><th>Result / error</th><th></th></tr></thead><tbody>
+      ${tasks.map((t) => `<tr data-task="${esc(t.taskId)}" class="${t.taskId === chosen ? "sel" : ""}">
+        <td><a href="#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(t.taskId)}" class="logs">${esc(t.taskId)}</a>${t.waitReason ? `<div class="muted">${esc(t.waitReason)}</div>` : ""}</td>
+        <td>${stateLabel(t.state)}</td><td>${t.tryNumber}/${t.maxTries}</td><td class="mono">${esc(t.worker || "")}</td>
+        <td>${esc(fmtDur(dur(t.startedAt, t.endedAt)))}</td>
+        <td>${t.error ? `<div class="error">${esc(t.error)}</div>` : ""}${t.result != null ? `<pre class="json mono">${esc(JSON.stringify(t.result, null, 1))}</pre>` : ""}</td>
+        <td class="actions">${t.mapParent ? "" : `<button class="clear" type="button" title="clear this task and its downstream tasks: they run again">Clear</button>
+          <button class="mark-success" type="button" title="mark success" aria-label="Mark success">✓ Mark</button> <button class="mark-failed danger" type="button" title="mark failed" aria-label="Mark failed">✗ Mark</button>`}</td></tr>`).join("")}
+      </tbody></table>
+      <h2 id="logs">Log ${chosen ? `<span class="muted">— ${esc(chosen)}</span>` : ""}</h2>
+      ${chosen && !(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.length ? '<p class="muted">No try of this task has started yet.</p>'
+        : chosen ? `<div class="toolbar"><label>Try <select id="tryf">${(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.map((x) =>
+        `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label></div><pre class="log" id="log"></pre>`
+        : '<p class="muted">Choose a task to see its log.</p>'}`;
+    const act = async (path, body) => { try { await api(path, { method: "POST", body }); } catch (e) { alert(e.message); } draw(); };
+    if ($("#cancel", main)) $("#cancel", main).onclick = () => confirm("Cancel this run?") && act(`/api/v1/runs/${encodeURIComponent(runId)}/cancel`);
+    if ($("#clearfailed", main)) $("#clearfailed", main).onclick = () => act(`/api/v1/runs/${encodeURIComponent(runId)}/clear`, { onlyFailed: true });
+    main.querySelectorAll("tr[data-task]").forEach((tr) => {
+      const id = tr.dataset.task;
+      const b = (sel, fn) => { const el = $(sel, tr); if (el) el.onclick = fn; };
+      b(".clear", () => act(`/api/v1/runs/${encodeURIComponent(runId)}/clear`, { taskIds: [id] }));
+      b(".mark-success", () => act(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(id)}/mark`, { state: "success" }));
+      b(".mark-failed", () => act(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(id)}/mark`, { state: "failed" }));
+    });
+    if (chosen) {
+      const t = tasks.find((x) => x.taskId === chosen);
+      if (chosenTry == null && t) chosenTry = t.tryNumber || 1;
+      $("#tryf", main) && ($("#tryf", main).onchange = (e) => { chosenTry = +e.target.value; logOffset = 0; $("#log").textContent = ""; followLog(); });
+      logOffset = 0;
+      followLog();
+    }
+  };
+  // Follows the chosen try's log: new lines are read from the last offset while the try runs.
+  const followLog = async () => {
+    clearTimeout(logTimer);
+    const el = $("#log");
+    if (!el || !chosen) return;
+    try {
+      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${logOffset}`);
+      if (page.lines.length) {
+        el.textContent += page.lines.map((l) => `${l.at.slice(11, 23)}  ${l.line}`).join("\n") + "\n";
+        el.scrollTop = el.scrollHeight;
+      }
+      logOffset = page.nextOffset;
+    } catch (e) { el.textContent = e.message; return; }
+    const t = tasks.find((x) => x.taskId === chosen);
+    if (t && ["queued", "running", "up_for_retry", "up_for_reschedule"].includes(t.state)) logTimer = setTimeout(followLog, 1000);
+  };
+  await draw();
+  const again = debounced(draw, 300);
+  return {
+    onChange: (c) => { if (run && (String(run.id) === c.payload || c.payload === runId || c.payload === run.flowId)) again(); },
+    refresh: draw,
+    dispose: () => clearTimeout(logTimer),
+  };
+}
+
+function gantt(tasks) {
+  const tries = tasks.flatMap((t) => t.tries.map((x) => ({ task: t.taskId, ...x }))).filter((x) => x.queuedAt || x.startedAt);
+  if (!tries.length) return '<p class="muted">No try has started yet.</p>';
+  if (tries.length > 2000) return `<p class="muted">${tries.length} tries: the timeline is drawn for up to 2,000.</p>`;
+  const t0 = Math.min(...tries.map((x) => new Date(x.queuedAt || x.startedAt).getTime()));
+  const t1 = Math.max(...tries.map((x) => (x.endedAt ? new Date(x.endedAt) : new Date()).getTime()));
+  const span = Math.max(t1 - t0, 1), W = 900, L = 190, RH = 16;
+  const x = (iso) => L + ((new Date(iso).getTime() - t0) / span) * (W - L - 10);
+  const rows = tries.map((r, i) => {
+    const y = 18 + i * RH, q = r.queuedAt || r.startedAt, s = r.startedAt, e = r.endedAt || new Date().toISOString();
+    return `<text x="4" y="${y + 11}">${esc((r.task.length > 24 ? r.task.slice(0, 23) + "…" : r.task) + " #" + r.tryNumber)}</text>
+      ${s ? `<rect class="wait" x="${x(q)}" y="${y + 2}" width="${Math.max(x(s) - x(q), 1)}" height="${RH - 4}"><title>queued ${esc(fmtDur((new Date(s) - new Date(q)) / 1000))}</title></rect>
+      <rect class="s-${esc(r.state)}" x="${x(s)}" y="${y + 2}" width="${Math.max(x(e) - x(s), 2)}" height="${RH - 4}"><title>${esc(r.task)} try ${r.tryNumber}: ${esc(r.state)}, ${esc(fmtDur((new Date(e) - new Date(s)) / 1000))} on ${esc(r.worker || "?")}</title></rect>`
+      : `<rect class="wait" x="${x(q)}" y="${y + 2}" width="${Math.max(x(e) - x(q), 1)}" height="${RH - 4}"><title>queued</title></rect>`}`;
+  }).join("");
+  return `<svg class="dag gantt" width="${W}" height="${24 + tries.length * RH}" role="img" aria-label="timeline of tries">
+    <text x="${L}" y="12" class="muted">0 s</text><text x="${W - 60}" y="12">${esc(fmtDur(span / 1000))}</text>${rows}</svg>`;
+}
+
+async function workersPage(main) {
+  const draw = async () => {
+    const { workers } = await api("/api/v1/workers");
+    main.innerHTML = `<h1>Workers</h1><table><thead><tr><th>Worker</th><th>State</th><th>Host</th><th>Queues</th><th>Slots used</th><th>Last heartbeat</th><th>Version</th></tr></thead><tbody>
+      ${workers.map((w) => `<tr><td class="mono">${esc(w.name)}</td><td>${w.state === "online" ? '<span class="ok">● online</span>' : `<span class="error">● ${esc(w.state)}</span>`}</td>
+        <td>${esc(w.host)}${w.pid ? ` <span class="muted">pid ${w.pid}</span>` : ""}</td><td>${w.queues.map((q) => `<span class="chip">${esc(q)}</span>`).join("")}</td>
+        <td>${w.running} / ${w.concurrency}</td><td>${esc(fmtDur(w.heartbeatAgeSeconds))} ago</td><td class="mono">${esc(w.version || "")}</td></tr>`).join("") || '<tr><td colspan="7" class="muted">No worker has reported yet.</td></tr>'}
+      </tbody></table>`;
+  };
+  await draw();
+  const t = setInterval(draw, 5000);   // heartbeats are not change events: a worker list refreshes every 5 s
+  return { refresh: draw, dispose: () => clearInterval(t) };
+}
+
+async function healthPage(main) {
+  const draw = async () => {
+    let h, sch = null;
+    try { h = await api("/api/v1/health", { quiet: true }); } catch (e) { h = e.data || { status: "unavailable", checks: {} }; }
+    try { sch = await api("/api/v1/schedulers", { quiet: true }); } catch (_) { }
+    if (sch) { h.schedulers = sch.schedulers; h.leaderHeld = sch.leaderHeld; }
+    main.innerHTML = `<h1>Health</h1><p>${h.status === "ok" ? '<span class="ok">● all good</span>' : '<span class="error">● unavailable</span>'}</p>
+      <table><tbody>${Object.entries(h.checks || {}).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="${v === "ok" ? "ok" : "error"}">${esc(v)}</td></tr>`).join("")}</tbody></table>
+      ${h.queues ? `<h2>Queues</h2><table><thead><tr><th>Queue</th><th>Waiting messages</th></tr></thead><tbody>${Object.entries(h.queues).map(([q, n]) => `<tr><td>${esc(q)}</td><td>${n}</td></tr>`).join("")}</tbody></table>` : ""}
+      ${h.schedulers ? `<h2>Schedulers</h2><table><thead><tr><th>Scheduler</th><th>Host</th><th>Last heartbeat</th></tr></thead><tbody>${h.schedulers.map((s) =>
+        `<tr><td class="mono">${esc(s.name)}</td><td>${esc(s.host)}</td><td>${esc(fmtDur(s.heartbeatAgeSeconds))} ago</td></tr>`).join("")}</tbody></table>
+        <p>${h.leaderHeld ? '<span class="ok">● a scheduler holds the leader lock</span>' : '<span class="error">● no scheduler holds the leader lock: maintenance (reaper, notifications) is not running</span>'}</p>` : '<p class="muted">Sign in to see the schedulers.</p>'}`;
+  };
+  await draw();
+  const t = setInterval(draw, 5000);
+  return { refresh: draw, dispose: () => clearInterval(t) };
+}
+
+async function route() {
+  if (page && page.dispose) page.dispose();
+  page = null;
+  const main = $("#main");
+  const [path, qs] = (location.hash.slice(1) || "/").split("?");
+  const query = new URLSearchParams(qs || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "flows")));
+  try {
+    if (!parts.length || parts[0] === "flows" && parts.length === 1) page = await flowsPage(main);
+    else if (parts[0] === "flows") page = await flowPage(main, parts[1]);
+    else if (parts[0] === "runs") page = await runPage(main, parts[1], query);
+    else if (parts[0] === "workers") page = await workersPage(main);
+    else if (parts[0] === "health") page = await healthPage(main);
+    else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;
+    document.title = `FlowKit — ${parts.join(" / ") || "flows"}`;
+  } catch (e) {
+    main.innerHTML = `<h1>${e.status === 401 ? "Sign in to see this" : "Something went wrong"}</h1><p class="error">${esc(e.message)}</p>`;
+  }
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => { updateSignin(); route(); startLive(); });

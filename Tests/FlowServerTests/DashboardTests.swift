@@ -1,0 +1,150 @@
+import FlowJSON
+import FlowKit
+import FlowKitTesting
+import Foundation
+import ProcessSupport
+import Testing
+@testable import FlowCommands
+@testable import FlowServer
+@testable import WorkerRuntime
+import Scheduler
+
+/// A server-sent-events client over a plain socket: the request, then `data:` lines as they come.
+final class SSEClient {
+    let fd: Int32
+    var buffer = ""
+
+    init(port: Int, path: String, token: String?) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = in_port_t(UInt16(port).bigEndian)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard ok == 0 else { throw TaskError("cannot connect to port \(port)") }
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let req = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n" + (token.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n"
+        _ = req.withCString { send(fd, $0, strlen($0), 0) }
+    }
+
+    deinit { close(fd) }
+
+    /// Reads until `condition` holds for what arrived so far, or `timeout` passes.
+    func read(until timeout: Double, _ condition: (String) -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while Date() < end {
+            if condition(buffer) { return true }
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n > 0 { buffer += String(decoding: chunk[0..<n], as: UTF8.self) } else if n == 0 { return condition(buffer) }
+        }
+        return condition(buffer)
+    }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = false
+    func set() { lock.withLock { v = true } }
+    var value: Bool { lock.withLock { v } }
+}
+
+@Suite("Dashboard", .serialized)
+struct DashboardTests {
+    @Test("the dashboard is served from the binary at /, with a same-origin content policy; its files match Sources/FlowServer/UI")
+    func servedFromTheBinary() async throws {
+        try await withAPI(openReads: false) { api in
+            let index = try await api.request("GET", "/")
+            #expect(index.status == 200 && index.header("Content-Type")?.hasPrefix("text/html") == true)
+            #expect(index.text.contains(#"<script defer src="/ui/app.js">"#))
+            #expect(index.header("Content-Security-Policy")?.contains("default-src 'self'") == true)
+            let js = try await api.request("GET", "/ui/app.js")
+            #expect(js.status == 200 && js.header("Content-Type")?.hasPrefix("text/javascript") == true)
+            #expect(try await api.request("GET", "/ui/app.css").status == 200)
+            let missing = try await api.request("GET", "/ui/nope.js")
+            #expect(missing.status == 404 && missing.json["error"] == "not_found")
+            // The page is public; the data behind it follows the API's rules.
+            #expect(try await api.request("GET", "/api/v1/flows").status == 401)
+        }
+        for name in try FileManager.default.contentsOfDirectory(atPath: TestServers.repositoryRoot + "/Sources/FlowServer/UI") {
+            let disk = try String(contentsOfFile: TestServers.repositoryRoot + "/Sources/FlowServer/UI/" + name, encoding: .utf8)
+            #expect(UIAssets.files[name]?.body == disk, "\(name) differs from the embedded copy: run scripts/embed_ui.sh")
+        }
+    }
+
+    @Test("the grid: tasks in declaration order × the last runs, with states, tries and durations in one call; bad parameters are 400s")
+    func grid() async throws {
+        try await withAPI { api in
+            var runs: [String] = []
+            for _ in 0..<3 {
+                let r = try await api.request("POST", "/api/v1/flows/example_branch/runs", token: LiveAPI.admin, body: #"{"conf": {"pick": "right"}}"#)
+                runs.append(try #require(r.json["runId"]?.stringValue))
+            }
+            try await eventually("three runs to end") {
+                let g = try await api.request("GET", "/api/v1/flows/example_branch/grid?runs=3").json
+                return g["runs"]?.arrayValue?.allSatisfy { $0["state"] == "success" } == true && g["runs"]?.arrayValue?.count == 3
+            }
+            let g = try await api.request("GET", "/api/v1/flows/example_branch/grid?runs=2").json
+            #expect(g["tasks"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == ["choose", "left", "right", "join"])
+            #expect(g["runs"]?.arrayValue?.compactMap { $0["runId"]?.stringValue } == [runs[2], runs[1]])
+            let cells = try #require(g["cells"]?[runs[2]])
+            #expect(cells["left"]?["state"] == "skipped" && cells["right"]?["state"] == "success" && cells["join"]?["tryNumber"] == 1)
+            #expect(cells["right"]?["seconds"]?.doubleValue != nil)
+            #expect(try await api.request("GET", "/api/v1/flows/example_branch/grid?state=failed").json["runs"] == [])
+            #expect(try await api.request("GET", "/api/v1/flows/example_branch/grid?runs=0").status == 400)
+            #expect(try await api.request("GET", "/api/v1/flows/example_branch/grid?state=green").status == 400)
+            let unknown = try await api.request("GET", "/api/v1/flows/example_brnch/grid")
+            #expect(unknown.status == 404 && unknown.text.contains("did you mean `example_branch`"))
+            let flows = try await api.request("GET", "/api/v1/flows").json["flows"]?.arrayValue ?? []
+            let recent = flows.first { $0["flowId"] == "example_branch" }?["recentRuns"]?.arrayValue ?? []
+            #expect(recent.compactMap { $0["runId"]?.stringValue } == runs.reversed())
+        }
+    }
+
+    @Test("the live stream: a trigger and its tasks' changes reach a subscriber within seconds; readers need a token where reads are closed")
+    func liveStream() async throws {
+        try await withAPI(openReads: false) { api in
+            let refused = try SSEClient(port: api.port, path: "/api/v1/events/stream", token: nil)
+            #expect(refused.read(until: 5) { $0.contains("\r\n\r\n") } && refused.buffer.hasPrefix("HTTP/1.1 401"))
+            let sse = try SSEClient(port: api.port, path: "/api/v1/events/stream?maxSeconds=20", token: LiveAPI.reader)
+            #expect(sse.read(until: 5) { $0.contains(": connected") })
+            #expect(sse.buffer.contains("text/event-stream"))
+            let r = try await api.request("POST", "/api/v1/flows/example_retry/runs", token: LiveAPI.admin).json
+            let runId = try #require(r["runId"]?.stringValue), pk = try #require(r["id"]?.intValue)
+            #expect(sse.read(until: 15) { $0.contains(#"{"channel":"flowkit_runs","payload":"\#(runId)"}"#) })
+            #expect(sse.read(until: 15) { $0.contains(#"{"channel":"flowkit_changes","payload":"\#(pk)"}"#) })
+            #expect(try await api.request("GET", "/api/v1/events/stream?maxSeconds=0", token: LiveAPI.reader).status == 400)
+        }
+    }
+
+    @Test("a cancelled worker service stops consuming and returns (another service of its group failed)")
+    func cancelledWorkerReturns() async throws {
+        let redis = try await TestServers.freshRedis()
+        var wc = WorkerConfig(name: "cancel-test", queues: ["default"], concurrency: 1)
+        wc.shutdownGrace = 0.5
+        let service = WorkerService(worker: Worker(redis: redis, flows: [], config: wc))
+        let returned = Flag()
+        let task = Task { try? await service.run(); returned.set() }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!returned.value)
+        task.cancel()
+        try await eventually("the cancelled worker service to return", timeout: 20) { returned.value }
+    }
+
+    @Test("standalone on a port in use says so and exits 1, before starting anything")
+    func portInUse() throws {
+        let port = try freePort()
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = in_port_t(UInt16(port).bigEndian)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 1)
+        let r = try flowctl(["standalone", "--port", String(port)], api: nil)
+        #expect(r.status == 1)
+        #expect(r.output.contains("cannot listen on 127.0.0.1:\(port): address already in use"))
+    }
+}
