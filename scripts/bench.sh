@@ -49,6 +49,9 @@ v = [float(x) for x in sys.argv[1:]]
 print(f"BENCH id=W7 metric=seconds_to_first_task value={statistics.median(v):.3g} runs={len(v)} min={min(v):.3g} max={max(v):.3g}")
 PY
 
+# W9: the dashboard with a 1,000-task grid and a 10,000-task run, in headless chromium.
+scripts/bench_w9.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
+
 # Celery on the same machine, same run.
 if [ -x "$peers/celery_bench.sh" ] || [ -f "$peers/celery_bench.sh" ]; then
   echo "# Celery 5 (prefork, concurrency 2) via $peers/celery_bench.sh"

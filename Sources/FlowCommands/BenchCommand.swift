@@ -38,7 +38,17 @@ enum BenchFlows {
         let root = f.task("root") { _ in .array((0..<w8Items).map { .int($0) }) }
         f.map("mapped", over: .result(of: root)) { _, x in x } --> f.task("join") { ctx in .int(ctx.upstream["mapped"]?.arrayValue?.count ?? 0) }
     }
-    static let all = [w1, w2, w3, w8]
+    /// W9 (the dashboard): 1,000 no-op tasks in 20 layers of 50, each depending on two tasks of
+    /// the layer before — a grid of 1,000 rows and a graph with 1,900 edges.
+    static let w9 = Flow("bench_w9", maxActiveRuns: 4) { f in
+        var previous: [TaskRef] = []
+        for layer in 0..<20 {
+            let current = (0..<50).map { i in f.task("l\(layer)_t\(i)") { _ in nil } }
+            if !previous.isEmpty { for (i, t) in current.enumerated() { [previous[i], previous[(i + 1) % 50]] --> t } }
+            previous = current
+        }
+    }
+    static let all = [w1, w2, w3, w8, w9]
 }
 
 struct BenchCommand: AsyncParsableCommand {

@@ -168,7 +168,7 @@ async function startLive() {
   if (liveAbort) liveAbort.abort();
   const ctl = new AbortController();
   liveAbort = ctl;
-  let delay = 500;
+  let delay = 500, reconnecting = false;
   while (!ctl.signal.aborted) {
     try {
       const headers = { Accept: "text/event-stream" };
@@ -176,7 +176,8 @@ async function startLive() {
       const r = await fetch("/api/v1/events/stream", { headers, signal: ctl.signal });
       if (!r.ok || !r.body) throw new Error("stream " + r.status);
       $("#live").className = "live on"; delay = 500;
-      if (page && page.refresh) page.refresh();     // catch up on what happened while disconnected
+      if (reconnecting && page && page.refresh) page.refresh();     // catch up on what happened while disconnected
+      reconnecting = true;
       const reader = r.body.getReader(), dec = new TextDecoder();
       let buf = "";
       for (;;) {
@@ -326,14 +327,26 @@ async function flowPage(main, flowId) {
   const draw = async () => {
     [flow, grid] = await Promise.all([api(`/api/v1/flows/${encodeURIComponent(flowId)}`),
       api(`/api/v1/flows/${encodeURIComponent(flowId)}/grid?runs=25${stateFilter ? "&state=" + stateFilter : ""}`)]);
+    render();
+  };
+  // Drawing is separate from loading: choosing a run redraws from what is loaded.
+  const render = () => {
     const runs = grid.runs.slice().reverse();       // oldest on the left, as in Airflow
     if (!selected || !runs.some((r) => r.runId === selected)) selected = runs.length ? runs[runs.length - 1].runId : null;
-    const rows = grid.tasks.map((t) => `<tr><th class="task" scope="row" title="${esc(t.id)}">${esc(t.id)}${t.mapped ? ' <span class="muted">[ ]</span>' : ""}</th>${runs.map((r) => {
-      const c = (grid.cells[r.runId] || {})[t.id];
-      const n = c && Object.values(c.instances || {}).reduce((a, b) => a + b, 0);
-      const tip = `${t.id} · ${r.runId}\n${c ? c.state : "no status"}${c && c.tryNumber ? ` · try ${c.tryNumber}` : ""}${c && c.seconds != null ? ` · ${fmtDur(c.seconds)}` : ""}${n ? `\n${n} mapped: ` + Object.entries(c.instances).map(([s, k]) => `${k} ${s}`).join(", ") : ""}`;
-      return `<td class="${r.runId === selected ? "sel" : ""}">${sq(c ? c.state : "pending", tip, `#/runs/${encodeURIComponent(r.runId)}`)}</td>`;
-    }).join("")}</tr>`).join("");
+    // 25,000 cells: plain strings, no per-cell tooltip (it is made when a cell is pointed at or focused).
+    const hrefs = runs.map((r) => `#/runs/${encodeURIComponent(r.runId)}`);
+    const cellsByRun = runs.map((r) => grid.cells[r.runId] || {});
+    const selIndex = runs.findIndex((r) => r.runId === selected);
+    const parts = [];
+    grid.tasks.forEach((t, ti) => {
+      parts.push(`<tr><th class="task" scope="row">${esc(t.id)}${t.mapped ? ' <span class="muted">[ ]</span>' : ""}</th>`);
+      for (let ri = 0; ri < runs.length; ri++) {
+        const c = cellsByRun[ri][t.id], st = c ? c.state : "pending";
+        parts.push(`<td${ri === selIndex ? ' class="sel"' : ""}><a class="sq ${st} s-${st}" href="${hrefs[ri]}" data-t="${ti}" data-r="${ri}">${STATES[st] || "?"}</a></td>`);
+      }
+      parts.push("</tr>");
+    });
+    const rows = parts.join("");
     const sel = grid.cells[selected] || {};
     const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
     main.innerHTML = `<h1>${esc(flowId)} ${flow.isPaused ? '<span class="chip">paused</span>' : ""}</h1>
@@ -348,12 +361,36 @@ async function flowPage(main, flowId) {
       <div class="grid-wrap"><table class="grid"><thead><tr><th class="task">task \\ run</th>${runs.map((r) =>
         `<th class="${r.runId === selected ? "sel" : ""}"><button class="runhead" data-run="${esc(r.runId)}" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(fmtTime(r.logicalDate))}" type="button">${sq(r.state)}</button></th>`).join("")}</tr></thead>
       <tbody>${rows}</tbody></table></div>
-      <h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
-      ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}`;
+      <div id="graph"><h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
+      ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}</div>`;
     $("#trigger", main).onclick = () => triggerDialog(flowId);
     $("#pause", main).onclick = async () => { try { await api(`/api/v1/flows/${encodeURIComponent(flowId)}/${flow.isPaused ? "unpause" : "pause"}`, { method: "POST" }); } catch (e) { alert(e.message); } draw(); };
     $("#statef", main).onchange = (e) => { stateFilter = e.target.value; draw(); };
-    main.querySelectorAll("button[data-run]").forEach((b) => (b.onclick = () => { selected = b.dataset.run; draw(); }));
+    main.querySelectorAll("button[data-run]").forEach((b) => (b.onclick = () => select(b.dataset.run)));
+    const tip = (e) => {
+      const a = e.target.closest("a[data-t]");
+      if (!a || a.title) return;
+      const t = grid.tasks[+a.dataset.t], r = runs[+a.dataset.r], c = cellsByRun[+a.dataset.r][t.id];
+      const n = c && Object.values(c.instances || {}).reduce((x, y) => x + y, 0);
+      a.title = `${t.id} · ${r.runId}\n${c ? c.state : "no status"}${c && c.tryNumber ? ` · try ${c.tryNumber}` : ""}${c && c.seconds != null ? ` · ${fmtDur(c.seconds)}` : ""}`
+        + (n ? `\n${n} mapped: ` + Object.entries(c.instances).map(([s, k]) => `${k} ${s}`).join(", ") : "");
+      a.setAttribute("aria-label", a.title);
+    };
+    $("table.grid", main).addEventListener("mouseover", tip);
+    $("table.grid", main).addEventListener("focusin", tip);
+    window.__flowkitRendered = performance.now();   // for the W9 benchmark's measurements
+  };
+  // Choosing a run moves the highlight and redraws the graph; the grid itself stays.
+  const select = (runId) => {
+    selected = runId;
+    const runs = grid.runs.slice().reverse(), col = runs.findIndex((r) => r.runId === runId) + 1;
+    const table = $("table.grid", main);
+    for (const row of table.rows) for (let i = 1; i < row.cells.length; i++) row.cells[i].classList.toggle("sel", i === col);
+    const sel = grid.cells[selected] || {};
+    const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
+    $("#graph", main).innerHTML = `<h2>Graph <span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span></h2>`
+      + dagSVG(grid.tasks, states, (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}`);
+    window.__flowkitRendered = performance.now();
   };
   await draw();
   const again = debounced(draw, 400);
@@ -367,9 +404,20 @@ async function flowPage(main, flowId) {
 
 async function runPage(main, runId, query) {
   let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null;
+  // A run of thousands of tasks shows them in pages, so that its page never freezes the browser.
+  let limit = 500, filter = "";
+  const shownTasks = () => {
+    const hits = filter ? tasks.filter((t) => t.taskId.includes(filter)) : tasks;
+    const page = hits.slice(0, limit);
+    if (chosen && !page.some((t) => t.taskId === chosen)) { const c = tasks.find((t) => t.taskId === chosen); if (c) page.push(c); }
+    return page;
+  };
   const draw = async () => {
     [run, { tasks }] = await Promise.all([api(`/api/v1/runs/${encodeURIComponent(runId)}`), api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks`)]);
     if (!flow) flow = await api(`/api/v1/flows/${encodeURIComponent(run.flowId)}`);
+    render();
+  };
+  const render = () => {
     const states = Object.fromEntries(tasks.filter((t) => !t.mapParent).map((t) => [t.taskId, t.state]));
     const gtasks = (flow.definition ? flow.definition.tasks : []).map((t) => ({ id: t.id, upstream: t.upstream, mapped: !!t.mapOver }));
     const live = run.state === "running" || run.state === "queued";
@@ -384,7 +432,7 @@ async function runPage(main, runId, query) {
       <h2>Timeline</h2>${gantt(tasks)}
       <h2>Tasks</h2>
       <table><thead><tr><th>Task</th><th>State</th><th>Try</th><th>Worker</th><th>Duration</th><th>Result / error</th><th></th></tr></thead><tbody>
-      ${tasks.map((t) => `<tr data-task="${esc(t.taskId)}" class="${t.taskId === chosen ? "sel" : ""}">
+      ${shownTasks().map((t) => `<tr data-task="${esc(t.taskId)}" class="${t.taskId === chosen ? "sel" : ""}">
         <td><a href="#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(t.taskId)}" class="logs">${esc(t.taskId)}</a>${t.waitReason ? `<div class="muted">${esc(t.waitReason)}</div>` : ""}</td>
         <td>${stateLabel(t.state)}</td><td>${t.tryNumber}/${t.maxTries}</td><td class="mono">${esc(t.worker || "")}</td>
         <td>${esc(fmtDur(dur(t.startedAt, t.endedAt)))}</td>
@@ -392,11 +440,15 @@ async function runPage(main, runId, query) {
         <td class="actions">${t.mapParent ? "" : `<button class="clear" type="button" title="clear this task and its downstream tasks: they run again">Clear</button>
           <button class="mark-success" type="button" title="mark success" aria-label="Mark success">✓ Mark</button> <button class="mark-failed danger" type="button" title="mark failed" aria-label="Mark failed">✗ Mark</button>`}</td></tr>`).join("")}
       </tbody></table>
+      ${tasks.length > limit ? `<div class="toolbar"><span class="muted">${limit} of ${tasks.length} task instances shown.</span>
+        <label>Find <input id="taskq" placeholder="task id" value="${esc(filter)}"></label><button id="more" type="button">Show ${Math.min(tasks.length - limit, 1000)} more</button></div>` : ""}
       <h2 id="logs">Log ${chosen ? `<span class="muted">— ${esc(chosen)}</span>` : ""}</h2>
       ${chosen && !(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.length ? '<p class="muted">No try of this task has started yet.</p>'
         : chosen ? `<div class="toolbar"><label>Try <select id="tryf">${(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.map((x) =>
         `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label></div><pre class="log" id="log"></pre>`
         : '<p class="muted">Choose a task to see its log.</p>'}`;
+    if ($("#more", main)) $("#more", main).onclick = () => { limit += 1000; render(); };
+    if ($("#taskq", main)) $("#taskq", main).onchange = (e) => { filter = e.target.value.trim(); render(); };
     const act = async (path, body) => { try { await api(path, { method: "POST", body }); } catch (e) { alert(e.message); } draw(); };
     if ($("#cancel", main)) $("#cancel", main).onclick = () => confirm("Cancel this run?") && act(`/api/v1/runs/${encodeURIComponent(runId)}/cancel`);
     if ($("#clearfailed", main)) $("#clearfailed", main).onclick = () => act(`/api/v1/runs/${encodeURIComponent(runId)}/clear`, { onlyFailed: true });
@@ -414,6 +466,7 @@ async function runPage(main, runId, query) {
       logOffset = 0;
       followLog();
     }
+    window.__flowkitRendered = performance.now();   // for the W9 benchmark's measurements
   };
   // Follows the chosen try's log: new lines are read from the last offset while the try runs.
   const followLog = async () => {
@@ -513,6 +566,10 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
+// Leaving the page closes its stream: a page kept in the back/forward cache would otherwise hold
+// one of the browser's six connections to this host for as long as the stream lasts.
+window.addEventListener("pagehide", () => { if (liveAbort) { liveAbort.abort(); liveAbort = null; } });
+window.addEventListener("pageshow", (e) => { if (e.persisted) { startLive(); route(); } });
 window.addEventListener("DOMContentLoaded", () => { updateSignin(); route(); startLive(); });
 
 """##),
