@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release install test demo run bench faults stress stress-quick clean docker-config migrations example
+.PHONY: help deps build release install test demo run start stop status logs reset bench faults stress stress-quick clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,7 +31,22 @@ demo: build ## run catalunya_data_pipeline end to end in standalone mode and sho
 run: build ## standalone in the foreground (API on :8080, scheduler, two workers)
 	$(FLOWCTL_DEBUG) standalone
 
-bench: release ## the WORKLOADS.md benchmarks, beside Celery
+start: build ## the local stack in the background (dashboard on :8080); returns when it is healthy
+	@FLOWCTL=$(FLOWCTL_DEBUG) scripts/local.sh start
+
+stop: ## stop the local stack (its data stays in .flowkit/)
+	@scripts/local.sh stop
+
+status: ## is the local stack running, and its health
+	@scripts/local.sh status
+
+logs: ## follow the local stack's log
+	@scripts/local.sh logs
+
+reset: ## delete the local stack's runs and data (asks first; FORCE=1 does not)
+	@scripts/local.sh reset
+
+bench: release ## the docs/benchmarks.md workloads, beside Celery
 	@scripts/bench.sh $(FLOWCTL_RELEASE)
 
 faults: build ## the fault-injection suite

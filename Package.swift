@@ -96,6 +96,7 @@ let package = Package(
         .testTarget(name: "FlowServerTests", dependencies: [
             "FlowServer", "Scheduler", "WorkerRuntime", "FlowKit", "FlowKitTesting", "Flows", "PostgresClient", "FlowCommands", "ProcessSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
     ],

@@ -28,7 +28,8 @@ status=${PIPESTATUS[0]}
 run=$(sed -n 's/^run \([^:]*\): .*/\1/p' .flowkit/demo-run.txt | tail -1)
 echo
 echo "the marts it built (first rows of marts.municipality_exceedances):"
-psql "${FLOWKIT_DATABASE_URL:-postgres://flowkit@127.0.0.1:54329/flowkit}" -c "select municipality, pollutant, day, mean_value, exceeded from marts.municipality_exceedances where exceeded order by day, municipality limit 5" 2>/dev/null || true
+pgport=$(sed -n 's/.*pg=\([0-9]*\).*/\1/p' .flowkit/ports 2>/dev/null)
+psql "${FLOWKIT_DATABASE_URL:-postgres://flowkit@127.0.0.1:${pgport:-54329}/flowkit}" -c "select municipality, pollutant, day, mean_value, exceeded from marts.municipality_exceedances where exceeded order by day, municipality limit 5" 2>/dev/null || true
 echo
 echo "the dashboard: \`make run\` serves it, with this run, at"
 echo "  http://127.0.0.1:$port/#/runs/$run"

@@ -16,7 +16,7 @@ import Yams
 ///     database_url: "host=db1,db2 dbname=flowkit user=flowkit target_session_attrs=read-write"
 ///     redis_url: redis://:secret@redis.internal:6379/0
 ///     api: { tokens: ["admin:…", "read:…"], open_reads: false, cors_origin: https://dash.example.com }
-///     worker: { queues: [default, etl], concurrency: 4 }
+///     worker: { queues: [default, etl], concurrency: 4 }   # FLOWKIT_WORKER_QUEUES, FLOWKIT_WORKER_CONCURRENCY
 /// ```
 struct ConfigFile {
     /// Keys the file may set, as `FLOWKIT_…` variables (the same names and forms as the environment).
@@ -32,6 +32,8 @@ struct ConfigFile {
         "api.open_reads": ("FLOWKIT_API_OPEN_READS", "true or false"),
         "api.cors_origin": ("FLOWKIT_CORS_ORIGINS", "one origin, or *"),
         "connections": ("FLOWKIT_CONN_", "a map of connection name to URL"),
+        "worker.queues": ("FLOWKIT_WORKER_QUEUES", "a list of queue names"),
+        "worker.concurrency": ("FLOWKIT_WORKER_CONCURRENCY", "a whole number of tasks run at once"),
     ]
 
     /// The profile's settings as the environment variables they stand for.
@@ -61,8 +63,8 @@ struct ConfigFile {
     private static func flatten(_ map: [String: Any], prefix: String, into env: inout [String: String], where location: String) throws {
         for (k, value) in map.sorted(by: { $0.key < $1.key }) {
             let key = prefix.isEmpty ? k : "\(prefix).\(k)"
-            if key == "api", let sub = value as? [String: Any] {
-                try flatten(sub, prefix: "api", into: &env, where: location)
+            if key == "api" || key == "worker", let sub = value as? [String: Any] {
+                try flatten(sub, prefix: key, into: &env, where: location)
                 continue
             }
             guard let (variable, form) = keys[key] else {
@@ -80,6 +82,15 @@ struct ConfigFile {
             case "api.tokens":
                 guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else { throw bad() }
                 env[variable] = (list as! [String]).joined(separator: ",")
+            case "worker.queues":
+                if let list = value as? [Any], !list.isEmpty, list.allSatisfy({ $0 is String }) {
+                    env[variable] = (list as! [String]).joined(separator: ",")
+                } else if let one = value as? String, !one.isEmpty {
+                    env[variable] = one
+                } else { throw bad() }
+            case "worker.concurrency":
+                guard let n = value as? Int, n >= 1 else { throw bad() }
+                env[variable] = String(n)
             case "api.open_reads":
                 guard let b = value as? Bool else { throw bad() }
                 env[variable] = b ? "true" : "false"

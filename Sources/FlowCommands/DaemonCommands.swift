@@ -13,8 +13,8 @@ import ServiceLifecycle
 import WorkerRuntime
 
 struct WorkerOptions: ParsableArguments {
-    @Option(help: "Queues to consume, comma-separated.") var queues: String = "default"
-    @Option(help: "Tasks run at once.") var concurrency: Int = 2
+    @Option(help: "Queues to consume, comma-separated (default: FLOWKIT_WORKER_QUEUES, else default).") var queues: String?
+    @Option(help: "Tasks run at once (default: FLOWKIT_WORKER_CONCURRENCY, else 2).") var concurrency: Int?
     @Option(help: "Host name this worker reports.") var hostname: String = ProcessInfo.processInfo.hostName
     @Option(help: "Seconds between heartbeats.") var heartbeatInterval: Double = 2
     @Option(help: "Seconds after which a claimed, unacknowledged message is delivered again.") var visibilityTimeout: Double = 300
@@ -22,7 +22,15 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: "Task messages larger than this many bytes are refused before decoding (dead-lettered).")
     var maxMessageBytes: Int = KombuLayout.defaultMaxMessageBytes
 
-    func config(name: String? = nil) throws -> WorkerConfig {
+    func config(name: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> WorkerConfig {
+        let queues = self.queues ?? environment["FLOWKIT_WORKER_QUEUES"] ?? "default"
+        var concurrency = 2
+        if let c = self.concurrency { concurrency = c } else if let v = environment["FLOWKIT_WORKER_CONCURRENCY"] {
+            guard let n = Int(v.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("FLOWKIT_WORKER_CONCURRENCY must be a whole number, got `\(v)`")
+            }
+            concurrency = n
+        }
         let qs = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !qs.isEmpty else { throw ValidationError("--queues needs at least one queue name") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
@@ -146,7 +154,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         var local: LocalServers?
         var db = settings.databaseURL, redis = settings.redisURL
         if db == nil || redis == nil {
-            let l = LocalServers(home: settings.home)
+            let l = try LocalServers(home: settings.home)
             try l.start { logger.info("\($0)") }
             local = l
             db = db ?? l.databaseURL

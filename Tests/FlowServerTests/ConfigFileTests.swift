@@ -1,6 +1,8 @@
+import ArgumentParser
 import FlowServer
 import Foundation
 import Testing
+import WorkerRuntime
 @testable import FlowCommands
 
 @Suite("Configuration file")
@@ -66,5 +68,25 @@ struct ConfigFileTests {
         let path = try write("profiles:\n  dev:\n    redis_url: http://redis\n")
         let env = try ConfigFile.load(path: path, profile: "dev")
         #expect(throws: ConfigError.self) { try Settings.from(env) }
+    }
+
+    @Test("worker settings: `worker: {queues, concurrency}` in the file reach a worker started without flags; flags win; bad values are named")
+    func workerSettings() throws {
+        let path = try write("""
+            profiles:
+              dev:
+                worker: { queues: [default, etl], concurrency: 4 }
+            """)
+        let env = try ConfigFile.load(path: path, profile: "dev")
+        #expect(env == ["FLOWKIT_WORKER_QUEUES": "default,etl", "FLOWKIT_WORKER_CONCURRENCY": "4"])
+        let fromFile = try WorkerOptions.parse([]).config(name: "w", environment: env)
+        #expect(fromFile.queues == ["default", "etl"] && fromFile.concurrency == 4)
+        let flags = try WorkerOptions.parse(["--queues", "x", "--concurrency", "1"]).config(name: "w", environment: env)
+        #expect(flags.queues == ["x"] && flags.concurrency == 1)
+        let plain = try WorkerOptions.parse([]).config(name: "w", environment: [:])
+        #expect(plain.queues == ["default"] && plain.concurrency == 2)
+        #expect(throws: (any Error).self) { try WorkerOptions.parse([]).config(name: "w", environment: ["FLOWKIT_WORKER_CONCURRENCY": "many"]) }
+        let bad = try write("profiles:\n  dev:\n    worker: { concurrency: 0 }\n")
+        #expect(throws: (any Error).self) { try ConfigFile.load(path: bad, profile: "dev") }
     }
 }
