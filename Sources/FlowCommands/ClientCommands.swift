@@ -157,6 +157,11 @@ struct FlowsCommand: AsyncParsableCommand {
                 [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? "-", f["timezone"]?.stringValue ?? "",
                  shortTime(f["nextRunAt"]?.stringValue), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
             }))
+            let errors = v["importErrors"]?.arrayValue ?? []
+            if !errors.isEmpty {
+                print("\n\(errors.count) flow\(errors.count == 1 ? "" : "s") could not be registered (import errors):")
+                for e in errors { print("  \(e["flowId"]?.stringValue ?? ""): \(e["message"]?.stringValue ?? "")") }
+            }
         }
     }
 

@@ -78,9 +78,10 @@ struct SchedulerCommand: AsyncParsableCommand {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.scheduler")
         let registry = PrometheusCollectorRegistry()
+        let admitted = FlowCatalog.admitted()
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
-                                     flows: try FlowCatalog.registry().flows, config: options.config(visibilityTimeout: visibilityTimeout),
-                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers)
+                                     flows: admitted.flows, config: options.config(visibilityTimeout: visibilityTimeout),
+                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers, importErrors: admitted.importErrors)
         try await daemon.prepare()
         var services: [any Service] = daemon.services()
         if metricsPort > 0 {
@@ -102,8 +103,9 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.worker")
-        let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: try FlowCatalog.registry().flows,
-                            config: try options.config(name: name))
+        let admitted = FlowCatalog.admitted()
+        let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: admitted.flows,
+                            config: try options.config(name: name), importErrors: admitted.importErrors)
         try await runServices([WorkerService(worker: worker)], logger: logger)
     }
 }
@@ -150,7 +152,8 @@ struct StandaloneCommand: AsyncParsableCommand {
         let settings = try Settings.fromEnvironment()
         let logger = makeLogger("flowkit.standalone")
         try ensureCanListen(host: host, port: port)
-        let flows = try FlowCatalog.registry().flows
+        let admitted = FlowCatalog.admitted()
+        let flows = admitted.flows
         var local: LocalServers?
         var db = settings.databaseURL, redis = settings.redisURL
         if db == nil || redis == nil {
@@ -180,12 +183,14 @@ struct StandaloneCommand: AsyncParsableCommand {
                           registry: registry, logger: logger)
         let redisConfig = try RedisConfig(url: redis)
         let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
-                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers)
+                                     metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers,
+                                     importErrors: admitted.importErrors)
         try await daemon.prepare()
         var services: [any Service] = [api.application(host: host, port: port)] + daemon.services()
         for i in 0..<max(0, workers) {
             let name = "worker\(i + 1)@\(workerOptions.hostname)-\(ProcessInfo.processInfo.processIdentifier)"
-            services.append(WorkerService(worker: Worker(redis: redisConfig, flows: flows, config: try workerOptions.config(name: name))))
+            services.append(WorkerService(worker: Worker(redis: redisConfig, flows: flows, config: try workerOptions.config(name: name),
+                                                         importErrors: admitted.importErrors)))
         }
         print("FlowKit standalone: API on http://\(host):\(port)  (admin token: \(adminToken!))")
         print("  export FLOWKIT_API_URL=http://\(host):\(port) FLOWKIT_API_TOKEN=\(adminToken!)")

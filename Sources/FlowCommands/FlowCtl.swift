@@ -72,10 +72,21 @@ enum FlowCatalog {
     nonisolated(unsafe) static var flows: [Flow] = []
     nonisolated(unsafe) static var notifiers: [any Notifier] = []
 
+    /// Every flow, or the first invalid one as an error (`flowctl flows validate`).
     static func registry() throws -> FlowRegistry {
         do { return try FlowRegistry(flows) } catch {
             throw CLIError("invalid flow: \(error)")
         }
+    }
+
+    /// The valid flows, the invalid ones set aside as import errors and said on stderr: what
+    /// schedulers, workers and standalone start with, so that one broken flow stops no other.
+    static func admitted() -> FlowRegistry {
+        let r = FlowRegistry(admitting: flows)
+        for e in r.importErrors {
+            FileHandle.standardError.write(Data("import error: flow `\(e.flowId)` is not registered: \(e.message)\n".utf8))
+        }
+        return r
     }
 }
 

@@ -85,7 +85,9 @@ public struct FlowAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
         }
         handle(router, .get, "/api/v1/flows", role: .read) { _, _ in
-            try json(["flows": try await self.store.flows()])
+            async let flows = self.store.flows()
+            async let errors = self.store.importErrors()
+            return try json(FlowList(flows: try await flows, importErrors: try await errors))
         }
         handle(router, .get, "/api/v1/flows/{flow_id}", role: .read) { _, c in
             try json(try await self.store.flow(try self.param(c, "flow_id")))
@@ -486,6 +488,10 @@ public struct FlowAPI: Sendable {
                 fields["queues"] = .object(Dictionary(uniqueKeysWithValues: queues.map { ($0, JSONValue.int(depths[$0] ?? 0)) }))
             }
         }
+        // Flows that could not be registered do not make the system unhealthy, but they are said.
+        if checks["postgres"] == "ok", let errors = try? await store.importErrors(), !errors.isEmpty {
+            fields["importErrors"] = .array(errors.map { ["flowId": .string($0.flowId), "message": .string($0.message)] })
+        }
         let body = JSONValue.object(fields)
         return Response(status: ok ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: body.compactJSON)))
@@ -582,6 +588,8 @@ extension RunRecord: JSONWritable {
         }
     }
 }
+
+struct FlowList: Codable { var flows: [FlowRecord]; var importErrors: [ImportErrorRecord] }
 
 struct SchedulerList: Codable { var schedulers: [SchedulerRecord]; var leaderHeld: Bool }
 

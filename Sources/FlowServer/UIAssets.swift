@@ -70,6 +70,8 @@ svg .s-queued { fill: var(--queued); } svg .s-up_for_retry { fill: var(--up_for_
 svg .s-upstream_failed { fill: var(--upstream_failed); } svg .s-skipped { fill: var(--skipped); } svg .s-pending { fill: transparent; }
 svg .s-cancelled { fill: var(--cancelled); }
 td.actions { white-space: nowrap; } td.actions button { padding: .1rem .4rem; font-size: .8rem; }
+.banner { border: 1px solid var(--failed); border-left-width: 4px; background: color-mix(in srgb, var(--failed) 8%, var(--panel)); padding: .5rem .8rem; margin: .4rem 0 1rem; border-radius: 6px; }
+.banner ul { margin: .3rem 0 0; padding-left: 1.2rem; }
 
 """##),
         "app.js": ("text/javascript; charset=utf-8", ##"""
@@ -244,10 +246,12 @@ function dagSVG(tasks, states, link) {
 async function flowsPage(main) {
   let tag = "";
   const draw = async () => {
-    const { flows } = await api("/api/v1/flows");
+    const { flows, importErrors } = await api("/api/v1/flows");
     const tags = [...new Set(flows.flatMap((f) => f.tags))].sort();
     const shown = flows.filter((f) => f.isActive && (!tag || f.tags.includes(tag)));
     main.innerHTML = `<h1>Flows</h1>
+      ${(importErrors || []).length ? `<div class="banner" role="alert"><b>${importErrors.length} flow${importErrors.length === 1 ? "" : "s"} could not be registered</b>
+        <ul>${importErrors.map((e) => `<li><span class="mono">${esc(e.flowId)}</span>: ${esc(e.message)}</li>`).join("")}</ul></div>` : ""}
       <div class="toolbar"><label>Tag <select id="tagf"><option value="">all</option>${tags.map((t) => `<option ${t === tag ? "selected" : ""}>${esc(t)}</option>`).join("")}</select></label>
       <span class="muted">${shown.length} flows</span></div>
       <table><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>

@@ -28,8 +28,13 @@ public final class Worker: Sendable {
     let connections: [String: String]
     let flowsById: [String: Flow]
 
-    public init(redis: RedisConfig, flows: [Flow], config: WorkerConfig) {
+    /// Flows this worker's binary carries but could not admit, by id, with why: their tasks fail
+    /// with that message instead of "unknown task".
+    let importErrors: [String: String]
+
+    public init(redis: RedisConfig, flows: [Flow], config: WorkerConfig, importErrors: [FlowImportError] = []) {
         self.config = config
+        self.importErrors = Dictionary(importErrors.map { ($0.flowId, $0.message) }, uniquingKeysWith: { a, _ in a })
         self.redis = RedisConnection(redis, label: "worker-redis")
         self.blocking = RedisConnection(redis, label: "worker-blocking", readTimeout: 10)
         var t: [String: FlowTask] = [:]
@@ -206,7 +211,8 @@ public final class Worker: Sendable {
         guard let task = tasks[message.task] else {
             // Not run, and kept on the dead-letter list for whoever deploys the flows; the try
             // fails so that its retries (perhaps on a worker that has the flow) go on.
-            let error = "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
+            let error = importErrors[inv.flowId].map { "flow `\(inv.flowId)` could not be loaded on worker `\(config.name)`: \($0)" }
+                ?? "worker `\(config.name)` does not know task `\(inv.taskId)` of flow `\(inv.flowId)`: is it built with that flow?"
             logger.warning("dead-lettered a message: \(error)")
             await reliably("dead-letter") { [raw] in
                 try await self.redis.run { s in _ = try s.pipeline(DeadLetter.commands(

@@ -1,6 +1,7 @@
 import FlowJSON
 import FlowKit
 import FlowKitTesting
+import Flows
 import Foundation
 import ProcessSupport
 import Testing
@@ -146,5 +147,55 @@ struct DashboardTests {
         let r = try flowctl(["standalone", "--port", String(port)], api: nil)
         #expect(r.status == 1)
         #expect(r.output.contains("cannot listen on 127.0.0.1:\(port): address already in use"))
+    }
+}
+
+@Suite("Import errors", .serialized)
+struct ImportErrorTests {
+    static let goodCron = Flow("cron_flow", schedule: Schedule(cron: "0 3 * * *")) { f in f.task("t") { _ in ["ok": true] } }
+    static let badCron = Flow("cron_flow", schedule: Schedule(cron: "0 25 * * *")) { f in f.task("t") { _ in ["ok": true] } }
+
+    @Test("one broken flow stops no other: it is set aside with its message, and so is a flow that starts it")
+    func admitting() {
+        let cycle = Flow("cyclic") { f in
+            let a = f.task("a") { _ in nil }, b = f.task("b") { _ in nil }
+            a --> b; b --> a
+        }
+        let starter = Flow("starter") { f in f.triggerFlow("go", flow: "cyclic") }
+        let fine = Flow("fine") { f in f.task("t") { _ in nil } }
+        let r = FlowRegistry(admitting: [Self.badCron, cycle, starter, fine, fine])
+        #expect(r.flows.map(\.id) == ["fine"])
+        #expect(r.importErrors.map(\.flowId) == ["cron_flow", "cyclic", "fine", "starter"])
+        #expect(r.importErrors[0].message.contains("hour") && r.importErrors[0].message.contains("25"))
+        #expect(r.importErrors[1].message.contains("has a cycle"))
+        #expect(r.importErrors[2].message == "flow `fine` is registered twice")
+        #expect(r.importErrors[3].message.contains("`cyclic`, which could not be registered"))
+        #expect(throws: FlowValidationError.self) { try FlowRegistry([Self.badCron, fine]) }
+    }
+
+    @Test("import errors show in /api/v1/flows, /health and flowctl flows list; a worker whose copy is broken fails its tasks saying so")
+    func shownAndRefused() async throws {
+        let admitted = FlowRegistry(admitting: allFlows + [Flow("broken_flow", schedule: Schedule(cron: "61 * * * *")) { f in f.task("t") { _ in nil } }])
+        let workerSide = FlowRegistry(admitting: allFlows + [Self.badCron])
+        let api = try await LiveAPI(flows: admitted.flows + [Self.goodCron], importErrors: admitted.importErrors,
+                                    workerFlows: workerSide.flows, workerImportErrors: workerSide.importErrors)
+        do {
+            let flows = try await api.request("GET", "/api/v1/flows").json
+            let errors = flows["importErrors"]?.arrayValue ?? []
+            #expect(errors.count == 1 && errors.first?["flowId"] == "broken_flow" && errors.first?["reportedBy"] == "api-test-scheduler")
+            #expect(errors.first?["message"]?.stringValue?.contains("61") == true)
+            #expect(flows["flows"]?.arrayValue?.contains { $0["flowId"] == "catalunya_data_pipeline" } == true)
+            let health = try await api.request("GET", "/health")
+            #expect(health.status == 200 && health.json["importErrors"]?.arrayValue?.first?["flowId"] == "broken_flow")
+            let listed = try flowctl(["flows", "list"], api: api)
+            #expect(listed.status == 0 && listed.output.contains("1 flow could not be registered (import errors):")
+                    && listed.output.contains("broken_flow: "), "\(listed.output)")
+
+            let run = try #require(try await api.request("POST", "/api/v1/flows/cron_flow/runs", token: LiveAPI.admin).json["runId"]?.stringValue)
+            try await eventually("the run to fail") { try await api.store.run(run).state == "failed" }
+            let ti = try #require(try await api.store.taskInstances(runId: run).first)
+            #expect(ti.error?.hasPrefix("flow `cron_flow` could not be loaded on worker `api-test-worker`: ") == true, "\(ti.error ?? "")")
+        } catch { await api.stop(); throw error }
+        await api.stop()
     }
 }

@@ -24,7 +24,8 @@ final class LiveAPI: @unchecked Sendable {
     let worker: Worker
     static let admin = "admin-secret", reader = "read-secret", events = "events-secret"
 
-    init(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }) async throws {
+    init(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }, flows: [Flow] = allFlows,
+         importErrors: [FlowImportError] = [], workerFlows: [Flow]? = nil, workerImportErrors: [FlowImportError] = []) async throws {
         let url = try await TestServers.freshDatabase()
         let redis = try await TestServers.freshRedis()
         databaseURL = url
@@ -34,7 +35,8 @@ final class LiveAPI: @unchecked Sendable {
         var sc = SchedulerConfig(name: "api-test-scheduler")
         sc.maintenanceInterval = 0.3
         let registry = PrometheusCollectorRegistry()  // one per process, as in standalone
-        let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: allFlows, config: sc, metrics: .prometheus(registry))
+        let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: flows, config: sc, metrics: .prometheus(registry),
+                                     importErrors: importErrors)
         store = SchedulerStore(db: PGPool(url, size: 2))
         var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader), (.events, Self.events)], openReads: openReads)
         configure(&config)
@@ -42,7 +44,7 @@ final class LiveAPI: @unchecked Sendable {
         var wc = WorkerConfig(name: "api-test-worker", queues: ["default"], concurrency: 2)
         wc.heartbeatInterval = 0.3
         wc.shutdownGrace = 0.5
-        worker = Worker(redis: redis, flows: allFlows, config: wc)
+        worker = Worker(redis: redis, flows: workerFlows ?? flows, config: wc, importErrors: workerImportErrors)
         let app = api.application(host: "127.0.0.1", port: port)
         let w = worker
         tasks.append(Task { try await daemon.run() })

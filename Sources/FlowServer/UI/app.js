@@ -169,10 +169,12 @@ function dagSVG(tasks, states, link) {
 async function flowsPage(main) {
   let tag = "";
   const draw = async () => {
-    const { flows } = await api("/api/v1/flows");
+    const { flows, importErrors } = await api("/api/v1/flows");
     const tags = [...new Set(flows.flatMap((f) => f.tags))].sort();
     const shown = flows.filter((f) => f.isActive && (!tag || f.tags.includes(tag)));
     main.innerHTML = `<h1>Flows</h1>
+      ${(importErrors || []).length ? `<div class="banner" role="alert"><b>${importErrors.length} flow${importErrors.length === 1 ? "" : "s"} could not be registered</b>
+        <ul>${importErrors.map((e) => `<li><span class="mono">${esc(e.flowId)}</span>: ${esc(e.message)}</li>`).join("")}</ul></div>` : ""}
       <div class="toolbar"><label>Tag <select id="tagf"><option value="">all</option>${tags.map((t) => `<option ${t === tag ? "selected" : ""}>${esc(t)}</option>`).join("")}</select></label>
       <span class="muted">${shown.length} flows</span></div>
       <table><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>

@@ -92,6 +92,8 @@ public final class SchedulerDaemon: Sendable {
     public let broker: SchedulerBroker
     public let leader: LeaderElector
     let flows: [Flow]
+    /// Flows of this binary that could not be registered (`FlowRegistry(admitting:)`).
+    let importErrors: [FlowImportError]
     let config: SchedulerConfig
     let context: SchedulerContext
     let listen: PGConnection
@@ -115,7 +117,8 @@ public final class SchedulerDaemon: Sendable {
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
-                notifiers: [any Notifier] = [], connections: [String: String] = namedConnections()) {
+                notifiers: [any Notifier] = [], connections: [String: String] = namedConnections(), importErrors: [FlowImportError] = []) {
+        self.importErrors = importErrors
         self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
         self.broker = SchedulerBroker(config: redis, consumer: config.name)
         self.leader = LeaderElector(databaseURL: databaseURL)
@@ -167,8 +170,9 @@ public final class SchedulerDaemon: Sendable {
     public func prepare() async throws {
         try config.validate()
         try await Migrator.checkCurrent(listen)
-        let changed = try await store.registerFlows(flows, now: context.clock.now())
+        let changed = try await store.registerFlows(flows, importErrors: importErrors, reportedBy: config.name, now: context.clock.now())
         logger.info("registered \(flows.count) flows (\(changed.count) new versions)")
+        for e in importErrors { logger.error("import error, flow not registered: \(e.message)") }
     }
 
     /// Prepares, then runs every duty until the task is cancelled.

@@ -8,7 +8,7 @@ extension SchedulerStore {
     /// Upserts the flows this binary was built with; a changed flow gets a new version; flows
     /// missing from `flows` become inactive (never deleted). Returns the flows that got a new version.
     @discardableResult
-    public func registerFlows(_ flows: [Flow], now: Date) async throws -> [String] {
+    public func registerFlows(_ flows: [Flow], importErrors: [FlowImportError] = [], reportedBy: String = "", now: Date) async throws -> [String] {
         let defs = try flows.map { f -> (FlowDefinition, String, String, Date?) in
             let d = FlowDefinition(f)
             let next = try f.schedule.map { try $0.compiled().nextFire(after: now) } ?? nil
@@ -59,6 +59,13 @@ extension SchedulerStore {
                             [defs.map(\.0.id)])
                 try self.registerAssets(s, defs.map(\.0))
                 try self.registerFlowSubscriptions(s, defs.map(\.0))
+                try s.query("DELETE FROM flow_import_errors")
+                if !importErrors.isEmpty {
+                    try s.query("""
+                        INSERT INTO flow_import_errors (flow_id, message, reported_by, at)
+                        SELECT f, m, $3, $4 FROM unnest($1::text[], $2::text[]) AS u(f, m) ON CONFLICT (flow_id) DO NOTHING
+                        """, [importErrors.map(\.flowId), importErrors.map(\.message), reportedBy, now])
+                }
                 return changed
             }
         }
@@ -72,6 +79,15 @@ extension SchedulerStore {
         }
         if n == 0 { throw NotFound("unknown flow `\(flowId)`") }
         return try await flow(flowId, withDefinition: false)
+    }
+
+    /// Flows the schedulers' binaries carry but could not register, with why.
+    public func importErrors() async throws -> [ImportErrorRecord] {
+        try await db.run { s in
+            try s.query("SELECT flow_id, message, reported_by, at FROM flow_import_errors ORDER BY flow_id").all.map {
+                ImportErrorRecord(flowId: $0.string("flow_id")!, message: $0.string("message")!, reportedBy: $0.string("reported_by")!, at: $0.date("at")!)
+            }
+        }
     }
 
     public func flows() async throws -> [FlowRecord] {

@@ -24,6 +24,15 @@ public struct FlowRecord: Codable, Sendable {
     public var recentRuns: [LatestRun]?
 }
 
+/// A flow that could not be registered (an import error), as the API shows it.
+public struct ImportErrorRecord: Codable, Sendable, Equatable {
+    public var flowId: String
+    public var message: String
+    /// The scheduler that found it.
+    public var reportedBy: String
+    public var at: Date
+}
+
 /// A flow's grid (`SchedulerStore.grid`): tasks × recent runs.
 public struct FlowGrid: Codable, Sendable {
     public var flowId: String
