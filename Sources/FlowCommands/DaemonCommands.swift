@@ -49,12 +49,19 @@ struct WorkerOptions: ParsableArguments {
 
 struct SchedulerOptions: ParsableArguments {
     @Option(help: "Seconds without a heartbeat after which a running task is a zombie.") var zombieThreshold: Double = 30
+    @Option(help: "Delete finished runs this long after they end, hourly, e.g. 90d (default: FLOWKIT_RETENTION, else keep them).")
+    var retention: String?
 
-    func config(visibilityTimeout: Double = 300) -> SchedulerConfig {
+    func config(visibilityTimeout: Double = 300, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> SchedulerConfig {
         var c = SchedulerConfig()
         c.zombieThreshold = zombieThreshold
         c.visibilityTimeout = visibilityTimeout
         c.lostMessageAfter = max(5, zombieThreshold)
+        if let r = retention ?? environment["FLOWKIT_RETENTION"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            do { c.retention = try parseDuration(r) } catch {
+                throw ValidationError("\(retention == nil ? "FLOWKIT_RETENTION" : "--retention"): `\(r)` is not a duration such as 30d or 12h")
+            }
+        }
         return c
     }
 }
@@ -80,7 +87,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         let admitted = FlowCatalog.admitted()
         let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
-                                     flows: admitted.flows, config: options.config(visibilityTimeout: visibilityTimeout),
+                                     flows: admitted.flows, config: try options.config(visibilityTimeout: visibilityTimeout),
                                      metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers, importErrors: admitted.importErrors)
         try await daemon.prepare()
         var services: [any Service] = daemon.services()
@@ -182,7 +189,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: redis, tokens: tokens, openReads: settings.openReads ?? true,
                           registry: registry, logger: logger)
         let redisConfig = try RedisConfig(url: redis)
-        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
+        let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: try schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
                                      metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers,
                                      importErrors: admitted.importErrors)
         try await daemon.prepare()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlowServer
 import Foundation
+import Scheduler
 import Testing
 import WorkerRuntime
 @testable import FlowCommands
@@ -88,5 +89,15 @@ struct ConfigFileTests {
         #expect(throws: (any Error).self) { try WorkerOptions.parse([]).config(name: "w", environment: ["FLOWKIT_WORKER_CONCURRENCY": "many"]) }
         let bad = try write("profiles:\n  dev:\n    worker: { concurrency: 0 }\n")
         #expect(throws: (any Error).self) { try ConfigFile.load(path: bad, profile: "dev") }
+    }
+
+    @Test("FLOWKIT_RETENTION and --retention set the retention policy; a bad one names where it came from")
+    func retention() throws {
+        #expect(try SchedulerOptions.parse([]).config(environment: ["FLOWKIT_RETENTION": "30d"]).retention == 30 * 86400)
+        #expect(try SchedulerOptions.parse(["--retention", "12h"]).config(environment: ["FLOWKIT_RETENTION": "30d"]).retention == 12 * 3600)
+        #expect(try SchedulerOptions.parse([]).config(environment: [:]).retention == nil)
+        do { _ = try SchedulerOptions.parse([]).config(environment: ["FLOWKIT_RETENTION": "forever"]); Issue.record("expected an error") } catch {
+            #expect("\(error)".contains("FLOWKIT_RETENTION: `forever` is not a duration"))
+        }
     }
 }

@@ -1,6 +1,7 @@
 import FlowKit
 import FlowKitTesting
 import Foundation
+import PostgresClient
 import ProcessSupport
 import Testing
 
@@ -256,5 +257,32 @@ struct FlowctlTests {
         let zone = try flowctl(["cron", "preview", "@daily", "--tz", "Europe/Atlantis"], api: nil)
         #expect(zone.status != 0)
         #expect(zone.output.contains("unknown time zone `Europe/Atlantis`"))
+    }
+
+    @Test("db clean: a dry run counts, --yes deletes the old finished runs only, a bad duration is a usage error, no TTY and no --yes refuses")
+    func dbClean() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            func clean(_ args: [String]) throws -> (status: Int32, output: String) {
+                try ProcessRunner.runToCompletion(["/usr/bin/env", "FLOWKIT_DATABASE_URL=\(api.databaseURL)", try TestServers.flowctlPath(), "db", "clean"] + args)
+            }
+            var runs: [String] = []
+            for _ in 0..<3 {
+                let r = try flowctl(["trigger", "example_retry", "--wait"], api: api)
+                runs.append(String(try #require(r.output.split(separator: "\n").last { $0.hasPrefix("run ") }).dropFirst(4).components(separatedBy: ": ")[0]))
+            }
+            let old = Array(runs.prefix(2))
+            try await PGConnection(api.databaseURL).run { s in
+                _ = try s.query("UPDATE runs SET ended_at = now() - interval '10 days' WHERE run_id = ANY($1::text[])", [old])
+            }
+            let dry = try clean(["--older-than", "7d", "--dry-run"])
+            #expect(dry.status == 0 && dry.output.hasPrefix("would delete 2 finished runs that ended before "), "\(dry.output)")
+            #expect(try clean(["--older-than", "7d"]).status == 2)  // no terminal to ask, no --yes
+            #expect(try clean(["--older-than", "soon"]).output.contains("--older-than: `soon` is not a duration"))
+            let done = try clean(["--older-than", "7d", "--yes"])
+            #expect(done.status == 0 && done.output.hasPrefix("deleted 2 finished runs"), "\(done.output)")
+            #expect(try flowctl(["runs", "show", runs[0]], api: api).status == 1)
+            #expect(try flowctl(["runs", "show", runs[2]], api: api).status == 0)
+            #expect(try clean(["--older-than", "7d", "--yes"]).output.hasPrefix("nothing to delete: 0 finished runs"))
+        }
     }
 }

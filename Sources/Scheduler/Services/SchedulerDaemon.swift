@@ -22,6 +22,8 @@ public struct SchedulerConfig: Sendable {
     public var poolAdmitterMaxWait: Double = 5
     /// Lease, timeout, backoff and attempts of notification delivery.
     public var notifications = NotificationDeliverer.Config()
+    /// Finished runs are deleted this many seconds after they end (nil: kept for ever).
+    public var retention: Double?
 
     public init(name: String = "scheduler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)") {
         self.name = name
@@ -52,6 +54,7 @@ extension SchedulerConfig {
     var celeryResults: CeleryResultCollector.Config { var c = CeleryResultCollector.Config(); c.interval = maintenanceInterval; return c }
     var runTimeouts: RunTimeoutEnforcer.Config { RunTimeoutEnforcer.Config() }
     var notificationDeliverer: NotificationDeliverer.Config { notifications }
+    var retentionCleaner: RetentionCleaner.Config { var c = RetentionCleaner.Config(); c.keep = retention; return c }
     var heartbeat: SchedulerHeartbeat.Config { var c = SchedulerHeartbeat.Config(); c.interval = maintenanceInterval; return c }
 
     /// Checks every duty's configuration; the error names the duty and the setting.
@@ -60,6 +63,7 @@ extension SchedulerConfig {
         try runStarter.validate(); try poolAdmitter.validate(); try flowTriggers.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
         try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate(); try notificationDeliverer.validate()
+        try retentionCleaner.validate()
     }
 }
 
@@ -84,6 +88,7 @@ extension SchedulerConfig {
 /// | `CeleryResultCollector` | the leader | reads the outcomes of tasks Celery workers ran |
 /// | `RunTimeoutEnforcer` | the leader | fails runs past their flow's `runTimeout` |
 /// | `NotificationDeliverer` | the leader | delivers the notification outbox, retrying with backoff |
+/// | `RetentionCleaner` | the leader | deletes finished runs past the retention policy (`FLOWKIT_RETENTION`), hourly |
 ///
 /// The leader is whichever scheduler holds the `LeaderElector`'s advisory lock; another takes
 /// over when the leader's session ends. Any number of schedulers can share one database.
@@ -114,6 +119,7 @@ public final class SchedulerDaemon: Sendable {
     public let celeryResultCollector: CeleryResultCollector
     public let runTimeoutEnforcer: RunTimeoutEnforcer
     public let notificationDeliverer: NotificationDeliverer
+    public let retentionCleaner: RetentionCleaner
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
@@ -146,6 +152,7 @@ public final class SchedulerDaemon: Sendable {
         abandonedEventClaimer = AbandonedEventClaimer(consumer: eventConsumer, config: config.abandonedEvents)
         celeryResultCollector = CeleryResultCollector(context: context, config: config.celeryResults)
         runTimeoutEnforcer = RunTimeoutEnforcer(context: context, config: config.runTimeouts)
+        retentionCleaner = RetentionCleaner(context: context, config: config.retentionCleaner)
         notificationDeliverer = NotificationDeliverer(context: context, config: config.notificationDeliverer,
                                                       notifiers: Dictionary(notifiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                       connections: connections)
@@ -156,7 +163,7 @@ public final class SchedulerDaemon: Sendable {
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
         [runStarter, poolAdmitter, flowTriggerService, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
-         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer]
+         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer, retentionCleaner]
     }
 
     /// The duties as services, for a `ServiceGroup` (`flowctl scheduler` and `standalone` group
