@@ -449,6 +449,25 @@ struct NotificationsCommand: AsyncParsableCommand {
     }
 }
 
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "audit", abstract: "The audit log: every write, with the token that made it (admin token).")
+    @Option(help: "Only this actor (token:NAME, config:admin#1, webhook:FLOW, …).") var actor: String?
+    @Option(help: "Only this action (trigger, cancel, clear, mark, pause, unpause, pool_set, …).") var action: String?
+    @Option(help: "How many (newest first).") var limit: Int = 50
+    @Flag(help: "Print JSON.") var json = false
+    func run() async throws {
+        var path = "/api/v1/audit?limit=\(limit)"
+        if let actor { path += "&actor=\(APIClient.segment(actor))" }
+        if let action { path += "&action=\(APIClient.segment(action))" }
+        let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
+        if json { printJSON(v); return }
+        print(table(["AT (UTC)", "ACTOR", "ACTION", "TARGET", "DETAIL"], (v["entries"]?.arrayValue ?? []).map { e in
+            [shortTime(e["at"]?.stringValue), e["actor"]?.stringValue ?? "", e["action"]?.stringValue ?? "", e["target"]?.stringValue ?? "",
+             String((e["detail"]?.compactJSON ?? "").prefix(80))]
+        }))
+    }
+}
+
 struct AssetsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "assets", abstract: "Assets: list them, show their events, post an event from outside.",
                                                     subcommands: [List.self, Events.self, Event.self])

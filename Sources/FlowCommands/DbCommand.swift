@@ -48,6 +48,8 @@ struct DbCommand: AsyncParsableCommand {
             }
             let started = Date()
             let r = try await store.cleanHistory(before: cutoff, flows: only, batch: batch)
+            try await store.recordAudit(actor: localActor(), action: "db_clean", target: only?.joined(separator: ",") ?? "*",
+                                        detail: ["before": .string(Instant.format(cutoff)), "runs": .int(r.runs)], now: Date())
             print("deleted \(r.runs) \(scope): \(r.taskInstances) task instances, \(r.logLines) log lines, in \(r.batches) batches, \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
         }
     }

@@ -14,7 +14,7 @@ public struct FlowCtl: AsyncParsableCommand {
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
             TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self,
-            TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self,
+            TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self, AuditCommand.self,
         ]
     )
 

@@ -29,8 +29,11 @@ struct TokensCommand: AsyncParsableCommand {
             let now = Date()
             let expires = try expiresIn.map { now.addingTimeInterval(try parseDuration($0)) }
             let t = APITokens.generate()
-            let record = try await TokensCommand.store().createAPIToken(id: t.id, name: name, role: role.rawValue, salt: t.salt,
-                                                                        secretHash: t.secretHash, expiresAt: expires, now: now)
+            let store = try TokensCommand.store()
+            let record = try await store.createAPIToken(id: t.id, name: name, role: role.rawValue, salt: t.salt,
+                                                        secretHash: t.secretHash, expiresAt: expires, now: now)
+            try await store.recordAudit(actor: localActor(), action: "token_create", target: "token:\(name)",
+                                        detail: ["id": .string(record.id), "role": .string(role.rawValue)], now: now)
             if json {
                 var v = tokenJSON(record)
                 v["token"] = .string(t.text)
@@ -71,7 +74,9 @@ struct TokensCommand: AsyncParsableCommand {
 
         func run() async throws {
             do {
-                let r = try await TokensCommand.store().revokeAPIToken(token, now: Date())
+                let store = try TokensCommand.store()
+                let r = try await store.revokeAPIToken(token, now: Date())
+                try await store.recordAudit(actor: localActor(), action: "token_revoke", target: "token:\(r.name)", detail: ["id": .string(r.id)], now: Date())
                 print("revoked token \(r.id) (\(r.name))")
             } catch let e as NotFound {
                 throw CLIError(e.message)
@@ -98,4 +103,10 @@ func parseDuration(_ text: String) throws -> Double {
         throw CLIError("`\(text)` is not a duration such as 90m, 12h or 30d", code: 2)
     }
     return n * scale
+}
+
+/// Who runs a database tool of flowctl, for the audit log: `flowctl@HOST (USER)`.
+func localActor() -> String {
+    let user = ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "uid \(getuid())"
+    return "flowctl@\(ProcessInfo.processInfo.hostName) (\(user))"
 }

@@ -38,6 +38,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
         ("POST", "/api/v1/hooks/{flow_id}"),
         ("GET", "/api/v1/flows/{flow_id}/grid"), ("GET", "/api/v1/events/stream"), ("GET", "/api/v1/schedulers"),
+        ("GET", "/api/v1/audit"),
     ]
 
     /// The dashboard's pages and assets (not part of the JSON API, so not in its OpenAPI document).
@@ -94,7 +95,10 @@ public struct FlowAPI: Sendable {
         }
         for (path, paused) in [("/api/v1/flows/{flow_id}/pause", true), ("/api/v1/flows/{flow_id}/unpause", false)] {
             handle(router, .post, path, role: .admin) { _, c in
-                try json(try await self.store.setPaused(flowId: try self.param(c, "flow_id"), paused: paused))
+                let flow = try self.param(c, "flow_id")
+                let r = try await self.store.setPaused(flowId: flow, paused: paused)
+                await self.audit(paused ? "pause" : "unpause", flow)
+                return try json(r)
             }
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/runs", role: .admin) { req, c in
@@ -111,6 +115,7 @@ public struct FlowAPI: Sendable {
             }
             let run = try await self.store.createRun(flowId: try self.param(c, "flow_id"), kind: "manual", conf: conf,
                                                      logicalDate: logical, now: Date())
+            await self.audit("trigger", run.runId, ["flowId": .string(run.flowId), "conf": .object(conf)])
             return try json(run, status: .created)
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/backfill", role: .admin) { req, c in
@@ -126,6 +131,7 @@ public struct FlowAPI: Sendable {
             }
             let runs = try await self.store.createBackfillRuns(flowId: try self.param(c, "flow_id"), from: try date("from"),
                                                                to: try date("to"), conf: conf)
+            await self.audit("backfill", try self.param(c, "flow_id"), ["runs": .int(runs.count), "from": body["from"] ?? .null, "to": body["to"] ?? .null])
             return try json(["runs": runs], status: .created)
         }
         handle(router, .get, "/api/v1/runs", role: .read) { req, _ in
@@ -165,6 +171,7 @@ public struct FlowAPI: Sendable {
         handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
             let id = try self.param(c, "run_id")
             let work = try await self.store.cancelRun(runId: id, now: Date())
+            await self.audit("cancel", id)
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -184,6 +191,7 @@ public struct FlowAPI: Sendable {
                 onlyFailed = b
             }
             let work = try await self.store.clearTasks(runId: id, taskIds: tasks, onlyFailed: onlyFailed, now: Date())
+            await self.audit("clear", id, ["taskIds": tasks.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)])
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -194,6 +202,7 @@ public struct FlowAPI: Sendable {
                 throw APIError.badRequest("`state` must be \"success\" or \"failed\"")
             }
             let work = try await self.store.markTask(runId: id, taskId: try self.param(c, "task_id"), as: state, now: Date())
+            await self.audit("mark", id, ["taskId": .string(try self.param(c, "task_id")), "state": .string(state.rawValue)])
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -272,6 +281,7 @@ public struct FlowAPI: Sendable {
             let extra = body["extra"] ?? [:]
             guard extra == .null || extra.objectValue != nil else { throw APIError.badRequest("`extra` must be a JSON object") }
             let (id, runs) = try await self.store.postAssetEvent(uri: uri, extra: extra == .null ? [:] : extra, now: Date())
+            await self.audit("asset_event", uri, ["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })])
             return try json(["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })] as [String: JSONValue], status: .created)
         }
         handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
@@ -302,12 +312,30 @@ public struct FlowAPI: Sendable {
                 }
                 description = text
             }
-            return try json(try await self.store.setPool(name: try self.param(c, "pool"), slots: slots, description: description))
+            let pool = try await self.store.setPool(name: try self.param(c, "pool"), slots: slots, description: description)
+            await self.audit("pool_set", try self.param(c, "pool"), ["slots": .int(slots)])
+            return try json(pool)
         }
         handle(router, .delete, "/api/v1/pools/{pool}", role: .admin) { _, c in
             let name = try self.param(c, "pool")
             try await self.store.deletePool(name: name)
+            await self.audit("pool_delete", name)
             return try json(["deleted": JSONValue.string(name)])
+        }
+        handle(router, .get, "/api/v1/audit", role: .admin) { req, _ in
+            let q = req.uri.queryParameters
+            var limit = 100
+            if let l = q.get("limit") {
+                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
+                limit = n
+            }
+            var before: Int?
+            if let b = q.get("before") {
+                guard let n = Int(b), n > 0 else { throw APIError.badRequest("`before` must be an entry id") }
+                before = n
+            }
+            let actor = q.get("actor").map { String($0) }, action = q.get("action").map { String($0) }
+            return try json(["entries": try await self.store.auditLog(actor: actor, action: action, before: before, limit: limit)])
         }
     }
 
@@ -343,6 +371,10 @@ public struct FlowAPI: Sendable {
         if let k = key, k.isEmpty || k.utf8.count > 200 { throw APIError.badRequest("Idempotency-Key must be 1–200 bytes") }
         if key?.isEmpty == true { key = nil }
         let (run, created) = try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
+        if created {
+            try? await store.recordAudit(actor: "webhook:\(flow)", action: "webhook_run", target: run.runId,
+                                         detail: ["idempotencyKey": key.map(JSONValue.string) ?? .null], now: Date())
+        }
         return try json(run, status: created ? .created : .ok)
     }
 
@@ -394,13 +426,24 @@ public struct FlowAPI: Sendable {
                                                HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
     }
 
+    /// Who makes the request being handled (set by `handle` from its token).
+    @TaskLocal static var actor = "anonymous"
+
+    /// Records a write in the audit log under the request's token. A failure to record is logged,
+    /// not returned: the write itself has been made.
+    func audit(_ action: String, _ target: String, _ detail: JSONValue = [:]) async {
+        do { try await store.recordAudit(actor: FlowAPI.actor, action: action, target: target, detail: detail, now: Date()) } catch {
+            logger.error("audit log: could not record \(action) \(target) by \(FlowAPI.actor): \(error)")
+        }
+    }
+
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
     func handle(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, role: APIConfig.Role,
                 _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
         router.on(RouterPath(path), method: method) { req, ctx -> Response in
             do {
-                try await self.auth.authorize(req, needs: role)
-                return try await body(req, ctx)
+                let actor = try await self.auth.authorize(req, needs: role)
+                return try await FlowAPI.$actor.withValue(actor) { try await body(req, ctx) }
             } catch {
                 return self.errorResponse(error, request: req)
             }

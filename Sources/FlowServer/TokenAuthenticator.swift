@@ -69,10 +69,14 @@ final class TokenAuthenticator: @unchecked Sendable {
     }
 
     /// The role a bearer token grants at `now`, or nil when it grants none.
-    func role(of token: String, now: Date) async throws -> APIConfig.Role? {
+    func role(of token: String, now: Date) async throws -> APIConfig.Role? { try await identify(token, now: now)?.role }
+
+    /// The role a bearer token grants at `now` and who it is, for the audit log: `token:NAME` for
+    /// a token of `flowctl tokens`, `config:ROLE#N` for the Nth configured token.
+    func identify(_ token: String, now: Date) async throws -> (role: APIConfig.Role, actor: String)? {
         let mac = SHA256.hmac(key: processKey, message: Array(token.utf8))
-        var found: APIConfig.Role?
-        for c in configured where APITokens.constantTimeEqual(c.mac, mac) { found = c.role }
+        var found: (APIConfig.Role, String)?
+        for (i, c) in configured.enumerated() where APITokens.constantTimeEqual(c.mac, mac) { found = (c.role, "config:\(c.role.rawValue)#\(i + 1)") }
         if let found { return found }
         guard let (id, secret) = APITokens.parse(token) else { return nil }
         let cached = lock.withLock { cache[id] }
@@ -90,7 +94,7 @@ final class TokenAuthenticator: @unchecked Sendable {
               APITokens.constantTimeEqual(Array(APITokens.hash(secret: secret, salt: credential.salt).utf8), Array(credential.secretHash.utf8))
         else { return nil }
         noteUsed(id, now: now)
-        return APIConfig.Role(rawValue: credential.record.role)
+        return APIConfig.Role(rawValue: credential.record.role).map { ($0, "token:\(credential.record.name)") }
     }
 
     /// Records the token's last use, at most once a minute, without holding up the request.
@@ -104,8 +108,15 @@ final class TokenAuthenticator: @unchecked Sendable {
         if due { Task { [store] in try? await store.noteAPITokenUsed(id: id, now: now) } }
     }
 
-    func authorize(_ req: Request, needs role: APIConfig.Role) async throws {
-        if role == .read && config.openReads { return }
+    /// Checks the request's token for `role`; returns who made the request (`anonymous` for an
+    /// open read without a token).
+    @discardableResult
+    func authorize(_ req: Request, needs role: APIConfig.Role) async throws -> String {
+        if role == .read && config.openReads && req.headers[.authorization] == nil { return "anonymous" }
+        if role == .read && config.openReads {
+            let token = String((req.headers[.authorization] ?? "").dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            return (try? await identify(token, now: Date()))?.actor ?? "anonymous"
+        }
         guard let header = req.headers[.authorization] else {
             throw APIError(.unauthorized, "unauthorized", "this endpoint needs a bearer token (Authorization: Bearer TOKEN; flowctl reads FLOWKIT_API_TOKEN)")
         }
@@ -113,11 +124,11 @@ final class TokenAuthenticator: @unchecked Sendable {
             throw APIError(.unauthorized, "unauthorized", "the Authorization header must be `Bearer TOKEN`")
         }
         let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        guard let have = try await self.role(of: token, now: Date()) else {
+        guard let (have, actor) = try await self.identify(token, now: Date()) else {
             throw APIError(.unauthorized, "unauthorized", "the bearer token is not valid (unknown, revoked or expired)")
         }
         switch (role, have) {
-        case (_, .admin), (.read, .read), (.events, .events): return
+        case (_, .admin), (.read, .read), (.events, .events): return actor
         case (.admin, _):
             throw APIError(.forbidden, "forbidden", "this endpoint needs an admin token; the token given is \(have.rawValue)-only")
         case (.events, _):

@@ -24,8 +24,9 @@ final class InFlightEntry: @unchecked Sendable {
     func log(_ line: String) { lock.withLock { lines.append(line) } }
 
     /// Buffered log lines as events (batched, so logs never cost a round trip per line).
-    func drainLogEvents(base: WorkerEvent) -> [WorkerEvent] {
-        let taken: [String] = lock.withLock { let l = lines; lines = []; return l }
+    func drainLogEvents(base: WorkerEvent, masker: SecretMasker? = nil) -> [WorkerEvent] {
+        var taken: [String] = lock.withLock { let l = lines; lines = []; return l }
+        if let masker { taken = taken.map(masker.mask) }
         guard !taken.isEmpty else { return [] }
         return stride(from: 0, to: taken.count, by: 500).map { i in
             var e = base

@@ -26,6 +26,8 @@ public final class Worker: Sendable {
     let state = WorkerState()
     let logger: Logger
     let connections: [String: String]
+    /// Hides connection secrets in task logs and errors.
+    let masker: SecretMasker
     let flowsById: [String: Flow]
 
     /// Flows this worker's binary carries but could not admit, by id, with why: their tasks fail
@@ -54,6 +56,7 @@ public final class Worker: Sendable {
         l[metadataKey: "worker"] = "\(config.name)"
         self.logger = l
         self.connections = namedConnections()
+        self.masker = SecretMasker(connections: connections)
     }
 
     var info: JSONValue {
@@ -265,11 +268,11 @@ public final class Worker: Sendable {
             celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
         case .failure(let error):
             entry.log("task failed: \(error)")
-            final = event(.failed, error: error)
-            celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: error, name: message.task, worker: config.name)
+            final = event(.failed, error: masker.mask(error))
+            celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: masker.mask(error), name: message.task, worker: config.name)
         }
         if !startAlreadyReported { final.startedAt = startedAt.timeIntervalSince1970 }
-        await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base) + [final], result: celery)
+        await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base, masker: masker) + [final], result: celery)
     }
 
     enum Outcome { case success(JSONValue?), skipped(String), notReady(String), failure(String) }
@@ -407,7 +410,7 @@ public final class Worker: Sendable {
             try? await Task.sleep(for: .milliseconds(500))
             let events = inFlight.all.flatMap { e in
                 e.drainLogEvents(base: WorkerEvent(kind: .log, worker: config.name, messageId: e.messageId, runId: e.runId,
-                                                   taskId: e.taskId, tryNumber: e.tryNumber))
+                                                   taskId: e.taskId, tryNumber: e.tryNumber), masker: masker)
             }
             if !events.isEmpty { await reliably("ship logs") { try await self.emit(events) } }
         }

@@ -1,0 +1,38 @@
+public import FlowKit
+public import Foundation
+import PostgresClient
+
+/// The audit log: who changed what through the API or flowctl's database tools.
+extension SchedulerStore {
+    public func recordAudit(actor: String, action: String, target: String, detail: JSONValue = [:], now: Date) async throws {
+        try await db.run { s in
+            _ = try s.query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
+                            [now, actor, action, target, detail.jsonbText])
+        }
+    }
+
+    /// The newest entries first; `before` is the id cursor of the previous page.
+    public func auditLog(actor: String? = nil, action: String? = nil, before: Int? = nil, limit: Int = 100) async throws -> [AuditRecord] {
+        try await db.run { s in
+            try s.query("""
+                SELECT id, at, actor, action, target, detail::text AS detail FROM audit_log
+                WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) AND ($3::bigint IS NULL OR id < $3)
+                ORDER BY id DESC LIMIT $4
+                """, [actor, action, before, limit]).all.map { r in
+                AuditRecord(id: r.int("id")!, at: r.date("at")!, actor: r.string("actor")!, action: r.string("action")!,
+                            target: r.string("target")!, detail: (try? JSONValue.parse(r.string("detail") ?? "{}")) ?? [:])
+            }
+        }
+    }
+}
+
+public struct AuditRecord: Codable, Sendable {
+    public var id: Int
+    public var at: Date
+    /// `token:NAME`, `config:ROLE#N`, `webhook:FLOW` or `flowctl@HOST`.
+    public var actor: String
+    /// trigger, backfill, cancel, clear, mark, pause, unpause, pool_set, pool_delete, asset_event, webhook_run, token_create, token_revoke, db_clean.
+    public var action: String
+    public var target: String
+    public var detail: JSONValue
+}
