@@ -229,11 +229,7 @@ public struct FlowAPI: Sendable {
         router.get("/ui/{file}") { _, c in Self.uiFile(c.parameters.get("file") ?? "") }
         handle(router, .get, "/api/v1/flows/{flow_id}/grid", role: .read) { req, c in
             let q = req.uri.queryParameters
-            var limit = 25
-            if let l = q.get("runs") {
-                guard let n = Int(l), (1...200).contains(n) else { throw APIError.badRequest("`runs` must be a number from 1 to 200") }
-                limit = n
-            }
+            let limit = try Self.count(q.get("runs"), "runs", default: 25, max: 200)
             var state: String?
             if let st = q.get("state") {
                 guard RunState(rawValue: String(st)) != nil else {
@@ -268,11 +264,7 @@ public struct FlowAPI: Sendable {
         handle(router, .get, "/api/v1/assets/events", role: .read) { req, _ in
             let q = req.uri.queryParameters
             guard let uri = q.get("uri").map({ String($0) }), !uri.isEmpty else { throw APIError.badRequest("`uri` names the asset: ?uri=scheme://name") }
-            var limit = 100
-            if let l = q.get("limit") {
-                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
-                limit = n
-            }
+            let limit = try Self.count(q.get("limit"), "limit", default: 100, max: 1000)
             return try json(["events": try await self.store.assetEvents(uri: uri, limit: limit)])
         }
         handle(router, .post, "/api/v1/assets/events", role: .events) { req, c in
@@ -291,11 +283,7 @@ public struct FlowAPI: Sendable {
                 guard ["pending", "delivered", "failed"].contains(st) else { throw APIError.badRequest("`status` must be pending, delivered or failed") }
                 status = st
             }
-            var limit = 100
-            if let l = q.get("limit") {
-                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
-                limit = n
-            }
+            let limit = try Self.count(q.get("limit"), "limit", default: 100, max: 1000)
             let run = q.get("run_id").map { String($0) }
             return try json(["notifications": try await self.store.notifications(runId: run, status: status, limit: limit)])
         }
@@ -324,11 +312,7 @@ public struct FlowAPI: Sendable {
         }
         handle(router, .get, "/api/v1/audit", role: .admin) { req, _ in
             let q = req.uri.queryParameters
-            var limit = 100
-            if let l = q.get("limit") {
-                guard let n = Int(l), (1...1000).contains(n) else { throw APIError.badRequest("`limit` must be 1…1000") }
-                limit = n
-            }
+            let limit = try Self.count(q.get("limit"), "limit", default: 100, max: 1000)
             var before: Int?
             if let b = q.get("before") {
                 guard let n = Int(b), n > 0 else { throw APIError.badRequest("`before` must be an entry id") }
@@ -490,6 +474,13 @@ public struct FlowAPI: Sendable {
         }
         guard value.objectValue != nil else { throw APIError(.badRequest, "malformed_json", "the request body must be a JSON object") }
         return value
+    }
+
+    /// A count query parameter (`limit`, `runs`): 1…`max`, `default` when absent.
+    static func count<S: StringProtocol>(_ value: S?, _ name: String, default d: Int, max: Int) throws -> Int {
+        guard let value else { return d }
+        guard let n = Int(value), (1...max).contains(n) else { throw APIError.badRequest("`\(name)` must be a whole number from 1 to \(max)") }
+        return n
     }
 
     /// A path parameter, percent-decoded (`example%5Fsleep` is `example_sleep`).
