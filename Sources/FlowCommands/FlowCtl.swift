@@ -27,6 +27,7 @@ public struct FlowCtl: AsyncParsableCommand {
         FlowCatalog.notifiers = notifiers
         do {
             let arguments = Self.takeConfigOptions()
+            if let unknown = Self.unknownCommand(arguments) { fail(unknown, code: 2) }
             try ConfigFile.export()
             var command = try parseAsRoot(arguments)
             if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
@@ -46,6 +47,28 @@ public struct FlowCtl: AsyncParsableCommand {
 }
 
 extension FlowCtl {
+    /// "unknown command `flowctl flow`; did you mean `flowctl flows`?" for a mistyped command
+    /// word (ArgumentParser alone says "2 unexpected arguments"); nil when the words name commands.
+    static func unknownCommand(_ args: [String]) -> String? {
+        var type: any ParsableCommand.Type = FlowCtl.self
+        var path = ["flowctl"]
+        for word in args {
+            let subs = type.configuration.subcommands
+            guard !subs.isEmpty, !word.hasPrefix("-") else { return nil }
+            let names = subs.map { $0._commandName }
+            if let i = names.firstIndex(of: word) {
+                type = subs[i]
+                path.append(word)
+                continue
+            }
+            // A command with a default subcommand takes other words as that subcommand's arguments.
+            if type.configuration.defaultSubcommand != nil { return nil }
+            let hint = nearest(word, among: names).map { "; did you mean `\((path + [$0]).joined(separator: " "))`?" } ?? ""
+            return "unknown command `\((path + [word]).joined(separator: " "))`\(hint) (the commands: \(names.joined(separator: ", ")))"
+        }
+        return nil
+    }
+
     /// `--config FILE` and `--profile NAME`, accepted anywhere on the command line, become
     /// `FLOWKIT_CONFIG` and `FLOWKIT_PROFILE`; the rest is parsed as usual.
     static func takeConfigOptions() -> [String] {

@@ -285,4 +285,15 @@ struct FlowctlTests {
             #expect(try clean(["--older-than", "7d", "--yes"]).output.hasPrefix("nothing to delete: 0 finished runs"))
         }
     }
+
+    @Test("a mistyped command gets the nearest command, not \"unexpected arguments\"")
+    func typo() throws {
+        let r = try flowctl(["flow", "list"], api: nil)
+        #expect(r.status == 2)
+        #expect(r.output.contains("unknown command `flowctl flow`; did you mean `flowctl flows`?"), "\(r.output)")
+        let sub = try flowctl(["runs", "shw", "x"], api: nil)
+        #expect(sub.status == 2 && sub.output.contains("did you mean `flowctl runs show`?"), "\(sub.output)")
+        #expect(try flowctl(["--version"], api: nil).output.hasPrefix("flowctl "))
+        #expect(try flowctl(["cron", "preview", "@daily", "--count", "1"], api: nil).status == 0)
+    }
 }
