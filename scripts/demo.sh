@@ -25,7 +25,7 @@ echo
 echo "\$ flowctl trigger catalunya_data_pipeline --wait"
 "$flowctl" trigger catalunya_data_pipeline --wait | tee .flowkit/demo-run.txt
 status=${PIPESTATUS[0]}
-run=$(sed -n 's/^run \([^:]*\): .*/\1/p' .flowkit/demo-run.txt | tail -1)
+run=$(sed -n 's/^run \(.*\): [a-z_]* in .*/\1/p' .flowkit/demo-run.txt | tail -1)
 echo
 echo "the marts it built (first rows of marts.municipality_exceedances):"
 pgport=$(sed -n 's/.*pg=\([0-9]*\).*/\1/p' .flowkit/ports 2>/dev/null)
