@@ -252,7 +252,7 @@ struct RunsCommand: AsyncParsableCommand {
             let r = try await c.get("/api/v1/runs/\(APIClient.segment(runId))")
             let t = try await c.get("/api/v1/runs/\(APIClient.segment(runId))/tasks")
             if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
-            print("run \(runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))")
+            print("run \(r["runId"]?.stringValue ?? runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))")
             if let by = r["triggeredBy"]?.stringValue { print("started by run \(by)") }
             print("")
             print(taskTable(t["tasks"]?.arrayValue ?? [], allInstances: instances))
@@ -263,7 +263,7 @@ struct RunsCommand: AsyncParsableCommand {
         @Argument var runId: String
         func run() async throws {
             let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/cancel")
-            print("run \(runId): \(r["state"]?.stringValue ?? "")")
+            print("run \(r["runId"]?.stringValue ?? runId): \(r["state"]?.stringValue ?? "")")
         }
     }
 
@@ -277,7 +277,7 @@ struct RunsCommand: AsyncParsableCommand {
             if !tasks.isEmpty { body["taskIds"] = .array(tasks.map(JSONValue.string)) }
             if onlyFailed { body["onlyFailed"] = true }
             let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", .object(body))
-            print("run \(runId): \(r["state"]?.stringValue ?? "")")
+            print("run \(r["runId"]?.stringValue ?? runId): \(r["state"]?.stringValue ?? "")")
         }
     }
 }

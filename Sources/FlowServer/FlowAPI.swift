@@ -166,17 +166,17 @@ public struct FlowAPI: Sendable {
             return try json(RunPage(runs: runs, nextCursor: next.stringValue))
         }
         handle(router, .get, "/api/v1/runs/{run_id}", role: .read) { _, c in
-            try json(try await self.store.run(try self.param(c, "run_id")))
+            try json(try await self.store.run(try await self.runParam(c)))
         }
         handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
-            let id = try self.param(c, "run_id")
+            let id = try await self.runParam(c)
             let work = try await self.store.cancelRun(runId: id, now: Date())
             await self.audit("cancel", id)
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
         handle(router, .post, "/api/v1/runs/{run_id}/clear", role: .admin) { req, c in
-            let id = try self.param(c, "run_id")
+            let id = try await self.runParam(c)
             let body = try await self.jsonBody(req, c, allowEmpty: true)
             var tasks: [String]?
             if let t = body["taskIds"] ?? body["task_ids"], t != .null {
@@ -196,7 +196,7 @@ public struct FlowAPI: Sendable {
             return try json(try await self.store.run(id))
         }
         handle(router, .post, "/api/v1/runs/{run_id}/tasks/{task_id}/mark", role: .admin) { req, c in
-            let id = try self.param(c, "run_id")
+            let id = try await self.runParam(c)
             let body = try await self.jsonBody(req, c, allowEmpty: false)
             guard let st = body["state"]?.stringValue, let state = TaskState(rawValue: st), state == .success || state == .failed else {
                 throw APIError.badRequest("`state` must be \"success\" or \"failed\"")
@@ -207,7 +207,7 @@ public struct FlowAPI: Sendable {
             return try json(try await self.store.run(id))
         }
         handle(router, .get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
-            try json(["tasks": try await self.store.taskInstances(runId: try self.param(c, "run_id"))])
+            try json(["tasks": try await self.store.taskInstances(runId: try await self.runParam(c))])
         }
         handle(router, .get, "/api/v1/runs/{run_id}/tasks/{task_id}/logs", role: .read) { req, c in
             let q = req.uri.queryParameters
@@ -221,7 +221,7 @@ public struct FlowAPI: Sendable {
                 guard let n = Int(o), n >= 0 else { throw APIError.badRequest("`offset` must be a whole number from 0 to \(Int.max)") }
                 offset = n
             }
-            let r = try await self.store.logs(runId: try self.param(c, "run_id"), taskId: try self.param(c, "task_id"),
+            let r = try await self.store.logs(runId: try await self.runParam(c), taskId: try self.param(c, "task_id"),
                                               tryNumber: tryNumber, after: offset)
             return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
         }
@@ -481,6 +481,12 @@ public struct FlowAPI: Sendable {
         guard let value else { return d }
         guard let n = Int(value), (1...max).contains(n) else { throw APIError.badRequest("`\(name)` must be a whole number from 1 to \(max)") }
         return n
+    }
+
+    /// The `run_id` path parameter: a whole run id, or a unique part of one — its start, or the
+    /// short id after its last `__` (`runs show c1e0f568`). An ambiguous part lists the candidates.
+    func runParam(_ c: BasicRequestContext) async throws -> String {
+        try await store.resolveRunId(try param(c, "run_id"))
     }
 
     /// A path parameter, percent-decoded (`example%5Fsleep` is `example_sleep`).

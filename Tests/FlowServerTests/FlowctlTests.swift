@@ -296,4 +296,23 @@ struct FlowctlTests {
         #expect(try flowctl(["--version"], api: nil).output.hasPrefix("flowctl "))
         #expect(try flowctl(["cron", "preview", "@daily", "--count", "1"], api: nil).status == 0)
     }
+
+    @Test("a unique part of a run id works everywhere (its start, or the short id at its end); an ambiguous one lists the candidates")
+    func runIdParts() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            var runs: [String] = []
+            for _ in 0..<2 {
+                let r = try flowctl(["trigger", "example_retry", "--wait"], api: api)
+                runs.append(String(try #require(r.output.split(separator: "\n").last { $0.hasPrefix("run ") }).dropFirst(4).components(separatedBy: ": ")[0]))
+            }
+            let short = try #require(runs[0].components(separatedBy: "__").last)
+            let shown = try flowctl(["runs", "show", short], api: api)
+            #expect(shown.status == 0 && shown.output.hasPrefix("run \(runs[0]) of example_retry"), "\(shown.output)")
+            #expect(try flowctl(["logs", short, "flaky", "--try", "1"], api: api).status == 0)
+            #expect(try await api.request("GET", "/api/v1/runs/\(String(runs[1].prefix(runs[1].count - 3)))").json["runId"]?.stringValue == runs[1])
+            let ambiguous = try flowctl(["runs", "show", "manual__"], api: api)
+            #expect(ambiguous.status != 0 && ambiguous.output.contains("matches several runs") && ambiguous.output.contains(runs[0]), "\(ambiguous.output)")
+            #expect(try flowctl(["runs", "show", "zzzzzzzz"], api: api).output.contains("unknown run `zzzzzzzz`"))
+        }
+    }
 }

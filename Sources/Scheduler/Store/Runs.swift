@@ -57,6 +57,26 @@ extension SchedulerStore {
         }
     }
 
+    /// A run id from a whole id or a unique part of one (its start, or the short id after the
+    /// last `__`, at least 4 characters). Exact ids cost one index lookup; a part scans.
+    public func resolveRunId(_ ref: String) async throws -> String {
+        try await db.run { s in
+            if try s.query("SELECT 1 FROM runs WHERE run_id = $1", [ref]).first != nil { return ref }
+            guard ref.count >= 4 else { throw NotFound("unknown run `\(ref)`") }
+            let escaped = ref.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                .replacingOccurrences(of: "_", with: "\\_")
+            let found = try s.query("""
+                SELECT run_id FROM runs WHERE run_id LIKE $1 OR run_id LIKE $2 ORDER BY id DESC LIMIT 6
+                """, [escaped + "%", "%\\_\\_" + escaped + "%"]).all.compactMap { $0.string("run_id") }
+            switch found.count {
+            case 0: throw NotFound("unknown run `\(ref)`")
+            case 1: return found[0]
+            default:
+                throw BadRequest("`\(ref)` matches several runs: \(found.prefix(5).joined(separator: ", "))\(found.count > 5 ? ", …" : ""); give more of the id")
+            }
+        }
+    }
+
     /// Inserts a queued run; nil when a scheduled run for that tick already exists.
     func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
                    logicalDate: Date, intervalStart: Date, intervalEnd: Date, deadline: RunDeadline? = nil) throws -> RunRecord? {
