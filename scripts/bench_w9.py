@@ -12,6 +12,7 @@ import sys
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -21,7 +22,7 @@ opts.binary_location = "/usr/bin/chromium"
 for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"]:
     opts.add_argument(a)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-wait = WebDriverWait(driver, 120, poll_frequency=0.02)
+wait = WebDriverWait(driver, 120, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,))
 # Long tasks (over 50 ms on the main thread), from the start of every page.
 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
   window.__longTasks = [];

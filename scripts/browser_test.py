@@ -16,6 +16,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -43,8 +44,16 @@ for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-
     opts.add_argument(a)
 opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
-wait = WebDriverWait(driver, 60, poll_frequency=0.1)
+# The page redraws what changes live: an element found a moment ago may be gone; look again.
+wait = WebDriverWait(driver, 60, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
 failed = None
+
+
+def click(by, selector):
+    """Clicks what `selector` finds now, looking again if a live redraw replaced it meanwhile."""
+    wait.until(lambda d: d.find_element(by, selector).click() or True)
+
+
 try:
     step("open the dashboard: reads need a token here, so it asks for one")
     driver.get(base + "/")
@@ -60,7 +69,7 @@ try:
     driver.save_screenshot(f"{shots}/01-flows.png")
 
     step("trigger it from the form, with a conf")
-    row.find_element(By.CSS_SELECTOR, "button.trigger").click()
+    click(By.CSS_SELECTOR, f'tr[data-flow="{FLOW}"] button.trigger')
     field = wait.until(EC.visibility_of_element_located((By.NAME, "max_rejected_ratio")))
     field.clear()
     field.send_keys("lots")
@@ -84,14 +93,14 @@ try:
     driver.save_screenshot(f"{shots}/03-run.png")
 
     step("open a task's log")
-    driver.find_element(By.XPATH, '//tr[@data-task="extract"]//a[contains(@class, "logs")]').click()
+    click(By.XPATH, '//tr[@data-task="extract"]//a[contains(@class, "logs")]')
     wait.until(lambda d: d.find_element(By.ID, "log").text.strip() != "")
     driver.save_screenshot(f"{shots}/04-log.png")
 
     step("clear a task and see it run again")
     before = api(f"/api/v1/runs/{run_id}/tasks")["tasks"]
     tries_before = {t["taskId"]: len(t["tries"]) for t in before}
-    driver.find_element(By.CSS_SELECTOR, 'tr[data-task="quality_checks"] button.clear').click()
+    click(By.CSS_SELECTOR, 'tr[data-task="quality_checks"] button.clear')
     def quality_checks():
         return [t for t in api(f"/api/v1/runs/{run_id}/tasks")["tasks"] if t["taskId"] == "quality_checks"][0]
     # The second try runs and succeeds (the API says so), and the page shows it with no reload.
@@ -106,10 +115,10 @@ try:
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.grid .sq.s-success")))
     pause = wait.until(EC.element_to_be_clickable((By.ID, "pause")))
     driver.save_screenshot(f"{shots}/05-flow-grid.png")
-    pause.click()
+    click(By.ID, "pause")
     wait.until(EC.text_to_be_present_in_element((By.ID, "pause"), "Unpause"))
     assert api(f"/api/v1/flows/{FLOW}")["isPaused"] is True
-    driver.find_element(By.ID, "pause").click()
+    click(By.ID, "pause")
     wait.until(EC.text_to_be_present_in_element((By.ID, "pause"), "Pause"))
     assert api(f"/api/v1/flows/{FLOW}")["isPaused"] is False
 
