@@ -201,9 +201,18 @@ struct StandaloneCommand: AsyncParsableCommand {
         }
         print("FlowKit standalone: API on http://\(host):\(port)  (admin token: \(adminToken!))")
         print("  export FLOWKIT_API_URL=http://\(host):\(port) FLOWKIT_API_TOKEN=\(adminToken!)")
-        print("  then: flowctl trigger catalunya_data_pipeline --wait      (Ctrl-C stops everything)")
+        if let example = Self.suggestedFlow(flows.map(\.id)) {
+            let me = CommandLine.arguments.first.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "flowctl"
+            print("  then: \(me) trigger \(example) --wait      (Ctrl-C stops everything)")
+        }
         flushStdout()
         try await runServices(services, logger: logger)
+    }
+
+    /// The flow the banner suggests triggering: this binary's own (a user's flowctl suggests one
+    /// of theirs), `catalunya_data_pipeline` when it is built in; nil when there is none.
+    static func suggestedFlow(_ ids: [String]) -> String? {
+        ids.contains("catalunya_data_pipeline") ? "catalunya_data_pipeline" : ids.first { !$0.hasPrefix("example_") } ?? ids.sorted().first
     }
 
     /// The admin token standalone prints, kept in `.flowkit/admin-token` so it survives restarts.

@@ -100,4 +100,12 @@ struct ConfigFileTests {
             #expect("\(error)".contains("FLOWKIT_RETENTION: `forever` is not a duration"))
         }
     }
+
+    @Test("standalone's banner suggests one of the binary's own flows")
+    func banner() {
+        #expect(StandaloneCommand.suggestedFlow(["example_retry", "catalunya_data_pipeline"]) == "catalunya_data_pipeline")
+        #expect(StandaloneCommand.suggestedFlow(["example_retry", "daily_report"]) == "daily_report")
+        #expect(StandaloneCommand.suggestedFlow(["example_b", "example_a"]) == "example_a")
+        #expect(StandaloneCommand.suggestedFlow([]) == nil)
+    }
 }
