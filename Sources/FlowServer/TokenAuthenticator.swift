@@ -68,9 +68,6 @@ final class TokenAuthenticator: @unchecked Sendable {
         configured = config.tokens.map { (SHA256.hmac(key: key, message: Array($0.token.utf8)), $0.role) }
     }
 
-    /// The role a bearer token grants at `now`, or nil when it grants none.
-    func role(of token: String, now: Date) async throws -> APIConfig.Role? { try await identify(token, now: now)?.role }
-
     /// The role a bearer token grants at `now` and who it is, for the audit log: `token:NAME` for
     /// a token of `flowctl tokens`, `config:ROLE#N` for the Nth configured token.
     func identify(_ token: String, now: Date) async throws -> (role: APIConfig.Role, actor: String)? {

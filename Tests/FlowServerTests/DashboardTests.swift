@@ -10,38 +10,11 @@ import Testing
 @testable import WorkerRuntime
 import Scheduler
 
-/// A server-sent-events client over a plain socket: the request, then `data:` lines as they come.
-final class SSEClient {
-    let fd: Int32
-    var buffer = ""
-
-    init(port: Int, path: String, token: String?) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = in_port_t(UInt16(port).bigEndian)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard ok == 0 else { throw TaskError("cannot connect to port \(port)") }
-        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let req = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n" + (token.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n"
-        _ = req.withCString { send(fd, $0, strlen($0), 0) }
-    }
-
-    deinit { close(fd) }
-
-    /// Reads until `condition` holds for what arrived so far, or `timeout` passes.
-    func read(until timeout: Double, _ condition: (String) -> Bool) -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while Date() < end {
-            if condition(buffer) { return true }
-            let n = recv(fd, &chunk, chunk.count, 0)
-            if n > 0 { buffer += String(decoding: chunk[0..<n], as: UTF8.self) } else if n == 0 { return condition(buffer) }
-        }
-        return condition(buffer)
-    }
+/// A server-sent-events subscription over a plain socket (`RawConnection`).
+func eventStream(port: Int, path: String, token: String?) throws -> RawConnection {
+    let c = try RawConnection(port: port)
+    c.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n" + (token.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n")
+    return c
 }
 
 final class Flag: @unchecked Sendable {
@@ -106,11 +79,11 @@ struct DashboardTests {
     @Test("the live stream: a trigger and its tasks' changes reach a subscriber within seconds; readers need a token where reads are closed")
     func liveStream() async throws {
         try await withAPI(openReads: false) { api in
-            let refused = try SSEClient(port: api.port, path: "/api/v1/events/stream", token: nil)
-            #expect(refused.read(until: 5) { $0.contains("\r\n\r\n") } && refused.buffer.hasPrefix("HTTP/1.1 401"))
-            let sse = try SSEClient(port: api.port, path: "/api/v1/events/stream?maxSeconds=20", token: LiveAPI.reader)
+            let refused = try eventStream(port: api.port, path: "/api/v1/events/stream", token: nil)
+            #expect(refused.read(until: 5) { $0.contains("\r\n\r\n") } && refused.received.hasPrefix("HTTP/1.1 401"))
+            let sse = try eventStream(port: api.port, path: "/api/v1/events/stream?maxSeconds=20", token: LiveAPI.reader)
             #expect(sse.read(until: 5) { $0.contains(": connected") })
-            #expect(sse.buffer.contains("text/event-stream"))
+            #expect(sse.received.contains("text/event-stream"))
             let r = try await api.request("POST", "/api/v1/flows/example_retry/runs", token: LiveAPI.admin).json
             let runId = try #require(r["runId"]?.stringValue), pk = try #require(r["id"]?.intValue)
             #expect(sse.read(until: 15) { $0.contains(#"{"channel":"flowkit_runs","payload":"\#(runId)"}"#) })
@@ -135,15 +108,8 @@ struct DashboardTests {
 
     @Test("standalone on a port in use says so and exits 1, before starting anything")
     func portInUse() throws {
-        let port = try freePort()
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (port, fd) = try listeningPort()
         defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = in_port_t(UInt16(port).bigEndian)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        listen(fd, 1)
         let r = try flowctl(["standalone", "--port", String(port)], api: nil)
         #expect(r.status == 1)
         #expect(r.output.contains("cannot listen on 127.0.0.1:\(port): address already in use"))

@@ -115,6 +115,23 @@ final class RawConnection {
         _ = text.utf8CString.withUnsafeBufferPointer { b in Glibc.send(fd, b.baseAddress, b.count - 1, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// What `read(until:_:)` has received so far.
+    private(set) var received = ""
+
+    /// Reads until `condition` holds for everything received, or `timeout` passes (a stream
+    /// that never closes: server-sent events).
+    func read(until timeout: Double, _ condition: (String) -> Bool) -> Bool {
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end && !condition(received) {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n > 0 { received += String(decoding: buf[0..<n], as: UTF8.self) } else if n == 0 { break }
+        }
+        return condition(received)
+    }
+
     /// Reads until the server closes or `seconds` pass: the text, and whether it closed.
     func readUntilClosed(seconds: Double) -> (text: String, closed: Bool) {
         var tv = timeval(tv_sec: 0, tv_usec: 200_000)

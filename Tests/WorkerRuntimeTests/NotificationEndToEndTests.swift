@@ -73,15 +73,7 @@ final class SMTPReceiver {
 
     /// Waits until the server accepts connections.
     func waitUntilListening() async throws {
-        try await eventually("the SMTP receiver listens on \(port)") {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = in_port_t(UInt16(port).bigEndian)
-            a.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-        }
+        try await eventually("the SMTP receiver listens on \(port)") { isListening(port: port) }
     }
 
     func stop() {

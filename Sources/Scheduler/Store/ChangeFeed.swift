@@ -58,17 +58,6 @@ public final class ChangeFeed: @unchecked Sendable {
         return false
     }
 
-    public var subscriberCount: Int { lock.withLock { subscribers.count } }
-
-    public func stop() {
-        let (task, subs) = lock.withLock { () -> (Task<Void, Never>?, [AsyncStream<Change>.Continuation]) in
-            defer { listener = nil; subscribers = [:] }
-            return (listener, Array(subscribers.values))
-        }
-        task?.cancel()
-        subs.forEach { $0.finish() }
-    }
-
     private func listen() async {
         let conn = PGConnection(conninfo, label: "api-changes")
         defer { conn.close() }

@@ -41,6 +41,7 @@ extension SchedulerStore {
         while true {
             let done = try await db.run { s in
                 try s.transaction {
+                    // Every data-modifying CTE runs to completion whether or not the final SELECT reads it.
                     try s.query("""
                         WITH r AS (SELECT id, run_id FROM runs WHERE \(filter) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
                              l AS (DELETE FROM task_logs WHERE run_pk IN (SELECT id FROM r) RETURNING 1),
@@ -51,8 +52,7 @@ extension SchedulerStore {
                              na AS (DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM n) RETURNING 1),
                              nd AS (DELETE FROM notifications WHERE id IN (SELECT id FROM n) RETURNING 1),
                              rd AS (DELETE FROM runs WHERE id IN (SELECT id FROM r) RETURNING 1)
-                        SELECT (SELECT count(*) FROM rd) AS runs, (SELECT count(*) FROM ti) AS tis, (SELECT count(*) FROM l) AS logs,
-                               (SELECT count(*) FROM na) + (SELECT count(*) FROM nd) + (SELECT count(*) FROM h) + (SELECT count(*) FROM tr) AS other
+                        SELECT (SELECT count(*) FROM rd) AS runs, (SELECT count(*) FROM ti) AS tis, (SELECT count(*) FROM l) AS logs
                         """, [cutoff, flows, batch]).first!
                 }
             }
