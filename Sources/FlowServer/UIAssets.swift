@@ -548,21 +548,31 @@ async function healthPage(main) {
   return { refresh: draw, dispose: () => clearInterval(t) };
 }
 
+// Each route draws into a view of its own. A page still loading when the user moves on (its
+// fetch answers after the next page is drawn) then draws into a view no longer shown, and is
+// disposed as soon as it returns, instead of overwriting the page the user went to.
+let routeSeq = 0;
 async function route() {
   if (page && page.dispose) page.dispose();
   page = null;
-  const main = $("#main");
+  const seq = ++routeSeq;
+  const main = document.createElement("div");
+  main.innerHTML = '<p class="muted">Loading…</p>';
+  $("#main").replaceChildren(main);
   const [path, qs] = (location.hash.slice(1) || "/").split("?");
   const query = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "flows")));
   try {
-    if (!parts.length || parts[0] === "flows" && parts.length === 1) page = await flowsPage(main);
-    else if (parts[0] === "flows") page = await flowPage(main, parts[1]);
-    else if (parts[0] === "runs") page = await runPage(main, parts[1], query);
-    else if (parts[0] === "workers") page = await workersPage(main);
-    else if (parts[0] === "health") page = await healthPage(main);
+    let p = null;
+    if (!parts.length || parts[0] === "flows" && parts.length === 1) p = await flowsPage(main);
+    else if (parts[0] === "flows") p = await flowPage(main, parts[1]);
+    else if (parts[0] === "runs") p = await runPage(main, parts[1], query);
+    else if (parts[0] === "workers") p = await workersPage(main);
+    else if (parts[0] === "health") p = await healthPage(main);
     else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;
+    if (seq !== routeSeq) { if (p && p.dispose) p.dispose(); return; }
+    page = p;
     document.title = `FlowKit — ${parts.join(" / ") || "flows"}`;
   } catch (e) {
     main.innerHTML = `<h1>${e.status === 401 ? "Sign in to see this" : "Something went wrong"}</h1><p class="error">${esc(e.message)}</p>`;
