@@ -49,7 +49,9 @@ reset: ## delete the local stack's runs and data (asks first; FORCE=1 does not)
 bench: release ## the docs/benchmarks.md workloads, beside Celery
 	@scripts/bench.sh $(FLOWCTL_RELEASE)
 
-faults: build ## the fault-injection suite
+faults: build ## the fault-injection suite (also builds the two binaries of its rolling-upgrade scenario)
+	$(SWIFT) build --product upgrade-fixture-v1
+	$(SWIFT) build --product upgrade-fixture-v2
 	@scripts/faults.sh $(FLOWCTL_DEBUG)
 
 stress: release ## liveness under concurrent load: 20 and 100 waiting clients, readers, a 1,000-run burst, a backfill race

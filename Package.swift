@@ -76,6 +76,10 @@ let package = Package(
         .target(name: "Flows", dependencies: ["FlowKit"], path: "Flows",
                 exclude: ["README.md"], resources: [.copy("Resources")]),
         .executableTarget(name: "flowctl", dependencies: ["FlowCommands", "Flows"]),
+        // make faults' upgrade scenario: two binaries that differ in one task's code.
+        .target(name: "UpgradeFixtureFlows", dependencies: ["FlowKit"]),
+        .executableTarget(name: "upgrade-fixture-v1", dependencies: ["FlowCommands", "FlowKit", "UpgradeFixtureFlows"]),
+        .executableTarget(name: "upgrade-fixture-v2", dependencies: ["FlowCommands", "FlowKit", "UpgradeFixtureFlows"]),
 
         .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "FlowJSON", "Flows", "CivilTime", "PostgresClient"],
                     resources: [.copy("Fixtures")]),

@@ -3,7 +3,8 @@
 # schedulers and two workers as separate processes — each followed by the same checks:
 #   every run reaches its correct final state; no task instance lost; exactly one recorded
 #   success per task try; exactly one run per cron tick. Scenario 12 checks the notification
-#   outbox instead: every notification delivered, each with its stable delivery id.
+#   outbox instead: every notification delivered, each with its stable delivery id. Scenario 13
+#   is a rolling upgrade between two binaries (`make faults` builds upgrade-fixture-v1/-v2).
 # Each row also shows two figures for the scenario's runs:
 #   DUP    duplicate executions: tries that workers ran, and reported, more than once;
 #   STALL  the longest time without any task state change, from the moment the fault was over
@@ -33,9 +34,13 @@ export FLOWKIT_CONN_ALERTS="http://127.0.0.1:18399/hooks" FLOWKIT_CONN_ALERTS_SE
 "$flowctl" migrate >/dev/null
 
 declare -A pids
-start() {  # start NAME ARGS...
+start() {  # start NAME ARGS...: flowctl ARGS in the background
   local name=$1; shift
-  "$flowctl" "$@" >>"$work/$name.log" 2>&1 &
+  run_bin "$flowctl" "$name" "$@"
+}
+run_bin() {  # run_bin BINARY NAME ARGS...
+  local bin=$1 name=$2; shift 2
+  "$bin" "$@" >>"$work/$name.log" 2>&1 &
   pids[$name]=$!
 }
 # kill -9 NAME...: reaped at once, so bash does not print its "Killed" job notice later.
@@ -266,6 +271,53 @@ if [ "$delivered" = 6 ] && [ "$missing" = 0 ]; then
 else
   results+=("FAIL|$name|$((posts - keys))|${took}s|$delivered of 6 delivered, $keys distinct delivery ids in $posts POSTs")
 fi
+
+# 13. A rolling upgrade with runs in flight: two binaries that differ in one task's code
+#     (upgrade-fixture-v1/-v2: upgrade_demo's `compute` doubles in v1, triples in v2). The
+#     documented order: migrations, then schedulers, then workers — v2's scheduler starts and
+#     v1's stops while v1 runs are mid-way; v2 runs wait (flagged stalled) until a v2 worker
+#     comes; v1 workers stop one by one once v1's runs are done. Every run must run the code of
+#     the version it started with, each task once, with no try counted for a hand-back.
+fixtures="$(dirname "$flowctl")"
+v1="$fixtures/upgrade-fixture-v1" v2="$fixtures/upgrade-fixture-v2"
+up_worker=(worker --queues upgrade --concurrency 2 --heartbeat-interval 0.5 --shutdown-grace 10)
+"$v1" migrate >/dev/null
+run_bin "$v1" up_sched1 scheduler; run_bin "$v1" up_w1a "${up_worker[@]}" --name v1-a; run_bin "$v1" up_w1b "${up_worker[@]}" --name v1-b
+for i in $(seq 1 100); do [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'upgrade_demo'")" = t ] && break; sleep 0.2; done
+scenario_runs=(); batch_started=$(now)
+for i in 1 2 3 4 5 6; do scenario_runs+=("$(trigger upgrade_demo --conf "{\"n\": $i}")"); done
+old_runs=("${scenario_runs[@]}")
+sleep 1
+"$v2" migrate >/dev/null
+run_bin "$v2" up_sched2 scheduler
+for i in $(seq 1 100); do [ "$(sql "SELECT current_version FROM flows WHERE flow_id = 'upgrade_demo'")" = 2 ] && break; sleep 0.2; done
+kill -TERM "${pids[up_sched1]}"; wait "${pids[up_sched1]}" 2>/dev/null; unset 'pids[up_sched1]'
+new_runs=()
+for i in 1 2 3 4 5 6; do new_runs+=("$(trigger upgrade_demo --conf "{\"n\": $i}")"); done
+scenario_runs+=("${new_runs[@]}")
+in_new="run_id = ANY(string_to_array('${new_runs[*]}', ' '))"
+for i in $(seq 1 60); do [ "$(sql "SELECT count(*) FROM runs WHERE $in_new AND stalled_reason LIKE 'no live worker has version 2%'")" -ge 1 ] && break; sleep 0.5; done
+stalled=$(sql "SELECT count(*) FROM runs WHERE $in_new AND stalled_reason LIKE 'no live worker has version 2%'")
+run_bin "$v2" up_w2a "${up_worker[@]}" --name v2-a
+fault_over=$(now)
+kill -TERM "${pids[up_w1a]}"; wait "${pids[up_w1a]}" 2>/dev/null; unset 'pids[up_w1a]'
+in_old="run_id = ANY(string_to_array('${old_runs[*]}', ' '))"
+for i in $(seq 1 240); do [ "$(sql "SELECT count(*) FROM runs WHERE $in_old AND state IN ('queued', 'running')")" = 0 ] && break; sleep 0.5; done
+kill -TERM "${pids[up_w1b]}"; wait "${pids[up_w1b]}" 2>/dev/null; unset 'pids[up_w1b]'
+run_bin "$v2" up_w2b "${up_worker[@]}" --name v2-b
+wait_runs 120
+code_of() { sql "SELECT string_agg(DISTINCT t.result->>'code', ',') FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE $1 AND t.task_id = 'report'"; }
+old_code=$(code_of "$in_old"); new_code=$(code_of "$in_new")
+wrong=$(sql "SELECT count(*) FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.$in_old AND t.task_id = 'compute' AND (t.result->>'answer')::int <> 2 * (r.conf->>'n')::int")
+wrong=$((wrong + $(sql "SELECT count(*) FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.$in_new AND t.task_id = 'compute' AND (t.result->>'answer')::int <> 3 * (r.conf->>'n')::int")))
+retried=$(sql "SELECT count(*) FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.flow_id = 'upgrade_demo' AND t.try_number <> 1")
+handbacks=$(sql "SELECT count(*) FROM task_logs l JOIN runs r ON r.id = l.run_pk WHERE r.flow_id = 'upgrade_demo' AND l.line LIKE '%handed back%'")
+check "rolling upgrade v1 → v2, 6 runs in flight on each side (v1 runs ran: $old_code; v2 runs ran: $new_code; $stalled flagged stalled before a v2 worker; $handbacks hand-backs logged)" 12
+if [ "$old_code" != v1 ] || [ "$new_code" != v2 ] || [ "$wrong" != 0 ] || [ "$retried" != 0 ] || [ "$stalled" -lt 1 ]; then
+  results+=("FAIL|rolling upgrade|-|-|v1 runs ran ${old_code:-nothing}, v2 runs ran ${new_code:-nothing}; $wrong wrong answers; $retried tasks past try 1; $stalled flagged stalled")
+fi
+kill -TERM "${pids[up_sched2]}" "${pids[up_w2a]}" "${pids[up_w2b]}"; wait "${pids[up_sched2]}" "${pids[up_w2a]}" "${pids[up_w2b]}" 2>/dev/null
+unset 'pids[up_sched2]' 'pids[up_w2a]' 'pids[up_w2b]'
 
 echo
 printf '%-6s %-92s %5s %7s  %s\n' RESULT SCENARIO DUP STALL DETAIL

@@ -265,6 +265,8 @@ public enum FlowKitKeys {
     public static func claim(_ id: String) -> String { "flowkit:claim:\(id)" }
     /// Set when a try must stop (its run was cancelled).
     public static func cancel(_ messageId: String) -> String { "flowkit:cancel:\(messageId)" }
+    /// How many times workers without its flow version handed a message back.
+    public static func handBacks(_ messageId: String) -> String { "flowkit:handback:\(messageId)" }
     /// Set by the scheduler for a run whose messages it sends (refreshed at each dispatch): a
     /// message naming a run without it is refused at the claim.
     public static func run(_ runId: String) -> String { "flowkit:run:\(runId)" }

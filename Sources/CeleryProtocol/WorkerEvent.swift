@@ -67,6 +67,10 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
     /// In an instance of a mapped task (`taskId` is `task[index]`): its index and element.
     public var mapIndex: Int?
     public var mapItem: JSONValue?
+    /// The run's flow version and its content hash: a worker whose own flow hashes differently
+    /// hands the message back for one that has it (absent in messages from older schedulers).
+    public var flowVersion: Int?
+    public var flowHash: String?
 
     public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date, dataIntervalStart: Date,
                 dataIntervalEnd: Date, params: [String: JSONValue], upstream: [String: JSONValue], timeoutSeconds: Double?,

@@ -49,6 +49,7 @@ struct TriggerCommand: AsyncParsableCommand {
 /// times; then the error says so, with the run id to follow it by.
 func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONValue {
     var seen: [String: String] = [:]
+    var stalled: String?
     var pause = PollBackoff()
     var transientFailures = 0
     while true {
@@ -87,6 +88,13 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
                     flushStdout()
                 }
             }
+        }
+        // A run no live worker can take says so once, and again when that changes.
+        let why = run["stalledReason"]?.stringValue
+        if why != stalled {
+            stalled = why
+            changed = true
+            if !quiet { print(why.map { "  stalled: \($0)" } ?? "  no longer stalled: a worker can take it"); flushStdout() }
         }
         let state = run["state"]?.stringValue ?? ""
         if ["success", "failed", "cancelled"].contains(state) {
@@ -215,8 +223,9 @@ struct FlowsCommand: AsyncParsableCommand {
 }
 
 func runTable(_ runs: [JSONValue]) -> String {
-    table(["RUN", "FLOW", "STATE", "KIND", "LOGICAL DATE", "DURATION"], runs.map { r in
-        [r["runId"]?.stringValue ?? "", r["flowId"]?.stringValue ?? "", r["state"]?.stringValue ?? "", r["triggerKind"]?.stringValue ?? "",
+    table(["RUN", "FLOW", "VERSION", "STATE", "KIND", "LOGICAL DATE", "DURATION"], runs.map { r in
+        [r["runId"]?.stringValue ?? "", r["flowId"]?.stringValue ?? "", "v\(r["flowVersion"]?.intValue ?? 0)",
+         (r["state"]?.stringValue ?? "") + (r["stalledReason"]?.stringValue == nil ? "" : " (stalled)"), r["triggerKind"]?.stringValue ?? "",
          shortTime(r["logicalDate"]?.stringValue), duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue)]
     })
 }
@@ -254,6 +263,7 @@ struct RunsCommand: AsyncParsableCommand {
             if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
             print("run \(r["runId"]?.stringValue ?? runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))")
             if let by = r["triggeredBy"]?.stringValue { print("started by run \(by)") }
+            if let why = r["stalledReason"]?.stringValue { print("stalled: \(why)") }
             print("")
             print(taskTable(t["tasks"]?.arrayValue ?? [], allInstances: instances))
         }
@@ -533,5 +543,55 @@ struct TasksCommand: AsyncParsableCommand {
                 .post("/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/mark", ["state": .string(state)])
             print("run \(runId): task \(taskId) marked \(state); run \(r["state"]?.stringValue ?? "")")
         }
+    }
+}
+
+struct WorkersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "workers",
+                                                    abstract: "List the workers: state, queues, load, and which flow versions each can run.")
+    @Flag(help: "Also list, for each worker, the version of every flow it carries.") var flows = false
+    @Flag(help: "Print JSON (the API's response).") var json = false
+
+    func run() async throws {
+        let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/workers")
+        if json { printJSON(v); return }
+        let workers = v["workers"]?.arrayValue ?? []
+        guard !workers.isEmpty else { print("No worker has reported yet: start one with `flowctl worker`."); return }
+        print(table(["WORKER", "STATE", "HOST", "QUEUES", "RUNNING", "HEARTBEAT", "FLOWS"], workers.map { w in
+            let carried = w["flows"]?.arrayValue
+            return [w["name"]?.stringValue ?? "", w["state"]?.stringValue ?? "", w["host"]?.stringValue ?? "",
+                    (w["queues"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ","),
+                    "\(w["running"]?.intValue ?? 0)/\(w["concurrency"]?.intValue ?? 0)",
+                    String(format: "%.0fs ago", w["heartbeatAgeSeconds"]?.doubleValue ?? 0),
+                    carried.map { "\($0.count)" } ?? "?"]
+        }))
+        guard flows else { return }
+        for w in workers {
+            print("\n\(w["name"]?.stringValue ?? ""):")
+            for f in w["flows"]?.arrayValue ?? [] {
+                let version = f["version"]?.intValue.map { "v\($0)" } ?? "unregistered"
+                print("  \(f["flowId"]?.stringValue ?? "")  \(version)  \(f["hash"]?.stringValue?.prefix(12) ?? "")")
+            }
+        }
+    }
+}
+
+struct DeadLettersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dead-letters",
+                                                    abstract: "What workers and schedulers could not use (newest first), before the capped list drops it (admin token).")
+    @Option(help: "How many.") var limit: Int = 20
+    @Option(help: "Skip this many of the newest.") var offset: Int = 0
+    @Flag(help: "Print JSON (the API's response).") var json = false
+    func run() async throws {
+        let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/dead-letters?limit=\(limit)&offset=\(offset)")
+        if json { printJSON(v); return }
+        let entries = v["entries"]?.arrayValue ?? []
+        let total = v["total"]?.intValue ?? 0
+        guard !entries.isEmpty else { print(total == 0 ? "The dead-letter list is empty." : "No entries past \(offset) (the list has \(total))."); return }
+        print(table(["AT (UTC)", "BY", "REASON"], entries.map { e in
+            let at = e["at"]?.doubleValue.map { Instant.format(Date(timeIntervalSince1970: $0)) }
+            return [shortTime(at), e["worker"]?.stringValue ?? e["scheduler"]?.stringValue ?? "", String((e["reason"]?.stringValue ?? e["raw"]?.stringValue ?? "").prefix(140))]
+        }))
+        print("\(entries.count) of \(total) (the list keeps the newest \(v["capacity"]?.intValue ?? 0)); --json shows each message as received")
     }
 }

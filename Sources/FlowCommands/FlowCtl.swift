@@ -14,7 +14,7 @@ public struct FlowCtl: AsyncParsableCommand {
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
             TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self,
-            TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self, AuditCommand.self,
+            TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self, AuditCommand.self, WorkersCommand.self, DeadLettersCommand.self,
         ]
     )
 
@@ -92,7 +92,16 @@ extension FlowCtl {
 
 /// The flows handed to `FlowCtl.main`, set once before the command line is parsed.
 enum FlowCatalog {
-    nonisolated(unsafe) static var flows: [Flow] = []
+    nonisolated(unsafe) static var flowsDeclared: [Flow] = []
+    /// The binary's flows, each without a `version` of its own given `FLOWKIT_FLOWS_VERSION`'s
+    /// (an image tag or a git commit: every run then runs on the code it started with).
+    static var flows: [Flow] {
+        get {
+            guard let v = ProcessInfo.processInfo.environment["FLOWKIT_FLOWS_VERSION"], !v.isEmpty else { return flowsDeclared }
+            return flowsDeclared.map { f in var f = f; if f.version == nil { f.version = v }; return f }
+        }
+        set { flowsDeclared = newValue }
+    }
     nonisolated(unsafe) static var notifiers: [any Notifier] = []
 
     /// Every flow, or the first invalid one as an error (`flowctl flows validate`).

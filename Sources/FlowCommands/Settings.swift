@@ -14,6 +14,7 @@ import Logging
 /// | `FLOWKIT_API_OPEN_READS` | `true`/`false`: GET endpoints without a token |
 /// | `FLOWKIT_CORS_ORIGINS` | comma-separated origins allowed from browsers (`*` for any) |
 /// | `FLOWKIT_HOME` | where standalone keeps its private servers and data (default `.flowkit`) |
+/// | `FLOWKIT_FLOWS_VERSION` | the code version of every flow that declares none (image tag, git commit): runs stay on the workers that carry it |
 /// | `FLOWKIT_CONN_<NAME>` | named connections tasks use, e.g. `FLOWKIT_CONN_WAREHOUSE` |
 struct Settings {
     var databaseURL: String?

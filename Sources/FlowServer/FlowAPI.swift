@@ -2,6 +2,7 @@ public import FlowKit
 public import Foundation
 public import Hummingbird
 public import Logging
+import CeleryProtocol
 import HTTPTypes
 public import Prometheus
 public import Scheduler
@@ -38,7 +39,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
         ("POST", "/api/v1/hooks/{flow_id}"),
         ("GET", "/api/v1/flows/{flow_id}/grid"), ("GET", "/api/v1/events/stream"), ("GET", "/api/v1/schedulers"),
-        ("GET", "/api/v1/audit"),
+        ("GET", "/api/v1/audit"), ("GET", "/api/v1/dead-letters"),
     ]
 
     /// The dashboard's pages and assets (not part of the JSON API, so not in its OpenAPI document).
@@ -321,6 +322,15 @@ public struct FlowAPI: Sendable {
             let actor = q.get("actor").map { String($0) }, action = q.get("action").map { String($0) }
             return try json(["entries": try await self.store.auditLog(actor: actor, action: action, before: before, limit: limit)])
         }
+        // What workers and schedulers could not use, before the capped list drops it. Admin only:
+        // a dead message carries its run's params.
+        handle(router, .get, "/api/v1/dead-letters", role: .admin) { req, _ in
+            let q = req.uri.queryParameters
+            let limit = try Self.count(q.get("limit"), "limit", default: 50, max: 1000)
+            let offset = try Self.count(q.get("offset"), "offset", default: 0, max: DeadLetter.maxEntries, min: 0)
+            let page = try await self.broker.deadLetters(offset: offset, limit: limit)
+            return try json(["total": .int(page.total), "capacity": .int(DeadLetter.maxEntries), "entries": .array(page.entries)] as JSONValue)
+        }
     }
 
     /// `POST /api/v1/hooks/{flow}`: checks the delivery against the flow's webhook secret (an
@@ -477,9 +487,9 @@ public struct FlowAPI: Sendable {
     }
 
     /// A count query parameter (`limit`, `runs`): 1…`max`, `default` when absent.
-    static func count<S: StringProtocol>(_ value: S?, _ name: String, default d: Int, max: Int) throws -> Int {
+    static func count<S: StringProtocol>(_ value: S?, _ name: String, default d: Int, max: Int, min: Int = 1) throws -> Int {
         guard let value else { return d }
-        guard let n = Int(value), (1...max).contains(n) else { throw APIError.badRequest("`\(name)` must be a whole number from 1 to \(max)") }
+        guard let n = Int(value), (min...max).contains(n) else { throw APIError.badRequest("`\(name)` must be a whole number from \(min) to \(max)") }
         return n
     }
 
@@ -618,6 +628,7 @@ extension RunRecord: JSONWritable {
             w.key("id"); w.int(id)
             w.key("logicalDate"); w.date(logicalDate)
             w.key("runId"); w.string(runId)
+            if let stalledReason { w.key("stalledReason"); w.string(stalledReason) }
             if let startedAt { w.key("startedAt"); w.date(startedAt) }
             w.key("state"); w.string(state)
             if let taskCounts {

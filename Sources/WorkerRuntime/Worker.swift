@@ -29,6 +29,9 @@ public final class Worker: Sendable {
     /// Hides connection secrets in task logs and errors.
     let masker: SecretMasker
     let flowsById: [String: Flow]
+    /// Each flow's content hash: the version of it this worker runs. A message for another
+    /// version is handed back for a worker that has it.
+    let flowHashes: [String: String]
 
     /// Flows this worker's binary carries but could not admit, by id, with why: their tasks fail
     /// with that message instead of "unknown task".
@@ -51,6 +54,7 @@ public final class Worker: Sendable {
         self.tasks = t
         self.branchTargets = targets
         self.flowsById = Dictionary(flows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        self.flowHashes = Dictionary(flows.compactMap { f in (try? FlowDefinition(f).contentHash()).map { (f.id, $0) } }, uniquingKeysWith: { a, _ in a })
         self.slots = SlotGate(config.concurrency)
         var l = Logger(label: "flowkit.worker")
         l[metadataKey: "worker"] = "\(config.name)"
@@ -65,10 +69,19 @@ public final class Worker: Sendable {
          "version": .string(config.version)]
     }
 
+    /// `info` and the flow versions this worker carries: what it says when it comes online, so
+    /// that the schedulers know which workers can run which version.
+    var onlineInfo: JSONValue {
+        var i = info.objectValue ?? [:]
+        i["flows"] = .object(flowHashes.mapValues(JSONValue.string))
+        if !importErrors.isEmpty { i["importErrors"] = .object(importErrors.mapValues(JSONValue.string)) }
+        return .object(i)
+    }
+
     /// Consumes until `shutdown()`; then lets running tasks finish within the grace period and
     /// gives back the messages of those that did not.
     public func run() async throws {
-        try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: info)])
+        try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: onlineInfo)])
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
         // The heartbeat and the log shipper are child tasks: they live exactly as long as the
         // worker consumes and drains, and a cancelled worker cancels them.
@@ -211,6 +224,12 @@ public final class Worker: Sendable {
             await finish(tag: message.deliveryTag, taskId: message.id, events: [event(.cancelled)], result: nil)
             return
         }
+        // A message of another version of the flow than this worker's (a rolling upgrade, or a
+        // worker built from other code): not run here, and no try counted.
+        if let want = inv.flowHash, flowHashes[inv.flowId] != want {
+            await handBack(message, inv, want: want)
+            return
+        }
         guard let task = tasks[message.task] else {
             // Not run, and kept on the dead-letter list for whoever deploys the flows; the try
             // fails so that its retries (perhaps on a worker that has the flow) go on.
@@ -273,6 +292,51 @@ public final class Worker: Sendable {
         }
         if !startAlreadyReported { final.startedAt = startedAt.timeIntervalSince1970 }
         await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base, masker: masker) + [final], result: celery)
+    }
+
+    /// Gives a message this worker must not run back to its queue, after a wait that grows with
+    /// the times it came back (so that a fleet without its version does not spin on it), and
+    /// says so in the try's log the first time. The scheduler flags a run whose version no
+    /// live worker has (`VersionWatch`).
+    func handBack(_ message: CeleryMessage, _ inv: FlowTaskInvocation, want: String) async {
+        let have = flowHashes[inv.flowId]
+        let needs = "version \(inv.flowVersion.map(String.init) ?? "?") of flow `\(inv.flowId)` (\(want.prefix(12)))"
+        let why: String
+        if let have {
+            why = "worker `\(config.name)` carries another version of flow `\(inv.flowId)` (\(have.prefix(12)))"
+        } else if let importError = importErrors[inv.flowId] {
+            why = "flow `\(inv.flowId)` could not be loaded on worker `\(config.name)`: \(importError)"
+        } else {
+            why = "worker `\(config.name)` does not carry flow `\(inv.flowId)`"
+        }
+        let reason = "\(why); the run needs \(needs): handed back for a worker that has it (not counted as a try)"
+        let key = FlowKitKeys.handBacks(message.id)
+        let times = (try? await redis.run { s in try s.pipeline([["INCR", key], ["EXPIRE", key, "86400"]]).first?.int }) ?? 1
+        if times == 1 || times % 100 == 0 {
+            logger.warning("\(inv.runId) \(inv.taskId): \(reason)")
+            var line = WorkerEvent(kind: .log, worker: config.name, messageId: message.id, runId: inv.runId, taskId: inv.taskId, tryNumber: inv.tryNumber)
+            line.lines = [times == 1 ? reason : "\(reason) — \(times) times so far"]
+            try? await emit([line])
+        }
+        // Well inside the visibility timeout: a claim restored by the leader and claimed again
+        // meanwhile must not be taken back from its new worker (the heartbeat refreshes it too).
+        let delay = min(5.0, config.visibilityTimeout / 4, 0.1 * Double(1 << min(times - 1, 6)))
+        let tag = message.deliveryTag
+        state.handingBack(tag)
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            guard self.state.handedBack(tag) else { return }  // drain gave it back already
+            await self.giveBack([tag])
+        }
+    }
+
+    /// Puts claimed messages back on their queues at once (their claims are scored 0, and the
+    /// restore script moves every claim older than 1 back).
+    func giveBack(_ tags: [String]) async {
+        var cmds = tags.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0] }
+        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(tags.count + 100)])
+        let c = cmds
+        await reliably("give back") { try await self.redis.run { s in _ = try s.pipeline(c) } }
     }
 
     enum Outcome { case success(JSONValue?), skipped(String), notReady(String), failure(String) }
@@ -423,7 +487,7 @@ public final class Worker: Sendable {
             ["SET", FlowKitKeys.workerAlive(config.name), "1", "EX", String(max(1, Int(config.heartbeatInterval * 3)))],
             ["HSET", FlowKitKeys.workers, config.name, info.compactJSON],
         ]
-        cmds += entries.map { ["ZADD", KombuLayout.unackedIndex, "XX", String(now.timeIntervalSince1970), $0.deliveryTag] }
+        cmds += (entries.map(\.deliveryTag) + state.pendingHandBackTags).map { ["ZADD", KombuLayout.unackedIndex, "XX", String(now.timeIntervalSince1970), $0] }
         cmds.append(WorkerEvent(kind: .heartbeat, worker: config.name, running: entries.map(\.messageId), info: info).xaddCommand())
         cmds += entries.map { ["EXISTS", FlowKitKeys.cancel($0.messageId)] }
         cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex,
@@ -448,13 +512,11 @@ public final class Worker: Sendable {
             try? await Task.sleep(for: .milliseconds(50))
         }
         let left = inFlight.all
-        guard !left.isEmpty else { return }
-        logger.warning("giving back \(left.count) unfinished tasks after the \(config.shutdownGrace)s grace period")
+        let handingBack = state.takeHandBacks()
+        guard !left.isEmpty || !handingBack.isEmpty else { return }
+        if !left.isEmpty { logger.warning("giving back \(left.count) unfinished tasks after the \(config.shutdownGrace)s grace period") }
         for e in left { e.giveBack() }
-        var cmds = left.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0.deliveryTag] }
-        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(left.count + 100)])
-        let c = cmds
-        await reliably("give back") { try await self.redis.run { s in _ = try s.pipeline(c) } }
+        await giveBack(left.map(\.deliveryTag) + handingBack)
     }
 }
 
@@ -468,6 +530,13 @@ final class Once: @unchecked Sendable {
 final class WorkerState: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
+    /// Delivery tags of messages waiting to be handed back.
+    private var pendingHandBacks = Set<String>()
     var stopping: Bool { lock.withLock { stopped } }
     func stop() { lock.withLock { stopped = true } }
+    func handingBack(_ tag: String) { _ = lock.withLock { pendingHandBacks.insert(tag) } }
+    /// Whether `tag` was still waiting (and is no longer).
+    func handedBack(_ tag: String) -> Bool { lock.withLock { pendingHandBacks.remove(tag) != nil } }
+    var pendingHandBackTags: [String] { lock.withLock { Array(pendingHandBacks) } }
+    func takeHandBacks() -> [String] { lock.withLock { defer { pendingHandBacks = [] }; return Array(pendingHandBacks) } }
 }

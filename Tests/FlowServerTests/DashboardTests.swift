@@ -139,7 +139,7 @@ struct ImportErrorTests {
         #expect(throws: FlowValidationError.self) { try FlowRegistry([Self.badCron, fine]) }
     }
 
-    @Test("import errors show in /api/v1/flows, /health and flowctl flows list; a worker whose copy is broken fails its tasks saying so")
+    @Test("import errors show in /api/v1/flows, /health and flowctl flows list; a worker whose copy is broken hands its tasks back, and the run is flagged stalled saying why")
     func shownAndRefused() async throws {
         let admitted = FlowRegistry(admitting: allFlows + [Flow("broken_flow", schedule: Schedule(cron: "61 * * * *")) { f in f.task("t") { _ in nil } }])
         let workerSide = FlowRegistry(admitting: allFlows + [Self.badCron])
@@ -158,9 +158,16 @@ struct ImportErrorTests {
                     && listed.output.contains("broken_flow: "), "\(listed.output)")
 
             let run = try #require(try await api.request("POST", "/api/v1/flows/cron_flow/runs", token: LiveAPI.admin).json["runId"]?.stringValue)
-            try await eventually("the run to fail") { try await api.store.run(run).state == "failed" }
+            try await eventually("the run flagged stalled", timeout: 20) { try await api.store.run(run).stalledReason != nil }
+            let reason = try await api.store.run(run).stalledReason ?? ""
+            #expect(reason.contains("no live worker has version 1 of flow `cron_flow`") && reason.contains("on worker `api-test-worker` it could not be loaded: ")
+                    && reason.contains("25"), "\(reason)")
             let ti = try #require(try await api.store.taskInstances(runId: run).first)
-            #expect(ti.error?.hasPrefix("flow `cron_flow` could not be loaded on worker `api-test-worker`: ") == true, "\(ti.error ?? "")")
+            #expect(ti.state == "queued" && ti.startedAt == nil)
+            let log = try await api.store.logs(runId: run, taskId: "t", tryNumber: 1, after: 0).lines.map(\.line)
+            #expect(log.first?.hasPrefix("flow `cron_flow` could not be loaded on worker `api-test-worker`: ") == true, "\(log)")
+            let shown = try flowctl(["runs", "show", run], api: api)
+            #expect(shown.output.contains("stalled: no live worker has version 1 of flow `cron_flow`"), "\(shown.output)")
         } catch { await api.stop(); throw error }
         await api.stop()
     }

@@ -34,6 +34,7 @@ final class LiveAPI: @unchecked Sendable {
         base = "http://127.0.0.1:\(port)"
         var sc = SchedulerConfig(name: "api-test-scheduler")
         sc.maintenanceInterval = 0.3
+        sc.stalledRunAfter = 1
         let registry = PrometheusCollectorRegistry()  // one per process, as in standalone
         let daemon = SchedulerDaemon(databaseURL: url, redis: redis, flows: flows, config: sc, metrics: .prometheus(registry),
                                      importErrors: importErrors)

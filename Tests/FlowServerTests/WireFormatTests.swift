@@ -16,6 +16,8 @@ struct WireFormatTests {
         ]
         if started { o["startedAt"] = 1_795_327_201.25 }
         if ended { o["endedAt"] = 1_795_327_202.0 }
+        if i % 5 == 1 { o["stalledReason"] = "no live worker has version \(i) of flow `catalunya_data_pipeline`" }
+        if i % 7 == 2 { o["triggeredBy"] = "manual__parent" }
         let d = JSONDecoder()
         d.dateDecodingStrategy = .secondsSince1970
         return try d.decode(RunRecord.self, from: JSONSerialization.data(withJSONObject: o))

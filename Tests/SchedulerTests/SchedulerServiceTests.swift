@@ -166,7 +166,7 @@ struct SchedulerServiceTests {
         let h = try await Harness.make([diamond])
         let leaderOnly = h.daemon.duties.filter(\.leaderOnly).map(\.name)
         #expect(Set(leaderOnly) == ["reaper", "unacked restorer", "lost-message rescuer", "abandoned-event claimer", "Celery result collector",
-                                    "run timeout enforcer", "notification deliverer", "retention cleaner"])
+                                    "run timeout enforcer", "notification deliverer", "retention cleaner", "version watch"])
         let other = SchedulerDaemon(databaseURL: h.url, redis: try TestServers.redis(), flows: [diamond],
                                     config: SchedulerConfig(name: "other"))
         #expect(try await other.isLeader())

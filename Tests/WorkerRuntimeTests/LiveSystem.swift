@@ -37,6 +37,7 @@ final class LiveSystem: @unchecked Sendable {
         sc.lostMessageAfter = 3
         sc.visibilityTimeout = 2
         sc.maintenanceInterval = 0.3
+        sc.stalledRunAfter = 1
         // Waiting tasks must start because a slot freed (NOTIFY), never because a poll came round.
         sc.poolAdmitterMaxWait = 60
         daemon = SchedulerDaemon(databaseURL: url, redis: redisConfig, flows: flows, config: sc)
@@ -50,8 +51,8 @@ final class LiveSystem: @unchecked Sendable {
     }
 
     @discardableResult
-    func startWorker(_ name: String, concurrency: Int = 2) -> Worker {
-        let w = Worker(redis: redisConfig, flows: flows, config: Self.workerConfig(name, concurrency: concurrency))
+    func startWorker(_ name: String, concurrency: Int = 2, flows: [Flow]? = nil) -> Worker {
+        let w = Worker(redis: redisConfig, flows: flows ?? self.flows, config: Self.workerConfig(name, concurrency: concurrency))
         workers.append(w)
         tasks.append(Task { try await w.run() })
         return w

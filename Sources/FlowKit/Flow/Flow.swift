@@ -17,6 +17,11 @@ public struct Flow: Sendable {
     public var description: String
     public var owner: String
     public var tags: [String]
+    /// The version of this flow's code, when a change to a task's code alone (which the
+    /// definition does not show) must reach only runs started after it: part of the content
+    /// hash that pins each run to the workers that carry its version. `FLOWKIT_FLOWS_VERSION`
+    /// sets it for every flow that sets none (an image tag, a git commit).
+    public var version: String?
     public var schedule: Schedule?
     /// When off (the default), a scheduler that was down runs only the latest missed tick.
     public var catchup: Bool
@@ -45,7 +50,7 @@ public struct Flow: Sendable {
     public var defaults: TaskOptions
     public private(set) var tasks: [FlowTask]
 
-    public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [],
+    public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [], version: String? = nil,
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
                 deadline: RunDeadline? = nil, assets: [String] = [], webhook: WebhookTrigger? = nil, after: [FlowTrigger] = [],
                 params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
@@ -53,6 +58,7 @@ public struct Flow: Sendable {
         self.description = description
         self.owner = owner
         self.tags = tags
+        self.version = version
         self.schedule = schedule
         self.catchup = catchup
         self.maxActiveRuns = maxActiveRuns

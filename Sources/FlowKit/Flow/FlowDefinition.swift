@@ -39,6 +39,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
     public var description: String
     public var owner: String
     public var tags: [String]
+    /// The flow's declared code version (absent when none, so other flows' hashes stay).
+    public var version: String?
     public var schedule: Schedule?
     public var catchup: Bool
     public var maxActiveRuns: Int
@@ -65,6 +67,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         description = flow.description
         owner = flow.owner
         tags = flow.tags
+        version = flow.version
         schedule = flow.schedule
         catchup = flow.catchup
         maxActiveRuns = flow.maxActiveRuns
@@ -123,6 +126,10 @@ public struct FlowGraph: Sendable {
     public let downstream: [String: [String]]
     public let roots: [String]
     public let leaves: Set<String>
+    /// Which registered version this is, and its content hash (set by whoever read it from the
+    /// store): every task message carries them, so that only a worker with that version runs it.
+    public var version: Int?
+    public var hash: String?
 
     public init(_ definition: FlowDefinition) {
         self.definition = definition

@@ -353,6 +353,7 @@ async function runPage(main, runId, query) {
       ${run.triggeredBy ? ` · started by <a href="#/runs/${encodeURIComponent(run.triggeredBy)}">${esc(run.triggeredBy)}</a>` : ""}
       · logical date ${esc(fmtTime(run.logicalDate))} · took ${esc(fmtDur(dur(run.startedAt, run.endedAt)))}
       ${Object.keys(run.conf || {}).length ? ` · conf <span class="mono">${esc(JSON.stringify(run.conf))}</span>` : ""}</p>
+      ${run.stalledReason ? `<div class="banner" role="alert"><b>Stalled:</b> ${esc(run.stalledReason)}</div>` : ""}
       <div class="toolbar">${live ? '<button class="danger" id="cancel" type="button">Cancel run</button>' : ""}
         ${!live ? '<button id="clearfailed" type="button">Clear failed tasks</button>' : ""}</div>
       <h2>Graph</h2>${dagSVG(gtasks, states, (id) => `#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(id)}`)}
@@ -442,10 +443,11 @@ function gantt(tasks) {
 async function workersPage(main) {
   const draw = async () => {
     const { workers } = await api("/api/v1/workers");
-    main.innerHTML = `<h1>Workers</h1><table><thead><tr><th>Worker</th><th>State</th><th>Host</th><th>Queues</th><th>Slots used</th><th>Last heartbeat</th><th>Version</th></tr></thead><tbody>
+    main.innerHTML = `<h1>Workers</h1><table><thead><tr><th>Worker</th><th>State</th><th>Host</th><th>Queues</th><th>Slots used</th><th>Last heartbeat</th><th>Version</th><th>Flows</th></tr></thead><tbody>
       ${workers.map((w) => `<tr><td class="mono">${esc(w.name)}</td><td>${w.state === "online" ? '<span class="ok">● online</span>' : `<span class="error">● ${esc(w.state)}</span>`}</td>
         <td>${esc(w.host)}${w.pid ? ` <span class="muted">pid ${w.pid}</span>` : ""}</td><td>${w.queues.map((q) => `<span class="chip">${esc(q)}</span>`).join("")}</td>
-        <td>${w.running} / ${w.concurrency}</td><td>${esc(fmtDur(w.heartbeatAgeSeconds))} ago</td><td class="mono">${esc(w.version || "")}</td></tr>`).join("") || '<tr><td colspan="7" class="muted">No worker has reported yet.</td></tr>'}
+        <td>${w.running} / ${w.concurrency}</td><td>${esc(fmtDur(w.heartbeatAgeSeconds))} ago</td><td class="mono">${esc(w.version || "")}</td>
+        <td>${w.flows ? `<details><summary>${w.flows.length}</summary>${w.flows.map((f) => `<div class="mono">${esc(f.flowId)} ${f.version ? "v" + f.version : "unregistered"}</div>`).join("")}</details>` : '<span class="muted">?</span>'}</td></tr>`).join("") || '<tr><td colspan="8" class="muted">No worker has reported yet.</td></tr>'}
       </tbody></table>`;
   };
   await draw();

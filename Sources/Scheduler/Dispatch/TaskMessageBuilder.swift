@@ -61,6 +61,8 @@ public enum TaskMessageBuilder {
                                          timeoutSeconds: t.timeoutSeconds, mapIndex: t.mapIndex,
                                          mapItem: t.mapIndex == nil ? nil : (t.mapItem ?? .null))
             inv.triggeringEvents = run.triggeringEvents
+            inv.flowVersion = graph.version
+            inv.flowHash = graph.hash
             if let watched = def?.sensor?.externalFlow {
                 inv.externalRun = externalRuns[watched] ?? ["flowId": .string(watched)]
             }

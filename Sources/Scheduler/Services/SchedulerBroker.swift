@@ -187,6 +187,19 @@ public final class SchedulerBroker: Sendable {
         try await redis.run { s in try s.command(["PING"]).orThrow() }
     }
 
+    /// A page of the dead-letter list, newest first, and its length (it keeps the newest
+    /// `DeadLetter.maxEntries`; older entries are dropped as new ones come). An entry that is not
+    /// JSON is shown as `{"raw": …}`.
+    public func deadLetters(offset: Int, limit: Int) async throws -> (total: Int, entries: [JSONValue]) {
+        let replies = try await redis.run { s in
+            try s.pipeline([["LLEN", FlowKitKeys.deadLetter], ["LRANGE", FlowKitKeys.deadLetter, String(offset), String(offset + limit - 1)]])
+        }
+        let entries = (replies[1].array ?? []).compactMap(\.string).map { text -> JSONValue in
+            (try? JSONValue.parse(text)).flatMap { $0.objectValue == nil ? nil : $0 } ?? ["raw": .string(text)]
+        }
+        return (replies[0].int ?? 0, entries)
+    }
+
     /// Messages waiting per queue list, for `/metrics`.
     public func queueDepths(_ queues: [String]) async throws -> [String: Int] {
         let qs = queues

@@ -24,6 +24,9 @@ public struct SchedulerConfig: Sendable {
     public var notifications = NotificationDeliverer.Config()
     /// Finished runs are deleted this many seconds after they end (nil: kept for ever).
     public var retention: Double?
+    /// A run with a task queued this long that no live worker can take (none carries the run's
+    /// flow version, or consumes the task's queue) is flagged stalled.
+    public var stalledRunAfter: Double = 10
 
     public init(name: String = "scheduler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)") {
         self.name = name
@@ -55,6 +58,9 @@ extension SchedulerConfig {
     var runTimeouts: RunTimeoutEnforcer.Config { RunTimeoutEnforcer.Config() }
     var notificationDeliverer: NotificationDeliverer.Config { notifications }
     var retentionCleaner: RetentionCleaner.Config { var c = RetentionCleaner.Config(); c.keep = retention; return c }
+    var versionWatch: VersionWatch.Config {
+        var c = VersionWatch.Config(); c.interval = min(5, maintenanceInterval * 2); c.stalledAfter = stalledRunAfter; return c
+    }
     var heartbeat: SchedulerHeartbeat.Config { var c = SchedulerHeartbeat.Config(); c.interval = maintenanceInterval; return c }
 
     /// Checks every duty's configuration; the error names the duty and the setting.
@@ -63,7 +69,7 @@ extension SchedulerConfig {
         try runStarter.validate(); try poolAdmitter.validate(); try flowTriggers.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
         try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate(); try notificationDeliverer.validate()
-        try retentionCleaner.validate()
+        try retentionCleaner.validate(); try versionWatch.validate()
     }
 }
 
@@ -88,6 +94,7 @@ extension SchedulerConfig {
 /// | `CeleryResultCollector` | the leader | reads the outcomes of tasks Celery workers ran |
 /// | `RunTimeoutEnforcer` | the leader | fails runs past their flow's `runTimeout` |
 /// | `NotificationDeliverer` | the leader | delivers the notification outbox, retrying with backoff |
+/// | `VersionWatch` | the leader | re-elects flows' current versions; flags runs no live worker can take |
 /// | `RetentionCleaner` | the leader | deletes finished runs past the retention policy (`FLOWKIT_RETENTION`), hourly |
 ///
 /// The leader is whichever scheduler holds the `LeaderElector`'s advisory lock; another takes
@@ -120,6 +127,7 @@ public final class SchedulerDaemon: Sendable {
     public let runTimeoutEnforcer: RunTimeoutEnforcer
     public let notificationDeliverer: NotificationDeliverer
     public let retentionCleaner: RetentionCleaner
+    public let versionWatch: VersionWatch
 
     public init(databaseURL: String, redis: RedisConfig, flows: [Flow], config: SchedulerConfig,
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
@@ -153,6 +161,7 @@ public final class SchedulerDaemon: Sendable {
         celeryResultCollector = CeleryResultCollector(context: context, config: config.celeryResults)
         runTimeoutEnforcer = RunTimeoutEnforcer(context: context, config: config.runTimeouts)
         retentionCleaner = RetentionCleaner(context: context, config: config.retentionCleaner)
+        versionWatch = VersionWatch(context: context, config: config.versionWatch)
         notificationDeliverer = NotificationDeliverer(context: context, config: config.notificationDeliverer,
                                                       notifiers: Dictionary(notifiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                       connections: connections)
@@ -163,7 +172,7 @@ public final class SchedulerDaemon: Sendable {
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
         [runStarter, poolAdmitter, flowTriggerService, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
-         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer, retentionCleaner]
+         reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer, retentionCleaner, versionWatch]
     }
 
     /// The duties as services, for a `ServiceGroup` (`flowctl scheduler` and `standalone` group

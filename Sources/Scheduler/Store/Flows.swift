@@ -5,60 +5,54 @@ import PostgresClient
 
 /// Flows and their versions: registration (a new version when a definition changes), pause, reads.
 extension SchedulerStore {
-    /// Upserts the flows this binary was built with; a changed flow gets a new version; flows
-    /// missing from `flows` become inactive (never deleted). Returns the flows that got a new version.
+    /// Registers the flows this binary was built with: a definition never seen gets a new
+    /// version, and the scheduler `reportedBy` is recorded as carrying these versions. Then each
+    /// flow's current version becomes the newest one a live scheduler carries, and a flow no live
+    /// scheduler carries becomes inactive (never deleted) — so a scheduler started from an older
+    /// binary during a rolling upgrade neither rolls a flow back nor deactivates the flows only
+    /// the newer binary has. A registration by no scheduler (`reportedBy` empty: tests, tools)
+    /// counts as one that carries `flows`. Returns the flows that got a new version.
     @discardableResult
-    public func registerFlows(_ flows: [Flow], importErrors: [FlowImportError] = [], reportedBy: String = "", now: Date) async throws -> [String] {
-        let defs = try flows.map { f -> (FlowDefinition, String, String, Date?) in
+    public func registerFlows(_ flows: [Flow], importErrors: [FlowImportError] = [], reportedBy: String = "",
+                              host: String = ProcessInfo.processInfo.hostName, now: Date) async throws -> [String] {
+        let defs = try flows.map { f -> (FlowDefinition, String, String) in
             let d = FlowDefinition(f)
-            let next = try f.schedule.map { try $0.compiled().nextFire(after: now) } ?? nil
-            return (d, try d.json(), try d.contentHash(), next)
+            return (d, try d.json(), try d.contentHash())
         }
         return try await db.run { s in
             try s.transaction {
-                var changed: [String] = []
+                var added: [String] = []
+                var carried: [String: Int] = [:]
                 try s.query("SELECT pg_advisory_xact_lock($1)", [AdvisoryLock.registration])
                 try self.checkPools(s, defs.map(\.0))
-                for (d, json, hash, next) in defs {
-                    let cur = try s.query("""
-                        SELECT f.current_version, v.hash, f.schedule, f.timezone FROM flows f
-                        JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
-                        WHERE f.flow_id = $1
-                        """, [d.id]).first
-                    let schedule = d.schedule?.cron
-                    let tz = d.schedule?.timeZone ?? "UTC"
-                    if let cur {
-                        let scheduleChanged = cur.string("schedule") != schedule || cur.string("timezone") != tz
-                        var version = cur.int("current_version")!
-                        if cur.string("hash") != hash {
-                            version += 1
-                            try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (flow_id, hash) DO NOTHING",
-                                        [d.id, version, hash, json])
-                            // A flow changed back to an earlier form reuses that version.
-                            version = try s.query("SELECT version FROM flow_versions WHERE flow_id = $1 AND hash = $2", [d.id, hash]).first!.int("version")!
-                            changed.append(d.id)
-                        }
-                        try s.query("""
-                            UPDATE flows SET current_version = $2, is_active = true, schedule = $3, timezone = $4,
-                                catchup = $5, max_active_runs = $6, updated_at = now(),
-                                next_tick = CASE WHEN $3::text IS NULL THEN NULL
-                                                 WHEN $7 OR next_tick IS NULL THEN $8::timestamptz ELSE next_tick END
-                            WHERE flow_id = $1
-                            """, [d.id, version, schedule, tz, d.catchup, d.maxActiveRuns, scheduleChanged, next])
-                    } else {
-                        try s.query("""
-                            INSERT INTO flows (flow_id, current_version, schedule, timezone, catchup, max_active_runs, next_tick)
-                            VALUES ($1, 1, $2, $3, $4, $5, $6)
-                            """, [d.id, schedule, tz, d.catchup, d.maxActiveRuns, next])
-                        try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, 1, $2, $3::jsonb)",
-                                    [d.id, hash, json])
-                        changed.append(d.id)
+                for (d, json, hash) in defs {
+                    if let v = try s.query("SELECT version FROM flow_versions WHERE flow_id = $1 AND hash = $2", [d.id, hash]).first?.int("version") {
+                        carried[d.id] = v
+                        continue
                     }
+                    let next = try s.query("SELECT COALESCE(max(version), 0) + 1 AS v FROM flow_versions WHERE flow_id = $1", [d.id]).first!.int("v")!
+                    if next == 1 {
+                        try s.query("INSERT INTO flows (flow_id, current_version, is_active) VALUES ($1, 1, false) ON CONFLICT DO NOTHING", [d.id])
+                    }
+                    try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, $2, $3, $4::jsonb)", [d.id, next, hash, json])
+                    carried[d.id] = next
+                    added.append(d.id)
                 }
-                try s.query("UPDATE flows SET is_active = false, updated_at = now() WHERE NOT (flow_id = ANY($1::text[])) AND is_active",
-                            [defs.map(\.0.id)])
-                try self.registerAssets(s, defs.map(\.0))
-                try self.registerFlowSubscriptions(s, defs.map(\.0))
+                if !reportedBy.isEmpty {
+                    try s.query("""
+                        INSERT INTO schedulers (name, host, started_at, heartbeat_at, flows) VALUES ($1, $2, $3, $3, $4::jsonb)
+                        ON CONFLICT (name) DO UPDATE SET flows = EXCLUDED.flows, heartbeat_at = EXCLUDED.heartbeat_at, host = EXCLUDED.host
+                        """, [reportedBy, host, now, JSONValue.object(carried.mapValues { .int($0) }).compactJSON])
+                }
+                let switched = try self.electFlowVersions(s, now: now, carriedBySelf: carried)
+                // Assets and flow-to-flow subscriptions follow the current definitions.
+                let touched = Array(Set(defs.map(\.0.id)).union(switched.map(\.flowId)))
+                let current = try s.query("""
+                    SELECT v.definition::text AS d FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
+                    WHERE f.flow_id = ANY($1::text[]) AND f.is_active
+                    """, [touched]).all.compactMap { try? FlowDefinition.decode($0.string("d")!) }
+                try self.registerAssets(s, current)
+                try self.registerFlowSubscriptions(s, current)
                 try s.query("DELETE FROM flow_import_errors")
                 if !importErrors.isEmpty {
                     try s.query("""
@@ -66,9 +60,131 @@ extension SchedulerStore {
                         SELECT f, m, $3, $4 FROM unnest($1::text[], $2::text[]) AS u(f, m) ON CONFLICT (flow_id) DO NOTHING
                         """, [importErrors.map(\.flowId), importErrors.map(\.message), reportedBy, now])
                 }
-                return changed
+                return added
             }
         }
+    }
+
+    /// How long a scheduler's carried versions count after its last heartbeat.
+    public static let carrierWindow: Double = 30
+
+    /// One flow whose current version or activity an election changed.
+    public struct VersionSwitch: Sendable, Equatable, CustomStringConvertible {
+        public var flowId: String
+        public var from: Int?
+        /// The new current version; nil when the flow became inactive.
+        public var to: Int?
+        public var description: String {
+            guard let to else { return "flow `\(flowId)` is inactive: no running scheduler carries it" }
+            return from.map { "flow `\(flowId)`: version \($0) → \(to), the newest a running scheduler carries" } ?? "flow `\(flowId)` is active at version \(to)"
+        }
+    }
+
+    /// Re-elects every flow's current version (what the leader does periodically, so that a flow
+    /// goes back to the newest version still carried once the schedulers of a newer one stop).
+    /// The caller, scheduler `scheduler`, is alive: its own heartbeat is refreshed first, so
+    /// that a late heartbeat (after a database restart) never deactivates the flows it carries.
+    public func electFlowVersions(now: Date, scheduler: String) async throws -> [VersionSwitch] {
+        try await db.run { s in
+            try s.transaction {
+                try s.query("SELECT pg_advisory_xact_lock($1)", [AdvisoryLock.registration])
+                try s.query("UPDATE schedulers SET heartbeat_at = GREATEST(heartbeat_at, $2) WHERE name = $1", [scheduler, now])
+                return try self.electFlowVersions(s, now: now, carriedBySelf: [:])
+            }
+        }
+    }
+
+    /// Flags running runs with tasks queued longer than `after` seconds that no live worker can
+    /// take — none carries the run's flow version, or none consumes the task's queue — and
+    /// clears the flag of runs that can go on again. Returns the runs whose flag changed, with
+    /// the new reason (nil: cleared).
+    public func flagStalledRuns(now: Date, after: Double, workerWindow: Double) async throws -> [(runId: String, reason: String?)] {
+        try await db.run { s in
+            let rows = try s.query("""
+                WITH waiting AS (
+                    SELECT t.run_pk, t.queue FROM task_instances t
+                    WHERE t.state = 'queued' AND t.executor = 'flowkit' AND t.queued_at < $1
+                    GROUP BY t.run_pk, t.queue LIMIT 5000
+                ), live AS (
+                    SELECT name, queues, flows, import_errors FROM workers WHERE state = 'online' AND heartbeat_at > $2
+                )
+                SELECT r.id, r.run_id, r.flow_id, r.flow_version, v.hash, w.queue, r.stalled_reason,
+                       (SELECT count(*) FROM live WHERE w.queue = ANY(live.queues)) AS on_queue,
+                       (SELECT count(*) FROM live WHERE w.queue = ANY(live.queues) AND (live.flows IS NULL OR live.flows->>r.flow_id = v.hash)) AS able,
+                       (SELECT string_agg(DISTINCT COALESCE('version ' || ov.version::text, 'an unregistered version ' || left(live.flows->>r.flow_id, 12)), ', ')
+                        FROM live LEFT JOIN flow_versions ov ON ov.flow_id = r.flow_id AND ov.hash = live.flows->>r.flow_id
+                        WHERE w.queue = ANY(live.queues) AND live.flows ? r.flow_id) AS others,
+                       (SELECT string_agg(format('on worker `%s` it could not be loaded: %s', live.name, live.import_errors->>r.flow_id), '; ' ORDER BY live.name)
+                        FROM live WHERE w.queue = ANY(live.queues) AND live.import_errors ? r.flow_id) AS broken
+                FROM waiting w JOIN runs r ON r.id = w.run_pk JOIN flow_versions v ON v.flow_id = r.flow_id AND v.version = r.flow_version
+                WHERE r.state = 'running'
+                ORDER BY r.id, w.queue
+                """, [now.addingTimeInterval(-after), now.addingTimeInterval(-workerWindow)]).all
+            var reasons: [Int: (runId: String, old: String?, new: String)] = [:]
+            for r in rows where r.int("able") == 0 {
+                let pk = r.int("id")!, queue = r.string("queue")!, flow = r.string("flow_id")!
+                guard reasons[pk] == nil else { continue }
+                let reason: String
+                if r.int("on_queue") == 0 {
+                    reason = "no live worker consumes queue `\(queue)`: start one with `flowctl worker --queues \(queue)`"
+                } else {
+                    let carry = r.string("others").map { "carry \($0)" } ?? "do not carry the flow"
+                    let broken = r.string("broken").map { " (\($0))" } ?? ""
+                    reason = "no live worker has version \(r.int("flow_version")!) of flow `\(flow)` (\(r.string("hash")!.prefix(12))): "
+                        + "the workers on queue `\(queue)` \(carry)\(broken); start a worker built with that version, or cancel the run"
+                }
+                reasons[pk] = (r.string("run_id")!, r.string("stalled_reason"), reason)
+            }
+            var changed: [(runId: String, reason: String?)] = []
+            for (pk, x) in reasons.sorted(by: { $0.key < $1.key }) where x.old != x.new {
+                try s.query("UPDATE runs SET stalled_reason = $2 WHERE id = $1", [pk, x.new])
+                self.announceChange(s, runPk: pk)
+                changed.append((x.runId, x.new))
+            }
+            for r in try s.query("UPDATE runs SET stalled_reason = NULL WHERE stalled_reason IS NOT NULL AND NOT (id = ANY($1::bigint[])) RETURNING id, run_id",
+                                 [Array(reasons.keys)]).all {
+                self.announceChange(s, runPk: r.int("id")!)
+                changed.append((r.string("run_id")!, nil))
+            }
+            return changed
+        }
+    }
+
+    func electFlowVersions(_ s: PGSession, now: Date, carriedBySelf: [String: Int]) throws -> [VersionSwitch] {
+        let rows = try s.query("""
+            WITH carried AS (
+                SELECT e.key AS flow_id, e.value::int AS version FROM schedulers sc, jsonb_each_text(sc.flows) e
+                WHERE sc.flows IS NOT NULL AND sc.heartbeat_at > $1
+                UNION ALL SELECT * FROM unnest($2::text[], $3::int[])
+            ), best AS (SELECT flow_id, max(version) AS version FROM carried GROUP BY flow_id)
+            SELECT f.flow_id, f.current_version, f.is_active, b.version AS elected, v.definition::text AS definition
+            FROM flows f LEFT JOIN best b ON b.flow_id = f.flow_id
+            LEFT JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = b.version
+            WHERE (b.version IS NULL AND f.is_active) OR (b.version IS NOT NULL AND (NOT f.is_active OR f.current_version <> b.version))
+            ORDER BY f.flow_id
+            """, [now.addingTimeInterval(-Self.carrierWindow), Array(carriedBySelf.keys), Array(carriedBySelf.keys).map { carriedBySelf[$0]! }]).all
+        var out: [VersionSwitch] = []
+        for r in rows {
+            let id = r.string("flow_id")!
+            guard let elected = r.int("elected"), let text = r.string("definition") else {
+                try s.query("UPDATE flows SET is_active = false, updated_at = now() WHERE flow_id = $1", [id])
+                out.append(VersionSwitch(flowId: id, from: r.int("current_version"), to: nil))
+                continue
+            }
+            let d = try FlowDefinition.decode(text)
+            let next = try d.schedule.map { try $0.compiled().nextFire(after: now) } ?? nil
+            try s.query("""
+                UPDATE flows SET current_version = $2, is_active = true, schedule = $3, timezone = $4,
+                    catchup = $5, max_active_runs = $6, updated_at = now(),
+                    next_tick = CASE WHEN $3::text IS NULL THEN NULL
+                                     WHEN schedule IS DISTINCT FROM $3::text OR timezone <> $4 OR next_tick IS NULL THEN $7::timestamptz
+                                     ELSE next_tick END
+                WHERE flow_id = $1
+                """, [id, elected, d.schedule?.cron, d.schedule?.timeZone ?? "UTC", d.catchup, d.maxActiveRuns, next])
+            s.notifyAfterCommit("flowkit_runs", id)
+            out.append(VersionSwitch(flowId: id, from: r.bool("is_active") == true ? r.int("current_version") : nil, to: elected))
+        }
+        return out
     }
 
     public func setPaused(flowId: String, paused: Bool) async throws -> FlowRecord {

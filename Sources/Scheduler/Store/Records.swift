@@ -88,10 +88,14 @@ public struct RunRecord: Codable, Sendable {
     public var deadlineState: String?
     /// The run that started it: the upstream run (a flow declared `after:`) or the parent run of a trigger-flow task.
     public var triggeredBy: String?
+    /// Why it cannot go on by itself, while that lasts: no live worker carries its flow version
+    /// (or consumes a queue it waits on).
+    public var stalledReason: String?
 
     static let columns = """
         r.id, r.run_id, r.flow_id, r.flow_version, r.trigger_kind, r.state, r.conf::text AS conf, r.logical_date,
-        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.deadline_state, r.triggered_by
+        r.data_interval_start, r.data_interval_end, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.deadline_state, r.triggered_by,
+        r.stalled_reason
         """
 
     init(_ row: PGRow) {
@@ -111,6 +115,7 @@ public struct RunRecord: Codable, Sendable {
         deadlineAt = row.date("deadline_at")
         deadlineState = row.string("deadline_state")
         triggeredBy = row.string("triggered_by")
+        stalledReason = row.string("stalled_reason")
         taskCounts = row.string("task_counts").flatMap { try? JSONValue.parse($0).objectValue }?.compactMapValues(\.intValue)
     }
 
@@ -180,6 +185,16 @@ public struct WorkerRecord: Codable, Sendable {
     public var startedAt: Date
     public var heartbeatAt: Date
     public var heartbeatAgeSeconds: Double
+    /// The flow versions this worker's binary carries (absent for workers that did not say).
+    public var flows: [WorkerFlow]?
+}
+
+/// One flow version a worker carries: its registered version number (absent when no scheduler
+/// registered that hash) and its content hash.
+public struct WorkerFlow: Codable, Sendable, Equatable {
+    public var flowId: String
+    public var version: Int?
+    public var hash: String
 }
 
 /// Filters and a keyset cursor for listing runs.

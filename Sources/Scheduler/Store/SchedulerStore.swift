@@ -46,10 +46,12 @@ final class GraphCache: @unchecked Sendable {
     func graph(_ s: PGSession, flow: String, version: Int) throws -> FlowGraph {
         let key = "\(flow)@\(version)"
         if let g = lock.withLock({ graphs[key] }) { return g }
-        guard let row = try s.query("SELECT definition::text AS d FROM flow_versions WHERE flow_id = $1 AND version = $2", [flow, version]).first else {
+        guard let row = try s.query("SELECT definition::text AS d, hash FROM flow_versions WHERE flow_id = $1 AND version = $2", [flow, version]).first else {
             throw NotFound("flow `\(flow)` has no version \(version)")
         }
-        let g = FlowGraph(try FlowDefinition.decode(row.string("d")!))
+        var g = FlowGraph(try FlowDefinition.decode(row.string("d")!))
+        g.version = version
+        g.hash = row.string("hash")
         lock.withLock { graphs[key] = g }
         return g
     }

@@ -30,6 +30,13 @@ extension SchedulerStore {
                 SELECT 'seed_flow_' || g, 1, md5(g::text), (SELECT definition FROM flow_versions WHERE flow_id = $2 LIMIT 1)
                 FROM generate_series(1, $1::int) g ON CONFLICT DO NOTHING
                 """, [flows, templateFlowId])
+            // The seeded flows stay active as if a scheduler of their binary ran all along: a
+            // carrier whose heartbeat is a day ahead (the leader deactivates flows nobody carries).
+            try s.query("""
+                INSERT INTO schedulers (name, host, started_at, heartbeat_at, flows)
+                SELECT 'seeded-history', 'bench', now(), now() + interval '1 day', jsonb_object_agg('seed_flow_' || g, 1) FROM generate_series(1, $1::int) g
+                ON CONFLICT (name) DO UPDATE SET flows = EXCLUDED.flows, heartbeat_at = EXCLUDED.heartbeat_at
+                """, [flows])
             try s.query("""
                 INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, ended_at)
                 SELECT 'hist__' || g, 'seed_flow_' || (g % $2::int + 1), 1, 'scheduled', 'success', now() - g * interval '1 hour', now(), now(), now()

@@ -10,8 +10,8 @@ extension SchedulerStore {
         let at = Date(timeIntervalSince1970: ev.at)
         let state = ev.kind == .workerOffline ? "offline" : "online"
         s.enqueue("""
-            INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state)
-            VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9)
+            INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state, flows, import_errors)
+            VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9, $11::jsonb, $12::jsonb)
             ON CONFLICT (name) DO UPDATE SET heartbeat_at = GREATEST(workers.heartbeat_at, EXCLUDED.heartbeat_at),
                 running = EXCLUDED.running, state = EXCLUDED.state,
                 host = CASE WHEN $10 THEN EXCLUDED.host ELSE workers.host END,
@@ -19,20 +19,28 @@ extension SchedulerStore {
                 queues = CASE WHEN $10 THEN EXCLUDED.queues ELSE workers.queues END,
                 concurrency = CASE WHEN $10 THEN EXCLUDED.concurrency ELSE workers.concurrency END,
                 version = COALESCE(EXCLUDED.version, workers.version),
-                started_at = CASE WHEN $10 THEN EXCLUDED.started_at ELSE workers.started_at END
+                started_at = CASE WHEN $10 THEN EXCLUDED.started_at ELSE workers.started_at END,
+                flows = CASE WHEN $10 THEN EXCLUDED.flows ELSE workers.flows END,
+                import_errors = CASE WHEN $10 THEN EXCLUDED.import_errors ELSE workers.import_errors END
             """, [ev.worker, info?["host"]?.stringValue ?? "unknown", info?["pid"]?.intValue, (info?["queues"]?.arrayValue ?? []).compactMap(\.stringValue),
                   info?["concurrency"]?.intValue ?? 1, info?["version"]?.stringValue, at, ev.running?.count ?? 0, state,
-                  ev.kind == .workerOnline])
+                  ev.kind == .workerOnline, info?["flows"].map(\.compactJSON), info?["importErrors"].map(\.compactJSON)])
     }
 
     public func workers(now: Date) async throws -> [WorkerRecord] {
         try await db.run { s in
-            try s.query("SELECT name, host, pid, queues::text AS queues, concurrency, version, state, running, started_at, heartbeat_at FROM workers ORDER BY name").all.map { r in
+            try s.query("""
+                SELECT w.name, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.version, w.state, w.running, w.started_at, w.heartbeat_at,
+                       (SELECT jsonb_agg(jsonb_build_object('flowId', e.key, 'version', v.version, 'hash', e.value) ORDER BY e.key)
+                        FROM jsonb_each_text(w.flows) e LEFT JOIN flow_versions v ON v.flow_id = e.key AND v.hash = e.value)::text AS flows
+                FROM workers w ORDER BY w.name
+                """).all.map { r in
                 let hb = r.date("heartbeat_at")!
                 return WorkerRecord(name: r.string("name")!, host: r.string("host")!, pid: r.int("pid"), queues: r.strings("queues"),
                                     concurrency: r.int("concurrency")!, version: r.string("version"), state: r.string("state")!,
                                     running: r.int("running")!, startedAt: r.date("started_at")!, heartbeatAt: hb,
-                                    heartbeatAgeSeconds: max(0, now.timeIntervalSince(hb)))
+                                    heartbeatAgeSeconds: max(0, now.timeIntervalSince(hb)),
+                                    flows: r.string("flows").flatMap { try? JSONDecoder().decode([WorkerFlow].self, from: Data($0.utf8)) })
             }
         }
     }

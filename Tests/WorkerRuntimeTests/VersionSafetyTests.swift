@@ -1,0 +1,78 @@
+import CeleryProtocol
+import FlowJSON
+import FlowKit
+import FlowKitTesting
+import Foundation
+import PostgresClient
+import RedisClient
+import Testing
+@testable import Scheduler
+@testable import WorkerRuntime
+
+/// Two builds of one flow that differ in one task's code (and say so in `version`).
+func versioned(_ v: String, sleep: Double = 0) -> Flow {
+    Flow("versioned", version: v) { f in
+        f.task("step") { _ in
+            if sleep > 0 { try await Task.sleep(for: .milliseconds(Int(sleep * 1000))) }
+            return .string("code of version \(v)")
+        }
+    }
+}
+
+@Suite("Version-safe execution", .serialized)
+struct VersionSafetyTests {
+    @Test("a worker without the run's flow version hands the message back, no try counted; the run is flagged stalled naming the version; a worker with it then runs it once")
+    func handBack() async throws {
+        try await withSystem(flows: [versioned("1")], workers: 0) { sys in
+            sys.startWorker("old-binary", flows: [versioned("2")])
+            let run = try await sys.trigger("versioned")
+            try await eventually("the run flagged stalled", timeout: 20) {
+                try await sys.store.run(run).stalledReason?.contains("no live worker has version 1 of flow `versioned`") == true
+            }
+            let reason = try await sys.store.run(run).stalledReason ?? ""
+            #expect(reason.contains("the workers on queue `default` carry an unregistered version"), "\(reason)")
+            let ti = try #require(try await sys.store.taskInstances(runId: run).first)
+            #expect(ti.state == "queued" && ti.tryNumber == 1 && ti.startedAt == nil && ti.worker == nil)
+            let handBacks = try await sys.redis.command("GET", FlowKitKeys.handBacks(ti.tries.first?.messageId ?? "")).string.flatMap { Int($0) } ?? 0
+            #expect(handBacks >= 2, "handed back \(handBacks) times")
+            let log = try await sys.store.logs(runId: run, taskId: "step", tryNumber: 1, after: 0).lines.map(\.line)
+            #expect(log.contains { $0.contains("worker `old-binary` carries another version of flow `versioned`") && $0.contains("not counted as a try") }, "\(log)")
+
+            sys.startWorker("new-binary")
+            #expect(try await sys.waitForRun(run) == "success")
+            let done = try #require(try await sys.store.taskInstances(runId: run).first)
+            #expect(done.result == "code of version 1" && done.worker == "new-binary" && done.tryNumber == 1 && done.tries.count == 1)
+            try await eventually("the stalled flag cleared") { try await sys.store.run(run).stalledReason == nil }
+            #expect(try await sys.successes(run) == 1)
+            // Which worker can run what, as the API shows it.
+            let workers = try await sys.store.workers(now: Date())
+            #expect(workers.first { $0.name == "new-binary" }?.flows == [WorkerFlow(flowId: "versioned", version: 1, hash: try FlowDefinition(versioned("1")).contentHash())])
+            #expect(workers.first { $0.name == "old-binary" }?.flows?.first?.version == nil)
+        }
+    }
+
+    @Test("a switch of version with runs in flight: each run runs the code of the version it started with, on the workers that carry it")
+    func switchInFlight() async throws {
+        try await withSystem(flows: [versioned("1", sleep: 0.3)], workers: 0) { sys in
+            sys.startWorker("v1-a", concurrency: 2)
+            var old: [String] = []
+            for _ in 0..<6 { old.append(try await sys.trigger("versioned")) }
+            // The new scheduler registers version 2 while version 1's runs are in flight; its workers join the same queue.
+            try await sys.store.registerFlows([versioned("2", sleep: 0.3)], reportedBy: "new-scheduler", now: Date())
+            #expect(try await sys.store.flow("versioned").version == 2)
+            sys.startWorker("v2-a", concurrency: 2, flows: [versioned("2", sleep: 0.3)])
+            sys.startWorker("v2-b", concurrency: 2, flows: [versioned("2", sleep: 0.3)])
+            var new: [String] = []
+            for _ in 0..<6 { new.append(try await sys.trigger("versioned")) }
+            for (runs, version, workers) in [(old, "1", ["v1-a"]), (new, "2", ["v2-a", "v2-b"])] {
+                for run in runs {
+                    #expect(try await sys.waitForRun(run) == "success")
+                    let ti = try #require(try await sys.store.taskInstances(runId: run).first)
+                    #expect(ti.result == .string("code of version \(version)") && workers.contains(ti.worker ?? ""), "\(run): \(String(describing: ti.result)) on \(ti.worker ?? "?")")
+                    let successes = try await sys.successes(run)
+                    #expect(ti.tries.count == 1 && successes == 1)
+                }
+            }
+        }
+    }
+}
