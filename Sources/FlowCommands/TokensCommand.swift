@@ -30,10 +30,10 @@ struct TokensCommand: AsyncParsableCommand {
             let expires = try expiresIn.map { now.addingTimeInterval(try parseDuration($0)) }
             let t = APITokens.generate()
             let store = try TokensCommand.store()
-            let record = try await store.createAPIToken(id: t.id, name: name, role: role.rawValue, salt: t.salt,
-                                                        secretHash: t.secretHash, expiresAt: expires, now: now)
-            try await store.recordAudit(actor: localActor(), action: "token_create", target: "token:\(name)",
-                                        detail: ["id": .string(record.id), "role": .string(role.rawValue)], now: now)
+            let record = try await WriteActor.$current.withValue(localActor()) {
+                try await store.createAPIToken(id: t.id, name: name, role: role.rawValue, salt: t.salt,
+                                               secretHash: t.secretHash, expiresAt: expires, now: now)
+            }
             if json {
                 var v = tokenJSON(record)
                 v["token"] = .string(t.text)
@@ -75,8 +75,7 @@ struct TokensCommand: AsyncParsableCommand {
         func run() async throws {
             do {
                 let store = try TokensCommand.store()
-                let r = try await store.revokeAPIToken(token, now: Date())
-                try await store.recordAudit(actor: localActor(), action: "token_revoke", target: "token:\(r.name)", detail: ["id": .string(r.id)], now: Date())
+                let r = try await WriteActor.$current.withValue(localActor()) { try await store.revokeAPIToken(token, now: Date()) }
                 print("revoked token \(r.id) (\(r.name))")
             } catch let e as NotFound {
                 throw CLIError(e.message)

@@ -98,7 +98,6 @@ public struct FlowAPI: Sendable {
             handle(router, .post, path, role: .admin) { _, c in
                 let flow = try self.param(c, "flow_id")
                 let r = try await self.store.setPaused(flowId: flow, paused: paused)
-                await self.audit(paused ? "pause" : "unpause", flow)
                 return try json(r)
             }
         }
@@ -116,7 +115,6 @@ public struct FlowAPI: Sendable {
             }
             let run = try await self.store.createRun(flowId: try self.param(c, "flow_id"), kind: "manual", conf: conf,
                                                      logicalDate: logical, now: Date())
-            await self.audit("trigger", run.runId, ["flowId": .string(run.flowId), "conf": .object(conf)])
             return try json(run, status: .created)
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/backfill", role: .admin) { req, c in
@@ -132,7 +130,6 @@ public struct FlowAPI: Sendable {
             }
             let runs = try await self.store.createBackfillRuns(flowId: try self.param(c, "flow_id"), from: try date("from"),
                                                                to: try date("to"), conf: conf)
-            await self.audit("backfill", try self.param(c, "flow_id"), ["runs": .int(runs.count), "from": body["from"] ?? .null, "to": body["to"] ?? .null])
             return try json(["runs": runs], status: .created)
         }
         handle(router, .get, "/api/v1/runs", role: .read) { req, _ in
@@ -172,7 +169,6 @@ public struct FlowAPI: Sendable {
         handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
             let id = try await self.runParam(c)
             let work = try await self.store.cancelRun(runId: id, now: Date())
-            await self.audit("cancel", id)
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -192,7 +188,6 @@ public struct FlowAPI: Sendable {
                 onlyFailed = b
             }
             let work = try await self.store.clearTasks(runId: id, taskIds: tasks, onlyFailed: onlyFailed, now: Date())
-            await self.audit("clear", id, ["taskIds": tasks.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)])
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -203,7 +198,6 @@ public struct FlowAPI: Sendable {
                 throw APIError.badRequest("`state` must be \"success\" or \"failed\"")
             }
             let work = try await self.store.markTask(runId: id, taskId: try self.param(c, "task_id"), as: state, now: Date())
-            await self.audit("mark", id, ["taskId": .string(try self.param(c, "task_id")), "state": .string(state.rawValue)])
             try await self.broker.perform(work)
             return try json(try await self.store.run(id))
         }
@@ -274,7 +268,6 @@ public struct FlowAPI: Sendable {
             let extra = body["extra"] ?? [:]
             guard extra == .null || extra.objectValue != nil else { throw APIError.badRequest("`extra` must be a JSON object") }
             let (id, runs) = try await self.store.postAssetEvent(uri: uri, extra: extra == .null ? [:] : extra, now: Date())
-            await self.audit("asset_event", uri, ["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })])
             return try json(["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })] as [String: JSONValue], status: .created)
         }
         handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
@@ -302,13 +295,11 @@ public struct FlowAPI: Sendable {
                 description = text
             }
             let pool = try await self.store.setPool(name: try self.param(c, "pool"), slots: slots, description: description)
-            await self.audit("pool_set", try self.param(c, "pool"), ["slots": .int(slots)])
             return try json(pool)
         }
         handle(router, .delete, "/api/v1/pools/{pool}", role: .admin) { _, c in
             let name = try self.param(c, "pool")
             try await self.store.deletePool(name: name)
-            await self.audit("pool_delete", name)
             return try json(["deleted": JSONValue.string(name)])
         }
         handle(router, .get, "/api/v1/audit", role: .admin) { req, _ in
@@ -364,10 +355,8 @@ public struct FlowAPI: Sendable {
         var key = req.headers[HTTPField.Name("Idempotency-Key")!]
         if let k = key, k.isEmpty || k.utf8.count > 200 { throw APIError.badRequest("Idempotency-Key must be 1–200 bytes") }
         if key?.isEmpty == true { key = nil }
-        let (run, created) = try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
-        if created {
-            try? await store.recordAudit(actor: "webhook:\(flow)", action: "webhook_run", target: run.runId,
-                                         detail: ["idempotencyKey": key.map(JSONValue.string) ?? .null], now: Date())
+        let (run, created) = try await WriteActor.$current.withValue("webhook:\(flow)") {
+            try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
         }
         return try json(run, status: created ? .created : .ok)
     }
@@ -420,24 +409,14 @@ public struct FlowAPI: Sendable {
                                                HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
     }
 
-    /// Who makes the request being handled (set by `handle` from its token).
-    @TaskLocal static var actor = "anonymous"
-
-    /// Records a write in the audit log under the request's token. A failure to record is logged,
-    /// not returned: the write itself has been made.
-    func audit(_ action: String, _ target: String, _ detail: JSONValue = [:]) async {
-        do { try await store.recordAudit(actor: FlowAPI.actor, action: action, target: target, detail: detail, now: Date()) } catch {
-            logger.error("audit log: could not record \(action) \(target) by \(FlowAPI.actor): \(error)")
-        }
-    }
-
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
     func handle(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, role: APIConfig.Role,
                 _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
         router.on(RouterPath(path), method: method) { req, ctx -> Response in
             do {
                 let actor = try await self.auth.authorize(req, needs: role)
-                return try await FlowAPI.$actor.withValue(actor) { try await body(req, ctx) }
+                // The store records each write's audit entry, with this actor, in the write's own transaction.
+                return try await WriteActor.$current.withValue(actor) { try await body(req, ctx) }
             } catch {
                 return self.errorResponse(error, request: req)
             }

@@ -3,6 +3,7 @@ import FlowKit
 import FlowKitTesting
 import Flows
 import Foundation
+import PostgresClient
 import Testing
 @testable import FlowServer
 import Scheduler
@@ -29,8 +30,10 @@ struct AuditTests {
             #expect(try await api.request("PUT", "/api/v1/pools/audit_pool", token: t.text, body: #"{"slots": 3}"#).status == 200)
             #expect(try await api.request("DELETE", "/api/v1/pools/audit_pool", token: t.text).status == 200)
             #expect(try await api.request("POST", "/api/v1/assets/events", token: LiveAPI.events, body: #"{"uri": "demo://audit"}"#).status == 201)
-            // A refused write is not a write.
+            // A refused write is not a write: no entry, also when the refusal comes inside the write's transaction.
             #expect(try await api.request("POST", "/api/v1/flows/nope/runs", token: LiveAPI.admin).status == 404)
+            #expect(try await api.request("POST", "/api/v1/runs/\(run)/cancel", token: LiveAPI.admin).status == 409)
+            #expect(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": "soon"}}"#).status == 400)
 
             let entries = try await api.request("GET", "/api/v1/audit", token: LiveAPI.admin).json["entries"]?.arrayValue ?? []
             let seen = entries.reversed().map { "\($0["actor"]?.stringValue ?? "") \($0["action"]?.stringValue ?? "") \($0["target"]?.stringValue ?? "")" }
@@ -43,6 +46,12 @@ struct AuditTests {
             #expect(entries.last?["detail"]?["conf"] == ["seconds": 30])
             #expect(entries.first { $0["action"] == "mark" }?["detail"] == ["taskId": "flaky", "state": "success"])
             #expect(try await api.request("GET", "/api/v1/audit", token: LiveAPI.reader).status == 403)
+            // The task history names who changed a task, not only that the API did.
+            let flaky = try await PGConnection(api.databaseURL, label: "t").run { s in
+                try s.query("SELECT h.source FROM task_history h JOIN runs r ON r.id = h.run_pk WHERE r.run_id = $1 AND h.task_id = 'flaky'",
+                            [failing]).all.compactMap { $0.string("source") }
+            }
+            #expect(flaky.contains("api:token:ops-bot") && flaky.contains("api:config:admin#1"), "\(flaky)")
             let mine = try await api.request("GET", "/api/v1/audit?actor=token:ops-bot&action=pool_set", token: LiveAPI.admin).json["entries"]?.arrayValue
             #expect(mine?.count == 1)
 

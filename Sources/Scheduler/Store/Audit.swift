@@ -2,8 +2,28 @@ public import FlowKit
 public import Foundation
 import PostgresClient
 
+/// Who makes the writes of the current task (`token:alice`, `config:admin#1`, `webhook:FLOW`):
+/// the API sets it for each request. A store write made with an actor records its audit entry
+/// in its own transaction — the change and the entry commit together, or neither — and the
+/// history rows it writes name the actor in their source (`api:token:alice`).
+public enum WriteActor {
+    @TaskLocal public static var current: String?
+}
+
 /// The audit log: who changed what through the API or flowctl's database tools.
 extension SchedulerStore {
+    /// Records an entry for `actor` (the `WriteActor` of the write, read before the session's
+    /// closure: task locals do not reach the connection's thread), inside the caller's
+    /// transaction; nothing without an actor (the schedulers' own writes are not audited).
+    func audit(_ s: PGSession, _ actor: String?, _ action: String, _ target: String, _ detail: JSONValue = [:], now: Date) throws {
+        guard let actor else { return }
+        try s.query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
+                    [now, actor, action, target, detail.jsonbText])
+    }
+
+    /// The `source` of history rows a write through the API adds: `api`, with its actor.
+    func apiSource(_ actor: String?) -> String { actor.map { "api:\($0)" } ?? "api" }
+
     public func recordAudit(actor: String, action: String, target: String, detail: JSONValue = [:], now: Date) async throws {
         try await db.run { s in
             _ = try s.query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",

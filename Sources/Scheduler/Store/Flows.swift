@@ -188,10 +188,14 @@ extension SchedulerStore {
     }
 
     public func setPaused(flowId: String, paused: Bool) async throws -> FlowRecord {
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         let n = try await db.run { s in
-            let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
-            if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
-            return n
+            try s.transaction {
+                let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
+                if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
+                if n > 0 { try self.audit(s, actor, paused ? "pause" : "unpause", flowId, now: Date()) }
+                return n
+            }
         }
         if n == 0 { throw NotFound("unknown flow `\(flowId)`") }
         return try await flow(flowId, withDefinition: false)

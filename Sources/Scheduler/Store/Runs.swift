@@ -8,7 +8,8 @@ import PostgresClient
 extension SchedulerStore {
     /// Creates a queued run and wakes the schedulers. Conf is checked against the flow's params.
     public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, now: Date) async throws -> RunRecord {
-        try await db.run { [self] s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { [self] s in
             try s.transaction {
                 guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
                     let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
@@ -19,8 +20,10 @@ extension SchedulerStore {
                 let graph = try graphs.graph(s, flow: flowId, version: version)
                 let params = try graph.definition.resolveParams(conf: conf)
                 let date = logicalDate ?? now
-                return try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
-                                     logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
+                let run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
+                                        logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
+                try audit(s, actor, "trigger", run.runId, ["flowId": .string(flowId), "conf": .object(conf)], now: now)
+                return run
             }
         }
     }
@@ -28,7 +31,8 @@ extension SchedulerStore {
     /// A run started by the flow's webhook. With an idempotency key, a repeated delivery returns
     /// the run the first one made (`created` false), also when both arrive at once.
     public func createHookRun(flowId: String, conf: [String: JSONValue], idempotencyKey: String?, now: Date) async throws -> (run: RunRecord, created: Bool) {
-        try await db.run { [self] s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { [self] s in
             try s.transaction {
                 guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first,
                       f.bool("is_active") == true else {
@@ -38,13 +42,18 @@ extension SchedulerStore {
                 let graph = try graphs.graph(s, flow: flowId, version: version)
                 guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
                 let params = try graph.definition.resolveParams(conf: conf)
+                let made: (run: RunRecord, created: Bool)
                 if let key = idempotencyKey {
-                    return try insertKeyedRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params, key: key,
+                    made = try insertKeyedRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params, key: key,
                                               deadline: graph.definition.deadline, now: now)
+                } else {
+                    made = (try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
+                                          logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!, true)
                 }
-                let run = try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
-                                        logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!
-                return (run, true)
+                if made.created {
+                    try audit(s, actor, "webhook_run", made.run.runId, ["idempotencyKey": idempotencyKey.map(JSONValue.string) ?? .null], now: now)
+                }
+                return made
             }
         }
     }
@@ -199,7 +208,8 @@ extension SchedulerStore {
     /// Cancels a run: unfinished task instances become cancelled, and the workers running
     /// them are told to stop (through the broker work returned).
     public func cancelRun(runId: String, now: Date) async throws -> BrokerWork {
-        try await db.run { [self] s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { [self] s in
             try s.transaction {
                 guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
@@ -208,7 +218,8 @@ extension SchedulerStore {
                 guard state == "queued" || state == "running" else {
                     throw StateConflict("run `\(runId)` is already \(state)")
                 }
-                return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: "api", detail: "run cancelled", now: now)
+                try audit(s, actor, "cancel", runId, now: now)
+                return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: apiSource(actor), detail: "run cancelled", now: now)
             }
         }
     }
@@ -289,6 +300,7 @@ extension SchedulerStore {
     /// Creates a queued `backfill` run for every cron tick of the flow in `[from, to]`, oldest
     /// first; ticks that already have a scheduled or backfill run are skipped. At most `limit`.
     public func createBackfillRuns(flowId: String, from: Date, to: Date, conf: [String: JSONValue], limit: Int = 1000) async throws -> [RunRecord] {
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
         return try await db.run { [self] s in
             try s.transaction {
@@ -316,6 +328,8 @@ extension SchedulerStore {
                     if let r = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
                                              logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
                 }
+                try audit(s, actor, "backfill", flowId, ["runs": .int(created.count), "from": .string(Instant.format(from)), "to": .string(Instant.format(to))],
+                          now: Date())
                 return created
             }
         }

@@ -166,11 +166,13 @@ extension SchedulerStore {
     /// pending, a finished run reopens, and downstream tasks run as their trigger rules allow.
     /// Marked failed, the failure is final (no retry) and propagates as a failure would.
     public func markTask(runId: String, taskId: String, as target: TaskState, now: Date) async throws -> BrokerWork {
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard target == .success || target == .failed else {
             throw StateConflict("a task can be marked success or failed, not \(target.rawValue)")
         }
         return try await db.run { [self] s in
             try s.transaction {
+                try audit(s, actor, "mark", runId, ["taskId": .string(taskId), "state": .string(target.rawValue)], now: now)
                 guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
                 }
@@ -209,9 +211,9 @@ extension SchedulerStore {
                              t AS (UPDATE task_tries SET state = 'cancelled', ended_at = $3 WHERE run_pk = $1
                                    AND task_id IN (SELECT task_id FROM u) AND ended_at IS NULL),
                              h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                                   SELECT $1, task_id, try_number, NULL, 'cancelled', $3, 'api', 'mapped task `' || $2 || '` ' || $4 FROM u)
+                                   SELECT $1, task_id, try_number, NULL, 'cancelled', $3, $5, 'mapped task `' || $2 || '` ' || $4 FROM u)
                         SELECT message_id FROM u
-                        """, [pk, taskId, now, detail]).all
+                        """, [pk, taskId, now, detail, apiSource(actor)]).all
                     instancesEnded = ended.count
                     work.cancel += ended.compactMap { $0.string("message_id") }
                     try s.query("UPDATE task_instances SET map_left = 0 WHERE run_pk = $1 AND task_id = $2", [pk, taskId])
@@ -229,10 +231,10 @@ extension SchedulerStore {
                 try s.query("""
                     INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
                     SELECT $1, t.task_id, t.try_number, CASE WHEN t.task_id = $2 THEN $3 ELSE NULL END,
-                           CASE WHEN t.task_id = $2 THEN $4 ELSE 'pending' END, $5, 'api',
+                           CASE WHEN t.task_id = $2 THEN $4 ELSE 'pending' END, $5, $8,
                            CASE WHEN t.task_id = $2 THEN $6 ELSE 'reset: upstream task `' || $2 || '` ' || $6 END
                     FROM task_instances t WHERE t.run_pk = $1 AND (t.task_id = $2 OR t.task_id = ANY($7::text[]))
-                    """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset])
+                    """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset, apiSource(actor)])
                 let delta = reset.count - (was.isTerminal ? 0 : 1) - instancesEnded
                 try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
                             [pk, delta])
@@ -247,8 +249,10 @@ extension SchedulerStore {
     /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
     /// set of tries. A cleared mapped task expands again.
     public func clearTasks(runId: String, taskIds: [String]?, onlyFailed: Bool = false, now: Date) async throws -> BrokerWork {
-        try await db.run { [self] s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { [self] s in
             try s.transaction {
+                try audit(s, actor, "clear", runId, ["taskIds": taskIds.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)], now: now)
                 guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                     throw NotFound("unknown run `\(runId)`")
                 }
@@ -292,9 +296,9 @@ extension SchedulerStore {
                     """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
                 try s.query("""
                     INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                    SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, 'api', 'cleared' FROM task_instances t
+                    SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, $4, 'cleared' FROM task_instances t
                     WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
-                    """, [pk, cleared, now])
+                    """, [pk, cleared, now, apiSource(actor)])
                 try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
                             [pk, wasTerminal])
                 // Queue the cleared tasks whose upstream tasks allow it now.

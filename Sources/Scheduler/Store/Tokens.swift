@@ -27,7 +27,8 @@ extension SchedulerStore {
     /// Stores a new token; `name` must not belong to another live token.
     public func createAPIToken(id: String, name: String, role: String, salt: String, secretHash: String,
                                expiresAt: Date?, now: Date) async throws -> APITokenRecord {
-        try await db.run { s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { s in
             try s.transaction {
                 if try !s.query("SELECT 1 FROM api_tokens WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
                                 [name, now]).isEmpty {
@@ -39,6 +40,7 @@ extension SchedulerStore {
                     INSERT INTO api_tokens (token_id, name, role, salt, secret_hash, created_at, expires_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING \(Self.tokenColumns)
                     """, [id, name, role, salt, secretHash, now, expiresAt]).first!
+                try self.audit(s, actor, "token_create", "token:\(name)", ["id": .string(id), "role": .string(role)], now: now)
                 return Self.tokenRecord(row)
             }
         }
@@ -66,7 +68,8 @@ extension SchedulerStore {
 
     /// Revokes the live token with this id or name.
     public func revokeAPIToken(_ idOrName: String, now: Date) async throws -> APITokenRecord {
-        try await db.run { s in
+        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
+        return try await db.run { s in
             try s.transaction {
                 let rows = try s.query("""
                     SELECT \(Self.tokenColumns) FROM api_tokens WHERE token_id = $1 OR (name = $1 AND revoked_at IS NULL)
@@ -76,6 +79,7 @@ extension SchedulerStore {
                 if let at = t.revokedAt { throw StateConflict("token `\(t.id)` (\(t.name)) was already revoked at \(Instant.format(at, fractionDigits: 0))") }
                 let row = try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 RETURNING \(Self.tokenColumns)",
                                       [t.id, now]).first!
+                try self.audit(s, actor, "token_revoke", "token:\(t.name)", ["id": .string(t.id)], now: now)
                 return Self.tokenRecord(row)
             }
         }
