@@ -10,6 +10,7 @@
 #
 # FLOWKIT_TEST_PG_PORT, FLOWKIT_TEST_REDIS_PORT: ports (55432, 56379)
 # FLOWKIT_TEST_PG_DURABLE=1: keep PostgreSQL's durability (fsync, synchronous commit)
+# FLOWKIT_TEST_PG_LISTEN: PostgreSQL's listen_addresses (default 127.0.0.1)
 # FLOWKIT_SERVICES_PG_DIR: the data directory (default $FLOWKIT_TEST_HOME/pg)
 # FLOWKIT_SERVICES_DATABASE: a database to create if it does not exist
 set -eu
@@ -24,7 +25,7 @@ command -v redis-server >/dev/null 2>&1 || { echo "redis-server is not installed
 as_pg=""
 [ "$(id -u)" -eq 0 ] && as_pg="runuser -u postgres --"
 # Tests trade durability for speed; benchmarks keep PostgreSQL's defaults (fsync, synchronous commit).
-pg_opts="-p $pg_port -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=300"
+pg_opts="-p $pg_port -k $pgdata -c listen_addresses=${FLOWKIT_TEST_PG_LISTEN:-127.0.0.1} -c max_connections=300"
 [ "${FLOWKIT_TEST_PG_DURABLE:-0}" = 1 ] || pg_opts="$pg_opts -c fsync=off -c synchronous_commit=off"
 
 env_lines() {

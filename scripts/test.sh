@@ -1,6 +1,7 @@
 #!/bin/bash
 # `make test`: starts PostgreSQL and Redis for the tests, checks the OpenAPI document with a real
-# validator, fuzzes the live API with Schemathesis, runs every test, and stops the servers.
+# validator, fuzzes the live API with Schemathesis, runs every test, the dashboard in a browser and
+# docs/deploying.md on network namespaces, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh start)"
@@ -22,3 +23,11 @@ swift build --build-tests
 swift test --skip-build --no-parallel 2>&1 | tee .flowkit/test/swift-test.log
 # The dashboard in a real browser (headless chromium + Selenium); screenshots in .flowkit/screenshots/.
 scripts/browser_test.sh .build/debug/flowctl
+# docs/deploying.md step by step on network namespaces (needs root, as the multi-host test does).
+if [ "$(id -u)" = 0 ]; then
+  scripts/deploy_guide_test.sh .build/debug/flowctl
+elif [ "${CI:-}" = true ]; then
+  echo "deploy guide: needs root for network namespaces" >&2; exit 1
+else
+  echo "deploy guide: skipped (needs root for network namespaces; CI runs it)"
+fi

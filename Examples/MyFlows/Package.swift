@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
-// A template for your own flows: copy this folder, point the FlowKit dependency at a release (or
-// keep the path), add flows to MyFlows, and build your own `flowctl` with them.
+// A template for your own flows: copy this folder, point the FlowKit dependency at a tagged
+// release — `.package(url: "https://github.com/your-org/flowkit.git", exact: "0.2.0")` — add
+// flows to MyFlows, and build your own `flowctl` with them (README.md).
 import PackageDescription
 
 let package = Package(

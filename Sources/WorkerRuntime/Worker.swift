@@ -81,7 +81,20 @@ public final class Worker: Sendable {
     /// Consumes until `shutdown()`; then lets running tasks finish within the grace period and
     /// gives back the messages of those that did not.
     public func run() async throws {
-        try await emit([WorkerEvent(kind: .workerOnline, worker: config.name, info: onlineInfo)])
+        // Redis may be starting (LOADING) or restarting: the worker waits for it, as it does
+        // mid-run. Credentials Redis refuses will not get better: those stop the worker at once.
+        let online = WorkerEvent(kind: .workerOnline, worker: config.name, info: onlineInfo)
+        var attempt = 0
+        while true {
+            do { try await emit([online]); break } catch {
+                let text = "\(error)"
+                if ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].contains(where: text.contains) { throw error }
+                attempt += 1
+                if attempt == 1 || attempt % 20 == 0 { logger.warning("waiting for Redis: \(error)") }
+                if attempt > 600 { throw error }
+                try await Task.sleep(for: .milliseconds(min(1000, 20 * (1 << min(attempt, 6)))))
+            }
+        }
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
         // The heartbeat and the log shipper are child tasks: they live exactly as long as the
         // worker consumes and drains, and a cancelled worker cancels them.

@@ -27,4 +27,4 @@ public struct WorkerConfig: Sendable {
     }
 }
 
-public let flowKitVersion = "0.1.0"
+public let flowKitVersion = "0.2.0"
