@@ -85,9 +85,11 @@ func printJSON(_ v: JSONValue) {
     print(String(decoding: data, as: UTF8.self))
 }
 
+/// An instant of the API (UTC), shown with its zone: `2026-11-01 05:00:00 UTC`.
 func shortTime(_ s: String?) -> String {
     guard let s else { return "-" }
-    return String(s.replacingOccurrences(of: "T", with: " ").prefix(19))
+    guard let d = Instant.parse(s) else { return s }
+    return CLITime.format(d, zone: "UTC")
 }
 
 func duration(_ start: String?, _ end: String?) -> String {

@@ -6,7 +6,7 @@ struct TriggerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "trigger", abstract: "Trigger a flow run; prints its run id.")
     @Argument(help: "The flow to run.") var flow: String
     @Option(help: "Run conf as a JSON object (overrides the flow's params).") var conf: String?
-    @Option(help: "Logical date (ISO-8601); default now.") var logicalDate: String?
+    @Option(help: "Logical date: YYYY-MM-DD or YYYY-MM-DDTHH:MM in the flow's time zone, or an ISO-8601 instant; default now.") var logicalDate: String?
     @Flag(help: "Follow the run live; exit 0 on success, 1 otherwise.") var wait = false
     @Flag(help: "Print JSON.") var json = false
 
@@ -18,8 +18,13 @@ struct TriggerCommand: AsyncParsableCommand {
             }
             body["conf"] = v
         }
-        if let logicalDate { body["logicalDate"] = .string(logicalDate) }
         let client = APIClient(settings: try Settings.fromEnvironment())
+        if let logicalDate {
+            let zone = Instant.parse(logicalDate) == nil ? try await CLITime.zone(of: flow, client: client) : "UTC"
+            let (date, note) = try CLITime.parse(logicalDate, flag: "--logical-date", zone: zone)
+            if let note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+            body["logicalDate"] = .string(Instant.format(date, fractionDigits: 3))
+        }
         let run: JSONValue
         do {
             run = try await client.post("/api/v1/flows/\(flow)/runs", .object(body))
@@ -149,6 +154,14 @@ func taskTable(_ tasks: [JSONValue], allInstances: Bool = false) -> String {
     return table(["TASK", "STATE", "TRY", "DURATION", "WORKER", "RESULT"], rows)
 }
 
+/// A flow's next run in its own zone (`2026-12-02 00:00:00 +01:00`), or `-` when it has none: no
+/// schedule, paused, or inactive.
+func nextRun(_ f: JSONValue) -> String {
+    guard f["isActive"]?.boolValue != false, f["isPaused"]?.boolValue != true,
+          let next = f["nextRunAt"]?.stringValue.flatMap(Instant.parse) else { return "-" }
+    return CLITime.format(next, zone: f["timezone"]?.stringValue ?? "UTC")
+}
+
 /// Instances of a mapped task `runs show` lists before it summarises the rest.
 let mappedRowsShown = 10
 
@@ -161,9 +174,10 @@ struct FlowsCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows")
             if json { printJSON(v); return }
+            // NEXT RUN in the flow's own zone, with its offset; none for a paused or inactive flow.
             print(table(["FLOW", "SCHEDULE", "TZ", "NEXT RUN", "PAUSED", "ACTIVE"], (v["flows"]?.arrayValue ?? []).map { f in
                 [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? "-", f["timezone"]?.stringValue ?? "",
-                 shortTime(f["nextRunAt"]?.stringValue), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
+                 nextRun(f), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
             }))
             let errors = v["importErrors"]?.arrayValue ?? []
             if !errors.isEmpty {
@@ -180,7 +194,7 @@ struct FlowsCommand: AsyncParsableCommand {
             let f = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows/\(flow)")
             if json { printJSON(f); return }
             print("\(f["flowId"]?.stringValue ?? "")  v\(f["version"]?.intValue ?? 0)  \(f["description"]?.stringValue ?? "")")
-            print("schedule: \(f["schedule"]?.stringValue ?? "none") (\(f["timezone"]?.stringValue ?? ""))  next: \(shortTime(f["nextRunAt"]?.stringValue))  paused: \(f["isPaused"]?.boolValue == true)")
+            print("schedule: \(f["schedule"]?.stringValue ?? "none") (\(f["timezone"]?.stringValue ?? ""))  next: \(nextRun(f))  paused: \(f["isPaused"]?.boolValue == true)")
             print("\ntasks:")
             for t in f["definition"]?["tasks"]?.arrayValue ?? [] {
                 let up = (t["upstream"]?.arrayValue ?? []).compactMap(\.stringValue)
@@ -349,22 +363,27 @@ struct BackfillCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "backfill",
                                                     abstract: "Create a run for every cron tick of a flow between two instants (oldest first).")
     @Argument var flow: String
-    @Option(help: "First instant (ISO-8601), inclusive.") var from: String
-    @Option(help: "Last instant (ISO-8601), inclusive.") var to: String
+    @Option(help: "First tick, inclusive: YYYY-MM-DD or YYYY-MM-DDTHH:MM in the flow's time zone, or an ISO-8601 instant.") var from: String
+    @Option(help: "Last tick, inclusive, written as --from is.") var to: String
     @Option(help: "Run conf as a JSON object.") var conf: String?
     @Flag(help: "Also clear the failed runs whose ticks fall in the range, so that they run again.") var rerunFailed = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        for (name, value) in [("--from", from), ("--to", to)] where Instant.parse(value) == nil {
-            throw CLIError("\(name) `\(value)` is not an ISO-8601 instant (e.g. 2026-11-01T00:00:00Z)", code: 2)
+        let client = APIClient(settings: try Settings.fromEnvironment())
+        let zone = Instant.parse(from) == nil || Instant.parse(to) == nil ? try await CLITime.zone(of: flow, client: client) : "UTC"
+        let (fromDate, fromNote) = try CLITime.parse(from, flag: "--from", zone: zone)
+        let (toDate, toNote) = try CLITime.parse(to, flag: "--to", zone: zone)
+        for note in [fromNote, toNote].compactMap({ $0 }) { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+        guard fromDate <= toDate else {
+            throw CLIError("--from \(CLITime.format(fromDate, zone: zone)) is after --to \(CLITime.format(toDate, zone: zone))", code: 2)
         }
+        let from = Instant.format(fromDate, fractionDigits: 3), to = Instant.format(toDate, fractionDigits: 3)
         var body: [String: JSONValue] = ["from": .string(from), "to": .string(to)]
         if let conf {
             guard let v = try? JSONValue.parse(conf), v.objectValue != nil else { throw CLIError("--conf must be a JSON object", code: 2) }
             body["conf"] = v
         }
-        let client = APIClient(settings: try Settings.fromEnvironment())
         let v = try await client.post("/api/v1/flows/\(flow)/backfill", .object(body))
         var cleared: [String] = []
         if rerunFailed {
@@ -389,7 +408,7 @@ struct BackfillCommand: AsyncParsableCommand {
         if !runs.isEmpty { print(runTable(runs)) }
         if rerunFailed { print("cleared \(cleared.count) failed runs in the range: they run again") }
         if runs.isEmpty && cleared.isEmpty {
-            print("every tick between \(from) and \(to) already has a run (scheduled or backfill); "
+            print("every tick between \(CLITime.format(fromDate, zone: zone)) and \(CLITime.format(toDate, zone: zone)) already has a run (scheduled or backfill); "
                   + "--rerun-failed clears the failed ones, `flowctl runs list --flow \(flow)` shows them")
         }
     }
@@ -471,7 +490,7 @@ struct AuditCommand: AsyncParsableCommand {
         if let action { path += "&action=\(APIClient.segment(action))" }
         let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
         if json { printJSON(v); return }
-        print(table(["AT (UTC)", "ACTOR", "ACTION", "TARGET", "DETAIL"], (v["entries"]?.arrayValue ?? []).map { e in
+        print(table(["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], (v["entries"]?.arrayValue ?? []).map { e in
             [shortTime(e["at"]?.stringValue), e["actor"]?.stringValue ?? "", e["action"]?.stringValue ?? "", e["target"]?.stringValue ?? "",
              String((e["detail"]?.compactJSON ?? "").prefix(80))]
         }))
@@ -588,7 +607,7 @@ struct DeadLettersCommand: AsyncParsableCommand {
         let entries = v["entries"]?.arrayValue ?? []
         let total = v["total"]?.intValue ?? 0
         guard !entries.isEmpty else { print(total == 0 ? "The dead-letter list is empty." : "No entries past \(offset) (the list has \(total))."); return }
-        print(table(["AT (UTC)", "BY", "REASON"], entries.map { e in
+        print(table(["AT", "BY", "REASON"], entries.map { e in
             let at = e["at"]?.doubleValue.map { Instant.format(Date(timeIntervalSince1970: $0)) }
             return [shortTime(at), e["worker"]?.stringValue ?? e["scheduler"]?.stringValue ?? "", String((e["reason"]?.stringValue ?? e["raw"]?.stringValue ?? "").prefix(140))]
         }))

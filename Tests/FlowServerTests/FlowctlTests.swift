@@ -2,6 +2,7 @@ import FlowKit
 import FlowKitTesting
 import Foundation
 import PostgresClient
+import Scheduler
 import ProcessSupport
 import Testing
 
@@ -80,6 +81,40 @@ struct FlowctlTests {
             #expect(logs["tryNumber"] == 1 && (logs["lines"]?.arrayValue?.isEmpty == false) && logs["nextOffset"]?.intValue != nil)
             let flow = try flowctl(["flows", "show", "catalunya_data_pipeline", "--json"], api: api)
             #expect(flow.output.contains("Europe/Madrid") && !flow.output.contains("Europe\\/Madrid"))
+        }
+    }
+
+    @Test("dates as people type them are read in the flow's zone and said so; a bad one names its flag; times shown say their zone; an inactive flow has no next run")
+    func datesAndZones() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            // catalunya_data_pipeline runs in Europe/Madrid: 2026-11-01 is midnight CET, +01:00.
+            let t = try flowctl(["trigger", "catalunya_data_pipeline", "--logical-date", "2026-11-01"], api: api)
+            #expect(t.status == 0 && t.output.contains("--logical-date 2026-11-01: read as 2026-11-01T00:00:00+01:00 (midnight in Europe/Madrid, the flow's zone)"),
+                    "\(t.output)")
+            let runId = try #require(t.output.split(separator: "\n").last.map(String.init))
+            #expect(try await api.store.run(runId).logicalDate == Instant.parse("2026-10-31T23:00:00Z"))
+            // lakehouse_end_to_end is daily at midnight in Europe/Madrid, across the spring DST change.
+            let b = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-03-28", "--to", "2026-03-30 00:00"], api: api)
+            #expect(b.status == 0 && b.output.contains("created 3 backfill runs") && b.output.contains("--to 2026-03-30 00:00: read as 2026-03-30T00:00:00+02:00"),
+                    "\(b.output)")
+            #expect(b.output.contains("2026-03-29 22:00:00 UTC"), "logical dates are shown with their zone: \(b.output)")
+            let again = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-03-28", "--to", "2026-03-30"], api: api)
+            #expect(again.output.contains("every tick between 2026-03-28 00:00:00 +01:00 and 2026-03-30 00:00:00 +02:00 already has a run"), "\(again.output)")
+            let bad = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "yesterday", "--to", "2026-03-30"], api: api)
+            #expect(bad.status == 2 && bad.output.contains("--from `yesterday` is not a date or time") && !bad.output.contains("from must"), "\(bad.output)")
+            let badDay = try flowctl(["trigger", "catalunya_data_pipeline", "--logical-date", "2026-13-01"], api: api)
+            #expect(badDay.status == 2 && badDay.output.contains("--logical-date `2026-13-01` is not a date or time") && !badDay.output.contains("logicalDate"),
+                    "\(badDay.output)")
+
+            // A flow gone from the deployed code: no running scheduler carries it, the leader deactivates it.
+            try await api.store.registerFlows([Flow("gone_flow", schedule: .cron("0 3 * * *")) { f in f.task("t") { _ in nil } }], now: Date())
+            try await eventually("gone_flow deactivated", timeout: 20) { try await api.store.flow("gone_flow", withDefinition: false).isActive == false }
+            let list = try flowctl(["flows", "list"], api: api).output
+            func row(_ id: String) -> String { list.split(separator: "\n").first { $0.hasPrefix(id + " ") }.map(String.init) ?? "" }
+            #expect(row("catalunya_data_pipeline").range(of: #"\d{4}-\d\d-\d\d \d\d:00:00 \+0[12]:00"#, options: .regularExpression) != nil, "\(list)")
+            #expect(row("example_hourly").range(of: #"\d{4}-\d\d-\d\d \d\d:00:00 UTC"#, options: .regularExpression) != nil, "\(list)")
+            #expect(!row("gone_flow").isEmpty && row("gone_flow").range(of: #"\d{4}-"#, options: .regularExpression) == nil, "\(list)")
+            #expect(try await api.request("GET", "/api/v1/flows/gone_flow").json["nextRunAt"] == nil)
         }
     }
 
@@ -240,7 +275,7 @@ struct FlowctlTests {
             let again = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-02T23:00:00Z"], api: api)
             #expect(again.output.contains("created 0 backfill runs"))
             let reversed = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-03T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], api: api)
-            #expect(reversed.status == 1)
+            #expect(reversed.status == 2)
             #expect(reversed.output.contains("is after --to"))
             #expect(try flowctl(["backfill", "lakehouse_end_to_end", "--from", "soon", "--to", "later"], api: api).status == 2)
         }

@@ -229,7 +229,7 @@ extension SchedulerStore {
     static func flowRecord(_ r: PGRow) -> FlowRecord {
         FlowRecord(flowId: r.string("flow_id")!, version: r.int("current_version")!, hash: r.string("hash")!,
                    isActive: r.bool("is_active")!, isPaused: r.bool("is_paused")!, schedule: r.string("schedule"),
-                   timezone: r.string("timezone")!, nextRunAt: r.date("next_tick"),
+                   timezone: r.string("timezone")!, nextRunAt: r.bool("is_active") == true ? r.date("next_tick") : nil,  // an inactive flow runs no more
                    description: r.string("description") ?? "", owner: r.string("owner") ?? "",
                    tags: ((try? JSONValue.parse(r.string("tags") ?? "[]"))?.arrayValue ?? []).compactMap(\.stringValue),
                    definition: nil, latestRuns: nil,
