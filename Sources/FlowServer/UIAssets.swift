@@ -112,10 +112,12 @@ function sq(state, title, href) {
   return `<${tag} class="sq ${s} s-${s}" role="img" aria-label="${esc(s)}" title="${esc(title || s)}"${href ? ` href="${esc(href)}"` : ""}>${STATES[s] || "?"}</${tag}>`;
 }
 const stateLabel = (s) => `<span class="state">${sq(s)} ${esc(s)}</span>`;
-function fmtTime(iso) {
+// A time with its zone: the browser's, or `tz` (a flow's next run is shown in the flow's zone).
+function fmtTime(iso, tz) {
   if (!iso) return "—";
   const d = new Date(iso);
-  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+  const opts = { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
+  try { return d.toLocaleString(undefined, tz ? { ...opts, timeZone: tz } : opts); } catch (_) { return d.toLocaleString(undefined, opts); }
 }
 function fmtDur(sec) {
   if (sec == null || isNaN(sec)) return "—";
@@ -258,7 +260,7 @@ async function flowsPage(main) {
       ${shown.map((f) => `<tr data-flow="${esc(f.flowId)}">
         <td><a href="#/flows/${encodeURIComponent(f.flowId)}"><b>${esc(f.flowId)}</b></a><div class="muted">${esc(f.description)}</div>${f.tags.map((t) => `<span class="chip">${esc(t)}</span>`).join("")}</td>
         <td>${esc(cronWords(f.schedule))}${f.schedule ? `<div class="mono muted">${esc(f.schedule)} · ${esc(f.timezone)}</div>` : ""}</td>
-        <td>${f.isPaused || !f.nextRunAt ? '<span class="muted">—</span>' : esc(fmtTime(f.nextRunAt))}</td>
+        <td>${f.isPaused || !f.nextRunAt ? '<span class="muted">—</span>' : esc(fmtTime(f.nextRunAt, f.timezone))}</td>
         <td>${(f.recentRuns || []).slice().reverse().map((r) => sq(r.state, `${r.runId}: ${r.state}`, `#/runs/${encodeURIComponent(r.runId)}`)).join(" ")}</td>
         <td><label><input type="checkbox" class="pause" ${f.isPaused ? "" : "checked"} aria-label="${esc(f.flowId)} active"> ${f.isPaused ? "paused" : "on"}</label></td>
         <td><button class="trigger primary" type="button">Trigger…</button></td></tr>`).join("")}
@@ -355,7 +357,7 @@ async function flowPage(main, flowId) {
     const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
     main.innerHTML = `<h1>${esc(flowId)} ${flow.isPaused ? '<span class="chip">paused</span>' : ""}</h1>
       <p class="muted">${esc(flow.description)} · ${esc(cronWords(flow.schedule))}${flow.schedule ? ` (<span class="mono">${esc(flow.schedule)}</span>, ${esc(flow.timezone)})` : ""}
-      · next run ${flow.isPaused || !flow.nextRunAt ? "—" : esc(fmtTime(flow.nextRunAt))} · version ${flow.version}</p>
+      · next run ${flow.isPaused || !flow.nextRunAt ? "—" : esc(fmtTime(flow.nextRunAt, flow.timezone))} · version ${flow.version}</p>
       <div class="toolbar"><button class="primary" id="trigger" type="button">Trigger…</button>
         <button id="pause" type="button">${flow.isPaused ? "Unpause" : "Pause"}</button>
         <label>Runs <select id="statef"><option value="">all</option>${["success", "failed", "running", "queued", "cancelled"].map((s) => `<option ${s === stateFilter ? "selected" : ""}>${s}</option>`).join("")}</select></label>
