@@ -51,6 +51,11 @@ struct MarkTaskTests {
         await #expect(throws: NotFound.self) { try await h.store.markTask(runId: run, taskId: "zz", as: .success, now: h.clock.now()) }
         await #expect(throws: NotFound.self) { try await h.store.markTask(runId: "nope", taskId: "a", as: .success, now: h.clock.now()) }
         await #expect(throws: StateConflict.self) { try await h.store.markTask(runId: run, taskId: "b", as: .skipped, now: h.clock.now()) }
+        // A mistyped task id gets the nearest one, in mark and in clear alike.
+        let markTypo = await #expect(throws: NotFound.self) { try await h.store.markTask(runId: run, taskId: "bb", as: .failed, now: h.clock.now()) }
+        #expect(markTypo?.message == "run `\(run)` has no task `bb`; did you mean `b`?")
+        let clearTypo = await #expect(throws: NotFound.self) { try await h.store.clearTasks(runId: run, taskIds: ["dd"], now: h.clock.now()) }
+        #expect(clearTypo?.message == "run `\(run)` has no task `dd`; did you mean `d`?")
     }
 
     @Test("clear with onlyFailed re-runs only the failed tasks among those chosen and their descendants")

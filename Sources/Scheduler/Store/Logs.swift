@@ -15,6 +15,12 @@ extension SchedulerStore {
     }
 
     /// Log lines of one try after `offset` (the `offset` of the last line already read).
+    /// A task id the run does not have, with the nearest one it does (a typo's likely fix).
+    static func noSuchTask(_ runId: String, _ taskId: String, among tasks: [String]) -> NotFound {
+        let hint = nearest(taskId, among: tasks).map { "; did you mean `\($0)`?" } ?? ""
+        return NotFound("run `\(runId)` has no task `\(taskId)`\(hint)")
+    }
+
     public func logs(runId: String, taskId: String, tryNumber: Int?, after offset: Int, limit: Int = 1000) async throws -> (tryNumber: Int, lines: [LogLine]) {
         try await db.run { s in
             guard let row = try s.query("""
@@ -22,8 +28,7 @@ extension SchedulerStore {
                 """, [runId, taskId]).first else {
                 guard let run = try s.query("SELECT id FROM runs WHERE run_id = $1", [runId]).first else { throw NotFound("unknown run `\(runId)`") }
                 let tasks = try s.query("SELECT task_id FROM task_instances WHERE run_pk = $1", [run.int("id")!]).all.compactMap { $0.string("task_id") }
-                let hint = nearest(taskId, among: tasks).map { "; did you mean `\($0)`?" } ?? ""
-                throw NotFound("run `\(runId)` has no task `\(taskId)`\(hint)")
+                throw Self.noSuchTask(runId, taskId, among: tasks)
             }
             let latest = row.int("try_number")!
             if let tryNumber, tryNumber > max(latest, 1) {

@@ -184,7 +184,7 @@ extension SchedulerStore {
                 if let m = MappedInstance.parse(taskId) {
                     throw StateConflict("`\(taskId)` is one instance of mapped task `\(m.task)`: mark `\(m.task)` as a whole, or clear it to run its instances again")
                 }
-                guard graph.tasks[taskId] != nil else { throw NotFound("run `\(runId)` has no task `\(taskId)`") }
+                guard graph.tasks[taskId] != nil else { throw Self.noSuchTask(runId, taskId, among: graph.definition.tasks.map(\.id)) }
                 let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
                 let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
                 let ti = rows.first { $0.string("task_id") == taskId }!
@@ -270,7 +270,7 @@ extension SchedulerStore {
                         if let m = MappedInstance.parse(t) {
                             throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
                         }
-                        if graph.tasks[t] == nil { throw NotFound("run `\(runId)` has no task `\(t)`") }
+                        if graph.tasks[t] == nil { throw Self.noSuchTask(runId, t, among: graph.definition.tasks.map(\.id)) }
                     }
                     roots = taskIds
                 } else {
