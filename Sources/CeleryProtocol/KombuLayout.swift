@@ -195,9 +195,13 @@ public enum KombuLayout {
 
     /// Puts back on their queues the messages claimed before ARGV[1] (seconds since 1970) and
     /// never acknowledged — kombu's `restore_visible` — at most ARGV[2] of them. Returns how many.
+    /// They go to the consuming end (taken next), or with ARGV[3] = `back` behind every message
+    /// waiting (a hand-back: what others can run goes first).
     public static let restoreScript = """
     local cutoff = tonumber(ARGV[1])
     local limit = tonumber(ARGV[2])
+    local push = 'RPUSH'
+    if ARGV[3] == 'back' then push = 'LPUSH' end
     local unacked, idx = KEYS[1], KEYS[2]
     local tags = redis.call('ZRANGEBYSCORE', idx, '-inf', cutoff, 'LIMIT', 0, limit)
     local n = 0
@@ -223,7 +227,7 @@ public enum KombuLayout {
           local list = rk
           if pri >= 8 then list = rk .. '\\6\\22' .. '9' elseif pri >= 5 then list = rk .. '\\6\\22' .. '6'
           elseif pri >= 2 then list = rk .. '\\6\\22' .. '3' end
-          redis.call('RPUSH', list, msg)
+          redis.call(push, list, msg)
           n = n + 1
         end
       end

@@ -335,19 +335,28 @@ public final class Worker: Sendable {
         // meanwhile must not be taken back from its new worker (the heartbeat refreshes it too).
         let delay = min(5.0, config.visibilityTimeout / 4, 0.1 * Double(1 << min(times - 1, 6)))
         let tag = message.deliveryTag
-        state.handingBack(tag)
-        Task {
+        // The slot is free while the message waits, so that the worker goes on with what it can
+        // run — up to `maxPendingHandBacks` waiting; past that a hand-back keeps its slot, and the
+        // worker claims no faster than it gives back.
+        let crowded = state.handingBack(tag) > Self.maxPendingHandBacks
+        let giveBackLater = Task {
             try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
             guard self.state.handedBack(tag) else { return }  // drain gave it back already
-            await self.giveBack([tag])
+            await self.giveBack([tag], behindWaiting: true)
         }
+        if crowded { await giveBackLater.value }
     }
 
+    /// How many messages may wait to be handed back while their slots take other work.
+    static let maxPendingHandBacks = 100
+
     /// Puts claimed messages back on their queues at once (their claims are scored 0, and the
-    /// restore script moves every claim older than 1 back).
-    func giveBack(_ tags: [String]) async {
+    /// restore script moves every claim older than 1 back): next in line, or `behindWaiting`
+    /// every message waiting, so that a message no worker here can run does not hold up others.
+    func giveBack(_ tags: [String], behindWaiting: Bool = false) async {
         var cmds = tags.map { ["ZADD", KombuLayout.unackedIndex, "XX", "0", $0] }
-        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(tags.count + 100)])
+        cmds.append(["EVAL", KombuLayout.restoreScript, "2", KombuLayout.unacked, KombuLayout.unackedIndex, "1", String(tags.count + 100)]
+                    + (behindWaiting ? ["back"] : []))
         let c = cmds
         await reliably("give back") { try await self.redis.run { s in _ = try s.pipeline(c) } }
     }
@@ -547,7 +556,8 @@ final class WorkerState: @unchecked Sendable {
     private var pendingHandBacks = Set<String>()
     var stopping: Bool { lock.withLock { stopped } }
     func stop() { lock.withLock { stopped = true } }
-    func handingBack(_ tag: String) { _ = lock.withLock { pendingHandBacks.insert(tag) } }
+    /// Notes a message waiting to be handed back; returns how many wait.
+    func handingBack(_ tag: String) -> Int { lock.withLock { pendingHandBacks.insert(tag); return pendingHandBacks.count } }
     /// Whether `tag` was still waiting (and is no longer).
     func handedBack(_ tag: String) -> Bool { lock.withLock { pendingHandBacks.remove(tag) != nil } }
     var pendingHandBackTags: [String] { lock.withLock { Array(pendingHandBacks) } }

@@ -10,8 +10,8 @@ import Testing
 @testable import WorkerRuntime
 
 /// Two builds of one flow that differ in one task's code (and say so in `version`).
-func versioned(_ v: String, sleep: Double = 0) -> Flow {
-    Flow("versioned", version: v) { f in
+func versioned(_ v: String, sleep: Double = 0, maxActiveRuns: Int = 16) -> Flow {
+    Flow("versioned", version: v, maxActiveRuns: maxActiveRuns) { f in
         f.task("step") { _ in
             if sleep > 0 { try await Task.sleep(for: .milliseconds(Int(sleep * 1000))) }
             return .string("code of version \(v)")
@@ -73,6 +73,28 @@ struct VersionSafetyTests {
                     #expect(ti.tries.count == 1 && successes == 1)
                 }
             }
+        }
+    }
+
+    @Test("a flood of messages no live worker can run does not starve a run it can: they wait to be handed back without their slots")
+    func floodDoesNotStarve() async throws {
+        let other = Flow("runnable") { f in f.task("t") { _ in "ran" } }
+        try await withSystem(flows: [versioned("1", maxActiveRuns: 200), other], workers: 0) { sys in
+            sys.startWorker("old-binary", concurrency: 2, flows: [versioned("2", maxActiveRuns: 200), other])
+            var stuck: [String] = []
+            for _ in 0..<150 { stuck.append(try await sys.trigger("versioned")) }
+            try await eventually("the flood handed back at least once", timeout: 30) {
+                (try await sys.redis.command("KEYS", "flowkit:handback:*").array?.count ?? 0) >= 100
+            }
+            let run = try await sys.trigger("runnable")
+            #expect(try await sys.waitForRun(run, timeout: 30) == "success")
+            // None of the flood ran or counted a try.
+            let started = try await PGConnection(sys.url, label: "t").run { s in
+                try s.query("SELECT count(*) AS n FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.flow_id = 'versioned' AND t.started_at IS NOT NULL")
+                    .first!.int("n")!
+            }
+            #expect(started == 0)
+            for r in stuck.prefix(3) { #expect(try await sys.store.run(r).state == "running") }
         }
     }
 }
