@@ -176,7 +176,8 @@ struct FlowsCommand: AsyncParsableCommand {
             if json { printJSON(v); return }
             // NEXT RUN in the flow's own zone, with its offset; none for a paused or inactive flow.
             print(table(["FLOW", "SCHEDULE", "TZ", "NEXT RUN", "PAUSED", "ACTIVE"], (v["flows"]?.arrayValue ?? []).map { f in
-                [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? "-", f["timezone"]?.stringValue ?? "",
+                [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? f["triggers"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ") ?? "-",
+                 f["timezone"]?.stringValue ?? "",
                  nextRun(f), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
             }))
             let errors = v["importErrors"]?.arrayValue ?? []

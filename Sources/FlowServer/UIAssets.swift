@@ -259,7 +259,7 @@ async function flowsPage(main) {
       <table><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>
       ${shown.map((f) => `<tr data-flow="${esc(f.flowId)}">
         <td><a href="#/flows/${encodeURIComponent(f.flowId)}"><b>${esc(f.flowId)}</b></a><div class="muted">${esc(f.description)}</div>${f.tags.map((t) => `<span class="chip">${esc(t)}</span>`).join("")}</td>
-        <td>${esc(cronWords(f.schedule))}${f.schedule ? `<div class="mono muted">${esc(f.schedule)} · ${esc(f.timezone)}</div>` : ""}</td>
+        <td>${f.schedule || !f.triggers ? esc(cronWords(f.schedule)) : ""}${f.schedule ? `<div class="mono muted">${esc(f.schedule)} · ${esc(f.timezone)}</div>` : ""}${(f.triggers || []).map((t) => `<div class="muted">${esc(t)}</div>`).join("")}</td>
         <td>${f.isPaused || !f.nextRunAt ? '<span class="muted">—</span>' : esc(fmtTime(f.nextRunAt, f.timezone))}</td>
         <td>${(f.recentRuns || []).slice().reverse().map((r) => sq(r.state, `${r.runId}: ${r.state}`, `#/runs/${encodeURIComponent(r.runId)}`)).join(" ")}</td>
         <td><label><input type="checkbox" class="pause" ${f.isPaused ? "" : "checked"} aria-label="${esc(f.flowId)} active"> ${f.isPaused ? "paused" : "on"}</label></td>
@@ -356,7 +356,7 @@ async function flowPage(main, flowId) {
     const sel = grid.cells[selected] || {};
     const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
     main.innerHTML = `<h1>${esc(flowId)} ${flow.isPaused ? '<span class="chip">paused</span>' : ""}</h1>
-      <p class="muted">${esc(flow.description)} · ${esc(cronWords(flow.schedule))}${flow.schedule ? ` (<span class="mono">${esc(flow.schedule)}</span>, ${esc(flow.timezone)})` : ""}
+      <p class="muted">${esc(flow.description)} · ${esc(flow.schedule || !flow.triggers ? cronWords(flow.schedule) : flow.triggers.join(" · "))}${flow.schedule ? ` (<span class="mono">${esc(flow.schedule)}</span>, ${esc(flow.timezone)})` : ""}
       · next run ${flow.isPaused || !flow.nextRunAt ? "—" : esc(fmtTime(flow.nextRunAt, flow.timezone))} · version ${flow.version}</p>
       <div class="toolbar"><button class="primary" id="trigger" type="button">Trigger…</button>
         <button id="pause" type="button">${flow.isPaused ? "Unpause" : "Pause"}</button>

@@ -38,6 +38,12 @@ struct APITests {
         try await withAPI { (api: LiveAPI) async throws in
             let list = try await api.request("GET", "/api/v1/flows")
             #expect(list.json["flows"]?.arrayValue?.count == allFlows.count)
+            // What starts each flow besides its schedule, in words, in the list itself.
+            let triggers = Dictionary(uniqueKeysWithValues: (list.json["flows"]?.arrayValue ?? []).map { ($0["flowId"]?.stringValue ?? "", $0["triggers"]) })
+            #expect(triggers["example_asset_consumer"] == ["assets: demo://numbers"])
+            #expect(triggers["example_webhook"] == ["webhook"])
+            #expect(triggers["example_followup"] == ["after: example_trigger_child"])
+            #expect(triggers["catalunya_data_pipeline"] == .some(nil))
             let f = try await api.request("GET", "/api/v1/flows/catalunya_data_pipeline")
             #expect(f.status == 200)
             #expect(f.json["schedule"] == "0 */6 * * *")

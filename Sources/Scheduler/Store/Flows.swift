@@ -215,6 +215,9 @@ extension SchedulerStore {
             try s.query("""
                 SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
                        v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
+                       (SELECT string_agg(a, ', ') FROM jsonb_array_elements_text(v.definition->'assets') a) AS trigger_assets,
+                       v.definition ? 'webhook' AS trigger_webhook,
+                       (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after,
                        lr.recent::text AS recent, lr.recent->0->>'runId' AS latest_run_id, lr.recent->0->>'state' AS latest_run_state,
                        to_timestamp((lr.recent->0->>'at')::float8) AS latest_run_at
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
@@ -240,7 +243,12 @@ extension SchedulerStore {
                                  let at = j["at"]?.doubleValue.map({ Date(timeIntervalSince1970: $0) }) else { return nil }
                            return LatestRun(runId: id, state: st, at: at)
                        }
-                   })
+                   },
+                   triggers: {
+                       let t = [r.string("trigger_assets").map { "assets: \($0)" }, r.bool("trigger_webhook") == true ? "webhook" : nil,
+                                r.string("trigger_after").map { "after: \($0)" }].compactMap { $0 }
+                       return t.isEmpty ? nil : t
+                   }())
     }
 
     /// A flow's grid: its tasks in declaration order and its last `limit` runs, with each task
@@ -287,6 +295,9 @@ extension SchedulerStore {
             guard let r = try s.query("""
                 SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
                        v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
+                       (SELECT string_agg(a, ', ') FROM jsonb_array_elements_text(v.definition->'assets') a) AS trigger_assets,
+                       v.definition ? 'webhook' AS trigger_webhook,
+                       (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after,
                        v.definition::text AS definition
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version WHERE f.flow_id = $1
                 """, [flowId]).first else {

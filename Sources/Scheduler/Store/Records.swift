@@ -22,6 +22,9 @@ public struct FlowRecord: Codable, Sendable {
     public var latestRun: LatestRun?
     /// The last 10 runs, newest first (flow lists).
     public var recentRuns: [LatestRun]?
+    /// What starts its runs besides its schedule and manual triggers, in words: `assets: s3://a`,
+    /// `webhook`, `after: upstream_flow` (absent when nothing does).
+    public var triggers: [String]?
 }
 
 /// A flow that could not be registered (an import error), as the API shows it.
