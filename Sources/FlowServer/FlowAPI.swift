@@ -62,7 +62,8 @@ public struct FlowAPI: Sendable {
 
 
     public func application(host: String, port: Int) -> some ApplicationProtocol {
-        let router = Router()
+        // HEAD of every GET route answers as the GET, without its body (curl -I, probes).
+        let router = Router(options: .autoGenerateHeadEndpoints)
         if !config.corsOrigins.isEmpty {
             let origin: CORSMiddleware<BasicRequestContext>.AllowOriginExtended =
                 config.corsOrigins == ["*"] ? .all : .custom(config.corsOrigins[0])

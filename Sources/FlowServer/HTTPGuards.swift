@@ -6,7 +6,8 @@ import NIOHTTPTypes
 
 /// Answers what the router does not know with the API's JSON error: 404 for a path no route
 /// has, 405 (with `Allow`) for a path that exists under other methods. Hummingbird's own
-/// answer is an empty 404 for both.
+/// answer is an empty 404 for both. (HEAD of a GET route is the GET without its body: the router
+/// generates those endpoints.)
 struct RouteFallbackMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let routes: [(method: String, path: String)]

@@ -144,6 +144,12 @@ struct APITests {
             let wrong = try await api.request("DELETE", "/api/v1/runs/\(id)", token: LiveAPI.admin)
             expectError(wrong, 405, "method_not_allowed", "answers GET")
             expectError(try await api.request("PUT", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: "{}"), 405, "method_not_allowed", "answers POST")
+            // HEAD is GET without the body; HEAD of a POST-only route is a 405 like any wrong method.
+            let head = try await api.request("HEAD", "/api/v1/flows/example_sleep")
+            #expect(head.status == 200 && head.text.isEmpty)
+            #expect(try await api.request("HEAD", "/health").status == 200)
+            let headOfPost = try await api.request("HEAD", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin)
+            #expect(headOfPost.status == 405 && headOfPost.headers["Allow"] == "POST", "\(headOfPost.headers)")
             // JSON must say it is JSON.
             expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 0}}"#,
                                               contentType: "text/plain"), 415, "unsupported_media_type", "`text/plain`")
