@@ -33,4 +33,6 @@ psql "${FLOWKIT_DATABASE_URL:-postgres://flowkit@127.0.0.1:${pgport:-54329}/flow
 echo
 echo "the dashboard: \`make run\` serves it, with this run, at"
 echo "  http://127.0.0.1:$port/#/runs/$run"
+echo "flowctl on your PATH: \`make install\` (a release build in /usr/local/bin), or for this shell:"
+echo "  export PATH=\"$(dirname "$(realpath "$flowctl")"):\$PATH\""
 exit $status
