@@ -1,3 +1,5 @@
+import CeleryProtocol
+import FlowKit
 import Foundation
 import Testing
 @testable import Scheduler
@@ -14,5 +16,20 @@ struct HeapTrimmerTests {
         #expect(!t.trimIfQuiet(now: Date().addingTimeInterval(6)))  // once per burst
         t.noteBatch(size: 10)
         #expect(!t.trimIfQuiet(now: Date().addingTimeInterval(10)))  // small work is no burst
+    }
+
+    @Test("workers' heartbeats are not work: a scheduler that only hears heartbeats after a burst is quiet, and trims")
+    func heartbeatsAreNotWork() async throws {
+        let h = try await Harness.make([diamond])
+        let heap = h.daemon.context.heap
+        let consumer = h.daemon.eventConsumer
+        heap.noteBatch(size: heap.burst)  // a burst just ended
+        try await Task.sleep(for: .seconds(heap.quietAfter + 0.5))
+        // Heartbeats keep coming, as they do from every idle worker.
+        let beats = (0..<3).map { i in
+            SchedulerBroker.StreamEntry(id: "1-\(i)", event: WorkerEvent(kind: .heartbeat, worker: "w1", at: h.clock.now(), running: []))
+        }
+        _ = try await consumer.apply(beats, deferAck: false)
+        #expect(heap.trimIfQuiet(), "a heartbeat made the scheduler look busy, and the burst's heap was kept")
     }
 }
