@@ -13,6 +13,10 @@ extension SchedulerStore {
                 FROM generate_series(1, $2::int) g
                 ON CONFLICT DO NOTHING
                 """, [flowId, count])
+            // Statistics as autovacuum would have them a minute later: taken while W1's runs were
+            // being updated, they said the table held 42 rows, and every request of W5 scanned
+            // and sorted all 10,000 (343 req/s instead of 3,300).
+            try s.execute("ANALYZE runs")
         }
     }
 
