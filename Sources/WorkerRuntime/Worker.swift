@@ -93,17 +93,9 @@ public final class Worker: Sendable {
         // Redis may be starting (LOADING) or restarting: the worker waits for it, as it does
         // mid-run. Credentials Redis refuses will not get better: those stop the worker at once.
         let online = WorkerEvent(kind: .workerOnline, worker: config.name, info: onlineInfo)
-        var attempt = 0
-        while true {
-            do { try await emit([online]); break } catch {
-                let text = "\(error)"
-                if ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].contains(where: text.contains) { throw error }
-                attempt += 1
-                if attempt == 1 || attempt % 20 == 0 { logger.warning("waiting for Redis: \(error)") }
-                if attempt > 600 { throw error }
-                try await Task.sleep(for: .milliseconds(min(1000, 20 * (1 << min(attempt, 6)))))
-            }
-        }
+        try await retrying("announce worker \(config.name)", isFatal: { error in
+            ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].contains(where: "\(error)".contains)
+        }) { try await self.emit([online]) }
         logger.info("worker \(config.name) consuming \(config.queues.joined(separator: ",")) with concurrency \(config.concurrency)")
         // The heartbeat and the log shipper are child tasks: they live exactly as long as the
         // worker consumes and drains, and a cancelled worker cancels them.
@@ -479,12 +471,20 @@ public final class Worker: Sendable {
     }
 
     func reliably(_ what: String, _ body: @escaping @Sendable () async throws -> Void) async {
+        try? await retrying(what, body)
+    }
+
+    /// Runs `body` until it succeeds, waiting 40 ms growing to 1 s between attempts and saying so
+    /// now and then; throws at once an error `isFatal` accepts, and the last one after 600 attempts.
+    func retrying(_ what: String, isFatal: (any Error) -> Bool = { _ in false },
+                  _ body: @escaping @Sendable () async throws -> Void) async throws {
         var attempt = 0
         while true {
             do { try await body(); return } catch {
+                if isFatal(error) { throw error }
                 attempt += 1
                 if attempt == 1 || attempt % 20 == 0 { logger.warning("\(what): \(error); retrying") }
-                if attempt > 600 { logger.error("\(what): giving up after \(attempt) attempts"); return }
+                if attempt > 600 { logger.error("\(what): giving up after \(attempt) attempts"); throw error }
                 try? await Task.sleep(for: .milliseconds(min(1000, 20 * (1 << min(attempt, 6)))))
             }
         }

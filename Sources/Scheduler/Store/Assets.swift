@@ -60,14 +60,11 @@ extension SchedulerStore {
     /// An event posted from outside (`POST /api/v1/assets/events`): recorded, and the runs it
     /// completes created, in one transaction.
     public func postAssetEvent(uri: String, extra: JSONValue, now: Date) async throws -> (eventId: Int, runs: [RunRecord]) {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard Flow.isValidAssetURI(uri) else { throw BadRequest("`\(uri)` is not an asset URI: use scheme://name, e.g. s3://bucket/key") }
-        return try await db.run { [self] s in
-            try s.transaction {
-                let recorded = try recordAssetEvents(s, [(uri, "api", nil, nil, extra)], now: now)
-                try audit(s, actor, "asset_event", uri, ["eventId": .int(recorded.eventIds[0]), "runs": .array(recorded.runs.map { .string($0.runId) })], now: now)
-                return (recorded.eventIds[0], recorded.runs)
-            }
+        return try await audited { [self] s, actor in
+            let recorded = try recordAssetEvents(s, [(uri, "api", nil, nil, extra)], now: now)
+            try audit(s, actor, "asset_event", uri, ["eventId": .int(recorded.eventIds[0]), "runs": .array(recorded.runs.map { .string($0.runId) })], now: now)
+            return (recorded.eventIds[0], recorded.runs)
         }
     }
 

@@ -12,6 +12,14 @@ public enum WriteActor {
 
 /// The audit log: who changed what through the API or flowctl's database tools.
 extension SchedulerStore {
+    /// A write: one transaction, with the calling task's `WriteActor` handed to `body` for its
+    /// audit entry and history rows — read here, because task locals do not reach the
+    /// connection's thread the statements run on.
+    func audited<T: Sendable>(_ body: @escaping @Sendable (PGSession, String?) throws -> T) async throws -> T {
+        let actor = WriteActor.current
+        return try await db.run { s in try s.transaction { try body(s, actor) } }
+    }
+
     /// Records an entry for `actor` (the `WriteActor` of the write, read before the session's
     /// closure: task locals do not reach the connection's thread), inside the caller's
     /// transaction; nothing without an actor (the schedulers' own writes are not audited).
@@ -24,11 +32,9 @@ extension SchedulerStore {
     /// The `source` of history rows a write through the API adds: `api`, with its actor.
     func apiSource(_ actor: String?) -> String { actor.map { "api:\($0)" } ?? "api" }
 
+    /// An entry on its own (`flowctl db clean`, whose deletions are many transactions).
     public func recordAudit(actor: String, action: String, target: String, detail: JSONValue = [:], now: Date) async throws {
-        try await db.run { s in
-            _ = try s.query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
-                            [now, actor, action, target, detail.jsonbText])
-        }
+        try await db.run { s in try self.audit(s, actor, action, target, detail, now: now) }
     }
 
     /// The newest entries first; `before` is the id cursor of the previous page.

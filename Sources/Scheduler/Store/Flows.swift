@@ -188,14 +188,11 @@ extension SchedulerStore {
     }
 
     public func setPaused(flowId: String, paused: Bool) async throws -> FlowRecord {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        let n = try await db.run { s in
-            try s.transaction {
-                let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
-                if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
-                if n > 0 { try self.audit(s, actor, paused ? "pause" : "unpause", flowId, now: Date()) }
-                return n
-            }
+        let n = try await audited { s, actor in
+            let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
+            if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
+            if n > 0 { try self.audit(s, actor, paused ? "pause" : "unpause", flowId, now: Date()) }
+            return n
         }
         if n == 0 { throw NotFound("unknown flow `\(flowId)`") }
         return try await flow(flowId, withDefinition: false)
@@ -213,11 +210,7 @@ extension SchedulerStore {
     public func flows() async throws -> [FlowRecord] {
         try await db.run { s in
             try s.query("""
-                SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
-                       v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
-                       (SELECT string_agg(a, ', ') FROM jsonb_array_elements_text(v.definition->'assets') a) AS trigger_assets,
-                       v.definition ? 'webhook' AS trigger_webhook,
-                       (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after,
+                SELECT \(Self.flowColumns),
                        lr.recent::text AS recent, lr.recent->0->>'runId' AS latest_run_id, lr.recent->0->>'state' AS latest_run_state,
                        to_timestamp((lr.recent->0->>'at')::float8) AS latest_run_at
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
@@ -228,6 +221,15 @@ extension SchedulerStore {
                 """).all.map { Self.flowRecord($0) }
         }
     }
+
+    /// What `flowRecord` reads (`f` is the flow, `v` its current version).
+    static let flowColumns = """
+        f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
+        v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
+        (SELECT string_agg(a, ', ') FROM jsonb_array_elements_text(v.definition->'assets') a) AS trigger_assets,
+        v.definition ? 'webhook' AS trigger_webhook,
+        (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after
+        """
 
     static func flowRecord(_ r: PGRow) -> FlowRecord {
         FlowRecord(flowId: r.string("flow_id")!, version: r.int("current_version")!, hash: r.string("hash")!,
@@ -293,11 +295,7 @@ extension SchedulerStore {
     public func flow(_ flowId: String, withDefinition: Bool = true) async throws -> FlowRecord {
         try await db.run { s in
             guard let r = try s.query("""
-                SELECT f.flow_id, f.current_version, v.hash, f.is_active, f.is_paused, f.schedule, f.timezone, f.next_tick,
-                       v.definition->>'description' AS description, v.definition->>'owner' AS owner, (v.definition->'tags')::text AS tags,
-                       (SELECT string_agg(a, ', ') FROM jsonb_array_elements_text(v.definition->'assets') a) AS trigger_assets,
-                       v.definition ? 'webhook' AS trigger_webhook,
-                       (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after,
+                SELECT \(Self.flowColumns),
                        v.definition::text AS definition
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version WHERE f.flow_id = $1
                 """, [flowId]).first else {

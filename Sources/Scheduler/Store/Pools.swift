@@ -162,45 +162,39 @@ extension SchedulerStore {
     /// admitters at once; shrinking one lets running tasks finish and starts none until the
     /// pool is under its new size.
     public func setPool(name: String, slots: Int, description: String?) async throws -> PoolRecord {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard Flow.isValidPoolName(name) else {
             throw BadRequest("pool name `\(name)` is invalid: use 1–100 letters, digits, `_`, `-` and `.`")
         }
         guard (0...1_000_000).contains(slots) else { throw BadRequest("pool `\(name)`: slots must be 0…1000000, not \(slots)") }
-        try await db.run { s in
-            try s.transaction {
-                try s.query("""
-                    INSERT INTO pools (name, slots, description) VALUES ($1, $2, COALESCE($3, ''))
-                    ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots, description = COALESCE($3, pools.description), updated_at = now()
-                    """, [name, slots, description])
-                try self.audit(s, actor, "pool_set", name, ["slots": .int(slots)], now: Date())
-                s.notifyAfterCommit(Self.slotsChannel, name)
-            }
+        try await audited { s, actor in
+            try s.query("""
+                INSERT INTO pools (name, slots, description) VALUES ($1, $2, COALESCE($3, ''))
+                ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots, description = COALESCE($3, pools.description), updated_at = now()
+                """, [name, slots, description])
+            try self.audit(s, actor, "pool_set", name, ["slots": .int(slots)], now: Date())
+            s.notifyAfterCommit(Self.slotsChannel, name)
         }
         return try await pools().first { $0.name == name }!
     }
 
     /// Deletes a pool no active flow uses and no task instance waits for or holds.
     public func deletePool(name: String) async throws {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { s in
-            try s.transaction {
-                guard try s.query("SELECT 1 FROM pools WHERE name = $1 FOR UPDATE", [name]).first != nil else {
-                    throw NotFound("unknown pool `\(name)`")
-                }
-                let users = try s.query("""
-                    SELECT DISTINCT f.flow_id FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version,
-                           jsonb_array_elements(v.definition->'tasks') t
-                    WHERE f.is_active AND t->>'pool' = $1 ORDER BY 1
-                    """, [name]).all.map { $0.string("flow_id")! }
-                guard users.isEmpty else {
-                    throw StateConflict("pool `\(name)` is used by flow\(users.count == 1 ? "" : "s") \(users.map { "`\($0)`" }.joined(separator: ", "))")
-                }
-                let busy = try s.query("SELECT count(*) AS n FROM task_instances WHERE pool = $1 AND state IN ('queued', 'running')", [name]).first!.int("n")!
-                guard busy == 0 else { throw StateConflict("pool `\(name)` has \(busy) task instances queued or running") }
-                try s.query("DELETE FROM pools WHERE name = $1", [name])
-                try self.audit(s, actor, "pool_delete", name, now: Date())
+        return try await audited { s, actor in
+            guard try s.query("SELECT 1 FROM pools WHERE name = $1 FOR UPDATE", [name]).first != nil else {
+                throw NotFound("unknown pool `\(name)`")
             }
+            let users = try s.query("""
+                SELECT DISTINCT f.flow_id FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version,
+                       jsonb_array_elements(v.definition->'tasks') t
+                WHERE f.is_active AND t->>'pool' = $1 ORDER BY 1
+                """, [name]).all.map { $0.string("flow_id")! }
+            guard users.isEmpty else {
+                throw StateConflict("pool `\(name)` is used by flow\(users.count == 1 ? "" : "s") \(users.map { "`\($0)`" }.joined(separator: ", "))")
+            }
+            let busy = try s.query("SELECT count(*) AS n FROM task_instances WHERE pool = $1 AND state IN ('queued', 'running')", [name]).first!.int("n")!
+            guard busy == 0 else { throw StateConflict("pool `\(name)` has \(busy) task instances queued or running") }
+            try s.query("DELETE FROM pools WHERE name = $1", [name])
+            try self.audit(s, actor, "pool_delete", name, now: Date())
         }
     }
 

@@ -8,53 +8,47 @@ import PostgresClient
 extension SchedulerStore {
     /// Creates a queued run and wakes the schedulers. Conf is checked against the flow's params.
     public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, now: Date) async throws -> RunRecord {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { [self] s in
-            try s.transaction {
-                guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
-                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
-                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
-                }
-                guard f.bool("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
-                let version = f.int("current_version")!
-                let graph = try graphs.graph(s, flow: flowId, version: version)
-                let params = try graph.definition.resolveParams(conf: conf)
-                let date = logicalDate ?? now
-                let run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
-                                        logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
-                try audit(s, actor, "trigger", run.runId, ["flowId": .string(flowId), "conf": .object(conf)], now: now)
-                return run
+        return try await audited { [self] s, actor in
+            guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
+            guard f.bool("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
+            let version = f.int("current_version")!
+            let graph = try graphs.graph(s, flow: flowId, version: version)
+            let params = try graph.definition.resolveParams(conf: conf)
+            let date = logicalDate ?? now
+            let run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
+                                    logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
+            try audit(s, actor, "trigger", run.runId, ["flowId": .string(flowId), "conf": .object(conf)], now: now)
+            return run
         }
     }
 
     /// A run started by the flow's webhook. With an idempotency key, a repeated delivery returns
     /// the run the first one made (`created` false), also when both arrive at once.
     public func createHookRun(flowId: String, conf: [String: JSONValue], idempotencyKey: String?, now: Date) async throws -> (run: RunRecord, created: Bool) {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { [self] s in
-            try s.transaction {
-                guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first,
-                      f.bool("is_active") == true else {
-                    throw NotFound("no active flow `\(flowId)` has a webhook")
-                }
-                let version = f.int("current_version")!
-                let graph = try graphs.graph(s, flow: flowId, version: version)
-                guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
-                let params = try graph.definition.resolveParams(conf: conf)
-                let made: (run: RunRecord, created: Bool)
-                if let key = idempotencyKey {
-                    made = try insertKeyedRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params, key: key,
-                                              deadline: graph.definition.deadline, now: now)
-                } else {
-                    made = (try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
-                                          logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!, true)
-                }
-                if made.created {
-                    try audit(s, actor, "webhook_run", made.run.runId, ["idempotencyKey": idempotencyKey.map(JSONValue.string) ?? .null], now: now)
-                }
-                return made
+        return try await audited { [self] s, actor in
+            guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first,
+                  f.bool("is_active") == true else {
+                throw NotFound("no active flow `\(flowId)` has a webhook")
             }
+            let version = f.int("current_version")!
+            let graph = try graphs.graph(s, flow: flowId, version: version)
+            guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
+            let params = try graph.definition.resolveParams(conf: conf)
+            let made: (run: RunRecord, created: Bool)
+            if let key = idempotencyKey {
+                made = try insertKeyedRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params, key: key,
+                                          deadline: graph.definition.deadline, now: now)
+            } else {
+                made = (try insertRun(s, flowId: flowId, version: version, kind: "webhook", conf: conf, params: params,
+                                      logicalDate: now, intervalStart: now, intervalEnd: now, deadline: graph.definition.deadline)!, true)
+            }
+            if made.created {
+                try audit(s, actor, "webhook_run", made.run.runId, ["idempotencyKey": idempotencyKey.map(JSONValue.string) ?? .null], now: now)
+            }
+            return made
         }
     }
 
@@ -208,19 +202,16 @@ extension SchedulerStore {
     /// Cancels a run: unfinished task instances become cancelled, and the workers running
     /// them are told to stop (through the broker work returned).
     public func cancelRun(runId: String, now: Date) async throws -> BrokerWork {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { [self] s in
-            try s.transaction {
-                guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
-                    throw NotFound("unknown run `\(runId)`")
-                }
-                let state = r.string("state")!
-                guard state == "queued" || state == "running" else {
-                    throw StateConflict("run `\(runId)` is already \(state)")
-                }
-                try audit(s, actor, "cancel", runId, now: now)
-                return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: apiSource(actor), detail: "run cancelled", now: now)
+        return try await audited { [self] s, actor in
+            guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                throw NotFound("unknown run `\(runId)`")
             }
+            let state = r.string("state")!
+            guard state == "queued" || state == "running" else {
+                throw StateConflict("run `\(runId)` is already \(state)")
+            }
+            try audit(s, actor, "cancel", runId, now: now)
+            return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: apiSource(actor), detail: "run cancelled", now: now)
         }
     }
 
@@ -300,38 +291,35 @@ extension SchedulerStore {
     /// Creates a queued `backfill` run for every cron tick of the flow in `[from, to]`, oldest
     /// first; ticks that already have a scheduled or backfill run are skipped. At most `limit`.
     public func createBackfillRuns(flowId: String, from: Date, to: Date, conf: [String: JSONValue], limit: Int = 1000) async throws -> [RunRecord] {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
-        return try await db.run { [self] s in
-            try s.transaction {
-                guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId]).first else {
-                    let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
-                    throw NotFound(UnknownFlowError(id: flowId, known: known).description)
-                }
-                guard let cron = f.string("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
-                let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")!).compiled()
-                let version = f.int("current_version")!
-                let graph = try graphs.graph(s, flow: flowId, version: version)
-                let params = try graph.definition.resolveParams(conf: conf)
-                var ticks: [Date] = []
-                var cursor = from.addingTimeInterval(-0.001)
-                while let t = compiled.nextFire(after: cursor), t <= to {
-                    guard ticks.count < limit else {
-                        throw StateConflict("backfill of `\(flowId)` covers more than \(limit) ticks; narrow --from/--to")
-                    }
-                    ticks.append(t)
-                    cursor = t
-                }
-                var created: [RunRecord] = []
-                for t in ticks {
-                    let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
-                    if let r = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
-                                             logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
-                }
-                try audit(s, actor, "backfill", flowId, ["runs": .int(created.count), "from": .string(Instant.format(from)), "to": .string(Instant.format(to))],
-                          now: Date())
-                return created
+        return try await audited { [self] s, actor in
+            guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId]).first else {
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
+            guard let cron = f.string("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
+            let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")!).compiled()
+            let version = f.int("current_version")!
+            let graph = try graphs.graph(s, flow: flowId, version: version)
+            let params = try graph.definition.resolveParams(conf: conf)
+            var ticks: [Date] = []
+            var cursor = from.addingTimeInterval(-0.001)
+            while let t = compiled.nextFire(after: cursor), t <= to {
+                guard ticks.count < limit else {
+                    throw StateConflict("backfill of `\(flowId)` covers more than \(limit) ticks; narrow --from/--to")
+                }
+                ticks.append(t)
+                cursor = t
+            }
+            var created: [RunRecord] = []
+            for t in ticks {
+                let prev = compiled.latestFire(atOrBefore: t.addingTimeInterval(-1)) ?? t
+                if let r = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
+                                         logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
+            }
+            try audit(s, actor, "backfill", flowId, ["runs": .int(created.count), "from": .string(Instant.format(from)), "to": .string(Instant.format(to))],
+                      now: Date())
+            return created
         }
     }
 

@@ -166,82 +166,79 @@ extension SchedulerStore {
     /// pending, a finished run reopens, and downstream tasks run as their trigger rules allow.
     /// Marked failed, the failure is final (no retry) and propagates as a failure would.
     public func markTask(runId: String, taskId: String, as target: TaskState, now: Date) async throws -> BrokerWork {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
         guard target == .success || target == .failed else {
             throw StateConflict("a task can be marked success or failed, not \(target.rawValue)")
         }
-        return try await db.run { [self] s in
-            try s.transaction {
-                try audit(s, actor, "mark", runId, ["taskId": .string(taskId), "state": .string(target.rawValue)], now: now)
-                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
-                    throw NotFound("unknown run `\(runId)`")
-                }
-                let pk = r.int("id")!, runState = r.string("state")!
-                guard runState != "queued", runState != "cancelled" else {
-                    throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
-                }
-                let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-                if let m = MappedInstance.parse(taskId) {
-                    throw StateConflict("`\(taskId)` is one instance of mapped task `\(m.task)`: mark `\(m.task)` as a whole, or clear it to run its instances again")
-                }
-                guard graph.tasks[taskId] != nil else { throw Self.noSuchTask(runId, taskId, among: graph.definition.tasks.map(\.id)) }
-                let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
-                let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
-                let ti = rows.first { $0.string("task_id") == taskId }!
-                let was = states[taskId] ?? .pending
-                guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
-                var work = BrokerWork()
-                if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
-                if graph.isLimited(taskId) { s.notifyAfterCommit(Self.slotsChannel, "") }
-                let detail = "marked \(target.rawValue) by hand"
-                try s.query("""
-                    UPDATE task_instances SET state = $3, ended_at = $4, next_attempt_at = NULL,
-                        error = CASE WHEN $3 = 'failed' THEN $5 ELSE NULL END
-                    WHERE run_pk = $1 AND task_id = $2
-                    """, [pk, taskId, target.rawValue, now, detail])
-                try s.query("UPDATE task_tries SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = $2 AND ended_at IS NULL",
-                            [pk, taskId, target.rawValue, now])
-                // A mapped task's unfinished instances end with it: cancelled, and told to stop.
-                var instancesEnded = 0
-                if graph.tasks.isMapped(taskId) {
-                    let ended = try s.query("""
-                        WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $3, next_attempt_at = NULL
-                                   WHERE run_pk = $1 AND map_parent = $2 AND state IN ('pending', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')
-                                   RETURNING task_id, try_number, message_id),
-                             t AS (UPDATE task_tries SET state = 'cancelled', ended_at = $3 WHERE run_pk = $1
-                                   AND task_id IN (SELECT task_id FROM u) AND ended_at IS NULL),
-                             h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                                   SELECT $1, task_id, try_number, NULL, 'cancelled', $3, $5, 'mapped task `' || $2 || '` ' || $4 FROM u)
-                        SELECT message_id FROM u
-                        """, [pk, taskId, now, detail, apiSource(actor)]).all
-                    instancesEnded = ended.count
-                    work.cancel += ended.compactMap { $0.string("message_id") }
-                    try s.query("UPDATE task_instances SET map_left = 0 WHERE run_pk = $1 AND task_id = $2", [pk, taskId])
-                }
-                // Descendants that ended because this task did not succeed get another chance.
-                var reset: [String] = []
-                if target == .success {
-                    let again: Set<TaskState> = was == .skipped ? [.upstreamFailed, .skipped] : [.upstreamFailed]
-                    reset = graph.descendants(of: [taskId]).filter { again.contains(states[$0] ?? .pending) }.sorted()
-                    if !reset.isEmpty {
-                        try s.query("UPDATE task_instances SET state = 'pending', ended_at = NULL WHERE run_pk = $1 AND task_id = ANY($2::text[])",
-                                    [pk, reset])
-                    }
-                }
-                try s.query("""
-                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                    SELECT $1, t.task_id, t.try_number, CASE WHEN t.task_id = $2 THEN $3 ELSE NULL END,
-                           CASE WHEN t.task_id = $2 THEN $4 ELSE 'pending' END, $5, $8,
-                           CASE WHEN t.task_id = $2 THEN $6 ELSE 'reset: upstream task `' || $2 || '` ' || $6 END
-                    FROM task_instances t WHERE t.run_pk = $1 AND (t.task_id = $2 OR t.task_id = ANY($7::text[]))
-                    """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset, apiSource(actor)])
-                let delta = reset.count - (was.isTerminal ? 0 : 1) - instancesEnded
-                try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
-                            [pk, delta])
-                work.enqueue = try evaluateDownstream(s, runPk: pk, graph: graph, finished: [taskId], now: now)
-                try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
-                return work
+        return try await audited { [self] s, actor in
+            try audit(s, actor, "mark", runId, ["taskId": .string(taskId), "state": .string(target.rawValue)], now: now)
+            guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                throw NotFound("unknown run `\(runId)`")
             }
+            let pk = r.int("id")!, runState = r.string("state")!
+            guard runState != "queued", runState != "cancelled" else {
+                throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
+            }
+            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            if let m = MappedInstance.parse(taskId) {
+                throw StateConflict("`\(taskId)` is one instance of mapped task `\(m.task)`: mark `\(m.task)` as a whole, or clear it to run its instances again")
+            }
+            guard graph.tasks[taskId] != nil else { throw Self.noSuchTask(runId, taskId, among: graph.definition.tasks.map(\.id)) }
+            let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
+            let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
+            let ti = rows.first { $0.string("task_id") == taskId }!
+            let was = states[taskId] ?? .pending
+            guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
+            var work = BrokerWork()
+            if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
+            if graph.isLimited(taskId) { s.notifyAfterCommit(Self.slotsChannel, "") }
+            let detail = "marked \(target.rawValue) by hand"
+            try s.query("""
+                UPDATE task_instances SET state = $3, ended_at = $4, next_attempt_at = NULL,
+                    error = CASE WHEN $3 = 'failed' THEN $5 ELSE NULL END
+                WHERE run_pk = $1 AND task_id = $2
+                """, [pk, taskId, target.rawValue, now, detail])
+            try s.query("UPDATE task_tries SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = $2 AND ended_at IS NULL",
+                        [pk, taskId, target.rawValue, now])
+            // A mapped task's unfinished instances end with it: cancelled, and told to stop.
+            var instancesEnded = 0
+            if graph.tasks.isMapped(taskId) {
+                let ended = try s.query("""
+                    WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $3, next_attempt_at = NULL
+                               WHERE run_pk = $1 AND map_parent = $2 AND state IN ('pending', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')
+                               RETURNING task_id, try_number, message_id),
+                         t AS (UPDATE task_tries SET state = 'cancelled', ended_at = $3 WHERE run_pk = $1
+                               AND task_id IN (SELECT task_id FROM u) AND ended_at IS NULL),
+                         h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                               SELECT $1, task_id, try_number, NULL, 'cancelled', $3, $5, 'mapped task `' || $2 || '` ' || $4 FROM u)
+                    SELECT message_id FROM u
+                    """, [pk, taskId, now, detail, apiSource(actor)]).all
+                instancesEnded = ended.count
+                work.cancel += ended.compactMap { $0.string("message_id") }
+                try s.query("UPDATE task_instances SET map_left = 0 WHERE run_pk = $1 AND task_id = $2", [pk, taskId])
+            }
+            // Descendants that ended because this task did not succeed get another chance.
+            var reset: [String] = []
+            if target == .success {
+                let again: Set<TaskState> = was == .skipped ? [.upstreamFailed, .skipped] : [.upstreamFailed]
+                reset = graph.descendants(of: [taskId]).filter { again.contains(states[$0] ?? .pending) }.sorted()
+                if !reset.isEmpty {
+                    try s.query("UPDATE task_instances SET state = 'pending', ended_at = NULL WHERE run_pk = $1 AND task_id = ANY($2::text[])",
+                                [pk, reset])
+                }
+            }
+            try s.query("""
+                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                SELECT $1, t.task_id, t.try_number, CASE WHEN t.task_id = $2 THEN $3 ELSE NULL END,
+                       CASE WHEN t.task_id = $2 THEN $4 ELSE 'pending' END, $5, $8,
+                       CASE WHEN t.task_id = $2 THEN $6 ELSE 'reset: upstream task `' || $2 || '` ' || $6 END
+                FROM task_instances t WHERE t.run_pk = $1 AND (t.task_id = $2 OR t.task_id = ANY($7::text[]))
+                """, [pk, taskId, was.rawValue, target.rawValue, now, detail, reset, apiSource(actor)])
+            let delta = reset.count - (was.isTerminal ? 0 : 1) - instancesEnded
+            try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
+                        [pk, delta])
+            work.enqueue = try evaluateDownstream(s, runPk: pk, graph: graph, finished: [taskId], now: now)
+            try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
+            return work
         }
     }
 
@@ -249,67 +246,64 @@ extension SchedulerStore {
     /// them, so they run again; the run goes back to running. Each cleared task gets a fresh
     /// set of tries. A cleared mapped task expands again.
     public func clearTasks(runId: String, taskIds: [String]?, onlyFailed: Bool = false, now: Date) async throws -> BrokerWork {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { [self] s in
-            try s.transaction {
-                try audit(s, actor, "clear", runId, ["taskIds": taskIds.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)], now: now)
-                guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
-                    throw NotFound("unknown run `\(runId)`")
-                }
-                let pk = r.int("id")!
-                let state = r.string("state")!
-                guard state == "failed" || state == "success" || state == "running" else {
-                    throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
-                }
-                let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-                let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
-                    .map { ($0.string("task_id")!, $0.string("state")!) })
-                var roots: [String]
-                if let taskIds, !taskIds.isEmpty {
-                    for t in taskIds {
-                        if let m = MappedInstance.parse(t) {
-                            throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
-                        }
-                        if graph.tasks[t] == nil { throw Self.noSuchTask(runId, t, among: graph.definition.tasks.map(\.id)) }
-                    }
-                    roots = taskIds
-                } else {
-                    // A failed mapped instance has failed its mapped task, which is cleared (and expands again).
-                    roots = states.filter { ($0.value == "failed" || $0.value == "upstream_failed") && !MappedInstance.isInstance($0.key) }.map(\.key)
-                }
-                guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
-                var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
-                if onlyFailed {
-                    // Airflow's "only failed": of the tasks chosen and their descendants, the failed ones.
-                    cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
-                    guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
-                }
-                let active = cleared.filter { ["queued", "running", "up_for_retry", "up_for_reschedule"].contains(states[$0] ?? "") }
-                guard active.isEmpty else {
-                    throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
-                }
-                let wasTerminal = cleared.filter { TaskState(rawValue: states[$0] ?? "")?.isTerminal ?? false }.count
-                try s.query("""
-                    UPDATE task_instances t SET state = 'pending', max_tries = t.try_number + u.m, ended_at = NULL, error = NULL, result = NULL,
-                        next_attempt_at = NULL
-                    FROM unnest($2::text[], $3::int[]) AS u(task_id, m) WHERE t.run_pk = $1 AND t.task_id = u.task_id
-                    """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
-                try s.query("""
-                    INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                    SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, $4, 'cleared' FROM task_instances t
-                    WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
-                    """, [pk, cleared, now, apiSource(actor)])
-                try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
-                            [pk, wasTerminal])
-                // Queue the cleared tasks whose upstream tasks allow it now.
-                let clearedSet = Set(cleared)
-                let finishedUpstream = Set(graph.definition.tasks.filter { !clearedSet.contains($0.id) }.map(\.id))
-                let entry = cleared.filter { t in (graph.tasks[t]?.upstream ?? []).allSatisfy { finishedUpstream.contains($0) } }
-                var work = BrokerWork()
-                let ready = try evaluateEntry(s, runPk: pk, graph: graph, tasks: entry, now: now)
-                work.enqueue = ready
-                return work
+        return try await audited { [self] s, actor in
+            try audit(s, actor, "clear", runId, ["taskIds": taskIds.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)], now: now)
+            guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+                throw NotFound("unknown run `\(runId)`")
             }
+            let pk = r.int("id")!
+            let state = r.string("state")!
+            guard state == "failed" || state == "success" || state == "running" else {
+                throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
+            }
+            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
+                .map { ($0.string("task_id")!, $0.string("state")!) })
+            var roots: [String]
+            if let taskIds, !taskIds.isEmpty {
+                for t in taskIds {
+                    if let m = MappedInstance.parse(t) {
+                        throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
+                    }
+                    if graph.tasks[t] == nil { throw Self.noSuchTask(runId, t, among: graph.definition.tasks.map(\.id)) }
+                }
+                roots = taskIds
+            } else {
+                // A failed mapped instance has failed its mapped task, which is cleared (and expands again).
+                roots = states.filter { ($0.value == "failed" || $0.value == "upstream_failed") && !MappedInstance.isInstance($0.key) }.map(\.key)
+            }
+            guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
+            var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
+            if onlyFailed {
+                // Airflow's "only failed": of the tasks chosen and their descendants, the failed ones.
+                cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
+                guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
+            }
+            let active = cleared.filter { ["queued", "running", "up_for_retry", "up_for_reschedule"].contains(states[$0] ?? "") }
+            guard active.isEmpty else {
+                throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
+            }
+            let wasTerminal = cleared.filter { TaskState(rawValue: states[$0] ?? "")?.isTerminal ?? false }.count
+            try s.query("""
+                UPDATE task_instances t SET state = 'pending', max_tries = t.try_number + u.m, ended_at = NULL, error = NULL, result = NULL,
+                    next_attempt_at = NULL
+                FROM unnest($2::text[], $3::int[]) AS u(task_id, m) WHERE t.run_pk = $1 AND t.task_id = u.task_id
+                """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
+            try s.query("""
+                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+                SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, $4, 'cleared' FROM task_instances t
+                WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
+                """, [pk, cleared, now, apiSource(actor)])
+            try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
+                        [pk, wasTerminal])
+            // Queue the cleared tasks whose upstream tasks allow it now.
+            let clearedSet = Set(cleared)
+            let finishedUpstream = Set(graph.definition.tasks.filter { !clearedSet.contains($0.id) }.map(\.id))
+            let entry = cleared.filter { t in (graph.tasks[t]?.upstream ?? []).allSatisfy { finishedUpstream.contains($0) } }
+            var work = BrokerWork()
+            let ready = try evaluateEntry(s, runPk: pk, graph: graph, tasks: entry, now: now)
+            work.enqueue = ready
+            return work
         }
     }
 

@@ -27,22 +27,19 @@ extension SchedulerStore {
     /// Stores a new token; `name` must not belong to another live token.
     public func createAPIToken(id: String, name: String, role: String, salt: String, secretHash: String,
                                expiresAt: Date?, now: Date) async throws -> APITokenRecord {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { s in
-            try s.transaction {
-                if try !s.query("SELECT 1 FROM api_tokens WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
-                                [name, now]).isEmpty {
-                    throw StateConflict("a live token is already named `\(name)`: revoke it first, or choose another name")
-                }
-                // An expired token keeps its name only until a new one takes it.
-                try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL", [name, now])
-                let row = try s.query("""
-                    INSERT INTO api_tokens (token_id, name, role, salt, secret_hash, created_at, expires_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING \(Self.tokenColumns)
-                    """, [id, name, role, salt, secretHash, now, expiresAt]).first!
-                try self.audit(s, actor, "token_create", "token:\(name)", ["id": .string(id), "role": .string(role)], now: now)
-                return Self.tokenRecord(row)
+        return try await audited { s, actor in
+            if try !s.query("SELECT 1 FROM api_tokens WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                            [name, now]).isEmpty {
+                throw StateConflict("a live token is already named `\(name)`: revoke it first, or choose another name")
             }
+            // An expired token keeps its name only until a new one takes it.
+            try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL", [name, now])
+            let row = try s.query("""
+                INSERT INTO api_tokens (token_id, name, role, salt, secret_hash, created_at, expires_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING \(Self.tokenColumns)
+                """, [id, name, role, salt, secretHash, now, expiresAt]).first!
+            try self.audit(s, actor, "token_create", "token:\(name)", ["id": .string(id), "role": .string(role)], now: now)
+            return Self.tokenRecord(row)
         }
     }
 
@@ -68,20 +65,17 @@ extension SchedulerStore {
 
     /// Revokes the live token with this id or name.
     public func revokeAPIToken(_ idOrName: String, now: Date) async throws -> APITokenRecord {
-        let actor = WriteActor.current  // read here: the statements run on the connection's own thread
-        return try await db.run { s in
-            try s.transaction {
-                let rows = try s.query("""
-                    SELECT \(Self.tokenColumns) FROM api_tokens WHERE token_id = $1 OR (name = $1 AND revoked_at IS NULL)
-                    FOR NO KEY UPDATE
-                    """, [idOrName]).all.map(Self.tokenRecord)
-                guard let t = rows.first else { throw NotFound("no token has the id or name `\(idOrName)` (flowctl tokens list shows them)") }
-                if let at = t.revokedAt { throw StateConflict("token `\(t.id)` (\(t.name)) was already revoked at \(Instant.format(at, fractionDigits: 0))") }
-                let row = try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 RETURNING \(Self.tokenColumns)",
-                                      [t.id, now]).first!
-                try self.audit(s, actor, "token_revoke", "token:\(t.name)", ["id": .string(t.id)], now: now)
-                return Self.tokenRecord(row)
-            }
+        return try await audited { s, actor in
+            let rows = try s.query("""
+                SELECT \(Self.tokenColumns) FROM api_tokens WHERE token_id = $1 OR (name = $1 AND revoked_at IS NULL)
+                FOR NO KEY UPDATE
+                """, [idOrName]).all.map(Self.tokenRecord)
+            guard let t = rows.first else { throw NotFound("no token has the id or name `\(idOrName)` (flowctl tokens list shows them)") }
+            if let at = t.revokedAt { throw StateConflict("token `\(t.id)` (\(t.name)) was already revoked at \(Instant.format(at, fractionDigits: 0))") }
+            let row = try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 RETURNING \(Self.tokenColumns)",
+                                  [t.id, now]).first!
+            try self.audit(s, actor, "token_revoke", "token:\(t.name)", ["id": .string(t.id)], now: now)
+            return Self.tokenRecord(row)
         }
     }
 
