@@ -66,7 +66,9 @@ struct RegistrationTests {
     @Test("eight schedulers of two binaries register at once: one version per definition, the newer current, every flow of either active")
     func concurrentRegistration() async throws {
         let (v1, v2) = (Self.v1, Self.v2)
-        let h = try await Harness.make([hourly("base")])
+        // The old binary was deployed first, as in a rolling upgrade: v1 is version 1. (Were both
+        // new, whichever registered first would get the lower number, and the other would be current.)
+        let h = try await Harness.make([v1, hourly("base")])
         let now = h.clock.now()
         try await withThrowingTaskGroup(of: Void.self) { g in
             for i in 0..<8 {
