@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release install test demo run start stop status logs reset bench faults stress stress-quick clean docker-config migrations example
+.PHONY: help deps build release install test demo run start stop status logs reset bench bench-compare faults stress stress-quick clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,13 +49,17 @@ reset: ## delete the local stack's runs and data (asks first; FORCE=1 does not)
 bench: release ## the docs/benchmarks.md workloads, beside Celery
 	@scripts/bench.sh $(FLOWCTL_RELEASE)
 
+BASE ?= HEAD
+bench-compare: release ## the working tree against BASE (a git rev) on the same servers, A B B A (ROUNDS=3, ONLY=W1,W2)
+	@scripts/bench_compare.py $(BASE)
+
 faults: build ## the fault-injection suite (also builds the two binaries of its rolling-upgrade scenario)
 	$(SWIFT) build --product upgrade-fixture-v1
 	$(SWIFT) build --product upgrade-fixture-v2
 	@scripts/faults.sh $(FLOWCTL_DEBUG)
 
-stress: release ## liveness under concurrent load: 20 and 100 waiting clients, readers, a 1,000-run burst, a backfill race
-	@scripts/stress.py $(FLOWCTL_RELEASE)
+stress: release build ## liveness under concurrent load: 20 and 100 waiting clients, readers, a 1,000-run burst, a backfill race, overload by 50 debug clients
+	@scripts/stress.py $(FLOWCTL_RELEASE) --overload-client $(FLOWCTL_DEBUG)
 
 stress-quick: build ## the bounded form of make stress that CI runs
 	@scripts/stress.py $(FLOWCTL_DEBUG) --quick

@@ -29,6 +29,8 @@ run=$(sed -n 's/^run \(.*\): [a-z_]* in .*/\1/p' .flowkit/demo-run.txt | tail -1
 echo
 echo "the marts it built (first rows of marts.municipality_exceedances):"
 pgport=$(sed -n 's/.*pg=\([0-9]*\).*/\1/p' .flowkit/ports 2>/dev/null)
+# The private PostgreSQL wants the password standalone generated (.flowkit/secrets, mode 0600).
+PGPASSWORD=$(sed -n 's/^pg_password=//p' .flowkit/secrets 2>/dev/null) \
 psql "${FLOWKIT_DATABASE_URL:-postgres://flowkit@127.0.0.1:${pgport:-54329}/flowkit}" -c "select municipality, pollutant, day, mean_value, exceeded from marts.municipality_exceedances where exceeded order by day, municipality limit 5" 2>/dev/null || true
 echo
 echo "the dashboard: \`make run\` serves it, with this run, at"

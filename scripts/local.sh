@@ -56,7 +56,7 @@ case "${1:-}" in
       case "$answer" in y|Y|yes) ;; *) echo "nothing deleted"; exit 1 ;; esac
     fi
     "$0" stop >/dev/null
-    rm -rf "$home/postgres" "$home/redis" "$home/data" "$home/admin-token" "$home/ports" "$home/initdb.log" "$home/standalone.log" "$home/standalone.url" "$home/services.sh"
+    rm -rf "$home/postgres" "$home/redis" "$home/data" "$home/admin-token" "$home/ports" "$home/initdb.log" "$home/standalone.log" "$home/standalone.url" "$home/services.sh" "$home/secrets" "$home/standalone.lock"
     echo "local FlowKit state deleted (the test and bench tools under $home are kept)" ;;
   *)
     echo "usage: scripts/local.sh start|stop|status|logs|reset" >&2; exit 2 ;;

@@ -6,13 +6,19 @@
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres` user. `start` prints
 # the variables the tests read.
 #
-#   scripts/services.sh start|stop|env|restart-redis [pause]|restart-postgres [pause]
+#   scripts/services.sh start|stop|env|restart-redis [pause]|restart-postgres [pause]|watch
+#
+# `watch` (standalone) waits until its standard input closes — the pipe whose other end only the
+# parent holds, so it closes however the parent ends, SIGKILL included — then stops the servers.
 #
 # FLOWKIT_TEST_PG_PORT, FLOWKIT_TEST_REDIS_PORT: ports (55432, 56379)
 # FLOWKIT_TEST_PG_DURABLE=1: keep PostgreSQL's durability (fsync, synchronous commit)
 # FLOWKIT_TEST_PG_LISTEN: PostgreSQL's listen_addresses (default 127.0.0.1)
 # FLOWKIT_SERVICES_PG_DIR: the data directory (default $FLOWKIT_TEST_HOME/pg)
 # FLOWKIT_SERVICES_DATABASE: a database to create if it does not exist
+# FLOWKIT_SERVICES_PG_PASSWORD, FLOWKIT_SERVICES_REDIS_PASSWORD (standalone): logins need these
+#   passwords (scram-sha-256 over TCP; the Unix socket stays in the 0700 data directory), so no
+#   other local user gets in. Passed in the environment, never on a command line `ps` shows.
 set -eu
 [ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
 home="${FLOWKIT_TEST_HOME:-$PWD/.flowkit/test}"
@@ -27,6 +33,66 @@ as_pg=""
 # Tests trade durability for speed; benchmarks keep PostgreSQL's defaults (fsync, synchronous commit).
 pg_opts="-p $pg_port -k $pgdata -c listen_addresses=${FLOWKIT_TEST_PG_LISTEN:-127.0.0.1} -c max_connections=300"
 [ "${FLOWKIT_TEST_PG_DURABLE:-0}" = 1 ] || pg_opts="$pg_opts -c fsync=off -c synchronous_commit=off"
+
+pg_password="${FLOWKIT_SERVICES_PG_PASSWORD:-}"
+redis_password="${FLOWKIT_SERVICES_REDIS_PASSWORD:-}"
+[ -z "$redis_password" ] || export REDISCLI_AUTH="$redis_password"
+[ -z "$pg_password" ] || export PGPASSWORD="$pg_password"
+
+# With a password, pg_hba.conf has no trust over TCP: only the socket, in the data directory
+# (0700, the server's own user), is trusted, and the script sets the password through it.
+write_hba() {
+  [ -n "$pg_password" ] || return 0
+  printf '%s\n' "# written by FlowKit's services script: passwords over TCP, the socket only for the server's own user" \
+    "local all all trust" "host all all 127.0.0.1/32 scram-sha-256" "host all all ::1/128 scram-sha-256" \
+    | $as_pg tee "$pgdata/pg_hba.conf.new" >/dev/null
+  if ! cmp -s "$pgdata/pg_hba.conf.new" "$pgdata/pg_hba.conf"; then
+    $as_pg mv "$pgdata/pg_hba.conf.new" "$pgdata/pg_hba.conf"
+    $as_pg "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1 && $as_pg "$pgbin/pg_ctl" -D "$pgdata" reload >/dev/null 2>&1
+  else
+    $as_pg rm -f "$pgdata/pg_hba.conf.new"
+  fi
+  return 0
+}
+
+set_pg_password() {
+  [ -n "$pg_password" ] || return 0
+  # Through stdin, not argv: the password never shows in `ps`.
+  printf "SET log_statement = 'none'; ALTER ROLE flowkit PASSWORD '%s';\n" "$pg_password" \
+    | $as_pg "$pgbin/psql" -h "$pgdata" -p "$pg_port" -U flowkit -d postgres -qX -v ON_ERROR_STOP=1 -f - >/dev/null
+}
+
+# redis-server's configuration file: the password lives there (0600), not on its command line.
+redis_conf() {
+  umask 077
+  {
+    echo "port $redis_port"; echo "bind 127.0.0.1"; echo "dir $home/redis"; echo "appendonly yes"; echo 'save ""'
+    echo "daemonize yes"; echo "pidfile $home/redis/redis.pid"; echo "logfile $home/redis/redis.log"
+    [ -z "$redis_password" ] || echo "requirepass $redis_password"
+  } >"$home/redis/redis.conf"
+  echo "$home/redis/redis.conf"
+}
+
+stop_redis() {
+  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  # A server this script started but cannot talk to (another password, a hung one): by its pid file.
+  if [ -f "$home/redis/redis.pid" ]; then
+    pid=$(cat "$home/redis/redis.pid" 2>/dev/null || true)
+    # Running and not a zombie (a stopped daemon waits for whoever adopted it to reap it).
+    running() { kill -0 "$1" 2>/dev/null && ! sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | grep -q '^Z'; }
+    if [ -n "$pid" ] && running "$pid" && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      i=0; while running "$pid" && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.1; done
+      running "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$home/redis/redis.pid"
+  fi
+}
+
+stop_all() {
+  $as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  stop_redis
+}
 
 env_lines() {
   echo "export FLOWKIT_TEST_DATABASE_URL=postgres://flowkit@127.0.0.1:$pg_port/postgres"
@@ -49,6 +115,7 @@ start)
     $as_pg "$pgbin/initdb" -D "$pgdata" -U flowkit --auth=trust -E UTF8 --locale=C.UTF-8 >"$home/initdb.log" 2>&1 \
       || { cat "$home/initdb.log" >&2; exit 1; }
   fi
+  write_hba
   if ! $as_pg "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
     # The ports lie in Linux's ephemeral range: a client socket may hold one for a moment
     # ("could not bind … Address already in use"). Try again rather than fail the run.
@@ -58,12 +125,12 @@ start)
       sleep 1
     done
   fi
+  set_pg_password
   n=0
-  while ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; do
+  while ! redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; do
     n=$((n+1)); [ $n -gt 5 ] && { tail -5 "$home/redis/redis.log" >&2; exit 1; }
-    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$home/redis" --appendonly yes --save "" \
-      --daemonize yes --pidfile "$home/redis/redis.pid" --logfile "$home/redis/redis.log"
-    i=0; until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 40 ] && break; sleep 0.05; done
+    redis-server "$(redis_conf)"
+    i=0; until redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; do i=$((i+1)); [ $i -gt 40 ] && break; sleep 0.05; done
   done
   if [ -n "${FLOWKIT_SERVICES_DATABASE:-}" ]; then
     db="$FLOWKIT_SERVICES_DATABASE"
@@ -76,9 +143,8 @@ restart-redis)
   # For fault tests: a clean shutdown (AOF is flushed) and a start on the same data.
   redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || true
   sleep "${2:-0}"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$home/redis" --appendonly yes --save "" \
-    --daemonize yes --pidfile "$home/redis/redis.pid" --logfile "$home/redis/redis.log"
-  i=0; until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
+  redis-server "$(redis_conf)"
+  i=0; until redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done
   ;;
 restart-postgres)
   $as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
@@ -87,12 +153,18 @@ restart-postgres)
     -o "$pg_opts" start >/dev/null
   ;;
 stop)
-  $as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
-  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  stop_all
+  ;;
+watch)
+  # Terminal signals are the parent's to handle (it stops the servers itself on Ctrl-C); this
+  # waits for the end of its input, which comes when the parent is gone, however it ended.
+  trap '' INT TERM HUP
+  cat >/dev/null || true
+  stop_all
   ;;
 env)
   env_lines
   ;;
 *)
-  echo "usage: $0 start|stop|env|restart-redis [pause]|restart-postgres [pause]" >&2; exit 2 ;;
+  echo "usage: $0 start|stop|env|restart-redis [pause]|restart-postgres [pause]|watch" >&2; exit 2 ;;
 esac

@@ -8,14 +8,19 @@ two schedulers and two workers, then runs each scenario and prints a table:
   * the same with dashboard-style readers hammering GET /api/v1/runs and /runs/{id}/tasks;
   * a burst of triggers of one flow at its default max_active_runs (16): a freed slot must be
     taken at once, so the longest time a slot stays free while runs wait is reported;
-  * a backfill of hourly ticks racing with manual triggers of the same flow.
+  * a backfill of hourly ticks racing with manual triggers of the same flow;
+  * overload: 50 clients of the debug flowctl at once (30 with --quick), the machine's load far
+    above its two cores, with readers: no client may fail from CPU starvation alone, and no run
+    may take over 60 s from trigger to end.
 
 For each: client errors, runs finished, p50/p99/max of trigger->end and of queued->running (task
 tries), the longest slot left free with runs waiting, the longest `idle in transaction` and the
 longest lock wait seen (sampled every 0.1 s). A scenario fails on any client error, any unfinished
 run, any task or request wait above the bound, or an idle transaction above 5 s.
 
-  scripts/stress.py FLOWCTL [--quick]     (--quick: the bounded form CI runs)
+  scripts/stress.py FLOWCTL [--quick] [--overload-client DEBUG_FLOWCTL]
+      --quick: the bounded form CI runs; --overload-client: the binary the overload clients run
+      (default FLOWCTL; `make stress` passes the debug build, whose start-up is what overloads)
 """
 import argparse
 import http.client
@@ -33,6 +38,7 @@ PG_PORT, REDIS_PORT, API_PORT = 55832, 56779, 18500
 TOKEN = "stress-admin"
 WAIT_BOUND = 20.0      # seconds: no task, request or client may wait longer than this
 IDLE_TX_BOUND = 5.0    # seconds: no session may sit idle inside a transaction longer than this
+OVERLOAD_BOUND = 60.0  # seconds: under overload a run may be slow, up to this, but never fail
 
 
 def log(msg):
@@ -189,10 +195,10 @@ class Stack:
         subprocess.run([os.path.join(ROOT, "scripts/services.sh"), "stop"], env=self.services_env)
 
 
-def trigger_clients(stack, n, flow="example_sleep", conf='{"seconds":0}'):
+def trigger_clients(stack, n, flow="example_sleep", conf='{"seconds":0}', binary=None):
     """N real `flowctl trigger --wait` processes at once; returns (errors, wall times)."""
     t0 = time.monotonic()
-    procs = [subprocess.Popen([stack.flowctl, "trigger", flow, "--conf", conf, "--wait"], env=stack.env,
+    procs = [subprocess.Popen([binary or stack.flowctl, "trigger", flow, "--conf", conf, "--wait"], env=stack.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(n)]
     errors, times = [], []
     for p in procs:
@@ -321,6 +327,7 @@ def main():
     ap.add_argument("flowctl")
     ap.add_argument("--quick", action="store_true", help="the bounded form CI runs")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
+    ap.add_argument("--overload-client", help="the flowctl the overload scenario's clients run (default: FLOWCTL)")
     args = ap.parse_args()
     quick = args.quick
     stack = Stack(os.path.abspath(args.flowctl))
@@ -403,6 +410,38 @@ def main():
                     r.problems.append(f"{n} backfill runs for {ticks} ticks")
             return errors, [check]
         scenario(f"backfill of {ticks} ticks racing 40 manual triggers", backfill_body, bound_trigger=False)
+
+        overload = 30 if quick else 50
+        client_binary = os.path.abspath(args.overload_client) if args.overload_client else stack.flowctl
+
+        def overload_body():
+            stop = threading.Event()
+            ts = readers(api, stop, count=2)
+            load = []
+
+            def sample_load():
+                while not stop.is_set():
+                    load.append(os.getloadavg()[0])
+                    time.sleep(0.5)
+            lt = threading.Thread(target=sample_load, daemon=True)
+            lt.start()
+            errors, times = trigger_clients(stack, overload, binary=client_binary)
+            stop.set()
+            for t in ts + [lt]:
+                t.join()
+
+            def check(r):
+                r.cells.update(client=times, reads=list(api.latencies))
+                r.cells["load"] = max(load) if load else 0.0
+                ends = r.cells.get("end") or []
+                if ends and max(ends) > OVERLOAD_BOUND:
+                    r.problems.append(f"a run took {max(ends):.1f}s from trigger to end under overload (bound {OVERLOAD_BOUND:.0f}s)")
+                if api.errors:
+                    r.problems.append(f"{len(api.errors)} reader errors, e.g. {api.errors[0][:150]}")
+                log(f"  overload: load average up to {r.cells['load']:.1f} on {os.cpu_count()} cores; slowest client {max(times):.1f}s")
+            return errors, [check]
+        scenario(f"overload: {overload} x trigger --wait of {os.path.basename(os.path.dirname(client_binary))} flowctl + 2 readers",
+                 overload_body, bound_trigger=False)
         sampler.stop_flag.set()
     finally:
         stack.stop()

@@ -33,14 +33,17 @@ struct APIClient {
     }
 
     func get(_ path: String) async throws -> JSONValue { try await send("GET", path, body: nil) }
-    func post(_ path: String, _ body: JSONValue = [:]) async throws -> JSONValue { try await send("POST", path, body: body) }
+    func post(_ path: String, _ body: JSONValue = [:], headers: [String: String] = [:]) async throws -> JSONValue {
+        try await send("POST", path, body: body, headers: headers)
+    }
     func put(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await send("PUT", path, body: body) }
     func delete(_ path: String) async throws -> JSONValue { try await send("DELETE", path, body: nil) }
 
-    func send(_ method: String, _ path: String, body: JSONValue?) async throws -> JSONValue {
+    func send(_ method: String, _ path: String, body: JSONValue?, headers: [String: String] = [:]) async throws -> JSONValue {
         guard let url = URL(string: base + path) else { throw CLIError("bad URL \(base + path)", code: 2) }
         var req = URLRequest(url: url, timeoutInterval: timeout)
         req.httpMethod = method
+        for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
             req.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -52,6 +55,8 @@ struct APIClient {
         } catch let e as URLError where e.code == .timedOut {
             // It may be up and slow: saying "cannot reach" would send the user to the wrong place.
             throw CLIError("the FlowKit API at \(base) did not answer \(method) \(path) within \(Int(timeout))s", transient: true)
+        } catch let e as URLError where [.networkConnectionLost, .badServerResponse, .zeroByteResource, .cannotParseResponse].contains(e.code) {
+            throw CLIError("the FlowKit API at \(base) closed the connection during \(method) \(path)", transient: true)
         } catch {
             throw CLIError("cannot reach the FlowKit API at \(base) (\(error.localizedDescription)); start it with `flowctl standalone` or `flowctl server`, or set FLOWKIT_API_URL")
         }
@@ -62,7 +67,7 @@ struct APIClient {
             let code = value["error"]?.stringValue ?? "http_\(status)"
             var hint = ""
             if status == 401 { hint = " (set FLOWKIT_API_TOKEN; standalone prints an admin token and keeps it in .flowkit/admin-token)" }
-            throw CLIError("\(message) [\(code)]\(hint)", code: status == 400 ? 2 : 1, transient: status == 503)
+            throw CLIError("\(message) [\(code)]\(hint)", code: status == 400 ? 2 : 1, transient: [502, 503, 504].contains(status))
         }
         return value
     }

@@ -48,6 +48,19 @@ enum CLITime {
         return f.string(from: date)
     }
 
+    /// `17:25:03 UTC`: the time of day of an instant soon to come, with its zone.
+    static func clock(_ date: Date) -> String {
+        String(format(date, zone: "UTC").split(separator: " ").dropFirst().joined(separator: " "))
+    }
+
+    /// `4m 58s`, `2h 5m`, `12s`: a span of time as people say it.
+    static func span(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m \(s % 60)s" }
+        return "\(s / 3600)h \(s % 3600 / 60)m"
+    }
+
     /// The zone of `flow`, from the API (its error, with a suggestion, for an unknown flow).
     static func zone(of flow: String, client: APIClient) async throws -> String {
         try await client.get("/api/v1/flows/\(APIClient.segment(flow))")["timezone"]?.stringValue ?? "UTC"

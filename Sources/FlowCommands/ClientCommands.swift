@@ -8,6 +8,7 @@ struct TriggerCommand: AsyncParsableCommand {
     @Option(help: "Run conf as a JSON object (overrides the flow's params).") var conf: String?
     @Option(help: "Logical date: YYYY-MM-DD or YYYY-MM-DDTHH:MM in the flow's time zone, or an ISO-8601 instant; default now.") var logicalDate: String?
     @Flag(help: "Follow the run live; exit 0 on success, 1 otherwise.") var wait = false
+    @Option(help: "With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the run goes on.") var timeout: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -25,12 +26,9 @@ struct TriggerCommand: AsyncParsableCommand {
             if let note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
             body["logicalDate"] = .string(Instant.format(date, fractionDigits: 3))
         }
-        let run: JSONValue
-        do {
-            run = try await client.post("/api/v1/flows/\(flow)/runs", .object(body))
-        } catch let e as CLIError where e.transient {
-            throw CLIError("\(e.message); the run may have been created: see `flowctl runs list --flow \(flow)`", code: e.code)
-        }
+        let waitLimit = try timeout.map(parseDuration)
+        if timeout != nil && !wait { throw CLIError("--timeout needs --wait", code: 2) }
+        let run = try await Self.createRun(client: client, flow: flow, body: .object(body), quiet: json)
         let runId = run["runId"]?.stringValue ?? "?"
         // A paused flow keeps its new run queued: say so now rather than wait in silence.
         if run["state"]?.stringValue == "queued", (try? await client.get("/api/v1/flows/\(flow)"))?["isPaused"] == true {
@@ -41,10 +39,39 @@ struct TriggerCommand: AsyncParsableCommand {
             return
         }
         if !json { print("triggered \(flow) run \(runId)") }
-        let final = try await follow(client: client, runId: runId, quiet: json)
+        let final = try await follow(client: client, runId: runId, quiet: json, limit: waitLimit)
         if json { printJSON(final) }
         if final["state"]?.stringValue != "success" { throw ExitCode(1) }
     }
+
+    /// Posts the trigger with an idempotency key and retries what may be a lost answer (a
+    /// timeout, a reset, a 502/503/504) with the same key for up to `patience` seconds: the API
+    /// answers a repeated key with the run the first call made, so a retry never makes a second
+    /// run, and a run that exists is never reported as failed.
+    static func createRun(client: APIClient, flow: String, body: JSONValue, quiet: Bool, patience: Double = 180) async throws -> JSONValue {
+        let key = "flowctl-" + UUID().uuidString.lowercased()
+        let start = Date()
+        var pause = 0.5, attempt = 1
+        while true {
+            do {
+                return try await client.post("/api/v1/flows/\(APIClient.segment(flow))/runs", body, headers: ["Idempotency-Key": key])
+            } catch let e as CLIError where e.transient {
+                guard Date().timeIntervalSince(start) + pause < patience else {
+                    throw CLIError("\(e.message), \(attempt) times in \(Int(Date().timeIntervalSince(start)))s; the run may have been created "
+                                   + "(idempotency key \(key)): see `flowctl runs list --flow \(flow)`", code: e.code)
+                }
+                if !quiet { FileHandle.standardError.write(Data("warning: \(e.message); trying again in \(pause)s with the same idempotency key\n".utf8)) }
+                try await Task.sleep(for: .milliseconds(Int(pause * 1000)))
+                pause = min(pause * 2, 10)
+                attempt += 1
+            }
+        }
+    }
+}
+
+/// `--wait --timeout` ran out: the run goes on untouched; exit 3 says the wait ended, not the run.
+func waitTimedOut(runId: String, limit: Double) -> CLIError {
+    CLIError("stopped waiting after \(CLITime.span(limit)); run \(runId) goes on untouched: follow it with `flowctl runs show \(runId)`", code: 3)
 }
 
 /// Polls a run until it ends, printing each task's state changes; returns the final run.
@@ -52,7 +79,8 @@ struct TriggerCommand: AsyncParsableCommand {
 /// Polls every 0.1 s at first, backing off to every 2 s while nothing changes, so a crowd of
 /// waiting clients does not hammer the API. A slow or busy API (timeout, 503) is retried a few
 /// times; then the error says so, with the run id to follow it by.
-func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONValue {
+func follow(client: APIClient, runId: String, quiet: Bool, limit: Double? = nil) async throws -> JSONValue {
+    let began = Date()
     var seen: [String: String] = [:]
     var stalled: String?
     var pause = PollBackoff()
@@ -88,6 +116,9 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
                     }
                     if let e = t["error"]?.stringValue, state != "success" { line += "  \(e.prefix(160))" }
                     if let why = t["waitReason"]?.stringValue { line += "  \(why)" }
+                    if state == "up_for_retry" || state == "up_for_reschedule", let at = t["nextAttemptAt"]?.stringValue.flatMap(Instant.parse) {
+                        line += "  \(state == "up_for_retry" ? "retrying" : "next poke") at \(CLITime.clock(at)) (in \(CLITime.span(max(0, at.timeIntervalSinceNow))))"
+                    }
                     if let n = t["mapLength"]?.intValue { line += "  mapped ×\(n)" }
                     print(line)
                     flushStdout()
@@ -110,7 +141,13 @@ func follow(client: APIClient, runId: String, quiet: Bool) async throws -> JSONV
             }
             return run
         }
-        try await Task.sleep(for: .seconds(pause.next(changed: changed)))
+        var next = pause.next(changed: changed)
+        if let limit {
+            let left = limit - Date().timeIntervalSince(began)
+            if left <= 0 { throw waitTimedOut(runId: runId, limit: limit) }
+            next = min(next, left)
+        }
+        try await Task.sleep(for: .seconds(next))
     }
 }
 

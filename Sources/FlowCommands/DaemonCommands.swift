@@ -70,7 +70,7 @@ struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Apply pending database migrations.")
     func run() async throws {
         let settings = try Settings.fromEnvironment()
-        let db = PGConnection(try settings.requireDatabase(), label: "migrate")
+        let db = PGConnection(try settings.databaseOrLocal(), label: "migrate")
         let applied = try await Migrator.migrate(db)
         print(applied.isEmpty ? "schema is up to date (\(Migration.bundled.count) migrations)" : "applied: \(applied.joined(separator: ", "))")
     }
@@ -128,6 +128,7 @@ struct ServerCommand: AsyncParsableCommand {
         try await Migrator.checkCurrent(PGConnection(db, label: "check"))
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: try settings.requireRedis(), tokens: settings.apiTokens,
                           openReads: settings.openReads ?? false, logger: logger)
+        await api.store.connectAll()
         if settings.apiTokens.isEmpty { logger.warning("FLOWKIT_API_TOKENS is empty: only tokens made with `flowctl tokens create` are accepted") }
         try ensureCanListen(host: host, port: port)
         try await runServices([api.application(host: host, port: port)], logger: logger)
@@ -138,8 +139,10 @@ func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: 
              openReads: Bool, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), logger: Logger) -> FlowAPI {
     // API requests get a statement timeout: a request stuck behind a lock answers 503 in
     // seconds instead of holding a pool connection (and the requests queued on it) for minutes.
+    // A request waits up to 30 s for a session rather than failing on one connect timeout: on
+    // an overloaded machine the server can take longer than that to accept a connection.
     let store = SchedulerStore(db: PGPool(databaseURL, size: 8, label: "api-pg",
-                                          options: PGOptions(statementTimeout: 10, replyTimeout: 25)))
+                                          options: PGOptions(statementTimeout: 10, replyTimeout: 25), waitForConnection: 30))
     let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
     return FlowAPI(store: store, broker: broker, config: APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins),
                    registry: registry, logger: logger)
@@ -165,6 +168,9 @@ struct StandaloneCommand: AsyncParsableCommand {
         var db = settings.databaseURL, redis = settings.redisURL
         if db == nil || redis == nil {
             let l = try LocalServers(home: settings.home)
+            try l.takeHome { logger.info("\($0)") }
+            // Started before the servers: whatever ends this process, SIGKILL included, stops them.
+            try l.startWatchdog()
             try l.start { logger.info("\($0)") }
             local = l
             db = db ?? l.databaseURL
@@ -188,6 +194,7 @@ struct StandaloneCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()  // the API serves the scheduler's histograms too
         let api = makeAPI(settings: settings, databaseURL: db, redisURL: redis, tokens: tokens, openReads: settings.openReads ?? true,
                           registry: registry, logger: logger)
+        await api.store.connectAll()
         let redisConfig = try RedisConfig(url: redis)
         let daemon = SchedulerDaemon(databaseURL: db, redis: redisConfig, flows: flows, config: try schedulerOptions.config(visibilityTimeout: workerOptions.visibilityTimeout),
                                      metrics: .prometheus(registry), notifiers: FlowCatalog.notifiers,

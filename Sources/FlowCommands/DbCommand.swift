@@ -32,7 +32,7 @@ struct DbCommand: AsyncParsableCommand {
 
         func run() async throws {
             let settings = try Settings.fromEnvironment()
-            let store = SchedulerStore(db: PGPool(try settings.requireDatabase(), size: 1, label: "db-clean"))
+            let store = SchedulerStore(db: PGPool(try settings.databaseOrLocal(), size: 1, label: "db-clean"))
             let cutoff = Date().addingTimeInterval(-(try duration()))
             let only = flows.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
             let scope = "finished runs that ended before \(Instant.format(cutoff)) (UTC)" + (only.map { " of \($0.joined(separator: ", "))" } ?? "")

@@ -13,7 +13,7 @@ struct TokensCommand: AsyncParsableCommand {
         subcommands: [Create.self, List.self, Revoke.self])
 
     static func store() throws -> SchedulerStore {
-        SchedulerStore(db: PGPool(try Settings.fromEnvironment().requireDatabase(), size: 1, label: "tokens"))
+        SchedulerStore(db: PGPool(try Settings.fromEnvironment().databaseOrLocal(), size: 1, label: "tokens"))
     }
 
     struct Create: AsyncParsableCommand {

@@ -114,9 +114,12 @@ public struct FlowAPI: Sendable {
                 guard let s = l.stringValue else { throw APIError.badRequest("`logicalDate` must be an ISO-8601 instant") }
                 logical = try apiInstant(s, "logicalDate")
             }
-            let run = try await self.store.createRun(flowId: try self.param(c, "flow_id"), kind: "manual", conf: conf,
-                                                     logicalDate: logical, now: Date())
-            return try json(run, status: .created)
+            // A client that lost the answer (a timeout, a reset, a 503) sends the same key again and
+            // gets the run its first call made (200), never a second run.
+            let key = try Self.idempotencyKey(req)
+            let made = try await self.store.createRun(flowId: try self.param(c, "flow_id"), kind: "manual", conf: conf,
+                                                      logicalDate: logical, idempotencyKey: key, now: Date())
+            return try json(made.run, status: made.created ? .created : .ok)
         }
         handle(router, .post, "/api/v1/flows/{flow_id}/backfill", role: .admin) { req, c in
             let body = try await self.jsonBody(req, c, allowEmpty: false)
@@ -170,8 +173,7 @@ public struct FlowAPI: Sendable {
         handle(router, .post, "/api/v1/runs/{run_id}/cancel", role: .admin) { _, c in
             let id = try await self.runParam(c)
             let work = try await self.store.cancelRun(runId: id, now: Date())
-            try await self.broker.perform(work)
-            return try json(try await self.store.run(id))
+            return try await self.answer(afterWrite: work, run: id, sent: "stopRequested")
         }
         handle(router, .post, "/api/v1/runs/{run_id}/clear", role: .admin) { req, c in
             let id = try await self.runParam(c)
@@ -189,8 +191,7 @@ public struct FlowAPI: Sendable {
                 onlyFailed = b
             }
             let work = try await self.store.clearTasks(runId: id, taskIds: tasks, onlyFailed: onlyFailed, now: Date())
-            try await self.broker.perform(work)
-            return try json(try await self.store.run(id))
+            return try await self.answer(afterWrite: work, run: id, sent: "messagesSent")
         }
         handle(router, .post, "/api/v1/runs/{run_id}/tasks/{task_id}/mark", role: .admin) { req, c in
             let id = try await self.runParam(c)
@@ -199,8 +200,7 @@ public struct FlowAPI: Sendable {
                 throw APIError.badRequest("`state` must be \"success\" or \"failed\"")
             }
             let work = try await self.store.markTask(runId: id, taskId: try self.param(c, "task_id"), as: state, now: Date())
-            try await self.broker.perform(work)
-            return try json(try await self.store.run(id))
+            return try await self.answer(afterWrite: work, run: id, sent: "messagesSent")
         }
         handle(router, .get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
             try json(["tasks": try await self.store.taskInstances(runId: try await self.runParam(c))])
@@ -325,6 +325,24 @@ public struct FlowAPI: Sendable {
         }
     }
 
+    /// The `Idempotency-Key` header of a write, checked: 1–200 bytes, or absent.
+    static func idempotencyKey(_ req: Request) throws -> String? {
+        guard let k = req.headers[HTTPField.Name("Idempotency-Key")!] else { return nil }
+        guard !k.isEmpty, k.utf8.count <= 200 else { throw APIError.badRequest("Idempotency-Key must be 1–200 bytes") }
+        return k
+    }
+
+    /// The answer to a write that committed and then has messages for the broker (stop a
+    /// cancelled try, queue a cleared task). The write stands whatever Redis does, so the answer
+    /// says it happened: 200 with `sent: true`, or, with Redis away, 202 with `sent: false` while
+    /// the messages are retried in the background (`BrokerRetry`).
+    func answer(afterWrite work: BrokerWork, run id: String, sent key: String) async throws -> Response {
+        let delivered = await BrokerRetry.send(work, broker: broker, logger: logger, what: "\(key) for run \(id)")
+        var body = try JSONValue.parse(apiEncoder.encode(try await store.run(id)))
+        if case .object(var o) = body { o[key] = .bool(delivered); body = .object(o) }
+        return try json(body, status: delivered ? .ok : .accepted)
+    }
+
     /// `POST /api/v1/hooks/{flow}`: checks the delivery against the flow's webhook secret (an
     /// HMAC signature of the body, or the secret as a bearer token), maps the JSON body onto the
     /// flow's params and starts a run; a repeated `Idempotency-Key` returns the first run (200).
@@ -353,9 +371,7 @@ public struct FlowAPI: Sendable {
             }
         }
         guard let conf = body.objectValue else { throw APIError(.badRequest, "malformed_json", "the webhook body must be a JSON object of the flow's params") }
-        var key = req.headers[HTTPField.Name("Idempotency-Key")!]
-        if let k = key, k.isEmpty || k.utf8.count > 200 { throw APIError.badRequest("Idempotency-Key must be 1–200 bytes") }
-        if key?.isEmpty == true { key = nil }
+        let key = try Self.idempotencyKey(req)
         let (run, created) = try await WriteActor.$current.withValue("webhook:\(flow)") {
             try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
         }
@@ -521,6 +537,13 @@ public struct FlowAPI: Sendable {
         // Flows that could not be registered do not make the system unhealthy, but they are said.
         if checks["postgres"] == "ok", let errors = try? await store.importErrors(), !errors.isEmpty {
             fields["importErrors"] = .array(errors.map { ["flowId": .string($0.flowId), "message": .string($0.message)] })
+        }
+        // Notifications refused for their configuration (a missing connection or secret) do
+        // not make the system unhealthy either, but no retry fixes them: they are said here.
+        if checks["postgres"] == "ok", let problems = try? await store.configurationProblems(now: Date()), !problems.isEmpty {
+            fields["configurationProblems"] = .array(problems.map {
+                ["notifier": .string($0.notifier), "message": .string($0.error), "count": .int($0.count)]
+            })
         }
         let body = JSONValue.object(fields)
         return Response(status: ok ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],

@@ -204,20 +204,21 @@ public final class PGConnection: @unchecked Sendable {
         drop()
         let now = Date()
         if now < nextAttempt {
-            throw PGError(.connection, "waiting \(String(format: "%.1f", nextAttempt.timeIntervalSince(now)))s before reconnecting (\(failedAttempts) failed attempts)")
+            throw PGError(.connection, "waiting \(String(format: "%.1f", nextAttempt.timeIntervalSince(now)))s before reconnecting (\(failedAttempts) failed attempts)",
+                          notConnected: true)
         }
         // Defaults first: whatever `conninfo` says overrides them.
         let keys = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"]
         let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), conninfo]
         let c: OpaquePointer? = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
-        guard let c else { throw PGError(.connection, "out of memory") }
+        guard let c else { throw PGError(.connection, "out of memory", notConnected: true) }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c))
             PQfinish(c)
             failedAttempts += 1
             let backoff = min(5.0, 0.05 * pow(2, Double(min(failedAttempts, 10))))
-            nextAttempt = now.addingTimeInterval(backoff)
-            throw PGError(.connection, msg)
+            nextAttempt = Date().addingTimeInterval(backoff)
+            throw PGError(.connection, msg, notConnected: true)
         }
         failedAttempts = 0
         nextAttempt = .distantPast

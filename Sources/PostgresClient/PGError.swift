@@ -14,11 +14,15 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
     public let kind: Kind
     public let message: String
     public let sqlState: String?
+    /// No session existed, so nothing of the call reached the server: trying again cannot do
+    /// anything twice.
+    public let notConnected: Bool
 
-    public init(_ kind: Kind, _ message: String, sqlState: String? = nil) {
+    public init(_ kind: Kind, _ message: String, sqlState: String? = nil, notConnected: Bool = false) {
         self.kind = kind
         self.message = message.trimmingCharacters(in: .whitespacesAndNewlines)
         self.sqlState = sqlState
+        self.notConnected = notConnected
     }
 
     public var description: String {

@@ -77,7 +77,7 @@ extension ProcessRunner {
     /// For tools and tests, not tasks. The output goes through a file, not a pipe: daemons the
     /// command starts (`pg_ctl start`, `redis-server --daemonize yes`) would hold a pipe open.
     /// Signal dispositions are reset, so servers it starts do not inherit ignored signals.
-    public static func runToCompletion(_ argv: [String]) throws -> (status: Int32, output: String) {
+    public static func runToCompletion(_ argv: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
         let outPath = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-sh-\(UUID().uuidString)").path
         defer { unlink(outPath) }
         var actions = posix_spawn_file_actions_t()
@@ -96,14 +96,52 @@ extension ProcessRunner {
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { args.forEach { free($0) } }
+        let envC: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { envC?.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, args, environ)
+        let rc = envC.map { e in e.withUnsafeBufferPointer { posix_spawnp(&pid, argv[0], &actions, &attr, args, $0.baseAddress) } }
+            ?? posix_spawnp(&pid, argv[0], &actions, &attr, args, environ)
         guard rc == 0 else { throw TaskError("cannot run `\(argv[0])`: \(String(cString: strerror(rc)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
         let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return (code, text)
+    }
+}
+
+extension ProcessRunner {
+    /// Starts `argv` and returns its pid without waiting: standard input from `stdinFD` (or
+    /// /dev/null), output and errors to `outputPath` (or /dev/null), signal dispositions and mask
+    /// reset to the defaults (a child of a service-lifecycle process would inherit them blocked),
+    /// optionally in a process group of its own. The caller reaps it.
+    public static func spawn(_ argv: [String], environment: [String: String], stdinFD: Int32? = nil, outputPath: String? = nil,
+                             ownProcessGroup: Bool = false) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let fd = stdinFD { posix_spawn_file_actions_adddup2(&actions, fd, 0) } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var all = sigset_t(); sigfillset(&all)
+        var none = sigset_t(); sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if ownProcessGroup { flags |= POSIX_SPAWN_SETPGROUP; posix_spawnattr_setpgroup(&attr, 0) }
+        posix_spawnattr_setflags(&attr, Int16(flags))
+        let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { args.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, args, envp)
+        guard rc == 0 else { throw TaskError("cannot start `\(argv[0])`: \(String(cString: strerror(rc)))") }
+        return pid
     }
 }
 

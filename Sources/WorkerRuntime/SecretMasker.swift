@@ -1,3 +1,4 @@
+import FlowKit
 import Foundation
 
 /// Hides the values of named connections in what a task logs and in its error, as Airflow masks
@@ -28,5 +29,16 @@ struct SecretMasker: Sendable {
         var out = text
         for s in secrets where out.contains(s) { out = out.replacingOccurrences(of: s, with: "***") }
         return out
+    }
+
+    /// A result with every string in it masked (keys too: a secret may be a map's key).
+    func mask(_ value: JSONValue) -> JSONValue {
+        guard !secrets.isEmpty else { return value }
+        switch value {
+        case .string(let s): return .string(mask(s))
+        case .array(let a): return .array(a.map(mask))
+        case .object(let o): return .object(Dictionary(o.map { (mask($0.key), mask($0.value)) }, uniquingKeysWith: { a, _ in a }))
+        default: return value
+        }
     }
 }

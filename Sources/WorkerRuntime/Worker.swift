@@ -230,8 +230,11 @@ public final class Worker: Sendable {
     func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation, raw: String, cancelled: Bool) async {
         let base = WorkerEvent(kind: .started, worker: config.name, messageId: message.id, runId: inv.runId,
                                taskId: inv.taskId, tryNumber: inv.tryNumber)
+        // Every text of a try that leaves this worker (its error, a sensor's or skip's reason, a
+        // timeout, the result's strings) is masked here, at the one place outcomes are built.
         func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil) -> WorkerEvent {
-            var e = base; e.kind = kind; e.at = Date().timeIntervalSince1970; e.result = result; e.error = error; return e
+            var e = base; e.kind = kind; e.at = Date().timeIntervalSince1970
+            e.result = result.map(masker.mask); e.error = error.map(masker.mask); return e
         }
         // A run cancelled before its message was picked up (the claim script looked).
         if cancelled {
@@ -291,7 +294,7 @@ public final class Worker: Sendable {
         switch outcome {
         case .success(let value):
             final = event(.succeeded, result: value)
-            celery = CeleryResult.success(taskId: message.id, result: value, name: message.task, worker: config.name)
+            celery = CeleryResult.success(taskId: message.id, result: final.result, name: message.task, worker: config.name)
         case .skipped(let reason):
             final = event(.skipped, error: reason)
             celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
@@ -301,8 +304,8 @@ public final class Worker: Sendable {
             celery = CeleryResult.success(taskId: message.id, result: nil, name: message.task, worker: config.name)
         case .failure(let error):
             entry.log("task failed: \(error)")
-            final = event(.failed, error: masker.mask(error))
-            celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: masker.mask(error), name: message.task, worker: config.name)
+            final = event(.failed, error: error)
+            celery = CeleryResult.failure(taskId: message.id, errorType: "TaskError", message: final.error ?? "", name: message.task, worker: config.name)
         }
         if !startAlreadyReported { final.startedAt = startedAt.timeIntervalSince1970 }
         await finish(tag: message.deliveryTag, taskId: message.id, events: entry.drainLogEvents(base: base, masker: masker) + [final], result: celery)

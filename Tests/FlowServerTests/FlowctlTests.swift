@@ -25,7 +25,67 @@ struct FlowctlTests {
             #expect(out.contains("up_for_retry"))
             #expect(out.contains("flaky"))
             #expect(out.contains(": success in"))
+            // The retry's time is said, with its zone and how far off it is.
+            #expect(out.range(of: #"retrying at \d\d:\d\d:\d\d UTC \(in \d+s\)"#, options: .regularExpression) != nil, "\(out)")
         }
+    }
+
+    @Test("trigger --wait --timeout stops waiting with exit 3, names the run and how to follow it, and leaves the run running")
+    func waitTimeout() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let (status, out) = try flowctl(["trigger", "example_sleep", "--conf", #"{"seconds": 30}"#, "--wait", "--timeout", "2s"], api: api)
+            #expect(status == 3, "\(out)")
+            let runId = try #require(out.split(separator: "\n").first { $0.hasPrefix("triggered ") }.map { String($0.split(separator: " ").last!) })
+            #expect(out.contains("stopped waiting after 2s; run \(runId) goes on untouched: follow it with `flowctl runs show \(runId)`"), "\(out)")
+            #expect(try await api.request("GET", "/api/v1/runs/\(runId)").json["state"] == "running")
+            #expect(try flowctl(["trigger", "example_sleep", "--timeout", "2s"], api: api).status == 2)
+        }
+    }
+
+    @Test("trigger sends an Idempotency-Key and retries a 503 and a dropped connection with the same key, so the API makes one run")
+    func triggerRetriesWithOneKey() async throws {
+        // A stand-in API: 503, then a connection closed without an answer, then the run.
+        let port = try freePort()
+        let script = """
+        import http.server, json, sys
+        keys = []
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                keys.append(self.headers.get('Idempotency-Key'))
+                print(self.headers.get('Idempotency-Key'), flush=True)
+                if len(keys) == 1:
+                    body = json.dumps({"error": "database_unavailable", "message": "busy"}).encode()
+                    self.send_response(503); self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+                elif len(keys) == 2:
+                    self.close_connection = True; self.connection.shutdown(2)
+                else:
+                    body = json.dumps({"runId": "manual__x__1", "state": "queued"}).encode()
+                    self.send_response(201 if len(keys) == 3 else 200); self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+            def log_message(self, *a): pass
+        http.server.HTTPServer(('127.0.0.1', \(port)), H).serve_forever()
+        """
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-fakeapi-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try script.write(to: dir.appendingPathComponent("api.py"), atomically: true, encoding: .utf8)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [dir.appendingPathComponent("api.py").path]
+        let out = Pipe()
+        server.standardOutput = out
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { kill(server.processIdentifier, SIGKILL) }
+        try await eventually("the stand-in API up") { (try? ProcessRunner.runToCompletion(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/"]))?.status == 0 }
+        let r = try ProcessRunner.runToCompletion(["/usr/bin/env", "FLOWKIT_API_URL=http://127.0.0.1:\(port)", "FLOWKIT_API_TOKEN=x",
+                                                   try TestServers.flowctlPath(), "trigger", "anything"])
+        #expect(r.status == 0 && r.output.contains("manual__x__1"), "\(r.output)")
+        #expect(r.output.contains("trying again") && r.output.contains("same idempotency key"), "\(r.output)")
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        let keys = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        #expect(keys.count == 3 && Set(keys).count == 1 && keys[0].hasPrefix("flowctl-"), "\(keys)")
     }
 
     @Test("trigger --wait exits 1 when the run fails")

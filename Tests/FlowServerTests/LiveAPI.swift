@@ -69,14 +69,15 @@ final class LiveAPI: @unchecked Sendable {
     }
 
     func request(_ method: String, _ path: String, token: String? = nil, body: String? = nil,
-                 contentType: String = "application/json") async throws -> Reply {
-        try await Self.request(base: base, method, path, token: token, body: body, contentType: contentType)
+                 contentType: String = "application/json", headers: [String: String] = [:]) async throws -> Reply {
+        try await Self.request(base: base, method, path, token: token, body: body, contentType: contentType, headers: headers)
     }
 
     static func request(base: String, _ method: String, _ path: String, token: String? = nil, body: String? = nil,
-                        contentType: String = "application/json") async throws -> Reply {
+                        contentType: String = "application/json", headers: [String: String] = [:]) async throws -> Reply {
         var req = URLRequest(url: URL(string: base + path)!, timeoutInterval: 10)
         req.httpMethod = method
+        for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body { req.httpBody = Data(body.utf8); req.setValue(contentType, forHTTPHeaderField: "Content-Type") }
         let (data, resp) = try await URLSession.shared.data(for: req)

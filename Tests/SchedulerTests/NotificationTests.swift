@@ -70,6 +70,33 @@ struct NotificationTests {
         #expect(given.event == "on_run_success" && given.status == "failed" && given.attempts.count == 4)
     }
 
+    @Test("a notification to a connection that is not configured, or a webhook without its secret, fails at once with the reason, is not retried, and is listed as a configuration problem")
+    func configurationProblemsFailFast() async throws {
+        let flow = Flow("misconfigured", notify: Notifications(onRunSuccess: [.webhook("nowhere"), .slack("unset"), .webhook("nosecret")])) { f in
+            f.task("t") { _ in nil }
+        }
+        var config = SchedulerConfig(name: "test-scheduler")
+        config.notifications.maxAttempts = 40
+        let h = try await Harness.make([flow], config: config)
+        let d = SchedulerDaemon(databaseURL: h.url, redis: try TestServers.redis(), flows: [flow], config: config, clock: h.clock,
+                                connections: ["nosecret": "http://127.0.0.1:9/hook"])
+        let run = try await h.trigger("misconfigured")
+        try await h.report(try await h.take()[0], .succeeded)
+        _ = try await d.notificationDeliverer.runOnce()
+        let rows = try await h.store.notifications(runId: run)
+        #expect(rows.count == 3)
+        for n in rows {
+            #expect(n.status == "failed" && n.attempts.count == 1, "\(n.notifier): \(n.status) after \(n.attempts.count)")
+            #expect(n.lastError?.hasPrefix(DeliveryError.configurationPrefix) == true, "\(n.lastError ?? "")")
+        }
+        #expect(rows.first { $0.notifier == "webhook:nowhere" }?.lastError?.contains("FLOWKIT_CONN_NOWHERE") == true)
+        #expect(rows.first { $0.notifier == "webhook:nosecret" }?.lastError?.contains("FLOWKIT_CONN_NOSECRET_SECRET") == true)
+        // Nothing is due again: no retry can set a connection.
+        #expect(try await h.store.nextNotificationTime() == nil)
+        let problems = try await h.store.configurationProblems(now: h.clock.now())
+        #expect(Set(problems.map(\.notifier)) == ["webhook:nowhere", "slack:unset", "webhook:nosecret"] && problems.allSatisfy { $0.count == 1 })
+    }
+
     @Test("a deliverer that dies after sending leaves the notification to the next after its lease, with the same delivery id; two deliverers never claim one row together")
     func leaseAndConcurrency() async throws {
         let rec = RecordingNotifier()

@@ -39,4 +39,37 @@ struct SecretMaskingTests {
             #expect(!lines.joined().contains("hunter22"))
         }
     }
+
+    @Test("a connection's password is masked in every text of a try that leaves the worker: errors, a sensor's reason, a skip's reason, a result's strings and keys, a timeout")
+    func everyOutcome() async throws {
+        setenv("FLOWKIT_CONN_SECRETDB", "postgres://etl:hunter22@db.internal/warehouse", 1)
+        defer { unsetenv("FLOWKIT_CONN_SECRETDB") }
+        let flow = Flow("leaky_outcomes") { f in
+            f.task("result") { _ in ["dsn": "postgres://etl:hunter22@db.internal/warehouse", "hunter22": ["pw=hunter22"]] }
+            f.task("skip") { _ in throw TaskSkipped("nothing to load with password hunter22") }
+            f.sensor("sensor", pokeInterval: .milliseconds(200), timeout: .milliseconds(700)) { _ in .notYet("no table yet (tried hunter22)") }
+            f.task("slow", timeout: .milliseconds(300)) { ctx in
+                ctx.log("about to wait with hunter22")
+                try await Task.sleep(for: .seconds(30))
+                return nil
+            }
+        }
+        try await withSystem(flows: allFlows + [flow]) { sys in
+            let run = try await sys.trigger("leaky_outcomes")
+            _ = try await sys.waitForRun(run, timeout: 60)
+            let tis = try await sys.store.taskInstances(runId: run)
+            func ti(_ id: String) throws -> TaskInstanceRecord { try #require(tis.first { $0.taskId == id }) }
+            #expect(try ti("result").result == ["dsn": "***", "***": ["pw=***"]])
+            #expect(try ti("skip").state == "skipped" && ti("skip").error == "nothing to load with password ***")
+            #expect(try ti("sensor").state == "failed")
+            #expect(try ti("slow").state == "failed" && (ti("slow").error ?? "").contains("timed out"))
+            let everything = tis.map { "\($0.error ?? "") \($0.result.map { $0.compactJSON } ?? "") \($0.tries.map { "\($0)" })" }.joined()
+            #expect(!everything.contains("hunter22"), "\(everything)")
+            for t in ["sensor", "slow"] {
+                let lines = try await sys.store.logs(runId: run, taskId: t, tryNumber: 1, after: 0).lines.map(\.line)
+                #expect(!lines.joined().contains("hunter22"), "\(lines)")
+                if t == "sensor" { #expect(lines.contains { $0.contains("no table yet (tried ***)") }, "\(lines)") }
+            }
+        }
+    }
 }

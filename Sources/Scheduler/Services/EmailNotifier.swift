@@ -20,12 +20,12 @@ struct SMTPConnection: Equatable {
         let raw = try connectionURL(name, connections)
         guard let c = URLComponents(string: raw), let scheme = c.scheme?.lowercased(), ["smtp", "smtps"].contains(scheme),
               let host = c.host, !host.isEmpty else {
-            throw DeliveryError("\(variable) is not an SMTP URL (smtp://user:password@host:587?from=…&to=…)")
+            throw DeliveryError(configuration: "\(variable) is not an SMTP URL (smtp://user:password@host:587?from=…&to=…)")
         }
         let query = Dictionary((c.queryItems ?? []).map { ($0.name.lowercased(), $0.value ?? "") }, uniquingKeysWith: { _, b in b })
-        guard let from = query["from"], from.contains("@") else { throw DeliveryError("\(variable) needs ?from=address") }
+        guard let from = query["from"], from.contains("@") else { throw DeliveryError(configuration: "\(variable) needs ?from=address") }
         let to = (query["to"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !to.isEmpty, to.allSatisfy({ $0.contains("@") }) else { throw DeliveryError("\(variable) needs &to=address[,address…]") }
+        guard !to.isEmpty, to.allSatisfy({ $0.contains("@") }) else { throw DeliveryError(configuration: "\(variable) needs &to=address[,address…]") }
         let port = c.port ?? (scheme == "smtps" ? 465 : 587)
         let hostPart = host.contains(":") ? "[\(host)]" : host
         url = "\(scheme)://\(hostPart):\(port)"
@@ -37,7 +37,7 @@ struct SMTPConnection: Equatable {
         case "required", "starttls": tls = .required
         case "optional": tls = .optional
         case "none", "off": tls = .none
-        case let other: throw DeliveryError("\(variable): tls=\(other) is not one of required, optional, none")
+        case let other: throw DeliveryError(configuration: "\(variable): tls=\(other) is not one of required, optional, none")
         }
         caFile = query["ca"].flatMap { $0.isEmpty ? nil : $0 }
     }

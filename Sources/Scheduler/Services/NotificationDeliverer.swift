@@ -47,17 +47,18 @@ public struct NotificationDeliverer: SchedulerDuty {
 
     func deliver(_ notifier: String, attempt: Int, _ m: NotificationMessage) async {
         let t0 = Date()
-        var status: Int?, failure: String?
+        var status: Int?, failure: String?, permanent = false
         do {
             status = try await send(notifier, m)
         } catch let e as DeliveryError {
-            status = e.statusCode; failure = e.description
+            status = e.statusCode; failure = e.description; permanent = e.isConfiguration
         } catch {
             failure = "\(error)"
         }
         let seconds = Date().timeIntervalSince(t0)
         let now = context.clock.now()
-        let retryAt: Date? = failure == nil || attempt >= config.maxAttempts
+        // A configuration problem fails at once: retrying cannot set a missing connection.
+        let retryAt: Date? = failure == nil || permanent || attempt >= config.maxAttempts
             ? nil : now.addingTimeInterval(min(config.maxDelay, pow(2, Double(attempt - 1))))
         if let failure { context.logger.warning("notification \(m.deliveryId) to \(notifier), attempt \(attempt): \(failure)") }
         do {
@@ -71,18 +72,18 @@ public struct NotificationDeliverer: SchedulerDuty {
 
     func send(_ notifier: String, _ m: NotificationMessage) async throws -> Int? {
         let parts = notifier.split(separator: ":", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { throw DeliveryError("unknown notifier `\(notifier)`") }
+        guard parts.count == 2 else { throw DeliveryError(configuration: "unknown notifier `\(notifier)`") }
         switch parts[0] {
         case "webhook": return try await WebhookNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
         case "slack": return try await SlackNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
         case "email": return try await EmailNotifier(connection: parts[1]).deliver(m, connections: connections, timeout: config.timeout)
         case "custom":
             guard let n = notifiers[parts[1]] else {
-                throw DeliveryError("no notifier named `\(parts[1])` is registered with this scheduler (SchedulerDaemon notifiers:)")
+                throw DeliveryError(configuration: "no notifier named `\(parts[1])` is registered with this scheduler (SchedulerDaemon notifiers:)")
             }
             try await n.deliver(m, connections: connections)
             return nil
-        default: throw DeliveryError("unknown notifier kind `\(parts[0])`")
+        default: throw DeliveryError(configuration: "unknown notifier kind `\(parts[0])`")
         }
     }
 }

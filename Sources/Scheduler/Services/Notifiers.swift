@@ -6,15 +6,27 @@ import FoundationNetworking
 #endif
 
 /// A delivery that did not go through, with the receiver's status code when it answered.
+///
+/// A configuration problem (no such connection, no secret, a malformed URL) is not an outage:
+/// no retry can fix it, so the notification fails at once, its error starting with
+/// `DeliveryError.configurationPrefix`, and `/health` counts it.
 public struct DeliveryError: Error, CustomStringConvertible, Sendable {
     public let statusCode: Int?
     public let description: String
-    public init(_ description: String, statusCode: Int? = nil) { self.description = description; self.statusCode = statusCode }
+    public let isConfiguration: Bool
+    public init(_ description: String, statusCode: Int? = nil) {
+        self.description = description; self.statusCode = statusCode; self.isConfiguration = false
+    }
+    init(configuration description: String) {
+        self.description = Self.configurationPrefix + description; self.statusCode = nil; self.isConfiguration = true
+    }
+    /// How a configuration problem's error starts, in the notification and in `/health`.
+    public static let configurationPrefix = "configuration problem: "
 }
 
 /// POSTs `body` as JSON with the given headers; a non-2xx answer or no answer throws.
 func postJSON(_ url: String, body: Data, headers: [String: String], timeout: Double) async throws -> Int {
-    guard let u = URL(string: url), ["http", "https"].contains(u.scheme ?? "") else { throw DeliveryError("`\(url)` is not an http(s) URL") }
+    guard let u = URL(string: url), ["http", "https"].contains(u.scheme ?? "") else { throw DeliveryError(configuration: "`\(url)` is not an http(s) URL") }
     var req = URLRequest(url: u, timeoutInterval: timeout)
     req.httpMethod = "POST"
     req.httpBody = body
@@ -31,7 +43,7 @@ func postJSON(_ url: String, body: Data, headers: [String: String], timeout: Dou
 
 /// The URL of a named connection, or an error naming the variable to set.
 func connectionURL(_ name: String, _ connections: [String: String]) throws -> String {
-    guard let url = connections[name] else { throw DeliveryError("no connection named `\(name)`: set FLOWKIT_CONN_\(name.uppercased()) on the scheduler") }
+    guard let url = connections[name] else { throw DeliveryError(configuration: "no connection named `\(name)`: set FLOWKIT_CONN_\(name.uppercased()) on the scheduler") }
     return url
 }
 
@@ -45,7 +57,7 @@ struct WebhookNotifier {
     func deliver(_ m: NotificationMessage, connections: [String: String], timeout: Double) async throws -> Int {
         let url = try connectionURL(connection, connections)
         guard let secret = connections["\(connection)_secret"], !secret.isEmpty else {
-            throw DeliveryError("webhook `\(connection)` has no secret: set FLOWKIT_CONN_\(connection.uppercased())_SECRET on the scheduler")
+            throw DeliveryError(configuration: "webhook `\(connection)` has no secret: set FLOWKIT_CONN_\(connection.uppercased())_SECRET on the scheduler")
         }
         let body = Data(try StableJSON.encode(m))
         return try await postJSON(url, body: body, headers: [

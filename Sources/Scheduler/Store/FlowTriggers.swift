@@ -24,7 +24,8 @@ extension SchedulerStore {
     /// A queued run with an idempotency key, or the run that already has that key (`created` false).
     func insertKeyedRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
                         key: String, deadline: RunDeadline?, triggeredBy: String? = nil, triggeringEvents: JSONValue? = nil,
-                        now: Date) throws -> (run: RunRecord, created: Bool) {
+                        logicalDate: Date? = nil, now: Date) throws -> (run: RunRecord, created: Bool) {
+        let date = logicalDate ?? now
         // The unique index decides between concurrent writers; the loser reads the winner's run.
         if let inserted = try s.query("""
             INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start,
@@ -33,8 +34,8 @@ extension SchedulerStore {
             ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING \(RunRecord.columns)
             """, ["\(kind)__\(Self.compactDate(now))__\(UUID().uuidString.prefix(8).lowercased())", flowId, version, kind,
-                  JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText, now,
-                  deadline.flatMap { $0.after == .logicalDate ? now.addingTimeInterval($0.seconds) : nil }, key, triggeredBy,
+                  JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText, date,
+                  deadline.flatMap { $0.after == .logicalDate ? date.addingTimeInterval($0.seconds) : nil }, key, triggeredBy,
                   triggeringEvents?.jsonbText]).first {
             s.notifyAfterCommit("flowkit_runs", flowId)
             return (RunRecord(inserted), true)

@@ -53,6 +53,19 @@ extension SchedulerStore {
         }
     }
 
+    /// Notifications that failed on a configuration problem in the last `hours` (no such
+    /// connection, no secret): one line per notifier and error, with how many, newest first.
+    public func configurationProblems(now: Date, hours: Double = 24) async throws -> [(notifier: String, error: String, count: Int)] {
+        try await db.run { s in
+            try s.query("""
+                SELECT notifier, last_error, count(*) AS n, max(id) AS newest FROM notifications
+                WHERE status = 'failed' AND last_error LIKE $1 AND created_at > $2
+                GROUP BY notifier, last_error ORDER BY newest DESC LIMIT 20
+                """, [DeliveryError.configurationPrefix + "%", now.addingTimeInterval(-hours * 3600)]).all
+                .map { ($0.string("notifier") ?? "", $0.string("last_error") ?? "", $0.int("n") ?? 0) }
+        }
+    }
+
     /// When the earliest pending notification is due.
     public func nextNotificationTime() async throws -> Date? {
         try await db.run { s in

@@ -8,6 +8,14 @@ import PostgresClient
 extension SchedulerStore {
     /// Creates a queued run and wakes the schedulers. Conf is checked against the flow's params.
     public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, now: Date) async throws -> RunRecord {
+        try await createRun(flowId: flowId, kind: kind, conf: conf, logicalDate: logicalDate, idempotencyKey: nil, now: now).run
+    }
+
+    /// Creates a queued run, or with an idempotency key returns the run an earlier call with
+    /// the same key made (`created` false), also when both arrive at once: a client that lost
+    /// the answer retries without making a second run.
+    public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, idempotencyKey: String?,
+                          now: Date) async throws -> (run: RunRecord, created: Bool) {
         return try await audited { [self] s, actor in
             guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
                 let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
@@ -18,10 +26,18 @@ extension SchedulerStore {
             let graph = try graphs.graph(s, flow: flowId, version: version)
             let params = try graph.definition.resolveParams(conf: conf)
             let date = logicalDate ?? now
+            if let key = idempotencyKey {
+                let made = try insertKeyedRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params, key: key,
+                                              deadline: graph.definition.deadline, logicalDate: date, now: now)
+                if made.created {
+                    try audit(s, actor, "trigger", made.run.runId, ["flowId": .string(flowId), "conf": .object(conf), "idempotencyKey": .string(key)], now: now)
+                }
+                return made
+            }
             let run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
                                     logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
             try audit(s, actor, "trigger", run.runId, ["flowId": .string(flowId), "conf": .object(conf)], now: now)
-            return run
+            return (run, true)
         }
     }
 

@@ -32,6 +32,9 @@ public final class SchedulerStore: @unchecked Sendable {
     /// Random numbers in [0, 1) for retry jitter (injectable for tests).
     let random: @Sendable () -> Double
 
+    /// Opens the pool's connections now, so that no request opens one on its critical path.
+    public func connectAll() async { await db.connectAll() }
+
     public init(db: PGPool, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
         self.db = db
         self.random = random
