@@ -26,6 +26,8 @@ import argparse
 import http.client
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,9 @@ TOKEN = "stress-admin"
 WAIT_BOUND = 20.0      # seconds: no task, request or client may wait longer than this
 IDLE_TX_BOUND = 5.0    # seconds: no session may sit idle inside a transaction longer than this
 OVERLOAD_BOUND = 60.0  # seconds: under overload a run may be slow, up to this, but never fail
+# Under overload (load ~18 on two cores) a session may idle this long in a transaction while its
+# client thread or backend waits for a CPU; the stacks of such a process are saved (Sampler.dump).
+OVERLOAD_IDLE_TX_BOUND = 15.0
 
 
 def log(msg):
@@ -87,25 +92,43 @@ class Sampler(threading.Thread):
 
     def reset(self):
         self.idle_tx, self.idle_tx_query, self.lock_wait, self.lock_query = 0.0, "", 0.0, ""
+        self.dumped = set()
 
     def run(self):
         while not self.stop_flag.is_set():
             try:
-                for state, secs, query in self.db.rows("""
+                for state, secs, query, app in self.db.rows("""
                     SELECT CASE WHEN state LIKE 'idle in transaction%' THEN 'idle' ELSE 'lock' END,
                            extract(epoch FROM now() - CASE WHEN state LIKE 'idle in%' THEN state_change ELSE query_start END),
-                           left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+                           left(regexp_replace(query, '\\s+', ' ', 'g'), 60), application_name
                     FROM pg_stat_activity
                     WHERE datname = current_database() AND pid <> pg_backend_pid()
                       AND (state LIKE 'idle in transaction%' OR (state = 'active' AND wait_event_type = 'Lock'))"""):
                     s = float(secs)
                     if state == "idle" and s > self.idle_tx:
-                        self.idle_tx, self.idle_tx_query = s, query
+                        self.idle_tx, self.idle_tx_query = s, f"{query}` ({app})"
                     if state == "lock" and s > self.lock_wait:
-                        self.lock_wait, self.lock_query = s, query
+                        self.lock_wait, self.lock_query = s, f"{query}` ({app})"
+                    if state == "idle" and s > 3:
+                        self.dump(app)
             except Exception as e:  # noqa: BLE001 — a sample lost during a scenario is not a verdict
                 log(f"  (sampler: {e})")
             time.sleep(0.1)
+
+    def dump(self, app):
+        """Every thread's stack of a process whose session idles in a transaction (once per process):
+        where it is while the database waits for it (.flowkit/stress/stall-PID.txt)."""
+        m = re.search(r"pid (\d+)", app or "")
+        if not m or m.group(1) in self.dumped or not shutil.which("gdb"):
+            return
+        pid = m.group(1)
+        self.dumped.add(pid)
+        path = os.path.join(WORK, f"stall-{pid}.txt")
+        with open(path, "w") as out:
+            out.write(f"load average {os.getloadavg()}; {app}\n")
+            out.flush()
+            subprocess.run(["gdb", "-p", pid, "-batch", "-ex", "thread apply all bt 25"], stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        log(f"  (a session of {app} idled in a transaction over 3 s: its threads' stacks are in {path})")
 
 
 class API:
@@ -293,7 +316,7 @@ class Result:
         self.cells = {}
 
 
-def measure(db, sampler, since, name, client_errors, extra_checks=(), bound_trigger=True):
+def measure(db, sampler, since, name, client_errors, extra_checks=(), bound_trigger=True, idle_bound=IDLE_TX_BOUND):
     r = Result(name)
     r.client_errors = client_errors
     finished = wait_idle(db, since)
@@ -315,7 +338,7 @@ def measure(db, sampler, since, name, client_errors, extra_checks=(), bound_trig
         r.problems.append(f"a task waited {max(qr):.1f}s from queued to running")
     if bound_trigger and ends and max(ends) > WAIT_BOUND:
         r.problems.append(f"a run took {max(ends):.1f}s from trigger to end")
-    if sampler.idle_tx > IDLE_TX_BOUND:
+    if sampler.idle_tx > idle_bound:
         r.problems.append(f"a session sat {sampler.idle_tx:.1f}s idle in transaction after `{sampler.idle_tx_query}`")
     for check in extra_checks:
         check(r)
@@ -441,7 +464,7 @@ def main():
                 log(f"  overload: load average up to {r.cells['load']:.1f} on {os.cpu_count()} cores; slowest client {max(times):.1f}s")
             return errors, [check]
         scenario(f"overload: {overload} x trigger --wait of {os.path.basename(os.path.dirname(client_binary))} flowctl + 2 readers",
-                 overload_body, bound_trigger=False)
+                 overload_body, bound_trigger=False, idle_bound=OVERLOAD_IDLE_TX_BOUND)
         sampler.stop_flag.set()
     finally:
         stack.stop()

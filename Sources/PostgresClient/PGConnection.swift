@@ -85,7 +85,12 @@ public final class PGConnection: @unchecked Sendable {
     /// Whether this `run` changed the plan mode: after a failure it is reset to the default.
     fileprivate var planModeTouched = false
 
+    /// `application_name` in `pg_stat_activity`: the connection's label and the process id, so
+    /// that a session seen waiting names the process and the duty behind it.
+    private let applicationName: String
+
     public init(_ conninfo: String, label: String = "pg", options: PGOptions = PGOptions()) {
+        self.applicationName = String("flowkit-\(label) pid \(getpid())".prefix(63))
         self.conninfo = conninfo
         self.options = options
         self.thread = ConnectionThread(name: "flowkit-\(label)")
@@ -208,8 +213,9 @@ public final class PGConnection: @unchecked Sendable {
                           notConnected: true)
         }
         // Defaults first: whatever `conninfo` says overrides them.
-        let keys = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"]
-        let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), conninfo]
+        let keys = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                    "application_name", "dbname"]
+        let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), applicationName, conninfo]
         let c: OpaquePointer? = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let c else { throw PGError(.connection, "out of memory", notConnected: true) }
         if PQstatus(c) != CONNECTION_OK {
