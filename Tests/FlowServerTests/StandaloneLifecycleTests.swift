@@ -159,8 +159,14 @@ struct StandaloneLifecycleTests {
         let attrs = try FileManager.default.attributesOfItem(atPath: home + "/secrets")
         #expect((attrs[.posixPermissions] as? Int) == 0o600)
 
-        let flowctl = try TestServers.flowctlPath()
-        // `nobody` must be able to run the binary at all, or its refusal would prove nothing.
+        // A copy `nobody` can run wherever the checkout is (a home directory may be closed to it):
+        // its refusal must come from the servers, not from a path it cannot open.
+        let bin = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-nobody-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        let flowctl = bin + "/flowctl"
+        try FileManager.default.copyItem(atPath: try TestServers.flowctlPath(), toPath: flowctl)
+        chmod(flowctl, 0o755)
         let version = try ProcessRunner.runToCompletion(["runuser", "-u", "nobody", "--", flowctl, "--version"])
         try #require(version.status == 0, "nobody cannot run \(flowctl): \(version.output)")
 
@@ -176,7 +182,7 @@ struct StandaloneLifecycleTests {
 
         // The owner's flowctl finds the private database in FLOWKIT_HOME, and says which.
         let mine = try ProcessRunner.runToCompletion(["/usr/bin/env", "-u", "FLOWKIT_DATABASE_URL", "FLOWKIT_HOME=\(home)",
-                                                      flowctl, "tokens", "create", "mine", "--role", "read"])
+                                                      try TestServers.flowctlPath(), "tokens", "create", "mine", "--role", "read"])
         #expect(mine.status == 0 && mine.output.contains("using the private database of the standalone in \(home)"), "\(mine.output)")
     }
 }
