@@ -80,28 +80,7 @@ extension ProcessRunner {
     public static func runToCompletion(_ argv: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
         let outPath = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-sh-\(UUID().uuidString)").path
         defer { unlink(outPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var all = sigset_t(); sigfillset(&all)
-        var none = sigset_t(); sigemptyset(&none)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { args.forEach { free($0) } }
-        let envC: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
-        defer { envC?.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = envC.map { e in e.withUnsafeBufferPointer { posix_spawnp(&pid, argv[0], &actions, &attr, args, $0.baseAddress) } }
-            ?? posix_spawnp(&pid, argv[0], &actions, &attr, args, environ)
-        guard rc == 0 else { throw TaskError("cannot run `\(argv[0])`: \(String(cString: strerror(rc)))") }
+        let pid = try spawn(argv, environment: environment ?? ProcessInfo.processInfo.environment, outputPath: outPath)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
