@@ -20,8 +20,12 @@ struct LocalServers {
     /// 54329 and 63799, another the next free pair) and kept in `ports`, so that data and URLs
     /// survive restarts and two homes never share a server. Each port is claimed in
     /// `/tmp/flowkit-ports/`, so that a taken port names the FlowKit home that holds it.
-    init(home: URL) throws {
+    /// With `createSecrets` (standalone), the passwords are made on first use; without (the
+    /// tools that only look for a running standalone), a home that has none has empty ones.
+    init(home: URL, createSecrets: Bool = true) throws {
         self.home = home.standardizedFileURL
+        // Loaded once, and a failure stops the start: servers must never come up without passwords.
+        secrets = try Secrets.load(home: self.home, create: createSecrets) ?? Secrets(pg: "", redis: "")
         let file = self.home.appendingPathComponent("ports")
         if let text = try? String(contentsOf: file, encoding: .utf8) {
             let kv = Dictionary(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { part -> (String, Int)? in
@@ -88,9 +92,9 @@ struct LocalServers {
     /// Where the servers are, without their passwords: what messages show.
     var databaseLabel: String { "postgres://flowkit@127.0.0.1:\(pgPort)/flowkit" }
 
-    /// The servers' generated passwords, in `FLOWKIT_HOME/secrets` (mode 0600): made on first
-    /// use, so that no other local user can log in to either server.
-    var secrets: Secrets { (try? Secrets.load(home: home, create: true)) ?? Secrets(pg: "", redis: "") }
+    /// The servers' generated passwords, in `FLOWKIT_HOME/secrets` (mode 0600), so that no
+    /// other local user can log in to either server.
+    let secrets: Secrets
 
     struct Secrets {
         let pg: String, redis: String
@@ -125,6 +129,7 @@ struct LocalServers {
     func scriptEnvironment() -> [String: String] {
         var env = ProcessInfo.processInfo.environment
         let s = secrets
+        precondition(!s.pg.isEmpty && !s.redis.isEmpty, "the private servers are never started without passwords")
         env.merge(["FLOWKIT_TEST_HOME": home.path, "FLOWKIT_TEST_PG_PORT": String(pgPort), "FLOWKIT_TEST_REDIS_PORT": String(redisPort),
                    "FLOWKIT_TEST_PG_DURABLE": "1", "FLOWKIT_SERVICES_PG_DIR": pgData.path, "FLOWKIT_SERVICES_DATABASE": "flowkit",
                    "FLOWKIT_SERVICES_PG_PASSWORD": s.pg, "FLOWKIT_SERVICES_REDIS_PASSWORD": s.redis]) { _, new in new }

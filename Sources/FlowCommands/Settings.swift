@@ -80,15 +80,15 @@ struct Settings {
     func databaseOrLocal() throws -> String {
         if let d = databaseURL { return d }
         guard FileManager.default.fileExists(atPath: home.appendingPathComponent("ports").path) else { return try requireDatabase() }
-        let local = try LocalServers(home: home)
-        guard let secrets = try LocalServers.Secrets.load(home: home, create: false) else {
+        let local = try LocalServers(home: home, createSecrets: false)
+        guard !local.secrets.pg.isEmpty else {
             throw CLIError("FLOWKIT_DATABASE_URL is not set, and the standalone in \(home.path) has not made its database's password yet: start it once with `flowctl standalone`", code: 2)
         }
         guard !local.running().isEmpty else {
             throw CLIError("FLOWKIT_DATABASE_URL is not set, and the private database of \(home.path) is not running: start `flowctl standalone` (or `make start`) first", code: 2)
         }
         FileHandle.standardError.write(Data("using the private database of the standalone in \(home.path): \(local.databaseLabel)\n".utf8))
-        return "postgres://flowkit:\(secrets.pg)@127.0.0.1:\(local.pgPort)/flowkit"
+        return local.databaseURL
     }
 
     func requireRedis() throws -> String {
