@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release install test demo run start stop status logs reset bench bench-compare faults stress stress-quick clean docker-config migrations example
+.PHONY: help deps build release install test demo run start stop status logs reset bench bench-compare bench-profile faults stress stress-quick clean docker-config migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench: release ## the docs/benchmarks.md workloads, beside Celery
 BASE ?= HEAD
 bench-compare: release ## the working tree against BASE (a git rev) on the same servers, A B B A (ROUNDS=3, ONLY=W1,W2)
 	@scripts/bench_compare.py $(BASE)
+
+bench-profile: release ## what a W2 hop costs in statements, transactions, Redis commands and CPU: the working tree beside BASE
+	@scripts/bench_compare.py $(BASE) --profile
 
 faults: build ## the fault-injection suite (also builds the two binaries of its rolling-upgrade scenario)
 	$(SWIFT) build --product upgrade-fixture-v1

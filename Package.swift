@@ -65,7 +65,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], exclude: ["UI"], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
-            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport",
+            "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport", "ConnectionThread",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -13,10 +13,16 @@ when every pair agrees and the median change exceeds the base's noise, `within n
 A ratio > 1 means a larger figure: better for tasks/s and req/s, worse for ms and seconds.
 
   scripts/bench_compare.py BASE [--rounds N] [--only W1,W2] [--new PATH_TO_FLOWCTL]
+
+With --profile (make bench-profile), times nothing: it runs one W2 (a chain of W2_N tasks, default
+200) with each binary and prints what each hop costs in work, which does not vary with the
+machine's mood: PostgreSQL statements and transactions (pg_stat_statements) and Redis commands
+(INFO commandstats) per task, the two binaries side by side.
 """
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,8 +73,8 @@ def build_base(rev):
     return sha, binary
 
 
-def services(cmd):
-    env = dict(os.environ, FLOWKIT_TEST_HOME=os.path.join(WORK, "servers"), FLOWKIT_TEST_PG_PORT=str(PG_PORT),
+def services(cmd, extra_pg=""):
+    env = dict(os.environ, FLOWKIT_TEST_PG_OPTS=extra_pg, FLOWKIT_TEST_HOME=os.path.join(WORK, "servers"), FLOWKIT_TEST_PG_PORT=str(PG_PORT),
                FLOWKIT_TEST_REDIS_PORT=str(REDIS_PORT), FLOWKIT_TEST_PG_DURABLE="1")
     subprocess.run([os.path.join(ROOT, "scripts", "services.sh"), cmd], env=env, check=cmd == "start",
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if cmd == "stop" else None)
@@ -98,6 +104,89 @@ def bench_once(binary, only):
     return figures
 
 
+def psql(sql, db="postgres"):
+    return subprocess.check_output(["psql", f"postgres://flowkit@127.0.0.1:{PG_PORT}/{db}", "-qXtA", "-F", "\t", "-c", sql],
+                                   text=True)
+
+
+def profile_once(binary, tasks):
+    """Counts per task of one W2 run: {statement: (calls, ms)}, transactions, {redis command: calls}."""
+    fresh()
+    psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    env = dict(os.environ, FLOWKIT_DATABASE_URL=f"postgres://flowkit@127.0.0.1:{PG_PORT}/compare",
+               FLOWKIT_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0", FLOWKIT_LOG_LEVEL="warning", W2_N=str(tasks))
+    # Registration and the first run warm everything up; the counters are reset before the second.
+    subprocess.run([binary, "bench", "run", "--repeats", "1", "--only", "W2", "--port", "18280"], env=env,
+                   capture_output=True, text=True, timeout=600, check=True)
+    xact0 = int(psql("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'compare'").strip())
+    psql("SELECT pg_stat_statements_reset()")
+    run(["redis-cli", "-p", str(REDIS_PORT), "CONFIG", "RESETSTAT"], stdout=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([binary, "bench", "run", "--repeats", "1", "--only", "W2", "--port", "18280"], env=env,
+                         capture_output=True, text=True, timeout=600, check=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    elapsed = time.monotonic() - t0
+    xact = int(psql("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'compare'").strip()) - xact0
+    stmts = {}
+    rows = psql("SELECT s.calls, s.total_exec_time, regexp_replace(s.query, '\\s+', ' ', 'g') FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'compare'")
+    for line in rows.splitlines():
+        calls, ms, query = line.split("\t", 2)
+        key = query[:110]
+        c, m = stmts.get(key, (0, 0.0))
+        stmts[key] = (c + int(calls), m + float(ms))
+    cmds = {}
+    for line in subprocess.check_output(["redis-cli", "-p", str(REDIS_PORT), "INFO", "commandstats"], text=True).splitlines():
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+        if m:
+            cmds[m.group(1)] = int(m.group(2))
+    hop = re.search(r"BENCH id=W2 metric=hop_p50_ms value=(\S+)", out.stdout)
+    return stmts, xact, cmds, elapsed, hop.group(1) if hop else "?", cpu
+
+
+def profile(base, new, args):
+    tasks = int(os.environ.get("W2_N", "200"))
+    services("stop")
+    services("start", "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all")
+    try:
+        a = profile_once(base, tasks)
+        b = profile_once(new, tasks)
+        # CPU per task: the difference between runs of 3N and N tasks (start-up and registration
+        # cost the same in both), alternating the binaries.
+        a3 = profile_once(base, 3 * tasks)
+        b3 = profile_once(new, 3 * tasks)
+    finally:
+        services("stop")
+    log(f"# bench-compare --profile: one W2 of {tasks} tasks each (its bench process runs the scheduler, the worker "
+        f"and a 20 ms watcher); per task, A = {args.base}, B = working tree")
+    log(f"{'':8}{'A':>9}{'B':>9}")
+    log(f"{'PostgreSQL transactions':32}{a[1] / tasks:9.2f}{b[1] / tasks:9.2f}")
+    log(f"{'PostgreSQL statements':32}{sum(c for c, _ in a[0].values()) / tasks:9.2f}"
+        f"{sum(c for c, _ in b[0].values()) / tasks:9.2f}")
+    log(f"{'PostgreSQL execution ms':32}{sum(m for _, m in a[0].values()) / tasks:9.3f}"
+        f"{sum(m for _, m in b[0].values()) / tasks:9.3f}")
+    log(f"{'Redis commands':32}{sum(a[2].values()) / tasks:9.2f}{sum(b[2].values()) / tasks:9.2f}")
+    log(f"{'bench process CPU ms':32}{(a3[5] - a[5]) * 1000 / (2 * tasks):9.3f}{(b3[5] - b[5]) * 1000 / (2 * tasks):9.3f}"
+        "   (scheduler, worker and watcher: runs of 3N less N tasks)")
+    log(f"{'wall time of the run, s':32}{a[3]:9.2f}{b[3]:9.2f}   (hop p50 ms: A {a[4]}, B {b[4]})")
+    log("")
+    log("statements per task (calls A, calls B, ms A, ms B), the busiest first:")
+    keys = sorted(set(a[0]) | set(b[0]), key=lambda k: -max(a[0].get(k, (0, 0))[0], b[0].get(k, (0, 0))[0]))
+    for k in keys:
+        ca, ma = a[0].get(k, (0, 0.0))
+        cb, mb = b[0].get(k, (0, 0.0))
+        if max(ca, cb) < tasks / 20:
+            continue
+        log(f"  {ca / tasks:6.2f} {cb / tasks:6.2f} {ma / tasks:7.3f} {mb / tasks:7.3f}  {k}")
+    log("")
+    log("Redis commands per task (A, B):")
+    for k in sorted(set(a[2]) | set(b[2]), key=lambda k: -max(a[2].get(k, 0), b[2].get(k, 0))):
+        log(f"  {a[2].get(k, 0) / tasks:6.2f} {b[2].get(k, 0) / tasks:6.2f}  {k}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("base", help="the git revision to compare against (A)")
@@ -105,10 +194,13 @@ def main():
                     help="A B B A rounds (default 3: 6 runs of each)")
     ap.add_argument("--only", default=os.environ.get("ONLY", "W1,W2"), help="workloads (flowctl bench run --only)")
     ap.add_argument("--new", default=os.path.join(ROOT, ".build", "release", "flowctl"), help="the new flowctl (B)")
+    ap.add_argument("--profile", action="store_true", help="count statements and commands per task instead of timing")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     sha, base = build_base(args.base)
     new = os.path.abspath(args.new)
+    if args.profile:
+        return profile(base, new, args)
     head = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True).strip()
     dirty = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD"]).returncode != 0
     services("stop")

@@ -33,6 +33,8 @@ as_pg=""
 # Tests trade durability for speed; benchmarks keep PostgreSQL's defaults (fsync, synchronous commit).
 pg_opts="-p $pg_port -k $pgdata -c listen_addresses=${FLOWKIT_TEST_PG_LISTEN:-127.0.0.1} -c max_connections=300"
 [ "${FLOWKIT_TEST_PG_DURABLE:-0}" = 1 ] || pg_opts="$pg_opts -c fsync=off -c synchronous_commit=off"
+# Extra server settings, e.g. `-c shared_preload_libraries=pg_stat_statements` for bench-compare --profile.
+[ -z "${FLOWKIT_TEST_PG_OPTS:-}" ] || pg_opts="$pg_opts $FLOWKIT_TEST_PG_OPTS"
 
 pg_password="${FLOWKIT_SERVICES_PG_PASSWORD:-}"
 redis_password="${FLOWKIT_SERVICES_REDIS_PASSWORD:-}"

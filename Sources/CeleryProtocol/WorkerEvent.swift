@@ -39,12 +39,11 @@ public struct WorkerEvent: Codable, Sendable, Equatable {
 
     /// `XADD` arguments for this event (the stream is capped, approximately, at a million entries).
     public func xaddCommand() -> [String] {
-        let json = (try? StableJSON.string(self)) ?? "{}"
-        return ["XADD", FlowKitKeys.events, "MAXLEN", "~", "1000000", "*", "e", json]
+        ["XADD", FlowKitKeys.events, "MAXLEN", "~", "1000000", "*", "e", json]
     }
 
     public static func decode(_ json: String) throws -> WorkerEvent {
-        try JSONDecoder().decode(WorkerEvent.self, from: Data(json.utf8))
+        try WorkerEvent(json: json)
     }
 }
 
@@ -85,14 +84,6 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
 
     /// The kwargs key that carries it.
     public static let kwarg = "flowkit"
-
-    public var jsonValue: JSONValue {
-        (try? JSONValue.parse(StableJSON.encode(self))) ?? .null
-    }
-
-    public init(json: JSONValue) throws {
-        self = try JSONDecoder().decode(FlowTaskInvocation.self, from: StableJSON.encode(json))
-    }
 
     /// The Celery task name FlowKit uses for a flow's task.
     public static func taskName(flow: String, task: String) -> String { "flowkit.\(flow).\(task)" }

@@ -1,4 +1,5 @@
 import Foundation
+public import Synchronization
 
 /// A thread of its own that runs submitted jobs one at a time, in order: where a connection's
 /// blocking C calls (libpq, hiredis) run.
@@ -59,4 +60,12 @@ public final class ConnectionThread: @unchecked Sendable {
             for job in batch { job() }
         }
     }
+}
+
+/// Round trips this process made to PostgreSQL and Redis (a statement or pipeline sent and its
+/// replies read), for `flowctl bench`: where a hop's time goes, in a count that does not vary
+/// with the machine's speed. One relaxed atomic add per round trip.
+public enum RoundTrips {
+    public static let postgres = Atomic<Int>(0)
+    public static let redis = Atomic<Int>(0)
 }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import ConnectionThread
+import Synchronization
 import FlowKit
 import FlowServer
 import Foundation
@@ -63,6 +65,7 @@ struct BenchCommand: AsyncParsableCommand {
             let settings = try Settings.fromEnvironment()
             let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: BenchFlows.all + FlowCatalog.flows,
                                 config: try options.config(name: name))
+            RoundTripReport.answerSignals(as: "worker")
             try await runServices([WorkerService(worker: worker)], logger: makeLogger("flowkit.bench"))
         }
     }
@@ -76,6 +79,7 @@ struct BenchCommand: AsyncParsableCommand {
             let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
                                          flows: BenchFlows.all, config: sc)
             try await daemon.prepare()
+            RoundTripReport.answerSignals(as: "scheduler")
             try await runServices(daemon.services(), logger: makeLogger("flowkit.bench"))
         }
     }
@@ -103,6 +107,8 @@ struct BenchCommand: AsyncParsableCommand {
             defer {
                 for pid in [worker, scheduler] { kill(pid, SIGTERM); var st: Int32 = 0; waitpid(pid, &st, 0) }
             }
+            // Asked for their round trips around W2's runs.
+            let children = [scheduler, worker]
             let store = SchedulerStore(db: PGPool(db, size: 2))
             try await eventually { (try? await store.flows().count) == BenchFlows.all.count }
             try await Task.sleep(for: .seconds(2))
@@ -121,7 +127,7 @@ struct BenchCommand: AsyncParsableCommand {
             }
             var w2Baseline: (Double, Double, Double)?
             if wanted.contains("W2") || wanted.contains("W6") {
-                w2Baseline = try await w2(store, label: "W2")
+                w2Baseline = try await w2(store, label: "W2", children: children)
             }
             if wanted.contains("W3") {
                 // As deployed, bursts have pauses between them: 5 s idle lets the scheduler's heap
@@ -151,14 +157,14 @@ struct BenchCommand: AsyncParsableCommand {
             if wanted.contains("W6"), let base = w2Baseline {
                 try await seedHistory(db: db)
                 let seeded = Date()
-                let after = try await w2(store, label: "W6")
+                let after = try await w2(store, label: "W6", children: children)
                 print(String(format: "BENCH id=W6 metric=degradation_pct value=%.1f note=\"W2 total %.3fs → %.3fs, hop p50 %.2f → %.2f ms, p99 %.2f → %.2f ms\"",
                              (after.0 / base.0 - 1) * 100, base.0, after.0, base.1, after.1, base.2, after.2))
                 // Retention on that history: `db clean` of every run finished before the W2 runs
                 // above (the million task instances), while W2 runs again beside it.
                 let t0 = Date()
                 let cleaning = Task { try await store.cleanHistory(before: seeded) }
-                let during = try await w2(store, label: "W6-clean")
+                let during = try await w2(store, label: "W6-clean", children: children)
                 let cleaned = try await cleaning.value
                 let secs = Date().timeIntervalSince(t0)
                 print(String(format: "BENCH id=W6 metric=clean_s value=%.1f note=\"db clean: %d runs, %d task instances, %d batches\"",
@@ -169,10 +175,16 @@ struct BenchCommand: AsyncParsableCommand {
             }
         }
 
-        func w2(_ store: SchedulerStore, label: String) async throws -> (Double, Double, Double) {
-            var totals: [Double] = [], p50s: [Double] = [], p99s: [Double] = []
+        func w2(_ store: SchedulerStore, label: String, children: [pid_t]) async throws -> (Double, Double, Double) {
+            var totals: [Double] = [], p50s: [Double] = [], p99s: [Double] = [], pgTrips: [Double] = [], redisTrips: [Double] = []
             for _ in 0..<repeats {
+                let before = await RoundTripReport.collect(from: children)
                 let r = try await runOnce(store, "bench_w2")
+                let after = await RoundTripReport.collect(from: children)
+                if let before, let after {
+                    pgTrips.append(Double(after.postgres - before.postgres) / Double(BenchFlows.w2Tasks))
+                    redisTrips.append(Double(after.redis - before.redis) / Double(BenchFlows.w2Tasks))
+                }
                 totals.append(r.seconds)
                 let hops = try await hopsMillis(store, runId: r.runId)
                 p50s.append(percentile(hops, 0.5))
@@ -181,6 +193,9 @@ struct BenchCommand: AsyncParsableCommand {
             report(label, "total_s", totals)
             report(label, "hop_p50_ms", p50s)
             report(label, "hop_p99_ms", p99s)
+            // Round trips of this process (scheduler, worker, and the 20 ms watcher) per task.
+            report(label, "pg_round_trips_per_task", pgTrips)
+            report(label, "redis_round_trips_per_task", redisTrips)
             return (median(totals), median(p50s), median(p99s))
         }
 
@@ -319,4 +334,45 @@ func eventually(timeout: Double = 60, _ condition: () async throws -> Bool) asyn
         try await Task.sleep(for: .milliseconds(50))
     }
     throw CLIError("timed out after \(timeout)s")
+}
+
+/// Round trips made by the bench's own processes during a workload: each child writes its
+/// counters (`RoundTrips`) to a file when sent SIGUSR1; the parent adds its own (its watcher).
+enum RoundTripReport {
+    static func file(_ pid: pid_t) -> String { NSTemporaryDirectory() + "flowkit-bench-roundtrips-\(pid)" }
+
+    nonisolated(unsafe) private static var source: (any DispatchSourceSignal)?
+
+    /// In a child: answer SIGUSR1 by writing "postgres redis" to `file(getpid())`.
+    static func answerSignals(as role: String) {
+        signal(SIGUSR1, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        s.setEventHandler {
+            let text = "\(RoundTrips.postgres.load(ordering: .relaxed)) \(RoundTrips.redis.load(ordering: .relaxed))"
+            let path = file(getpid())
+            try? text.write(toFile: path + ".tmp", atomically: false, encoding: .utf8)
+            rename(path + ".tmp", path)
+        }
+        s.resume()
+        source = s
+    }
+
+    /// The children's counters and this process's, summed; nil when a child did not answer.
+    static func collect(from pids: [pid_t]) async -> (postgres: Int, redis: Int)? {
+        var pg = RoundTrips.postgres.load(ordering: .relaxed), redis = RoundTrips.redis.load(ordering: .relaxed)
+        for pid in pids {
+            unlink(file(pid))
+            kill(pid, SIGUSR1)
+            var text: String?
+            for _ in 0..<200 {
+                if let t = try? String(contentsOfFile: file(pid), encoding: .utf8) { text = t; break }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            let parts = text?.split(separator: " ").compactMap { Int($0) } ?? []
+            guard parts.count == 2 else { return nil }
+            pg += parts[0]; redis += parts[1]
+            unlink(file(pid))
+        }
+        return (pg, redis)
+    }
 }

@@ -1,5 +1,6 @@
 import CLibPQ
 import ConnectionThread
+import Synchronization
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -76,8 +77,9 @@ public final class PGConnection: @unchecked Sendable {
     /// Whether this `run` sent something that may have committed (a COMMIT, or a write outside a
     /// transaction): after a connection loss it must not be run again.
     fileprivate var mayHaveCommitted = false
-    /// The first line of the last statement sent, for error messages.
-    fileprivate var lastStatement = ""
+    /// The last statement sent; its first line names it in error messages (`lastStatement`).
+    fileprivate var lastSQL = ""
+    fileprivate var lastStatement: String { Self.firstLine(lastSQL) }
     /// Statements sent, when `traceStatements` is on (tests look at what a transaction contains).
     fileprivate var trace: [String]?
     /// Whether the session runs with `plan_cache_mode = force_generic_plan` (see `PGSession.plans`).
@@ -239,10 +241,16 @@ public final class PGConnection: @unchecked Sendable {
         if !listening.contains(channel) { listening.append(channel) }
     }
 
+    /// Called for every statement sent: it only keeps a reference to the text (a W2 hop sends
+    /// ~15 statements, and cutting out each one's first line cost more than its parameters).
     fileprivate func noteSent(_ sql: String) {
+        lastSQL = sql
+        if trace != nil { trace?.append(lastStatement) }
+    }
+
+    static func firstLine(_ sql: String) -> String {
         let line = sql.split(separator: "\n", maxSplits: 1).first.map { String($0.prefix(160)) } ?? ""
-        lastStatement = line.trimmingCharacters(in: .whitespaces)
-        trace?.append(lastStatement)
+        return line.trimmingCharacters(in: .whitespaces)
     }
 }
 
@@ -294,20 +302,27 @@ public struct PGSession {
     /// Runs several statements in one round trip (libpq's pipeline mode), after any queued ones;
     /// returns their results in order. The first failure is thrown, and later statements do not run.
     public func queries(_ statements: [(String, [any PGEncodable])]) throws -> [PGResult] {
+        try queries(statements, tail: [])
+    }
+
+    /// `queries`, with `tail` sent in the same round trip after them, its failures ignored.
+    private func queries(_ statements: [(String, [any PGEncodable])], tail: [PGStatement]) throws -> [PGResult] {
         let mine = statements.map { PGStatement(sql: $0.0, params: $0.1.map(\.pgText), onResult: nil) }
         let queued = owner.deferred
         owner.deferred = []
         let all = queued + mine
         noteSending(all)
+        if !tail.isEmpty { noteSending(tail) }
         let results: [PGResult]
-        if all.count == 1 {
-            results = [try single(all[0])]
-        } else if all.reduce(0, { $0 + $1.size }) > Self.pipelineByteLimit {
+        if all.reduce(0, { $0 + $1.size }) > Self.pipelineByteLimit {
             // Large parameters go one by one: a pipeline whose sends and replies both fill the
             // socket buffers would block both sides (libpq's pipeline-mode caveat).
             results = try all.map(single)
+            if !tail.isEmpty { _ = try? pipeline(tail) }
+        } else if all.count == 1 && tail.isEmpty {
+            results = [try single(all[0])]
         } else {
-            results = try pipeline(all)
+            results = try pipeline(all, tail: tail)
         }
         for (st, r) in zip(all, results) { st.onResult?(r) }
         return Array(results.suffix(mine.count))
@@ -346,16 +361,23 @@ public struct PGSession {
 
     /// Sends the notifications whose transactions committed. A failure here changes nothing
     /// that was committed, so it is not the caller's failure: the listeners' polling covers it.
+    /// `NOTIFY` for each of `list`, in a transaction that does not wait for the WAL flush.
+    static func notifyStatements(_ list: [PGNotification]) -> [PGStatement] {
+        [PGStatement(sql: "BEGIN", params: [], onResult: nil),
+         PGStatement(sql: "SET LOCAL synchronous_commit = off", params: [], onResult: nil),
+         PGStatement(sql: "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)",
+                     params: [list.map(\.channel).pgText, list.map(\.payload).pgText], onResult: nil),
+         PGStatement(sql: "COMMIT", params: [], onResult: nil)]
+    }
+
     func sendReadyNotifications() {
         let list = owner.readyNotifications
         guard !list.isEmpty else { return }
         owner.readyNotifications = []
         do {
-            _ = try queries([
-                ("BEGIN", []), ("SET LOCAL synchronous_commit = off", []),
-                ("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS u(c, p)", [list.map(\.channel), list.map(\.payload)]),
-                ("COMMIT", []),
-            ])
+            let statements = Self.notifyStatements(list)
+            noteSending(statements)
+            _ = try pipeline(statements)
         } catch {
             owner.deferred = []
             if PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) != PQTRANS_IDLE { _ = try? execute("ROLLBACK") }
@@ -391,12 +413,24 @@ public struct PGSession {
         var inBlock = PQtransactionStatus(conn) != PQTRANS_IDLE
         for st in statements {
             owner.noteSent(st.sql)
-            let head = st.sql.prefix(12).uppercased()
-            if head.hasPrefix("BEGIN") { inBlock = true; continue }
-            if head.hasPrefix("COMMIT") { owner.mayHaveCommitted = true; inBlock = false; continue }
-            if !inBlock && !(head.hasPrefix("SELECT") || head.hasPrefix("SET") || head.hasPrefix("LISTEN") || head.hasPrefix("SHOW")) {
+            let sql = st.sql
+            if Self.starts(sql, "BEGIN") { inBlock = true; continue }
+            if Self.starts(sql, "COMMIT") { owner.mayHaveCommitted = true; inBlock = false; continue }
+            if !inBlock && !(Self.starts(sql, "SELECT") || Self.starts(sql, "SET") || Self.starts(sql, "LISTEN") || Self.starts(sql, "SHOW")) {
                 owner.mayHaveCommitted = true
             }
+        }
+    }
+
+    /// Whether `sql` starts with the keyword `upper` (ASCII, any case), without Foundation.
+    static func starts(_ sql: String, _ upper: StaticString) -> Bool {
+        var it = sql.utf8.makeIterator()
+        let n = upper.utf8CodeUnitCount
+        return upper.withUTF8Buffer { k in
+            for i in 0..<n {
+                guard let b = it.next(), b & 0xDF == k[i] else { return false }
+            }
+            return true
         }
     }
 
@@ -420,6 +454,7 @@ public struct PGSession {
         let name = try preparedName(st.sql, paramCount: st.params.count)
         let sent = withParams(st.params) { PQsendQueryPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
         guard sent == 1 else { throw PGError(.connection, errorText) }
+        RoundTrips.postgres.add(1, ordering: .relaxed)
         return try collect()
     }
 
@@ -458,43 +493,57 @@ public struct PGSession {
         return last ?? PGResult(columns: [], rows: [], affectedRows: 0)
     }
 
-    private func pipeline(_ statements: [PGStatement]) throws -> [PGResult] {
+    /// Sends `statements`, then — after a sync, so that nothing of theirs can abort it — `tail`,
+    /// in one round trip. The results and the first failure are `statements`'; the tail's
+    /// failures are ignored (it carries hints: the notifications of a commit in the same trip).
+    private func pipeline(_ statements: [PGStatement], tail: [PGStatement] = []) throws -> [PGResult] {
         guard PQenterPipelineMode(conn) == 1 else { throw PGError(.connection, "cannot enter pipeline mode: \(errorText)") }
+        RoundTrips.postgres.add(1, ordering: .relaxed)
         enum Expect { case prepare(String, String), statement }
-        var expected: [Expect] = []
         var preparing: [String: String] = [:]
-        for st in statements {
-            var name = owner.prepared[st.sql] ?? preparing[st.sql]
-            if name == nil {
-                let n = "fk\(owner.prepared.count + preparing.count + 1)"
-                guard PQsendPrepare(conn, n, st.sql, Int32(st.params.count), nil) == 1 else { throw lostOrFailed("prepare") }
-                preparing[st.sql] = n
-                expected.append(.prepare(st.sql, n))
-                name = n
+        func send(_ list: [PGStatement]) throws -> [Expect] {
+            var expected: [Expect] = []
+            for st in list {
+                var name = owner.prepared[st.sql] ?? preparing[st.sql]
+                if name == nil {
+                    let n = "fk\(owner.prepared.count + preparing.count + 1)"
+                    guard PQsendPrepare(conn, n, st.sql, Int32(st.params.count), nil) == 1 else { throw lostOrFailed("prepare") }
+                    preparing[st.sql] = n
+                    expected.append(.prepare(st.sql, n))
+                    name = n
+                }
+                let sent = withParams(st.params) { PQsendQueryPrepared(conn, name!, Int32(st.params.count), $0, nil, nil, 0) }
+                guard sent == 1 else { throw lostOrFailed("send") }
+                expected.append(.statement)
             }
-            let sent = withParams(st.params) { PQsendQueryPrepared(conn, name!, Int32(st.params.count), $0, nil, nil, 0) }
-            guard sent == 1 else { throw lostOrFailed("send") }
-            expected.append(.statement)
+            guard PQpipelineSync(conn) == 1 else { throw lostOrFailed("sync") }
+            return expected
         }
-        guard PQpipelineSync(conn) == 1 else { throw lostOrFailed("sync") }
+        let segments = [try send(statements)] + (tail.isEmpty ? [] : [try send(tail)])
         var results: [PGResult] = []
         var firstError: PGError?
-        for e in expected {
-            guard let res = try nextResult() else { throw lostOrFailed("read") }
-            let status = PQresultStatus(res)
-            if status == PGRES_PIPELINE_ABORTED {
-                PQclear(res)
-            } else if case .prepare(let sql, let name) = e {
-                do { _ = try consume(res); owner.prepared[sql] = name } catch let err as PGError { firstError = firstError ?? err }
-            } else {
-                do { results.append(try consume(res)) } catch let err as PGError { firstError = firstError ?? err }
+        var syncStatus = PGRES_PIPELINE_SYNC
+        for (index, expected) in segments.enumerated() {
+            for e in expected {
+                guard let res = try nextResult() else { throw lostOrFailed("read") }
+                let status = PQresultStatus(res)
+                if status == PGRES_PIPELINE_ABORTED {
+                    PQclear(res)
+                } else if case .prepare(let sql, let name) = e {
+                    do { _ = try consume(res); owner.prepared[sql] = name } catch let err as PGError where index == 0 { firstError = firstError ?? err } catch {}
+                } else {
+                    do {
+                        let r = try consume(res)
+                        if index == 0 { results.append(r) }
+                    } catch let err as PGError where index == 0 { firstError = firstError ?? err } catch {}
+                }
+                // Each statement's results end with a null result.
+                while let extra = try nextResult() { PQclear(extra) }
             }
-            // Each statement's results end with a null result.
-            while let extra = try nextResult() { PQclear(extra) }
+            guard let sync = try nextResult() else { throw lostOrFailed("sync") }
+            if index == 0 { syncStatus = PQresultStatus(sync) }
+            PQclear(sync)
         }
-        guard let sync = try nextResult() else { throw lostOrFailed("sync") }
-        let syncStatus = PQresultStatus(sync)
-        PQclear(sync)
         // A pipeline still busy cannot be left: the session is then unusable (reported as lost).
         guard PQexitPipelineMode(conn) == 1 else { throw lostOrFailed("exit") }
         if let firstError { throw firstError }
@@ -516,6 +565,7 @@ public struct PGSession {
         try flush()
         noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
         guard PQsendQuery(conn, sql) == 1 else { throw PGError(.connection, errorText) }
+        RoundTrips.postgres.add(1, ordering: .relaxed)
         return try collect()
     }
 
@@ -564,9 +614,14 @@ public struct PGSession {
         do {
             let v = try body()
             enqueue("COMMIT")
-            try flush()
+            // The notifications asked for so far travel in the commit's round trip, in a
+            // transaction of their own after it (see `notifyAfterCommit`); those the commit's
+            // own results ask for follow at the end of the run.
+            let early = owner.pendingNotifications
+            owner.pendingNotifications = []
+            _ = try queries([], tail: early.isEmpty ? [] : Self.notifyStatements(early))
             owner.inTransaction = false
-            owner.readyNotifications += owner.pendingNotifications.filter { !owner.readyNotifications.contains($0) }
+            owner.readyNotifications += owner.pendingNotifications.filter { n in !early.contains(n) && !owner.readyNotifications.contains(n) }
             owner.pendingNotifications = []
             return v
         } catch {

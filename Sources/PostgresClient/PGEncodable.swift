@@ -24,10 +24,20 @@ extension Optional: PGEncodable where Wrapped: PGEncodable {
 extension Array: PGEncodable where Element: PGEncodable {
     /// A PostgreSQL array literal, each element quoted.
     public var pgText: String? {
-        "{" + map { e -> String in
-            guard let t = e.pgText else { return "NULL" }
-            return "\"" + t.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(2 + count * 16)
+        for (i, e) in enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let t = e.pgText else { out.append(contentsOf: [78, 85, 76, 76]); continue }  // NULL
+            out.append(UInt8(ascii: "\""))
+            for b in t.utf8 {
+                if b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") { out.append(UInt8(ascii: "\\")) }
+                out.append(b)
+            }
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -1,5 +1,6 @@
 import CHiredis
 import ConnectionThread
+import Synchronization
 import Foundation
 
 /// One Redis connection through hiredis, owned by a thread of its own.
@@ -118,6 +119,7 @@ public struct RedisSession {
     /// Sends one command and reads its reply; an error reply comes back as `.error`.
     public func command(_ args: [String]) throws -> RedisValue {
         try append(args)
+        RoundTrips.redis.add(1, ordering: .relaxed)
         return try readReply()
     }
 
@@ -126,6 +128,7 @@ public struct RedisSession {
     /// Sends every command, then reads every reply: one round trip.
     public func pipeline(_ commands: [[String]]) throws -> [RedisValue] {
         for c in commands { try append(c) }
+        RoundTrips.redis.add(1, ordering: .relaxed)
         return try commands.map { _ in try readReply() }
     }
 

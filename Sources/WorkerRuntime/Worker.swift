@@ -148,7 +148,9 @@ public final class Worker: Sendable {
                 let maxBytes = config.maxMessageBytes
                 let command = KombuLayout.claimCommand(queues: queues, count: free, now: Date().timeIntervalSince1970, maxMessageBytes: maxBytes,
                                                        claimKey: claimKeys[0])
-                var reply = try await redis.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
+                // On the consume loop's own connection: a claim must not hold up a finished
+                // try's report, which goes out on the shared one.
+                var reply = try await blocking.run { s in KombuLayout.claimed(try s.command(command).orThrow()) }
                 failures = 0
                 if reply.messages.isEmpty {
                     // Wait for the next message without taking it: BLMOVE of a list onto itself,

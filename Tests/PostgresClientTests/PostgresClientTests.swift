@@ -19,6 +19,13 @@ struct PostgresClientTests {
         #expect(row.date("ts") == Date(timeIntervalSince1970: 1_790_000_000.25))
         #expect(row.string("n") == nil)
         #expect(row.strings("a") == ["a,b", "c\"d", "e"])
+        // Array literals: backslashes, quotes, empty strings, NULLs and non-ASCII survive.
+        let elements: [String?] = ["x\\y", nil, "", "ü✓ \"q\"", "{}"]
+        let same = try await db.run { s in
+            try s.query("SELECT $1::text[] IS NOT DISTINCT FROM ARRAY[$2, NULL, '', $3, '{}']::text[] AS same",
+                        [elements, "x\\y", "ü✓ \"q\""]).first!.bool("same")
+        }
+        #expect(same == true)
     }
 
     @Test("a transaction rolls back when its body throws")

@@ -108,7 +108,7 @@ public final class SchedulerBroker: Sendable {
         let now = Date().timeIntervalSince1970
         let cmds = events.flatMap { e -> [[String]] in
             DeadLetter.commands(["kind": "event", "reason": .string(e.reason), "scheduler": .string(scheduler), "at": .double(now)],
-                                payloadKey: "event", payload: (try? StableJSON.string(e.event)) ?? "?")
+                                payloadKey: "event", payload: e.event.json)
         }
         try await redis.run { s in for r in try s.pipeline(cmds) { try r.orThrow() } }
     }

@@ -10,13 +10,14 @@ extension SchedulerStore {
     /// Queues tasks that became ready. A mapped task among them expands into its instances,
     /// which are queued with the rest; one that cannot (an empty list: skipped; not a list or
     /// over its cap: failed) ends at once and its downstream tasks are evaluated.
-    func dispatchReady(_ s: PGSession, runPk: Int, graph: FlowGraph, ready: [String], now: Date) throws -> [CeleryMessage] {
+    func dispatchReady(_ s: PGSession, runPk: Int, graph: FlowGraph, ready: [String], now: Date, sink: MessageSink? = nil) throws -> [CeleryMessage] {
         let mapped = ready.filter { graph.tasks.isMapped($0) }
-        guard !mapped.isEmpty else { return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready, now: now) }
+        guard !mapped.isEmpty else { return try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready, now: now, sink: sink) }
         let expansion = try expand(s, runPk: runPk, graph: graph, tasks: mapped, now: now)
-        var out = try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready.filter { !graph.tasks.isMapped($0) } + expansion.instances, now: now)
+        var out = try queueTasks(s, runPk: runPk, graph: graph, taskIds: ready.filter { !graph.tasks.isMapped($0) } + expansion.instances, now: now,
+                                 sink: sink)
         if !expansion.ended.isEmpty {
-            out += try evaluateDownstream(s, runPk: runPk, graph: graph, finished: expansion.ended, now: now)
+            out += try evaluateDownstream(s, runPk: runPk, graph: graph, finished: expansion.ended, now: now, sink: sink)
         }
         return out
     }

@@ -8,7 +8,7 @@ import PostgresClient
 extension SchedulerStore {
     /// Moves tasks from pending or up_for_retry to queued with a new try and builds their messages.
     /// Tasks under a concurrency limit are parked instead, for the pool admitter (`Pools.swift`).
-    func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+    func queueTasks(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date, sink: MessageSink? = nil) throws -> [CeleryMessage] {
         guard !taskIds.isEmpty else { return [] }
         var free = taskIds
         let limited = taskIds.filter { graph.isLimited($0) }
@@ -17,17 +17,22 @@ extension SchedulerStore {
             free = taskIds.filter { !graph.isLimited($0) }
             guard !free.isEmpty else { return [] }
         }
-        return try s.plans(generic: free.count <= Self.smallBatch) { try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: free, now: now) }
+        return try s.plans(generic: free.count <= Self.smallBatch) {
+            try queueTasksNow(s, runPk: runPk, graph: graph, taskIds: free, now: now, sink: sink)
+        }
     }
 
     /// Batches up to this size run with generic plans (`PGSession.plans`).
     static let smallBatch = 4
 
-    func queueTasksNow(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date) throws -> [CeleryMessage] {
+    /// With a `sink`, the statements are queued, not sent: they travel with the next statement
+    /// or the commit, and the messages reach the sink when their results arrive — the event
+    /// consumer's hop saves a round trip. Without one, the messages are returned at once.
+    func queueTasksNow(_ s: PGSession, runPk: Int, graph: FlowGraph, taskIds: [String], now: Date, sink: MessageSink? = nil) throws -> [CeleryMessage] {
         let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
         // The new tries, their rows and history in one statement; the run and the upstream
         // results for the messages in the same round trip.
-        let found = try s.queries([("""
+        let statements: [(String, [any PGEncodable])] = [("""
             WITH up AS (
                 UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
                     next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL,
@@ -45,15 +50,26 @@ extension SchedulerStore {
                 INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
                 SELECT $1, task_id, try_number, old_state, 'queued', $4, 'scheduler' FROM up)
             SELECT * FROM up
-            """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds))
-        guard !found[0].isEmpty else { return [] }
-        announceChange(s, runPk: runPk)
-        // RETURNING has no order: keep the caller's (priority) order for the broker.
-        let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
-        // Trigger-flow tasks have no message: the flow-trigger service runs them.
-        if updated.contains(where: { graph.tasks[$0.string("task_id")!]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
-        return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2], external: found.count > 3 ? found[3] : nil)
+            """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds)
+        func build(_ found: [PGResult]) -> [CeleryMessage] {
+            guard !found[0].isEmpty else { return [] }
+            announceChange(s, runPk: runPk)
+            // RETURNING has no order: keep the caller's (priority) order for the broker.
+            let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
+            // Trigger-flow tasks have no message: the flow-trigger service runs them.
+            if updated.contains(where: { graph.tasks[$0.string("task_id")!]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
+            return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2], external: found.count > 3 ? found[3] : nil)
+        }
+        guard let sink else { return build(try s.queries(statements)) }
+        let found = ResultCollector(count: statements.count)
+        for (i, (sql, params)) in statements.enumerated() {
+            s.enqueue(sql, params) { r in
+                found.results[i] = r
+                if i == statements.count - 1 { sink.messages += build(found.results.map { $0! }) }
+            }
+        }
+        return []
     }
 
     /// The Celery messages of queued tries (`rows` carry task_id, try_number, message_id, queue,
@@ -115,7 +131,7 @@ extension SchedulerStore {
     /// now ready, and marks skipped or upstream_failed those that never will be, transitively —
     /// a wave per round of propagation, each reading the states it needs.
     func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], branchChoices: [String: [String]] = [:],
-                            now: Date) throws -> [CeleryMessage] {
+                            now: Date, sink: MessageSink? = nil) throws -> [CeleryMessage] {
         announceChange(s, runPk: runPk)
         // Ended instances of mapped tasks count down their task; it ends with its last one.
         let instances = finished.filter(MappedInstance.isInstance)
@@ -143,7 +159,7 @@ extension SchedulerStore {
             }
             changed = wave.ended
         }
-        return try dispatchReady(s, runPk: runPk, graph: graph, ready: RunStateMachine.dispatchOrder(ready, in: graph), now: now)
+        return try dispatchReady(s, runPk: runPk, graph: graph, ready: RunStateMachine.dispatchOrder(ready, in: graph), now: now, sink: sink)
     }
 
     /// Ends pending task instances without running them (skipped or upstream_failed), with
@@ -462,4 +478,16 @@ extension SchedulerStore {
             }
         }
     }
+}
+
+/// The messages of tries whose queueing statements were queued with a sink
+/// (`queueTasksNow(sink:)`): complete once the transaction has committed.
+final class MessageSink: @unchecked Sendable {
+    var messages: [CeleryMessage] = []
+}
+
+/// The results of queued statements, as they arrive.
+private final class ResultCollector: @unchecked Sendable {
+    var results: [PGResult?]
+    init(count: Int) { results = Array(repeating: nil, count: count) }
 }

@@ -18,8 +18,10 @@ extension SchedulerStore {
     /// WAL is flushed in order, so that commit makes this one durable too.
     public func applyEvents(_ events: [WorkerEvent], now: Date, durable: Bool = true) async throws -> BrokerWork {
         guard !events.isEmpty else { return BrokerWork() }
+        // The next tasks' messages are built as the commit's round trip brings their rows.
+        let sink = MessageSink()
         return try await db.run { [self] s in
-            try s.transaction { try s.plans(generic: events.count <= SchedulerStore.smallBatch) {
+            var work = try s.transaction { try s.plans(generic: events.count <= SchedulerStore.smallBatch) {
                 if !durable { s.enqueue("SET LOCAL synchronous_commit = off") }
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
@@ -82,10 +84,12 @@ extension SchedulerStore {
                 }
                 for pk in Set(started.map(\.0) + outcomes.map(\.0)) { announceChange(s, runPk: pk) }
                 let nowRunning = try applyStarted(s, started, now: now)
-                var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now)
+                var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now, sink: sink)
                 work.orphans = orphans.map { ($0, "a \($0.kind.rawValue) event of unknown run `\($0.runId!)`: the database has no such run") }
                 return work
             } }
+            work.enqueue += sink.messages
+            return work
         }
     }
 
@@ -123,7 +127,7 @@ extension SchedulerStore {
     /// Tries that ended on a worker: success, skipped, or failure (retried while tries remain);
     /// then, per run, the downstream tasks of what ended are evaluated once.
     func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], current: [String: PGRow],
-                               startedInBatch: Set<String>, now: Date) throws -> BrokerWork {
+                               startedInBatch: Set<String>, now: Date, sink: MessageSink? = nil) throws -> BrokerWork {
         guard !outcomes.isEmpty else { return BrokerWork() }
         var updates = OutcomeBatch(), h = HistoryBatch()
         var ended: [Int: [String]] = [:]
@@ -206,7 +210,8 @@ extension SchedulerStore {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
             let r = current["\(pk)/\(tasks[0])"]!
             let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-            work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, branchChoices: branchChoices[pk] ?? [:], now: now)
+            work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, branchChoices: branchChoices[pk] ?? [:], now: now,
+                                                   sink: sink)
             try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
         }
         return work
