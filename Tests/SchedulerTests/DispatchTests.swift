@@ -28,6 +28,33 @@ struct DispatchTests {
         #expect(Set(try await h.states(run).values) == ["success"])
     }
 
+    @Test("once a run's graph is known, an outcome's downstream states are read with the run's lock, not in a round trip of their own; a join still waits for all its upstream tasks")
+    func downstreamStatesReadEarly() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        #expect(try await h.succeedAll() == ["a"])  // the run's flow and version are known from here on
+        _ = h.store.db.traceStatements(true)
+        let bc = try await h.take()
+        let byTask = Dictionary(uniqueKeysWithValues: try bc.map { (try h.invocation($0).taskId, $0) })
+        try await h.report(try #require(byTask["b"]), .succeeded)
+        #expect(try await h.queued().isEmpty, "d must wait for c")
+        try await h.report(try #require(byTask["c"]), .succeeded)
+        #expect(try await h.queued().map { try h.invocation($0).taskId } == ["d"])
+        let trace = h.store.db.traceStatements(false)
+        #expect(trace.contains { $0.hasPrefix("SELECT r.run_id, t.task_id, t.state") })
+        #expect(!trace.contains { $0.hasPrefix("SELECT task_id, state FROM task_instances") }, "\(trace)")
+        #expect(try await h.succeedAll() == ["d"])
+        #expect(try await h.succeedAll() == ["e"])
+        #expect(try await h.runState(run) == "success")
+        // A failure read early propagates as before: a fresh run whose b fails leaves d upstream_failed.
+        let second = try await h.trigger("diamond")
+        #expect(try await h.succeedAll() == ["a"])
+        for m in try await h.take() { try await h.report(m, try h.invocation(m).taskId == "b" ? .failed : .succeeded) }
+        #expect(try await h.states(second)["d"] == "upstream_failed")
+        #expect(try await h.states(second)["e"] == "upstream_failed")
+        #expect(try await h.runState(second) == "failed")
+    }
+
     @Test("tasks that become ready together are enqueued highest priority first")
     func priorityOrder() async throws {
         let flow = Flow("prio") { f in

@@ -28,6 +28,8 @@ public final class SchedulerStore: @unchecked Sendable {
     let db: PGPool
 
     let graphs = GraphCache()
+    /// Each run's flow and version (they never change), for reads planned before the run's row is.
+    let runFlows = RunFlowCache()
 
     /// Random numbers in [0, 1) for retry jitter (injectable for tests).
     let random: @Sendable () -> Double
@@ -46,6 +48,9 @@ final class GraphCache: @unchecked Sendable {
     private let lock = NSLock()
     private var graphs: [String: FlowGraph] = [:]
 
+    /// The graph when it is loaded already; nil otherwise (no query).
+    func cached(flow: String, version: Int) -> FlowGraph? { lock.withLock { graphs["\(flow)@\(version)"] } }
+
     func graph(_ s: PGSession, flow: String, version: Int) throws -> FlowGraph {
         let key = "\(flow)@\(version)"
         if let g = lock.withLock({ graphs[key] }) { return g }
@@ -57,6 +62,22 @@ final class GraphCache: @unchecked Sendable {
         g.hash = row.string("hash")
         lock.withLock { graphs[key] = g }
         return g
+    }
+}
+
+/// Runs' flows and versions by run id, bounded (emptied when full: a miss only costs a round trip).
+final class RunFlowCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String: (flow: String, version: Int)] = [:]
+    static let capacity = 20_000
+
+    func get(_ runId: String) -> (flow: String, version: Int)? { lock.withLock { entries[runId] } }
+
+    func set(_ runId: String, flow: String, version: Int) {
+        lock.withLock {
+            if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+            entries[runId] = (flow, version)
+        }
     }
 }
 

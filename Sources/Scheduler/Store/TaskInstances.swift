@@ -131,7 +131,7 @@ extension SchedulerStore {
     /// now ready, and marks skipped or upstream_failed those that never will be, transitively —
     /// a wave per round of propagation, each reading the states it needs.
     func evaluateDownstream(_ s: PGSession, runPk: Int, graph: FlowGraph, finished: [String], branchChoices: [String: [String]] = [:],
-                            now: Date, sink: MessageSink? = nil) throws -> [CeleryMessage] {
+                            now: Date, sink: MessageSink? = nil, known: KnownStates? = nil) throws -> [CeleryMessage] {
         announceChange(s, runPk: runPk)
         // Ended instances of mapped tasks count down their task; it ends with its last one.
         let instances = finished.filter(MappedInstance.isInstance)
@@ -144,14 +144,22 @@ extension SchedulerStore {
             skipPending(s, runPk: runPk, notChosen, as: .skipped, now: now)
             changed += notChosen
         }
+        // States read early serve the first wave only, and only when nothing above changed any.
+        var early = instances.isEmpty && notChosen.isEmpty ? known : nil
         while !changed.isEmpty {
             let candidates = RunStateMachine.candidates(after: changed, in: graph)
             if candidates.isEmpty { break }
             var states: [String: TaskState] = [:]
-            for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])",
-                                 [runPk, RunStateMachine.statesNeeded(for: candidates, in: graph)]).all {
-                states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+            let needed = RunStateMachine.statesNeeded(for: candidates, in: graph)
+            if let k = early, needed.allSatisfy(k.covered.contains) {
+                for t in needed { if let st = k.states[t] { states[t] = st } }
+            } else {
+                for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])",
+                                     [runPk, needed]).all {
+                    states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+                }
             }
+            early = nil
             let wave = RunStateMachine.evaluate(candidates, states: states, in: graph, alreadyReady: Set(ready))
             ready += wave.ready
             for (list, state) in [(wave.skipped, TaskState.skipped), (wave.upstreamFailed, TaskState.upstreamFailed)] where !list.isEmpty {

@@ -26,6 +26,7 @@ extension SchedulerStore {
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
                 var current: [String: PGRow] = [:]
+                var knownStates: [Int: KnownStates] = [:]
                 if !runIds.isEmpty {
                     // The runs' locks and, in the same round trip, the task instances that outcomes report on.
                     let reported = events.filter { [.succeeded, .failed, .skipped, .rescheduled].contains($0.kind) && $0.runId != nil && $0.taskId != nil }
@@ -41,9 +42,36 @@ extension SchedulerStore {
                             CROSS JOIN LATERAL (SELECT * FROM task_instances ti WHERE ti.run_pk = r.id AND ti.task_id = u.task_id LIMIT 1) t
                             """, [reported.map { $0.runId! }, reported.map { $0.taskId! }]))
                     }
+                    // The states the downstream evaluation will need, read now rather than in a round
+                    // trip of their own — for runs whose flow graph is known before their rows are.
+                    let plan = planStateReads(reported)
+                    if !plan.runIds.isEmpty {
+                        statements.append(("""
+                            SELECT r.run_id, t.task_id, t.state FROM unnest($1::text[], $2::text[]) AS u(run_id, task_id)
+                            JOIN runs r ON r.run_id = u.run_id JOIN task_instances t ON t.run_pk = r.id AND t.task_id = u.task_id
+                            """, [plan.runIds, plan.taskIds]))
+                    }
                     let results = try s.queries(statements)
                     for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }
                     for r in results.dropFirst().first?.all ?? [] { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
+                    let runIdOf = Dictionary(runPks.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+                    var versionOf: [Int: (flow: String, version: Int)] = [:]
+                    for r in current.values {
+                        let pk = r.int("run_pk")!, flow = r.string("flow_id")!, version = r.int("flow_version")!
+                        versionOf[pk] = (flow, version)
+                        if let runId = runIdOf[pk] { runFlows.set(runId, flow: flow, version: version) }
+                    }
+                    if !plan.runIds.isEmpty {
+                        for (runId, planned) in plan.graphs {
+                            // Used only if the run's row agrees with the graph the reads were planned on.
+                            guard let pk = runPks[runId], let v = versionOf[pk], v == planned else { continue }
+                            knownStates[pk] = KnownStates(covered: plan.covered[runId] ?? [])
+                        }
+                        for r in results[2].all {
+                            guard let pk = runPks[r.string("run_id")!], knownStates[pk] != nil else { continue }
+                            knownStates[pk]!.states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+                        }
+                    }
                 }
                 // Events of runs the database does not have change nothing; they go to the dead-letter list.
                 let orphans = events.filter { ev in ev.runId.map { runPks[$0] == nil } ?? false }
@@ -84,7 +112,8 @@ extension SchedulerStore {
                 }
                 for pk in Set(started.map(\.0) + outcomes.map(\.0)) { announceChange(s, runPk: pk) }
                 let nowRunning = try applyStarted(s, started, now: now)
-                var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now, sink: sink)
+                var work = try applyOutcomes(s, outcomes, current: current, startedInBatch: nowRunning, now: now, sink: sink,
+                                             knownStates: knownStates)
                 work.orphans = orphans.map { ($0, "a \($0.kind.rawValue) event of unknown run `\($0.runId!)`: the database has no such run") }
                 return work
             } }
@@ -124,10 +153,32 @@ extension SchedulerStore {
         return Set(applied.map { "\($0.int("run_pk")!)/\($0.string("task_id")!)" })
     }
 
+    /// Which task states to read with the runs' locks: for each reported task whose run's flow
+    /// graph is cached, its downstream candidates' and their upstream tasks' (`statesNeeded`).
+    /// Mapped instances are left to the usual reads.
+    func planStateReads(_ reported: [WorkerEvent]) -> (runIds: [String], taskIds: [String], graphs: [String: (flow: String, version: Int)],
+                                                       covered: [String: Set<String>]) {
+        var graphsUsed: [String: (flow: String, version: Int)] = [:], covered: [String: Set<String>] = [:]
+        for ev in reported {
+            guard let runId = ev.runId, let task = ev.taskId, !MappedInstance.isInstance(task),
+                  let fv = runFlows.get(runId), let g = graphs.cached(flow: fv.flow, version: fv.version) else { continue }
+            let candidates = RunStateMachine.candidates(after: [task], in: g)
+            guard !candidates.isEmpty else { continue }
+            graphsUsed[runId] = fv
+            covered[runId, default: []].formUnion(RunStateMachine.statesNeeded(for: candidates, in: g))
+        }
+        var runIds: [String] = [], taskIds: [String] = []
+        for (runId, tasks) in covered.sorted(by: { $0.key < $1.key }) {
+            for t in tasks.sorted() { runIds.append(runId); taskIds.append(t) }
+        }
+        return (runIds, taskIds, graphsUsed, covered)
+    }
+
     /// Tries that ended on a worker: success, skipped, or failure (retried while tries remain);
     /// then, per run, the downstream tasks of what ended are evaluated once.
     func applyOutcomes(_ s: PGSession, _ outcomes: [(Int, WorkerEvent)], current: [String: PGRow],
-                               startedInBatch: Set<String>, now: Date, sink: MessageSink? = nil) throws -> BrokerWork {
+                               startedInBatch: Set<String>, now: Date, sink: MessageSink? = nil,
+                               knownStates: [Int: KnownStates] = [:]) throws -> BrokerWork {
         guard !outcomes.isEmpty else { return BrokerWork() }
         var updates = OutcomeBatch(), h = HistoryBatch()
         var ended: [Int: [String]] = [:]
@@ -210,8 +261,14 @@ extension SchedulerStore {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
             let r = current["\(pk)/\(tasks[0])"]!
             let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            // States read with the lock, brought up to date with this batch's own changes.
+            var known = knownStates[pk]
+            if known != nil {
+                for key in startedInBatch where key.hasPrefix("\(pk)/") { known!.states[String(key.dropFirst("\(pk)/".count))] = .running }
+                for i in updates.pk.indices where updates.pk[i] == pk { known!.states[updates.task[i]] = TaskState(rawValue: updates.state[i]) }
+            }
             work.enqueue += try evaluateDownstream(s, runPk: pk, graph: graph, finished: tasks, branchChoices: branchChoices[pk] ?? [:], now: now,
-                                                   sink: sink)
+                                                   sink: sink, known: known)
             try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
         }
         return work
@@ -369,4 +426,11 @@ struct OutcomeBatch {
             WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n
             """, [pk, task, tryNumber, tryState, at, result, error, worker, started])
     }
+}
+
+/// Task states of one run read early (with the run's lock, `planStateReads`): `covered` is what
+/// was asked for — a task asked for without a row counts as pending, as in the usual read.
+struct KnownStates {
+    var covered: Set<String>
+    var states: [String: TaskState] = [:]
 }
