@@ -159,9 +159,16 @@ extension SchedulerStore {
     func planStateReads(_ reported: [WorkerEvent]) -> (runIds: [String], taskIds: [String], graphs: [String: (flow: String, version: Int)],
                                                        covered: [String: Set<String>]) {
         var graphsUsed: [String: (flow: String, version: Int)] = [:], covered: [String: Set<String>] = [:]
+        // Each run's graph looked up once per batch (W1's batches hold thousands of one run's events).
+        var known: [String: (fv: (flow: String, version: Int), graph: FlowGraph)?] = [:]
+        func lookup(_ runId: String) -> (fv: (flow: String, version: Int), graph: FlowGraph)? {
+            if let k = known[runId] { return k }
+            let found = runFlows.get(runId).flatMap { fv in graphs.cached(flow: fv.flow, version: fv.version).map { (fv, $0) } }
+            known[runId] = .some(found)
+            return found
+        }
         for ev in reported {
-            guard let runId = ev.runId, let task = ev.taskId, !MappedInstance.isInstance(task),
-                  let fv = runFlows.get(runId), let g = graphs.cached(flow: fv.flow, version: fv.version) else { continue }
+            guard let runId = ev.runId, let task = ev.taskId, !MappedInstance.isInstance(task), let (fv, g) = lookup(runId) else { continue }
             let candidates = RunStateMachine.candidates(after: [task], in: g)
             guard !candidates.isEmpty else { continue }
             graphsUsed[runId] = fv
