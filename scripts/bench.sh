@@ -52,6 +52,12 @@ PY
 # W9: the dashboard with a 1,000-task grid and a 10,000-task run, in headless chromium.
 scripts/bench_w9.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
 
+# W10–W12: a thousand flows, one flow of 5,000 tasks, a million runs — with a scheduler and a
+# worker that carry those flows (an invocation of its own: W4 above measured the default set).
+FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:55532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:56479/0 FLOWKIT_LOG_LEVEL=warning \
+  "$flowctl" bench run --repeats "$repeats" --only W10,W11,W12 | tee -a "$out/flowkit.txt"
+scripts/bench_scale_browser.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
+
 # Celery on the same machine, same run.
 if [ -x "$peers/celery_bench.sh" ] || [ -f "$peers/celery_bench.sh" ]; then
   echo "# Celery 5 (prefork, concurrency 2) via $peers/celery_bench.sh"

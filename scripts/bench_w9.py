@@ -7,47 +7,15 @@ Prints BENCH lines: the grid of bench_w9 (1,000 tasks × 25 runs) from navigatio
 the time to redraw it for another run (a click); the page of W1_RUN (10,000 tasks) from
 navigation to drawn, and its longest main-thread task (what the user feels as a freeze).
 """
-import statistics
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-base, token, w9_run, w1_run, repeats = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-opts = webdriver.ChromeOptions()
-opts.binary_location = "/usr/bin/chromium"
-for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"]:
-    opts.add_argument(a)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-wait = WebDriverWait(driver, 120, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,))
-# Long tasks (over 50 ms on the main thread), from the start of every page.
-driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-  window.__longTasks = [];
-  new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__longTasks.push(e.duration))).observe({type: 'longtask', buffered: true});
-"""})
-driver.get(base + "/")
-driver.execute_script("sessionStorage.setItem('flowkit-token', arguments[0])", token)
+from bench_browser import Dashboard, report
 
-
-loads = 0
-
-
-def load(hash_, ready_js):
-    # A new query string each time: a new document, not a hash change in the old one.
-    global loads
-    loads += 1
-    driver.get(f"{base}/?load={loads}#{hash_}")
-    wait.until(lambda d: d.execute_script(ready_js))
-    return driver.execute_script("return window.__flowkitRendered") / 1000, max(driver.execute_script("return window.__longTasks") or [0]) / 1000
-
-
-def report(id_, metric, values, note):
-    print(f"BENCH id={id_} metric={metric} value={statistics.median(values):.3g} runs={len(values)} "
-          f"min={min(values):.3g} max={max(values):.3g} note=\"{note}\"", flush=True)
-
+base, token, w9_run, w1_run, repeats = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+dash = Dashboard(base, token)
+driver, wait, load = dash.driver, dash.wait, dash.load
 
 grid, click, grid_long, page, page_long = [], [], [], [], []
 try:

@@ -51,6 +51,45 @@ enum BenchFlows {
         }
     }
     static let all = [w1, w2, w3, w8, w9]
+
+    // The scale workloads (#31): many flows, one big flow, a database with a million runs.
+    static let w10Flows = Int(ProcessInfo.processInfo.environment["W10_N"] ?? "") ?? 1_000
+    static let w11Layers = 50, w11Width = Int(ProcessInfo.processInfo.environment["W11_WIDTH"] ?? "") ?? 100
+    static let w12Runs = Int(ProcessInfo.processInfo.environment["W12_N"] ?? "") ?? 1_000_000
+    /// W10: a thousand small flows as a data team accumulates them: three tasks each, a daily
+    /// schedule at a minute of their own, ten teams' tags.
+    static let w10: [Flow] = (0..<w10Flows).map { i in
+        Flow(String(format: "bench_w10_%04d", i), description: "one of \(w10Flows) registered flows", tags: ["bench", "team\(i % 10)"],
+             schedule: .cron("\(i % 60) \(i % 24) * * *")) { f in
+            f.task("extract") { _ in nil } --> f.task("transform") { _ in nil } --> f.task("load") { _ in nil }
+        }
+    }
+    /// W11: one static flow of 5,000 no-op tasks in 50 layers of 100, each task downstream of
+    /// two tasks of the layer before.
+    static let w11 = Flow("bench_w11", maxActiveRuns: 1) { f in w11Build(f) }
+    static func w11Build(_ f: FlowBuilder) {
+        var previous: [TaskRef] = []
+        for layer in 0..<w11Layers {
+            let current = (0..<w11Width).map { i in f.task("l\(layer)_t\(i)") { _ in nil } }
+            if !previous.isEmpty { for (i, t) in current.enumerated() { [previous[i], previous[(i + 1) % w11Width]] --> t } }
+            previous = current
+        }
+    }
+    /// W12: the flow whose grid is drawn with 100,000 runs behind it (a chain of ten).
+    static let w12 = Flow("bench_w12", maxActiveRuns: 1) { f in
+        var prev = f.task("t0") { _ in nil }
+        for i in 1..<10 { let t = f.task("t\(i)") { _ in nil }; prev --> t; prev = t }
+    }
+    static let scale = all + w10 + [w11, w12]
+
+    /// The flows of a set a bench scheduler or worker carries: `default` (W1–W9) or `scale` (with W10–W12's).
+    static func set(_ name: String) throws -> [Flow] {
+        switch name {
+        case "default": return all
+        case "scale": return scale
+        default: throw ValidationError("--set must be default or scale, not `\(name)`")
+        }
+    }
 }
 
 struct BenchCommand: AsyncParsableCommand {
@@ -61,9 +100,10 @@ struct BenchCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "worker", abstract: "A worker that knows the bench flows.")
         @OptionGroup var options: WorkerOptions
         @Option(help: "Worker name.") var name: String = "bench-worker"
+        @Option(help: "The flows it knows: default (W1–W9) or scale (W1–W12).") var set: String = "default"
         func run() async throws {
             let settings = try Settings.fromEnvironment()
-            let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: BenchFlows.all + FlowCatalog.flows,
+            let worker = Worker(redis: try RedisConfig(url: try settings.requireRedis()), flows: try BenchFlows.set(set) + FlowCatalog.flows,
                                 config: try options.config(name: name))
             RoundTripReport.answerSignals(as: "worker")
             try await runServices([WorkerService(worker: worker)], logger: makeLogger("flowkit.bench"))
@@ -72,12 +112,14 @@ struct BenchCommand: AsyncParsableCommand {
 
     struct BenchScheduler: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "scheduler", abstract: "A scheduler that knows the bench flows.")
+        @Option(help: "The flows it carries: default (W1–W9) or scale (W1–W12).") var set: String = "default"
+        @Option(help: "Scheduler name.") var name: String = "bench-scheduler"
         func run() async throws {
             let settings = try Settings.fromEnvironment()
-            var sc = SchedulerConfig(name: "bench-scheduler")
+            var sc = SchedulerConfig(name: name)
             sc.eventBatch = 2000
             let daemon = SchedulerDaemon(databaseURL: try settings.requireDatabase(), redis: try RedisConfig(url: try settings.requireRedis()),
-                                         flows: BenchFlows.all, config: sc)
+                                         flows: try BenchFlows.set(set), config: sc)
             try await daemon.prepare()
             RoundTripReport.answerSignals(as: "scheduler")
             try await runServices(daemon.services(), logger: makeLogger("flowkit.bench"))
@@ -85,7 +127,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "run", abstract: "Run W1–W6 and W8 and print BENCH lines.")
+        static let configuration = CommandConfiguration(commandName: "run", abstract: "Run W1–W6, W8 and W10–W12 and print BENCH lines.")
         @Option(help: "Repetitions of each workload.") var repeats: Int = 3
         @Option(help: "Workloads to run, comma-separated.") var only: String = "W1,W2,W3,W8,W4,W5,W6"
         @Option(help: "Port for the API in W5.") var port: Int = 18080
@@ -100,17 +142,32 @@ struct BenchCommand: AsyncParsableCommand {
             _ = try await RedisConnection(redis).command("FLUSHALL")
             let wanted = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
 
+            // The scale workloads run with processes that carry their flows too (make bench runs
+            // them in an invocation of their own: W4 is measured with the default set).
+            let scale = !wanted.isDisjoint(with: ["W10", "W11", "W12"])
+            let set = scale ? "scale" : "default"
+            let expected = (scale ? BenchFlows.scale : BenchFlows.all).map(\.id)
             // The scheduler and the worker are processes of their own, as deployed, so that W4
             // measures each alone. Two worker slots in total: one worker with concurrency 2.
-            let scheduler = try spawn(["bench", "scheduler"], db: db, redisURL: redisURL)
-            let worker = try spawn(["bench", "worker", "--concurrency", "2"], db: db, redisURL: redisURL)
+            let started = Date()
+            let scheduler = try spawn(["bench", "scheduler", "--set", set], db: db, redisURL: redisURL)
+            let worker = try spawn(["bench", "worker", "--concurrency", "2", "--set", set], db: db, redisURL: redisURL)
             defer {
                 for pid in [worker, scheduler] { kill(pid, SIGTERM); var st: Int32 = 0; waitpid(pid, &st, 0) }
             }
             // Asked for their round trips around W2's runs.
             let children = [scheduler, worker]
             let store = SchedulerStore(db: PGPool(db, size: 2))
-            try await eventually { (try? await store.flows().count) == BenchFlows.all.count }
+            let probe = PGConnection(db, label: "bench-probe")
+            try await eventually(timeout: 600, every: 0.02) {
+                (try? await probe.run { s in
+                    try s.query("SELECT count(*) AS n FROM flows WHERE is_active AND flow_id = ANY($1::text[])", [expected]).first?.int("n")
+                }) == expected.count
+            }
+            if wanted.contains("W10") {
+                report("W10", "scheduler_start_to_registered_s", [Date().timeIntervalSince(started)],
+                       note: "a scheduler process started to its \(expected.count) flows active: \(BenchFlows.w10Flows) of W10, W11's 5,000 tasks, the bench flows")
+            }
             try await Task.sleep(for: .seconds(2))
             if wanted.contains("W4") {
                 report("W4", "idle_worker_rss_mib", [rssMiB(worker)])
@@ -154,6 +211,9 @@ struct BenchCommand: AsyncParsableCommand {
             if wanted.contains("W5") {
                 try await w5(db: db, redis: redis, store: store)
             }
+            if wanted.contains("W10") { try await w10(db: db, redis: redis) }
+            if wanted.contains("W11") { try await w11(store) }
+            if wanted.contains("W12") { try await w12(db: db, redis: redis) }
             if wanted.contains("W6"), let base = w2Baseline {
                 try await seedHistory(db: db)
                 let seeded = Date()
@@ -228,27 +288,89 @@ struct BenchCommand: AsyncParsableCommand {
 
         func w5(db: String, redis: RedisConfig, store: SchedulerStore) async throws {
             try await SchedulerStore.seedFinishedRuns(databaseURL: db, flowId: "bench_w2", count: 10_000)
+            try await withAPI(db: db, redis: redis) {
+                let r = try load("/api/v1/runs?limit=50", connections: 50, seconds: 10)
+                report("W5", "requests_per_s", r.rps, note: "GET /api/v1/runs?limit=50, 50 connections, 10 s, 10,000 runs")
+                report("W5", "p99_ms", r.p99)
+            }
+        }
+
+        /// W10: a thousand flows: the flow list's API under load (the dashboard's list is
+        /// measured in a browser by scripts/bench_scale_browser.sh).
+        func w10(db: String, redis: RedisConfig) async throws {
+            try await withAPI(db: db, redis: redis) {
+                let r = try load("/api/v1/flows", connections: 10, seconds: 5)
+                report("W10", "flows_list_p99_ms", r.p99, note: "GET /api/v1/flows with \(BenchFlows.w10Flows + BenchFlows.scale.count - BenchFlows.w10.count) flows, 10 connections, 5 s")
+                report("W10", "flows_list_requests_per_s", r.rps)
+            }
+        }
+
+        /// W11: a static flow of 5,000 tasks in 50 layers: what registering such a definition
+        /// costs (a copy under a new id each time, so that it is a new version), and trigger to success.
+        func w11(_ store: SchedulerStore) async throws {
+            var reg: [Double] = [], secs: [Double] = []
+            for _ in 0..<repeats {
+                let copy = Flow("bench_w11_probe_\(UUID().uuidString.prefix(8).lowercased())") { BenchFlows.w11Build($0) }
+                let t0 = Date()
+                try await store.registerFlows([copy], now: Date())
+                reg.append(Date().timeIntervalSince(t0))
+            }
+            for _ in 0..<repeats { secs.append(try await runOnce(store, "bench_w11").seconds) }
+            let tasks = Double(BenchFlows.w11Layers * BenchFlows.w11Width)
+            report("W11", "registration_s", reg, note: "registerFlows of a new \(Int(tasks))-task definition (\(BenchFlows.w11Layers) layers, two upstream tasks each)")
+            report("W11", "seconds", secs, note: "trigger to run success")
+            report("W11", "tasks_per_s", secs.map { tasks / $0 })
+        }
+
+        /// W12: a database of a million runs (100,000 of them of one flow): the runs list's first
+        /// and a deep page (keyset), and that flow's grid.
+        func w12(db: String, redis: RedisConfig) async throws {
+            let t0 = Date()
+            let seeded = try await SchedulerStore.seedScaleRuns(databaseURL: db, total: BenchFlows.w12Runs, gridFlow: "bench_w12", gridRuns: BenchFlows.w12Runs / 10,
+                                                                otherFlows: BenchFlows.w10.map(\.id))
+            report("W12", "seed_s", [Date().timeIntervalSince(t0)], note: "\(seeded.inserted) runs inserted, \(seeded.total) in the database")
+            let deep = try await PGConnection(db, label: "bench-probe").run { s in
+                try s.query("SELECT id FROM runs ORDER BY id DESC OFFSET $1 LIMIT 1", [seeded.total * 9 / 10]).first?.int("id")
+            } ?? 1
+            try await withAPI(db: db, redis: redis) {
+                for (metric, path, what) in [("runs_first_page", "/api/v1/runs?limit=50", "the newest 50 runs"),
+                                             ("runs_deep_page", "/api/v1/runs?limit=50&cursor=\(deep)", "50 runs after 90 % of them (keyset cursor)"),
+                                             ("runs_of_flow_first_page", "/api/v1/runs?limit=50&flow_id=bench_w12", "the newest 50 of bench_w12's runs"),
+                                             ("grid", "/api/v1/flows/bench_w12/grid?runs=25", "bench_w12's grid, 25 runs of 10 tasks")] {
+                    let r = try load(path, connections: 10, seconds: 5)
+                    report("W12", metric + "_p99_ms", r.p99, note: "GET \(path): \(what); \(seeded.total) runs, 10 connections, 5 s")
+                    report("W12", metric + "_requests_per_s", r.rps)
+                }
+            }
+        }
+
+        /// Serves the API in this process, on `port`, for the length of `body`.
+        func withAPI(db: String, redis: RedisConfig, _ body: () async throws -> Void) async throws {
             let api = FlowAPI(store: SchedulerStore(db: PGPool(db, size: 4)), broker: SchedulerBroker(config: redis, consumer: "bench-api"),
                               config: APIConfig(openReads: true))
             let app = api.application(host: "127.0.0.1", port: port)
             let server = Task { try await app.run() }
             defer { server.cancel() }
             try await Task.sleep(for: .seconds(1))
+            try await body()
+        }
+
+        /// `repeats` runs of wrk on one path: requests/s and p99 latency (ms) of each.
+        func load(_ path: String, connections: Int, seconds: Int) throws -> (rps: [Double], p99: [Double]) {
             guard (try? ProcessRunner.runToCompletion(["sh", "-c", "command -v wrk"]).status) == 0 else {
-                print("BENCH id=W5 metric=requests_per_s value=nan note=\"wrk is not installed (apt-get install wrk)\"")
-                return
+                print("# wrk is not installed (apt-get install wrk): no figures for GET \(path)")
+                return ([], [])
             }
             var rps: [Double] = [], p99: [Double] = []
             for _ in 0..<repeats {
-                let (_, out) = try ProcessRunner.runToCompletion(["wrk", "-t2", "-c50", "-d10s", "--latency", "http://127.0.0.1:\(port)/api/v1/runs?limit=50"])
+                let (_, out) = try ProcessRunner.runToCompletion(["wrk", "-t2", "-c\(connections)", "-d\(seconds)s", "--latency", "http://127.0.0.1:\(port)\(path)"])
                 if let line = out.split(separator: "\n").first(where: { $0.contains("Requests/sec") }),
                    let v = Double(line.split(separator: " ").last ?? "") { rps.append(v) }
                 if let line = out.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("99%") }),
                    let v = parseWrkDuration(String(line.split(separator: " ").last ?? "")) { p99.append(v) }
-                if out.contains("Non-2xx") { print("# W5: wrk saw non-2xx responses:\n\(out)") }
+                if out.contains("Non-2xx") { print("# GET \(path): wrk saw non-2xx responses:\n\(out)") }
             }
-            report("W5", "requests_per_s", rps, note: "GET /api/v1/runs?limit=50, 50 connections, 10 s, 10,000 runs")
-            report("W5", "p99_ms", p99)
+            return (rps, p99)
         }
 
         /// W6's history: 2,000 scheduled flows and a million finished task instances.
@@ -327,11 +449,11 @@ final class RSSSampler: @unchecked Sendable {
     func stop() -> Double { lock.withLock { running = false; return maxSeen } }
 }
 
-func eventually(timeout: Double = 60, _ condition: () async throws -> Bool) async throws {
+func eventually(timeout: Double = 60, every: Double = 0.05, _ condition: () async throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: .seconds(every))
     }
     throw CLIError("timed out after \(timeout)s")
 }

@@ -54,4 +54,49 @@ extension SchedulerStore {
             try s.execute("ANALYZE")
         }
     }
+
+    /// W12's database: finished runs up to `total` in all, `gridRuns` of them of `gridFlow` (whose
+    /// newest 200 get their task instances, as many as its grid can show) and the rest spread
+    /// over `otherFlows`, one a day per flow as a scheduled flow leaves them. Returns the runs
+    /// inserted and the runs in the database.
+    public static func seedScaleRuns(databaseURL: String, total: Int, gridFlow: String, gridRuns: Int,
+                                     otherFlows: [String]) async throws -> (inserted: Int, total: Int) {
+        try await PGConnection(databaseURL, options: PGOptions(replyTimeout: 3600)).run { s in
+            let before = try s.query("SELECT count(*) AS n FROM runs").first!.int("n")!
+            let have = try s.query("SELECT count(*) AS n FROM runs WHERE flow_id = $1", [gridFlow]).first!.int("n")!
+            let forGrid = max(0, min(gridRuns - have, total - before))
+            try s.query("""
+                INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
+                SELECT 'w12__' || g, $1, 1, 'scheduled', CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'success' END,
+                       now() - g * interval '1 hour', now() - (g + 1) * interval '1 hour', now() - g * interval '1 hour',
+                       now() - g * interval '1 hour', now() - g * interval '1 hour', now() - g * interval '1 hour' + interval '42 seconds'
+                FROM generate_series($3::int + 1, $3::int + $2::int) g
+                ON CONFLICT DO NOTHING
+                """, [gridFlow, forGrid, have])
+            let rest = max(0, total - before - forGrid)
+            if rest > 0 && !otherFlows.isEmpty {
+                try s.query("""
+                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
+                    SELECT 'w12o__' || g, f[g % cardinality(f) + 1], 1, 'scheduled', CASE WHEN g % 97 = 0 THEN 'failed' ELSE 'success' END,
+                           now() - (g / cardinality(f) + 1) * interval '1 day', now() - (g / cardinality(f) + 2) * interval '1 day',
+                           now() - (g / cardinality(f) + 1) * interval '1 day', now() - g * interval '1 second', now() - g * interval '1 second',
+                           now() - g * interval '1 second' + interval '3 seconds'
+                    FROM generate_series($3::int + 1, $3::int + $1::int) g, (SELECT $2::text[] AS f) flows
+                    ON CONFLICT DO NOTHING
+                    """, [rest, otherFlows, before])
+            }
+            // The grid's runs with their tasks: the newest 200 of the flow, ten tasks each.
+            try s.query("""
+                INSERT INTO task_instances (run_pk, task_id, state, try_number, max_tries, queue, message_id, queued_at, started_at, ended_at)
+                SELECT r.id, 't' || t, r.state, 1, 1, 'default', r.id || '-' || t, r.started_at, r.started_at + t * interval '4 seconds',
+                       r.started_at + (t + 1) * interval '4 seconds'
+                FROM (SELECT id, state, started_at FROM runs WHERE flow_id = $1 ORDER BY id DESC LIMIT 200) r CROSS JOIN generate_series(0, 9) t
+                ON CONFLICT DO NOTHING
+                """, [gridFlow])
+            try s.execute("ANALYZE runs")
+            try s.execute("ANALYZE task_instances")
+            let after = try s.query("SELECT count(*) AS n FROM runs").first!.int("n")!
+            return (after - before, after)
+        }
+    }
 }
