@@ -18,4 +18,6 @@ public let allFlows: [Flow] = [
     exampleTriggerParent,
     exampleTriggerChild,
     exampleFollowup,
+    exampleSQL,
+    examplePython,
 ]

@@ -224,3 +224,40 @@ public let exampleFollowup = Flow(
                 "upstreamRun": event?["runId"] ?? .null]
     }
 }
+
+/// `example_sql`: SQL tasks on the `warehouse` connection. `make_table` creates
+/// `example_sql.numbers` and inserts 1…n for this run (`{{ params.n }}` and `{{ run_id }}` are
+/// bound parameters, not text); `total` returns their sum: `{"columns": ["total"], "rows": [[n(n+1)/2]], …}`.
+let exampleSQL = Flow(
+    "example_sql",
+    description: "SQL tasks: a table filled with 1…n, then its total, through bound template parameters",
+    tags: ["example", "sql"],
+    params: [Param("n", .int, default: 3, description: "how many numbers to insert")]
+) { f in
+    let make = f.sql("make_table", connection: "warehouse", sql: """
+        -- Runs at once may both create the schema: one waits for the other.
+        SELECT pg_advisory_xact_lock(hashtext('example_sql'));
+        CREATE SCHEMA IF NOT EXISTS example_sql;
+        CREATE TABLE IF NOT EXISTS example_sql.numbers (run_id text NOT NULL, n int NOT NULL);
+        DELETE FROM example_sql.numbers WHERE run_id = {{ run_id }};
+        INSERT INTO example_sql.numbers (run_id, n) SELECT {{ run_id }}, generate_series(1, {{ params.n }}::int);
+        """, description: "creates example_sql.numbers and inserts 1…n for this run")
+    make --> f.sql("total", connection: "warehouse", sql: """
+        SELECT sum(n) AS total FROM example_sql.numbers WHERE run_id = {{ run_id }}
+        """, description: "the sum of this run's numbers")
+}
+
+/// `example_python`: Python functions run by the worker, no Celery. `stats` returns the mean and
+/// count of param `values` (`fail: true` makes it raise `ValueError("asked to fail")`); `report`
+/// reads that result from its context and returns `{"summary": "count=3 mean=2.0"}`.
+let examplePython = Flow(
+    "example_python",
+    description: "Python tasks: statistics of a list param, then a summary read from the upstream result",
+    tags: ["example", "python"],
+    params: [Param("values", .array, default: [1, 2, 3], description: "numbers"),
+             Param("fail", .bool, default: false, description: "make stats raise ValueError")]
+) { f in
+    let resources = Bundle.module.url(forResource: "Resources", withExtension: nil)?.appendingPathComponent("examples/python")
+    let stats = f.python("stats", file: "stats.py", function: "main", resources: resources, description: "mean and count of the values")
+    stats --> f.python("report", file: "report.py", function: "main", resources: resources, description: "a one-line summary")
+}

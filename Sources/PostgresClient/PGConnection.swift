@@ -87,6 +87,9 @@ public final class PGConnection: @unchecked Sendable {
     /// Whether this `run` changed the plan mode: after a failure it is reset to the default.
     fileprivate var planModeTouched = false
 
+    /// The current session's cancel handle (`PQgetCancel`), usable from any thread.
+    private let canceller = Mutex<CancelHandle?>(nil)
+
     /// `application_name` in `pg_stat_activity`: the connection's label and the process id, so
     /// that a session seen waiting names the process and the duty behind it.
     private let applicationName: String
@@ -185,7 +188,19 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
+    /// Asks the server to cancel what this connection's session is running now (`PQcancel`),
+    /// from any thread; the statement then fails with SQLSTATE 57014. Nothing happens when no
+    /// session exists or nothing runs.
+    public func cancelRunning() {
+        canceller.withLock { h in
+            guard let c = h?.pointer else { return }
+            var err = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(c, &err, Int32(err.count))
+        }
+    }
+
     private func drop() {
+        canceller.withLock { $0 = nil }
         if let conn { PQfinish(conn) }
         conn = nil
         prepared = [:]
@@ -231,6 +246,7 @@ public final class PGConnection: @unchecked Sendable {
         failedAttempts = 0
         nextAttempt = .distantPast
         conn = c
+        canceller.withLock { $0 = PQgetCancel(c).map(CancelHandle.init) }
         let s = PGSession(conn: c, owner: self)
         _ = try s.execute(options.sessionSettings)
         for channel in listening { _ = try s.execute("LISTEN \(PGSession.quoteIdentifier(channel))") }
@@ -252,6 +268,13 @@ public final class PGConnection: @unchecked Sendable {
         let line = sql.split(separator: "\n", maxSplits: 1).first.map { String($0.prefix(160)) } ?? ""
         return line.trimmingCharacters(in: .whitespaces)
     }
+}
+
+/// libpq's cancel object, freed with it.
+private final class CancelHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ p: OpaquePointer) { pointer = p }
+    deinit { PQfreeCancel(pointer) }
 }
 
 /// NULL-terminated C string arrays for libpq's `…Params` calls.
@@ -569,14 +592,63 @@ public struct PGSession {
         return try collect()
     }
 
+    /// Runs one statement with text parameters as an unnamed statement, not prepared and
+    /// remembered: for statements a user wrote (a SQL task's), which run once.
+    @discardableResult
+    public func executeOnce(_ sql: String, _ params: [String?]) throws -> PGResult {
+        try flush()
+        noteSending([PGStatement(sql: sql, params: params, onResult: nil)])
+        let sent = withParams(params) { PQsendQueryParams(conn, sql, Int32(params.count), nil, $0, nil, nil, 0) }
+        guard sent == 1 else { throw PGError(.connection, errorText) }
+        RoundTrips.postgres.add(1, ordering: .relaxed)
+        return try collect()
+    }
+
+    /// `COPY … FROM STDIN` (`sql`), its data read from `read` (which fills the buffer it is
+    /// given and returns the bytes it put there, 0 at the end). Returns the rows copied.
+    public func copyIn(_ sql: String, read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        try flush()
+        noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
+        guard PQsendQueryParams(conn, sql, 0, nil, nil, nil, nil, 0) == 1 else { throw PGError(.connection, errorText) }
+        RoundTrips.postgres.add(1, ordering: .relaxed)
+        guard let first = try nextResult() else { throw PGError(.connection, errorText) }
+        guard PQresultStatus(first) == PGRES_COPY_IN else {
+            // Refused before any data (no such table, a bad option): the error, then the end.
+            var failure: (any Error)?
+            do { _ = try consume(first) } catch { failure = error }
+            while let more = try nextResult() { PQclear(more) }
+            if let failure { throw failure }
+            throw PGError(.query, "`\(PGConnection.firstLine(sql))` did not start a COPY FROM STDIN")
+        }
+        PQclear(first)
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var readError: (any Error)?
+        while true {
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try read($0) } } catch { readError = error; break }
+            if n == 0 { break }
+            let put = buffer.withUnsafeBytes { PQputCopyData(conn, $0.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(n)) }
+            guard put == 1 else { throw PGError(.connection, errorText) }
+        }
+        let reason = readError.map { "reading the data failed: \($0)" }
+        guard PQputCopyEnd(conn, reason) == 1 else { throw PGError(.connection, errorText) }
+        let result = try collect()
+        if let readError { throw readError }
+        return result.affectedRows
+    }
+
     private func consume(_ res: OpaquePointer) throws -> PGResult {
         defer { PQclear(res) }
         switch PQresultStatus(res) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             let nf = Int(PQnfields(res)), nt = Int(PQntuples(res))
-            var columns: [String] = []
+            var columns: [String] = [], types: [UInt32] = []
             columns.reserveCapacity(nf)
-            for f in 0..<nf { columns.append(String(cString: PQfname(res, Int32(f)))) }
+            types.reserveCapacity(nf)
+            for f in 0..<nf {
+                columns.append(String(cString: PQfname(res, Int32(f))))
+                types.append(UInt32(PQftype(res, Int32(f))))
+            }
             var rows: [[String?]] = []
             rows.reserveCapacity(nt)
             for r in 0..<nt {
@@ -590,16 +662,23 @@ public struct PGSession {
                 rows.append(row)
             }
             let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
-            return PGResult(columns: columns, rows: rows, affectedRows: affected)
+            return PGResult(columns: columns, rows: rows, affectedRows: affected, columnTypes: types,
+                            returnsRows: PQresultStatus(res) == PGRES_TUPLES_OK)
         default:
             var message = String(cString: PQresultErrorMessage(res))
-            let state = PQresultErrorField(res, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            func field(_ code: Character) -> String? {
+                PQresultErrorField(res, Int32(code.asciiValue!)).map { String(cString: $0) }
+            }
+            let state = field("C")
+            let fields = field("M").map {
+                PGError.Fields(primary: $0, detail: field("D"), hint: field("H"), context: field("W"), position: field("P").flatMap { Int($0) })
+            }
             if state == "25P03" || state == "57014" {
                 // Say which statement the server gave up on (or was left waiting after).
                 message += " (last statement: `\(owner.lastStatement)`)"
             }
-            if PQstatus(conn) != CONNECTION_OK { throw PGError(.connection, message, sqlState: state) }
-            throw PGError(.query, message, sqlState: state)
+            if PQstatus(conn) != CONNECTION_OK { throw PGError(.connection, message, sqlState: state, fields: fields) }
+            throw PGError(.query, message, sqlState: state, fields: fields)
         }
     }
 

@@ -17,12 +17,25 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
     /// No session existed, so nothing of the call reached the server: trying again cannot do
     /// anything twice.
     public let notConnected: Bool
+    /// The server's error fields, each on its own (a statement error's message also quotes the
+    /// statement's text; these do not): primary message, detail, hint, context, and the
+    /// position (from 1, in characters) in the statement where it went wrong.
+    public var fields: Fields?
 
-    public init(_ kind: Kind, _ message: String, sqlState: String? = nil, notConnected: Bool = false) {
+    public struct Fields: Sendable, Equatable {
+        public var primary: String
+        public var detail: String?
+        public var hint: String?
+        public var context: String?
+        public var position: Int?
+    }
+
+    public init(_ kind: Kind, _ message: String, sqlState: String? = nil, notConnected: Bool = false, fields: Fields? = nil) {
         self.kind = kind
         self.message = message.trimmingCharacters(in: .whitespacesAndNewlines)
         self.sqlState = sqlState
         self.notConnected = notConnected
+        self.fields = fields
     }
 
     public var description: String {

@@ -6,12 +6,18 @@ public struct PGResult: Sendable {
     public let rows: [[String?]]
     /// Rows the statement changed (INSERT/UPDATE/DELETE), when it reports them.
     public let affectedRows: Int
+    /// Each column's type OID (`pg_type.oid`), for readers that turn text into typed values.
+    public let columnTypes: [UInt32]
+    /// True for a statement that returns rows (a SELECT, `RETURNING`), even none.
+    public let returnsRows: Bool
     let index: [String: Int]
 
-    init(columns: [String], rows: [[String?]], affectedRows: Int) {
+    init(columns: [String], rows: [[String?]], affectedRows: Int, columnTypes: [UInt32] = [], returnsRows: Bool = false) {
         self.columns = columns
         self.rows = rows
         self.affectedRows = affectedRows
+        self.columnTypes = columnTypes
+        self.returnsRows = returnsRows
         // Rows of a few columns find them by comparing names (`PGRow.string`); only wide results need a table.
         var idx: [String: Int] = [:]
         if columns.count > PGRow.linearLookupLimit {

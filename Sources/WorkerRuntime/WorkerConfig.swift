@@ -18,6 +18,9 @@ public struct WorkerConfig: Sendable {
     public var version: String = flowKitVersion
     /// Task messages larger than this are refused before decoding, onto the dead-letter list.
     public var maxMessageBytes: Int = KombuLayout.defaultMaxMessageBytes
+    /// Where the worker keeps what it builds: Python tasks' virtualenvs, under `venvs/`
+    /// (`FLOWKIT_HOME`, default `.flowkit` in the working directory).
+    public var home: String = ProcessInfo.processInfo.environment["FLOWKIT_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ".flowkit"
 
     public init(name: String? = nil, hostname: String = ProcessInfo.processInfo.hostName, queues: [String] = ["default"], concurrency: Int = 2) {
         self.hostname = hostname

@@ -30,6 +30,10 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var outlets: [String]?
         /// The run a trigger-flow task starts (absent on other tasks).
         public var triggerFlow: TriggerFlowSpec?
+        /// A SQL task's connection, statements and load (absent on other tasks).
+        public var sql: SQLTaskSpec?
+        /// A Python task's file, source, function and interpreter (absent on other tasks).
+        public var python: PythonTaskSpec?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -85,11 +89,15 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             var celeryName: String?
             var sensor: SensorSpec?
             var trigger: TriggerFlowSpec?
+            var sql: SQLTaskSpec?
+            var python: PythonTaskSpec?
             switch t.body {
             case .shell(let c): command = c
             case .celery(let n): celeryName = n
             case .sensor(let spec, _): sensor = spec
             case .triggerFlow(let spec): trigger = spec
+            case .sql(let spec): sql = spec
+            case .python(let spec): python = spec
             case .closure, .branch: break
             }
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
@@ -101,7 +109,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       let n = (o.notify ?? .init()).merged(over: flow.notify)
                                       let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
                                       return taskOnly.isEmpty ? nil : taskOnly
-                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger)
+                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

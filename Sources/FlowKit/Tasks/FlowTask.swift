@@ -13,6 +13,10 @@ public enum TaskBody: Sendable {
     case sensor(SensorSpec, SensorCheck)
     /// A run of another flow, started by the scheduler (`FlowBuilder.triggerFlow`).
     case triggerFlow(TriggerFlowSpec)
+    /// SQL run by a worker against a named connection (`FlowBuilder.sql`).
+    case sql(SQLTaskSpec)
+    /// A Python function run by a worker in a subprocess (`FlowBuilder.python`).
+    case python(PythonTaskSpec)
 
     var kind: String {
         switch self {
@@ -22,6 +26,8 @@ public enum TaskBody: Sendable {
         case .branch: return TaskBody.branchKind
         case .sensor: return "sensor"
         case .triggerFlow: return TaskBody.triggerFlowKind
+        case .sql: return "sql"
+        case .python: return "python"
         }
     }
 

@@ -35,6 +35,13 @@ extension Flow {
             if case .shell(let cmd) = t.body, cmd.argv.isEmpty {
                 throw FlowValidationError.invalidOption(flow: id, detail: "task `\(t.id)`: shell command is empty")
             }
+            if case .python(let spec) = t.body, let problem = spec.problem {
+                throw FlowValidationError.invalidOption(flow: id, detail: problem)
+            }
+            if case .sql(let spec) = t.body {
+                if let problem = spec.problem { throw FlowValidationError.invalidOption(flow: id, detail: problem) }
+                if spec.connection.isEmpty { throw FlowValidationError.invalidOption(flow: id, detail: "task `\(t.id)`: a SQL task names its connection") }
+            }
         }
         var params = Set<String>()
         for p in self.params where !params.insert(p.name).inserted {
@@ -73,7 +80,7 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch, .sensor, .triggerFlow: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor, .triggerFlow, .sql, .python: throw refuse("only Swift and shell tasks can be mapped")
         }
     }
 
