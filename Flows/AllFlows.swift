@@ -20,4 +20,5 @@ public let allFlows: [Flow] = [
     exampleFollowup,
     exampleSQL,
     examplePython,
+    exampleDbtModels,
 ]

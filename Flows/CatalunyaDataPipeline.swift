@@ -2,7 +2,7 @@ public import FlowKit
 import Foundation
 
 /// Catalunya air quality: extract the open-data readings, validate them, load them into a
-/// staging schema of the `warehouse` PostgreSQL, build marts from SQL models, and check them.
+/// staging schema of the `warehouse` PostgreSQL (SQL, COPY), build marts with dbt, and check them (SQL).
 public let catalunyaDataPipeline = Flow(
     "catalunya_data_pipeline",
     description: "Hourly air-quality readings from Catalunya's XVPCA stations → staging → marts → checks",
@@ -52,55 +52,45 @@ public let catalunyaDataPipeline = Flow(
         return ["valid": .int(valid.count - 1), "rejected": .int(rejected)]
     }
 
-    let load = f.task("load_staging", description: "load the valid readings into staging.air_quality_readings") { ctx in
-        let file = try dataDirectory("catalunya", ctx.runId).appendingPathComponent("valid.csv")
-        _ = try ctx.connection("warehouse")
-        let result = try await ctx.run(.script("""
-            set -eu
-            psql "$FLOWKIT_CONN_WAREHOUSE" -v ON_ERROR_STOP=1 -q <<'SQL'
-            create schema if not exists staging;
-            create table if not exists staging.air_quality_readings (
-                station_code text not null, station_name text not null, municipality text not null,
-                latitude double precision, longitude double precision, pollutant text not null,
-                unit text not null, measured_at timestamp not null, value double precision not null);
-            truncate staging.air_quality_readings;
-            SQL
-            psql "$FLOWKIT_CONN_WAREHOUSE" -v ON_ERROR_STOP=1 -q \
-              -c "\\copy staging.air_quality_readings from stdin with (format csv, header true)" < "$VALID_CSV"
-            psql "$FLOWKIT_CONN_WAREHOUSE" -qAt -c "select json_build_object('rows', count(*)) from staging.air_quality_readings"
-            """, environment: ["VALID_CSV": file.path]))
-        let expected = ctx.upstream["validate"]?["valid"]?.intValue
-        if let expected, result?["rows"]?.intValue != expected {
-            throw TaskError("staging holds \(result?["rows"]?.compactJSON ?? "?") rows, expected \(expected)")
-        }
-        return result
-    }
+    let load = f.sql("load_staging", connection: "warehouse", sql: """
+        CREATE SCHEMA IF NOT EXISTS staging;
+        CREATE TABLE IF NOT EXISTS staging.air_quality_readings (
+            station_code text NOT NULL, station_name text NOT NULL, municipality text NOT NULL,
+            latitude double precision, longitude double precision, pollutant text NOT NULL,
+            unit text NOT NULL, measured_at timestamp NOT NULL, value double precision NOT NULL);
+        TRUNCATE staging.air_quality_readings;
+        """,
+        // validate wrote it under the worker's data directory (FLOWKIT_DATA_DIR).
+        copyFrom: .file("catalunya/{{ run_id }}/valid.csv"), into: "staging.air_quality_readings", format: .csv(header: true),
+        afterCopy: "SELECT count(*) AS rows FROM staging.air_quality_readings", returning: .firstRow,
+        description: "load the valid readings into staging.air_quality_readings (COPY, one transaction)")
 
-    let marts = f.task("build_marts", description: "build marts from the SQL models (dbt when installed)") { ctx in
-        _ = try ctx.connection("warehouse")
-        return try await ctx.run(ShellCommand(argv: ["/bin/sh", try resource("catalunya/build_marts.sh").path]))
-    }
+    let marts = f.dbt("build_marts", project: "catalunya/dbt", resources: Bundle.module.url(forResource: "Resources", withExtension: nil),
+                      command: .build, description: "dbt build: the marts models, then their tests (not null, ranges, unique keys)")
 
-    let checks = f.task("quality_checks", description: "data-quality checks on the marts") { ctx in
-        let url = try ctx.connection("warehouse")
-        func scalar(_ sql: String) async throws -> Int {
-            let v = try await ctx.run(ShellCommand(argv: ["psql", url, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql]))
-            guard let n = v?.intValue else { throw TaskError("check `\(sql)` returned \(v?.compactJSON ?? "nothing")") }
-            return n
-        }
-        let stations = try await scalar("select count(distinct station_code) from marts.daily_station_averages")
-        let nullMeans = try await scalar("select count(*) from marts.daily_station_averages where mean_value is null")
-        let outOfRange = try await scalar("select count(*) from marts.daily_station_averages where mean_value < 0 or mean_value > 1000")
-        let thinDays = try await scalar("select count(*) from marts.daily_station_averages where hours_measured < 18")
-        let exceedances = try await scalar("select count(*) from marts.municipality_exceedances where exceeded")
-        var failures: [String] = []
-        if stations == 0 { failures.append("no stations in marts.daily_station_averages") }
-        if nullMeans > 0 { failures.append("\(nullMeans) daily means are null") }
-        if outOfRange > 0 { failures.append("\(outOfRange) daily means are outside 0-1000") }
-        ctx.log("stations=\(stations) null_means=\(nullMeans) out_of_range=\(outOfRange) thin_days=\(thinDays) exceedances=\(exceedances)")
-        if !failures.isEmpty { throw TaskError("data-quality checks failed: " + failures.joined(separator: "; ")) }
-        return ["stations": .int(stations), "days_below_coverage": .int(thinDays), "exceedance_days": .int(exceedances), "checks_passed": 3]
-    }
+    let checks = f.sql("quality_checks", connection: "warehouse", sql: """
+        -- Fails the task, naming every failed check, before the figures are read.
+        DO $checks$
+        DECLARE failures text[] := '{}';
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM marts.daily_station_averages) THEN
+                failures := failures || 'no stations in marts.daily_station_averages'::text;
+            END IF;
+            IF (SELECT count(*) FROM marts.daily_station_averages WHERE mean_value IS NULL) > 0 THEN
+                failures := failures || 'daily means are null'::text;
+            END IF;
+            IF (SELECT count(*) FROM marts.daily_station_averages WHERE mean_value < 0 OR mean_value > 1000) > 0 THEN
+                failures := failures || 'daily means are outside 0-1000'::text;
+            END IF;
+            IF cardinality(failures) > 0 THEN
+                RAISE EXCEPTION 'data-quality checks failed: %', array_to_string(failures, '; ');
+            END IF;
+        END $checks$;
+        SELECT (SELECT count(DISTINCT station_code) FROM marts.daily_station_averages) AS stations,
+               (SELECT count(*) FROM marts.daily_station_averages WHERE hours_measured < 18) AS days_below_coverage,
+               (SELECT count(*) FROM marts.municipality_exceedances WHERE exceeded) AS exceedance_days,
+               3 AS checks_passed
+        """, returning: .firstRow, description: "data-quality checks on the marts")
 
     extract --> validate --> load --> marts --> checks
 }

@@ -261,3 +261,18 @@ let examplePython = Flow(
     let stats = f.python("stats", file: "stats.py", function: "main", resources: resources, description: "mean and count of the values")
     stats --> f.python("report", file: "report.py", function: "main", resources: resources, description: "a one-line summary")
 }
+
+/// `example_dbt_models`: a small dbt project (a seed of ten cities, two models, tests on both)
+/// expanded as Cosmos would: `marts.cities` (the seed), `marts.province_population` and
+/// `marts.province_population.test`, then `marts.province_share` and `marts.province_share.test`.
+/// Runs on the `warehouse` connection, in a virtualenv with dbt-core and dbt-postgres that the
+/// worker builds the first time.
+let exampleDbtModels = Flow(
+    "example_dbt_models",
+    description: "A dbt project as tasks: one per model, each followed by its tests, wired by the manifest",
+    tags: ["example", "dbt"],
+    maxActiveRuns: 1
+) { f in
+    let examples = Bundle.module.url(forResource: "Resources", withExtension: nil)?.appendingPathComponent("examples")
+    f.dbtModels("marts", project: "dbt", manifest: "dbt/manifest.json", resources: examples)
+}

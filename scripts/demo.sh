@@ -22,6 +22,9 @@ echo "FlowKit standalone is up on $FLOWKIT_API_URL (log: $log)"
 echo
 "$flowctl" flows list
 echo
+# build_marts runs `dbt build` in the virtualenv a worker builds once (dbt-core and dbt-postgres,
+# pinned, from PyPI, under .flowkit/venvs/): built here the first time, so that it says so.
+FLOWKIT_HOME=.flowkit "$flowctl" venv >/dev/null || { echo "could not install dbt: catalunya_data_pipeline's build_marts needs it"; exit 1; }
 echo "\$ flowctl trigger catalunya_data_pipeline --wait"
 "$flowctl" trigger catalunya_data_pipeline --wait | tee .flowkit/demo-run.txt
 status=${PIPESTATUS[0]}

@@ -74,6 +74,9 @@ FLOWKIT_DATABASE_URL=$db_url FLOWKIT_REDIS_URL=$redis_url FLOWKIT_API_TOKENS="ad
 pids[server]=$!
 
 step "4-5. a worker on each worker host: Redis, the warehouse connection, the shared data directory"
+# The worker hosts have no route to PyPI here: dbt's virtualenv (catalunya's build_marts) is
+# built beforehand in the home they share (.flowkit), as an image or a provisioning step would.
+"$flowctl" venv >/dev/null || fail "flowctl venv (dbt's virtualenv)"
 for h in A B; do
   i=$([ $h = A ] && echo 1 || echo 2)
   ip netns exec "fk$h" env -i PATH="$PATH" HOME=/root \

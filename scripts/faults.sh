@@ -28,6 +28,8 @@ psql "$db_admin" -qc "DROP DATABASE IF EXISTS faults" -c "CREATE DATABASE faults
 export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:55632/faults"
 export FLOWKIT_REDIS_URL="redis://127.0.0.1:56579/0"
 export FLOWKIT_CONN_WAREHOUSE="$FLOWKIT_DATABASE_URL" FLOWKIT_DATA_DIR="$work/data" FLOWKIT_LOG_LEVEL=warning
+# catalunya_data_pipeline's dbt: its virtualenv built before the faults, not in the middle of one.
+"$flowctl" venv >/dev/null || { echo "faults: could not build dbt's virtualenv" >&2; exit 1; }
 export FLOWKIT_API_TOKENS="admin:faults-admin" FLOWKIT_API_TOKEN="faults-admin" FLOWKIT_API_URL="http://127.0.0.1:18300"
 # example_alert's webhook (scenario 12): nothing listens there until the scenario starts a receiver.
 export FLOWKIT_CONN_ALERTS="http://127.0.0.1:18399/hooks" FLOWKIT_CONN_ALERTS_SECRET="faults-secret"

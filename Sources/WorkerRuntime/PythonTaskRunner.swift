@@ -1,6 +1,6 @@
 
-import FlowKit
-import Foundation
+public import FlowKit
+public import Foundation
 
 /// Runs a Python task (`FlowBuilder.python`) on a worker: the flow's source written to a
 /// directory of the try, FlowKit's runner (`PythonTaskRunner.runnerSource`, standard library
@@ -128,31 +128,42 @@ enum PythonTaskRunner {
 /// Virtualenvs a worker builds for Python tasks, one per distinct requirement set (keyed by its
 /// hash), each built once: under an exclusive lock (`flock`) so that two tries — on this worker or
 /// another sharing the home — never build it twice, and marked complete only when pip succeeded.
-struct Virtualenvs {
+public struct Virtualenvs: Sendable {
     let root: URL
 
+    /// The virtualenvs under `home`'s `venvs/` (a worker's `WorkerConfig.home`).
+    public init(home: String) { root = URL(fileURLWithPath: home).appendingPathComponent("venvs") }
+    init(root: URL) { self.root = root }
+
     func python(for requirements: [String], ctx: TaskContext, runner: any CommandRunner) async throws -> String {
+        try await python(for: requirements, log: ctx.log, runner: runner, isCancelled: { ctx.isCancelled })
+    }
+
+    /// The interpreter of the virtualenv for `requirements`, built first when it is not there yet
+    /// (what `flowctl venv` does ahead of the first task, where PyPI is reachable).
+    public func python(for requirements: [String], log taskLog: TaskLogger, runner: any CommandRunner,
+                       isCancelled: @escaping @Sendable () -> Bool) async throws -> String {
         let lines = requirements.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let key = String(SHA256.hex(Data(lines.sorted().joined(separator: "\n").utf8)).prefix(16))
         let dir = root.appendingPathComponent(key), marker = dir.appendingPathComponent(".flowkit-complete")
         let python = dir.appendingPathComponent("bin/python").path
         if FileManager.default.fileExists(atPath: marker.path) { return python }
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let lock = try await FileLock.acquire(root.appendingPathComponent(key + ".lock").path, isCancelled: { ctx.isCancelled })
+        let lock = try await FileLock.acquire(root.appendingPathComponent(key + ".lock").path, isCancelled: isCancelled)
         defer { lock.release() }
         if FileManager.default.fileExists(atPath: marker.path) {
-            ctx.log("python: using the virtualenv another try built for \(lines.joined(separator: ", "))")
+            taskLog("python: using the virtualenv another try built for \(lines.joined(separator: ", "))")
             return python
         }
         try? FileManager.default.removeItem(at: dir)   // a build that did not finish
-        ctx.log("python: building a virtualenv for \(lines.joined(separator: ", ")) in \(dir.path) (once per requirement set)")
+        taskLog("python: building a virtualenv for \(lines.joined(separator: ", ")) in \(dir.path) (once per requirement set)")
         let reqFile = root.appendingPathComponent(key + ".requirements.txt")
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: reqFile)
         let tail = LogTail()
-        let log = TaskLogger { line in tail.add(line); ctx.log(line) }
+        let log = TaskLogger { line in tail.add(line); taskLog(line) }
         for (what, argv) in [("python3 -m venv", ["python3", "-m", "venv", dir.path]),
                              ("pip install", [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "-r", reqFile.path])] {
-            let outcome = try await runner.run(ShellCommand(argv: argv), environment: ["PIP_NO_INPUT": "1"], log: log, isCancelled: { ctx.isCancelled })
+            let outcome = try await runner.run(ShellCommand(argv: argv), environment: ["PIP_NO_INPUT": "1"], log: log, isCancelled: isCancelled)
             guard outcome.exitCode == 0, outcome.signal == nil else {
                 try? FileManager.default.removeItem(at: dir)
                 let cause = tail.lines.last { $0.contains("ERROR") || $0.contains("Error") } ?? tail.lines.last ?? "no output"

@@ -16,9 +16,10 @@ enum SQLTaskRunner {
                                       dataIntervalEnd: ctx.dataIntervalEnd, params: ctx.params)
         let names = Array(ctx.params.keys)
         // Every template is bound before anything runs: an unknown name fails the try untouched.
-        let statements = SQLScript.statements(spec.sql)
+        let statements = SQLScript.statements(spec.sql), later = SQLScript.statements(spec.afterCopy ?? "")
         let bound = try statements.map { try SQLScript.bind($0.text, values: values, params: names) }
-        let copy = try spec.copy.map { c in (path: try SQLScript.render(c.path, values: values, params: names), statement: try copyStatement(c)) }
+        let boundLater = try later.map { try SQLScript.bind($0.text, values: values, params: names) }
+        let copy = try spec.copy.map { c in (path: dataPath(try SQLScript.render(c.path, values: values, params: names)), statement: try copyStatement(c)) }
 
         var options = PGOptions(statementTimeout: timeout, replyTimeout: (timeout ?? 7 * 86_400) + 60)
         options.connectTimeout = 10
@@ -26,7 +27,8 @@ enum SQLTaskRunner {
         defer { conn.close() }
         let source = spec.file.map { " of \($0)" } ?? ""
         ctx.log("SQL on connection `\(spec.connection)`: \(statements.count) statement\(statements.count == 1 ? "" : "s")\(source)"
-                + (copy.map { ", after loading \($0.path)" } ?? "") + (spec.transaction ? ", in one transaction" : ", each on its own")
+                + (copy.map { ", then loading \($0.path)" + (later.isEmpty ? "" : " and \(later.count) more") } ?? "")
+                + (spec.transaction ? ", in one transaction" : ", each on its own")
                 + (timeout.map { ", statement_timeout \($0)s" } ?? ""))
         let flags = Flags()
         defer { flags.finished.store(true, ordering: .relaxed) }
@@ -34,24 +36,30 @@ enum SQLTaskRunner {
             return try await withTaskCancellationHandler {
                 try await conn.run { s in
                     let body = { () throws -> JSONValue in
+                        func execute(_ bound: [SQLScript.Bound], _ statements: [SQLScript.Statement], script: String, file: String?) throws -> PGResult? {
+                            var last: PGResult?
+                            for (k, b) in bound.enumerated() {
+                                if flags.stop.load(ordering: .relaxed) { throw CancellationError() }
+                                do {
+                                    let r = try s.executeOnce(b.sql, b.values)
+                                    ctx.log("statement \(k + 1)\(file.map { " of \($0)" } ?? ""): "
+                                            + (r.returnsRows ? "\(r.count) rows" : "\(r.affectedRows) rows affected"))
+                                    last = r
+                                } catch let e as PGError {
+                                    throw SQLTaskError(e, statement: k, of: bound.count, bound: b, script: script,
+                                                       offset: statements[k].offset, file: file, timeout: timeout)
+                                }
+                            }
+                            return last
+                        }
+                        var last = try execute(bound, statements, script: spec.sql, file: spec.file)
                         var copied: Int?
                         if let copy {
                             copied = try copyFile(s, path: copy.path, statement: copy.statement, flags: flags)
                             ctx.log("copied \(copied!) rows from \(copy.path) into \(spec.copy!.table)")
+                            last = try execute(boundLater, later, script: spec.afterCopy ?? "", file: "afterCopy") ?? last
                         }
-                        var last: PGResult?
-                        for (k, b) in bound.enumerated() {
-                            if flags.stop.load(ordering: .relaxed) { throw CancellationError() }
-                            do {
-                                let r = try s.executeOnce(b.sql, b.values)
-                                ctx.log("statement \(k + 1): " + (r.returnsRows ? "\(r.count) rows" : "\(r.affectedRows) rows affected"))
-                                last = r
-                            } catch let e as PGError {
-                                throw SQLTaskError(e, statement: k, of: bound.count, bound: b, script: spec.sql,
-                                                   offset: statements[k].offset, file: spec.file, timeout: timeout)
-                            }
-                        }
-                        return result(last, copied: copied)
+                        return result(last, copied: copied, shape: spec.returning ?? .rows)
                     }
                     return spec.transaction ? try s.transaction(body) : try body()
                 }
@@ -110,8 +118,23 @@ enum SQLTaskRunner {
         }
     }
 
-    /// The task's result from the last statement's: rows (typed, capped) or rows affected.
-    static func result(_ r: PGResult?, copied: Int?) -> JSONValue {
+    /// A copy's path: absolute, or relative to the worker's data directory (`FLOWKIT_DATA_DIR`,
+    /// default `.flowkit/data`, where flows write their files).
+    static func dataPath(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        let base = ProcessInfo.processInfo.environment["FLOWKIT_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? FileManager.default.currentDirectoryPath + "/.flowkit/data"
+        return base + "/" + path
+    }
+
+    /// The task's result from the last statement's: rows (typed, capped) or rows affected; or,
+    /// with `.firstRow`, its first row as an object.
+    static func result(_ r: PGResult?, copied: Int?, shape: SQLResultShape) -> JSONValue {
+        if shape == .firstRow {
+            guard let r, let row = r.rows.first else { return .object([:]) }
+            let types = r.columnTypes + Array(repeating: 25, count: max(0, row.count - r.columnTypes.count))
+            return .object(Dictionary(zip(r.columns, zip(row, types).map { typed($0, $1) }), uniquingKeysWith: { a, _ in a }))
+        }
         var out: [String: JSONValue] = [:]
         if let copied { out["rowsCopied"] = .int(copied) }
         guard let r else { return .object(out) }

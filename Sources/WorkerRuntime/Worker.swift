@@ -397,6 +397,7 @@ public final class Worker: Sendable {
             case .triggerFlow(let spec): throw TaskError("task `\(task.id)` starts flow `\(spec.flow)`: the scheduler runs it, not a worker")
             case .sql(let spec): return try await SQLTaskRunner.run(spec, ctx, timeout: timeout)
             case .python(let spec): return try await PythonTaskRunner.run(spec, ctx, home: config.home)
+            case .dbt(let spec): return try await DbtTaskRunner.run(spec, ctx, home: config.home)
             case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
             case .sensor(_, let check):
                 switch try await check(ctx) {

@@ -16,6 +16,9 @@ let sqlChecks = Flow("sql_checks", params: [Param("name", .string, default: "x")
     f.sql("syntax", connection: "warehouse", sql: "INSERT INTO victims VALUES (7);\nSELECT 1,\n  2 FROM FROM victims")
     f.sql("autocommit", connection: "warehouse", sql: "INSERT INTO victims VALUES (8); SELECT 1/0", transaction: false)
     f.sql("load", connection: "warehouse", copyFrom: .file("{{ params.csv }}"), into: "loaded (city, value)", format: .csv(header: true))
+    f.sql("load_counted", connection: "warehouse", sql: "CREATE TABLE IF NOT EXISTS counted (city text, value numeric); TRUNCATE counted",
+          copyFrom: .file("{{ params.csv }}"), into: "counted", afterCopy: "SELECT count(*) AS n, sum(value) AS total FROM counted",
+          returning: .firstRow)
     f.sql("masked", connection: "warehouse", sql: "SELECT {{ params.secret }}::int")
 }
 let sqlSlow = Flow("sql_slow") { f in f.sql("sleep", connection: "warehouse", sql: "SELECT pg_sleep(60)") }
@@ -110,6 +113,9 @@ struct SQLTaskEndToEndTests {
             let ok = try await sys.trigger("sql_checks", conf: ["csv": .string(good.path)])
             _ = try await sys.waitForRun(ok, timeout: 60)
             #expect(try await tasks(sys, ok)["load"]?.result == ["rowsCopied": 5000])
+            // Statements before the load (create, truncate) and after it (a count), one transaction.
+            let counted = try await tasks(sys, ok)["load_counted"]?.result
+            #expect(counted?["n"] == 5000 && counted?["total"]?.doubleValue == 3_124_375)
             let broken = try await sys.trigger("sql_checks", conf: ["csv": .string(bad.path)])
             _ = try await sys.waitForRun(broken, timeout: 60)
             let error = try #require(try await tasks(sys, broken)["load"]?.error)

@@ -34,6 +34,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var sql: SQLTaskSpec?
         /// A Python task's file, source, function and interpreter (absent on other tasks).
         public var python: PythonTaskSpec?
+        /// A dbt task's project, command and selection (absent on other tasks).
+        public var dbt: DbtTaskSpec?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -91,6 +93,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             var trigger: TriggerFlowSpec?
             var sql: SQLTaskSpec?
             var python: PythonTaskSpec?
+            var dbt: DbtTaskSpec?
             switch t.body {
             case .shell(let c): command = c
             case .celery(let n): celeryName = n
@@ -98,6 +101,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             case .triggerFlow(let spec): trigger = spec
             case .sql(let spec): sql = spec
             case .python(let spec): python = spec
+            case .dbt(let spec): dbt = spec
             case .closure, .branch: break
             }
             return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
@@ -109,7 +113,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       let n = (o.notify ?? .init()).merged(over: flow.notify)
                                       let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
                                       return taskOnly.isEmpty ? nil : taskOnly
-                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python)
+                                  }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python, dbt: dbt)
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

@@ -17,6 +17,8 @@ public enum TaskBody: Sendable {
     case sql(SQLTaskSpec)
     /// A Python function run by a worker in a subprocess (`FlowBuilder.python`).
     case python(PythonTaskSpec)
+    /// A dbt command run by a worker (`FlowBuilder.dbt`, `FlowBuilder.dbtModels`).
+    case dbt(DbtTaskSpec)
 
     var kind: String {
         switch self {
@@ -28,6 +30,7 @@ public enum TaskBody: Sendable {
         case .triggerFlow: return TaskBody.triggerFlowKind
         case .sql: return "sql"
         case .python: return "python"
+        case .dbt: return "dbt"
         }
     }
 

@@ -11,8 +11,12 @@ public struct SQLTaskSpec: Sendable, Codable, Hashable {
     public var file: String?
     /// All statements in one transaction (the default), or each on its own.
     public var transaction: Bool
-    /// A bulk load before the statements: a file streamed with `COPY … FROM STDIN`.
+    /// A bulk load after the statements: a file streamed with `COPY … FROM STDIN`.
     public var copy: SQLCopy?
+    /// Statements run after the load (a count, a check), in the same transaction.
+    public var afterCopy: String?
+    /// The shape of the result (absent: `.rows`, so other tasks' hashes stay).
+    public var returning: SQLResultShape?
     /// Why the task cannot run (its file could not be read when the flow was defined); the
     /// flow's validation refuses the flow with it.
     public var problem: String?
@@ -22,9 +26,19 @@ public struct SQLTaskSpec: Sendable, Codable, Hashable {
     }
 }
 
+/// What a SQL task returns from its last statement.
+public enum SQLResultShape: String, Sendable, Codable, Hashable {
+    /// `{"columns", "rows", "rowCount", "truncated"}` (or `{"rowsAffected"}`), and `rowsCopied` after a load.
+    case rows
+    /// The first row as an object, `{"column": value, …}` (`{}` when none): for a statement that
+    /// computes a few figures, as Airflow's `fetch_one` handler.
+    case firstRow
+}
+
 /// `COPY table FROM STDIN` of a file on the worker.
 public struct SQLCopy: Sendable, Codable, Hashable {
-    /// The file's path on the worker; Airflow's template names may appear in it (`data/{{ ds }}.csv`).
+    /// The file's path on the worker, absolute or relative to its data directory (`FLOWKIT_DATA_DIR`,
+    /// default `.flowkit/data`); Airflow's template names may appear in it (`in/{{ ds }}.csv`).
     public var path: String
     /// The table (optionally schema-qualified, `staging.air_quality`).
     public var table: String
@@ -51,7 +65,7 @@ public enum SQLCopyFormat: Sendable, Codable, Hashable {
 
 /// Where a bulk load reads from.
 public enum SQLCopySource: Sendable {
-    /// A file on the worker (an absolute path, or one relative to the worker's working directory).
+    /// A file on the worker: an absolute path, or one relative to the worker's data directory.
     case file(String)
 }
 
@@ -62,14 +76,19 @@ extension FlowBuilder {
     /// `{{ ds }}`, `{{ ds_nodash }}`, `{{ logical_date }}`, `{{ data_interval_start }}`,
     /// `{{ data_interval_end }}`, `{{ run_id }}` and `{{ params.NAME }}` become bound parameters.
     /// The result is the last statement's: `{"columns", "rows", "rowCount", "truncated"}` when it
-    /// returns rows, `{"rowsAffected"}` otherwise. With `copyFrom`, the file is first streamed
-    /// into `into` with `COPY … FROM STDIN` and the result gains `"rowsCopied"`.
+    /// returns rows, `{"rowsAffected"}` otherwise; with `returning: .firstRow`, its first row as an
+    /// object. With `copyFrom`, the file is streamed into `into` with `COPY … FROM STDIN` after
+    /// `sql` (which may create or empty the table) and before `afterCopy` (a count, a check), and
+    /// a `.rows` result gains `"rowsCopied"`.
     @discardableResult
     public func sql(_ id: String, connection: String, sql: String = "", transaction: Bool = true,
-                    copyFrom: SQLCopySource? = nil, into table: String? = nil, format: SQLCopyFormat = .csv(),
-                    after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil,
-                    queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil) -> TaskRef {
+                    copyFrom: SQLCopySource? = nil, into table: String? = nil, format: SQLCopyFormat = .csv(), afterCopy: String? = nil,
+                    returning: SQLResultShape = .rows, after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
+                    timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                    pool: String? = nil) -> TaskRef {
         var spec = SQLTaskSpec(connection: connection, sql: sql, transaction: transaction)
+        spec.afterCopy = afterCopy
+        spec.returning = returning == .rows ? nil : returning
         if let copyFrom {
             guard case .file(let path) = copyFrom, let table else {
                 spec.problem = "task `\(id)`: `copyFrom:` needs `into:` the table to load"
@@ -88,10 +107,12 @@ extension FlowBuilder {
     /// package's resource directory, e.g. `Bundle.module.resourceURL`), or an absolute one.
     @discardableResult
     public func sql(_ id: String, connection: String, file: String, resources: URL? = nil, transaction: Bool = true,
-                    after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil,
-                    queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil) -> TaskRef {
+                    returning: SQLResultShape = .rows, after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
+                    timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                    pool: String? = nil) -> TaskRef {
         let url = file.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: file) : resources!.appendingPathComponent(file)
         var spec = SQLTaskSpec(connection: connection, sql: "", file: file, transaction: transaction)
+        spec.returning = returning == .rows ? nil : returning
         do {
             spec.sql = try String(contentsOf: url, encoding: .utf8)
             if SQLScript.statements(spec.sql).isEmpty { spec.problem = "task `\(id)`: \(url.path) holds no SQL statement" }

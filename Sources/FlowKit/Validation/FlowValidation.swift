@@ -38,6 +38,9 @@ extension Flow {
             if case .python(let spec) = t.body, let problem = spec.problem {
                 throw FlowValidationError.invalidOption(flow: id, detail: problem)
             }
+            if case .dbt(let spec) = t.body, let problem = spec.problem {
+                throw FlowValidationError.invalidOption(flow: id, detail: problem)
+            }
             if case .sql(let spec) = t.body {
                 if let problem = spec.problem { throw FlowValidationError.invalidOption(flow: id, detail: problem) }
                 if spec.connection.isEmpty { throw FlowValidationError.invalidOption(flow: id, detail: "task `\(t.id)`: a SQL task names its connection") }
@@ -80,7 +83,7 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch, .sensor, .triggerFlow, .sql, .python: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor, .triggerFlow, .sql, .python, .dbt: throw refuse("only Swift and shell tasks can be mapped")
         }
     }
 
@@ -143,8 +146,10 @@ extension Flow {
     static func isValidTaskId(_ s: String) -> Bool {
         guard let first = s.unicodeScalars.first, first.properties.isASCIIHexDigit || ("a"..."z").contains(first) || ("A"..."Z").contains(first),
               !("0"..."9").contains(first), s.count <= 200 else { return false }
+        // Dots name a task inside a group (`marts.orders.test`, as Airflow's task groups do).
+        guard !s.hasSuffix("."), !s.contains("..") else { return false }
         return s.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == "."
         }
     }
 

@@ -15,7 +15,7 @@ public enum FlowValidationError: Error, Equatable, CustomStringConvertible, Send
         case .invalidFlowId(let id):
             return "flow id `\(id)` is invalid: use lowercase letters, digits and `_`, starting with a letter ([a-z][a-z0-9_]*)"
         case .invalidTaskId(let f, let t):
-            return "flow `\(f)`: task id `\(t)` is invalid: use letters, digits, `_` and `-`, starting with a letter"
+            return "flow `\(f)`: task id `\(t)` is invalid: use letters, digits, `_`, `-` and `.` (a group: `marts.orders`), starting with a letter"
         case .duplicateFlow(let id):
             return "flow `\(id)` is registered twice"
         case .duplicateTask(let f, let t):
