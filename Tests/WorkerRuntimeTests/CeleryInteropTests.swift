@@ -34,6 +34,7 @@ let pythonFlow = Flow("python_interop", params: [Param("x", .int, default: 6), P
         guard ctx.upstream["multiply"]?["product"]?.intValue == 42 else { throw TaskError("python returned \(ctx.upstream)") }
         return ["checked": true]
     }
+    multiply --> f.celery("describe", name: "flowkit_test.describe", context: true, queue: "python")
 }
 let pythonFailing = Flow("python_failing") { f in
     f.celery("fail", name: "flowkit_test.fail", queue: "python")
@@ -54,6 +55,11 @@ extension CeleryInteropTests {
             let tis = Dictionary(uniqueKeysWithValues: try await sys.store.taskInstances(runId: ok).map { ($0.taskId, $0) })
             #expect(tis["multiply"]?.result == ["product": 42, "by": "python"])
             #expect(tis["multiply"]?.worker?.hasPrefix("celery:") == true)
+            // Opted in with `context: true`: the run, task, try, dates and upstream results.
+            let described = try #require(tis["describe"]?.result)
+            #expect(described["run_id"]?.stringValue == ok && described["task_id"] == "describe" && described["try_number"] == 1)
+            #expect(described["product_upstream"] == 42 && described["x"] == 6)
+            #expect(described["logical_date"]?.stringValue?.hasSuffix("Z") == true)
             let bad = try await sys.trigger("python_failing")
             #expect(try await sys.waitForRun(bad, timeout: 60) == "failed")
             #expect(try await sys.store.taskInstances(runId: bad)[0].error?.contains("python says no") == true)

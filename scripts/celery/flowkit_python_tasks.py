@@ -20,3 +20,12 @@ def multiply(**params):
 @app.task(name="flowkit_test.fail")
 def fail(**params):
     raise ValueError("python says no")
+
+
+@app.task(name="flowkit_test.describe")
+def describe(flowkit_context=None, **params):
+    """Declared with `context: true`: FlowKit's context arrives as the `flowkit_context` kwarg."""
+    ctx = flowkit_context or {}
+    return {"run_id": ctx.get("run_id"), "task_id": ctx.get("task_id"), "try_number": ctx.get("try_number"),
+            "product_upstream": ctx.get("upstream", {}).get("multiply", {}).get("product"),
+            "logical_date": ctx.get("logical_date"), "x": params.get("x")}

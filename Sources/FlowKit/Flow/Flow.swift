@@ -154,12 +154,17 @@ public final class FlowBuilder {
                      description: description))
     }
 
-    /// A task that a Celery worker executes under `name` (for example a Python task).
+    /// A task that a Celery worker executes under `name` (for example a Python task), with the
+    /// run's params as keyword arguments. With `context: true` it also gets `flowkit_context`:
+    /// `{"run_id", "flow_id", "task_id", "try_number", "logical_date", "data_interval_start",
+    /// "data_interval_end", "params", "upstream"}` (the direct upstream results).
     @discardableResult
-    public func celery(_ id: String, name: String, after upstream: [TaskRef] = [], queue: String? = nil,
+    public func celery(_ id: String, name: String, context: Bool = false, after upstream: [TaskRef] = [], queue: String? = nil,
                        retry: RetryPolicy? = nil, timeout: Duration? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
-        add(FlowTask(id: id, body: .celery(name: name), upstream: upstream.map(\.id),
-                     options: .init(retry: retry, timeout: timeout, queue: queue, triggerRule: triggerRule)))
+        var t = FlowTask(id: id, body: .celery(name: name), upstream: upstream.map(\.id),
+                         options: .init(retry: retry, timeout: timeout, queue: queue, triggerRule: triggerRule))
+        t.celeryContext = context
+        return add(t)
     }
 
     func add(_ task: FlowTask) -> TaskRef {

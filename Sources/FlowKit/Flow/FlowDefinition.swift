@@ -15,6 +15,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var triggerRule: TriggerRule
         public var command: ShellCommand?
         public var celeryName: String?
+        /// True when the Celery task gets `flowkit_context` (absent otherwise, so hashes stay).
+        public var celeryContext: Bool?
         /// A mapped task's source and cap (absent on other tasks, so their hashes stay).
         public var mapOver: MapSource?
         public var maxMapLength: Int?
@@ -104,7 +106,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             case .dbt(let spec): dbt = spec
             case .closure, .branch: break
             }
-            return TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
+            var d = TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
                                   priority: o.priority!, triggerRule: o.triggerRule!, command: command,
                                   celeryName: celeryName, mapOver: t.mapOver, maxMapLength: t.mapOver == nil ? nil : t.maxMapLength,
@@ -114,6 +116,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       let taskOnly = Notifications(onFailure: n.onFailure, onRetry: n.onRetry, onSuccess: n.onSuccess)
                                       return taskOnly.isEmpty ? nil : taskOnly
                                   }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python, dbt: dbt)
+            d.celeryContext = t.celeryContext ? true : nil
+            return d
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
     }

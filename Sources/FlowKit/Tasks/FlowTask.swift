@@ -50,6 +50,8 @@ public struct FlowTask: Sendable {
     /// Set on a mapped task (`FlowBuilder.map`): what it expands over, and its cap.
     public internal(set) var mapOver: MapSource?
     public internal(set) var maxMapLength: Int?
+    /// A Celery task that also receives `flowkit_context` (`FlowBuilder.celery(context: true)`).
+    public internal(set) var celeryContext = false
 
     public init(id: String, body: TaskBody, upstream: [String] = [], options: TaskOptions = .init(), description: String = "") {
         self.id = id

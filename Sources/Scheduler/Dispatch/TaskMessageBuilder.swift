@@ -69,7 +69,18 @@ public enum TaskMessageBuilder {
             if let celeryName = def?.celeryName {
                 // A task for a Celery worker (e.g. Python): the run's params are its kwargs, the
                 // FlowKit invocation rides in a header it can ignore.
-                var m = CeleryMessage(id: t.messageId, task: celeryName, args: [], kwargs: run.params,
+                var kwargs = run.params
+                if def?.celeryContext == true {
+                    // Opted in: what a FlowKit task's context holds, in Airflow's names.
+                    kwargs["flowkit_context"] = [
+                        "run_id": .string(run.runId), "flow_id": .string(run.flowId), "task_id": .string(t.taskId),
+                        "try_number": .int(t.tryNumber), "logical_date": .string(Instant.format(run.logicalDate)),
+                        "data_interval_start": .string(Instant.format(run.dataIntervalStart)),
+                        "data_interval_end": .string(Instant.format(run.dataIntervalEnd)),
+                        "params": .object(run.params), "upstream": .object(upstream),
+                    ]
+                }
+                var m = CeleryMessage(id: t.messageId, task: celeryName, args: [], kwargs: kwargs,
                                       queue: t.queue, retries: t.tryNumber - 1, timeLimit: (t.timeoutSeconds, nil), rootId: run.runId)
                 m.extraHeaders = [FlowTaskInvocation.kwarg: inv.jsonValue, FlowKitKeys.runHeader: .string(run.runId)]
                 return m

@@ -55,36 +55,31 @@ extension SchedulerStore {
         }
     }
 
-    /// W12's database: finished runs up to `total` in all, `gridRuns` of them of `gridFlow` (whose
-    /// newest 200 get their task instances, as many as its grid can show) and the rest spread
-    /// over `otherFlows`, one a day per flow as a scheduled flow leaves them. Returns the runs
-    /// inserted and the runs in the database.
+    /// W12's database: finished runs up to `total` in all, interleaved as a busy system makes them:
+    /// every tenth of the new runs is `gridFlow`'s (up to `gridRuns` of them), the others spread
+    /// over `otherFlows`; the newest 200 of `gridFlow` get their task instances (as many runs as
+    /// its grid can show). Returns the runs inserted and the runs in the database.
     public static func seedScaleRuns(databaseURL: String, total: Int, gridFlow: String, gridRuns: Int,
                                      otherFlows: [String]) async throws -> (inserted: Int, total: Int) {
         try await PGConnection(databaseURL, options: PGOptions(replyTimeout: 3600)).run { s in
             let before = try s.query("SELECT count(*) AS n FROM runs").first!.int("n")!
             let have = try s.query("SELECT count(*) AS n FROM runs WHERE flow_id = $1", [gridFlow]).first!.int("n")!
-            let forGrid = max(0, min(gridRuns - have, total - before))
+            let count = max(0, total - before)
+            // Every tenth run is the grid flow's while it has fewer than `gridRuns`; the others go
+            // round the other flows, one a day per flow as their daily schedules leave them.
             try s.query("""
                 INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
-                SELECT 'w12__' || g, $1, 1, 'scheduled', CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'success' END,
-                       now() - g * interval '1 hour', now() - (g + 1) * interval '1 hour', now() - g * interval '1 hour',
-                       now() - g * interval '1 hour', now() - g * interval '1 hour', now() - g * interval '1 hour' + interval '42 seconds'
-                FROM generate_series($3::int + 1, $3::int + $2::int) g
+                SELECT 'w12__' || (g + $5::int), CASE WHEN grid THEN $1 ELSE f[g % cardinality(f) + 1] END, 1,
+                       'scheduled', CASE WHEN g % 97 = 0 THEN 'failed' ELSE 'success' END,
+                       CASE WHEN grid THEN now() - ($3::int - g) * interval '1 minute'
+                            ELSE now() - (($3::int - g) / cardinality(f) + 1) * interval '1 day' END,
+                       now() - (($3::int - g) / cardinality(f) + 2) * interval '1 day', now() - (($3::int - g) / cardinality(f) + 1) * interval '1 day',
+                       now() - ($3::int - g) * interval '1 second', now() - ($3::int - g) * interval '1 second',
+                       now() - ($3::int - g) * interval '1 second' + interval '42 seconds'
+                FROM generate_series(1, $3::int) g, (SELECT $2::text[] AS f) flows,
+                     LATERAL (SELECT g % 10 = 0 AND g / 10 < $4::int - $6::int AS grid) kind
                 ON CONFLICT DO NOTHING
-                """, [gridFlow, forGrid, have])
-            let rest = max(0, total - before - forGrid)
-            if rest > 0 && !otherFlows.isEmpty {
-                try s.query("""
-                    INSERT INTO runs (run_id, flow_id, flow_version, trigger_kind, state, logical_date, data_interval_start, data_interval_end, created_at, started_at, ended_at)
-                    SELECT 'w12o__' || g, f[g % cardinality(f) + 1], 1, 'scheduled', CASE WHEN g % 97 = 0 THEN 'failed' ELSE 'success' END,
-                           now() - (g / cardinality(f) + 1) * interval '1 day', now() - (g / cardinality(f) + 2) * interval '1 day',
-                           now() - (g / cardinality(f) + 1) * interval '1 day', now() - g * interval '1 second', now() - g * interval '1 second',
-                           now() - g * interval '1 second' + interval '3 seconds'
-                    FROM generate_series($3::int + 1, $3::int + $1::int) g, (SELECT $2::text[] AS f) flows
-                    ON CONFLICT DO NOTHING
-                    """, [rest, otherFlows, before])
-            }
+                """, [gridFlow, otherFlows.isEmpty ? [gridFlow] : otherFlows, count, gridRuns, before, have])
             // The grid's runs with their tasks: the newest 200 of the flow, ten tasks each.
             try s.query("""
                 INSERT INTO task_instances (run_pk, task_id, state, try_number, max_tries, queue, message_id, queued_at, started_at, ended_at)
