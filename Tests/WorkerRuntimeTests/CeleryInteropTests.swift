@@ -39,6 +39,9 @@ let pythonFlow = Flow("python_interop", params: [Param("x", .int, default: 6), P
 let pythonFailing = Flow("python_failing") { f in
     f.celery("fail", name: "flowkit_test.fail", queue: "python")
 }
+let pythonLong = Flow("python_long", params: [Param("pidfile", .string, default: "/dev/null")]) { f in
+    f.celery("sleep_long", name: "flowkit_test.sleep_long", queue: "python")
+}
 
 extension CeleryInteropTests {
     @Test("a flow task declared as an external Celery task runs on a Python Celery worker; its outcome and result reach the run")
@@ -65,6 +68,40 @@ extension CeleryInteropTests {
             #expect(try await sys.store.taskInstances(runId: bad)[0].error?.contains("python says no") == true)
         }
     }
+}
+
+extension CeleryInteropTests {
+    @Test("cancelling a run revokes its running Celery task with terminate: the prefork child running it is killed")
+    func revokeOnCancel() async throws {
+        let python = try celeryPython()
+        let celery = URL(fileURLWithPath: python).deletingLastPathComponent().appendingPathComponent("celery").path
+        try await withSystem(flows: [pythonLong], workers: 1) { sys in
+            let pid = try spawn(["/bin/sh", "-c", "cd \"$0\" && exec \"$1\" -A flowkit_python_tasks worker -Q python --pool prefork --concurrency 1 --loglevel INFO --without-gossip --without-mingle",
+                                 repoPath("scripts/celery"), celery],
+                                env: ["REDIS_URL": "redis://127.0.0.1:\(TestServers.redisPort)/0"])
+            defer { kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0) }
+            let pidfile = FileManager.default.temporaryDirectory.appendingPathComponent("flowkit-celery-pid-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: pidfile) }
+            let run = try await sys.trigger("python_long", conf: ["pidfile": .string(pidfile.path)])
+            var child: pid_t = 0
+            try await eventually("the Celery task to start", timeout: 60) {
+                child = pid_t((try? String(contentsOf: pidfile, encoding: .utf8)).flatMap { Int32($0) } ?? 0)
+                return child > 0
+            }
+            #expect(kill(child, 0) == 0)
+            try await sys.daemon.broker.perform(try await sys.store.cancelRun(runId: run, now: Date()))
+            #expect(try await sys.store.run(run).state == "cancelled")
+            // The prefork child that ran it gets SIGTERM (Celery replaces it with a fresh one).
+            try await eventually("the Celery child running the task killed", timeout: 15) { !processRuns(child) }
+        }
+    }
+}
+
+/// Whether `pid` is a process that has not ended (a zombie, ended but not yet reaped by its
+/// parent, has ended).
+func processRuns(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+    return !status.contains("State:\tZ")
 }
 
 /// A process's resident memory in MB (Linux).

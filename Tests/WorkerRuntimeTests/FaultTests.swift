@@ -64,8 +64,19 @@ func spawn(_ argv: [String], env: [String: String]) throws -> pid_t {
     let args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     let envp: [UnsafeMutablePointer<CChar>?] = e.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { args.forEach { free($0) }; envp.forEach { free($0) } }
+    // A clean signal state, as a service manager gives: the test process blocks signals (SIGTERM
+    // among them) that a child would otherwise inherit, and a Celery worker could then not
+    // terminate a revoked task's process.
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t(); sigemptyset(&empty)
+    var all = sigset_t(); sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], nil, nil, args, envp)
+    let rc = posix_spawn(&pid, argv[0], nil, &attr, args, envp)
     if rc != 0 { throw TaskError("cannot start \(argv[0]): \(rc)") }
     return pid
 }

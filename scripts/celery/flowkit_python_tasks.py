@@ -29,3 +29,13 @@ def describe(flowkit_context=None, **params):
     return {"run_id": ctx.get("run_id"), "task_id": ctx.get("task_id"), "try_number": ctx.get("try_number"),
             "product_upstream": ctx.get("upstream", {}).get("multiply", {}).get("product"),
             "logical_date": ctx.get("logical_date"), "x": params.get("x")}
+
+
+@app.task(name="flowkit_test.sleep_long")
+def sleep_long(pidfile="/dev/null", **params):
+    """Runs until killed: a cancelled FlowKit run must revoke it with terminate."""
+    import time
+    with open(pidfile, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+    return {"slept": 120}

@@ -12,8 +12,11 @@ public final class SchedulerBroker: Sendable {
     /// must not wait behind acknowledgements or maintenance.
     let dispatch: RedisConnection
     let consumer: String
+    /// The Redis database, for Celery's pidbox channel (`/<db>.celery.pidbox`).
+    let database: Int
 
     public init(config: RedisConfig, consumer: String) {
+        self.database = config.database
         self.redis = RedisConnection(config, label: "sched-redis")
         self.events = RedisConnection(config, label: "sched-events", readTimeout: 30)
         self.dispatch = RedisConnection(config, label: "sched-dispatch")
@@ -29,6 +32,10 @@ public final class SchedulerBroker: Sendable {
         for r in runs.sorted() { cmds.append(["SET", FlowKitKeys.run(r), "1", "EX", String(FlowKitKeys.runKeySeconds)]) }
         for m in work.enqueue { cmds += KombuLayout.enqueueCommands(m) }
         for id in work.cancel { cmds.append(["SET", FlowKitKeys.cancel(id), "1", "EX", "86400"]) }
+        // Tasks a Celery worker runs stop as Airflow's Celery executor stops them: revoked with
+        // terminate. FlowKit workers read the cancel keys above; Celery workers ignore ids they
+        // never had.
+        if !work.cancel.isEmpty { cmds.append(CeleryControl.revokeCommand(taskIds: work.cancel, database: database)) }
         for id in work.forget { cmds += KombuLayout.ackCommands(deliveryTag: id) }
         let commands = cmds
         try await dispatch.run { s in
