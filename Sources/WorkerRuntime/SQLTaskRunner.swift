@@ -132,8 +132,7 @@ enum SQLTaskRunner {
     static func result(_ r: PGResult?, copied: Int?, shape: SQLResultShape) -> JSONValue {
         if shape == .firstRow {
             guard let r, let row = r.rows.first else { return .object([:]) }
-            let types = r.columnTypes + Array(repeating: 25, count: max(0, row.count - r.columnTypes.count))
-            return .object(Dictionary(zip(r.columns, zip(row, types).map { typed($0, $1) }), uniquingKeysWith: { a, _ in a }))
+            return .object(Dictionary(zip(r.columns, zip(row, r.columnTypes).map { typed($0, $1) }), uniquingKeysWith: { a, _ in a }))
         }
         var out: [String: JSONValue] = [:]
         if let copied { out["rowsCopied"] = .int(copied) }
@@ -148,7 +147,8 @@ enum SQLTaskRunner {
         let budget = maxResultBytes - JSONValue.object(out).compactJSON.utf8.count - 64
         var rows: [JSONValue] = [], used = 0
         for row in r.rows.prefix(maxRows) {
-            let v = JSONValue.array(zip(row, r.columnTypes + Array(repeating: 25, count: max(0, row.count - r.columnTypes.count))).map { typed($0, $1) })
+            // One type per column (PGResult reads them with the columns).
+            let v = JSONValue.array(zip(row, r.columnTypes).map { typed($0, $1) })
             let size = v.compactJSON.utf8.count + 1
             if used + size > budget { break }
             rows.append(v)
