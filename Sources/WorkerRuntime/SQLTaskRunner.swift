@@ -34,7 +34,7 @@ enum SQLTaskRunner {
         defer { flags.finished.store(true, ordering: .relaxed) }
         do {
             return try await withTaskCancellationHandler {
-                try await conn.run { s in
+                try await connectRetrying(ctx: ctx, connection: spec.connection, flags: flags) { try await conn.run { s in
                     let body = { () throws -> JSONValue in
                         func execute(_ bound: [SQLScript.Bound], _ statements: [SQLScript.Statement], script: String, file: String?) throws -> PGResult? {
                             var last: PGResult?
@@ -62,7 +62,7 @@ enum SQLTaskRunner {
                         return result(last, copied: copied, shape: spec.returning ?? .rows)
                     }
                     return spec.transaction ? try s.transaction(body) : try body()
-                }
+                } }
             } onCancel: {
                 // The statement may not have been sent yet when the cancel comes: ask again
                 // until the call returns (a cancel with nothing running does nothing).
@@ -78,6 +78,23 @@ enum SQLTaskRunner {
             // Cancelled by us (the run's cancel or the worker's timeout), not by statement_timeout.
             _ = e
             throw CancellationError()
+        }
+    }
+
+    /// Waits (1, 2, 4, 8 s) between attempts to connect, as dbt-postgres's `retries` does: a
+    /// database that restarts or fails over for a few seconds costs the task a wait, not a retry
+    /// of the whole try after its delay. Only a failure to connect is tried again: nothing of the
+    /// task reached the server then.
+    static func connectRetrying<T>(ctx: TaskContext, connection: String, flags: Flags, _ attempt: () async throws -> T) async throws -> T {
+        var wait = 1.0
+        while true {
+            do {
+                return try await attempt()
+            } catch let e as PGError where e.notConnected && wait <= 8 && !flags.stop.load(ordering: .relaxed) && !ctx.isCancelled {
+                ctx.log("could not connect to `\(connection)` (\(e.message.split(separator: "\n").first ?? "")); trying again in \(Int(wait)) s")
+                try await Task.sleep(for: .seconds(wait))
+                wait *= 2
+            }
         }
     }
 

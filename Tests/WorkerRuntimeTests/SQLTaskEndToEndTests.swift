@@ -150,6 +150,28 @@ struct SQLTaskEndToEndTests {
         }
     }
 
+    @Test("a SQL task whose database refuses connections for a few seconds waits for it (1, 2, 4, 8 s) within the same try")
+    func connectRetry() async throws {
+        try await withSystem(flows: allFlows, workers: 0) { sys in
+            // The warehouse is reached through a forwarder that starts listening 2.5 s from now.
+            let pgPort = try #require(URLComponents(string: sys.url)?.port)
+            let port = Int.random(in: 30_000..<40_000)
+            let forwarder = try spawn(["/usr/bin/env", "python3", repoPath("scripts/tcp_forward.py"), "\(port)", "\(pgPort)", "2.5"], env: [:])
+            defer { kill(forwarder, SIGKILL); waitpid(forwarder, nil, 0) }
+            let before = ProcessInfo.processInfo.environment["FLOWKIT_CONN_WAREHOUSE"]
+            defer { if let before { setenv("FLOWKIT_CONN_WAREHOUSE", before, 1) } else { unsetenv("FLOWKIT_CONN_WAREHOUSE") } }
+            setenv("FLOWKIT_CONN_WAREHOUSE", sys.url.replacingOccurrences(of: ":\(pgPort)/", with: ":\(port)/"), 1)
+            sys.startWorker("w1")
+            let run = try await sys.trigger("example_sql", conf: ["n": 4])
+            #expect(try await sys.waitForRun(run, timeout: 60) == "success")
+            let make = try #require(try await tasks(sys, run)["make_table"])
+            #expect(make.tryNumber == 1)
+            #expect(make.result == ["rowsAffected": 4])
+            let log = try await sys.store.logs(runId: run, taskId: "make_table", tryNumber: 1, after: 0).lines.map(\.line)
+            #expect(log.contains { $0.contains("could not connect to `warehouse`") && $0.contains("trying again in 1 s") })
+        }
+    }
+
     func sleeping(_ sys: LiveSystem, _ what: String) async throws -> Bool {
         let conn = PGConnection(sys.url, label: "test-sql")
         defer { conn.close() }
