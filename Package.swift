@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // Already in the graph through Hummingbird (swift-certificates): HMAC-SHA256, SHA-256 and MD5 for S3's SigV4.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
     ],
     targets: [
         // C bindings (Debian's libpq-dev and libhiredis-dev).
@@ -41,7 +43,11 @@ let package = Package(
         .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThread"]),
         // JSON, instants and SHA-256: what the authoring API and the wire codec share.
         .target(name: "FlowJSON", dependencies: ["CivilTime"]),
-        .target(name: "FlowKit", dependencies: ["FlowJSON", "CivilTime"]),
+        // S3-compatible object storage: SigV4 signing, an S3 client that streams, key globs.
+        .target(name: "ObjectStorage", dependencies: [
+            "FlowJSON", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "FlowKit", dependencies: ["FlowJSON", "CivilTime", "ObjectStorage"]),
         .target(name: "CeleryProtocol", dependencies: ["FlowJSON", "RedisClient"]),
         // What runs processes and returns heap memory (Glibc): kept out of FlowKit, which is Foundation only.
         .target(name: "ProcessSupport", dependencies: ["FlowKit"]),
@@ -83,6 +89,9 @@ let package = Package(
 
         .testTarget(name: "FlowKitTests", dependencies: ["FlowKit", "FlowJSON", "Flows", "CivilTime", "PostgresClient"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "ObjectStorageTests", dependencies: [
+            "ObjectStorage", "FlowKitTesting", "FlowJSON", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "ProcessSupportTests", dependencies: ["ProcessSupport", "FlowKit"]),
         // What the integration tests share (and what users' own tests can use): real servers.
         .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler", "ProcessSupport"]),

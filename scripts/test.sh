@@ -8,6 +8,8 @@ eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop' EXIT INT TERM
 # A real Celery 5 client for the interop tests.
 scripts/celery/venv.sh >/dev/null
+# An S3-compatible server (moto) and boto3 for the object-storage tests.
+scripts/s3/venv.sh >/dev/null
 
 if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
