@@ -21,4 +21,5 @@ public let allFlows: [Flow] = [
     exampleSQL,
     examplePython,
     exampleDbtModels,
+    exampleS3,
 ]

@@ -37,7 +37,7 @@ public struct FlowAPI: Sendable {
         ("GET", "/api/v1/pools"), ("PUT", "/api/v1/pools/{pool}"), ("DELETE", "/api/v1/pools/{pool}"),
         ("GET", "/api/v1/notifications"),
         ("GET", "/api/v1/assets"), ("GET", "/api/v1/assets/events"), ("POST", "/api/v1/assets/events"),
-        ("POST", "/api/v1/hooks/{flow_id}"),
+        ("POST", "/api/v1/assets/events/s3"), ("POST", "/api/v1/hooks/{flow_id}"),
         ("GET", "/api/v1/flows/{flow_id}/grid"), ("GET", "/api/v1/events/stream"), ("GET", "/api/v1/schedulers"),
         ("GET", "/api/v1/audit"), ("GET", "/api/v1/dead-letters"),
     ]
@@ -271,6 +271,10 @@ public struct FlowAPI: Sendable {
             let (id, runs) = try await self.store.postAssetEvent(uri: uri, extra: extra == .null ? [:] : extra, now: Date())
             return try json(["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })] as [String: JSONValue], status: .created)
         }
+        // S3 (and MinIO, EventBridge) bucket notifications: the notification secret or an events token.
+        router.on(RouterPath("/api/v1/assets/events/s3"), method: .post) { req, ctx -> Response in
+            do { return try await self.s3Events(req, ctx) } catch { return self.errorResponse(error, request: req) }
+        }
         handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
             let q = req.uri.queryParameters
             var status: String?
@@ -376,6 +380,60 @@ public struct FlowAPI: Sendable {
             try await store.createHookRun(flowId: flow, conf: conf, idempotencyKey: key, now: Date())
         }
         return try json(run, status: created ? .created : .ok)
+    }
+
+    /// The named connection whose value is the secret S3 notifications carry (`FLOWKIT_CONN_S3_EVENTS`).
+    static let s3EventsSecret = "s3_events"
+
+    /// `POST /api/v1/assets/events/s3`: an S3, MinIO or EventBridge notification of object writes
+    /// becomes one asset event per new write (`s3://bucket/key`, with size and ETag in `extra`).
+    /// Authenticated like a webhook — by the secret of connection `s3_events`, sent as a bearer
+    /// token, as the whole `Authorization` header (MinIO's `auth_token`) or as an HMAC signature
+    /// of the body — or by an API token with the events role. A delivery seen before records
+    /// nothing and answers 200 (a first one 201), so a store's retries start nothing twice.
+    func s3Events(_ req: Request, _ c: BasicRequestContext) async throws -> Response {
+        var r = req
+        let raw = Array(try await r.collectBody(upTo: config.maxBodyBytes).readableBytesView)
+        var actor = "s3-notification"
+        if let secret = namedConnections()[Self.s3EventsSecret], !secret.isEmpty,
+           Self.carriesSecret(req, secret: secret, body: raw) {
+            // The notification secret: nothing more to check.
+        } else {
+            do { actor = try await auth.authorize(req, needs: .events) } catch let e as APIError {
+                throw APIError(e.status, e.code, "an S3 notification carries the secret of connection `\(Self.s3EventsSecret)` "
+                               + "(FLOWKIT_CONN_S3_EVENTS on the API) or an events token: \(e.message)")
+            }
+        }
+        let body: JSONValue
+        do { body = try JSONValue.parse(Data(raw)) } catch {
+            throw APIError(.badRequest, "malformed_json", "the S3 notification is not valid JSON: \(Self.describe(error))")
+        }
+        let parsed: S3Notification.Parsed
+        do { parsed = try S3Notification.parse(body) } catch let e as S3Notification.Malformed {
+            throw APIError(.badRequest, "bad_request", e.description)
+        }
+        let recorded = try await WriteActor.$current.withValue(actor) {
+            try await store.recordS3Events(parsed.records, now: Date())
+        }
+        let answer: JSONValue = [
+            "objects": .int(parsed.records.count), "duplicates": .int(recorded.duplicates), "ignored": .int(parsed.ignored),
+            "eventIds": .array(recorded.eventIds.map { .int($0) }), "runs": .array(recorded.runs.map { .string($0.runId) }),
+        ]
+        return try json(answer, status: recorded.eventIds.isEmpty ? .ok : .created)
+    }
+
+    /// The secret as `Authorization: Bearer SECRET`, `Authorization: SECRET` or an
+    /// `X-FlowKit-Signature` HMAC of the body, compared in constant time.
+    static func carriesSecret(_ req: Request, secret: String, body: [UInt8]) -> Bool {
+        let want = Array(secret.utf8)
+        if let header = req.headers[.authorization] {
+            let token = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+            if APITokens.constantTimeEqual(Array(token.utf8), want) { return true }
+        }
+        if let signature = req.headers[HTTPField.Name(WebhookSignature.header)!] {
+            return APITokens.constantTimeEqual(Array(signature.utf8), Array(WebhookSignature.value(secret: secret, body: body).utf8))
+        }
+        return false
     }
 
     /// A dashboard file, with headers that keep it to its own origin.

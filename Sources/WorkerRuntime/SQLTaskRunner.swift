@@ -19,7 +19,7 @@ enum SQLTaskRunner {
         let statements = SQLScript.statements(spec.sql), later = SQLScript.statements(spec.afterCopy ?? "")
         let bound = try statements.map { try SQLScript.bind($0.text, values: values, params: names) }
         let boundLater = try later.map { try SQLScript.bind($0.text, values: values, params: names) }
-        let copy = try spec.copy.map { c in (path: dataPath(try SQLScript.render(c.path, values: values, params: names)), statement: try copyStatement(c)) }
+        let copy = try spec.copy.map { c in (path: ctx.dataPath(try SQLScript.render(c.path, values: values, params: names)), statement: try copyStatement(c)) }
 
         var options = PGOptions(statementTimeout: timeout, replyTimeout: (timeout ?? 7 * 86_400) + 60)
         options.connectTimeout = 10
@@ -133,15 +133,6 @@ enum SQLTaskRunner {
             if let d = f?.detail { msg += "; \(d)" }
             throw TaskError(msg)
         }
-    }
-
-    /// A copy's path: absolute, or relative to the worker's data directory (`FLOWKIT_DATA_DIR`,
-    /// default `.flowkit/data`, where flows write their files).
-    static func dataPath(_ path: String) -> String {
-        if path.hasPrefix("/") { return path }
-        let base = ProcessInfo.processInfo.environment["FLOWKIT_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? FileManager.default.currentDirectoryPath + "/.flowkit/data"
-        return base + "/" + path
     }
 
     /// The task's result from the last statement's: rows (typed, capped) or rows affected; or,

@@ -14,6 +14,10 @@ struct SecretMasker: Sendable {
             if let c = URLComponents(string: value) {
                 // As written in the URL and as the server sees it.
                 for p in [c.password, c.percentEncodedPassword].compactMap({ $0 }) where p.count >= 3 { found.insert(p) }
+                // Secrets passed as query options (an S3 connection's `session_token`, a `password=`).
+                for item in c.queryItems ?? [] where ["session_token", "password", "secret", "token"].contains(item.name.lowercased()) {
+                    if let v = item.value, v.count >= 3 { found.insert(v) }
+                }
             }
             // libpq keyword strings: password=…
             for part in value.split(separator: " ") where part.hasPrefix("password=") {

@@ -398,6 +398,7 @@ public final class Worker: Sendable {
             case .sql(let spec): return try await SQLTaskRunner.run(spec, ctx, timeout: timeout)
             case .python(let spec): return try await PythonTaskRunner.run(spec, ctx, home: config.home)
             case .dbt(let spec): return try await DbtTaskRunner.run(spec, ctx, home: config.home)
+            case .s3(let spec): return try await S3TaskRunner.run(spec, ctx)
             case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
             case .sensor(_, let check):
                 switch try await check(ctx) {

@@ -47,10 +47,23 @@ struct FlowDefinitionTests {
     @Test("every shipped flow validates and serializes")
     func shippedFlows() throws {
         let registry = try FlowRegistry(allFlows)
-        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_asset_consumer", "example_asset_producer", "example_branch", "example_dbt_models", "example_followup", "example_hourly", "example_mapping", "example_pool", "example_python", "example_retry", "example_sensor", "example_sleep", "example_sql", "example_trigger_child", "example_trigger_parent", "example_webhook", "lakehouse_end_to_end"])
+        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_asset_consumer", "example_asset_producer", "example_branch", "example_dbt_models", "example_followup", "example_hourly", "example_mapping", "example_pool", "example_python", "example_retry", "example_s3", "example_sensor", "example_sleep", "example_sql", "example_trigger_child", "example_trigger_parent", "example_webhook", "lakehouse_end_to_end"])
         for f in allFlows {
             let d = FlowDefinition(f)
             #expect(try FlowDefinition.decode(try d.json()) == d)
+        }
+        // An S3 task's definition names its connection, bucket and operation; the sensor is a sensor.
+        let s3 = FlowDefinition(try registry.flow("example_s3"))
+        #expect(s3.tasks.map(\.kind) == ["sensor", "swift", "s3"])
+        #expect(s3.task("archive")?.s3 == S3TaskSpec(connection: "lake", bucket: "example",
+                                                     operation: .move(from: "{{ params.key }}", to: "archive/{{ params.key }}")))
+        #expect(s3.task("archive")?.outlets == ["s3://example/archive/"])
+        #expect(s3.params.map(\.name) == ["key"] && s3.params.first?.defaultValue == "landing/numbers.csv")
+        for (op, problem) in [(S3Operation.delete(prefix: ""), "would empty the bucket"), (.upload(from: "", to: "k"), "needs a local path"),
+                              (.copy(from: "a", to: ""), "needs a target key")] {
+            let bad = Flow("bad_s3") { f in f.s3("t", connection: "lake", bucket: "b", op) }
+            #expect(throws: FlowValidationError.self) { try bad.validate() }
+            do { try bad.validate() } catch { #expect("\(error)".contains(problem), "\(error)") }
         }
         let cat = try registry.flow("catalunya_data_pipeline")
         #expect(cat.schedule == .cron("0 */6 * * *", timeZone: "Europe/Madrid"))

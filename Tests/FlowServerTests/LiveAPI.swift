@@ -88,8 +88,9 @@ final class LiveAPI: @unchecked Sendable {
     }
 }
 
-func withAPI(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }, _ body: (LiveAPI) async throws -> Void) async throws {
-    let api = try await LiveAPI(openReads: openReads, configure: configure)
+func withAPI(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }, flows: [Flow] = allFlows,
+             _ body: (LiveAPI) async throws -> Void) async throws {
+    let api = try await LiveAPI(openReads: openReads, configure: configure, flows: flows)
     do { try await body(api) } catch { await api.stop(); throw error }
     await api.stop()
 }

@@ -16,6 +16,9 @@ struct SecretMaskingTests {
         #expect(m.mask("password was s3cr/t or s3cr%2Ft") == "password was *** or ***")
         #expect(m.mask("kw-pass and tok_123456") == "*** and ***")
         #expect(m.mask("turn it on") == "turn it on")  // too short to be a secret
+        // An S3 connection: the secret key (percent-encoded in the URL) and a session token in its query.
+        let s3 = SecretMasker(connections: ["lake": "s3://AKID:wJal%2FrXU@minio:9000/?region=eu-west-1&session_token=FwoGZXIvYXdz"])
+        #expect(s3.mask("signed with wJal/rXU, token FwoGZXIvYXdz") == "signed with ***, token ***")
     }
 
     @Test("a task that logs a connection's URL and fails with its password stores neither")

@@ -38,6 +38,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var python: PythonTaskSpec?
         /// A dbt task's project, command and selection (absent on other tasks).
         public var dbt: DbtTaskSpec?
+        /// An S3 task's connection, bucket and operation.
+        public var s3: S3TaskSpec?
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -104,7 +106,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             case .sql(let spec): sql = spec
             case .python(let spec): python = spec
             case .dbt(let spec): dbt = spec
-            case .closure, .branch: break
+            case .closure, .branch, .s3: break
             }
             var d = TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
@@ -117,6 +119,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                       return taskOnly.isEmpty ? nil : taskOnly
                                   }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python, dbt: dbt)
             d.celeryContext = t.celeryContext ? true : nil
+            if case .s3(let spec) = t.body { d.s3 = spec }
             return d
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }

@@ -19,6 +19,8 @@ public enum TaskBody: Sendable {
     case python(PythonTaskSpec)
     /// A dbt command run by a worker (`FlowBuilder.dbt`, `FlowBuilder.dbtModels`).
     case dbt(DbtTaskSpec)
+    /// An object-storage operation run by a worker (`FlowBuilder.s3`).
+    case s3(S3TaskSpec)
 
     var kind: String {
         switch self {
@@ -31,6 +33,7 @@ public enum TaskBody: Sendable {
         case .sql: return "sql"
         case .python: return "python"
         case .dbt: return "dbt"
+        case .s3: return "s3"
         }
     }
 

@@ -70,6 +70,38 @@ public enum Sensors {
         }
     }
 
+    /// Objects exist in an S3 bucket (Airflow's `S3KeySensor`, deferrable): `key` is a literal key,
+    /// a prefix (ending in `/`) or a glob (`landing/{{ ds }}/*.csv`; see `S3KeyPattern`), with the
+    /// template names of SQL tasks. Only objects of at least `minSize` bytes count; with
+    /// `stableFor`, the newest of them must have been unchanged that long by the server's clock
+    /// (so a file still arriving in several objects, or being rewritten, is not taken early).
+    /// Ready with `{"bucket", "pattern", "keys": [{"key", "size", "etag", "lastModified"}…], "count"}`.
+    public static func s3Key(connection: String, bucket: String, key: String, minSize: Int = 0, stableFor: Duration? = nil) -> SensorCheck {
+        { ctx in
+            let s3 = try ctx.s3(connection)
+            let rendered = try ctx.render(key)
+            let pattern = S3KeyPattern(rendered)
+            let listing = try await s3.list(bucket: bucket, prefix: pattern.kind == .glob ? pattern.listPrefix : rendered, limit: 100_000)
+            let matched = listing.objects.filter { pattern.matches($0.key) }
+            let place = "s3://\(bucket)/\(rendered)"
+            guard !matched.isEmpty else { return .notYet("no object matches \(place) yet") }
+            let large = matched.filter { $0.size >= minSize }
+            guard !large.isEmpty else {
+                return .notYet("\(matched.count) object\(matched.count == 1 ? "" : "s") match \(place), none of \(minSize) bytes or more yet (the largest has \(matched.map(\.size).max() ?? 0))")
+            }
+            if let stableFor {
+                let now = listing.serverDate ?? Date()
+                let newest = large.max { $0.lastModified < $1.lastModified }!
+                let age = now.timeIntervalSince(newest.lastModified)
+                if age < stableFor.seconds {
+                    return .notYet("\(newest.key) changed \(Int(age.rounded()))s ago; waiting until what matches \(place) has been unchanged for \(stableFor.seconds)s")
+                }
+            }
+            return .ready(["bucket": .string(bucket), "pattern": .string(rendered), "count": .int(large.count),
+                           "keys": .array(large.prefix(S3TaskRunner.maxListedKeys).map(S3TaskRunner.describe))])
+        }
+    }
+
     /// An HTTP(S) URL answers 2xx to a GET. Ready with `{"status"}`.
     public static func http(_ url: String, timeout: Double = 10) -> SensorCheck {
         { _ in
@@ -106,6 +138,23 @@ public enum Sensors {
     }
 }
 
+/// A sensor's check, for `FlowBuilder.sensor(_:_:)`: `f.sensor("wait", .s3Key(connection: "lake", bucket: "example", key: "landing/*.csv"))`.
+public struct Sensor: Sendable {
+    public let check: SensorCheck
+    public init(_ check: @escaping SensorCheck) { self.check = check }
+
+    /// `Sensors.s3Key`.
+    public static func s3Key(connection: String, bucket: String, key: String, minSize: Int = 0, stableFor: Duration? = nil) -> Sensor {
+        Sensor(Sensors.s3Key(connection: connection, bucket: bucket, key: key, minSize: minSize, stableFor: stableFor))
+    }
+    /// `Sensors.sql`.
+    public static func sql(connection: String, query: String) -> Sensor { Sensor(Sensors.sql(connection: connection, query: query)) }
+    /// `Sensors.http`.
+    public static func http(_ url: String, timeout: Double = 10) -> Sensor { Sensor(Sensors.http(url, timeout: timeout)) }
+    /// `Sensors.file`.
+    public static func file(_ path: @escaping @Sendable (TaskContext) -> String) -> Sensor { Sensor(Sensors.file(path)) }
+}
+
 /// Runs SQL for a task (the SQL sensor); a FlowKit worker provides one backed by libpq.
 public protocol SQLRunner: Sendable {
     /// Up to `limit` rows of `sql` on the database at `connection` (a libpq URL), as text.
@@ -126,6 +175,15 @@ extension FlowBuilder {
                                                       softFail: softFail), check),
                      upstream: upstream.map(\.id), options: .init(queue: queue, priority: priority, triggerRule: triggerRule),
                      description: description))
+    }
+
+    /// A sensor with a built-in check: `f.sensor("wait_for_file", .s3Key(connection: "lake", bucket: "example", key: "landing/*.csv"))`.
+    @discardableResult
+    public func sensor(_ id: String, _ sensor: Sensor, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600),
+                       timeoutParam: String? = nil, softFail: Bool = false, after upstream: [TaskRef] = [], description: String = "",
+                       queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
+        self.sensor(id, pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam, softFail: softFail, after: upstream,
+                    description: description, queue: queue, priority: priority, triggerRule: triggerRule, check: sensor.check)
     }
 
     /// A sensor that waits for the run of `flow` with this run's logical date to succeed.

@@ -41,6 +41,9 @@ extension Flow {
             if case .dbt(let spec) = t.body, let problem = spec.problem {
                 throw FlowValidationError.invalidOption(flow: id, detail: problem)
             }
+            if case .s3(let spec) = t.body, let problem = spec.problem(task: t.id) {
+                throw FlowValidationError.invalidOption(flow: id, detail: problem)
+            }
             if case .sql(let spec) = t.body {
                 if let problem = spec.problem { throw FlowValidationError.invalidOption(flow: id, detail: problem) }
                 if spec.connection.isEmpty { throw FlowValidationError.invalidOption(flow: id, detail: "task `\(t.id)`: a SQL task names its connection") }
@@ -83,7 +86,7 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch, .sensor, .triggerFlow, .sql, .python, .dbt: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor, .triggerFlow, .sql, .python, .dbt, .s3: throw refuse("only Swift and shell tasks can be mapped")
         }
     }
 

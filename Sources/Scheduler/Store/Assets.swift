@@ -68,6 +68,52 @@ extension SchedulerStore {
         }
     }
 
+    /// What an S3 event notification recorded: one asset event per object write not seen
+    /// before (and one per watched prefix asset holding the object), the deliveries already
+    /// seen, and the runs the events started.
+    public struct S3EventsRecorded: Sendable {
+        public var eventIds: [Int]
+        public var duplicates: Int
+        public var runs: [RunRecord]
+    }
+
+    /// Records the object writes of an S3 event notification, in one transaction: each write
+    /// is claimed by its dedupe key (bucket, key, sequencer) first, so a redelivery — even one
+    /// arriving at the same moment on another API process — records nothing. An object's event
+    /// is `s3://bucket/key`; a flow scheduled on a prefix asset (`s3://bucket/landing/`, ending in
+    /// `/`) gets an event of that asset for each object under it, with the object in `extra`.
+    public func recordS3Events(_ records: [S3NotificationRecord], now: Date) async throws -> S3EventsRecorded {
+        var seen = Set<String>()
+        let unique = records.filter { seen.insert($0.dedupeKey).inserted }
+        guard !unique.isEmpty else { return S3EventsRecorded(eventIds: [], duplicates: records.count, runs: []) }
+        return try await audited { [self] s, actor in
+            // Sorted: two deliveries that share writes claim them in the same order, never deadlocking.
+            let keys = unique.map(\.dedupeKey).sorted()
+            let claimed = Set(try s.query("""
+                INSERT INTO s3_event_deliveries (dedupe_key, at) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING RETURNING dedupe_key
+                """, [keys, now]).all.map { $0.string("dedupe_key")! })
+            let fresh = unique.filter { claimed.contains($0.dedupeKey) }
+            guard !fresh.isEmpty else { return S3EventsRecorded(eventIds: [], duplicates: records.count, runs: []) }
+            let prefixes = try s.query("""
+                SELECT uri FROM assets WHERE uri LIKE 's3://%/%' AND right(uri, 1) = '/' AND split_part(uri, '/', 3) = ANY($1::text[])
+                """, [Array(Set(fresh.map(\.bucket)))]).all.map { $0.string("uri")! }
+            var events: [(uri: String, source: String, runId: String?, taskId: String?, extra: JSONValue)] = []
+            for r in fresh {
+                events.append((r.uri, "s3", nil, nil, r.extra))
+                for p in prefixes where r.uri.hasPrefix(p) && r.uri != p {
+                    var extra = r.extra
+                    if case .object(var o) = extra { o["object"] = .string(r.uri); extra = .object(o) }
+                    events.append((p, "s3", nil, nil, extra))
+                }
+            }
+            let recorded = try recordAssetEvents(s, events, now: now)
+            try audit(s, actor, "s3_event", fresh.count == 1 ? fresh[0].uri : "\(fresh.count) objects",
+                      ["eventIds": .array(recorded.eventIds.map { .int($0) }), "runs": .array(recorded.runs.map { .string($0.runId) }),
+                       "duplicates": .int(records.count - fresh.count)], now: now)
+            return S3EventsRecorded(eventIds: recorded.eventIds, duplicates: records.count - fresh.count, runs: recorded.runs)
+        }
+    }
+
     /// Registers the assets flows name (outlets and schedules) and the flows' watermarks: a flow
     /// newly scheduled on an asset starts from the asset's latest event, not from its history.
     func registerAssets(_ s: PGSession, _ defs: [FlowDefinition]) throws {
