@@ -79,10 +79,11 @@ public enum S3Notification {
                 let etag = object?["eTag"]?.stringValue ?? object?["etag"]?.stringValue
                 let time = r["eventTime"]?.stringValue
                 let request = r["responseElements"]?["x-amz-request-id"]?.stringValue
-                out.append(S3NotificationRecord(
+                out.append(try check(S3NotificationRecord(
                     bucket: bucket, key: key, size: object?["size"]?.intValue, etag: etag, eventName: event, sequencer: sequencer,
                     versionId: version, eventTime: time,
-                    dedupeKey: dedupe(bucket, key, sequencer: sequencer, fallback: [request, version, etag, time])))
+                    dedupeKey: dedupe(bucket, key, sequencer: sequencer, fallback: [request, version, etag, time].map { $0.map { String($0.prefix(256)) } })),
+                    "Records[\(i)]"))
             }
             return Parsed(records: out, ignored: ignored)
         }
@@ -96,13 +97,30 @@ public enum S3Notification {
             }
             let object = o["detail"]?["object"]
             let sequencer = object?["sequencer"]?.stringValue
-            return Parsed(records: [S3NotificationRecord(
+            return Parsed(records: [try check(S3NotificationRecord(
                 bucket: bucket, key: key, size: object?["size"]?.intValue, etag: object?["etag"]?.stringValue,
                 eventName: "ObjectCreated:" + (o["detail"]?["reason"]?.stringValue ?? "Put"), sequencer: sequencer,
                 versionId: object?["version-id"]?.stringValue, eventTime: o["time"]?.stringValue,
-                dedupeKey: dedupe(bucket, key, sequencer: sequencer, fallback: [o["id"]?.stringValue]))], ignored: 0)
+                dedupeKey: dedupe(bucket, key, sequencer: sequencer, fallback: [o["id"]?.stringValue.map { String($0.prefix(256)) }])),
+                "EventBridge event")], ignored: 0)
         }
         throw Malformed(description: "not an S3 event notification: expected `Records` (S3, MinIO), an EventBridge event from `aws.s3`, or an SNS notification carrying one")
+    }
+
+    /// A record's strings as S3 allows them: a bucket of at most 255 characters, a key of at most
+    /// 1,024 bytes, other fields of at most 256; none with a NUL (PostgreSQL's text cannot hold one).
+    static func check(_ r: S3NotificationRecord, _ place: String) throws -> S3NotificationRecord {
+        func bad(_ why: String) -> Malformed { Malformed(description: "\(place): \(why)") }
+        if r.bucket.utf8.count > 255 { throw bad("the bucket name is longer than 255 characters") }
+        if r.key.utf8.count > 1024 { throw bad("the object key is longer than 1,024 bytes") }
+        for (name, v) in [("bucket", r.bucket), ("key", r.key), ("eTag", r.etag), ("sequencer", r.sequencer), ("versionId", r.versionId),
+                          ("eventTime", r.eventTime), ("eventName", r.eventName)] as [(String, String?)] {
+            guard let v else { continue }
+            if v.unicodeScalars.contains("\u{0}") { throw bad("`\(name)` holds a NUL character") }
+            if name != "key" && name != "bucket" && v.utf8.count > 256 { throw bad("`\(name)` is longer than 256 bytes") }
+        }
+        if let size = r.size, size < 0 { throw bad("`size` is negative") }
+        return r
     }
 
     static func dedupe(_ bucket: String, _ key: String, sequencer: String?, fallback: [String?]) -> String {

@@ -1,3 +1,4 @@
+import FlowJSON
 import Foundation
 @testable import ObjectStorage
 import Testing
@@ -184,5 +185,45 @@ struct S3PartsTests {
         #expect(S3XML.value("KeyCount", in: body) == "2")
         #expect(S3XML.value("Empty", in: body) == "")
         #expect(S3XML.escape("<a & 'b'>") == "&lt;a &amp; &apos;b&apos;&gt;")
+    }
+}
+
+@Suite("S3 event notifications")
+struct S3NotificationTests {
+    @Test("S3's Records (keys URL-encoded), MinIO's s3: names, EventBridge's Object Created, an SNS envelope; removals ignored, the test event empty")
+    func shapes() throws {
+        let s3 = try JSONValue.parse(#"{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "eventTime": "2026-12-04T05:00:00.000Z", "s3": {"bucket": {"name": "example"}, "object": {"key": "landing/d%C3%ADa+1.csv", "size": 12, "eTag": "abc", "sequencer": "0A1"}}}, {"eventName": "ObjectRemoved:Delete", "s3": {"bucket": {"name": "example"}, "object": {"key": "x"}}}]}"#)
+        let parsed = try S3Notification.parse(s3)
+        #expect(parsed.ignored == 1 && parsed.records.count == 1)
+        let r = try #require(parsed.records.first)
+        #expect(r.key == "landing/día 1.csv" && r.uri == "s3://example/landing/día 1.csv" && r.size == 12 && r.etag == "abc")
+        #expect(r.dedupeKey == "example/landing/día 1.csv#seq:0A1")
+        #expect(r.extra["sequencer"] == "0A1" && r.extra["eventName"] == "ObjectCreated:Put")
+
+        let minio = try S3Notification.parse(try JSONValue.parse(#"{"EventName": "s3:ObjectCreated:Put", "Key": "example/a.csv", "Records": [{"eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "example"}, "object": {"key": "a.csv", "size": 1, "eTag": "e", "sequencer": "17E"}}}]}"#))
+        #expect(minio.records.first?.eventName == "ObjectCreated:Put")
+
+        let bridge = try S3Notification.parse(try JSONValue.parse(#"{"id": "u-1", "detail-type": "Object Created", "source": "aws.s3", "time": "2026-12-04T05:00:00Z", "detail": {"bucket": {"name": "example"}, "object": {"key": "landing/día 1.csv", "size": 12, "etag": "abc", "sequencer": "0A1"}, "reason": "PutObject"}}"#))
+        // The same write as the notification above: the same dedupe key, whichever way it came.
+        #expect(bridge.records.first?.dedupeKey == r.dedupeKey && bridge.records.first?.key == "landing/día 1.csv")
+
+        let sns = try S3Notification.parse(["Type": "Notification", "Message": .string(s3.compactJSON)])
+        #expect(sns.records == parsed.records)
+        #expect(try S3Notification.parse(try JSONValue.parse(#"{"Service": "Amazon S3", "Event": "s3:TestEvent"}"#)).records.isEmpty)
+        #expect(try S3Notification.parse(try JSONValue.parse(#"{"detail-type": "Object Deleted", "source": "aws.s3", "detail": {}}"#)).ignored == 1)
+    }
+
+    @Test("malformed notifications are refused naming the field: not S3, missing key, NUL, an oversized key, an SNS confirmation")
+    func refusals() throws {
+        func message(_ json: String) -> String {
+            do { _ = try S3Notification.parse(try JSONValue.parse(json)); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(message(#"{"hello": 1}"#).contains("not an S3 event notification"))
+        #expect(message(#"{"Records": {}}"#).contains("`Records` must be an array"))
+        #expect(message(#"{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {}}}]}"#) == "Records[0]: `s3.object.key` is missing")
+        #expect(message(#"{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "a\u0000b"}}}]}"#).contains("NUL"))
+        let long = String(repeating: "k", count: 1025)
+        #expect(message(#"{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "\#(long)"}}}]}"#).contains("longer than 1,024 bytes"))
+        #expect(message(#"{"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns"}"#).contains("SubscribeURL"))
     }
 }
