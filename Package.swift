@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "Scheduler", targets: ["Scheduler"]),
         .library(name: "WorkerRuntime", targets: ["WorkerRuntime"]),
         .library(name: "FlowServer", targets: ["FlowServer"]),
+        // `FlowTestRun`: a flow run in-process in a user's own `swift test` (and real servers for integration tests).
+        .library(name: "FlowKitTesting", targets: ["FlowKitTesting"]),
         .executable(name: "flowctl", targets: ["flowctl"]),
     ],
     dependencies: [
@@ -72,6 +74,7 @@ let package = Package(
         ], exclude: ["UI"], resources: [.copy("openapi.json")]),
         .target(name: "FlowCommands", dependencies: [
             "FlowKit", "Scheduler", "WorkerRuntime", "FlowServer", "PostgresClient", "RedisClient", "CeleryProtocol", "ProcessSupport", "ConnectionThread",
+            "FlowKitTesting",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -94,7 +97,7 @@ let package = Package(
         ]),
         .testTarget(name: "ProcessSupportTests", dependencies: ["ProcessSupport", "FlowKit"]),
         // What the integration tests share (and what users' own tests can use): real servers.
-        .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler", "ProcessSupport"]),
+        .target(name: "FlowKitTesting", dependencies: ["FlowKit", "PostgresClient", "RedisClient", "Scheduler", "ProcessSupport", "WorkerRuntime"]),
         .testTarget(name: "SchedulerTests", dependencies: [
             "Scheduler", "FlowKit", "PostgresClient", "RedisClient", "CeleryProtocol", "FlowKitTesting", "Flows",
         ]),

@@ -228,7 +228,7 @@ public let exampleFollowup = Flow(
 /// `example_sql`: SQL tasks on the `warehouse` connection. `make_table` creates
 /// `example_sql.numbers` and inserts 1…n for this run (`{{ params.n }}` and `{{ run_id }}` are
 /// bound parameters, not text); `total` returns their sum: `{"columns": ["total"], "rows": [[n(n+1)/2]], …}`.
-let exampleSQL = Flow(
+public let exampleSQL = Flow(
     "example_sql",
     description: "SQL tasks: a table filled with 1…n, then its total, through bound template parameters",
     tags: ["example", "sql"],

@@ -16,6 +16,12 @@ let package = Package(
             "MyFlows",
             .product(name: "FlowCommands", package: "FlowKit"),
         ]),
+        // Flows run in-process by `swift test` (FlowTestRun): no servers needed.
+        .testTarget(name: "MyFlowsTests", dependencies: [
+            "MyFlows",
+            .product(name: "FlowKit", package: "FlowKit"),
+            .product(name: "FlowKitTesting", package: "FlowKit"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -204,7 +204,7 @@ let mappedRowsShown = 10
 
 struct FlowsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "flows", abstract: "List, show, pause and unpause flows.",
-                                                    subcommands: [List.self, Show.self, Pause.self, Unpause.self, Validate.self])
+                                                    subcommands: [List.self, Show.self, Pause.self, Unpause.self, Validate.self, FlowTestCommand.self])
 
     struct List: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false

@@ -1,13 +1,13 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// Hides the values of named connections in what a task logs and in its error, as Airflow masks
 /// connection secrets: a connection's whole value, and the password inside a URL, become `***`.
-struct SecretMasker: Sendable {
+public struct SecretMasker: Sendable {
     /// Longest first, so that a URL is hidden whole before its password is looked for.
     let secrets: [String]
 
-    init(connections: [String: String]) {
+    public init(connections: [String: String]) {
         var found = Set<String>()
         for value in connections.values {
             if value.count >= 4 { found.insert(value) }
@@ -28,7 +28,7 @@ struct SecretMasker: Sendable {
         secrets = found.sorted { $0.count > $1.count }
     }
 
-    func mask(_ text: String) -> String {
+    public func mask(_ text: String) -> String {
         guard !secrets.isEmpty else { return text }
         var out = text
         for s in secrets where out.contains(s) { out = out.replacingOccurrences(of: s, with: "***") }
@@ -36,7 +36,7 @@ struct SecretMasker: Sendable {
     }
 
     /// A result with every string in it masked (keys too: a secret may be a map's key).
-    func mask(_ value: JSONValue) -> JSONValue {
+    public func mask(_ value: JSONValue) -> JSONValue {
         guard !secrets.isEmpty else { return value }
         switch value {
         case .string(let s): return .string(mask(s))

@@ -369,45 +369,15 @@ public final class Worker: Sendable {
 
     enum Outcome { case success(JSONValue?), skipped(String), notReady(String), failure(String) }
 
-    /// Marks a sensor's answer on its way out of the task's work (`execute` turns it into an outcome).
-    struct NotReady: Error { let reason: String }
-
-    /// A branch's choice as its result, or the error naming the ids it may choose.
-    static func branchResult(_ task: String, chosen: [String], targets: [String]) throws -> JSONValue {
-        let unknown = chosen.filter { !targets.contains($0) }
-        guard unknown.isEmpty else {
-            let valid = targets.isEmpty ? "it has no downstream tasks" : "the valid ones are " + targets.sorted().map { "`\($0)`" }.joined(separator: ", ")
-            throw TaskError("branch `\(task)` chose \(unknown.map { "`\($0)`" }.joined(separator: ", ")), not a direct downstream task: \(valid)")
-        }
-        var seen = Set<String>()
-        return .array(chosen.filter { seen.insert($0).inserted }.map(JSONValue.string))
-    }
 
     /// How long a try runs before its start is reported on its own.
     static let startedReportDelay = 0.02
 
     func execute(_ task: FlowTask, _ ctx: TaskContext, timeout: Double?, entry: InFlightEntry) async -> Outcome {
-        let body = task.body
         let targets = branchTargets[FlowTaskInvocation.taskName(flow: ctx.flowId, task: task.id)] ?? []
+        let home = config.home
         let work = Task<JSONValue?, any Error> {
-            switch body {
-            case .closure(let f): return try await f(ctx)
-            case .shell(let cmd): return try await ctx.run(cmd)
-            case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
-            case .triggerFlow(let spec): throw TaskError("task `\(task.id)` starts flow `\(spec.flow)`: the scheduler runs it, not a worker")
-            case .sql(let spec): return try await SQLTaskRunner.run(spec, ctx, timeout: timeout)
-            case .python(let spec): return try await PythonTaskRunner.run(spec, ctx, home: config.home)
-            case .dbt(let spec): return try await DbtTaskRunner.run(spec, ctx, home: config.home)
-            case .s3(let spec): return try await S3TaskRunner.run(spec, ctx)
-            case .branch(let f): return try Self.branchResult(task.id, chosen: try await f(ctx), targets: targets)
-            case .sensor(_, let check):
-                switch try await check(ctx) {
-                case .ready(let v):
-                    ctx.log("poke: ready")
-                    return v
-                case .notYet(let reason): throw NotReady(reason: reason)
-                }
-            }
+            try await TaskBodyRunner.run(task, ctx, timeout: timeout, home: home, branchTargets: targets)
         }
         entry.attach(work)
         let result: Result<JSONValue?, any Error> = await withCheckedContinuation { cont in
@@ -432,7 +402,7 @@ public final class Worker: Sendable {
             guard let v else { return .success(nil) }
             do { _ = try checkResultSize(v, task: task.id); return .success(v) } catch { return .failure("\(error)") }
         case .failure(let e as TaskSkipped): return .skipped(e.reason)
-        case .failure(let e as NotReady): return .notReady(e.reason)
+        case .failure(let e as SensorNotReady): return .notReady(e.reason)
         case .failure(let e) where e is CancellationError:
             return .failure(entry.timedOut ? "timed out" : entry.isCancelled ? "cancelled: the run was cancelled" : "cancelled")
         case .failure(let e): return .failure("\(e)")
