@@ -422,12 +422,20 @@ public struct FlowAPI: Sendable {
         return try json(answer, status: recorded.eventIds.isEmpty ? .ok : .created)
     }
 
-    /// The secret as `Authorization: Bearer SECRET`, `Authorization: SECRET` or an
-    /// `X-FlowKit-Signature` HMAC of the body, compared in constant time.
+    /// The secret as `Authorization: Bearer SECRET`, `Authorization: SECRET`, the password of
+    /// `Authorization: Basic` (what an SNS HTTPS subscription sends for `https://user:SECRET@host/…`)
+    /// or an `X-FlowKit-Signature` HMAC of the body, compared in constant time.
     static func carriesSecret(_ req: Request, secret: String, body: [UInt8]) -> Bool {
         let want = Array(secret.utf8)
         if let header = req.headers[.authorization] {
-            let token = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+            var token = header
+            if header.lowercased().hasPrefix("bearer ") {
+                token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            } else if header.lowercased().hasPrefix("basic "),
+                      let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+                      let pair = String(data: decoded, encoding: .utf8), let colon = pair.firstIndex(of: ":") {
+                token = String(pair[pair.index(after: colon)...])
+            }
             if APITokens.constantTimeEqual(Array(token.utf8), want) { return true }
         }
         if let signature = req.headers[HTTPField.Name(WebhookSignature.header)!] {

@@ -169,6 +169,12 @@ struct ObjectStorageEndToEndTests {
                 let anonymous = try await post(burst, auth: nil)
                 #expect(anonymous.status == 401 && anonymous.json["message"]?.stringValue?.contains("FLOWKIT_CONN_S3_EVENTS") == true)
                 #expect(try await post(burst, auth: "Bearer wrong").status == 401)
+                // An SNS HTTPS subscription to https://sns:SECRET@host/…: basic auth with the secret as password.
+                let basic = "Basic " + Data("sns:s3-notify-secret".utf8).base64EncodedString()
+                let sns = #"{"Type": "Notification", "MessageId": "m-1", "Message": \#(JSONValue.string(burst).compactJSON)}"#
+                let viaSNS = try await post(sns, auth: basic)
+                #expect(viaSNS.status == 200 && viaSNS.json["duplicates"] == 1, "\(viaSNS.text)")
+                #expect(try await post(sns, auth: "Basic " + Data("sns:nope".utf8).base64EncodedString()).status == 401)
                 #expect(try await post(burst, auth: "Bearer \(LiveAPI.events)").json["duplicates"] == 1)
                 #expect(try await post(burst, auth: "Bearer \(LiveAPI.reader)").status == 403)
             }
