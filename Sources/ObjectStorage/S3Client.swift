@@ -242,6 +242,7 @@ public struct S3Client: Sendable {
     /// The URL of a request, the path as signed, and the `Host` header.
     func target(bucket: String?, key: String?, query: [(String, String)]) -> (url: URL, path: String, host: String) {
         var host = connection.endpoint.host ?? ""
+        if host.contains(":") && !host.hasPrefix("[") { host = "[\(host)]" }   // an IPv6 address
         if let port = connection.endpoint.port { host += ":\(port)" }
         var path = ""
         if let bucket, !bucket.isEmpty {
@@ -251,7 +252,9 @@ public struct S3Client: Sendable {
         if path.isEmpty { path = "/" }
         let q = query.map { $0.1.isEmpty && ["uploads", "delete"].contains($0.0) ? SigV4Signer.encode($0.0) : SigV4Signer.encode($0.0) + "=" + SigV4Signer.encode($0.1) }
             .joined(separator: "&")
-        let url = URL(string: "\(connection.endpoint.scheme ?? "https")://\(host)\(path)\(q.isEmpty ? "" : "?" + q)")!
+        // Every part is percent-encoded above, so the URL always parses.
+        let url = URL(string: "\(connection.endpoint.scheme ?? "https")://\(host)\(path)\(q.isEmpty ? "" : "?" + q)")
+            ?? connection.endpoint
         return (url, path, host)
     }
 

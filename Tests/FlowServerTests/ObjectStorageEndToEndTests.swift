@@ -119,8 +119,9 @@ struct ObjectStorageEndToEndTests {
                 func s3Shape(key: String, sequencer: String, name: String = "ObjectCreated:Put", source: String = "aws:s3") -> String {
                     #"{"Records": [{"eventVersion": "2.1", "eventSource": "\#(source)", "awsRegion": "us-east-1", "eventTime": "2026-12-04T05:00:00.000Z", "eventName": "\#(name)", "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": "example", "arn": "arn:aws:s3:::example"}, "object": {"key": "\#(key)", "size": 4, "eTag": "\#(etag)", "sequencer": "\#(sequencer)"}}}]}"#
                 }
-                func post(_ body: String, auth: String? = "Bearer s3-notify-secret") async throws -> LiveAPI.Reply {
-                    try await api.request("POST", "/api/v1/assets/events/s3", body: body, headers: auth.map { ["Authorization": $0] } ?? [:])
+                func post(_ body: String, auth: String? = "Bearer s3-notify-secret", contentType: String = "application/json") async throws -> LiveAPI.Reply {
+                    try await api.request("POST", "/api/v1/assets/events/s3", body: body, contentType: contentType,
+                                          headers: auth.map { ["Authorization": $0] } ?? [:])
                 }
                 let first = try await post(s3Shape(key: "landing/numbers.csv", sequencer: "0055AED6DCD90281E5"))
                 #expect(first.status == 201 && first.json["objects"] == 1 && first.json["duplicates"] == 0, "\(first.text)")
@@ -172,7 +173,8 @@ struct ObjectStorageEndToEndTests {
                 // An SNS HTTPS subscription to https://sns:SECRET@host/…: basic auth with the secret as password.
                 let basic = "Basic " + Data("sns:s3-notify-secret".utf8).base64EncodedString()
                 let sns = #"{"Type": "Notification", "MessageId": "m-1", "Message": \#(JSONValue.string(burst).compactJSON)}"#
-                let viaSNS = try await post(sns, auth: basic)
+                // SNS posts its JSON as text/plain.
+                let viaSNS = try await post(sns, auth: basic, contentType: "text/plain; charset=UTF-8")
                 #expect(viaSNS.status == 200 && viaSNS.json["duplicates"] == 1, "\(viaSNS.text)")
                 #expect(try await post(sns, auth: "Basic " + Data("sns:nope".utf8).base64EncodedString()).status == 401)
                 #expect(try await post(burst, auth: "Bearer \(LiveAPI.events)").json["duplicates"] == 1)

@@ -149,6 +149,15 @@ struct S3PartsTests {
             #expect("\(error)".contains("connection `lake`") && "\(error)".contains("no access key"))
         }
         #expect(throws: S3Connection.Invalid.self) { try S3Connection(parsing: "s3://a:b@h/?tls=maybe", environment: [:]) }
+
+        // Request targets: path style, virtual-hosted style, an IPv6 endpoint; keys encoded once, slashes kept.
+        let path = S3Client(moto).target(bucket: "example", key: "landing/día 1.csv", query: [("uploads", "")])
+        #expect(path.url.absoluteString == "http://127.0.0.1:5000/example/landing/d%C3%ADa%201.csv?uploads" && path.host == "127.0.0.1:5000")
+        #expect(path.path == "/example/landing/d%C3%ADa%201.csv")
+        let virtual = S3Client(aws).target(bucket: "example", key: "a+b", query: [("list-type", "2"), ("prefix", "x y")])
+        #expect(virtual.url.absoluteString == "https://example.s3.eu-south-2.amazonaws.com/a%2Bb?list-type=2&prefix=x%20y")
+        let v6 = try S3Client(url: "s3://a:b@[::1]:9000/?tls=false")
+        #expect(v6.target(bucket: "b", key: "k", query: []).url.absoluteString == "http://[::1]:9000/b/k")
     }
 
     @Test("key patterns: exact keys, prefixes, globs with * (one segment), ** (any), ?, sets; the listed prefix")
