@@ -1,4 +1,5 @@
 import Crypto
+import FlowJSON
 public import Foundation
 #if canImport(FoundationNetworking)
 public import FoundationNetworking
@@ -86,7 +87,7 @@ public struct S3Client: Sendable {
                 guard let key = S3XML.value("Key", in: c) else { continue }
                 objects.append(S3Object(key: key, size: Int(S3XML.value("Size", in: c) ?? "") ?? 0,
                                         etag: Self.unquote(S3XML.value("ETag", in: c) ?? ""),
-                                        lastModified: S3XML.value("LastModified", in: c).flatMap(Self.parseISO) ?? .distantPast))
+                                        lastModified: S3XML.value("LastModified", in: c).flatMap(Instant.parse) ?? .distantPast))
             }
             token = S3XML.value("IsTruncated", in: xml) == "true" ? S3XML.value("NextContinuationToken", in: xml) : nil
         } while token != nil && objects.count < limit
@@ -362,15 +363,6 @@ public struct S3Client: Sendable {
 
     static func unquote(_ s: String) -> String {
         s.count >= 2 && s.hasPrefix("\"") && s.hasSuffix("\"") ? String(s.dropFirst().dropLast()) : s
-    }
-
-    /// `2026-12-04T05:06:07.000Z` (with or without fractions).
-    static func parseISO(_ s: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        return f.date(from: s)
     }
 
     /// `Fri, 04 Dec 2026 05:06:07 GMT`.

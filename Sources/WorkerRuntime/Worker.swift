@@ -369,7 +369,6 @@ public final class Worker: Sendable {
 
     enum Outcome { case success(JSONValue?), skipped(String), notReady(String), failure(String) }
 
-
     /// How long a try runs before its start is reported on its own.
     static let startedReportDelay = 0.02
 
