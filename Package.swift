@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "ObjectStorage", dependencies: [
             "FlowJSON", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "FlowKit", dependencies: ["FlowJSON", "CivilTime", "ObjectStorage"]),
+        .target(name: "FlowKit", dependencies: ["FlowJSON", "CivilTime", "ObjectStorage", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "CeleryProtocol", dependencies: ["FlowJSON", "RedisClient"]),
         // What runs processes and returns heap memory (Glibc): kept out of FlowKit, which is Foundation only.
         .target(name: "ProcessSupport", dependencies: ["FlowKit"]),

@@ -66,7 +66,8 @@ public let catalunyaDataPipeline = Flow(
         description: "load the valid readings into staging.air_quality_readings (COPY, one transaction)")
 
     let marts = f.dbt("build_marts", project: "catalunya/dbt", resources: Bundle.module.url(forResource: "Resources", withExtension: nil),
-                      command: .build, description: "dbt build: the marts models, then their tests (not null, ranges, unique keys)")
+                      command: .build, description: "dbt build: the marts models, then their tests (not null, ranges, unique keys)",
+                      connections: ["warehouse"])
 
     let checks = f.sql("quality_checks", connection: "warehouse", sql: """
         -- Fails the task, naming every failed check, before the figures are read.

@@ -274,5 +274,5 @@ let exampleDbtModels = Flow(
     maxActiveRuns: 1
 ) { f in
     let examples = Bundle.module.url(forResource: "Resources", withExtension: nil)?.appendingPathComponent("examples")
-    f.dbtModels("marts", project: "dbt", manifest: "dbt/manifest.json", resources: examples)
+    f.dbtModels("marts", project: "dbt", manifest: "dbt/manifest.json", resources: examples, connections: ["warehouse"])
 }

@@ -122,6 +122,33 @@ try:
     wait.until(EC.text_to_be_present_in_element((By.ID, "pause"), "Pause"))
     assert api(f"/api/v1/flows/{FLOW}")["isPaused"] is False
 
+    step("connections: set one from the form; its password never shows; the flow page says what it needs")
+    driver.get(f"{base}/#/connections")
+    wait.until(EC.visibility_of_element_located((By.ID, "setform")))
+    driver.find_element(By.ID, "s-name").send_keys("browser_lake")
+    driver.find_element(By.ID, "s-value").send_keys("s3://AKIA:very-secret-key@minio:9000/?region=us-east-1")
+    driver.find_element(By.ID, "s-desc").send_keys("set from the browser")
+    click(By.CSS_SELECTOR, "#setform button[type=submit]")
+    wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "s3://AKIA:***@minio:9000"))
+    assert "very-secret-key" not in driver.page_source
+    assert api("/api/v1/connections/browser_lake")["description"] == "set from the browser"
+    driver.save_screenshot(f"{shots}/06-connections.png")
+    driver.get(f"{base}/#/variables")
+    wait.until(EC.visibility_of_element_located((By.ID, "setform")))
+    driver.find_element(By.ID, "s-name").send_keys("browser_threshold")
+    driver.find_element(By.ID, "s-value").send_keys("0.75")
+    click(By.CSS_SELECTOR, "#setform button[type=submit]")
+    wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "browser_threshold"))
+    assert api("/api/v1/variables/browser_threshold")["value"] == "0.75"
+    driver.get(f"{base}/#/connections")
+    wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "browser_lake"))
+    driver.execute_script("window.confirm = () => true")
+    click(By.CSS_SELECTOR, 'button[data-del="browser_lake"]')
+    wait.until(lambda d: "browser_lake" not in d.find_element(By.TAG_NAME, "main").text)
+    driver.get(f"{base}/#/flows/{FLOW}")
+    wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "warehouse"))
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.needs")))
+
     step("workers and health")
     driver.get(f"{base}/#/workers")
     wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "online"))

@@ -17,6 +17,8 @@ psql "$FLOWKIT_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS fuzz" -c "CREATE 
 export FLOWKIT_DATABASE_URL="${FLOWKIT_TEST_DATABASE_URL%/*}/fuzz"
 export FLOWKIT_REDIS_URL="${FLOWKIT_TEST_REDIS_URL%/*}/3"
 export FLOWKIT_API_TOKENS="admin:fuzz-admin" FLOWKIT_API_OPEN_READS=false FLOWKIT_LOG_LEVEL=warning
+# Connections and variables are sealed with this key (a fixed one: the fuzz database is thrown away).
+export FLOWKIT_SECRET_KEY="ZnV6ei1rZXktZm9yLWZsb3draXQtdGVzdHMtb25seSE="
 redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-56379}" -n 3 FLUSHDB >/dev/null
 "$flowctl" migrate >/dev/null
 port=18700

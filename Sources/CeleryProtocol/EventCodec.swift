@@ -122,6 +122,7 @@ extension FlowTaskInvocation {
         if let mapItem { o["mapItem"] = mapItem }
         if let flowVersion { o["flowVersion"] = .int(flowVersion) }
         if let flowHash { o["flowHash"] = .string(flowHash) }
+        if let secrets { o["secrets"] = secrets }
         return .object(o)
     }
 
@@ -143,5 +144,6 @@ extension FlowTaskInvocation {
         dataIntervalEnd = try f.required("dataIntervalEnd", f.double)
         externalRun = f.value("externalRun"); triggeringEvents = f.value("triggeringEvents")
         flowVersion = try f.int("flowVersion"); flowHash = try f.string("flowHash")
+        secrets = f.value("secrets")
     }
 }

@@ -70,6 +70,9 @@ public struct FlowTaskInvocation: Codable, Sendable, Equatable {
     /// hands the message back for one that has it (absent in messages from older schedulers).
     public var flowVersion: Int?
     public var flowHash: String?
+    /// Connections and variables from the store that the task declares, each still sealed with
+    /// the keys the workers share (`{"connections": {name: "fk1:…"}, "variables": {…}}`).
+    public var secrets: JSONValue?
 
     public init(flowId: String, runId: String, taskId: String, tryNumber: Int, logicalDate: Date, dataIntervalStart: Date,
                 dataIntervalEnd: Date, params: [String: JSONValue], upstream: [String: JSONValue], timeoutSeconds: Double?,

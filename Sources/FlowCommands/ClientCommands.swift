@@ -238,6 +238,16 @@ struct FlowsCommand: AsyncParsableCommand {
                 let up = (t["upstream"]?.arrayValue ?? []).compactMap(\.stringValue)
                 print("  \(t["id"]?.stringValue ?? "")  [\(t["kind"]?.stringValue ?? "")]  after: \(up.isEmpty ? "-" : up.joined(separator: ", "))  rule: \(t["triggerRule"]?.stringValue ?? "")  retries: \(t["retry"]?["retries"]?.intValue ?? 0)")
             }
+            if let needs = f["needs"] {
+                // What the flow's tasks need from the store; a worker's own FLOWKIT_CONN_* / FLOWKIT_VAR_* also serves.
+                for (kind, items) in [("connections", needs["connections"]?.arrayValue ?? []), ("variables", needs["variables"]?.arrayValue ?? [])] where !items.isEmpty {
+                    print("\n\(kind) needed:")
+                    for i in items {
+                        let set = i["set"]?.boolValue == true
+                        print("  \(i["name"]?.stringValue ?? "")  \(set ? "set" : "NOT SET in the store")  used by: \((i["tasks"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", "))")
+                    }
+                }
+            }
             let runs = f["latestRuns"]?.arrayValue ?? []
             if !runs.isEmpty {
                 print("\nlatest runs:")

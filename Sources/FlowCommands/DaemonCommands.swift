@@ -38,7 +38,10 @@ struct WorkerOptions: ParsableArguments {
         guard heartbeatInterval > 0, visibilityTimeout > 0, shutdownGrace >= 0 else {
             throw ValidationError("--heartbeat-interval and --visibility-timeout must be positive, --shutdown-grace not negative")
         }
+        // A key that is set but unusable stops the worker here, not at its first sealed task.
+        _ = try SecretKeyring.fromEnvironment(environment)
         var c = WorkerConfig(name: name, hostname: hostname, queues: qs, concurrency: concurrency)
+        c.environment = environment
         c.heartbeatInterval = heartbeatInterval
         c.visibilityTimeout = visibilityTimeout
         c.shutdownGrace = shutdownGrace
@@ -144,8 +147,12 @@ func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: 
     let store = SchedulerStore(db: PGPool(databaseURL, size: 8, label: "api-pg",
                                           options: PGOptions(statementTimeout: 10, replyTimeout: 25), waitForConnection: 30))
     let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
-    return FlowAPI(store: store, broker: broker, config: APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins),
-                   registry: registry, logger: logger)
+    var config = APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins)
+    do { config.secretKeyring = .success(try SecretKeyring.fromEnvironment()) } catch {
+        logger.error("connections and variables are unavailable: \(error)")
+        config.secretKeyring = .failure(error as? SecretError ?? SecretError("\(error)"))
+    }
+    return FlowAPI(store: store, broker: broker, config: config, registry: registry, logger: logger)
 }
 
 struct StandaloneCommand: AsyncParsableCommand {
@@ -179,6 +186,11 @@ struct StandaloneCommand: AsyncParsableCommand {
         defer { local?.stop { logger.info("\($0)") } }
         guard let db, let redis else { return }
         if ProcessInfo.processInfo.environment["FLOWKIT_CONN_WAREHOUSE"] == nil { setenv("FLOWKIT_CONN_WAREHOUSE", db, 1) }
+        if ProcessInfo.processInfo.environment[SecretKeyring.variable] == nil {
+            // The local stack seals its connections and variables with a key of its own, kept
+            // beside its admin token so that what was stored opens after a restart.
+            setenv(SecretKeyring.variable, try Self.persistentSecret(home: settings.home, file: "secret-key") { SecretKeyring.newKey() }, 1)
+        }
         if ProcessInfo.processInfo.environment["FLOWKIT_DATA_DIR"] == nil {
             setenv("FLOWKIT_DATA_DIR", settings.home.appendingPathComponent("data").path, 1)
         }
@@ -224,10 +236,15 @@ struct StandaloneCommand: AsyncParsableCommand {
 
     /// The admin token standalone prints, kept in `.flowkit/admin-token` so it survives restarts.
     static func persistentAdminToken(home: URL) throws -> String {
-        let file = home.appendingPathComponent("admin-token")
+        try persistentSecret(home: home, file: "admin-token") { (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined() }
+    }
+
+    /// A secret kept in `home/file` (mode 0600), made by `make` the first time.
+    static func persistentSecret(home: URL, file name: String, make: () -> String) throws -> String {
+        let file = home.appendingPathComponent(name)
         if let t = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty { return t }
         try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
-        let t = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
+        let t = make()
         try t.write(to: file, atomically: true, encoding: .utf8)
         chmod(file.path, 0o600)
         return t

@@ -16,6 +16,8 @@ import Logging
 /// | `FLOWKIT_HOME` | where standalone keeps its private servers and data (default `.flowkit`) |
 /// | `FLOWKIT_FLOWS_VERSION` | the code version of every flow that declares none (image tag, git commit): runs stay on the workers that carry it |
 /// | `FLOWKIT_CONN_<NAME>` | named connections tasks use, e.g. `FLOWKIT_CONN_WAREHOUSE` |
+/// | `FLOWKIT_VAR_<NAME>` | a worker's own value of a variable (wins over the store's) |
+/// | `FLOWKIT_SECRET_KEY` | keys sealing stored connections and variables (API, workers, `flowctl secret-key rotate`) |
 struct Settings {
     var databaseURL: String?
     var redisURL: String?

@@ -30,6 +30,8 @@ public struct FlowTestRun: Sendable {
         public var noDelay: Bool
         /// Named connections (`FLOWKIT_CONN_<NAME>` by default).
         public var connections: [String: String]
+        /// Variables (`FLOWKIT_VAR_<NAME>` by default).
+        public var variables: [String: String] = namedVariables()
         /// Where Python and dbt virtualenvs live (`FLOWKIT_HOME`, default `.flowkit`).
         public var home: String
         /// Where each log line goes, as `task_id | line` (secrets masked); by default nowhere.
@@ -224,6 +226,7 @@ final class Engine: @unchecked Sendable {
                                   commandRunner: SubprocessCommandRunner(), mapIndex: mapIndex, mapItem: item)
             ctx.sqlRunner = PGSQLRunner()
             ctx.resultLoader = LocalResults(results)
+            ctx.variables = options.variables
             log("try \(tryNumber) of \(def.retry.maxTries)")
             switch await attempt(task, def, ctx, log: log) {
             case .success(let value):

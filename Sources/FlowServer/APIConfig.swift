@@ -1,4 +1,4 @@
-import FlowKit
+public import FlowKit
 import Foundation
 
 /// How the API authenticates and whom it lets in.
@@ -19,6 +19,9 @@ public struct APIConfig: Sendable {
     /// How long a token read from the database is trusted before it is read again: a revoked
     /// or expired token stops working within this many seconds on every API process.
     public var tokenCacheSeconds: Double = 5
+    /// The keys that seal connections and variables (`FLOWKIT_SECRET_KEY`): nil when unset, an
+    /// error when set but unusable (their routes then answer 503 naming it).
+    public var secretKeyring: Result<SecretKeyring?, SecretError> = .success(nil)
 
     public init(tokens: [(role: Role, token: String)] = [], openReads: Bool = true, corsOrigins: [String] = []) {
         self.tokens = tokens

@@ -40,6 +40,10 @@ public struct FlowAPI: Sendable {
         ("POST", "/api/v1/assets/events/s3"), ("POST", "/api/v1/hooks/{flow_id}"),
         ("GET", "/api/v1/flows/{flow_id}/grid"), ("GET", "/api/v1/events/stream"), ("GET", "/api/v1/schedulers"),
         ("GET", "/api/v1/audit"), ("GET", "/api/v1/dead-letters"),
+        ("GET", "/api/v1/connections"), ("GET", "/api/v1/connections/{name}"), ("PUT", "/api/v1/connections/{name}"),
+        ("DELETE", "/api/v1/connections/{name}"),
+        ("GET", "/api/v1/variables"), ("GET", "/api/v1/variables/{key}"), ("PUT", "/api/v1/variables/{key}"),
+        ("DELETE", "/api/v1/variables/{key}"),
     ]
 
     /// The dashboard's pages and assets (not part of the JSON API, so not in its OpenAPI document).
@@ -307,6 +311,7 @@ public struct FlowAPI: Sendable {
             try await self.store.deletePool(name: name)
             return try json(["deleted": JSONValue.string(name)])
         }
+        registerStoreRoutes(router)
         handle(router, .get, "/api/v1/audit", role: .admin) { req, _ in
             let q = req.uri.queryParameters
             let limit = try Self.count(q.get("limit"), "limit", default: 100, max: 1000)

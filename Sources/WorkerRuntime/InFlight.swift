@@ -16,6 +16,13 @@ final class InFlightEntry: @unchecked Sendable {
     private var returned = false
     private var startReportClaimed = false
     private var timedOutFlag = false
+    private var ownMasker: SecretMasker?
+
+    /// The masker of this try when its message brought secrets of its own (else the worker's).
+    var masker: SecretMasker? {
+        get { lock.withLock { ownMasker } }
+        set { lock.withLock { ownMasker = newValue } }
+    }
 
     init(messageId: String, deliveryTag: String, runId: String, taskId: String, tryNumber: Int) {
         self.messageId = messageId; self.deliveryTag = deliveryTag; self.runId = runId; self.taskId = taskId; self.tryNumber = tryNumber

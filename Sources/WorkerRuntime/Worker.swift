@@ -26,6 +26,10 @@ public final class Worker: Sendable {
     let state = WorkerState()
     let logger: Logger
     let connections: [String: String]
+    /// The worker's own connections and variables, and the keys that open the store's.
+    let secrets: TaskSecrets
+    /// What each task that needs something from the store needs, by Celery task name.
+    let storeNeeds: [String: (connections: [String], variables: [String])]
     /// Hides connection secrets in task logs and errors.
     let masker: SecretMasker
     let flowsById: [String: Flow]
@@ -52,6 +56,10 @@ public final class Worker: Sendable {
             }
         }
         self.tasks = t
+        self.storeNeeds = t.compactMapValues { task in
+            let c = task.neededConnections, v = task.neededVariables
+            return c.isEmpty && v.isEmpty ? nil : (c, v)
+        }
         self.branchTargets = targets
         self.flowsById = Dictionary(flows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.flowHashes = Self.contentHashes(flows)
@@ -59,7 +67,8 @@ public final class Worker: Sendable {
         var l = Logger(label: "flowkit.worker")
         l[metadataKey: "worker"] = "\(config.name)"
         self.logger = l
-        self.connections = namedConnections()
+        self.secrets = TaskSecrets(environment: config.environment, workerName: config.name)
+        self.connections = secrets.ownConnections
         self.masker = SecretMasker(connections: connections)
     }
 
@@ -232,6 +241,7 @@ public final class Worker: Sendable {
     func runFlowTask(_ message: CeleryMessage, _ inv: FlowTaskInvocation, raw: String, cancelled: Bool) async {
         let base = WorkerEvent(kind: .started, worker: config.name, messageId: message.id, runId: inv.runId,
                                taskId: inv.taskId, tryNumber: inv.tryNumber)
+        var masker = self.masker
         // Every text of a try that leaves this worker (its error, a sensor's or skip's reason, a
         // timeout, the result's strings) is masked here, at the one place outcomes are built.
         func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil) -> WorkerEvent {
@@ -283,11 +293,27 @@ public final class Worker: Sendable {
                               log: TaskLogger { line in entry.log(line) }, commandRunner: SubprocessCommandRunner(),
                               mapIndex: inv.mapIndex, mapItem: inv.mapIndex == nil ? nil : (inv.mapItem ?? .null),
                               isCancelled: { entry.isCancelled })
+        // Connections and variables from the store: only for a task that declares some (or whose
+        // message carries some); a missing one fails the try before its body runs.
+        var unresolved: String?
+        if let needs = storeNeeds[message.task] ?? (inv.secrets == nil ? nil : ([], [])) {
+            do {
+                let got = try secrets.resolve(carried: inv.secrets, connections: needs.connections, variables: needs.variables)
+                ctx.connections = got.connections
+                ctx.variables = got.variables
+                if inv.secrets != nil {
+                    masker = SecretMasker(connections: got.connections.merging(got.variables.filter { TaskNeeds.isSensitiveVariable($0.key) }) { a, _ in a })
+                    entry.masker = masker
+                }
+            } catch {
+                unresolved = "\(error)"
+            }
+        }
         ctx.sqlRunner = PGSQLRunner()
         ctx.resultLoader = RedisResultLoader(redis: redis, flow: flowsById[inv.flowId])
         ctx.externalRun = inv.externalRun
         ctx.triggeringEvents = inv.triggeringEvents
-        let outcome = await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry)
+        let outcome = if let unresolved { Outcome.failure(unresolved) } else { await execute(task, ctx, timeout: inv.timeoutSeconds, entry: entry) }
         let startAlreadyReported = !entry.claimStartReport()
         reportStart.cancel()
         if entry.givenBack { return }  // shutdown handed the message back; another worker runs it
@@ -483,7 +509,7 @@ public final class Worker: Sendable {
             try? await Task.sleep(for: .milliseconds(500))
             let events = inFlight.all.flatMap { e in
                 e.drainLogEvents(base: WorkerEvent(kind: .log, worker: config.name, messageId: e.messageId, runId: e.runId,
-                                                   taskId: e.taskId, tryNumber: e.tryNumber), masker: masker)
+                                                   taskId: e.taskId, tryNumber: e.tryNumber), masker: e.masker ?? masker)
             }
             if !events.isEmpty { await reliably("ship logs") { try await self.emit(events) } }
         }

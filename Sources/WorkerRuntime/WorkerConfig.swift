@@ -22,6 +22,10 @@ public struct WorkerConfig: Sendable {
     /// (`FLOWKIT_HOME`, default `.flowkit` in the working directory).
     public var home: String = ProcessInfo.processInfo.environment["FLOWKIT_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ".flowkit"
 
+    /// Where the worker's own connections (`FLOWKIT_CONN_*`), variables (`FLOWKIT_VAR_*`) and the
+    /// keys that open the store's (`FLOWKIT_SECRET_KEY`) come from.
+    public var environment: [String: String] = ProcessInfo.processInfo.environment
+
     public init(name: String? = nil, hostname: String = ProcessInfo.processInfo.hostName, queues: [String] = ["default"], concurrency: Int = 2) {
         self.hostname = hostname
         self.name = name ?? "worker@\(hostname)-\(ProcessInfo.processInfo.processIdentifier)"

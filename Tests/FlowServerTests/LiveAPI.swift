@@ -23,9 +23,14 @@ final class LiveAPI: @unchecked Sendable {
     var tasks: [Task<Void, any Error>] = []
     let worker: Worker
     static let admin = "admin-secret", reader = "read-secret", events = "events-secret"
+    /// The key of `FLOWKIT_SECRET_KEY` the API and the worker share in tests.
+    static let secretKey = "q2NV0bYQm6Z0E5m3vF1hVj0k0q3kq7K1c9m9cW8mC1o="
 
+    /// `workerEnvironment`: what the worker reads its own connections, variables and keys from
+    /// (default: this process's environment and the test key).
     init(openReads: Bool = true, configure: (inout APIConfig) -> Void = { _ in }, flows: [Flow] = allFlows,
-         importErrors: [FlowImportError] = [], workerFlows: [Flow]? = nil, workerImportErrors: [FlowImportError] = []) async throws {
+         importErrors: [FlowImportError] = [], workerFlows: [Flow]? = nil, workerImportErrors: [FlowImportError] = [],
+         workerEnvironment: [String: String]? = nil) async throws {
         let url = try await TestServers.freshDatabase()
         let redis = try await TestServers.freshRedis()
         databaseURL = url
@@ -40,11 +45,13 @@ final class LiveAPI: @unchecked Sendable {
                                      importErrors: importErrors)
         store = SchedulerStore(db: PGPool(url, size: 2))
         var config = APIConfig(tokens: [(.admin, Self.admin), (.read, Self.reader), (.events, Self.events)], openReads: openReads)
+        config.secretKeyring = .success(try SecretKeyring(Self.secretKey))
         configure(&config)
         let api = FlowAPI(store: store, broker: SchedulerBroker(config: redis, consumer: "api"), config: config, registry: registry)
         var wc = WorkerConfig(name: "api-test-worker", queues: ["default"], concurrency: 2)
         wc.heartbeatInterval = 0.3
         wc.shutdownGrace = 0.5
+        wc.environment = workerEnvironment ?? ProcessInfo.processInfo.environment.merging([SecretKeyring.variable: Self.secretKey]) { _, new in new }
         worker = Worker(redis: redis, flows: workerFlows ?? flows, config: wc, importErrors: workerImportErrors)
         let app = api.application(host: "127.0.0.1", port: port)
         let w = worker

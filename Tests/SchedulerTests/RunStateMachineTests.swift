@@ -108,4 +108,24 @@ struct RunStateMachineTests {
         // The envelope round-trips through the codec.
         #expect(try CeleryMessage.decode(c.encoded()) == c)
     }
+
+    @Test("messages: a task that declares connections or variables carries those the store has, still sealed; other tasks carry nothing")
+    func sealedNeeds() throws {
+        let flow = Flow("needs") { f in
+            f.task("uses", connections: ["warehouse", "absent"], variables: ["threshold"]) { _ in nil }
+            f.sql("sql", connection: "warehouse", sql: "SELECT 1")
+            noop(f, "plain")
+        }
+        let g = FlowGraph(FlowDefinition(flow))
+        let day = Date(timeIntervalSince1970: 1_764_547_200)
+        let run = TaskMessageBuilder.Run(runId: "r", flowId: "needs", params: [:], logicalDate: day, dataIntervalStart: day, dataIntervalEnd: day)
+        let tries = ["uses", "sql", "plain"].map { TaskMessageBuilder.Try(taskId: $0, tryNumber: 1, messageId: "m-\($0)", queue: "default", timeoutSeconds: nil) }
+        let sealed = TaskMessageBuilder.Sealed(connections: ["warehouse": "fk1:abc:W", "other": "fk1:abc:O"], variables: ["threshold": "fk1:abc:T"])
+        let ms = TaskMessageBuilder.messages(run: run, tries: tries, graph: g, results: [:], sealed: sealed)
+        func secrets(_ i: Int) throws -> JSONValue? { try FlowTaskInvocation(json: try #require(ms[i].kwargs[FlowTaskInvocation.kwarg])).secrets }
+        #expect(try secrets(0) == ["connections": ["warehouse": "fk1:abc:W"], "variables": ["threshold": "fk1:abc:T"]])
+        #expect(try secrets(1) == ["connections": ["warehouse": "fk1:abc:W"], "variables": [:]])
+        #expect(try secrets(2) == nil)
+        #expect(!(ms[2].kwargs[FlowTaskInvocation.kwarg]?.compactJSON.contains("secrets") ?? true))
+    }
 }

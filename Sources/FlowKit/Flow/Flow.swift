@@ -106,12 +106,14 @@ public final class FlowBuilder {
                      retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
                      priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
                      maxActiveTisPerFlow: Int? = nil, notify: Notifications? = nil, outlets: [String]? = nil,
+                     connections: [String] = [], variables: [String] = [],
                      _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
         var options = TaskOptions(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
                                   pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow)
         options.notify = notify
         options.outlets = outlets
         return add(FlowTask(id: id, body: .closure(body), upstream: upstream.map(\.id), options: options, description: description))
+            .needs(connections: connections, variables: variables)
     }
 
     /// A shell task running `script` with `/bin/sh -c`.

@@ -3,6 +3,16 @@ import Foundation
 /// The stable JSON form of a flow: what the database stores, the API returns, and the
 /// scheduler runs from. Keys are sorted, so the same flow always hashes the same.
 public struct FlowDefinition: Sendable, Hashable, Codable {
+    /// The connections and variables the flow's tasks need, each with the tasks that need it.
+    public var needs: (connections: [String: [String]], variables: [String: [String]]) {
+        var c: [String: [String]] = [:], v: [String: [String]] = [:]
+        for t in tasks {
+            for n in t.neededConnections { c[n, default: []].append(t.id) }
+            for n in t.neededVariables { v[n, default: []].append(t.id) }
+        }
+        return (c.mapValues { $0.sorted() }, v.mapValues { $0.sorted() })
+    }
+
     public struct TaskDefinition: Sendable, Hashable, Codable {
         public var id: String
         public var kind: String
@@ -40,6 +50,17 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var dbt: DbtTaskSpec?
         /// An S3 task's connection, bucket and operation.
         public var s3: S3TaskSpec?
+        /// Connections and variables the task declares (absent when none, so hashes stay); the
+        /// connection of a SQL or S3 task is in its spec (`neededConnections` has both).
+        public var connections: [String]?
+        public var variables: [String]?
+
+        /// The connections the scheduler sends this task from the store.
+        public var neededConnections: [String] { TaskNeeds.merge(connections, sql?.connection ?? s3?.connection) }
+        /// The variables the scheduler sends this task from the store.
+        public var neededVariables: [String] { variables ?? [] }
+        /// True when the task's message carries something from the store.
+        public var needsStore: Bool { connections != nil || variables != nil || sql != nil || s3 != nil }
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -120,6 +141,9 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                   }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python, dbt: dbt)
             d.celeryContext = t.celeryContext ? true : nil
             if case .s3(let spec) = t.body { d.s3 = spec }
+            let declaredConnections = TaskNeeds.merge(o.connections, nil), declaredVariables = TaskNeeds.merge(o.variables, nil)
+            d.connections = declaredConnections.isEmpty ? nil : declaredConnections
+            d.variables = declaredVariables.isEmpty ? nil : declaredVariables
             return d
         }
         edges = flow.tasks.flatMap { t in t.upstream.map { [$0, t.id] } }.sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }

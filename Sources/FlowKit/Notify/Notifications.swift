@@ -23,6 +23,14 @@ public func namedConnections(_ environment: [String: String] = ProcessInfo.proce
     return out
 }
 
+/// Variables from an environment (`FLOWKIT_VAR_<NAME>`, names lowercased): a worker's own,
+/// which win over the store's.
+public func namedVariables(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+    var out: [String: String] = [:]
+    for (k, v) in environment where k.hasPrefix("FLOWKIT_VAR_") { out[String(k.dropFirst("FLOWKIT_VAR_".count)).lowercased()] = v }
+    return out
+}
+
 /// A notifier named in flow code: its kind and the named connection (or custom notifier name)
 /// that holds its address and secrets, so that no secret is ever in code.
 public struct NotifierRef: Sendable, Hashable, Codable, CustomStringConvertible {

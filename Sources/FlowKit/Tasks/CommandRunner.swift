@@ -39,6 +39,7 @@ extension TaskContext {
         ]
         for (k, v) in params { env["FLOWKIT_PARAM_\(k.uppercased())"] = v.environmentString }
         for (k, v) in connections { env["FLOWKIT_CONN_\(k.uppercased())"] = v }
+        for (k, v) in variables { env[TaskNeeds.environmentName(variable: k)] = v }
         for (k, v) in upstream where v.compactJSON.utf8.count <= Self.maxUpstreamEnvironmentBytes {
             // A grouped task's dots and dashes become `_` (a shell cannot name them).
             env["FLOWKIT_UPSTREAM_\(String(k.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }))"] = v.environmentString

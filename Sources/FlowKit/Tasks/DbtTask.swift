@@ -117,12 +117,12 @@ extension FlowBuilder {
                     command: DbtCommand = .build, select: [String] = [], exclude: [String] = [], vars: [String: JSONValue]? = nil,
                     fullRefresh: Bool = false, requirements: [String] = defaultDbtRequirements, after upstream: [TaskRef] = [],
                     description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
-                    priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil) -> TaskRef {
+                    priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = []) -> TaskRef {
         let spec = Self.dbtSpec(project: project, resources: resources, profilesDir: profilesDir, target: target, command: command,
                                 select: select, exclude: exclude, vars: vars, fullRefresh: fullRefresh, requirements: requirements, task: id)
         return add(FlowTask(id: id, body: .dbt(spec), upstream: upstream.map(\.id),
                             options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule, pool: pool),
-                            description: description))
+                            description: description)).needs(connections: connections)
     }
 
     /// A dbt project as a task group, as Cosmos makes one: for each model of `manifest` (dbt's
@@ -134,14 +134,14 @@ extension FlowBuilder {
     @discardableResult
     public func dbtModels(_ group: String, project: String, manifest: String, resources: URL? = nil, profilesDir: String? = nil,
                           target: String? = nil, requirements: [String] = defaultDbtRequirements, retry: RetryPolicy? = nil,
-                          timeout: Duration? = nil, queue: String? = nil, pool: String? = nil) -> TaskGroupRef {
+                          timeout: Duration? = nil, queue: String? = nil, pool: String? = nil, connections: [String] = []) -> TaskGroupRef {
         func url(_ p: String) -> URL { p.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: p) : resources!.appendingPathComponent(p) }
         var made: [String: (run: TaskRef, last: TaskRef)] = [:]
         var all: [TaskRef] = []
         func task(_ id: String, _ command: DbtCommand, _ name: String) -> TaskRef {
             let r = dbt(id, project: project, resources: resources, profilesDir: profilesDir, target: target, command: command, select: [name],
                         requirements: requirements, description: "dbt \(command.rawValue) --select \(name)", retry: retry, timeout: timeout,
-                        queue: queue, pool: pool)
+                        queue: queue, pool: pool, connections: connections)
             all.append(r)
             return r
         }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What a task does when it runs.
 public enum TaskBody: Sendable {
     /// Swift code; the value it returns is the task's result, readable by downstream tasks.
@@ -56,6 +58,20 @@ public struct FlowTask: Sendable {
     /// A Celery task that also receives `flowkit_context` (`FlowBuilder.celery(context: true)`).
     public internal(set) var celeryContext = false
 
+    /// The connections the task needs: those it declares and the one its SQL or S3 body names.
+    public var neededConnections: [String] {
+        var named: String?
+        switch body {
+        case .sql(let spec): named = spec.connection
+        case .s3(let spec): named = spec.connection
+        default: break
+        }
+        return TaskNeeds.merge(options.connections, named)
+    }
+
+    /// The variables the task declares.
+    public var neededVariables: [String] { TaskNeeds.merge(options.variables, nil) }
+
     public init(id: String, body: TaskBody, upstream: [String] = [], options: TaskOptions = .init(), description: String = "") {
         self.id = id
         self.body = body
@@ -76,4 +92,53 @@ public func checkResultSize(_ value: JSONValue, task: String) throws -> String {
         throw TaskError("task `\(task)` returned a result of \(json.utf8.count) bytes; results are capped at \(maxResultBytes) bytes — write large data to storage and return its location")
     }
     return json
+}
+
+/// What a task needs from the connections and variables store.
+public enum TaskNeeds {
+    /// `declared` and `named`, without repeats, sorted.
+    static func merge(_ declared: [String]?, _ named: String?) -> [String] {
+        var all = Set(declared ?? [])
+        if let named, !named.isEmpty { all.insert(named) }
+        return all.sorted()
+    }
+
+    /// Whether `name` may name a connection or variable: 1–250 letters, digits, `_`, `-` and `.`
+    /// (what an environment variable can carry once upper-cased, plus `-` and `.`).
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 250
+            && name.unicodeScalars.allSatisfy { ($0.isASCII && (CharacterSet.alphanumerics.contains($0))) || "_-.".unicodeScalars.contains($0) }
+    }
+
+    /// Variables whose values are masked in logs and for API readers, as Airflow masks them: a
+    /// key containing `password`, `secret`, `passwd`, `authorization`, `api_key`, `apikey`,
+    /// `access_token` or `private_key`.
+    public static func isSensitiveVariable(_ key: String) -> Bool {
+        let k = key.lowercased()
+        return ["password", "secret", "passwd", "authorization", "api_key", "apikey", "access_token", "private_key"].contains { k.contains($0) }
+    }
+
+    /// The environment variable a worker may set to override the stored `name`.
+    public static func environmentName(connection name: String) -> String { "FLOWKIT_CONN_\(envSafe(name))" }
+    public static func environmentName(variable name: String) -> String { "FLOWKIT_VAR_\(envSafe(name))" }
+    static func envSafe(_ name: String) -> String { String(name.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }) }
+}
+
+extension TaskRef {
+    /// Declares connections and variables the task uses (`ctx.connection`, `ctx.variable`):
+    /// `f.task("report") { … }.needs(connections: ["warehouse"], variables: ["threshold"])`.
+    @discardableResult
+    public func needs(connections: [String] = [], variables: [String] = []) -> TaskRef {
+        builder.declare(index, connections: connections, variables: variables)
+        return self
+    }
+}
+
+extension FlowBuilder {
+    func declare(_ index: Int, connections: [String], variables: [String]) {
+        var o = tasks[index].options
+        if !connections.isEmpty { o.connections = TaskNeeds.merge((o.connections ?? []) + connections, nil) }
+        if !variables.isEmpty { o.variables = TaskNeeds.merge((o.variables ?? []) + variables, nil) }
+        tasks[index].options = o
+    }
 }

@@ -39,7 +39,7 @@ extension FlowBuilder {
     public func python(_ id: String, file: String, function: String = "main", resources: URL? = nil, requirements: [String]? = nil,
                        requirementsFile: String? = nil, python: String? = nil, after upstream: [TaskRef] = [], description: String = "",
                        retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                       triggerRule: TriggerRule? = nil, pool: String? = nil) -> TaskRef {
+                       triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = [], variables: [String] = []) -> TaskRef {
         func url(_ path: String) -> URL {
             path.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: path) : resources!.appendingPathComponent(path)
         }
@@ -66,6 +66,6 @@ extension FlowBuilder {
         }
         return add(FlowTask(id: id, body: .python(spec), upstream: upstream.map(\.id),
                             options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule, pool: pool),
-                            description: description))
+                            description: description)).needs(connections: connections, variables: variables)
     }
 }

@@ -141,14 +141,18 @@ public enum Sensors {
 /// A sensor's check, for `FlowBuilder.sensor(_:_:)`: `f.sensor("wait", .s3Key(connection: "lake", bucket: "example", key: "landing/*.csv"))`.
 public struct Sensor: Sendable {
     public let check: SensorCheck
-    public init(_ check: @escaping SensorCheck) { self.check = check }
+    /// The connections the check uses (sent from the store like a SQL task's).
+    public let connections: [String]
+    public init(_ check: @escaping SensorCheck, connections: [String] = []) { self.check = check; self.connections = connections }
 
     /// `Sensors.s3Key`.
     public static func s3Key(connection: String, bucket: String, key: String, minSize: Int = 0, stableFor: Duration? = nil) -> Sensor {
-        Sensor(Sensors.s3Key(connection: connection, bucket: bucket, key: key, minSize: minSize, stableFor: stableFor))
+        Sensor(Sensors.s3Key(connection: connection, bucket: bucket, key: key, minSize: minSize, stableFor: stableFor), connections: [connection])
     }
     /// `Sensors.sql`.
-    public static func sql(connection: String, query: String) -> Sensor { Sensor(Sensors.sql(connection: connection, query: query)) }
+    public static func sql(connection: String, query: String) -> Sensor {
+        Sensor(Sensors.sql(connection: connection, query: query), connections: [connection])
+    }
     /// `Sensors.http`.
     public static func http(_ url: String, timeout: Double = 10) -> Sensor { Sensor(Sensors.http(url, timeout: timeout)) }
     /// `Sensors.file`.
@@ -184,6 +188,7 @@ extension FlowBuilder {
                        queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
         self.sensor(id, pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam, softFail: softFail, after: upstream,
                     description: description, queue: queue, priority: priority, triggerRule: triggerRule, check: sensor.check)
+            .needs(connections: sensor.connections)
     }
 
     /// A sensor that waits for the run of `flow` with this run's logical date to succeed.

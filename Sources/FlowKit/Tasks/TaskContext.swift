@@ -15,7 +15,10 @@ public struct TaskContext: Sendable {
     /// Results of the tasks this one depends on directly, by task id.
     public let upstream: [String: JSONValue]
     /// Named connections from configuration (`FLOWKIT_CONN_<NAME>`), e.g. `warehouse`.
-    public let connections: [String: String]
+    public var connections: [String: String]
+    /// Variables (`flowctl variables set`) the task declared, as the scheduler sent them, and
+    /// the worker's own `FLOWKIT_VAR_<NAME>`.
+    public var variables: [String: String] = [:]
     public let log: TaskLogger
     /// Runs the task's commands (`run(_:)`); nil where no process may be started.
     public let commandRunner: (any CommandRunner)?
@@ -67,10 +70,24 @@ public struct TaskContext: Sendable {
         return try await loader.result(of: task, for: self)
     }
 
-    /// The connection string configured for `name`, or an error naming the variable to set.
+    /// The connection string configured for `name`, or an error naming where to set it.
     public func connection(_ name: String) throws -> String {
         if let c = connections[name] { return c }
-        throw TaskError("no connection named `\(name)`: set FLOWKIT_CONN_\(name.uppercased()) on the worker")
+        throw TaskError("no connection named `\(name)` reached task `\(taskId)`: declare it on the task (`connections: [\"\(name)\"]`) "
+                        + "and set it with `flowctl connections set \(name) --uri URL`, or set \(TaskNeeds.environmentName(connection: name)) on the worker")
+    }
+
+    /// The value of variable `key`, or an error naming where to set it.
+    public func variable(_ key: String) throws -> String {
+        if let v = variables[key] { return v }
+        throw TaskError("no variable `\(key)` reached task `\(taskId)`: declare it on the task (`variables: [\"\(key)\"]`) "
+                        + "and set it with `flowctl variables set \(key) VALUE`, or set \(TaskNeeds.environmentName(variable: key)) on the worker")
+    }
+
+    /// Variable `key` parsed as JSON (`flowctl variables set limits '{"rows": 10}'`).
+    public func jsonVariable(_ key: String) throws -> JSONValue {
+        let text = try variable(key)
+        do { return try JSONValue.parse(text) } catch { throw TaskError("variable `\(key)` is not JSON: \(error)") }
     }
 }
 

@@ -19,6 +19,11 @@ public struct TaskOptions: Sendable, Hashable, Codable {
     /// Assets (URIs such as `warehouse://marts.daily`) this task updates: its success records
     /// an asset event for each, which starts the flows scheduled on them.
     public var outlets: [String]?
+    /// Connections and variables the task uses (`ctx.connection`, `ctx.variable`), beyond the
+    /// connection a SQL, S3 or sensor task names already: the scheduler sends them from the
+    /// store (`flowctl connections set`, `flowctl variables set`) in the task's message, sealed.
+    public var connections: [String]?
+    public var variables: [String]?
 
     public init(retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
                 triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil, maxActiveTisPerFlow: Int? = nil) {
@@ -45,6 +50,8 @@ public struct TaskOptions: Sendable, Hashable, Codable {
         o.maxActiveTisPerFlow = maxActiveTisPerFlow ?? defaults.maxActiveTisPerFlow
         o.notify = notify.map { $0.merged(over: defaults.notify ?? .init()) } ?? defaults.notify
         o.outlets = outlets
+        o.connections = connections
+        o.variables = variables
         return o
     }
 }

@@ -124,6 +124,11 @@ extension Flow {
             guard n >= 1 else { throw refuse("poolSlots must be ≥ 1, got \(n)") }
         }
         if let n = o.maxActiveTisPerFlow, n < 1 { throw refuse("maxActiveTisPerFlow must be ≥ 1, got \(n)") }
+        for (what, names) in [("connection", t.neededConnections), ("variable", t.neededVariables)] {
+            for n in names where !TaskNeeds.isValidName(n) {
+                throw refuse("\(what) name `\(n)` is invalid: use 1–250 letters, digits, `_`, `-` and `.`")
+            }
+        }
     }
 
     /// An asset URI: `scheme://rest`, the scheme lowercase letters, digits, `+`, `-` or `.`.

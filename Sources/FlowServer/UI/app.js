@@ -292,7 +292,8 @@ async function flowPage(main, flowId) {
         `<th class="${r.runId === selected ? "sel" : ""}"><button class="runhead" data-run="${esc(r.runId)}" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(fmtTime(r.logicalDate))}" type="button">${sq(r.state)}</button></th>`).join("")}</tr></thead>
       <tbody>${rows}</tbody></table></div>
       <div id="graph"><h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
-      ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}</div>`;
+      ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}</div>
+      ${needsHTML(flow.needs)}`;
     $("#trigger", main).onclick = () => triggerDialog(flowId);
     $("#pause", main).onclick = async () => { try { await api(`/api/v1/flows/${encodeURIComponent(flowId)}/${flow.isPaused ? "unpause" : "pause"}`, { method: "POST" }); } catch (e) { alert(e.message); } draw(); };
     $("#statef", main).onchange = (e) => { stateFilter = e.target.value; draw(); };
@@ -458,6 +459,57 @@ async function workersPage(main) {
   return { refresh: draw, dispose: () => clearInterval(t) };
 }
 
+// Connections and variables: a table, a form that sets one (admin token), a delete button per
+// row. A connection's secret is never shown: the API returns its URL with the password masked.
+async function storePage(main, kind) {
+  const conn = kind === "connections";
+  const path = `/api/v1/${kind}`;
+  const draw = async () => {
+    const data = await api(path);
+    const rows = data[kind];
+    main.innerHTML = `<h1>${conn ? "Connections" : "Variables"}</h1>
+      <p class="muted">${conn ? "Stored encrypted; a task that declares one (<span class=\"mono\">connections: [\"name\"]</span>, or the connection of a SQL, S3 or sensor task) gets it in its message. A worker's own <span class=\"mono\">FLOWKIT_CONN_&lt;NAME&gt;</span> wins."
+        : "Stored encrypted; a task that declares one (<span class=\"mono\">variables: [\"name\"]</span>) reads it with <span class=\"mono\">ctx.variable</span>. Values of keys that look secret are shown masked unless you are signed in as admin."}</p>
+      <table><thead><tr>${conn ? "<th>Connection</th><th>Type</th><th>URL (secret masked)</th>" : "<th>Variable</th><th>Value</th>"}<th>Description</th><th>Updated</th><th></th></tr></thead><tbody>
+      ${rows.map((r) => `<tr><td class="mono">${esc(conn ? r.name : r.key)}</td>${conn ? `<td>${esc(r.type)}</td><td class="mono">${esc(r.uri)}</td>` : `<td class="mono">${esc(r.value)}</td>`}
+        <td>${esc(r.description)}</td><td>${esc(fmtTime(r.updatedAt))}${r.updatedBy ? ` <span class="muted">by ${esc(r.updatedBy)}</span>` : ""}</td>
+        <td><button type="button" data-del="${esc(conn ? r.name : r.key)}">Delete</button></td></tr>`).join("") || `<tr><td colspan="6" class="muted">None yet.</td></tr>`}
+      </tbody></table>
+      <h2>Set ${conn ? "a connection" : "a variable"}</h2>
+      <form id="setform" class="params" novalidate>
+        <label for="s-name">${conn ? "Name" : "Key"}</label><input id="s-name" name="name" autocomplete="off">
+        <label for="s-value">${conn ? "URL" : "Value"}</label>${conn ? '<input id="s-value" name="value" type="password" autocomplete="off" placeholder="postgresql://user:password@host:5432/db">' : '<textarea id="s-value" name="value" rows="2" class="mono"></textarea>'}
+        <label for="s-desc">Description</label><input id="s-desc" name="description">
+        <div class="field-error" id="s-err"></div>
+        <div class="toolbar"><button class="primary" type="submit">Save</button></div>
+      </form>`;
+    main.querySelectorAll("button[data-del]").forEach((b) => (b.onclick = async () => {
+      if (!confirm(`Delete ${conn ? "connection" : "variable"} ${b.dataset.del}?`)) return;
+      try { await api(`${path}/${encodeURIComponent(b.dataset.del)}`, { method: "DELETE" }); } catch (e) { alert(e.message); }
+      draw();
+    }));
+    $("#setform", main).onsubmit = async (ev) => {
+      ev.preventDefault();
+      const name = $("#s-name", main).value.trim(), value = $("#s-value", main).value, description = $("#s-desc", main).value;
+      const body = conn ? { uri: value } : { value };
+      if (description) body.description = description;
+      try { await api(`${path}/${encodeURIComponent(name)}`, { method: "PUT", body }); draw(); }
+      catch (e) { $("#s-err", main).textContent = e.message; }
+    };
+  };
+  await draw();
+  return { refresh: draw };
+}
+
+// What a flow's tasks need from the store, and whether it is set.
+function needsHTML(needs) {
+  if (!needs) return "";
+  const list = (kind, items) => items.length ? `<tr><th>${kind}</th><td>${items.map((i) =>
+    `<span class="chip ${i.set ? "ok" : "error"}" title="used by ${esc(i.tasks.join(", "))}">${esc(i.name)} ${i.set ? "✓ set" : "✗ not set"}</span>`).join(" ")}</td></tr>` : "";
+  return `<h2>Needs</h2><table class="needs"><tbody>${list(`<a href="#/connections">connections</a>`, needs.connections)}${list(`<a href="#/variables">variables</a>`, needs.variables)}</tbody></table>
+    <p class="muted">"not set" means the store lacks it; a worker may still have its own FLOWKIT_CONN_&lt;NAME&gt; or FLOWKIT_VAR_&lt;NAME&gt;.</p>`;
+}
+
 async function healthPage(main) {
   const draw = async () => {
     let h, sch = null;
@@ -498,6 +550,7 @@ async function route() {
     else if (parts[0] === "runs") p = await runPage(main, parts[1], query);
     else if (parts[0] === "workers") p = await workersPage(main);
     else if (parts[0] === "health") p = await healthPage(main);
+    else if (parts[0] === "connections" || parts[0] === "variables") p = await storePage(main, parts[0]);
     else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;
     if (seq !== routeSeq) { if (p && p.dispose) p.dispose(); return; }
     page = p;

@@ -40,6 +40,26 @@ public enum TaskMessageBuilder {
         }
     }
 
+    /// Sealed values from the connections and variables store, by name (`fk1:…`, as stored):
+    /// each message carries those its task needs, still sealed; the worker opens them.
+    public struct Sealed: Sendable {
+        public var connections: [String: String] = [:]
+        public var variables: [String: String] = [:]
+        public init(connections: [String: String] = [:], variables: [String: String] = [:]) {
+            self.connections = connections; self.variables = variables
+        }
+
+        /// What the task's message carries (`{"connections": {…}, "variables": {…}}`), or nil.
+        func carried(by def: FlowDefinition.TaskDefinition) -> JSONValue? {
+            guard def.needsStore else { return nil }
+            var c: [String: JSONValue] = [:], v: [String: JSONValue] = [:]
+            for n in def.neededConnections { if let s = connections[n] { c[n] = .string(s) } }
+            for n in def.neededVariables { if let s = variables[n] { v[n] = .string(s) } }
+            if c.isEmpty && v.isEmpty { return nil }
+            return ["connections": .object(c), "variables": .object(v)]
+        }
+    }
+
     /// The message of each try, in the order given. `results` holds the results of finished
     /// tasks of the run; each message carries those of its own upstream tasks only.
     ///
@@ -47,7 +67,7 @@ public enum TaskMessageBuilder {
     /// source task's result (or the source param) is left out of its message, so that 10,000
     /// instances do not each carry the 10,000-element list.
     public static func messages(run: Run, tries: [Try], graph: FlowGraph, results: [String: JSONValue],
-                                externalRuns: [String: JSONValue] = [:]) -> [CeleryMessage] {
+                                externalRuns: [String: JSONValue] = [:], sealed: Sealed = .init()) -> [CeleryMessage] {
         tries.map { t in
             let def = graph.tasks[t.taskId]
             let source = t.mapIndex == nil ? nil : def?.mapOver
@@ -63,6 +83,7 @@ public enum TaskMessageBuilder {
             inv.triggeringEvents = run.triggeringEvents
             inv.flowVersion = graph.version
             inv.flowHash = graph.hash
+            if let def { inv.secrets = sealed.carried(by: def) }
             if let watched = def?.sensor?.externalFlow {
                 inv.externalRun = externalRuns[watched] ?? ["flowId": .string(watched)]
             }

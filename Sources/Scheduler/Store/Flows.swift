@@ -305,6 +305,7 @@ extension SchedulerStore {
             var rec = Self.flowRecord(r)
             if withDefinition {
                 rec.definition = try? FlowDefinition.decode(r.string("definition")!)
+                if let d = rec.definition { rec.needs = try self.needs(s, of: d) }
                 rec.latestRuns = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 ORDER BY r.id DESC LIMIT 10",
                                              [flowId]).all.map(RunRecord.init)
             }

@@ -25,6 +25,9 @@ public struct FlowRecord: Codable, Sendable {
     /// What starts its runs besides its schedule and manual triggers, in words: `assets: s3://a`,
     /// `webhook`, `after: upstream_flow` (absent when nothing does).
     public var triggers: [String]?
+    /// The connections and variables its tasks need and whether the store holds them (flow
+    /// detail only; absent when it needs none).
+    public var needs: FlowNeeds?
 }
 
 /// A flow that could not be registered (an import error), as the API shows it.

@@ -32,7 +32,7 @@ extension SchedulerStore {
         let messageIds = taskIds.map { _ in UUID().uuidString.lowercased() }
         // The new tries, their rows and history in one statement; the run and the upstream
         // results for the messages in the same round trip.
-        let statements: [(String, [any PGEncodable])] = [("""
+        var statements: [(String, [any PGEncodable])] = [("""
             WITH up AS (
                 UPDATE task_instances t SET state = 'queued', try_number = t.try_number + 1, message_id = u.mid, queued_at = $4,
                     next_attempt_at = NULL, started_at = NULL, ended_at = NULL, heartbeat_at = NULL, worker = NULL, error = NULL, result = NULL,
@@ -50,7 +50,9 @@ extension SchedulerStore {
                 INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source)
                 SELECT $1, task_id, try_number, old_state, 'queued', $4, 'scheduler' FROM up)
             SELECT * FROM up
-            """, [runPk, taskIds, messageIds, now])] + messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds)
+            """, [runPk, taskIds, messageIds, now])]
+        let context = messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds)
+        statements += context.queries
         func build(_ found: [PGResult]) -> [CeleryMessage] {
             guard !found[0].isEmpty else { return [] }
             announceChange(s, runPk: runPk)
@@ -59,7 +61,7 @@ extension SchedulerStore {
             let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
             // Trigger-flow tasks have no message: the flow-trigger service runs them.
             if updated.contains(where: { graph.tasks[$0.string("task_id")!]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
-            return messages(runPk: runPk, graph: graph, rows: updated, run: found[1].first, results: found[2], external: found.count > 3 ? found[3] : nil)
+            return messages(runPk: runPk, graph: graph, rows: updated, context: context, found: found[1...])
         }
         guard let sink else { return build(try s.queries(statements)) }
         let found = ResultCollector(count: statements.count)
@@ -76,13 +78,24 @@ extension SchedulerStore {
     /// priority, timeout_seconds, map_index, map_item), with the run's params and the upstream tasks' results.
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
         guard !rows.isEmpty else { return [] }
-        let found = try s.queries(messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! }))
-        return messages(runPk: runPk, graph: graph, rows: rows, run: found[0].first, results: found[1], external: found.count > 2 ? found[2] : nil)
+        let context = messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! })
+        return messages(runPk: runPk, graph: graph, rows: rows, context: context, found: try s.queries(context.queries)[...])
+    }
+
+    /// The queries that read what messages need, and where the optional ones are among them.
+    struct MessageContext {
+        var queries: [(String, [any PGEncodable])]
+        /// Index of the watched flows' runs (external run sensors), when asked.
+        var externalAt: Int?
+        /// Index of the sealed connections and variables, when a task declares some.
+        var storeAt: Int?
     }
 
     /// What messages need beside their tries: the run, the results of the tasks' upstream
-    /// tasks and, for external run sensors, the watched flows' runs for the same logical date.
-    func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> [(String, [any PGEncodable])] {
+    /// tasks, for external run sensors the watched flows' runs for the same logical date, and
+    /// for tasks that need connections or variables their sealed values (read only then: other
+    /// tasks' dispatch reads nothing more).
+    func messageContextQueries(runPk: Int, graph: FlowGraph, taskIds: [String]) -> MessageContext {
         let upstreamIds = Array(Set(taskIds.flatMap { graph.tasks[$0]?.upstream ?? [] }))
         var out: [(String, [any PGEncodable])] = [
             ("""
@@ -100,12 +113,30 @@ extension SchedulerStore {
                 ORDER BY w.flow_id, w.id DESC
                 """, [runPk, watched]))
         }
-        return out
+        var context = MessageContext(queries: out, externalAt: watched.isEmpty ? nil : 2)
+        let needing = taskIds.compactMap { graph.tasks[$0] }.filter(\.needsStore)
+        if !needing.isEmpty {
+            let connections = Array(Set(needing.flatMap(\.neededConnections))), variables = Array(Set(needing.flatMap(\.neededVariables)))
+            context.storeAt = context.queries.count
+            context.queries.append(("""
+                SELECT 'connection' AS kind, name, secret FROM connections WHERE name = ANY($1::text[])
+                UNION ALL SELECT 'variable', key, secret FROM variables WHERE key = ANY($2::text[])
+                """, [connections, variables]))
+        }
+        return context
     }
 
     /// The rows read, handed to the pure `TaskMessageBuilder`.
-    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], run: PGRow?, results resultRows: PGResult, external: PGResult? = nil) -> [CeleryMessage] {
-        guard let run, !rows.isEmpty else { return [] }
+    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], context: MessageContext, found: ArraySlice<PGResult>) -> [CeleryMessage] {
+        let base = found.startIndex
+        guard let run = found[base].first, !rows.isEmpty else { return [] }
+        let resultRows = found[base + 1]
+        let external = context.externalAt.map { found[base + $0] }
+        var sealed = TaskMessageBuilder.Sealed()
+        for r in context.storeAt.map({ found[base + $0].all }) ?? [] {
+            if r.string("kind") == "connection" { sealed.connections[r.string("name")!] = r.string("secret")! }
+            else { sealed.variables[r.string("name")!] = r.string("secret")! }
+        }
         var externalRuns: [String: JSONValue] = [:]
         for r in external?.all ?? [] {
             externalRuns[r.string("flow_id")!] = ["flowId": .string(r.string("flow_id")!), "runId": .string(r.string("run_id")!),
@@ -113,7 +144,7 @@ extension SchedulerStore {
         }
         var results: [String: JSONValue] = [:]
         for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
-        let context = TaskMessageBuilder.Run(
+        let runContext = TaskMessageBuilder.Run(
             runId: run.string("run_id")!, flowId: run.string("flow_id")!,
             params: (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:],
             logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
@@ -124,7 +155,7 @@ extension SchedulerStore {
                                    queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),
                                    mapItem: $0.string("map_item").flatMap { try? JSONValue.parse($0) })
         }
-        return TaskMessageBuilder.messages(run: context, tries: tries, graph: graph, results: results, externalRuns: externalRuns)
+        return TaskMessageBuilder.messages(run: runContext, tries: tries, graph: graph, results: results, externalRuns: externalRuns, sealed: sealed)
     }
 
     /// Evaluates the downstream tasks of `finished` in one run (`RunStateMachine`): queues those
