@@ -148,6 +148,12 @@ try:
     driver.get(f"{base}/#/flows/{FLOW}")
     wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "warehouse"))
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.needs")))
+    step("the flow's Definition: every task with its options, needs and where the code declares it")
+    click(By.CSS_SELECTOR, "details#definition > summary")
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "table.definition")))
+    text = driver.find_element(By.ID, "definition").text
+    assert "Flows/CatalunyaDataPipeline.swift:" in text and "build_marts" in text and "warehouse" in text, text[:500]
+    driver.save_screenshot(f"{shots}/05b-definition.png")
 
     step("workers and health")
     driver.get(f"{base}/#/workers")

@@ -233,10 +233,13 @@ struct FlowsCommand: AsyncParsableCommand {
             if json { printJSON(f); return }
             print("\(f["flowId"]?.stringValue ?? "")  v\(f["version"]?.intValue ?? 0)  \(f["description"]?.stringValue ?? "")")
             print("schedule: \(f["schedule"]?.stringValue ?? "none") (\(f["timezone"]?.stringValue ?? ""))  next: \(nextRun(f))  paused: \(f["isPaused"]?.boolValue == true)")
+            if let at = f["source"]?["flow"]?.stringValue { print("declared at: \(at)") }
             print("\ntasks:")
             for t in f["definition"]?["tasks"]?.arrayValue ?? [] {
                 let up = (t["upstream"]?.arrayValue ?? []).compactMap(\.stringValue)
-                print("  \(t["id"]?.stringValue ?? "")  [\(t["kind"]?.stringValue ?? "")]  after: \(up.isEmpty ? "-" : up.joined(separator: ", "))  rule: \(t["triggerRule"]?.stringValue ?? "")  retries: \(t["retry"]?["retries"]?.intValue ?? 0)")
+                let id = t["id"]?.stringValue ?? ""
+                let at = f["source"]?["tasks"]?[id]?.stringValue.map { "  at \($0)" } ?? ""
+                print("  \(id)  [\(t["kind"]?.stringValue ?? "")]  after: \(up.isEmpty ? "-" : up.joined(separator: ", "))  rule: \(t["triggerRule"]?.stringValue ?? "")  retries: \(t["retry"]?["retries"]?.intValue ?? 0)\(at)")
             }
             if let needs = f["needs"] {
                 // What the flow's tasks need from the store; a worker's own FLOWKIT_CONN_* / FLOWKIT_VAR_* also serves.

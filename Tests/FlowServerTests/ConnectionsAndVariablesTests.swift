@@ -67,8 +67,9 @@ struct ConnectionsAndVariablesTests {
             let warehouse = try #require(withPassword.string)
             let body = #"{"uri": "\#(warehouse)", "description": "the test warehouse"}"#
             #expect(try await api.request("PUT", "/api/v1/connections/warehouse", token: LiveAPI.reader, body: body).status == 403)
-            let set = try await api.request("PUT", "/api/v1/connections/warehouse", token: LiveAPI.admin, body: body)
-            #expect(set.status == 200, "\(set.text)")
+            // Set with flowctl, as a user would.
+            let set = try flowctl(["connections", "set", "warehouse", "--uri", warehouse, "--description", "the test warehouse"], api: api)
+            #expect(set.status == 0 && !set.output.contains("pg-pass-7731"), "\(set.output)")
             for (key, value) in [("threshold", #""0.75""#), ("api_password", #""hunter2-very-secret""#), ("limits_json", #"{"rows": 10}"#)] {
                 let r = try await api.request("PUT", "/api/v1/variables/\(key)", token: LiveAPI.admin, body: #"{"value": \#(value)}"#)
                 #expect(r.status == 200, "\(r.text)")
@@ -227,6 +228,42 @@ struct ConnectionsAndVariablesTests {
             #expect(r.status == 503 && r.json["error"] == "secret_key_unset" && r.text.contains("FLOWKIT_SECRET_KEY"), "\(r.text)")
             #expect(try await api.request("GET", "/api/v1/connections").status == 200)
             #expect(try await api.request("GET", "/api/v1/variables").status == 503)
+        }
+    }
+}
+
+@Suite("Where flows are declared, through the API", .serialized)
+struct SourceLocationAPITests {
+    @Test("GET /api/v1/flows/{id} says where the flow and each task are declared; the same flow declared elsewhere keeps its version and gets the new positions")
+    func source() async throws {
+        try await withAPI(flows: [storeNeedsFlow]) { api in
+            let f = try await api.request("GET", "/api/v1/flows/store_needs")
+            let at = try #require(f.json["source"]?["flow"]?.stringValue)
+            #expect(at.hasPrefix("FlowServerTests/ConnectionsAndVariablesTests.swift:"), "\(f.text)")
+            #expect(f.json["source"]?["tasks"]?["use"]?.stringValue?.hasPrefix("FlowServerTests/ConnectionsAndVariablesTests.swift:") == true)
+            #expect(f.json["definition"]?.compactJSON.contains("ConnectionsAndVariablesTests") == false)
+            let version = f.json["version"]
+            // The same flow, declared on another line: no new version, new positions.
+            let moved = Flow("store_needs") { f in
+                let use = f.task("use", connections: ["warehouse"], variables: ["threshold", "api_password"]) { ctx in
+                    let url = try ctx.connection("warehouse")
+                    let password = try ctx.variable("api_password")
+                    ctx.log("connecting to \(url) with \(password)")
+                    return ["threshold": .string(try ctx.variable("threshold")), "passwordLength": .int(password.count),
+                            "limits": try ctx.jsonVariable("limits_json")]
+                }.needs(variables: ["limits_json"])
+                let query = f.sql("query", connection: "warehouse", sql: "SELECT 40 + 2 AS answer")
+                f.shell("echo", script: #"echo "{\"t\": \"$FLOWKIT_VAR_THRESHOLD\"}""#).needs(variables: ["threshold"])
+                use --> query
+            }
+            #expect(try FlowDefinition(moved).contentHash() == FlowDefinition(storeNeedsFlow).contentHash())
+            let added = try await api.store.registerFlows([moved], now: Date())
+            #expect(added.isEmpty)
+            let after = try await api.request("GET", "/api/v1/flows/store_needs")
+            #expect(after.json["version"] == version)
+            #expect(after.json["source"]?["flow"]?.stringValue == moved.declaredAt && moved.declaredAt != at, "\(after.json["source"] ?? .null)")
+            let show = try flowctl(["flows", "show", "store_needs"], api: api)
+            #expect(show.output.contains("declared at: \(moved.declaredAt!)") && show.output.contains("at \(moved.task("query")!.declaredAt!)"), "\(show.output)")
         }
     }
 }

@@ -48,13 +48,24 @@ public struct Flow: Sendable {
     public var notify: Notifications
     /// Options every task takes unless it sets its own.
     public var defaults: TaskOptions
+    /// Where the flow is declared (`Flows/Examples.swift:12`); not part of its definition or hash.
+    public var declaredAt: String?
+
+    /// Where the flow and each task are declared: `{"flow": "File.swift:12", "tasks": {"id": "File.swift:20"}}`.
+    public var sourceLocations: JSONValue {
+        var tasksAt: [String: JSONValue] = [:]
+        for t in tasks { if let at = t.declaredAt { tasksAt[t.id] = .string(at) } }
+        return ["flow": declaredAt.map(JSONValue.string) ?? .null, "tasks": .object(tasksAt)]
+    }
     public private(set) var tasks: [FlowTask]
 
     public init(_ id: String, description: String = "", owner: String = "data-team", tags: [String] = [], version: String? = nil,
                 schedule: Schedule? = nil, catchup: Bool = false, maxActiveRuns: Int = 16, maxActiveTasks: Int? = nil, runTimeout: Duration? = nil,
                 deadline: RunDeadline? = nil, assets: [String] = [], webhook: WebhookTrigger? = nil, after: [FlowTrigger] = [],
-                params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(), build: (FlowBuilder) -> Void) {
+                params: [Param] = [], notify: Notifications = .init(), defaults: TaskOptions = .init(),
+                fileID: String = #fileID, line: Int = #line, build: (FlowBuilder) -> Void) {
         self.id = id
+        self.declaredAt = "\(fileID):\(line)"
         self.description = description
         self.owner = owner
         self.tags = tags
@@ -106,8 +117,9 @@ public final class FlowBuilder {
                      retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
                      priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
                      maxActiveTisPerFlow: Int? = nil, notify: Notifications? = nil, outlets: [String]? = nil,
-                     connections: [String] = [], variables: [String] = [],
+                     connections: [String] = [], variables: [String] = [], fileID: String = #fileID, line: Int = #line,
                      _ body: @escaping @Sendable (TaskContext) async throws -> JSONValue?) -> TaskRef {
+        declaring(fileID, line)
         var options = TaskOptions(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
                                   pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow)
         options.notify = notify
@@ -122,8 +134,9 @@ public final class FlowBuilder {
                       after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
                       timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
                       triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
-                      maxActiveTisPerFlow: Int? = nil) -> TaskRef {
-        add(FlowTask(id: id, body: .shell(.script(script, environment: environment, workingDirectory: workingDirectory)),
+                      maxActiveTisPerFlow: Int? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
+        return add(FlowTask(id: id, body: .shell(.script(script, environment: environment, workingDirectory: workingDirectory)),
                      upstream: upstream.map(\.id),
                      options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
                                     pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow),
@@ -135,8 +148,9 @@ public final class FlowBuilder {
     public func shell(_ id: String, argv: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
                       after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
                       timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                      triggerRule: TriggerRule? = nil) -> TaskRef {
-        add(FlowTask(id: id, body: .shell(ShellCommand(argv: argv, environment: environment, workingDirectory: workingDirectory)),
+                      triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
+        return add(FlowTask(id: id, body: .shell(ShellCommand(argv: argv, environment: environment, workingDirectory: workingDirectory)),
                      upstream: upstream.map(\.id),
                      options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
                      description: description))
@@ -149,9 +163,10 @@ public final class FlowBuilder {
     @discardableResult
     public func branch(_ id: String, after upstream: [TaskRef] = [], description: String = "",
                        retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
-                       priority: Int? = nil, triggerRule: TriggerRule? = nil,
+                       priority: Int? = nil, triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line,
                        _ body: @escaping @Sendable (TaskContext) async throws -> [String]) -> TaskRef {
-        add(FlowTask(id: id, body: .branch(body), upstream: upstream.map(\.id),
+        declaring(fileID, line)
+        return add(FlowTask(id: id, body: .branch(body), upstream: upstream.map(\.id),
                      options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
                      description: description))
     }
@@ -162,14 +177,26 @@ public final class FlowBuilder {
     /// "data_interval_end", "params", "upstream"}` (the direct upstream results).
     @discardableResult
     public func celery(_ id: String, name: String, context: Bool = false, after upstream: [TaskRef] = [], queue: String? = nil,
-                       retry: RetryPolicy? = nil, timeout: Duration? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
+                       retry: RetryPolicy? = nil, timeout: Duration? = nil, triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         var t = FlowTask(id: id, body: .celery(name: name), upstream: upstream.map(\.id),
                          options: .init(retry: retry, timeout: timeout, queue: queue, triggerRule: triggerRule))
         t.celeryContext = context
         return add(t)
     }
 
+    /// Where the task being declared is declared (`File.swift:line`), set by the public method
+    /// the flow's code called; a method calling another keeps its caller's.
+    var location: String?
+
+    func declaring(_ file: String, _ line: Int) {
+        if location == nil { location = "\(file):\(line)" }
+    }
+
     func add(_ task: FlowTask) -> TaskRef {
+        var task = task
+        task.declaredAt = location
+        location = nil
         tasks.append(task)
         return TaskRef(id: task.id, index: tasks.count - 1, builder: self)
     }

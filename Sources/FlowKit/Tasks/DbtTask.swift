@@ -117,7 +117,8 @@ extension FlowBuilder {
                     command: DbtCommand = .build, select: [String] = [], exclude: [String] = [], vars: [String: JSONValue]? = nil,
                     fullRefresh: Bool = false, requirements: [String] = defaultDbtRequirements, after upstream: [TaskRef] = [],
                     description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
-                    priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = []) -> TaskRef {
+                    priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = [], fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         let spec = Self.dbtSpec(project: project, resources: resources, profilesDir: profilesDir, target: target, command: command,
                                 select: select, exclude: exclude, vars: vars, fullRefresh: fullRefresh, requirements: requirements, task: id)
         return add(FlowTask(id: id, body: .dbt(spec), upstream: upstream.map(\.id),
@@ -134,14 +135,16 @@ extension FlowBuilder {
     @discardableResult
     public func dbtModels(_ group: String, project: String, manifest: String, resources: URL? = nil, profilesDir: String? = nil,
                           target: String? = nil, requirements: [String] = defaultDbtRequirements, retry: RetryPolicy? = nil,
-                          timeout: Duration? = nil, queue: String? = nil, pool: String? = nil, connections: [String] = []) -> TaskGroupRef {
+                          timeout: Duration? = nil, queue: String? = nil, pool: String? = nil, connections: [String] = [], fileID: String = #fileID, line: Int = #line) -> TaskGroupRef {
+        declaring(fileID, line)
+        defer { location = nil }
         func url(_ p: String) -> URL { p.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: p) : resources!.appendingPathComponent(p) }
         var made: [String: (run: TaskRef, last: TaskRef)] = [:]
         var all: [TaskRef] = []
         func task(_ id: String, _ command: DbtCommand, _ name: String) -> TaskRef {
             let r = dbt(id, project: project, resources: resources, profilesDir: profilesDir, target: target, command: command, select: [name],
                         requirements: requirements, description: "dbt \(command.rawValue) --select \(name)", retry: retry, timeout: timeout,
-                        queue: queue, pool: pool, connections: connections)
+                        queue: queue, pool: pool, connections: connections, fileID: fileID, line: line)
             all.append(r)
             return r
         }
@@ -153,6 +156,7 @@ extension FlowBuilder {
             var spec = Self.dbtSpec(project: project, resources: resources, profilesDir: profilesDir, target: target, command: .build,
                                     select: [], exclude: [], vars: nil, fullRefresh: false, requirements: requirements, task: group)
             spec.problem = "dbt group `\(group)`: \(error)"
+            declaring(fileID, line)
             let r = add(FlowTask(id: "\(group).manifest", body: .dbt(spec)))
             return TaskGroupRef(prefix: group, entries: [r], exits: [r], tasks: [r])
         }

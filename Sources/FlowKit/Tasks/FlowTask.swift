@@ -57,6 +57,9 @@ public struct FlowTask: Sendable {
     public internal(set) var maxMapLength: Int?
     /// A Celery task that also receives `flowkit_context` (`FlowBuilder.celery(context: true)`).
     public internal(set) var celeryContext = false
+    /// Where the flow's code declares it (`Flows/Examples.swift:42`, from `#fileID` and `#line`).
+    /// Not part of the flow's definition or hash: moving code makes no new version.
+    public internal(set) var declaredAt: String?
 
     /// The connections the task needs: those it declares and the one its SQL or S3 body names.
     public var neededConnections: [String] {

@@ -82,9 +82,10 @@ extension FlowBuilder {
     public func map(_ id: String, over input: MapInput, maxItems: Int = defaultMaxMapLength, after upstream: [TaskRef] = [],
                     description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
                     priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, poolSlots: Int? = nil,
-                    maxActiveTisPerFlow: Int? = nil,
+                    maxActiveTisPerFlow: Int? = nil, fileID: String = #fileID, line: Int = #line,
                     _ body: @escaping @Sendable (TaskContext, JSONValue) async throws -> JSONValue?) -> TaskRef {
-        mapped(FlowTask(id: id, body: .closure { ctx in try await body(ctx, ctx.mapItem ?? .null) },
+        declaring(fileID, line)
+        return mapped(FlowTask(id: id, body: .closure { ctx in try await body(ctx, ctx.mapItem ?? .null) },
                         upstream: upstream.map(\.id),
                         options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule,
                                        pool: pool, poolSlots: poolSlots, maxActiveTisPerFlow: maxActiveTisPerFlow),
@@ -97,8 +98,9 @@ extension FlowBuilder {
     public func mapShell(_ id: String, over input: MapInput, script: String, maxItems: Int = defaultMaxMapLength,
                          environment: [String: String] = [:], after upstream: [TaskRef] = [], description: String = "",
                          retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                         triggerRule: TriggerRule? = nil) -> TaskRef {
-        mapped(FlowTask(id: id, body: .shell(.script(script, environment: environment)), upstream: upstream.map(\.id),
+                         triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
+        return mapped(FlowTask(id: id, body: .shell(.script(script, environment: environment)), upstream: upstream.map(\.id),
                         options: .init(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule),
                         description: description), input, maxItems)
     }

@@ -39,7 +39,8 @@ extension FlowBuilder {
     public func python(_ id: String, file: String, function: String = "main", resources: URL? = nil, requirements: [String]? = nil,
                        requirementsFile: String? = nil, python: String? = nil, after upstream: [TaskRef] = [], description: String = "",
                        retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil,
-                       triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = [], variables: [String] = []) -> TaskRef {
+                       triggerRule: TriggerRule? = nil, pool: String? = nil, connections: [String] = [], variables: [String] = [], fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         func url(_ path: String) -> URL {
             path.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: path) : resources!.appendingPathComponent(path)
         }

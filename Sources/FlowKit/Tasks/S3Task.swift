@@ -95,7 +95,8 @@ extension FlowBuilder {
     @discardableResult
     public func s3(_ id: String, connection: String, bucket: String, _ operation: S3Operation, after upstream: [TaskRef] = [],
                    description: String = "", retry: RetryPolicy? = nil, timeout: Duration? = nil, queue: String? = nil,
-                   priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, outlets: [String]? = nil) -> TaskRef {
+                   priority: Int? = nil, triggerRule: TriggerRule? = nil, pool: String? = nil, outlets: [String]? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         var options = TaskOptions(retry: retry, timeout: timeout, queue: queue, priority: priority, triggerRule: triggerRule, pool: pool)
         options.outlets = outlets
         return add(FlowTask(id: id, body: .s3(S3TaskSpec(connection: connection, bucket: bucket, operation: operation)),

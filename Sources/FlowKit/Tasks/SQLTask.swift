@@ -85,7 +85,8 @@ extension FlowBuilder {
                     copyFrom: SQLCopySource? = nil, into table: String? = nil, format: SQLCopyFormat = .csv(), afterCopy: String? = nil,
                     returning: SQLResultShape = .rows, after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
                     timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil,
-                    pool: String? = nil) -> TaskRef {
+                    pool: String? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         var spec = SQLTaskSpec(connection: connection, sql: sql, transaction: transaction)
         spec.afterCopy = afterCopy
         spec.returning = returning == .rows ? nil : returning
@@ -109,7 +110,8 @@ extension FlowBuilder {
     public func sql(_ id: String, connection: String, file: String, resources: URL? = nil, transaction: Bool = true,
                     returning: SQLResultShape = .rows, after upstream: [TaskRef] = [], description: String = "", retry: RetryPolicy? = nil,
                     timeout: Duration? = nil, queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil,
-                    pool: String? = nil) -> TaskRef {
+                    pool: String? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         let url = file.hasPrefix("/") || resources == nil ? URL(fileURLWithPath: file) : resources!.appendingPathComponent(file)
         var spec = SQLTaskSpec(connection: connection, sql: "", file: file, transaction: transaction)
         spec.returning = returning == .rows ? nil : returning

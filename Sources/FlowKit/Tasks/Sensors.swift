@@ -174,8 +174,9 @@ extension FlowBuilder {
     @discardableResult
     public func sensor(_ id: String, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600), timeoutParam: String? = nil,
                        softFail: Bool = false, after upstream: [TaskRef] = [], description: String = "", queue: String? = nil,
-                       priority: Int? = nil, triggerRule: TriggerRule? = nil, check: @escaping SensorCheck) -> TaskRef {
-        add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam,
+                       priority: Int? = nil, triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line, check: @escaping SensorCheck) -> TaskRef {
+        declaring(fileID, line)
+        return add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam,
                                                       softFail: softFail), check),
                      upstream: upstream.map(\.id), options: .init(queue: queue, priority: priority, triggerRule: triggerRule),
                      description: description))
@@ -185,8 +186,9 @@ extension FlowBuilder {
     @discardableResult
     public func sensor(_ id: String, _ sensor: Sensor, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600),
                        timeoutParam: String? = nil, softFail: Bool = false, after upstream: [TaskRef] = [], description: String = "",
-                       queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil) -> TaskRef {
-        self.sensor(id, pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam, softFail: softFail, after: upstream,
+                       queue: String? = nil, priority: Int? = nil, triggerRule: TriggerRule? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
+        return self.sensor(id, pokeInterval: pokeInterval, timeout: timeout, timeoutParam: timeoutParam, softFail: softFail, after: upstream,
                     description: description, queue: queue, priority: priority, triggerRule: triggerRule, check: sensor.check)
             .needs(connections: sensor.connections)
     }
@@ -194,8 +196,9 @@ extension FlowBuilder {
     /// A sensor that waits for the run of `flow` with this run's logical date to succeed.
     @discardableResult
     public func sensor(_ id: String, waitingFor flow: String, pokeInterval: Duration = .seconds(30), timeout: Duration = .seconds(3600),
-                       softFail: Bool = false, after upstream: [TaskRef] = [], queue: String? = nil) -> TaskRef {
-        add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, softFail: softFail, externalFlow: flow),
+                       softFail: Bool = false, after upstream: [TaskRef] = [], queue: String? = nil, fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
+        return add(FlowTask(id: id, body: .sensor(SensorSpec(pokeInterval: pokeInterval, timeout: timeout, softFail: softFail, externalFlow: flow),
                                            Sensors.externalRun),
                      upstream: upstream.map(\.id), options: .init(queue: queue)))
     }

@@ -44,7 +44,8 @@ extension FlowBuilder {
     @discardableResult
     public func triggerFlow(_ id: String, flow: String, conf: [String: JSONValue] = [:], confFromResultOf: TaskRef? = nil,
                             wait: Bool = false, after upstream: [TaskRef] = [], retry: RetryPolicy? = nil,
-                            triggerRule: TriggerRule? = nil, description: String = "") -> TaskRef {
+                            triggerRule: TriggerRule? = nil, description: String = "", fileID: String = #fileID, line: Int = #line) -> TaskRef {
+        declaring(fileID, line)
         let ups = upstream.map(\.id) + (confFromResultOf.map { [$0.id] } ?? [])
         var seen = Set<String>()
         return add(FlowTask(id: id, body: .triggerFlow(TriggerFlowSpec(flow: flow, conf: conf, confFromResultOf: confFromResultOf?.id, wait: wait)),

@@ -253,7 +253,7 @@ async function triggerDialog(flowId) {
 }
 
 async function flowPage(main, flowId) {
-  let stateFilter = "", selected = null, grid = null, flow = null;
+  let stateFilter = "", selected = null, grid = null, flow = null, definitionOpen = false;
   const draw = async () => {
     [flow, grid] = await Promise.all([api(`/api/v1/flows/${encodeURIComponent(flowId)}`),
       api(`/api/v1/flows/${encodeURIComponent(flowId)}/grid?runs=25${stateFilter ? "&state=" + stateFilter : ""}`)]);
@@ -293,7 +293,10 @@ async function flowPage(main, flowId) {
       <tbody>${rows}</tbody></table></div>
       <div id="graph"><h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
       ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}</div>
-      ${needsHTML(flow.needs)}`;
+      ${needsHTML(flow.needs)}
+      ${definitionHTML(flow, definitionOpen)}`;
+    const def = $("#definition", main);
+    if (def) def.ontoggle = () => { definitionOpen = def.open; };
     $("#trigger", main).onclick = () => triggerDialog(flowId);
     $("#pause", main).onclick = async () => { try { await api(`/api/v1/flows/${encodeURIComponent(flowId)}/${flow.isPaused ? "unpause" : "pause"}`, { method: "POST" }); } catch (e) { alert(e.message); } draw(); };
     $("#statef", main).onchange = (e) => { stateFilter = e.target.value; draw(); };
@@ -499,6 +502,35 @@ async function storePage(main, kind) {
   };
   await draw();
   return { refresh: draw };
+}
+
+// The flow as declared: schedule, params and every task with its options, what it needs from
+// the store, and where the code declares it (File.swift:line).
+function definitionHTML(flow, open) {
+  const d = flow.definition;
+  if (!d) return "";
+  const src = flow.source || {}, at = (src.tasks || {});
+  const needs = (t) => {
+    const c = new Set(t.connections || []);
+    if (t.sql && t.sql.connection) c.add(t.sql.connection);
+    if (t.s3 && t.s3.connection) c.add(t.s3.connection);
+    return [...c].sort();
+  };
+  const opts = (t) => [t.retry && t.retry.retries ? `${t.retry.retries} retr${t.retry.retries === 1 ? "y" : "ies"}${t.retry.delaySeconds ? ` ${fmtDur(t.retry.delaySeconds)} apart` : ""}` : "",
+    t.timeoutSeconds ? `timeout ${fmtDur(t.timeoutSeconds)}` : "", t.queue && t.queue !== "default" ? `queue ${t.queue}` : "",
+    t.pool ? `pool ${t.pool}${t.poolSlots > 1 ? ` ×${t.poolSlots}` : ""}` : "", t.triggerRule && t.triggerRule !== "all_success" ? t.triggerRule : "",
+    t.priority ? `priority ${t.priority}` : "", t.sensor ? `pokes every ${fmtDur(t.sensor.pokeIntervalSeconds)} for ${fmtDur(t.sensor.timeoutSeconds)}` : "",
+    t.mapOver ? "mapped" : "", (t.outlets || []).length ? `updates ${t.outlets.join(", ")}` : ""].filter(Boolean).map(esc).join(" · ");
+  return `<details id="definition"${open ? " open" : ""}><summary><h2>Definition</h2></summary>
+    <p>Declared at <span class="mono">${esc(src.flow || "?")}</span> · owner ${esc(d.owner)} · ${d.schedule ? `schedule <span class="mono">${esc(flow.schedule || "")}</span> (${esc(flow.timezone)})` : "no schedule"}
+      · max ${d.maxActiveRuns} active run${d.maxActiveRuns === 1 ? "" : "s"}${d.catchup ? " · catchup" : ""}${d.runTimeoutSeconds ? ` · run timeout ${esc(fmtDur(d.runTimeoutSeconds))}` : ""}</p>
+    ${(d.params || []).length ? `<h3>Params</h3><table><thead><tr><th>Param</th><th>Kind</th><th>Default</th><th>Description</th></tr></thead><tbody>${d.params.map((p) =>
+      `<tr><td class="mono">${esc(p.name)}</td><td>${esc(p.kind)}</td><td class="mono">${p.defaultValue === undefined ? "—" : esc(JSON.stringify(p.defaultValue))}</td><td>${esc(p.description)}</td></tr>`).join("")}</tbody></table>` : ""}
+    <h3>Tasks</h3><table class="definition"><thead><tr><th>Task</th><th>Kind</th><th>After</th><th>Options</th><th>Connections</th><th>Variables</th><th>Declared at</th></tr></thead><tbody>
+    ${d.tasks.map((t) => `<tr><td class="mono">${esc(t.id)}${t.description ? `<div class="muted">${esc(t.description)}</div>` : ""}</td><td>${esc(t.kind)}</td>
+      <td class="mono">${esc((t.upstream || []).join(", ") || "—")}</td><td>${opts(t) || '<span class="muted">defaults</span>'}</td>
+      <td class="mono">${esc(needs(t).join(", ") || "—")}</td><td class="mono">${esc((t.variables || []).join(", ") || "—")}</td>
+      <td class="mono">${esc(at[t.id] || "?")}</td></tr>`).join("")}</tbody></table></details>`;
 }
 
 // What a flow's tasks need from the store, and whether it is set.

@@ -19,6 +19,9 @@ extension SchedulerStore {
             let d = FlowDefinition(f)
             return (d, try d.json(), try d.contentHash())
         }
+        // Where each flow and task is declared: kept beside the version, outside its definition
+        // and hash, so that moving code makes no new version (its positions are refreshed).
+        let sources = Dictionary(flows.map { ($0.id, $0.sourceLocations.compactJSON) }, uniquingKeysWith: { a, _ in a })
         return try await db.run { s in
             try s.transaction {
                 var added: [String] = []
@@ -34,9 +37,17 @@ extension SchedulerStore {
                     if next == 1 {
                         try s.query("INSERT INTO flows (flow_id, current_version, is_active) VALUES ($1, 1, false) ON CONFLICT DO NOTHING", [d.id])
                     }
-                    try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition) VALUES ($1, $2, $3, $4::jsonb)", [d.id, next, hash, json])
+                    try s.query("INSERT INTO flow_versions (flow_id, version, hash, definition, source) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)",
+                                [d.id, next, hash, json, sources[d.id]])
                     carried[d.id] = next
                     added.append(d.id)
+                }
+                let kept = carried.filter { !added.contains($0.key) }
+                if !kept.isEmpty {
+                    try s.query("""
+                        UPDATE flow_versions v SET source = u.s::jsonb FROM unnest($1::text[], $2::int[], $3::text[]) AS u(f, ver, s)
+                        WHERE v.flow_id = u.f AND v.version = u.ver AND v.source IS DISTINCT FROM u.s::jsonb
+                        """, [Array(kept.keys), kept.keys.map { kept[$0]! }, kept.keys.map { sources[$0] ?? "{}" }])
                 }
                 if !reportedBy.isEmpty {
                     try s.query("""
@@ -296,7 +307,7 @@ extension SchedulerStore {
         try await db.run { s in
             guard let r = try s.query("""
                 SELECT \(Self.flowColumns),
-                       v.definition::text AS definition
+                       v.definition::text AS definition, v.source::text AS source
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version WHERE f.flow_id = $1
                 """, [flowId]).first else {
                 let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
@@ -306,6 +317,7 @@ extension SchedulerStore {
             if withDefinition {
                 rec.definition = try? FlowDefinition.decode(r.string("definition")!)
                 if let d = rec.definition { rec.needs = try self.needs(s, of: d) }
+                rec.source = r.string("source").flatMap { try? JSONValue.parse($0) }
                 rec.latestRuns = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 ORDER BY r.id DESC LIMIT 10",
                                              [flowId]).all.map(RunRecord.init)
             }

@@ -28,6 +28,9 @@ public struct FlowRecord: Codable, Sendable {
     /// The connections and variables its tasks need and whether the store holds them (flow
     /// detail only; absent when it needs none).
     public var needs: FlowNeeds?
+    /// Where the flow and its tasks are declared in code (flow detail only):
+    /// `{"flow": "Flows/Examples.swift:12", "tasks": {"extract": "Flows/Examples.swift:20"}}`.
+    public var source: JSONValue?
 }
 
 /// A flow that could not be registered (an import error), as the API shows it.
