@@ -67,11 +67,12 @@ stress: release build ## liveness under concurrent load: 20 and 100 waiting clie
 stress-quick: build ## the bounded form of make stress that CI runs
 	@scripts/stress.py $(FLOWCTL_DEBUG) --quick
 
-example: deps ## build Examples/MyFlows, the template for your own flows and flowctl, and run its tests (in-process, no servers)
+example: deps ## build Examples/MyFlows, the template for your own flows and flowctl, run its tests, and its make dev loop on a copy
 	$(SWIFT) build --package-path Examples/MyFlows --scratch-path .build-myflows --product myflowctl
 	.build-myflows/debug/myflowctl flows validate
 	.build-myflows/debug/myflowctl flows test daily_report --quiet
 	$(SWIFT) test --package-path Examples/MyFlows --scratch-path .build-myflows
+	scripts/dev_loop.sh
 
 migrations: ## re-embed migrations/*.sql into the binary
 	scripts/embed_migrations.sh

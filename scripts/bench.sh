@@ -58,6 +58,10 @@ FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:55532/bench FLOWKIT_REDIS_URL=
   "$flowctl" bench run --repeats "$repeats" --only W10,W11,W12 | tee -a "$out/flowkit.txt"
 scripts/bench_scale_browser.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
 
+# W13: the edit loop — save a one-line change in a copy of Examples/MyFlows under `flowctl dev`,
+# until the new version answers (the template's first build is not counted).
+scripts/dev_loop.sh bench "$repeats" | tee -a "$out/flowkit.txt"
+
 # Celery on the same machine, same run.
 if [ -x "$peers/celery_bench.sh" ] || [ -f "$peers/celery_bench.sh" ]; then
   echo "# Celery 5 (prefork, concurrency 2) via $peers/celery_bench.sh"

@@ -78,6 +78,9 @@ at_most("W6 W2 degrades <= 20 %", fig("W6", "degradation_pct"), 20, "%")
 at_most("W7 <= 5 s", fig("W7", "seconds_to_first_task"), 5, "s")
 at_most("W9 grid drawn < 1 s", fig("W9", "grid_1000x25_drawn_s"), 1, "s")
 
+print("\n# The flow author's loop (issue 25)")
+at_most("W13 save -> new version running <= 10 s", fig("W13", "save_to_running_s"), 10, "s")
+
 # The scale workloads have no goal yet: their figures, for the next round to set one.
 print("\n# Scale (W10–W12: figures, no goals)")
 for wid in ("W10", "W11", "W12"):

@@ -15,7 +15,7 @@ public struct FlowCtl: AsyncParsableCommand {
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
             TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self, VenvCommand.self,
             TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self, AuditCommand.self, WorkersCommand.self, DeadLettersCommand.self,
-            ConnectionsCommand.self, VariablesCommand.self, SecretKeyCommand.self,
+            ConnectionsCommand.self, VariablesCommand.self, SecretKeyCommand.self, DevCommand.self,
         ]
     )
 

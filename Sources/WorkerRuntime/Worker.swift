@@ -543,7 +543,11 @@ public final class Worker: Sendable {
     /// Waits up to the grace period for running tasks, then gives their messages back.
     func drain() async {
         let deadline = Date().addingTimeInterval(config.shutdownGrace)
-        while !inFlight.all.isEmpty, Date() < deadline {
+        // Every claimed message's handling ends, not only the running tasks: a message this
+        // worker is handing back (another flow version's) is noted as waiting only once its
+        // handling gets there, and one not noted yet would stay claimed until the visibility
+        // timeout after this process exits.
+        while !inFlight.all.isEmpty || slots.freeCount < config.concurrency, Date() < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
         let left = inFlight.all

@@ -197,3 +197,24 @@ struct SchedulerServiceTests {
         try SchedulerConfig(name: "x").validate()
     }
 }
+
+@Suite("Worker states from events")
+struct WorkerStateTests {
+    @Test("a heartbeat processed after the worker's offline event (sent before it) does not bring the worker back online")
+    func lateHeartbeat() async throws {
+        let h = try await Harness.make([])
+        let t0 = Harness.start.timeIntervalSince1970
+        func ev(_ kind: WorkerEvent.Kind, _ at: Double) -> WorkerEvent {
+            var e = WorkerEvent(kind: kind, worker: "w1", info: ["host": "h", "queues": ["default"], "concurrency": 2])
+            e.at = at
+            return e
+        }
+        _ = try await h.store.applyEvents([ev(.workerOnline, t0)], now: Harness.start)
+        _ = try await h.store.applyEvents([ev(.workerOffline, t0 + 2)], now: Harness.start)
+        _ = try await h.store.applyEvents([ev(.heartbeat, t0 + 1.9)], now: Harness.start)
+        #expect(try await h.store.workers(now: Harness.start).first?.state == "offline")
+        // A later heartbeat (a worker of that name started again) is online.
+        _ = try await h.store.applyEvents([ev(.heartbeat, t0 + 5)], now: Harness.start)
+        #expect(try await h.store.workers(now: Harness.start).first?.state == "online")
+    }
+}

@@ -97,4 +97,28 @@ struct VersionSafetyTests {
             for r in stuck.prefix(3) { #expect(try await sys.store.run(r).state == "running") }
         }
     }
+
+    @Test("a worker stopped while it hands messages back leaves none of them claimed: each goes back to its queue before the process ends")
+    func stopWhileHandingBack() async throws {
+        try await withSystem(flows: [versioned("1", maxActiveRuns: 100)], workers: 0) { sys in
+            var runs: [String] = []
+            for _ in 0..<40 { runs.append(try await sys.trigger("versioned")) }
+            // Stopped at different moments of its churn: claiming, handing back, waiting to.
+            for round in 0..<6 {
+                let old = Worker(redis: sys.redisConfig, flows: [versioned("2", maxActiveRuns: 100)],
+                                 config: LiveSystem.workerConfig("old-binary-\(round)", concurrency: 4))
+                let running = Task { try await old.run() }
+                try await Task.sleep(for: .milliseconds(150 + 97 * round))
+                old.shutdown()
+                _ = try await running.value
+                // Nothing this worker claimed is still claimed (the scheduler restores stale
+                // claims only after the visibility timeout, so nobody else emptied it).
+                let claimed = try await sys.redis.command("ZCARD", KombuLayout.unackedIndex).int ?? -1
+                #expect(claimed == 0, "round \(round): \(claimed) messages left claimed by a stopped worker")
+            }
+            sys.startWorker("new-binary", concurrency: 4)
+            for r in runs { #expect(try await sys.waitForRun(r, timeout: 60) == "success") }
+        }
+    }
 }
+

@@ -13,7 +13,10 @@ extension SchedulerStore {
             INSERT INTO workers (name, host, pid, queues, concurrency, version, started_at, heartbeat_at, running, state, flows, import_errors)
             VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $7, $8, $9, $11::jsonb, $12::jsonb)
             ON CONFLICT (name) DO UPDATE SET heartbeat_at = GREATEST(workers.heartbeat_at, EXCLUDED.heartbeat_at),
-                running = EXCLUDED.running, state = EXCLUDED.state,
+                running = EXCLUDED.running,
+                -- A heartbeat processed after the worker's offline event (sent just before it) must
+                -- not bring a stopped worker back online.
+                state = CASE WHEN EXCLUDED.heartbeat_at >= workers.heartbeat_at THEN EXCLUDED.state ELSE workers.state END,
                 host = CASE WHEN $10 THEN EXCLUDED.host ELSE workers.host END,
                 pid = COALESCE(EXCLUDED.pid, workers.pid),
                 queues = CASE WHEN $10 THEN EXCLUDED.queues ELSE workers.queues END,
