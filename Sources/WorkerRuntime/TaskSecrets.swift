@@ -29,7 +29,9 @@ public struct TaskSecrets: Sendable {
         throws -> (connections: [String: String], variables: [String: String]) {
         var connections = ownConnections
         var variables: [String: String] = [:]
-        for n in neededVariables { if let v = ownVariables[n.lowercased()] { variables[n] = v } }
+        // A name with `-` or `.` is set on a worker as FLOWKIT_CONN_MY_DB / FLOWKIT_VAR_MY_DB.
+        for n in needed where connections[n] == nil { if let c = ownConnections[TaskNeeds.environmentKey(n)] { connections[n] = c } }
+        for n in neededVariables { if let v = ownVariables[TaskNeeds.environmentKey(n)] { variables[n] = v } }
         if let carried {
             for (kind, names) in [("connection", carried["connections"]?.objectValue ?? [:]), ("variable", carried["variables"]?.objectValue ?? [:])] {
                 for (name, value) in names {

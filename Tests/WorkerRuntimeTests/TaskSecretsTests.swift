@@ -22,6 +22,10 @@ struct TaskSecretsTests {
         let got = try worker.resolve(carried: msg, connections: ["lake", "warehouse"], variables: ["threshold", "limit"])
         #expect(got.connections == ["warehouse": "postgresql://store", "lake": "s3://own"])
         #expect(got.variables == ["threshold": "0.5", "limit": "7"])
+        // Names with `-` and `.` are found as the environment spells them.
+        let dashed = TaskSecrets(environment: ["FLOWKIT_CONN_MY_DB": "postgresql://own", "FLOWKIT_VAR_LIMITS_MAX": "9"], workerName: "w1")
+        let got2 = try dashed.resolve(carried: nil, connections: ["my-db"], variables: ["limits.max"])
+        #expect(got2.connections["my-db"] == "postgresql://own" && got2.variables == ["limits.max": "9"])
         do { _ = try worker.resolve(carried: msg, connections: ["warehouse", "missing"], variables: []); Issue.record("no error") } catch let e as TaskError {
             #expect(e.message == "connection `missing` is not set: set it with `flowctl connections set missing --uri URL` (or FLOWKIT_CONN_MISSING on worker `w1`)")
         }

@@ -125,6 +125,8 @@ public enum TaskNeeds {
     public static func environmentName(connection name: String) -> String { "FLOWKIT_CONN_\(envSafe(name))" }
     public static func environmentName(variable name: String) -> String { "FLOWKIT_VAR_\(envSafe(name))" }
     static func envSafe(_ name: String) -> String { String(name.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }) }
+    /// The key `namedConnections` / `namedVariables` give the worker's own value of `name`.
+    public static func environmentKey(_ name: String) -> String { envSafe(name).lowercased() }
 }
 
 extension TaskRef {
