@@ -22,6 +22,9 @@ public struct FlowAPI: Sendable {
     let logger: Logger
     /// What the dashboard's live stream forwards: the schedulers' change notifications.
     public let feed: ChangeFeed
+    /// Who may call each registered route (`handle` and `open` record it): a test checks that
+    /// every route the router serves has an entry.
+    let access = RouteAccessTable()
 
     /// Every route: the OpenAPI document lists exactly these (a test holds them together).
     public static let routes: [(method: String, path: String)] = [
@@ -85,10 +88,10 @@ public struct FlowAPI: Sendable {
     }
 
     func register(_ router: Router<BasicRequestContext>) {
-        router.get("/health") { _, _ in await self.health() }
-        router.get("/api/v1/health") { _, _ in await self.health() }
-        router.get("/metrics") { _, _ in await self.metrics() }
-        router.get("/api/v1/openapi.json") { _, _ in
+        open(router, .get, "/health", why: "a probe for load balancers and orchestrators") { _, _ in await self.health() }
+        open(router, .get, "/api/v1/health", why: "a probe for load balancers and orchestrators") { _, _ in await self.health() }
+        open(router, .get, "/metrics", why: "Prometheus scrapes it (bind the API to a private address)") { _, _ in await self.metrics() }
+        open(router, .get, "/api/v1/openapi.json", why: "the API's own description") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
         }
         handle(router, .get, "/api/v1/flows", role: .read) { _, _ in
@@ -225,8 +228,8 @@ public struct FlowAPI: Sendable {
                                               tryNumber: tryNumber, after: offset)
             return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
         }
-        router.get("/") { _, _ in Self.uiFile("index.html") }
-        router.get("/ui/{file}") { _, c in Self.uiFile(c.parameters.get("file") ?? "") }
+        open(router, .get, "/", why: "the dashboard's page; its API calls carry the token") { _, _ in Self.uiFile("index.html") }
+        open(router, .get, "/ui/{file}", why: "the dashboard's static files") { _, c in Self.uiFile(c.parameters.get("file") ?? "") }
         handle(router, .get, "/api/v1/flows/{flow_id}/grid", role: .read) { req, c in
             let q = req.uri.queryParameters
             let limit = try Self.count(q.get("runs"), "runs", default: 25, max: 200)
@@ -254,9 +257,8 @@ public struct FlowAPI: Sendable {
         handle(router, .get, "/api/v1/workers", role: .read) { _, _ in
             try json(["workers": try await self.store.workers(now: Date())])
         }
-        // A flow's webhook: authenticated by the flow's own secret, not by an API token.
-        router.on(RouterPath("/api/v1/hooks/{flow_id}"), method: .post) { req, ctx -> Response in
-            do { return try await self.hook(req, ctx) } catch { return self.errorResponse(error, request: req) }
+        open(router, .post, "/api/v1/hooks/{flow_id}", why: "a flow's webhook: checked against the flow's own secret, not an API token") { req, ctx in
+            try await self.hook(req, ctx)
         }
         handle(router, .get, "/api/v1/assets", role: .read) { _, _ in
             try json(["assets": try await self.store.assets()])
@@ -275,9 +277,9 @@ public struct FlowAPI: Sendable {
             let (id, runs) = try await self.store.postAssetEvent(uri: uri, extra: extra == .null ? [:] : extra, now: Date())
             return try json(["eventId": .int(id), "runs": .array(runs.map { JSONValue.string($0.runId) })] as [String: JSONValue], status: .created)
         }
-        // S3 (and MinIO, EventBridge) bucket notifications: the notification secret or an events token.
-        router.on(RouterPath("/api/v1/assets/events/s3"), method: .post) { req, ctx -> Response in
-            do { return try await self.s3Events(req, ctx) } catch { return self.errorResponse(error, request: req) }
+        open(router, .post, "/api/v1/assets/events/s3",
+             why: "bucket notifications: checked against the notification secret, or an events token") { req, ctx in
+            try await self.s3Events(req, ctx)
         }
         handle(router, .get, "/api/v1/notifications", role: .read) { req, _ in
             let q = req.uri.queryParameters
@@ -497,9 +499,20 @@ public struct FlowAPI: Sendable {
                                                HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
     }
 
+    /// Registers a handler that needs no API token, saying why (a probe, the dashboard's files, a
+    /// delivery checked against a secret of its own), with the same JSON errors.
+    func open(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, why: String,
+              _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
+        access.record(method, path, .open(why))
+        router.on(RouterPath(path), method: method) { req, ctx -> Response in
+            do { return try await body(req, ctx) } catch { return self.errorResponse(error, request: req) }
+        }
+    }
+
     /// Registers a handler with authentication and JSON errors: bad input never becomes a 500.
     func handle(_ router: Router<BasicRequestContext>, _ method: HTTPRequest.Method, _ path: String, role: APIConfig.Role,
                 _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
+        access.record(method, path, .role(role))
         router.on(RouterPath(path), method: method) { req, ctx -> Response in
             do {
                 let actor = try await self.auth.authorize(req, needs: role)
@@ -760,4 +773,20 @@ func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws ->
 func errorJSON(_ e: APIError) -> Response {
     let body: JSONValue = ["error": .string(e.code), "message": .string(e.message)]
     return Response(status: e.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body.compactJSON)))
+}
+
+/// Who may call a route: an API role (checked by `FlowAPI.handle`), or no API token, with why.
+enum RouteAccess: Sendable, Equatable {
+    case role(APIConfig.Role)
+    case open(String)
+}
+
+/// The access declared for each route as it is registered, by `METHOD /path`.
+final class RouteAccessTable: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String: RouteAccess] = [:]
+    func record(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess) {
+        lock.withLock { entries["\(method.rawValue) \(path)"] = access }
+    }
+    var all: [String: RouteAccess] { lock.withLock { entries } }
 }
