@@ -28,9 +28,12 @@ port=18700
 trap 'kill -TERM $api $sched 2>/dev/null; wait $api $sched 2>/dev/null' EXIT
 for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 
+# One worker: with two, hypothesis parses lambdas' source from two threads at once and CPython
+# 3.11 can fail with "SystemError: AST constructor recursion depth mismatch" (seen 2026-12-04,
+# a runtime error of the fuzzer, not of the API).
 "$v/bin/schemathesis" run "http://127.0.0.1:$port/api/v1/openapi.json" --url "http://127.0.0.1:$port" \
   -H "Authorization: Bearer fuzz-admin" --exclude-path /api/v1/events/stream --checks not_a_server_error --request-timeout 20 \
-  --phases examples,coverage,fuzzing --max-examples "${FUZZ_EXAMPLES:-100}" --seed 17 --workers 2 \
+  --phases examples,coverage,fuzzing --max-examples "${FUZZ_EXAMPLES:-100}" --seed 17 --workers 1 \
   --suppress-health-check all --warnings off --no-color 2>&1 | tee "$work/schemathesis.log"
 status=${PIPESTATUS[0]}
 if grep -q "unexpected error on" "$work/api.log"; then
