@@ -216,5 +216,8 @@ struct WorkerStateTests {
         // A later heartbeat (a worker of that name started again) is online.
         _ = try await h.store.applyEvents([ev(.heartbeat, t0 + 5)], now: Harness.start)
         #expect(try await h.store.workers(now: Harness.start).first?.state == "online")
+        // Killed without an offline event: online until its heartbeat is 30 s old, then lost.
+        #expect(try await h.store.workers(now: Harness.start.addingTimeInterval(34)).first?.state == "online")
+        #expect(try await h.store.workers(now: Harness.start.addingTimeInterval(36)).first?.state == "lost")
     }
 }

@@ -30,14 +30,18 @@ extension SchedulerStore {
                   ev.kind == .workerOnline, info?["flows"].map(\.compactJSON), info?["importErrors"].map(\.compactJSON)])
     }
 
-    public func workers(now: Date) async throws -> [WorkerRecord] {
+    /// Every worker that ever reported. One that says it is online but has not heart-beaten for
+    /// `lostAfter` seconds (killed, or cut off, with no offline event) is `lost`.
+    public func workers(now: Date, lostAfter: Double = 30) async throws -> [WorkerRecord] {
         try await db.run { s in
             try s.query("""
-                SELECT w.name, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.version, w.state, w.running, w.started_at, w.heartbeat_at,
+                SELECT w.name, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.version,
+                       CASE WHEN w.state = 'online' AND w.heartbeat_at < $1 THEN 'lost' ELSE w.state END AS state,
+                       w.running, w.started_at, w.heartbeat_at,
                        (SELECT jsonb_agg(jsonb_build_object('flowId', e.key, 'version', v.version, 'hash', e.value) ORDER BY e.key)
                         FROM jsonb_each_text(w.flows) e LEFT JOIN flow_versions v ON v.flow_id = e.key AND v.hash = e.value)::text AS flows
                 FROM workers w ORDER BY w.name
-                """).all.map { r in
+                """, [now.addingTimeInterval(-lostAfter)]).all.map { r in
                 let hb = r.date("heartbeat_at")!
                 return WorkerRecord(name: r.string("name")!, host: r.string("host")!, pid: r.int("pid"), queues: r.strings("queues"),
                                     concurrency: r.int("concurrency")!, version: r.string("version"), state: r.string("state")!,
