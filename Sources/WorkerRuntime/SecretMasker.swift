@@ -15,7 +15,7 @@ public struct SecretMasker: Sendable {
                 // As written in the URL and as the server sees it.
                 for p in [c.password, c.percentEncodedPassword].compactMap({ $0 }) where p.count >= 3 { found.insert(p) }
                 // Secrets passed as query options (an S3 connection's `session_token`, a `password=`).
-                for item in c.queryItems ?? [] where ["session_token", "password", "secret", "token"].contains(item.name.lowercased()) {
+                for item in c.queryItems ?? [] where TaskNeeds.secretURLOptions.contains(item.name.lowercased()) {
                     if let v = item.value, v.count >= 3 { found.insert(v) }
                 }
             }

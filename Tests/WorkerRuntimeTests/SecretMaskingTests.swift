@@ -19,6 +19,9 @@ struct SecretMaskingTests {
         // An S3 connection: the secret key (percent-encoded in the URL) and a session token in its query.
         let s3 = SecretMasker(connections: ["lake": "s3://AKID:wJal%2FrXU@minio:9000/?region=eu-west-1&session_token=FwoGZXIvYXdz"])
         #expect(s3.mask("signed with wJal/rXU, token FwoGZXIvYXdz") == "signed with ***, token ***")
+        // Every option the API masks in a stored connection's URL is masked in logs too.
+        let api = SecretMasker(connections: ["svc": "https://api.example.com/v1?api_key=k-98765&access_token=at-4321&region=eu"])
+        #expect(api.mask("called with k-98765 and at-4321 in eu") == "called with *** and *** in eu")
     }
 
     @Test("a task that logs a connection's URL and fails with its password stores neither")

@@ -121,6 +121,10 @@ public enum TaskNeeds {
         return ["password", "secret", "passwd", "authorization", "api_key", "apikey", "access_token", "private_key"].contains { k.contains($0) }
     }
 
+    /// Query options of a connection URL whose values are secrets: masked in what the API shows
+    /// of a stored connection and in task logs alike.
+    public static let secretURLOptions: Set<String> = ["password", "secret", "token", "session_token", "sslpassword", "api_key", "apikey", "access_token"]
+
     /// The environment variable a worker may set to override the stored `name`.
     public static func environmentName(connection name: String) -> String { "FLOWKIT_CONN_\(envSafe(name))" }
     public static func environmentName(variable name: String) -> String { "FLOWKIT_VAR_\(envSafe(name))" }

@@ -76,12 +76,11 @@ public struct ConnectionParts: Sendable, Equatable {
         if m.password != nil { m.password = "***" }
         if let items = m.queryItems {
             m.queryItems = items.map { i in
-                ConnectionParts.secretOptions.contains(i.name.lowercased()) ? URLQueryItem(name: i.name, value: "***") : i
+                TaskNeeds.secretURLOptions.contains(i.name.lowercased()) ? URLQueryItem(name: i.name, value: "***") : i
             }
         }
         masked = m.string ?? "\(type)://***"
     }
-    static let secretOptions: Set<String> = ["password", "secret", "token", "session_token", "sslpassword", "api_key", "apikey", "access_token"]
 }
 
 extension VariableRecord {
