@@ -161,7 +161,7 @@ struct BenchCommand: AsyncParsableCommand {
             let probe = PGConnection(db, label: "bench-probe")
             try await eventually(timeout: 600, every: 0.02) {
                 (try? await probe.run { s in
-                    try s.query("SELECT count(*) AS n FROM flows WHERE is_active AND flow_id = ANY($1::text[])", [expected]).first?.int("n")
+                    try s.query("SELECT count(*) AS n FROM flows WHERE is_active AND flow_id = ANY($1::text[])", [expected]).first?.intOrNull("n")
                 }) == expected.count
             }
             if wanted.contains("W10") {
@@ -300,7 +300,7 @@ struct BenchCommand: AsyncParsableCommand {
         func w10(db: String, redis: RedisConfig) async throws {
             // Every flow the list returns: W10's, the bench's, and W6's 2,000 seeded ones when it ran.
             let flows = try await PGConnection(db, label: "bench-probe").run { s in
-                try s.query("SELECT count(*) AS n FROM flows").first?.int("n") ?? 0
+                try s.query("SELECT count(*) AS n FROM flows").first?.intOrNull("n") ?? 0
             }
             try await withAPI(db: db, redis: redis) {
                 let r = try load("/api/v1/flows", connections: 10, seconds: 5)
@@ -334,7 +334,7 @@ struct BenchCommand: AsyncParsableCommand {
                                                                 otherFlows: BenchFlows.w10.map(\.id))
             report("W12", "seed_s", [Date().timeIntervalSince(t0)], note: "\(seeded.inserted) runs inserted, \(seeded.total) in the database")
             let deep = try await PGConnection(db, label: "bench-probe").run { s in
-                try s.query("SELECT id FROM runs ORDER BY id DESC OFFSET $1 LIMIT 1", [seeded.total * 9 / 10]).first?.int("id")
+                try s.query("SELECT id FROM runs ORDER BY id DESC OFFSET $1 LIMIT 1", [seeded.total * 9 / 10]).first?.intOrNull("id")
             } ?? 1
             try await withAPI(db: db, redis: redis) {
                 for (metric, path, what) in [("runs_first_page", "/api/v1/runs?limit=50", "the newest 50 runs"),

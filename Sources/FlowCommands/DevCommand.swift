@@ -304,7 +304,7 @@ struct DevStack {
             try s.query("""
                 SELECT count(*) AS n FROM runs r JOIN flows f ON f.flow_id = r.flow_id
                 WHERE r.state IN ('queued', 'running') AND r.flow_version <> f.current_version
-                """).first?.int("n") ?? 0
+                """).first?.intOrNull("n") ?? 0
         }) ?? 1
         guard old == 0 else { return }
         let retired = workers.dropLast()

@@ -142,6 +142,12 @@ public final class PGConnection: @unchecked Sendable {
                     if planModeTouched, PQtransactionStatus(conn) == PQTRANS_IDLE { _ = try? session.execute("SET plan_cache_mode = auto") }
                 }
                 genericPlans = false
+                if var decoding = error as? PGDecodingError, decoding.table == nil, decoding.tableOID != 0 {
+                    // Name the table: the error path can afford one catalog read.
+                    decoding.table = try? session.query("SELECT relname FROM pg_class WHERE oid = $1", [Int(decoding.tableOID)])
+                        .first?.stringOrNull("relname")
+                    throw decoding
+                }
                 throw error
             }
         } catch let e as PGError where e.isConnectionLoss {
@@ -290,7 +296,7 @@ struct PGStatement {
     var sql: String
     var params: [String?]
     /// Called with the statement's result, for queued statements whose result matters only sometimes.
-    var onResult: ((PGResult) -> Void)?
+    var onResult: ((PGResult) throws -> Void)?
     var size: Int { params.reduce(sql.utf8.count) { $0 + ($1?.utf8.count ?? 0) } }
 }
 
@@ -347,15 +353,22 @@ public struct PGSession {
         } else {
             results = try pipeline(all, tail: tail)
         }
-        for (st, r) in zip(all, results) { st.onResult?(r) }
-        return Array(results.suffix(mine.count))
+        var named: [PGResult] = []
+        named.reserveCapacity(results.count)
+        for (st, r) in zip(all, results) {
+            var r = r
+            r.statement = st.sql
+            try st.onResult?(r)
+            named.append(r)
+        }
+        return Array(named.suffix(mine.count))
     }
 
     /// Queues a statement whose result is not needed: it is sent with the next `query`, or when
     /// the transaction commits, or at the end of `PGConnection.run` — one round trip for all.
     /// Its failure is thrown by whichever of those sends it.
     /// `onResult`, when given, sees the statement's result once it arrives (no extra round trip).
-    public func enqueue(_ sql: String, _ params: [any PGEncodable] = [], onResult: ((PGResult) -> Void)? = nil) {
+    public func enqueue(_ sql: String, _ params: [any PGEncodable] = [], onResult: ((PGResult) throws -> Void)? = nil) {
         owner.deferred.append(PGStatement(sql: sql, params: params.map(\.pgText), onResult: onResult))
     }
 
@@ -589,7 +602,9 @@ public struct PGSession {
         noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
         guard PQsendQuery(conn, sql) == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
-        return try collect()
+        var result = try collect()
+        result.statement = sql
+        return result
     }
 
     /// Runs one statement with text parameters as an unnamed statement, not prepared and
@@ -601,7 +616,9 @@ public struct PGSession {
         let sent = withParams(params) { PQsendQueryParams(conn, sql, Int32(params.count), nil, $0, nil, nil, 0) }
         guard sent == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
-        return try collect()
+        var result = try collect()
+        result.statement = sql
+        return result
     }
 
     /// `COPY … FROM STDIN` (`sql`), its data read from `read` (which fills the buffer it is
@@ -642,12 +659,14 @@ public struct PGSession {
         switch PQresultStatus(res) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             let nf = Int(PQnfields(res)), nt = Int(PQntuples(res))
-            var columns: [String] = [], types: [UInt32] = []
+            var columns: [String] = [], types: [UInt32] = [], tables: [UInt32] = []
             columns.reserveCapacity(nf)
             types.reserveCapacity(nf)
+            tables.reserveCapacity(nf)
             for f in 0..<nf {
                 columns.append(String(cString: PQfname(res, Int32(f))))
                 types.append(UInt32(PQftype(res, Int32(f))))
+                tables.append(UInt32(PQftable(res, Int32(f))))
             }
             var rows: [[String?]] = []
             rows.reserveCapacity(nt)
@@ -663,7 +682,7 @@ public struct PGSession {
             }
             let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
             return PGResult(columns: columns, rows: rows, affectedRows: affected, columnTypes: types,
-                            returnsRows: PQresultStatus(res) == PGRES_TUPLES_OK)
+                            columnTables: tables, returnsRows: PQresultStatus(res) == PGRES_TUPLES_OK)
         default:
             var message = String(cString: PQresultErrorMessage(res))
             func field(_ code: Character) -> String? {

@@ -89,7 +89,7 @@ struct ConnectionsAndVariablesTests {
             #expect(try await api.request("GET", "/api/v1/variables/api_password", token: LiveAPI.admin).json["value"] == "hunter2-very-secret")
             #expect(try await api.request("GET", "/api/v1/variables/threshold", token: LiveAPI.reader).json["value"] == "0.75")
             // Stored sealed: the database holds neither the URL nor the value in clear.
-            let raw = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT string_agg(secret, ' ') AS s FROM (SELECT secret FROM connections UNION ALL SELECT secret FROM variables) x").first?.string("s") ?? "" }
+            let raw = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT string_agg(secret, ' ') AS s FROM (SELECT secret FROM connections UNION ALL SELECT secret FROM variables) x").first?.stringOrNull("s") ?? "" }
             #expect(!raw.contains("hunter2") && !raw.contains("pg-pass-7731") && raw.hasPrefix("fk1:"))
 
             let flow = try await api.request("GET", "/api/v1/flows/store_needs")
@@ -204,7 +204,7 @@ struct ConnectionsAndVariablesTests {
                                                             "\(SecretKeyring.variable)=\(newKey),\(LiveAPI.secretKey)", try TestServers.flowctlPath(),
                                                             "secret-key", "rotate"])
             #expect(rotate.status == 0 && rotate.output.contains("1 connection, 1 variable"), "\(rotate.output)")
-            let ids = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT key_id FROM connections UNION ALL SELECT key_id FROM variables").all.map { $0.string("key_id")! } }
+            let ids = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT key_id FROM connections UNION ALL SELECT key_id FROM variables").all.map { try $0.string("key_id") } }
             #expect(ids == [both.primaryKeyId, both.primaryKeyId])
             let onlyNew = try SecretKeyring(newKey)
             #expect(try await api.store.variables(keyring: onlyNew).map(\.value) == [#"{"rows": 10}"#])

@@ -45,7 +45,7 @@ struct TokenTests {
             // The first keeps its own set; neither learnt the other's.
             #expect(try await api.request("POST", trigger, token: "NEW-admin", body: "{}").status == 401)
             #expect(try await api.request("POST", trigger, token: LiveAPI.admin, body: "{}").status == 201)
-            let stored = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT count(*) AS n FROM api_tokens").first!.int("n")! }
+            let stored = try await PGConnection(api.databaseURL, label: "t").run { s in try s.query("SELECT count(*) AS n FROM api_tokens").single().int("n") }
             #expect(stored == 0)
         }
     }
@@ -72,7 +72,7 @@ struct TokenTests {
             #expect(twice.status == 1 && twice.output.contains("already named `ci-bot`"), "\(twice.output)")
             // The database keeps the salt and the HMAC, never the token or its secret.
             let row = try await PGConnection(api.databaseURL, label: "t").run { s in
-                try s.query("SELECT row_to_json(t)::text AS j FROM api_tokens t").first!.string("j")!
+                try s.query("SELECT row_to_json(t)::text AS j FROM api_tokens t").single().string("j")
             }
             #expect(!row.contains(String(token.split(separator: "_")[2])))
             let list = try env(["tokens", "list", "--json"])

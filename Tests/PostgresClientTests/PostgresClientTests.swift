@@ -12,18 +12,18 @@ struct PostgresClientTests {
             try s.query("SELECT $1::text AS t, $2::int AS i, $3::float8 AS d, $4::bool AS b, $5::timestamptz AS ts, $6::text AS n, $7::text[] AS a",
                         ["Robert'); DROP TABLE runs;--", 42, 2.5, true, Date(timeIntervalSince1970: 1_790_000_000.25), PGNull(), ["a,b", "c\"d", "e"]]).first!
         }
-        #expect(row.string("t") == "Robert'); DROP TABLE runs;--")
-        #expect(row.int("i") == 42)
-        #expect(row.double("d") == 2.5)
-        #expect(row.bool("b") == true)
-        #expect(row.date("ts") == Date(timeIntervalSince1970: 1_790_000_000.25))
-        #expect(row.string("n") == nil)
-        #expect(row.strings("a") == ["a,b", "c\"d", "e"])
+        #expect(try row.stringOrNull("t") == "Robert'); DROP TABLE runs;--")
+        #expect(try row.intOrNull("i") == 42)
+        #expect(try row.doubleOrNull("d") == 2.5)
+        #expect(try row.boolOrNull("b") == true)
+        #expect(try row.dateOrNull("ts") == Date(timeIntervalSince1970: 1_790_000_000.25))
+        #expect(try row.stringOrNull("n") == nil)
+        #expect(try row.strings("a") == ["a,b", "c\"d", "e"])
         // Array literals: backslashes, quotes, empty strings, NULLs and non-ASCII survive.
         let elements: [String?] = ["x\\y", nil, "", "ü✓ \"q\"", "{}"]
         let same = try await db.run { s in
             try s.query("SELECT $1::text[] IS NOT DISTINCT FROM ARRAY[$2, NULL, '', $3, '{}']::text[] AS same",
-                        [elements, "x\\y", "ü✓ \"q\""]).first!.bool("same")
+                        [elements, "x\\y", "ü✓ \"q\""]).first!.boolOrNull("same")
         }
         #expect(same == true)
     }
@@ -40,7 +40,7 @@ struct PostgresClientTests {
                 }
             }
         }
-        #expect(try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.int("n") } == 0)
+        #expect(try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.intOrNull("n") } == 0)
     }
 
     @Test("queued statements travel with the next query, in order, in one pipeline; the first failure rolls back the transaction")
@@ -52,9 +52,9 @@ struct PostgresClientTests {
                     s.enqueue("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ($1, 'h', now(), now())", ["w\(i)"])
                 }
                 // Sees the queued inserts: they were sent before it, in the same transaction.
-                let n = try s.query("SELECT count(*) AS n FROM workers").first!.int("n")!
+                let n = try s.query("SELECT count(*) AS n FROM workers").single().int("n")
                 let both = try s.queries([("SELECT $1::int AS a", [1]), ("SELECT $1::text AS b", ["two"])])
-                return (n, (both[0].first!.int("a")!, both[1].first!.string("b")!))
+                return (n, (try both[0].single().int("a"), try both[1].single().string("b")))
             }
         }
         #expect(count == 3)
@@ -72,13 +72,13 @@ struct PostgresClientTests {
         }
         // Queued statements left at the end of a run are sent before it returns; the session is usable after a failure.
         try await db.run { s in s.enqueue("DELETE FROM workers WHERE name = 'w0'") }
-        let names = try await db.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.map { $0.string("name")! } }
+        let names = try await db.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.map { try $0.string("name") } }
         #expect(names == ["w1", "w2"])
         // A statement over the pipeline's size limit still runs (one by one).
         let big = String(repeating: "x", count: 200_000)
         let length = try await db.run { s in
             s.enqueue("INSERT INTO workers (name, host, started_at, heartbeat_at) VALUES ('big', $1, now(), now())", [big])
-            return try s.query("SELECT length(host) AS n FROM workers WHERE name = 'big'").first!.int("n")
+            return try s.query("SELECT length(host) AS n FROM workers WHERE name = 'big'").first!.intOrNull("n")
         }
         #expect(length == 200_000)
     }
@@ -86,7 +86,7 @@ struct PostgresClientTests {
     @Test("generic plans are scoped: set inside the block, restored after it, also after a failure")
     func planModes() async throws {
         let db = PGConnection(try await TestServers.freshDatabase())
-        @Sendable func mode(_ s: PGSession) throws -> String { try s.query("SHOW plan_cache_mode").first!.string("plan_cache_mode")! }
+        @Sendable func mode(_ s: PGSession) throws -> String { try s.query("SHOW plan_cache_mode").single().string("plan_cache_mode") }
         let (inside, nested, after) = try await db.run { s in
             try s.transaction {
                 let (a, b) = try s.plans(generic: true) { (try mode(s), try s.plans(generic: false) { try mode(s) }) }
@@ -119,7 +119,7 @@ struct PostgresClientTests {
         let comps = URLComponents(string: url)!
         let conninfo = "host=127.0.0.1,127.0.0.1 port=1,\(comps.port!) dbname=\(comps.path.dropFirst()) user=flowkit target_session_attrs=read-write connect_timeout=2"
         let db = PGConnection(conninfo)
-        #expect(try await db.run { s in try s.query("SELECT 7 AS n").first!.int("n") } == 7)
+        #expect(try await db.run { s in try s.query("SELECT 7 AS n").first!.intOrNull("n") } == 7)
     }
 
     @Test("LISTEN receives NOTIFY from another connection")
@@ -137,23 +137,23 @@ struct PostgresClientTests {
     func pool() async throws {
         let pool = PGPool(try await TestServers.freshDatabase(), size: 3)
         let pids = try await withThrowingTaskGroup(of: Int.self) { g in
-            for _ in 0..<12 { g.addTask { try await pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.05)").first!.int("p")! } } }
+            for _ in 0..<12 { g.addTask { try await pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.05)").single().int("p") } } }
             var out = Set<Int>()
             for try await p in g { out.insert(p) }
             return out
         }
         #expect(pids.count == 3)
         _ = try? await pool.run { s in try s.query("SELECT 1/0") }
-        #expect(try await pool.run { s in try s.query("SELECT 1 AS n").first!.int("n") } == 1)
+        #expect(try await pool.run { s in try s.query("SELECT 1 AS n").first!.intOrNull("n") } == 1)
     }
 
     @Test("after the server restarts, the connection comes back on its own")
     func reconnect() async throws {
         let db = PGConnection(try await TestServers.freshDatabase())
-        #expect(try await db.run { s in try s.query("SELECT 1 AS n").first!.int("n") } == 1)
+        #expect(try await db.run { s in try s.query("SELECT 1 AS n").first!.intOrNull("n") } == 1)
         try TestServers.services("restart-postgres", "1")
         try await eventually("the connection to come back", timeout: 30) {
-            (try? await db.run { s in try s.query("SELECT 2 AS n").first!.int("n") }) == 2
+            (try? await db.run { s in try s.query("SELECT 2 AS n").first!.intOrNull("n") }) == 2
         }
     }
 }

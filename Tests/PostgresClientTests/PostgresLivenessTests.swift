@@ -8,10 +8,10 @@ struct PostgresLivenessTests {
     @Test("every session is cut off by the server when left idle in a transaction")
     func idleInTransactionTimeout() async throws {
         let db = PGConnection(try await TestServers.freshDatabase())
-        let shown = try await db.run { s in try s.query("SHOW idle_in_transaction_session_timeout").first?.string("idle_in_transaction_session_timeout") }
+        let shown = try await db.run { s in try s.query("SHOW idle_in_transaction_session_timeout").first?.stringOrNull("idle_in_transaction_session_timeout") }
         #expect(shown == "30s")
         let api = PGConnection(db.conninfo, options: PGOptions(statementTimeout: 10))
-        #expect(try await api.run { s in try s.query("SHOW statement_timeout").first?.string("statement_timeout") } == "10s")
+        #expect(try await api.run { s in try s.query("SHOW statement_timeout").first?.stringOrNull("statement_timeout") } == "10s")
     }
 
     @Test("a run that returns with a transaction open is rolled back and fails, naming the last statement")
@@ -27,7 +27,7 @@ struct PostgresLivenessTests {
             #expect(e.kind == .misuse)
             #expect(e.message.contains("INSERT INTO workers"))
         }
-        let after = try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.int("n") }
+        let after = try await db.run { s in try s.query("SELECT count(*) AS n FROM workers").first!.intOrNull("n") }
         #expect(after == 0)
     }
 
@@ -43,7 +43,7 @@ struct PostgresLivenessTests {
             #expect(e.kind == .timeout)
             #expect(e.description.contains("pg_sleep"))
         }
-        #expect(try await db.run { s in try s.query("SELECT 1 AS one").first?.int("one") } == 1)
+        #expect(try await db.run { s in try s.query("SELECT 1 AS one").first?.intOrNull("one") } == 1)
     }
 
     @Test("a statement past the statement timeout is cancelled by the server and says so")
@@ -56,7 +56,7 @@ struct PostgresLivenessTests {
             #expect(e.isStatementTimeout)
             #expect(e.message.contains("pg_sleep"))
         }
-        #expect(try await db.run { s in try s.query("SELECT 2 AS two").first?.int("two") } == 2)
+        #expect(try await db.run { s in try s.query("SELECT 2 AS two").first?.intOrNull("two") } == 2)
     }
 
     @Test("notifications asked for in a transaction leave after its commit, in a transaction of their own; none on rollback")
@@ -96,18 +96,18 @@ struct PostgresLivenessTests {
         let url = try await TestServers.freshDatabase()
         let pool = PGPool(url, size: 3)
         // Open all three connections, with calls in flight at once.
-        async let a: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.int("p") }
-        async let b: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.int("p") }
-        async let c: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.int("p") }
+        async let a: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.intOrNull("p") }
+        async let b: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.intOrNull("p") }
+        async let c: Int? = pool.run { s in try s.query("SELECT pg_backend_pid() AS p, pg_sleep(0.2)").first?.intOrNull("p") }
         let pids = [try await a, try await b, try await c].compactMap { $0 }
         #expect(Set(pids).count == 3)
         let admin = PGConnection(url, label: "admin")
         try await admin.run { s in _ = try s.query("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS u(p)", [pids]) }
         try await eventually("the backends have gone") {
-            try await admin.run { s in try s.query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])", [pids]).first!.int("n") } == 0
+            try await admin.run { s in try s.query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])", [pids]).first!.intOrNull("n") } == 0
         }
         for _ in 0..<6 {
-            #expect(try await pool.run { s in try s.query("SELECT 1 AS one").first?.int("one") } == 1)
+            #expect(try await pool.run { s in try s.query("SELECT 1 AS one").first?.intOrNull("one") } == 1)
         }
     }
 
@@ -116,7 +116,7 @@ struct PostgresLivenessTests {
         let url = try await TestServers.freshDatabase()
         let db = PGConnection(url)
         let admin = PGConnection(url, label: "admin")
-        let pid = try await db.run { s in try s.query("SELECT pg_backend_pid() AS p").first!.int("p")! }
+        let pid = try await db.run { s in try s.query("SELECT pg_backend_pid() AS p").single().int("p") }
         let attempts = Counter()
         try await db.run { s in
             try s.transaction {
@@ -132,7 +132,7 @@ struct PostgresLivenessTests {
             }
         }
         #expect(attempts.value == 2)
-        let names = try await admin.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.compactMap { $0.string("name") } }
+        let names = try await admin.run { s in try s.query("SELECT name FROM workers ORDER BY name").all.compactMap { try $0.stringOrNull("name") } }
         #expect(names == ["w2"])
     }
 }

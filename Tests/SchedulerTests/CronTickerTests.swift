@@ -13,7 +13,7 @@ func hourly(_ id: String, catchup: Bool = false, maxActiveRuns: Int = 16) -> Flo
 @Suite("Cron ticker", .serialized)
 struct CronTickerTests {
     func scheduledDates(_ h: Harness) async throws -> [Date] {
-        try await h.sql("SELECT logical_date FROM runs WHERE trigger_kind = 'scheduled' ORDER BY logical_date").compactMap { $0.date("logical_date") }
+        try await h.sql("SELECT logical_date FROM runs WHERE trigger_kind = 'scheduled' ORDER BY logical_date").compactMap { try $0.dateOrNull("logical_date") }
     }
 
     @Test("a due tick makes exactly one run, with the interval since the previous tick")
@@ -42,7 +42,7 @@ struct CronTickerTests {
         h.clock.advance(by: 3 * 3600)
         _ = try await h.store.createDueScheduledRuns(now: h.clock.now())
         #expect(try await scheduledDates(h) == (1...3).map { Harness.start.addingTimeInterval(Double($0) * 3600) })
-        let ids = try await h.sql("SELECT id FROM runs ORDER BY logical_date").compactMap { $0.int("id") }
+        let ids = try await h.sql("SELECT id FROM runs ORDER BY logical_date").compactMap { try $0.intOrNull("id") }
         #expect(ids == ids.sorted())
     }
 
@@ -73,7 +73,7 @@ struct CronTickerTests {
         #expect(ra.count + rb.count == 80)
         let dup = try await h.sql("SELECT flow_id, logical_date, count(*) AS n FROM runs GROUP BY 1, 2 HAVING count(*) > 1")
         #expect(dup.isEmpty)
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first?.int("n") == 80)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first?.intOrNull("n") == 80)
     }
 
     @Test("a paused flow makes no runs; max_active_runs keeps extra runs queued")
@@ -82,13 +82,13 @@ struct CronTickerTests {
         _ = try await h.store.setPaused(flowId: "p", paused: true)
         h.clock.advance(by: 2 * 3600)
         _ = try await h.store.createDueScheduledRuns(now: h.clock.now())
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE flow_id = 'p'").first?.int("n") == 0)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE flow_id = 'p'").first?.intOrNull("n") == 0)
         try await h.broker.perform(try await h.store.startQueuedRuns(now: h.clock.now()))
-        let states = try await h.sql("SELECT state FROM runs WHERE flow_id = 'm' ORDER BY logical_date").compactMap { $0.string("state") }
+        let states = try await h.sql("SELECT state FROM runs WHERE flow_id = 'm' ORDER BY logical_date").compactMap { try $0.stringOrNull("state") }
         #expect(states == ["running", "queued"])
         try await h.succeedAll()
         try await h.broker.perform(try await h.store.startQueuedRuns(now: h.clock.now()))
-        let after = try await h.sql("SELECT state FROM runs WHERE flow_id = 'm' ORDER BY logical_date").compactMap { $0.string("state") }
+        let after = try await h.sql("SELECT state FROM runs WHERE flow_id = 'm' ORDER BY logical_date").compactMap { try $0.stringOrNull("state") }
         #expect(after == ["success", "running"])
     }
 }

@@ -208,7 +208,7 @@ struct DispatchTests {
         } catch let e as NotFound {
             #expect(e.message.contains("did you mean `with_param`?"))
         }
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first?.int("n") == 0)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first?.intOrNull("n") == 0)
     }
 }
 

@@ -22,7 +22,7 @@ struct MarkTaskTests {
         #expect(try await h.states(run)["e"] == "pending")
         try await h.succeedAll(); try await h.succeedAll(); try await h.succeedAll()
         #expect(try await h.runState(run) == "success")
-        let notes = try await h.sql("SELECT task_id, detail FROM task_history WHERE source = 'api' ORDER BY id").map { "\($0.string("task_id")!): \($0.string("detail")!)" }
+        let notes = try await h.sql("SELECT task_id, detail FROM task_history WHERE source = 'api' ORDER BY id").map { "\(try $0.string("task_id")): \(try $0.string("detail"))" }
         #expect(notes.first == "a: marked success by hand")
         #expect(notes.contains("e: reset: upstream task `a` marked success by hand"))
     }

@@ -12,7 +12,7 @@ struct MigrationTests {
         let db = PGConnection(url)
         #expect(try await Migrator.migrate(db).isEmpty)
         try await Migrator.checkCurrent(db)
-        let n = try await db.run { s in try s.query("SELECT count(*) AS n FROM schema_migrations").first!.int("n")! }
+        let n = try await db.run { s in try s.query("SELECT count(*) AS n FROM schema_migrations").single().int("n") }
         #expect(n == Migration.bundled.count)
     }
 

@@ -35,7 +35,7 @@ struct PoolTests {
         try await h.sql("""
             SELECT COALESCE(sum(pool_slots), 0)::int AS n FROM task_instances
             WHERE pool = $1 AND state IN ('queued', 'running') AND message_id IS NOT NULL
-            """, [pool]).first!.int("n")!
+            """, [pool]).first!.int("n")
     }
 
     @Test("a pool never has more slots taken than it has; a freed slot goes to the highest-priority waiting task; the others say why")
@@ -115,9 +115,9 @@ struct PoolTests {
             // `solo` never has two instances queued or running.
             let solos = try await h.sql("""
                 SELECT count(*)::int AS n FROM task_instances WHERE task_id = 'solo' AND state IN ('queued', 'running') AND message_id IS NOT NULL
-                """).first!.int("n")!
+                """).first!.int("n")
             #expect(solos <= 1)
-            #expect(try await h.sql("SELECT count(*)::int AS n FROM task_instances WHERE state IN ('queued', 'running') AND message_id IS NOT NULL").first!.int("n")! <= 3)
+            #expect(try await h.sql("SELECT count(*)::int AS n FROM task_instances WHERE state IN ('queued', 'running') AND message_id IS NOT NULL").first!.int("n") <= 3)
             let m = pending.removeFirst()
             ran.append(try h.invocation(m).taskId)
             try await h.report(m, .succeeded)
@@ -164,6 +164,6 @@ struct PoolTests {
         #expect(maxBusy <= 3 && maxBusy >= 1)
         for r in runs { #expect(try await h.runState(r) == "success") }
         let tries = try await h.sql("SELECT count(*)::int AS n, count(DISTINCT (run_pk, task_id))::int AS d FROM task_tries").first!
-        #expect(tries.int("n") == 120 && tries.int("d") == 120)
+        #expect(try tries.intOrNull("n") == 120 && tries.intOrNull("d") == 120)
     }
 }

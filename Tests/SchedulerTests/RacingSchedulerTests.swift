@@ -38,7 +38,7 @@ struct RacingSchedulerTests {
         #expect(wc.enqueue.count + wd.enqueue.count == 200)
         let ids = (wc.enqueue + wd.enqueue).map(\.id)
         #expect(Set(ids).count == 200)
-        let tries = try await h.sql("SELECT count(*) AS n FROM task_tries").first?.int("n")
+        let tries = try await h.sql("SELECT count(*) AS n FROM task_tries").first?.intOrNull("n")
         #expect(tries == 210)
     }
 }
@@ -68,7 +68,7 @@ struct RacingFlowTriggerTests {
             async let ay = other.applyEvents(ey, now: h.clock.now())
             _ = try await (ax, ay)
         }
-        let children = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_child'").map { $0.string("triggered_by")! }
+        let children = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_child'").map { try $0.string("triggered_by") }
         #expect(children.count == 20 && Set(children) == Set(parents))
         for p in parents { #expect(try await h.runState(p) == "success") }
         // The children run and succeed; both schedulers create follow-ups at once.
@@ -84,7 +84,7 @@ struct RacingFlowTriggerTests {
             try await h.broker.perform(more)
         }
         #expect(try await h.succeedAll().count == 20)
-        let pending = try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n")!
+        let pending = try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n")
         #expect(pending == 20)
         for _ in 0..<2 {
             async let x = h.store.startFlowTriggeredRuns(now: h.clock.now(), limit: 7)
@@ -92,9 +92,9 @@ struct RacingFlowTriggerTests {
             _ = try await (x, y)
         }
         while try await !h.store.startFlowTriggeredRuns(now: h.clock.now()).runs.isEmpty {}
-        let follows = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_follow'").map { $0.string("triggered_by")! }
-        let childIds = try await h.sql("SELECT run_id FROM runs WHERE flow_id = 'race_child'").map { $0.string("run_id")! }
+        let follows = try await h.sql("SELECT triggered_by FROM runs WHERE flow_id = 'race_follow'").map { try $0.string("triggered_by") }
+        let childIds = try await h.sql("SELECT run_id FROM runs WHERE flow_id = 'race_child'").map { try $0.string("run_id") }
         #expect(follows.count == 20 && Set(follows) == Set(childIds))
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n")! == 0)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE triggers_pending").first!.int("n") == 0)
     }
 }

@@ -81,7 +81,7 @@ struct RegistrationTests {
             try await g.waitForAll()
         }
         let versions = try await PGConnection(h.url, label: "t").run { s in
-            try s.query("SELECT version FROM flow_versions WHERE flow_id = 'evolving' ORDER BY version").all.map { $0.int("version")! }
+            try s.query("SELECT version FROM flow_versions WHERE flow_id = 'evolving' ORDER BY version").all.map { try $0.int("version") }
         }
         #expect(versions == [1, 2])
         let evolving = try await h.store.flow("evolving")

@@ -17,7 +17,7 @@ struct RetentionTests {
         for _ in 0..<3 { _ = try await h.succeedAll() }
         for r in runs { #expect(try await h.runState(r) == "success") }
         let old = Array(runs.prefix(4))
-        let pks = try await h.sql("SELECT id FROM runs WHERE run_id = ANY($1::text[])", [old]).map { $0.int("id")! }
+        let pks = try await h.sql("SELECT id FROM runs WHERE run_id = ANY($1::text[])", [old]).map { try $0.int("id") }
         _ = try await h.sql("UPDATE runs SET ended_at = now() - interval '40 days' WHERE id = ANY($1::bigint[])", [pks])
         _ = try await h.sql("INSERT INTO task_logs (run_pk, task_id, try_number, at, line) SELECT id, 'a', 1, now(), 'a line' FROM runs WHERE id = ANY($1::bigint[])", [pks])
         _ = try await h.sql("""
@@ -40,15 +40,15 @@ struct RetentionTests {
         let (rx, ry) = try await (x, y)
         #expect(rx.runs + ry.runs == 4 && rx.taskInstances + ry.taskInstances == 12)
 
-        let left = try await h.sql("SELECT run_id FROM runs ORDER BY id").map { $0.string("run_id")! }
+        let left = try await h.sql("SELECT run_id FROM runs ORDER BY id").map { try $0.string("run_id") }
         #expect(left == Array(runs.suffix(2)) + [queued.runId])
         for table in ["task_instances", "task_tries", "task_history", "task_logs"] {
-            let n = try await h.sql("SELECT count(*) AS n FROM \(table) WHERE run_pk = ANY($1::bigint[])", [pks]).first!.int("n")!
+            let n = try await h.sql("SELECT count(*) AS n FROM \(table) WHERE run_pk = ANY($1::bigint[])", [pks]).first!.int("n")
             #expect(n == 0, "\(table) still has rows of deleted runs")
         }
-        #expect(try await h.sql("SELECT count(*) AS n FROM notifications").first!.int("n")! == 0)
-        #expect(try await h.sql("SELECT count(*) AS n FROM notification_attempts").first!.int("n")! == 0)
-        #expect(try await h.sql("SELECT count(*) AS n FROM task_instances").first!.int("n")! == 6)
+        #expect(try await h.sql("SELECT count(*) AS n FROM notifications").first!.int("n") == 0)
+        #expect(try await h.sql("SELECT count(*) AS n FROM notification_attempts").first!.int("n") == 0)
+        #expect(try await h.sql("SELECT count(*) AS n FROM task_instances").first!.int("n") == 6)
         #expect(try await h.store.cleanHistory(before: cutoff).runs == 0)
     }
 
@@ -63,10 +63,10 @@ struct RetentionTests {
         _ = try await h.sql("UPDATE runs SET ended_at = $2 WHERE run_id = $1", [runs[1], h.clock.now()])
         var off = RetentionCleaner.Config()
         #expect(try await RetentionCleaner(context: h.daemon.context, config: off).runOnce() == 3600)
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first!.int("n")! == 2)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs").first!.int("n") == 2)
         off.keep = 2 * 86400
         _ = try await RetentionCleaner(context: h.daemon.context, config: off).runOnce()
-        #expect(try await h.sql("SELECT run_id FROM runs").map { $0.string("run_id")! } == [runs[1]])
+        #expect(try await h.sql("SELECT run_id FROM runs").map { try $0.string("run_id") } == [runs[1]])
         var bad = SchedulerConfig(name: "x")
         bad.retention = -1
         #expect(throws: SchedulerConfigError.self) { try bad.validate() }

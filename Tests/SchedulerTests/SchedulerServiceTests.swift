@@ -67,7 +67,7 @@ struct SchedulerServiceTests {
         h.clock.advance(by: 3600)
         #expect(try await h.daemon.cronTicker.runOnce() == 0)
         _ = try await h.daemon.cronTicker.runOnce()
-        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE trigger_kind = 'scheduled'").first?.int("n") == 1)
+        #expect(try await h.sql("SELECT count(*) AS n FROM runs WHERE trigger_kind = 'scheduled'").first?.intOrNull("n") == 1)
     }
 
     @Test("the reaper fails a try whose worker went silent, per its retry policy")
@@ -158,7 +158,7 @@ struct SchedulerServiceTests {
         #expect(tis.first { $0.taskId == "a" }?.error == "run timeout: the run was still unfinished 60s after it started")
         // The running try is told to stop; a flow without a timeout is never touched.
         #expect(try await h.redis.command("EXISTS", FlowKitKeys.cancel(a.id)).int == 1)
-        #expect(try await h.sql("SELECT count(*) AS n FROM task_history WHERE detail LIKE 'run timeout:%'").first?.int("n") == 2)
+        #expect(try await h.sql("SELECT count(*) AS n FROM task_history WHERE detail LIKE 'run timeout:%'").first?.intOrNull("n") == 2)
     }
 
     @Test("leader-only duties wait while another scheduler leads; the rest run everywhere")

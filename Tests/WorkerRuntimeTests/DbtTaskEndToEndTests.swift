@@ -69,7 +69,7 @@ struct DbtTaskEndToEndTests {
             #expect(share >= pop)
             let conn = PGConnection(sys.url, label: "test-sql")
             defer { conn.close() }
-            let rows = try await conn.run { s in try s.query("SELECT sum(share_pct)::float8 AS total FROM example_dbt.province_share").first?.double("total") }
+            let rows = try await conn.run { s in try s.query("SELECT sum(share_pct)::float8 AS total FROM example_dbt.province_share").first?.doubleOrNull("total") }
             #expect(abs((rows ?? 0) - 100) < 0.1)
 
             let checks = try await sys.trigger("dbt_checks")

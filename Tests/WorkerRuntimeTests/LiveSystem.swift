@@ -96,7 +96,7 @@ final class LiveSystem: @unchecked Sendable {
             try s.query("""
                 SELECT count(*) AS n FROM task_history h JOIN runs r ON r.id = h.run_pk
                 WHERE r.run_id = $1 AND h.to_state = 'success' AND h.applied
-                """, [runId]).first!.int("n")!
+                """, [runId]).single().int("n")
         }
     }
 }

@@ -90,8 +90,8 @@ struct SQLTaskEndToEndTests {
             let conn = PGConnection(sys.url, label: "test-sql")
             defer { conn.close() }
             let (victims, made) = try await conn.run { s in
-                (try s.query("SELECT array_agg(x ORDER BY x)::text AS v FROM victims").first?.string("v"),
-                 try s.query("SELECT to_regclass('never_made') IS NOT NULL AS made").first?.bool("made"))
+                (try s.query("SELECT array_agg(x ORDER BY x)::text AS v FROM victims").first?.stringOrNull("v"),
+                 try s.query("SELECT to_regclass('never_made') IS NOT NULL AS made").first?.boolOrNull("made"))
             }
             #expect(victims == "{1,8}")
             #expect(made == false)
@@ -125,7 +125,7 @@ struct SQLTaskEndToEndTests {
             #expect(try await tasks(sys, missing)["load"]?.error?.contains("cannot open /nonexistent/in.csv") == true)
             let conn = PGConnection(sys.url, label: "test-sql")
             defer { conn.close() }
-            #expect(try await conn.run { s in try s.query("SELECT count(*) AS n FROM loaded").first?.int("n") } == 5000)
+            #expect(try await conn.run { s in try s.query("SELECT count(*) AS n FROM loaded").first?.intOrNull("n") } == 5000)
         }
     }
 
@@ -176,7 +176,7 @@ struct SQLTaskEndToEndTests {
         let conn = PGConnection(sys.url, label: "test-sql")
         defer { conn.close() }
         return try await conn.run { s in
-            try s.query("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ["%" + what + "%"]).first?.int("n") ?? 0
+            try s.query("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ["%" + what + "%"]).first?.intOrNull("n") ?? 0
         } > 0
     }
 }

@@ -91,7 +91,7 @@ struct VersionSafetyTests {
             // None of the flood ran or counted a try.
             let started = try await PGConnection(sys.url, label: "t").run { s in
                 try s.query("SELECT count(*) AS n FROM task_instances t JOIN runs r ON r.id = t.run_pk WHERE r.flow_id = 'versioned' AND t.started_at IS NOT NULL")
-                    .first!.int("n")!
+                    .single().int("n")
             }
             #expect(started == 0)
             for r in stuck.prefix(3) { #expect(try await sys.store.run(r).state == "running") }

@@ -55,7 +55,7 @@ public enum Migrator {
     /// Throws, saying what to run, unless every bundled migration is applied unchanged.
     public static func checkCurrent(_ db: PGConnection, migrations: [Migration] = Migration.bundled) async throws {
         try await db.run { s in
-            let exists = try s.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").first?.bool("e") ?? false
+            let exists = try s.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").first?.boolOrNull("e") ?? false
             guard exists else {
                 throw MigrationError(message: "the database has no FlowKit schema yet: run `flowctl migrate`")
             }
@@ -75,7 +75,7 @@ public enum Migrator {
     static func appliedMigrations(_ s: PGSession) throws -> [Int: (name: String, checksum: String)] {
         var out: [Int: (String, String)] = [:]
         for r in try s.query("SELECT version, name, checksum FROM schema_migrations").all {
-            out[r.int("version")!] = (r.string("name")!, r.string("checksum")!)
+            out[try r.int("version")] = (try r.string("name"), try r.string("checksum"))
         }
         return out
     }

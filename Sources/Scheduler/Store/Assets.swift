@@ -24,25 +24,25 @@ extension SchedulerStore {
             INSERT INTO asset_events (uri, source, run_id, task_id, extra, at)
             SELECT u, src, r, t, x::jsonb, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS e(u, src, r, t, x)
             RETURNING id
-            """, [events.map(\.uri), events.map(\.source), events.map(\.runId), events.map(\.taskId), events.map { $0.extra.jsonbText }, now]).all.map { $0.int("id")! }
+            """, [events.map(\.uri), events.map(\.source), events.map(\.runId), events.map(\.taskId), events.map { $0.extra.jsonbText }, now]).all.map { try $0.int("id") }
         let consumers = try s.query("SELECT DISTINCT flow_id FROM asset_watermarks WHERE uri = ANY($1::text[]) ORDER BY flow_id", [uris]).all
-            .map { $0.string("flow_id")! }
+            .map { try $0.string("flow_id") }
         var created: [RunRecord] = []
         for flow in consumers {
             let marks = try s.query("""
                 SELECT w.uri, w.consumed_id, (SELECT max(id) FROM asset_events e WHERE e.uri = w.uri) AS latest
                 FROM asset_watermarks w WHERE w.flow_id = $1 ORDER BY w.uri FOR UPDATE
                 """, [flow]).all
-            guard !marks.isEmpty, marks.allSatisfy({ ($0.int("latest") ?? 0) > $0.int("consumed_id")! }) else { continue }
+            guard !marks.isEmpty, try marks.allSatisfy({ try ($0.intOrNull("latest") ?? 0) > $0.int("consumed_id") }) else { continue }
             guard let f = try s.query("SELECT current_version, is_active, is_paused FROM flows WHERE flow_id = $1", [flow]).first,
-                  f.bool("is_active") == true else { continue }
+                  try f.boolOrNull("is_active") == true else { continue }
             let triggering = try s.query("""
                 SELECT COALESCE(jsonb_agg(jsonb_build_object('id', e.id, 'uri', e.uri, 'extra', e.extra, 'at', e.at, 'runId', e.run_id,
                                                              'taskId', e.task_id, 'source', e.source) ORDER BY e.id), '[]')::text AS events
                 FROM asset_watermarks w JOIN asset_events e ON e.uri = w.uri AND e.id > w.consumed_id AND e.id <= $2
                 WHERE w.flow_id = $1
-                """, [flow, marks.compactMap { $0.int("latest") }.max() ?? 0]).first!.string("events")!
-            let version = f.int("current_version")!
+                """, [flow, marks.compactMap { try $0.intOrNull("latest") }.max() ?? 0]).single().string("events")
+            let version = try f.int("current_version")
             let graph = try graphs.graph(s, flow: flow, version: version)
             let params = try graph.definition.resolveParams(conf: [:])
             guard let run = try insertRun(s, flowId: flow, version: version, kind: "asset", conf: [:], params: params,
@@ -51,7 +51,7 @@ extension SchedulerStore {
             try s.query("""
                 UPDATE asset_watermarks w SET consumed_id = m.latest
                 FROM unnest($2::text[], $3::bigint[]) AS m(uri, latest) WHERE w.flow_id = $1 AND w.uri = m.uri
-                """, [flow, marks.map { $0.string("uri")! }, marks.map { $0.int("latest") ?? 0 }])
+                """, [flow, marks.map { try $0.string("uri") }, marks.map { try $0.intOrNull("latest") ?? 0 }])
             created.append(run)
         }
         return (eventIds, created)
@@ -91,12 +91,12 @@ extension SchedulerStore {
             let keys = unique.map(\.dedupeKey).sorted()
             let claimed = Set(try s.query("""
                 INSERT INTO s3_event_deliveries (dedupe_key, at) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING RETURNING dedupe_key
-                """, [keys, now]).all.map { $0.string("dedupe_key")! })
+                """, [keys, now]).all.map { try $0.string("dedupe_key") })
             let fresh = unique.filter { claimed.contains($0.dedupeKey) }
             guard !fresh.isEmpty else { return S3EventsRecorded(eventIds: [], duplicates: records.count, runs: []) }
             let prefixes = try s.query("""
                 SELECT uri FROM assets WHERE uri LIKE 's3://%/%' AND right(uri, 1) = '/' AND split_part(uri, '/', 3) = ANY($1::text[])
-                """, [Array(Set(fresh.map(\.bucket)))]).all.map { $0.string("uri")! }
+                """, [Array(Set(fresh.map(\.bucket)))]).all.map { try $0.string("uri") }
             var events: [(uri: String, source: String, runId: String?, taskId: String?, extra: JSONValue)] = []
             for r in fresh {
                 events.append((r.uri, "s3", nil, nil, r.extra))
@@ -139,7 +139,7 @@ extension SchedulerStore {
                        COALESCE((SELECT array_agg(flow_id ORDER BY flow_id) FROM asset_watermarks w WHERE w.uri = a.uri), '{}') AS consumers
                 FROM assets a LEFT JOIN LATERAL (SELECT id, at FROM asset_events e WHERE e.uri = a.uri ORDER BY id DESC LIMIT 1) le ON true
                 ORDER BY a.uri
-                """).all.map(AssetRecord.init)
+                """).decode(AssetRecord.self)
         }
     }
 
@@ -150,8 +150,8 @@ extension SchedulerStore {
             return try s.query("""
                 SELECT id, uri, source, run_id, task_id, extra::text AS extra, at FROM asset_events WHERE uri = $1 ORDER BY id DESC LIMIT $2
                 """, [uri, limit]).all.map { r in
-                AssetEventRecord(id: r.int("id")!, uri: r.string("uri")!, source: r.string("source")!, runId: r.string("run_id"),
-                                 taskId: r.string("task_id"), extra: (try? JSONValue.parse(r.string("extra") ?? "{}")) ?? [:], at: r.date("at")!)
+                AssetEventRecord(id: try r.int("id"), uri: try r.string("uri"), source: try r.string("source"), runId: try r.stringOrNull("run_id"),
+                                 taskId: try r.stringOrNull("task_id"), extra: try r.json("extra"), at: try r.date("at"))
             }
         }
     }
@@ -166,13 +166,13 @@ public struct AssetRecord: Codable, Sendable {
     /// Flows scheduled on it.
     public var consumers: [String]
 
-    init(_ r: PGRow) {
-        uri = r.string("uri")!
-        createdAt = r.date("created_at")!
-        events = r.int("events")!
-        lastEventId = r.int("last_id")
-        lastEventAt = r.date("last_at")
-        consumers = r.strings("consumers")
+    init(row r: PGRow) throws(PGDecodingError) {
+        uri = try r.string("uri")
+        createdAt = try r.date("created_at")
+        events = try r.int("events")
+        lastEventId = try r.intOrNull("last_id")
+        lastEventAt = try r.dateOrNull("last_at")
+        consumers = try r.strings("consumers")
     }
 }
 

@@ -45,8 +45,8 @@ extension SchedulerStore {
                 WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) AND ($3::bigint IS NULL OR id < $3)
                 ORDER BY id DESC LIMIT $4
                 """, [actor, action, before, limit]).all.map { r in
-                AuditRecord(id: r.int("id")!, at: r.date("at")!, actor: r.string("actor")!, action: r.string("action")!,
-                            target: r.string("target")!, detail: (try? JSONValue.parse(r.string("detail") ?? "{}")) ?? [:])
+                AuditRecord(id: try r.int("id"), at: try r.date("at"), actor: try r.string("actor"), action: try r.string("action"),
+                            target: try r.string("target"), detail: try r.json("detail"))
             }
         }
     }

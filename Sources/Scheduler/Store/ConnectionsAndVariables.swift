@@ -18,11 +18,11 @@ public struct ConnectionRecord: Codable, Sendable, Equatable {
     public var updatedAt: Date
     public var updatedBy: String?
 
-    init(_ r: PGRow) {
-        name = r.string("name")!; type = r.string("conn_type")!; host = r.string("host"); port = r.int("port")
-        login = r.string("login"); schema = r.string("schema"); uri = r.string("masked_uri")!
-        description = r.string("description") ?? ""; createdAt = r.date("created_at")!; updatedAt = r.date("updated_at")!
-        updatedBy = r.string("updated_by")
+    init(row r: PGRow) throws(PGDecodingError) {
+        name = try r.string("name"); type = try r.string("conn_type"); host = try r.stringOrNull("host"); port = try r.intOrNull("port")
+        login = try r.stringOrNull("login"); schema = try r.stringOrNull("schema"); uri = try r.string("masked_uri")
+        description = try r.string("description"); createdAt = try r.date("created_at"); updatedAt = try r.date("updated_at")
+        updatedBy = try r.stringOrNull("updated_by")
     }
     static let columns = "name, conn_type, host, port, login, schema, masked_uri, description, created_at, updated_at, updated_by"
 }
@@ -123,17 +123,17 @@ extension SchedulerStore {
                     updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
                 RETURNING \(ConnectionRecord.columns)
                 """, [name, parts.type, parts.host, parts.port, parts.login, parts.schema, parts.masked, description, sealed,
-                      keyring.primaryKeyId, now, actor]).first!
+                      keyring.primaryKeyId, now, actor]).single()
             var detail: [String: JSONValue] = ["type": .string(parts.type)]
             if let h = parts.host { detail["host"] = .string(h) }
             try self.audit(s, actor, "connection_set", name, .object(detail), now: now)
-            return ConnectionRecord(r)
+            return try ConnectionRecord(row: r)
         }
     }
 
     /// Every stored connection, by name.
     public func connections() async throws -> [ConnectionRecord] {
-        try await db.run { s in try s.query("SELECT \(ConnectionRecord.columns) FROM connections ORDER BY name").all.map(ConnectionRecord.init) }
+        try await db.run { s in try s.query("SELECT \(ConnectionRecord.columns) FROM connections ORDER BY name").decode(ConnectionRecord.self) }
     }
 
     public func connection(_ name: String) async throws -> ConnectionRecord {
@@ -141,7 +141,7 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT \(ConnectionRecord.columns) FROM connections WHERE name = $1", [name]).first else {
                 throw NotFound("no connection named `\(name)`: `flowctl connections set \(name) --uri URL` sets it")
             }
-            return ConnectionRecord(r)
+            return try ConnectionRecord(row: r)
         }
     }
 
@@ -168,10 +168,10 @@ extension SchedulerStore {
                 ON CONFLICT (key) DO UPDATE SET description = COALESCE($2, variables.description), secret = EXCLUDED.secret,
                     key_id = EXCLUDED.key_id, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
                 RETURNING key, description, created_at, updated_at, updated_by
-                """, [key, description, sealed, keyring.primaryKeyId, now, actor]).first!
+                """, [key, description, sealed, keyring.primaryKeyId, now, actor]).single()
             try self.audit(s, actor, "variable_set", key, now: now)
-            return VariableRecord(key: key, value: value, description: r.string("description") ?? "", createdAt: r.date("created_at")!,
-                                  updatedAt: r.date("updated_at")!, updatedBy: r.string("updated_by"))
+            return VariableRecord(key: key, value: value, description: try r.string("description"), createdAt: try r.date("created_at"),
+                                  updatedAt: try r.date("updated_at"), updatedBy: try r.stringOrNull("updated_by"))
         }
     }
 
@@ -185,10 +185,10 @@ extension SchedulerStore {
         }
         if let key, rows.isEmpty { throw NotFound("no variable `\(key)`: `flowctl variables set \(key) VALUE` sets it") }
         return try rows.map { r in
-            let k = r.string("key")!
-            return VariableRecord(key: k, value: try keyring.open(r.string("secret")!, context: "variable:\(k)"),
-                                  description: r.string("description") ?? "", createdAt: r.date("created_at")!,
-                                  updatedAt: r.date("updated_at")!, updatedBy: r.string("updated_by"))
+            let k = try r.string("key")
+            return VariableRecord(key: k, value: try keyring.open(r.string("secret"), context: "variable:\(k)"),
+                                  description: try r.string("description"), createdAt: try r.date("created_at"),
+                                  updatedAt: try r.date("updated_at"), updatedBy: try r.stringOrNull("updated_by"))
         }
     }
 
@@ -208,13 +208,13 @@ extension SchedulerStore {
         var counts = (connections: 0, variables: 0)
         for (table, column, kind) in [("connections", "name", "connection"), ("variables", "key", "variable")] {
             let names = try await db.run { s in
-                try s.query("SELECT \(column) AS name FROM \(table) WHERE key_id <> $1 ORDER BY 1", [keyring.primaryKeyId]).all.map { $0.string("name")! }
+                try s.query("SELECT \(column) AS name FROM \(table) WHERE key_id <> $1 ORDER BY 1", [keyring.primaryKeyId]).all.map { try $0.string("name") }
             }
             for name in names {
                 let done = try await audited { s, actor -> Bool in
                     guard let r = try s.query("SELECT secret, key_id FROM \(table) WHERE \(column) = $1 FOR UPDATE", [name]).first,
-                          r.string("key_id") != keyring.primaryKeyId else { return false }
-                    let plain = try keyring.open(r.string("secret")!, context: "\(kind):\(name)")
+                          try r.stringOrNull("key_id") != keyring.primaryKeyId else { return false }
+                    let plain = try keyring.open(r.string("secret"), context: "\(kind):\(name)")
                     try s.query("UPDATE \(table) SET secret = $2, key_id = $3 WHERE \(column) = $1",
                                 [name, try keyring.seal(plain, context: "\(kind):\(name)"), keyring.primaryKeyId])
                     try self.audit(s, actor, "\(kind)_reseal", name, ["keyId": .string(keyring.primaryKeyId)], now: now)
@@ -234,7 +234,7 @@ extension SchedulerStore {
         for r in try s.query("""
             SELECT 'c:' || name AS n FROM connections WHERE name = ANY($1::text[])
             UNION ALL SELECT 'v:' || key FROM variables WHERE key = ANY($2::text[])
-            """, [Array(c.keys), Array(v.keys)]).all { have.insert(r.string("n")!) }
+            """, [Array(c.keys), Array(v.keys)]).all { have.insert(try r.string("n")) }
         return FlowNeeds(connections: c.keys.sorted().map { .init(name: $0, set: have.contains("c:\($0)"), tasks: c[$0]!) },
                          variables: v.keys.sorted().map { .init(name: $0, set: have.contains("v:\($0)"), tasks: v[$0]!) })
     }

@@ -38,10 +38,10 @@ extension SchedulerStore {
                   deadline.flatMap { $0.after == .logicalDate ? date.addingTimeInterval($0.seconds) : nil }, key, triggeredBy,
                   triggeringEvents?.jsonbText]).first {
             s.notifyAfterCommit("flowkit_runs", flowId)
-            return (RunRecord(inserted), true)
+            return (try RunRecord(row: inserted), true)
         }
-        let row = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND r.idempotency_key = $2", [flowId, key]).first!
-        return (RunRecord(row), false)
+        let row = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND r.idempotency_key = $2", [flowId, key]).single()
+        return (try RunRecord(row: row), false)
     }
 
     /// Creates the runs that ended upstream runs owe the flows declared `after:` them: one per
@@ -57,9 +57,9 @@ extension SchedulerStore {
                     """, [limit]).all
                 guard !ups.isEmpty else { return ([], []) }
                 var created: [RunRecord] = [], refused: [String] = []
-                for u in ups where u.string("state") == "success" {
-                    let upRunId = u.string("run_id")!, upFlow = u.string("flow_id")!
-                    let upConf = (try? JSONValue.parse(u.string("conf") ?? "{}"))?.objectValue ?? [:]
+                for u in ups where try u.stringOrNull("state") == "success" {
+                    let upRunId = try u.string("run_id"), upFlow = try u.string("flow_id")
+                    let upConf = try u.json("conf").objectValue ?? [:]
                     let subs = try s.query("""
                         SELECT s.downstream, s.pass_conf, s.pass_results, f.current_version
                         FROM flow_subscriptions s JOIN flows f ON f.flow_id = s.downstream AND f.is_active
@@ -67,10 +67,10 @@ extension SchedulerStore {
                         """, [upFlow]).all
                     var results: JSONValue?
                     for sub in subs {
-                        let flow = sub.string("downstream")!, version = sub.int("current_version")!
+                        let flow = try sub.string("downstream"), version = try sub.int("current_version")
                         let graph = try graphs.graph(s, flow: flow, version: version)
                         let declared = Set(graph.definition.params.map(\.name))
-                        var conf = sub.bool("pass_conf") == true ? upConf.filter { declared.contains($0.key) } : [:]
+                        var conf = try sub.boolOrNull("pass_conf") == true ? upConf.filter { declared.contains($0.key) } : [:]
                         let params: [String: JSONValue]
                         do { params = try graph.definition.resolveParams(conf: conf) } catch {
                             // A passed value the flow's params refuse: the run starts from its defaults, and says so.
@@ -83,28 +83,28 @@ extension SchedulerStore {
                             params = p
                         }
                         var extra: [String: JSONValue] = ["flowId": .string(upFlow), "state": "success", "conf": .object(upConf)]
-                        if sub.bool("pass_results") == true {
+                        if try sub.boolOrNull("pass_results") == true {
                             if results == nil {
                                 var r: [String: JSONValue] = [:]
                                 for row in try s.query("""
                                     SELECT task_id, result::text AS result FROM task_instances
                                     WHERE run_pk = $1 AND result IS NOT NULL AND map_parent IS NULL
-                                    """, [u.int("id")!]).all {
-                                    r[row.string("task_id")!] = try? JSONValue.parse(row.string("result")!)
+                                    """, [u.int("id")]).all {
+                                    r[try row.string("task_id")] = try row.json("result")
                                 }
                                 results = .object(r)
                             }
                             extra["results"] = results
                         }
                         let event: JSONValue = ["id": 0, "uri": .string(FlowTrigger.uri(upFlow)), "source": "flow", "runId": .string(upRunId),
-                                                "taskId": .null, "at": .string(PGTime.format(u.date("ended_at") ?? now)), "extra": .object(extra)]
+                                                "taskId": .null, "at": .string(PGTime.format(try u.dateOrNull("ended_at") ?? now)), "extra": .object(extra)]
                         let made = try insertKeyedRun(s, flowId: flow, version: version, kind: "flow", conf: conf, params: params,
                                                       key: "after:\(upRunId)", deadline: graph.definition.deadline, triggeredBy: upRunId,
                                                       triggeringEvents: [event], now: now)
                         if made.created { created.append(made.run) }
                     }
                 }
-                try s.query("UPDATE runs SET triggers_pending = false WHERE id = ANY($1::bigint[])", [ups.map { $0.int("id")! }])
+                try s.query("UPDATE runs SET triggers_pending = false WHERE id = ANY($1::bigint[])", [ups.map { try $0.int("id") }])
                 return (created, refused)
             }
         }
@@ -129,18 +129,19 @@ extension SchedulerStore {
                     """, [limit]).all
                 var events: [WorkerEvent] = []
                 for t in rows {
-                    let runId = t.string("run_id")!, taskId = t.string("task_id")!, tryNumber = t.int("try_number")!
-                    let graph = try graphs.graph(s, flow: t.string("flow_id")!, version: t.int("flow_version")!)
+                    let runId = try t.string("run_id"), taskId = try t.string("task_id"), tryNumber = try t.int("try_number")
+                    let messageId = try t.string("message_id")
+                    let graph = try graphs.graph(s, flow: t.string("flow_id"), version: t.int("flow_version"))
                     guard let spec = graph.tasks[taskId]?.triggerFlow else { continue }
                     func event(_ kind: WorkerEvent.Kind, result: JSONValue? = nil, error: String? = nil, lines: [String]? = nil) -> WorkerEvent {
-                        WorkerEvent(kind: kind, worker: Self.triggerWorker, at: now, messageId: t.string("message_id")!, runId: runId,
+                        WorkerEvent(kind: kind, worker: Self.triggerWorker, at: now, messageId: messageId, runId: runId,
                                     taskId: taskId, tryNumber: tryNumber, result: result, error: error, lines: lines)
                     }
                     func summary(_ child: String, _ state: String) -> JSONValue {
                         ["flowId": .string(spec.flow), "runId": .string(child), "state": .string(state)]
                     }
-                    if t.string("state") == "running" {
-                        let child = t.string("child_run_id")!, state = t.string("child_state")!
+                    if try t.stringOrNull("state") == "running" {
+                        let child = try t.string("child_run_id"), state = try t.string("child_state")
                         events.append(event(.log, lines: ["run \(child) of `\(spec.flow)` ended \(state)"]))
                         events.append(state == "success"
                             ? event(.succeeded, result: summary(child, state))
@@ -149,9 +150,9 @@ extension SchedulerStore {
                     }
                     events.append(event(.started))
                     do {
-                        let child = try startChildRun(s, parentPk: t.int("run_pk")!, parentRunId: runId, taskId: taskId, spec: spec, now: now)
+                        let child = try startChildRun(s, parentPk: t.int("run_pk"), parentRunId: runId, taskId: taskId, spec: spec, now: now)
                         try s.query("UPDATE task_instances SET child_run_id = $3 WHERE run_pk = $1 AND task_id = $2",
-                                    [t.int("run_pk")!, taskId, child.run.runId])
+                                    [t.int("run_pk"), taskId, child.run.runId])
                         let said = child.created ? "started run \(child.run.runId) of `\(spec.flow)`"
                             : "run \(child.run.runId) of `\(spec.flow)` was started before (by an earlier try): not starting another"
                         let ended = ["success", "failed", "cancelled"].contains(child.run.state)
@@ -178,18 +179,18 @@ extension SchedulerStore {
     func startChildRun(_ s: PGSession, parentPk: Int, parentRunId: String, taskId: String, spec: TriggerFlowSpec,
                        now: Date) throws -> (run: RunRecord, created: Bool) {
         guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [spec.flow]).first,
-              f.bool("is_active") == true else { throw NotFound("no active flow `\(spec.flow)`") }
+              try f.boolOrNull("is_active") == true else { throw NotFound("no active flow `\(spec.flow)`") }
         var conf = spec.conf
         if let from = spec.confFromResultOf {
             let row = try s.query("SELECT result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = $2", [parentPk, from]).first
-            let value = row?.string("result").flatMap { try? JSONValue.parse($0) }
+            let value = try row?.jsonOrNull("result")
             switch value {
             case .object(let o)?: conf.merge(o) { _, new in new }
             case nil, .null?: break
             case let other?: throw BadRequest("the result of `\(from)` is \(other.compactJSON.prefix(80)), not a JSON object to use as conf")
             }
         }
-        let version = f.int("current_version")!
+        let version = try f.int("current_version")
         let graph = try graphs.graph(s, flow: spec.flow, version: version)
         let params = try graph.definition.resolveParams(conf: conf)
         return try insertKeyedRun(s, flowId: spec.flow, version: version, kind: "flow", conf: conf, params: params,

@@ -29,11 +29,11 @@ extension SchedulerStore {
                 try s.query("SELECT pg_advisory_xact_lock($1)", [AdvisoryLock.registration])
                 try self.checkPools(s, defs.map(\.0))
                 for (d, json, hash) in defs {
-                    if let v = try s.query("SELECT version FROM flow_versions WHERE flow_id = $1 AND hash = $2", [d.id, hash]).first?.int("version") {
+                    if let v = try s.query("SELECT version FROM flow_versions WHERE flow_id = $1 AND hash = $2", [d.id, hash]).first?.intOrNull("version") {
                         carried[d.id] = v
                         continue
                     }
-                    let next = try s.query("SELECT COALESCE(max(version), 0) + 1 AS v FROM flow_versions WHERE flow_id = $1", [d.id]).first!.int("v")!
+                    let next = try s.query("SELECT COALESCE(max(version), 0) + 1 AS v FROM flow_versions WHERE flow_id = $1", [d.id]).single().int("v")
                     if next == 1 {
                         try s.query("INSERT INTO flows (flow_id, current_version, is_active) VALUES ($1, 1, false) ON CONFLICT DO NOTHING", [d.id])
                     }
@@ -61,7 +61,7 @@ extension SchedulerStore {
                 let current = try s.query("""
                     SELECT v.definition::text AS d FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
                     WHERE f.flow_id = ANY($1::text[]) AND f.is_active
-                    """, [touched]).all.compactMap { try? FlowDefinition.decode($0.string("d")!) }
+                    """, [touched]).all.compactMap { r in let d = try r.string("d"); return try? FlowDefinition.decode(d) }
                 try self.registerAssets(s, current)
                 try self.registerFlowSubscriptions(s, current)
                 try s.query("DELETE FROM flow_import_errors")
@@ -132,19 +132,19 @@ extension SchedulerStore {
                 ORDER BY r.id, w.queue
                 """, [now.addingTimeInterval(-after), now.addingTimeInterval(-workerWindow)]).all
             var reasons: [Int: (runId: String, old: String?, new: String)] = [:]
-            for r in rows where r.int("able") == 0 {
-                let pk = r.int("id")!, queue = r.string("queue")!, flow = r.string("flow_id")!
+            for r in rows where try r.intOrNull("able") == 0 {
+                let pk = try r.int("id"), queue = try r.string("queue"), flow = try r.string("flow_id")
                 guard reasons[pk] == nil else { continue }
                 let reason: String
-                if r.int("on_queue") == 0 {
+                if try r.intOrNull("on_queue") == 0 {
                     reason = "no live worker consumes queue `\(queue)`: start one with `flowctl worker --queues \(queue)`"
                 } else {
-                    let carry = r.string("others").map { "carry \($0)" } ?? "do not carry the flow"
-                    let broken = r.string("broken").map { " (\($0))" } ?? ""
-                    reason = "no live worker has version \(r.int("flow_version")!) of flow `\(flow)` (\(r.string("hash")!.prefix(12))): "
+                    let carry = try r.stringOrNull("others").map { "carry \($0)" } ?? "do not carry the flow"
+                    let broken = try r.stringOrNull("broken").map { " (\($0))" } ?? ""
+                    reason = "no live worker has version \(try r.int("flow_version")) of flow `\(flow)` (\(try r.string("hash").prefix(12))): "
                         + "the workers on queue `\(queue)` \(carry)\(broken); start a worker built with that version, or cancel the run"
                 }
-                reasons[pk] = (r.string("run_id")!, r.string("stalled_reason"), reason)
+                reasons[pk] = (try r.string("run_id"), try r.stringOrNull("stalled_reason"), reason)
             }
             var changed: [(runId: String, reason: String?)] = []
             for (pk, x) in reasons.sorted(by: { $0.key < $1.key }) where x.old != x.new {
@@ -154,8 +154,8 @@ extension SchedulerStore {
             }
             for r in try s.query("UPDATE runs SET stalled_reason = NULL WHERE stalled_reason IS NOT NULL AND NOT (id = ANY($1::bigint[])) RETURNING id, run_id",
                                  [Array(reasons.keys)]).all {
-                self.announceChange(s, runPk: r.int("id")!)
-                changed.append((r.string("run_id")!, nil))
+                self.announceChange(s, runPk: try r.int("id"))
+                changed.append((try r.string("run_id"), nil))
             }
             return changed
         }
@@ -176,10 +176,10 @@ extension SchedulerStore {
             """, [now.addingTimeInterval(-Self.carrierWindow), Array(carriedBySelf.keys), Array(carriedBySelf.keys).map { carriedBySelf[$0]! }]).all
         var out: [VersionSwitch] = []
         for r in rows {
-            let id = r.string("flow_id")!
-            guard let elected = r.int("elected"), let text = r.string("definition") else {
+            let id = try r.string("flow_id")
+            guard let elected = try r.intOrNull("elected"), let text = try r.stringOrNull("definition") else {
                 try s.query("UPDATE flows SET is_active = false, updated_at = now() WHERE flow_id = $1", [id])
-                out.append(VersionSwitch(flowId: id, from: r.int("current_version"), to: nil))
+                out.append(VersionSwitch(flowId: id, from: try r.intOrNull("current_version"), to: nil))
                 continue
             }
             let d = try FlowDefinition.decode(text)
@@ -193,7 +193,7 @@ extension SchedulerStore {
                 WHERE flow_id = $1
                 """, [id, elected, d.schedule?.cron, d.schedule?.timeZone ?? "UTC", d.catchup, d.maxActiveRuns, next])
             s.notifyAfterCommit("flowkit_runs", id)
-            out.append(VersionSwitch(flowId: id, from: r.bool("is_active") == true ? r.int("current_version") : nil, to: elected))
+            out.append(VersionSwitch(flowId: id, from: try r.boolOrNull("is_active") == true ? try r.intOrNull("current_version") : nil, to: elected))
         }
         return out
     }
@@ -213,7 +213,7 @@ extension SchedulerStore {
     public func importErrors() async throws -> [ImportErrorRecord] {
         try await db.run { s in
             try s.query("SELECT flow_id, message, reported_by, at FROM flow_import_errors ORDER BY flow_id").all.map {
-                ImportErrorRecord(flowId: $0.string("flow_id")!, message: $0.string("message")!, reportedBy: $0.string("reported_by")!, at: $0.date("at")!)
+                ImportErrorRecord(flowId: try $0.string("flow_id"), message: try $0.string("message"), reportedBy: try $0.string("reported_by"), at: try $0.date("at"))
             }
         }
     }
@@ -229,7 +229,7 @@ extension SchedulerStore {
                                    FROM (SELECT id, run_id, state, COALESCE(ended_at, started_at, created_at) AS at FROM runs
                                          WHERE flow_id = f.flow_id ORDER BY id DESC LIMIT 10) x) lr ON true
                 ORDER BY f.flow_id
-                """).all.map { Self.flowRecord($0) }
+                """).all.map { try Self.flowRecord($0) }
         }
     }
 
@@ -242,26 +242,30 @@ extension SchedulerStore {
         (SELECT string_agg(a->>'flow', ', ') FROM jsonb_array_elements(v.definition->'after') a) AS trigger_after
         """
 
-    static func flowRecord(_ r: PGRow) -> FlowRecord {
-        FlowRecord(flowId: r.string("flow_id")!, version: r.int("current_version")!, hash: r.string("hash")!,
-                   isActive: r.bool("is_active")!, isPaused: r.bool("is_paused")!, schedule: r.string("schedule"),
-                   timezone: r.string("timezone")!, nextRunAt: r.bool("is_active") == true ? r.date("next_tick") : nil,  // an inactive flow runs no more
-                   description: r.string("description") ?? "", owner: r.string("owner") ?? "",
-                   tags: ((try? JSONValue.parse(r.string("tags") ?? "[]"))?.arrayValue ?? []).compactMap(\.stringValue),
-                   definition: nil, latestRuns: nil,
-                   latestRun: r.string("latest_run_id").map { LatestRun(runId: $0, state: r.string("latest_run_state")!, at: r.date("latest_run_at")!) },
-                   recentRuns: r.string("recent").map { text in
-                       ((try? JSONValue.parse(text))?.arrayValue ?? []).compactMap { j in
-                           guard let id = j["runId"]?.stringValue, let st = j["state"]?.stringValue,
-                                 let at = j["at"]?.doubleValue.map({ Date(timeIntervalSince1970: $0) }) else { return nil }
-                           return LatestRun(runId: id, state: st, at: at)
-                       }
-                   },
-                   triggers: {
-                       let t = [r.string("trigger_assets").map { "assets: \($0)" }, r.bool("trigger_webhook") == true ? "webhook" : nil,
-                                r.string("trigger_after").map { "after: \($0)" }].compactMap { $0 }
-                       return t.isEmpty ? nil : t
-                   }())
+    static func flowRecord(_ r: PGRow) throws(PGDecodingError) -> FlowRecord {
+        let active = try r.bool("is_active")
+        // The list's statement reads the recent runs; the detail's does not.
+        let recent = try !r.has("recent") ? nil : r.jsonOrNull("recent")?.arrayValue?.compactMap { j -> LatestRun? in
+            guard let id = j["runId"]?.stringValue, let st = j["state"]?.stringValue,
+                  let at = j["at"]?.doubleValue.map({ Date(timeIntervalSince1970: $0) }) else { return nil }
+            return LatestRun(runId: id, state: st, at: at)
+        }
+        var latest: LatestRun?
+        if r.has("latest_run_id"), let id = try r.stringOrNull("latest_run_id") {
+            latest = LatestRun(runId: id, state: try r.string("latest_run_state"), at: try r.date("latest_run_at"))
+        }
+        let triggers = [try r.stringOrNull("trigger_assets").map { "assets: \($0)" },
+                        try r.boolOrNull("trigger_webhook") == true ? "webhook" : nil,
+                        try r.stringOrNull("trigger_after").map { "after: \($0)" }].compactMap { $0 }
+        return FlowRecord(
+            flowId: try r.string("flow_id"), version: try r.int("current_version"), hash: try r.string("hash"),
+            isActive: active, isPaused: try r.bool("is_paused"), schedule: try r.stringOrNull("schedule"),
+            timezone: try r.string("timezone"),
+            nextRunAt: active ? try r.dateOrNull("next_tick") : nil,  // an inactive flow runs no more
+            description: try r.stringOrNull("description") ?? "", owner: try r.stringOrNull("owner") ?? "",
+            tags: try r.jsonOrNull("tags")?.arrayValue?.compactMap(\.stringValue) ?? [],
+            definition: nil, latestRuns: nil, latestRun: latest, recentRuns: recent,
+            triggers: triggers.isEmpty ? nil : triggers)
     }
 
     /// A flow's grid: its tasks in declaration order and its last `limit` runs, with each task
@@ -270,13 +274,13 @@ extension SchedulerStore {
     public func grid(flowId: String, limit: Int, state: String? = nil) async throws -> FlowGrid {
         try await db.run { [self] s in
             guard let f = try s.query("SELECT current_version FROM flows WHERE flow_id = $1", [flowId]).first else {
-                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { try $0.stringOrNull("flow_id") }
                 throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
-            let graph = try graphs.graph(s, flow: flowId, version: f.int("current_version")!)
+            let graph = try graphs.graph(s, flow: flowId, version: f.int("current_version"))
             let runs = try s.query("""
                 SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 AND ($3::text IS NULL OR r.state = $3) ORDER BY r.id DESC LIMIT $2
-                """, [flowId, limit, state]).all.map(RunRecord.init)
+                """, [flowId, limit, state]).decode(RunRecord.self)
             var cells: [String: [String: GridCell]] = [:]
             if !runs.isEmpty {
                 let rows = try s.query("""
@@ -286,18 +290,18 @@ extension SchedulerStore {
                     """, [runs.map(\.id)]).all
                 let byPk = Dictionary(uniqueKeysWithValues: runs.map { ($0.id, $0.runId) })
                 for r in rows {
-                    guard let run = byPk[r.int("run_pk")!] else { continue }
-                    let task = r.string("task_id")!
-                    if r.bool("instance") == true {
-                        cells[run, default: [:]][task, default: GridCell(state: "pending", tryNumber: 0, seconds: nil)].instances[r.string("state")!, default: 0] += 1
+                    guard let run = byPk[try r.int("run_pk")] else { continue }
+                    let task = try r.string("task_id")
+                    if try r.boolOrNull("instance") == true {
+                        cells[run, default: [:]][task, default: GridCell(state: "pending", tryNumber: 0, seconds: nil)].instances[try r.string("state"), default: 0] += 1
                     } else {
                         let old = cells[run]?[task]
-                        cells[run, default: [:]][task] = GridCell(state: r.string("state")!, tryNumber: r.int("try_number")!,
-                                                                  seconds: r.double("seconds"), instances: old?.instances ?? [:])
+                        cells[run, default: [:]][task] = GridCell(state: try r.string("state"), tryNumber: try r.int("try_number"),
+                                                                  seconds: try r.doubleOrNull("seconds"), instances: old?.instances ?? [:])
                     }
                 }
             }
-            return FlowGrid(flowId: flowId, version: f.int("current_version")!,
+            return FlowGrid(flowId: flowId, version: try f.int("current_version"),
                             tasks: graph.definition.tasks.map { GridTask(id: $0.id, kind: $0.kind, upstream: $0.upstream, mapped: $0.mapOver != nil) },
                             runs: runs, cells: cells)
         }
@@ -310,16 +314,17 @@ extension SchedulerStore {
                        v.definition::text AS definition, v.source::text AS source
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version WHERE f.flow_id = $1
                 """, [flowId]).first else {
-                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { try $0.stringOrNull("flow_id") }
                 throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
-            var rec = Self.flowRecord(r)
+            var rec = try Self.flowRecord(r)
             if withDefinition {
-                rec.definition = try? FlowDefinition.decode(r.string("definition")!)
+                let definition = try r.string("definition")
+                rec.definition = try? FlowDefinition.decode(definition)
                 if let d = rec.definition { rec.needs = try self.needs(s, of: d) }
-                rec.source = r.string("source").flatMap { try? JSONValue.parse($0) }
+                rec.source = try r.jsonOrNull("source")
                 rec.latestRuns = try s.query("SELECT \(RunRecord.columns) FROM runs r WHERE r.flow_id = $1 ORDER BY r.id DESC LIMIT 10",
-                                             [flowId]).all.map(RunRecord.init)
+                                             [flowId]).decode(RunRecord.self)
             }
             return rec
         }

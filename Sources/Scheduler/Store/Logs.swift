@@ -27,10 +27,10 @@ extension SchedulerStore {
                 SELECT r.id, t.try_number FROM runs r JOIN task_instances t ON t.run_pk = r.id AND t.task_id = $2 WHERE r.run_id = $1
                 """, [runId, taskId]).first else {
                 guard let run = try s.query("SELECT id FROM runs WHERE run_id = $1", [runId]).first else { throw NotFound("unknown run `\(runId)`") }
-                let tasks = try s.query("SELECT task_id FROM task_instances WHERE run_pk = $1", [run.int("id")!]).all.compactMap { $0.string("task_id") }
+                let tasks = try s.query("SELECT task_id FROM task_instances WHERE run_pk = $1", [run.int("id")]).all.compactMap { try $0.stringOrNull("task_id") }
                 throw Self.noSuchTask(runId, taskId, among: tasks)
             }
-            let latest = row.int("try_number")!
+            let latest = try row.int("try_number")
             if let tryNumber, tryNumber > max(latest, 1) {
                 throw NotFound(latest == 0 ? "task `\(taskId)` of run `\(runId)` has not run yet: it has no try \(tryNumber)"
                                            : "task `\(taskId)` of run `\(runId)` has no try \(tryNumber): its tries are 1–\(latest)")
@@ -38,8 +38,8 @@ extension SchedulerStore {
             let t = tryNumber ?? max(1, latest)
             let lines = try s.query("""
                 SELECT id, at, line FROM task_logs WHERE run_pk = $1 AND task_id = $2 AND try_number = $3 AND id > $4 ORDER BY id LIMIT $5
-                """, [row.int("id")!, taskId, t, offset, limit]).all.map {
-                LogLine(offset: $0.int("id")!, at: $0.date("at")!, line: $0.string("line")!)
+                """, [row.int("id"), taskId, t, offset, limit]).all.map {
+                LogLine(offset: try $0.int("id"), at: try $0.date("at"), line: try $0.string("line"))
             }
             return (t, lines)
         }

@@ -39,10 +39,10 @@ extension SchedulerStore {
             ("SELECT task_id, result::text AS result FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])", [runPk, sourceTasks]),
             ("SELECT task_id FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[]) AND state = 'pending' FOR NO KEY UPDATE", [runPk, tasks]),
         ])
-        let params = (try? JSONValue.parse(found[0].first?.string("params") ?? "{}"))?.objectValue ?? [:]
+        let params = try found[0].single().json("params").objectValue ?? [:]
         var results: [String: JSONValue] = [:]
-        for r in found[1].all { results[r.string("task_id")!] = r.string("result").flatMap { try? JSONValue.parse($0) } }
-        let pending = Set(found[2].all.map { $0.string("task_id")! })
+        for r in found[1].all { results[try r.string("task_id")] = try r.jsonOrNull("result") }
+        let pending = Set(try found[2].all.map { try $0.string("task_id") })
 
         var out = Expansion()
         var h = HistoryBatch()
@@ -119,7 +119,7 @@ extension SchedulerStore {
             FROM unnest($2::text[], $3::int[]) AS u(task_id, n)
             WHERE t.run_pk = $1 AND t.task_id = u.task_id AND t.state = 'running' AND t.map_left IS NOT NULL
             RETURNING t.task_id, t.map_left
-            """, [runPk, parents, parents.map { count[$0]! }]).all.filter { $0.int("map_left")! <= 0 }.map { $0.string("task_id")! }
+            """, [runPk, parents, parents.map { count[$0]! }]).all.filter { try $0.int("map_left") <= 0 }.map { try $0.string("task_id") }
         guard !done.isEmpty else { return [] }
         // `agg` is MATERIALIZED and the update names its rows by primary key: with statistics
         // taken before a run's 10,000 instances existed, the planner chose a nested loop that

@@ -20,16 +20,16 @@ extension SchedulerStore {
                     """, [now, now.addingTimeInterval(lease), limit]).all
                 return try rows.map { r in
                     var tail: [String] = []
-                    if let task = r.string("task_id"), let t = r.int("try_number") {
+                    if let task = try r.stringOrNull("task_id"), let t = try r.intOrNull("try_number") {
                         tail = try s.query("""
                             SELECT line FROM (SELECT id, line FROM task_logs WHERE run_pk = $1 AND task_id = $2 AND try_number = $3
                                               ORDER BY id DESC LIMIT 20) l ORDER BY id
-                            """, [r.int("run_pk")!, task, t]).all.compactMap { $0.string("line") }
+                            """, [r.int("run_pk"), task, t]).all.compactMap { try $0.stringOrNull("line") }
                     }
-                    return (r.string("notifier")!, r.int("attempts")!, NotificationMessage(
-                        deliveryId: r.string("delivery_key")!, event: NotificationEvent(rawValue: r.string("event")!) ?? .onFailure,
-                        flowId: r.string("flow_id")!, runId: r.string("run_id")!, taskId: r.string("task_id"), tryNumber: r.int("try_number"),
-                        state: r.string("state")!, error: r.string("error"), logTail: tail, at: r.date("created_at")!, runURL: nil))
+                    return (try r.string("notifier"), try r.int("attempts"), NotificationMessage(
+                        deliveryId: try r.string("delivery_key"), event: NotificationEvent(rawValue: try r.string("event")) ?? .onFailure,
+                        flowId: try r.string("flow_id"), runId: try r.string("run_id"), taskId: try r.stringOrNull("task_id"), tryNumber: try r.intOrNull("try_number"),
+                        state: try r.string("state"), error: try r.stringOrNull("error"), logTail: tail, at: try r.date("created_at"), runURL: nil))
                 }
             }
         }
@@ -62,14 +62,14 @@ extension SchedulerStore {
                 WHERE status = 'failed' AND last_error LIKE $1 AND created_at > $2
                 GROUP BY notifier, last_error ORDER BY newest DESC LIMIT 20
                 """, [DeliveryError.configurationPrefix + "%", now.addingTimeInterval(-hours * 3600)]).all
-                .map { ($0.string("notifier") ?? "", $0.string("last_error") ?? "", $0.int("n") ?? 0) }
+                .map { (try $0.string("notifier"), try $0.string("last_error"), try $0.int("n")) }
         }
     }
 
     /// When the earliest pending notification is due.
     public func nextNotificationTime() async throws -> Date? {
         try await db.run { s in
-            try s.query("SELECT min(next_attempt_at) AS t FROM notifications WHERE status = 'pending'").first?.date("t")
+            try s.query("SELECT min(next_attempt_at) AS t FROM notifications WHERE status = 'pending'").first?.dateOrNull("t")
         }
     }
 
@@ -86,17 +86,17 @@ extension SchedulerStore {
             for a in try s.query("""
                 SELECT notification_id, at, ok, status_code, error, seconds FROM notification_attempts
                 WHERE notification_id = ANY($1::bigint[]) ORDER BY id
-                """, [rows.map { $0.int("id")! }]).all {
-                attempts[a.int("notification_id")!, default: []].append(NotificationAttempt(
-                    at: a.date("at")!, ok: a.bool("ok")!, statusCode: a.int("status_code"), error: a.string("error"), seconds: a.double("seconds")!))
+                """, [rows.map { try $0.int("id") }]).all {
+                attempts[try a.int("notification_id"), default: []].append(NotificationAttempt(
+                    at: try a.date("at"), ok: try a.bool("ok"), statusCode: try a.intOrNull("status_code"), error: try a.stringOrNull("error"), seconds: try a.double("seconds")))
             }
-            return rows.map { r in
-                NotificationRecord(deliveryKey: r.string("delivery_key")!, event: r.string("event")!, notifier: r.string("notifier")!,
-                                   flowId: r.string("flow_id")!, runId: r.string("run_id")!, taskId: r.string("task_id"),
-                                   tryNumber: r.int("try_number"), state: r.string("state")!, error: r.string("error"),
-                                   status: r.string("status")!, attempts: attempts[r.int("id")!] ?? [],
-                                   nextAttemptAt: r.string("status") == "pending" ? r.date("next_attempt_at") : nil,
-                                   createdAt: r.date("created_at")!, deliveredAt: r.date("delivered_at"), lastError: r.string("last_error"))
+            return try rows.map { r in
+                NotificationRecord(deliveryKey: try r.string("delivery_key"), event: try r.string("event"), notifier: try r.string("notifier"),
+                                   flowId: try r.string("flow_id"), runId: try r.string("run_id"), taskId: try r.stringOrNull("task_id"),
+                                   tryNumber: try r.intOrNull("try_number"), state: try r.string("state"), error: try r.stringOrNull("error"),
+                                   status: try r.string("status"), attempts: attempts[try r.int("id")] ?? [],
+                                   nextAttemptAt: try r.stringOrNull("status") == "pending" ? try r.dateOrNull("next_attempt_at") : nil,
+                                   createdAt: try r.date("created_at"), deliveredAt: try r.dateOrNull("delivered_at"), lastError: try r.stringOrNull("last_error"))
             }
         }
     }

@@ -48,11 +48,11 @@ extension SchedulerStore {
                     """).all
                 guard !groups.isEmpty else { return BrokerWork() }
                 var graphsByRun: [Int: FlowGraph] = [:]
-                for g in groups { graphsByRun[g.int("run_pk")!] = try graphs.graph(s, flow: g.string("flow_id")!, version: g.int("flow_version")!) }
+                for g in groups { graphsByRun[try g.int("run_pk")] = try graphs.graph(s, flow: g.string("flow_id"), version: g.int("flow_version")) }
 
-                let poolNames = Array(Set(groups.compactMap { $0.string("pool") })).sorted()
-                let cappedFlows = Array(Set(groups.filter { graphsByRun[$0.int("run_pk")!]!.definition.maxActiveTasks != nil }.map { $0.string("flow_id")! }))
-                let cappedTasks = groups.filter { graphsByRun[$0.int("run_pk")!]!.tasks[$0.string("base")!]?.maxActiveTisPerFlow != nil }
+                let poolNames = Array(Set(try groups.compactMap { try $0.stringOrNull("pool") })).sorted()
+                let cappedFlows = Array(Set(try groups.filter { graphsByRun[try $0.int("run_pk")]!.definition.maxActiveTasks != nil }.map { try $0.string("flow_id") }))
+                let cappedTasks = try groups.filter { graphsByRun[try $0.int("run_pk")]!.tasks[try $0.string("base")]?.maxActiveTisPerFlow != nil }
                 let usage = try s.queries([
                     ("""
                      SELECT p.name, p.slots, COALESCE((SELECT sum(b.pool_slots) FROM task_instances b WHERE b.pool = p.name
@@ -69,18 +69,18 @@ extension SchedulerStore {
                      WHERE r.flow_id = ANY($1::text[]) AND COALESCE(b.map_parent, b.task_id) = ANY($2::text[]) AND r.state = 'running'
                        AND b.state IN ('queued', 'running') AND b.message_id IS NOT NULL
                      GROUP BY 1, 2
-                     """, [Array(Set(cappedTasks.map { $0.string("flow_id")! })), Array(Set(cappedTasks.map { $0.string("base")! }))]),
+                     """, [Array(Set(cappedTasks.map { try $0.string("flow_id") })), Array(Set(cappedTasks.map { try $0.string("base") }))]),
                 ])
                 var poolSize: [String: Int] = [:], poolUsed: [String: Int] = [:]
-                for r in usage[0].all { poolSize[r.string("name")!] = r.int("slots")!; poolUsed[r.string("name")!] = r.int("used")! }
+                for r in usage[0].all { poolSize[try r.string("name")] = try r.int("slots"); poolUsed[try r.string("name")] = try r.int("used") }
                 var flowUsed: [String: Int] = [:], taskUsed: [String: Int] = [:]
-                for r in usage[1].all { flowUsed[r.string("flow_id")!] = r.int("used")! }
-                for r in usage[2].all { taskUsed["\(r.string("flow_id")!)/\(r.string("base")!)"] = r.int("used")! }
+                for r in usage[1].all { flowUsed[try r.string("flow_id")] = try r.int("used") }
+                for r in usage[2].all { taskUsed["\(try r.string("flow_id"))/\(try r.string("base"))"] = try r.int("used") }
 
                 var admitted: [Int: [String]] = [:]
                 var reasons: [(run: Int, base: String, reason: String)] = []
                 for g in groups {
-                    let run = g.int("run_pk")!, base = g.string("base")!, flow = g.string("flow_id")!
+                    let run = try g.int("run_pk"), base = try g.string("base"), flow = try g.string("flow_id")
                     let graph = graphsByRun[run]!
                     let def = graph.tasks[base]
                     let taskKey = "\(flow)/\(base)"
@@ -95,7 +95,7 @@ extension SchedulerStore {
                         if cap - used < room { room = cap - used; reason = "waiting for task `\(base)`'s maxActiveTisPerFlow: \(used)/\(cap) queued or running" }
                     }
                     var slotsEach = 1
-                    if let pool = g.string("pool") {
+                    if let pool = try g.stringOrNull("pool") {
                         guard let size = poolSize[pool] else {
                             reasons.append((run, base, "waiting for pool `\(pool)`, which does not exist: create it with `flowctl pools set \(pool) --slots N`"))
                             continue
@@ -118,13 +118,13 @@ extension SchedulerStore {
                             SELECT task_id FROM task_instances
                             WHERE run_pk = $1 AND COALESCE(map_parent, task_id) = $2 AND state = 'queued' AND message_id IS NULL
                             ORDER BY priority DESC, queued_at, map_index NULLS FIRST LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED
-                            """, [run, base, room]).all.map { $0.string("task_id")! }
+                            """, [run, base, room]).all.map { try $0.string("task_id") }
                         admitted[run, default: []] += taken
                         flowUsed[flow, default: 0] += taken.count
                         taskUsed[taskKey, default: 0] += taken.count
-                        if let pool = g.string("pool") { poolUsed[pool, default: 0] += taken.count * slotsEach }
+                        if let pool = try g.stringOrNull("pool") { poolUsed[pool, default: 0] += taken.count * slotsEach }
                     }
-                    if g.int("n")! > taken.count {
+                    if try g.int("n") > taken.count {
                         reasons.append((run, base, reason ?? "waiting for a slot: the admitter takes at most 1,000 per group at a time"))
                     }
                 }
@@ -154,7 +154,7 @@ extension SchedulerStore {
                                  AND b.state IN ('queued', 'running') AND b.message_id IS NOT NULL), 0) AS used,
                        (SELECT count(*) FROM task_instances w WHERE w.pool = p.name AND w.state = 'queued' AND w.message_id IS NULL) AS waiting
                 FROM pools p ORDER BY p.name
-                """).all.map(PoolRecord.init)
+                """).decode(PoolRecord.self)
         }
     }
 
@@ -187,11 +187,11 @@ extension SchedulerStore {
                 SELECT DISTINCT f.flow_id FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version,
                        jsonb_array_elements(v.definition->'tasks') t
                 WHERE f.is_active AND t->>'pool' = $1 ORDER BY 1
-                """, [name]).all.map { $0.string("flow_id")! }
+                """, [name]).all.map { try $0.string("flow_id") }
             guard users.isEmpty else {
                 throw StateConflict("pool `\(name)` is used by flow\(users.count == 1 ? "" : "s") \(users.map { "`\($0)`" }.joined(separator: ", "))")
             }
-            let busy = try s.query("SELECT count(*) AS n FROM task_instances WHERE pool = $1 AND state IN ('queued', 'running')", [name]).first!.int("n")!
+            let busy = try s.query("SELECT count(*) AS n FROM task_instances WHERE pool = $1 AND state IN ('queued', 'running')", [name]).single().int("n")
             guard busy == 0 else { throw StateConflict("pool `\(name)` has \(busy) task instances queued or running") }
             try s.query("DELETE FROM pools WHERE name = $1", [name])
             try self.audit(s, actor, "pool_delete", name, now: Date())
@@ -203,9 +203,9 @@ extension SchedulerStore {
         var wanted: [String: [String]] = [:]
         for d in defs { for t in d.tasks { if let p = t.pool { wanted[p, default: []].append("`\(d.id)`.`\(t.id)`") } } }
         guard !wanted.isEmpty else { return }
-        let known = Set(try s.query("SELECT name FROM pools WHERE name = ANY($1::text[])", [Array(wanted.keys)]).all.map { $0.string("name")! })
+        let known = Set(try s.query("SELECT name FROM pools WHERE name = ANY($1::text[])", [Array(wanted.keys)]).all.map { try $0.string("name") })
         for (pool, users) in wanted.sorted(by: { $0.key < $1.key }) where !known.contains(pool) {
-            let all = try s.query("SELECT name FROM pools ORDER BY name").all.map { $0.string("name")! }
+            let all = try s.query("SELECT name FROM pools ORDER BY name").all.map { try $0.string("name") }
             let hint = nearest(pool, among: all).map { " (did you mean `\($0)`?)" } ?? ""
             throw PoolError("task \(users.joined(separator: ", ")) uses pool `\(pool)`, which does not exist\(hint): create it with `flowctl pools set \(pool) --slots N`")
         }
@@ -228,13 +228,13 @@ public struct PoolRecord: Codable, Sendable {
     public var createdAt: Date
     public var updatedAt: Date
 
-    init(_ r: PGRow) {
-        name = r.string("name")!
-        slots = r.int("slots")!
-        usedSlots = r.int("used")!
-        waiting = r.int("waiting")!
-        description = r.string("description") ?? ""
-        createdAt = r.date("created_at")!
-        updatedAt = r.date("updated_at")!
+    init(row r: PGRow) throws(PGDecodingError) {
+        name = try r.string("name")
+        slots = try r.int("slots")
+        usedSlots = try r.int("used")
+        waiting = try r.int("waiting")
+        description = try r.string("description")
+        createdAt = try r.date("created_at")
+        updatedAt = try r.date("updated_at")
     }
 }

@@ -107,25 +107,26 @@ public struct RunRecord: Codable, Sendable {
         r.stalled_reason
         """
 
-    init(_ row: PGRow) {
-        id = row.int("id") ?? 0
-        runId = row.string("run_id") ?? ""
-        flowId = row.string("flow_id") ?? ""
-        flowVersion = row.int("flow_version") ?? 0
-        triggerKind = row.string("trigger_kind") ?? ""
-        state = row.string("state") ?? ""
-        conf = (try? JSONValue.parse(row.string("conf") ?? "{}")) ?? [:]
-        logicalDate = row.date("logical_date") ?? .distantPast
-        dataIntervalStart = row.date("data_interval_start") ?? .distantPast
-        dataIntervalEnd = row.date("data_interval_end") ?? .distantPast
-        createdAt = row.date("created_at") ?? .distantPast
-        startedAt = row.date("started_at")
-        endedAt = row.date("ended_at")
-        deadlineAt = row.date("deadline_at")
-        deadlineState = row.string("deadline_state")
-        triggeredBy = row.string("triggered_by")
-        stalledReason = row.string("stalled_reason")
-        taskCounts = row.string("task_counts").flatMap { try? JSONValue.parse($0).objectValue }?.compactMapValues(\.intValue)
+    init(row: PGRow) throws(PGDecodingError) {
+        id = try row.int("id")
+        runId = try row.string("run_id")
+        flowId = try row.string("flow_id")
+        flowVersion = try row.int("flow_version")
+        triggerKind = try row.string("trigger_kind")
+        state = try row.string("state")
+        conf = try row.json("conf")
+        logicalDate = try row.date("logical_date")
+        dataIntervalStart = try row.date("data_interval_start")
+        dataIntervalEnd = try row.date("data_interval_end")
+        createdAt = try row.date("created_at")
+        startedAt = try row.dateOrNull("started_at")
+        endedAt = try row.dateOrNull("ended_at")
+        deadlineAt = try row.dateOrNull("deadline_at")
+        deadlineState = try row.stringOrNull("deadline_state")
+        triggeredBy = try row.stringOrNull("triggered_by")
+        stalledReason = try row.stringOrNull("stalled_reason")
+        // Only the statements that ask for it have it (`taskCountsColumn`).
+        taskCounts = try row.has("task_counts") ? row.jsonOrNull("task_counts")?.objectValue?.compactMapValues(\.intValue) : nil
     }
 
     /// `task_counts` for `RunRecord.init`: a run's task instances by state (`r` is the run).
@@ -258,3 +259,44 @@ extension JSONValue {
         }
     }
 }
+
+/// A record read from one row: `init(row:)` reads its columns through `PGRow`'s throwing
+/// accessors, so a column the statement lacks, a NULL or a value of another type is an error
+/// naming the column, its table and the statement — never a crash or a silent default.
+protocol RowDecodable {
+    init(row: PGRow) throws(PGDecodingError)
+}
+
+extension PGResult {
+    /// Every row as `T`.
+    func decode<T: RowDecodable>(_ type: T.Type = T.self) throws(PGDecodingError) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(rows.count)
+        for r in all { out.append(try T(row: r)) }
+        return out
+    }
+    /// The first row as `T`, nil when there is none.
+    func decodeFirst<T: RowDecodable>(_ type: T.Type = T.self) throws(PGDecodingError) -> T? {
+        guard let r = first else { return nil }
+        return try T(row: r)
+    }
+}
+
+extension PGRow {
+    /// A `jsonb`/`json` column (or one cast to text), parsed; NULL is nil.
+    func jsonOrNull(_ column: String) throws(PGDecodingError) -> JSONValue? {
+        try parsedOrNull(column, as: "JSON") { try? JSONValue.parse($0) }
+    }
+    func json(_ column: String) throws(PGDecodingError) -> JSONValue {
+        try parsed(column, as: "JSON") { try? JSONValue.parse($0) }
+    }
+    /// A text column holding one of `T`'s raw values.
+    func enumValue<T: RawRepresentable>(_ column: String, as type: T.Type = T.self) throws(PGDecodingError) -> T where T.RawValue == String {
+        try parsed(column, as: "a \(T.self)") { T(rawValue: $0) }
+    }
+}
+
+extension RunRecord: RowDecodable {}
+extension AssetRecord: RowDecodable {}
+extension ConnectionRecord: RowDecodable {}
+extension PoolRecord: RowDecodable {}

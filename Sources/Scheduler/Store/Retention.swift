@@ -32,9 +32,9 @@ extension SchedulerStore {
                     SELECT (SELECT count(*) FROM r) AS runs,
                            (SELECT count(*) FROM task_instances WHERE run_pk IN (SELECT id FROM r)) AS tis,
                            (SELECT count(*) FROM task_logs WHERE run_pk IN (SELECT id FROM r)) AS logs
-                    """, [cutoff, flows]).first!
+                    """, [cutoff, flows]).single()
                 var counted = CleanReport()
-                counted.runs = r.int("runs")!; counted.taskInstances = r.int("tis")!; counted.logLines = r.int("logs")!
+                counted.runs = try r.int("runs"); counted.taskInstances = try r.int("tis"); counted.logLines = try r.int("logs")
                 return counted
             }
         }
@@ -53,16 +53,16 @@ extension SchedulerStore {
                              nd AS (DELETE FROM notifications WHERE id IN (SELECT id FROM n) RETURNING 1),
                              rd AS (DELETE FROM runs WHERE id IN (SELECT id FROM r) RETURNING 1)
                         SELECT (SELECT count(*) FROM rd) AS runs, (SELECT count(*) FROM ti) AS tis, (SELECT count(*) FROM l) AS logs
-                        """, [cutoff, flows, batch]).first!
+                        """, [cutoff, flows, batch]).single()
                 }
             }
-            let runs = done.int("runs")!
+            let runs = try done.int("runs")
             guard runs > 0 else {
                 // S3 deliveries remembered for deduplication, as old as the runs just removed.
                 if flows == nil { try await db.run { s in try s.query("DELETE FROM s3_event_deliveries WHERE at < $1", [cutoff]) } }
                 return report
             }
-            report.runs += runs; report.taskInstances += done.int("tis")!; report.logLines += done.int("logs")!; report.batches += 1
+            report.runs += runs; report.taskInstances += try done.int("tis"); report.logLines += try done.int("logs"); report.batches += 1
             // Room between batches for the schedulers' own transactions.
             try await Task.sleep(for: pause)
         }

@@ -18,11 +18,11 @@ extension SchedulerStore {
                           now: Date) async throws -> (run: RunRecord, created: Bool) {
         return try await audited { [self] s, actor in
             guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
-                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { try $0.stringOrNull("flow_id") }
                 throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
-            guard f.bool("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
-            let version = f.int("current_version")!
+            guard try f.boolOrNull("is_active") == true else { throw StateConflict("flow `\(flowId)` is inactive: it is no longer in the deployed code") }
+            let version = try f.int("current_version")
             let graph = try graphs.graph(s, flow: flowId, version: version)
             let params = try graph.definition.resolveParams(conf: conf)
             let date = logicalDate ?? now
@@ -46,10 +46,10 @@ extension SchedulerStore {
     public func createHookRun(flowId: String, conf: [String: JSONValue], idempotencyKey: String?, now: Date) async throws -> (run: RunRecord, created: Bool) {
         return try await audited { [self] s, actor in
             guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first,
-                  f.bool("is_active") == true else {
+                  try f.boolOrNull("is_active") == true else {
                 throw NotFound("no active flow `\(flowId)` has a webhook")
             }
-            let version = f.int("current_version")!
+            let version = try f.int("current_version")
             let graph = try graphs.graph(s, flow: flowId, version: version)
             guard graph.definition.webhook != nil else { throw NotFound("flow `\(flowId)` has no webhook") }
             let params = try graph.definition.resolveParams(conf: conf)
@@ -72,7 +72,7 @@ extension SchedulerStore {
     public func webhook(of flowId: String) async throws -> WebhookTrigger? {
         try await db.run { [self] s in
             guard let f = try s.query("SELECT current_version FROM flows WHERE flow_id = $1 AND is_active", [flowId]).first else { return nil }
-            return try graphs.graph(s, flow: flowId, version: f.int("current_version")!).definition.webhook
+            return try graphs.graph(s, flow: flowId, version: f.int("current_version")).definition.webhook
         }
     }
 
@@ -86,7 +86,7 @@ extension SchedulerStore {
                 .replacingOccurrences(of: "_", with: "\\_")
             let found = try s.query("""
                 SELECT run_id FROM runs WHERE run_id LIKE $1 OR run_id LIKE $2 ORDER BY id DESC LIMIT 6
-                """, [escaped + "%", "%\\_\\_" + escaped + "%"]).all.compactMap { $0.string("run_id") }
+                """, [escaped + "%", "%\\_\\_" + escaped + "%"]).all.compactMap { try $0.stringOrNull("run_id") }
             switch found.count {
             case 0: throw NotFound("unknown run `\(ref)`")
             case 1: return found[0]
@@ -111,7 +111,7 @@ extension SchedulerStore {
                   deadline.flatMap { $0.after == .logicalDate ? logicalDate.addingTimeInterval($0.seconds) : nil }])
         guard let row = r.first else { return nil }
         s.notifyAfterCommit("flowkit_runs", runId)
-        return RunRecord(row)
+        return try RunRecord(row: row)
     }
 
     static func compactDate(_ d: Date) -> String {
@@ -146,7 +146,7 @@ extension SchedulerStore {
                 // Per flow: running runs and the cap, counted once under the flow's lock, then kept here.
                 var room: [String: Int] = [:]
                 for row in queued {
-                    let runPk = row.int("id")!, flowId = row.string("flow_id")!, version = row.int("flow_version")!
+                    let runPk = try row.int("id"), flowId = try row.string("flow_id"), version = try row.int("flow_version")
                     if room[flowId] == nil {
                         // The flow's row serialises the count among schedulers. NO KEY UPDATE: a
                         // manual run's INSERT (its foreign key takes KEY SHARE) does not wait for it.
@@ -156,8 +156,8 @@ extension SchedulerStore {
                         let counts = try s.query("""
                             SELECT (SELECT count(*) FROM runs WHERE flow_id = $1 AND state = 'running') AS active, max_active_runs
                             FROM flows WHERE flow_id = $1
-                            """, [flowId]).first!
-                        room[flowId] = counts.int("max_active_runs")! - counts.int("active")!
+                            """, [flowId]).single()
+                        room[flowId] = try counts.int("max_active_runs") - counts.int("active")
                     }
                     guard room[flowId]! > 0 else { continue }
                     room[flowId]! -= 1
@@ -192,7 +192,7 @@ extension SchedulerStore {
     func finalizeIfDone(_ s: PGSession, runPk: Int, graph: FlowGraph, now: Date) throws {
         if graph.leaves.count > 64 {
             guard let r = try s.query("SELECT unfinished_tasks, state FROM runs WHERE id = $1", [runPk]).first,
-                  r.string("state") == "running", r.int("unfinished_tasks")! <= 0 else { return }
+                  try r.stringOrNull("state") == "running", try r.int("unfinished_tasks") <= 0 else { return }
         }
         let onFailure = graph.definition.notify?.notifiers(for: .onRunFailure).map(\.description) ?? []
         let onSuccess = graph.definition.notify?.notifiers(for: .onRunSuccess).map(\.description) ?? []
@@ -218,9 +218,9 @@ extension SchedulerStore {
             SELECT flow_id, triggers_pending, triggered_by IS NOT NULL AS is_child FROM f
             """, [runPk, Array(graph.leaves), now, RunStateMachine.failingLeafStateNames] + (notify.isEmpty ? [] : [onFailure, onSuccess])) { result in
             // A finished run may let a queued run of the same flow start: wake the run starters.
-            if let flow = result.first?.string("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
+            if let flow = try result.first?.stringOrNull("flow_id") { s.notifyAfterCommit("flowkit_runs", flow) }
             // A flow runs after this one's success, or a trigger task may wait for this run: wake the flow-trigger service.
-            if result.first?.bool("triggers_pending") == true || result.first?.bool("is_child") == true { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
+            if try result.first?.boolOrNull("triggers_pending") == true || result.first?.boolOrNull("is_child") == true { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
         }
     }
 
@@ -231,12 +231,12 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT id, state FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            let state = r.string("state")!
+            let state = try r.string("state")
             guard state == "queued" || state == "running" else {
                 throw StateConflict("run `\(runId)` is already \(state)")
             }
             try audit(s, actor, "cancel", runId, now: now)
-            return try endRun(s, pk: r.int("id")!, runId: runId, as: .cancelled, source: apiSource(actor), detail: "run cancelled", now: now)
+            return try endRun(s, pk: r.int("id"), runId: runId, as: .cancelled, source: apiSource(actor), detail: "run cancelled", now: now)
         }
     }
 
@@ -252,16 +252,16 @@ extension SchedulerStore {
                           ORDER BY deadline_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) d
                     WHERE r.id = d.id
                     RETURNING r.id, r.run_id, r.flow_id, r.flow_version, r.state, r.deadline_at, r.deadline_state
-                    """, [now, limit]).all.filter { $0.string("deadline_state") == "missed" }
+                    """, [now, limit]).all.filter { try $0.stringOrNull("deadline_state") == "missed" }
                 var notes = NotificationBatch()
                 for r in due {
-                    let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-                    notes.add(graph.definition.notify?.notifiers(for: .onDeadlineMiss) ?? [], event: .onDeadlineMiss, flow: r.string("flow_id")!,
-                              runPk: r.int("id")!, runId: r.string("run_id")!, task: nil, try: nil, state: r.string("state")!,
-                              error: "the run was not finished by its deadline, \(Instant.format(r.date("deadline_at")!))")
+                    let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
+                    notes.add(graph.definition.notify?.notifiers(for: .onDeadlineMiss) ?? [], event: .onDeadlineMiss, flow: try r.string("flow_id"),
+                              runPk: try r.int("id"), runId: try r.string("run_id"), task: nil, try: nil, state: try r.string("state"),
+                              error: "the run was not finished by its deadline, \(Instant.format(try r.date("deadline_at")))")
                 }
                 notes.insert(s, now: now)
-                return due.map { $0.string("run_id")! }
+                return try due.map { try $0.string("run_id") }
             }
         }
     }
@@ -277,14 +277,14 @@ extension SchedulerStore {
                     """, [now, limit]).all
                 var work = BrokerWork(), ended: [String] = [], notes = NotificationBatch()
                 for r in due {
-                    let runId = r.string("run_id")!
-                    let limit = r.double("limit_s").map { String(format: "%g", $0) } ?? "?"
+                    let runId = try r.string("run_id")
+                    let limit = try r.doubleOrNull("limit_s").map { String(format: "%g", $0) } ?? "?"
                     let detail = "run timeout: the run was still unfinished \(limit)s after it started"
-                    work.merge(try endRun(s, pk: r.int("id")!, runId: runId, as: .failed, source: "scheduler", detail: detail, now: now))
+                    work.merge(try endRun(s, pk: r.int("id"), runId: runId, as: .failed, source: "scheduler", detail: detail, now: now))
                     ended.append(runId)
-                    let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-                    notes.add(graph.definition.notify?.notifiers(for: .onRunFailure) ?? [], event: .onRunFailure, flow: r.string("flow_id")!,
-                              runPk: r.int("id")!, runId: runId, task: nil, try: nil, state: RunState.failed.rawValue, error: detail)
+                    let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
+                    notes.add(graph.definition.notify?.notifiers(for: .onRunFailure) ?? [], event: .onRunFailure, flow: try r.string("flow_id"),
+                              runPk: try r.int("id"), runId: runId, task: nil, try: nil, state: RunState.failed.rawValue, error: detail)
                 }
                 notes.insert(s, now: now)
                 return (ended, work)
@@ -304,7 +304,7 @@ extension SchedulerStore {
                  h AS (INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
                        SELECT $1, task_id, try_number, NULL, 'cancelled', $2, $3, $4 FROM u)
             SELECT message_id FROM u WHERE message_id IS NOT NULL
-            """, [pk, now, source, detail]).all.compactMap { $0.string("message_id") }
+            """, [pk, now, source, detail]).all.compactMap { try $0.stringOrNull("message_id") }
         s.enqueue("UPDATE task_tries SET state = 'cancelled', ended_at = $2 WHERE run_pk = $1 AND ended_at IS NULL", [pk, now])
         s.enqueue("UPDATE runs SET state = $3, ended_at = $2, unfinished_tasks = 0 WHERE id = $1", [pk, now, state.rawValue])
         s.notifyAfterCommit("flowkit_runs", runId)  // a slot is free for a queued run
@@ -319,12 +319,12 @@ extension SchedulerStore {
         guard from <= to else { throw StateConflict("backfill: --from \(Instant.format(from)) is after --to \(Instant.format(to))") }
         return try await audited { [self] s, actor in
             guard let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1 FOR NO KEY UPDATE", [flowId]).first else {
-                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { $0.string("flow_id") }
+                let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { try $0.stringOrNull("flow_id") }
                 throw NotFound(UnknownFlowError(id: flowId, known: known).description)
             }
-            guard let cron = f.string("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
-            let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")!).compiled()
-            let version = f.int("current_version")!
+            guard let cron = try f.stringOrNull("schedule") else { throw StateConflict("flow `\(flowId)` has no schedule to backfill") }
+            let compiled = try Schedule(cron: cron, timeZone: f.string("timezone")).compiled()
+            let version = try f.int("current_version")
             let graph = try graphs.graph(s, flow: flowId, version: version)
             let params = try graph.definition.resolveParams(conf: conf)
             var ticks: [Date] = []
@@ -361,17 +361,18 @@ extension SchedulerStore {
                     ORDER BY next_tick LIMIT 100 FOR NO KEY UPDATE SKIP LOCKED
                     """, [now]).all
                 for f in due {
-                    let flowId = f.string("flow_id")!
-                    guard let compiled = try? Schedule(cron: f.string("schedule")!, timeZone: f.string("timezone")!).compiled(),
-                          var tick = f.date("next_tick") else { continue }
+                    let flowId = try f.string("flow_id")
+                    let cron = try f.string("schedule"), zone = try f.string("timezone")
+                    guard let compiled = try? Schedule(cron: cron, timeZone: zone).compiled(),
+                          var tick = try f.dateOrNull("next_tick") else { continue }
                     var ticks: [Date] = []
                     while tick <= now, ticks.count < maxTicksPerFlow {
                         ticks.append(tick)
                         guard let n = compiled.nextFire(after: tick) else { break }
                         tick = n
                     }
-                    let chosen = f.bool("catchup") == true ? ticks : Array(ticks.suffix(1))
-                    let version = f.int("current_version")!
+                    let chosen = try f.boolOrNull("catchup") == true ? ticks : Array(ticks.suffix(1))
+                    let version = try f.int("current_version")
                     let graph = try graphs.graph(s, flow: flowId, version: version)
                     let params = try graph.definition.resolveParams(conf: [:])
                     for t in chosen {
@@ -391,7 +392,7 @@ extension SchedulerStore {
     /// The earliest next tick of an active, unpaused flow.
     public func nextTickTime() async throws -> Date? {
         try await db.run { s in
-            try s.query("SELECT min(next_tick) AS t FROM flows WHERE is_active AND NOT is_paused").first?.date("t")
+            try s.query("SELECT min(next_tick) AS t FROM flows WHERE is_active AND NOT is_paused").first?.dateOrNull("t")
         }
     }
 
@@ -411,16 +412,16 @@ extension SchedulerStore {
                 ORDER BY r.id DESC LIMIT $6
                 """
             let params: [any PGEncodable] = [f.flowId, f.state, f.since, f.until, f.before, f.limit]
-            guard f.withTaskCounts else { return try s.query("SELECT \(RunRecord.columns) \(filter)", params).all.map(RunRecord.init) }
+            guard f.withTaskCounts else { return try s.query("SELECT \(RunRecord.columns) \(filter)", params).decode(RunRecord.self) }
             let results = try s.queries([
                 ("SELECT \(RunRecord.columns) \(filter)", params),
                 ("""
                  SELECT run_pk, state, count(*) AS n FROM task_instances WHERE run_pk IN (SELECT r.id \(filter)) GROUP BY run_pk, state
                  """, params),
             ])
-            var runs = results[0].all.map(RunRecord.init)
+            var runs = try results[0].decode(RunRecord.self)
             var counts: [Int: [String: Int]] = [:]
-            for r in results[1].all { counts[r.int("run_pk")!, default: [:]][r.string("state")!] = r.int("n")! }
+            for r in results[1].all { counts[try r.int("run_pk"), default: [:]][try r.string("state")] = try r.int("n") }
             for i in runs.indices { runs[i].taskCounts = counts[runs[i].id] ?? [:] }
             return runs
         }
@@ -434,7 +435,7 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT state, created_at, ended_at FROM runs WHERE run_id = $1", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            return (r.string("state")!, r.date("created_at")!, r.date("ended_at"))
+            return (try r.string("state"), try r.date("created_at"), try r.dateOrNull("ended_at"))
         }
     }
 
@@ -444,7 +445,7 @@ extension SchedulerStore {
                                       [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            return RunRecord(r)
+            return try RunRecord(row: r)
         }
     }
 
@@ -452,7 +453,7 @@ extension SchedulerStore {
     public func stateCounts() async throws -> (runs: [String: Int], tasks: [String: Int]) {
         try await db.run { s in
             var runs: [String: Int] = [:], tasks: [String: Int] = [:]
-            for r in try s.query("SELECT state, count(*) AS n FROM runs GROUP BY state").all { runs[r.string("state")!] = r.int("n")! }
+            for r in try s.query("SELECT state, count(*) AS n FROM runs GROUP BY state").all { runs[try r.string("state")] = try r.int("n") }
             // Only states with a partial index: the cost must not grow with the history.
             for r in try s.query("""
                 SELECT 'queued' AS state, count(*) AS n FROM task_instances WHERE state = 'queued'
@@ -460,7 +461,7 @@ extension SchedulerStore {
                 UNION ALL SELECT 'up_for_retry', count(*) FROM task_instances WHERE state = 'up_for_retry'
                 UNION ALL SELECT 'up_for_reschedule', count(*) FROM task_instances WHERE state = 'up_for_reschedule'
                 """).all {
-                tasks[r.string("state")!] = r.int("n")!
+                tasks[try r.string("state")] = try r.int("n")
             }
             return (runs, tasks)
         }

@@ -57,9 +57,9 @@ final class GraphCache: @unchecked Sendable {
         guard let row = try s.query("SELECT definition::text AS d, hash FROM flow_versions WHERE flow_id = $1 AND version = $2", [flow, version]).first else {
             throw NotFound("flow `\(flow)` has no version \(version)")
         }
-        var g = FlowGraph(try FlowDefinition.decode(row.string("d")!))
+        var g = FlowGraph(try FlowDefinition.decode(row.string("d")))
         g.version = version
-        g.hash = row.string("hash")
+        g.hash = try row.stringOrNull("hash")
         lock.withLock { graphs[key] = g }
         return g
     }

@@ -23,7 +23,7 @@ extension SchedulerStore {
     /// Seconds since the freshest scheduler heartbeat (nil when no scheduler ever ran).
     public func schedulerHeartbeatAge(now: Date) async throws -> Double? {
         try await db.run { s in
-            try s.query("SELECT max(heartbeat_at) AS t FROM schedulers").first?.date("t").map { now.timeIntervalSince($0) }
+            try s.query("SELECT max(heartbeat_at) AS t FROM schedulers").first?.dateOrNull("t").map { now.timeIntervalSince($0) }
         }
     }
 
@@ -36,10 +36,10 @@ extension SchedulerStore {
                 """, [now.addingTimeInterval(-600)]).all
             let held = try s.query("""
                 SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1) AS held
-                """, [Int(AdvisoryLock.leader)]).first?.bool("held") ?? false
-            return (rows.map { r in
-                SchedulerRecord(name: r.string("name")!, host: r.string("host")!, startedAt: r.date("started_at")!,
-                                heartbeatAgeSeconds: now.timeIntervalSince(r.date("heartbeat_at")!))
+                """, [Int(AdvisoryLock.leader)]).single().bool("held")
+            return (try rows.map { r in
+                SchedulerRecord(name: try r.string("name"), host: try r.string("host"), startedAt: try r.date("started_at"),
+                                heartbeatAgeSeconds: now.timeIntervalSince(try r.date("heartbeat_at")))
             }, held)
         }
     }
@@ -64,7 +64,7 @@ public final class LeaderElector: Sendable {
     /// Whether this scheduler holds the lock, taking it when it is free (idempotent).
     public func isLeader() async throws -> Bool {
         try await connection.run { s in
-            try s.query("SELECT pg_try_advisory_lock($1) AS l", [Self.lockKey]).first?.bool("l") ?? false
+            try s.query("SELECT pg_try_advisory_lock($1) AS l", [Self.lockKey]).single().bool("l")
         }
     }
 }

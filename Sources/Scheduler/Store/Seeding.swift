@@ -62,8 +62,8 @@ extension SchedulerStore {
     public static func seedScaleRuns(databaseURL: String, total: Int, gridFlow: String, gridRuns: Int,
                                      otherFlows: [String]) async throws -> (inserted: Int, total: Int) {
         try await PGConnection(databaseURL, options: PGOptions(replyTimeout: 3600)).run { s in
-            let before = try s.query("SELECT count(*) AS n FROM runs").first!.int("n")!
-            let have = try s.query("SELECT count(*) AS n FROM runs WHERE flow_id = $1", [gridFlow]).first!.int("n")!
+            let before = try s.query("SELECT count(*) AS n FROM runs").single().int("n")
+            let have = try s.query("SELECT count(*) AS n FROM runs WHERE flow_id = $1", [gridFlow]).single().int("n")
             let count = max(0, total - before)
             // Every tenth run is the grid flow's while it has fewer than `gridRuns`; the others go
             // round the other flows, one a day per flow as their daily schedules leave them.
@@ -90,7 +90,7 @@ extension SchedulerStore {
                 """, [gridFlow])
             try s.execute("ANALYZE runs")
             try s.execute("ANALYZE task_instances")
-            let after = try s.query("SELECT count(*) AS n FROM runs").first!.int("n")!
+            let after = try s.query("SELECT count(*) AS n FROM runs").single().int("n")
             return (after - before, after)
         }
     }

@@ -53,22 +53,22 @@ extension SchedulerStore {
             """, [runPk, taskIds, messageIds, now])]
         let context = messageContextQueries(runPk: runPk, graph: graph, taskIds: taskIds)
         statements += context.queries
-        func build(_ found: [PGResult]) -> [CeleryMessage] {
+        func build(_ found: [PGResult]) throws -> [CeleryMessage] {
             guard !found[0].isEmpty else { return [] }
             announceChange(s, runPk: runPk)
             // RETURNING has no order: keep the caller's (priority) order for the broker.
             let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-            let updated = found[0].all.sorted { position[$0.string("task_id")!, default: 0] < position[$1.string("task_id")!, default: 0] }
+            let updated = try found[0].all.sorted { position[try $0.string("task_id"), default: 0] < position[try $1.string("task_id"), default: 0] }
             // Trigger-flow tasks have no message: the flow-trigger service runs them.
-            if updated.contains(where: { graph.tasks[$0.string("task_id")!]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
-            return messages(runPk: runPk, graph: graph, rows: updated, context: context, found: found[1...])
+            if try updated.contains(where: { graph.tasks[try $0.string("task_id")]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
+            return try messages(runPk: runPk, graph: graph, rows: updated, context: context, found: found[1...])
         }
-        guard let sink else { return build(try s.queries(statements)) }
+        guard let sink else { return try build(try s.queries(statements)) }
         let found = ResultCollector(count: statements.count)
         for (i, (sql, params)) in statements.enumerated() {
             s.enqueue(sql, params) { r in
                 found.results[i] = r
-                if i == statements.count - 1 { sink.messages += build(found.results.map { $0! }) }
+                if i == statements.count - 1 { sink.messages += try build(found.results.map { $0! }) }
             }
         }
         return []
@@ -78,8 +78,8 @@ extension SchedulerStore {
     /// priority, timeout_seconds, map_index, map_item), with the run's params and the upstream tasks' results.
     func buildMessages(_ s: PGSession, runPk: Int, graph: FlowGraph, rows: [PGRow]) throws -> [CeleryMessage] {
         guard !rows.isEmpty else { return [] }
-        let context = messageContextQueries(runPk: runPk, graph: graph, taskIds: rows.map { $0.string("task_id")! })
-        return messages(runPk: runPk, graph: graph, rows: rows, context: context, found: try s.queries(context.queries)[...])
+        let context = messageContextQueries(runPk: runPk, graph: graph, taskIds: try rows.map { try $0.string("task_id") })
+        return try messages(runPk: runPk, graph: graph, rows: rows, context: context, found: try s.queries(context.queries)[...])
     }
 
     /// The queries that read what messages need, and where the optional ones are among them.
@@ -127,33 +127,33 @@ extension SchedulerStore {
     }
 
     /// The rows read, handed to the pure `TaskMessageBuilder`.
-    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], context: MessageContext, found: ArraySlice<PGResult>) -> [CeleryMessage] {
+    func messages(runPk: Int, graph: FlowGraph, rows: [PGRow], context: MessageContext, found: ArraySlice<PGResult>) throws -> [CeleryMessage] {
         let base = found.startIndex
         guard let run = found[base].first, !rows.isEmpty else { return [] }
         let resultRows = found[base + 1]
         let external = context.externalAt.map { found[base + $0] }
         var sealed = TaskMessageBuilder.Sealed()
         for r in context.storeAt.map({ found[base + $0].all }) ?? [] {
-            if r.string("kind") == "connection" { sealed.connections[r.string("name")!] = r.string("secret")! }
-            else { sealed.variables[r.string("name")!] = r.string("secret")! }
+            if try r.stringOrNull("kind") == "connection" { sealed.connections[try r.string("name")] = try r.string("secret") }
+            else { sealed.variables[try r.string("name")] = try r.string("secret") }
         }
         var externalRuns: [String: JSONValue] = [:]
         for r in external?.all ?? [] {
-            externalRuns[r.string("flow_id")!] = ["flowId": .string(r.string("flow_id")!), "runId": .string(r.string("run_id")!),
-                                                  "state": .string(r.string("state")!)]
+            externalRuns[try r.string("flow_id")] = ["flowId": .string(try r.string("flow_id")), "runId": .string(try r.string("run_id")),
+                                                  "state": .string(try r.string("state"))]
         }
         var results: [String: JSONValue] = [:]
-        for r in resultRows.all { results[r.string("task_id")!] = try? JSONValue.parse(r.string("result")!) }
+        for r in resultRows.all { results[try r.string("task_id")] = try r.json("result") }
         let runContext = TaskMessageBuilder.Run(
-            runId: run.string("run_id")!, flowId: run.string("flow_id")!,
-            params: (try? JSONValue.parse(run.string("params") ?? "{}"))?.objectValue ?? [:],
-            logicalDate: run.date("logical_date")!, dataIntervalStart: run.date("data_interval_start")!,
-            dataIntervalEnd: run.date("data_interval_end")!,
-            triggeringEvents: run.string("triggering_events").flatMap { try? JSONValue.parse($0) })
-        let tries = rows.filter { graph.tasks[$0.string("task_id")!]?.triggerFlow == nil }.map {
-            TaskMessageBuilder.Try(taskId: $0.string("task_id")!, tryNumber: $0.int("try_number")!, messageId: $0.string("message_id")!,
-                                   queue: $0.string("queue")!, timeoutSeconds: $0.double("timeout_seconds"), mapIndex: $0.int("map_index"),
-                                   mapItem: $0.string("map_item").flatMap { try? JSONValue.parse($0) })
+            runId: try run.string("run_id"), flowId: try run.string("flow_id"),
+            params: try run.json("params").objectValue ?? [:],
+            logicalDate: try run.date("logical_date"), dataIntervalStart: try run.date("data_interval_start"),
+            dataIntervalEnd: try run.date("data_interval_end"),
+            triggeringEvents: try run.jsonOrNull("triggering_events"))
+        let tries = try rows.filter { graph.tasks[try $0.string("task_id")]?.triggerFlow == nil }.map {
+            TaskMessageBuilder.Try(taskId: try $0.string("task_id"), tryNumber: try $0.int("try_number"), messageId: try $0.string("message_id"),
+                                   queue: try $0.string("queue"), timeoutSeconds: try $0.doubleOrNull("timeout_seconds"), mapIndex: try $0.intOrNull("map_index"),
+                                   mapItem: try $0.jsonOrNull("map_item"))
         }
         return TaskMessageBuilder.messages(run: runContext, tries: tries, graph: graph, results: results, externalRuns: externalRuns, sealed: sealed)
     }
@@ -187,7 +187,7 @@ extension SchedulerStore {
             } else {
                 for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1 AND task_id = ANY($2::text[])",
                                      [runPk, needed]).all {
-                    states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+                    states[try r.string("task_id")] = TaskState(rawValue: try r.string("state"))
                 }
             }
             early = nil
@@ -229,22 +229,22 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            let pk = r.int("id")!, runState = r.string("state")!
+            let pk = try r.int("id"), runState = try r.string("state")
             guard runState != "queued", runState != "cancelled" else {
                 throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
             }
-            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
             if let m = MappedInstance.parse(taskId) {
                 throw StateConflict("`\(taskId)` is one instance of mapped task `\(m.task)`: mark `\(m.task)` as a whole, or clear it to run its instances again")
             }
             guard graph.tasks[taskId] != nil else { throw Self.noSuchTask(runId, taskId, among: graph.definition.tasks.map(\.id)) }
             let rows = try s.query("SELECT task_id, state, message_id FROM task_instances WHERE run_pk = $1", [pk]).all
-            let states = Dictionary(uniqueKeysWithValues: rows.map { ($0.string("task_id")!, TaskState(rawValue: $0.string("state")!) ?? .pending) })
-            let ti = rows.first { $0.string("task_id") == taskId }!
+            let states = Dictionary(uniqueKeysWithValues: try rows.map { (try $0.string("task_id"), TaskState(rawValue: try $0.string("state")) ?? .pending) })
+            let ti = try rows.first { try $0.stringOrNull("task_id") == taskId }!
             let was = states[taskId] ?? .pending
             guard was != target else { throw StateConflict("task `\(taskId)` of run `\(runId)` is already \(target.rawValue)") }
             var work = BrokerWork()
-            if was == .queued || was == .running, let m = ti.string("message_id") { work.cancel = [m] }
+            if was == .queued || was == .running, let m = try ti.stringOrNull("message_id") { work.cancel = [m] }
             if graph.isLimited(taskId) { s.notifyAfterCommit(Self.slotsChannel, "") }
             let detail = "marked \(target.rawValue) by hand"
             try s.query("""
@@ -268,7 +268,7 @@ extension SchedulerStore {
                     SELECT message_id FROM u
                     """, [pk, taskId, now, detail, apiSource(actor)]).all
                 instancesEnded = ended.count
-                work.cancel += ended.compactMap { $0.string("message_id") }
+                work.cancel += try ended.compactMap { try $0.stringOrNull("message_id") }
                 try s.query("UPDATE task_instances SET map_left = 0 WHERE run_pk = $1 AND task_id = $2", [pk, taskId])
             }
             // Descendants that ended because this task did not succeed get another chance.
@@ -306,14 +306,14 @@ extension SchedulerStore {
             guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            let pk = r.int("id")!
-            let state = r.string("state")!
+            let pk = try r.int("id")
+            let state = try r.string("state")
             guard state == "failed" || state == "success" || state == "running" else {
                 throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
             }
-            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
             let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
-                .map { ($0.string("task_id")!, $0.string("state")!) })
+                .map { (try $0.string("task_id"), try $0.string("state")) })
             var roots: [String]
             if let taskIds, !taskIds.isEmpty {
                 for t in taskIds {
@@ -366,7 +366,7 @@ extension SchedulerStore {
     func evaluateEntry(_ s: PGSession, runPk: Int, graph: FlowGraph, tasks: [String], now: Date) throws -> [CeleryMessage] {
         var states: [String: TaskState] = [:]
         for r in try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [runPk]).all {
-            states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+            states[try r.string("task_id")] = TaskState(rawValue: try r.string("state"))
         }
         let ready = tasks.filter { t in
             graph.tasks[t]!.triggerRule.evaluate(graph.tasks[t]!.upstream.map { states[$0] ?? .pending }) == .run
@@ -380,18 +380,18 @@ extension SchedulerStore {
             guard let run = try s.query("SELECT id, flow_id, flow_version FROM runs WHERE run_id = $1", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            let pk = run.int("id")!
-            let graph = try graphs.graph(s, flow: run.string("flow_id")!, version: run.int("flow_version")!)
+            let pk = try run.int("id")
+            let graph = try graphs.graph(s, flow: run.string("flow_id"), version: run.int("flow_version"))
             let order = Dictionary(graph.definition.tasks.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a })
             var tries: [String: [TaskTryRecord]] = [:]
             for t in try s.query("""
                 SELECT task_id, try_number, message_id, state, queued_at, started_at, ended_at, worker, result::text AS result, error
                 FROM task_tries WHERE run_pk = $1 ORDER BY task_id, try_number
                 """, [pk]).all {
-                tries[t.string("task_id")!, default: []].append(TaskTryRecord(
-                    tryNumber: t.int("try_number")!, messageId: t.string("message_id")!, state: t.string("state")!,
-                    queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
-                    worker: t.string("worker"), result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error")))
+                tries[try t.string("task_id"), default: []].append(TaskTryRecord(
+                    tryNumber: try t.int("try_number"), messageId: try t.string("message_id"), state: try t.string("state"),
+                    queuedAt: try t.dateOrNull("queued_at"), startedAt: try t.dateOrNull("started_at"), endedAt: try t.dateOrNull("ended_at"),
+                    worker: try t.stringOrNull("worker"), result: try t.jsonOrNull("result"), error: try t.stringOrNull("error")))
             }
             let rows = try s.query("""
                 SELECT task_id, state, try_number, max_tries, queue, priority, queued_at, started_at, ended_at, next_attempt_at, worker,
@@ -400,21 +400,21 @@ extension SchedulerStore {
                 FROM task_instances WHERE run_pk = $1
                 """, [pk]).all
             var lengths: [String: Int] = [:]
-            for t in rows { if let p = t.string("map_parent") { lengths[p, default: 0] += 1 } }
+            for t in rows { if let p = try t.stringOrNull("map_parent") { lengths[p, default: 0] += 1 } }
             // Declaration order; a mapped task's instances follow it, by index.
             func key(_ r: TaskInstanceRecord) -> (Int, Int) {
                 (order[r.mapParent ?? r.taskId, default: Int.max], r.mapIndex ?? -1)
             }
-            return rows.map { t in
-                let id = t.string("task_id")!
-                return TaskInstanceRecord(taskId: id, state: t.string("state")!, tryNumber: t.int("try_number")!,
-                                          maxTries: t.int("max_tries")!, queue: t.string("queue")!, priority: t.int("priority")!,
-                                          queuedAt: t.date("queued_at"), startedAt: t.date("started_at"), endedAt: t.date("ended_at"),
-                                          nextAttemptAt: t.date("next_attempt_at"), worker: t.string("worker"),
-                                          result: t.string("result").flatMap { try? JSONValue.parse($0) }, error: t.string("error"),
-                                          tries: tries[id] ?? [], mapParent: t.string("map_parent"), mapIndex: t.int("map_index"),
-                                          mapLength: graph.tasks.isMapped(id) ? lengths[id] : nil, pool: t.string("pool"),
-                                          waitReason: t.string("wait_reason"))
+            return try rows.map { t in
+                let id = try t.string("task_id")
+                return TaskInstanceRecord(taskId: id, state: try t.string("state"), tryNumber: try t.int("try_number"),
+                                          maxTries: try t.int("max_tries"), queue: try t.string("queue"), priority: try t.int("priority"),
+                                          queuedAt: try t.dateOrNull("queued_at"), startedAt: try t.dateOrNull("started_at"), endedAt: try t.dateOrNull("ended_at"),
+                                          nextAttemptAt: try t.dateOrNull("next_attempt_at"), worker: try t.stringOrNull("worker"),
+                                          result: try t.jsonOrNull("result"), error: try t.stringOrNull("error"),
+                                          tries: tries[id] ?? [], mapParent: try t.stringOrNull("map_parent"), mapIndex: try t.intOrNull("map_index"),
+                                          mapLength: graph.tasks.isMapped(id) ? lengths[id] : nil, pool: try t.stringOrNull("pool"),
+                                          waitReason: try t.stringOrNull("wait_reason"))
             }.sorted { key($0) < key($1) }
         }
     }
@@ -431,10 +431,11 @@ extension SchedulerStore {
                     """, [now, limit]).all
                 var byRun: [Int: (String, Int, [String], [String])] = [:]
                 for r in due {
-                    let pk = r.int("run_pk")!
-                    let poke = r.string("state") == TaskState.upForReschedule.rawValue
-                    byRun[pk, default: (r.string("flow_id")!, r.int("flow_version")!, [], [])].2.append(contentsOf: poke ? [] : [r.string("task_id")!])
-                    byRun[pk]!.3.append(contentsOf: poke ? [r.string("task_id")!] : [])
+                    let pk = try r.int("run_pk")
+                    let poke = try r.stringOrNull("state") == TaskState.upForReschedule.rawValue
+                    let flow = try r.string("flow_id"), version = try r.int("flow_version"), task = try r.string("task_id")
+                    byRun[pk, default: (flow, version, [], [])].2.append(contentsOf: poke ? [] : [task])
+                    byRun[pk]!.3.append(contentsOf: poke ? [task] : [])
                 }
                 for (pk, v) in byRun.sorted(by: { $0.key < $1.key }) {
                     let graph = try graphs.graph(s, flow: v.0, version: v.1)
@@ -474,7 +475,7 @@ extension SchedulerStore {
             try s.query("""
                 SELECT least((SELECT min(next_attempt_at) FROM task_instances WHERE state = 'up_for_retry'),
                              (SELECT min(next_attempt_at) FROM task_instances WHERE state = 'up_for_reschedule')) AS t
-                """).first?.date("t")
+                """).first?.dateOrNull("t")
         }
     }
 
@@ -485,7 +486,7 @@ extension SchedulerStore {
                 SELECT message_id, queue FROM task_instances
                 WHERE state = 'queued' AND queued_at < $1 AND message_id IS NOT NULL AND executor <> 'scheduler'
                 ORDER BY queued_at LIMIT $2
-                """, [now.addingTimeInterval(-olderThan), limit]).all.map { ($0.string("message_id")!, $0.string("queue")!) }
+                """, [now.addingTimeInterval(-olderThan), limit]).all.map { (try $0.string("message_id"), try $0.string("queue")) }
         }
     }
 
@@ -503,13 +504,13 @@ extension SchedulerStore {
                     """, [messageIds]).all
                 var byRun: [Int: [PGRow]] = [:]
                 var h = HistoryBatch()
-                for r in rows { byRun[r.int("run_pk")!, default: []].append(r) }
+                for r in rows { byRun[try r.int("run_pk"), default: []].append(r) }
                 for (pk, tis) in byRun.sorted(by: { $0.key < $1.key }) {
-                    let graph = try graphs.graph(s, flow: tis[0].string("flow_id")!, version: tis[0].int("flow_version")!)
+                    let graph = try graphs.graph(s, flow: tis[0].string("flow_id"), version: tis[0].int("flow_version"))
                     out += try buildMessages(s, runPk: pk, graph: graph, rows: tis)
                     for t in tis {
-                        h.add(pk, t.string("task_id")!, t.int("try_number")!, "queued", "queued", now, "reaper",
-                              "message \(t.string("message_id")!) was missing from the broker: enqueued again", true)
+                        h.add(pk, try t.string("task_id"), try t.int("try_number"), "queued", "queued", now, "reaper",
+                              "message \(try t.string("message_id")) was missing from the broker: enqueued again", true)
                     }
                 }
                 h.insert(s)  // one statement for every try

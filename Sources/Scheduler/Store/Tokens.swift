@@ -37,9 +37,9 @@ extension SchedulerStore {
             let row = try s.query("""
                 INSERT INTO api_tokens (token_id, name, role, salt, secret_hash, created_at, expires_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING \(Self.tokenColumns)
-                """, [id, name, role, salt, secretHash, now, expiresAt]).first!
+                """, [id, name, role, salt, secretHash, now, expiresAt]).single()
             try self.audit(s, actor, "token_create", "token:\(name)", ["id": .string(id), "role": .string(role)], now: now)
-            return Self.tokenRecord(row)
+            return try Self.tokenRecord(row)
         }
     }
 
@@ -50,7 +50,7 @@ extension SchedulerStore {
                 SELECT \(Self.tokenColumns) FROM api_tokens
                 WHERE $1 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))
                 ORDER BY created_at DESC, token_id
-                """, [all, now]).all.map(Self.tokenRecord)
+                """, [all, now]).all.map { try Self.tokenRecord($0) }
         }
     }
 
@@ -58,7 +58,7 @@ extension SchedulerStore {
     public func apiTokenCredential(id: String) async throws -> APITokenCredential? {
         try await db.run { s in
             try s.query("SELECT \(Self.tokenColumns), salt, secret_hash FROM api_tokens WHERE token_id = $1", [id]).first.map {
-                APITokenCredential(record: Self.tokenRecord($0), salt: $0.string("salt")!, secretHash: $0.string("secret_hash")!)
+                APITokenCredential(record: try Self.tokenRecord($0), salt: try $0.string("salt"), secretHash: try $0.string("secret_hash"))
             }
         }
     }
@@ -69,13 +69,13 @@ extension SchedulerStore {
             let rows = try s.query("""
                 SELECT \(Self.tokenColumns) FROM api_tokens WHERE token_id = $1 OR (name = $1 AND revoked_at IS NULL)
                 FOR NO KEY UPDATE
-                """, [idOrName]).all.map(Self.tokenRecord)
+                """, [idOrName]).all.map { try Self.tokenRecord($0) }
             guard let t = rows.first else { throw NotFound("no token has the id or name `\(idOrName)` (flowctl tokens list shows them)") }
             if let at = t.revokedAt { throw StateConflict("token `\(t.id)` (\(t.name)) was already revoked at \(Instant.format(at, fractionDigits: 0))") }
             let row = try s.query("UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 RETURNING \(Self.tokenColumns)",
-                                  [t.id, now]).first!
+                                  [t.id, now]).single()
             try self.audit(s, actor, "token_revoke", "token:\(t.name)", ["id": .string(t.id)], now: now)
-            return Self.tokenRecord(row)
+            return try Self.tokenRecord(row)
         }
     }
 
@@ -86,8 +86,8 @@ extension SchedulerStore {
 
     static let tokenColumns = "token_id, name, role, created_at, expires_at, revoked_at, last_used_at"
 
-    static func tokenRecord(_ r: PGRow) -> APITokenRecord {
-        APITokenRecord(id: r.string("token_id")!, name: r.string("name")!, role: r.string("role")!, createdAt: r.date("created_at")!,
-                       expiresAt: r.date("expires_at"), revokedAt: r.date("revoked_at"), lastUsedAt: r.date("last_used_at"))
+    static func tokenRecord(_ r: PGRow) throws(PGDecodingError) -> APITokenRecord {
+        APITokenRecord(id: try r.string("token_id"), name: try r.string("name"), role: try r.string("role"), createdAt: try r.date("created_at"),
+                       expiresAt: try r.dateOrNull("expires_at"), revokedAt: try r.dateOrNull("revoked_at"), lastUsedAt: try r.dateOrNull("last_used_at"))
     }
 }

@@ -52,12 +52,12 @@ extension SchedulerStore {
                             """, [plan.runIds, plan.taskIds]))
                     }
                     let results = try s.queries(statements)
-                    for r in results[0].all { runPks[r.string("run_id")!] = r.int("id")! }
-                    for r in results.dropFirst().first?.all ?? [] { current["\(r.int("run_pk")!)/\(r.string("task_id")!)"] = r }
+                    for r in results[0].all { runPks[try r.string("run_id")] = try r.int("id") }
+                    for r in results.dropFirst().first?.all ?? [] { current["\(try r.int("run_pk"))/\(try r.string("task_id"))"] = r }
                     let runIdOf = Dictionary(runPks.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
                     var versionOf: [Int: (flow: String, version: Int)] = [:]
                     for r in current.values {
-                        let pk = r.int("run_pk")!, flow = r.string("flow_id")!, version = r.int("flow_version")!
+                        let pk = try r.int("run_pk"), flow = try r.string("flow_id"), version = try r.int("flow_version")
                         versionOf[pk] = (flow, version)
                         if let runId = runIdOf[pk] { runFlows.set(runId, flow: flow, version: version) }
                     }
@@ -68,8 +68,8 @@ extension SchedulerStore {
                             knownStates[pk] = KnownStates(covered: plan.covered[runId] ?? [])
                         }
                         for r in results[2].all {
-                            guard let pk = runPks[r.string("run_id")!], knownStates[pk] != nil else { continue }
-                            knownStates[pk]!.states[r.string("task_id")!] = TaskState(rawValue: r.string("state")!)
+                            guard let pk = runPks[try r.string("run_id")], knownStates[pk] != nil else { continue }
+                            knownStates[pk]!.states[try r.string("task_id")] = TaskState(rawValue: try r.string("state"))
                         }
                     }
                 }
@@ -133,7 +133,7 @@ extension SchedulerStore {
             RETURNING t.run_pk, t.task_id, t.message_id
             """, [started.map(\.0), started.map { $0.1.taskId! }, started.map { $0.1.messageId! }, started.map(\.1.worker),
                   started.map { Date(timeIntervalSince1970: $0.1.at) }, now]).all
-        let ok = Set(applied.map { "\($0.int("run_pk")!)/\($0.string("message_id")!)" })
+        let ok = Set(try applied.map { "\(try $0.int("run_pk"))/\(try $0.string("message_id"))" })
         var tries = ColumnBatch(), h = HistoryBatch()
         for (pk, ev) in started {
             let isApplied = ok.contains("\(pk)/\(ev.messageId!)")
@@ -150,7 +150,7 @@ extension SchedulerStore {
                 """, [tries.pk, tries.task, tries.tryNumber, tries.at, tries.text])
         }
         h.insert(s)
-        return Set(applied.map { "\($0.int("run_pk")!)/\($0.string("task_id")!)" })
+        return Set(try applied.map { "\(try $0.int("run_pk"))/\(try $0.string("task_id"))" })
     }
 
     /// Which task states to read with the runs' locks: for each reported task whose run's flow
@@ -202,30 +202,30 @@ extension SchedulerStore {
             var target: TaskState = ev.kind == .succeeded ? .success : ev.kind == .skipped ? .skipped : .failed
             guard let ti = current[key] else { continue }
             // `current` was read before this batch's start reports were applied.
-            let read = ti.string("state")!
+            let read = try ti.string("state")
             let state = read == "queued" && startedInBatch.contains(key) ? "running" : read
-            guard ti.string("message_id") == ev.messageId, state == "queued" || state == "running",
-                  ti.string("run_state") == "running", !decided.contains(key) else {
-                let why = decided.contains(key) ? "duplicate report ignored" : "stale report ignored (task is \(state), try \(ti.int("try_number")!))"
+            guard try ti.stringOrNull("message_id") == ev.messageId, state == "queued" || state == "running",
+                  try ti.stringOrNull("run_state") == "running", !decided.contains(key) else {
+                let why = decided.contains(key) ? "duplicate report ignored" : "stale report ignored (task is \(state), try \(try ti.int("try_number")))"
                 h.add(pk, task, t, nil, target.rawValue, at, source, why, false)
                 continue
             }
             decided.insert(key)
-            let graph = try graphs.graph(s, flow: ti.string("flow_id")!, version: ti.int("flow_version")!)
+            let graph = try graphs.graph(s, flow: ti.string("flow_id"), version: ti.int("flow_version"))
             if graph.isLimited(task) { freesSlot = true }
             var newState = target
             var nextAttempt: Date?
             var error = ev.error
             if ev.kind == .rescheduled {
                 // A sensor's "not yet": poke again later in the same try, or give up past its deadline.
-                let poke = sensorPoke(graph.tasks[task]?.sensor, deadline: ti.date("poke_deadline"), runParams: ti.string("run_params"),
+                let poke = sensorPoke(graph.tasks[task]?.sensor, deadline: try ti.dateOrNull("poke_deadline"), runParams: try ti.stringOrNull("run_params"),
                                       reason: ev.error ?? "not yet", now: now)
                 newState = poke.state
                 target = poke.state
                 nextAttempt = poke.next
                 error = poke.error
                 deadlines.add(pk, task, t, poke.deadline, "")
-            } else if target == .failed, t < ti.int("max_tries")! {
+            } else if target == .failed, try t < ti.int("max_tries") {
                 newState = .upForRetry
                 nextAttempt = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
             }
@@ -240,7 +240,7 @@ extension SchedulerStore {
             h.add(pk, task, t, from, newState.rawValue, at, source, error, true)
             if newState.isTerminal { ended[pk, default: []].append(task) }
             if let refs = graph.tasks[task]?.notify, let event = Self.notificationEvent(newState), let runId = ev.runId {
-                notes.add(refs.notifiers(for: event), event: event, flow: ti.string("flow_id")!, runPk: pk, runId: runId, task: task,
+                notes.add(refs.notifiers(for: event), event: event, flow: try ti.string("flow_id"), runPk: pk, runId: runId, task: task,
                           try: t, state: newState.rawValue, error: error)
             }
             if newState == .success, let outlets = graph.tasks[task]?.outlets, let runId = ev.runId {
@@ -267,7 +267,7 @@ extension SchedulerStore {
         for (pk, tasks) in ended.sorted(by: { $0.key < $1.key }) {
             s.enqueue("UPDATE runs SET unfinished_tasks = unfinished_tasks - $2 WHERE id = $1", [pk, tasks.count])
             let r = current["\(pk)/\(tasks[0])"]!
-            let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
+            let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
             // States read with the lock, brought up to date with this batch's own changes.
             var known = knownStates[pk]
             if known != nil {
@@ -332,24 +332,24 @@ extension SchedulerStore {
                 var updates = OutcomeBatch(), h = HistoryBatch(), notes = NotificationBatch()
                 var ended: [Int: [String]] = [:], runGraphs: [Int: FlowGraph] = [:]
                 for r in rows {
-                    let pk = r.int("run_pk")!, task = r.string("task_id")!, t = r.int("try_number")!
-                    let graph = try graphs.graph(s, flow: r.string("flow_id")!, version: r.int("flow_version")!)
-                    let error = r.string("why") == "zombie"
-                        ? "worker `\(r.string("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s): zombie task"
-                        : "exceeded its execution timeout of \(r.double("timeout_seconds") ?? 0)s"
+                    let pk = try r.int("run_pk"), task = try r.string("task_id"), t = try r.int("try_number")
+                    let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
+                    let error = try r.stringOrNull("why") == "zombie"
+                        ? "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s): zombie task"
+                        : "exceeded its execution timeout of \(try r.doubleOrNull("timeout_seconds") ?? 0)s"
                     var newState = TaskState.failed
                     var next: Date?
-                    if t < r.int("max_tries")! {
+                    if try t < r.int("max_tries") {
                         newState = .upForRetry
                         next = now.addingTimeInterval((graph.tasks[task]?.retry ?? .none).delay(afterTry: t, unit: random()))
                     }
-                    updates.add(pk, task, t, newState, .failed, now, nil, error, next, r.string("worker") ?? "", nil)
+                    updates.add(pk, task, t, newState, .failed, now, nil, error, next, try r.stringOrNull("worker") ?? "", nil)
                     h.add(pk, task, t, "running", newState.rawValue, now, "reaper", error, true)
                     if let refs = graph.tasks[task]?.notify, let event = Self.notificationEvent(newState) {
-                        notes.add(refs.notifiers(for: event), event: event, flow: r.string("flow_id")!, runPk: pk, runId: r.string("run_id")!,
+                        notes.add(refs.notifiers(for: event), event: event, flow: try r.string("flow_id"), runPk: pk, runId: try r.string("run_id"),
                                   task: task, try: t, state: newState.rawValue, error: error)
                     }
-                    if let mid = r.string("message_id") { work.forget.append(mid); work.cancel.append(mid) }
+                    if let mid = try r.stringOrNull("message_id") { work.forget.append(mid); work.cancel.append(mid) }
                     if newState.isTerminal { ended[pk, default: []].append(task); runGraphs[pk] = graph }
                 }
                 updates.apply(s)
@@ -372,8 +372,8 @@ extension SchedulerStore {
             try s.query("""
                 SELECT t.message_id, r.run_id, t.task_id, t.try_number, t.state FROM task_instances t JOIN runs r ON r.id = t.run_pk
                 WHERE t.executor = 'celery' AND t.state IN ('queued', 'running') AND t.message_id IS NOT NULL LIMIT $1
-                """, [limit]).all.map { ($0.string("message_id")!, $0.string("run_id")!, $0.string("task_id")!, $0.int("try_number")!,
-                                         $0.string("state") == "queued") }
+                """, [limit]).all.map { (try $0.string("message_id"), try $0.string("run_id"), try $0.string("task_id"), try $0.int("try_number"),
+                                         try $0.stringOrNull("state") == "queued") }
         }
     }
 }

@@ -42,12 +42,12 @@ extension SchedulerStore {
                         FROM jsonb_each_text(w.flows) e LEFT JOIN flow_versions v ON v.flow_id = e.key AND v.hash = e.value)::text AS flows
                 FROM workers w ORDER BY w.name
                 """, [now.addingTimeInterval(-lostAfter)]).all.map { r in
-                let hb = r.date("heartbeat_at")!
-                return WorkerRecord(name: r.string("name")!, host: r.string("host")!, pid: r.int("pid"), queues: r.strings("queues"),
-                                    concurrency: r.int("concurrency")!, version: r.string("version"), state: r.string("state")!,
-                                    running: r.int("running")!, startedAt: r.date("started_at")!, heartbeatAt: hb,
+                let hb = try r.date("heartbeat_at")
+                return WorkerRecord(name: try r.string("name"), host: try r.string("host"), pid: try r.intOrNull("pid"), queues: try r.strings("queues"),
+                                    concurrency: try r.int("concurrency"), version: try r.stringOrNull("version"), state: try r.string("state"),
+                                    running: try r.int("running"), startedAt: try r.date("started_at"), heartbeatAt: hb,
                                     heartbeatAgeSeconds: max(0, now.timeIntervalSince(hb)),
-                                    flows: r.string("flows").flatMap { try? JSONDecoder().decode([WorkerFlow].self, from: Data($0.utf8)) })
+                                    flows: try r.stringOrNull("flows").flatMap { try? JSONDecoder().decode([WorkerFlow].self, from: Data($0.utf8)) })
             }
         }
     }
@@ -59,7 +59,7 @@ extension SchedulerStore {
     public func workersWithStaleHeartbeats(now: Date, heartbeatTimeout: Double) async throws -> [String] {
         try await db.run { s in
             try s.query("SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND heartbeat_at < $1 AND worker IS NOT NULL",
-                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { $0.string("worker") }
+                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { try $0.stringOrNull("worker") }
         }
     }
 }
