@@ -254,6 +254,32 @@ public enum KombuLayout {
     public static func ackCommands(deliveryTag: String) -> [[String]] {
         [["HDEL", unacked, deliveryTag], ["ZREM", unackedIndex, deliveryTag]]
     }
+
+    /// Waits up to `timeout` seconds for a message on `queue` without taking it: a BLMOVE of the
+    /// list onto itself, left to left, leaves the list as it was and hands over the element.
+    public static func waitCommand(queue: String, timeout: Double) -> [String] {
+        ["BLMOVE", queue, queue, "LEFT", "LEFT", String(format: "%.2f", timeout)]
+    }
+
+    /// Moves the claims of `tags` to `now` (seconds since 1970), so that no restore takes them
+    /// back while their worker lives; `XX` leaves alone a claim that is gone (acknowledged).
+    public static func refreshClaimCommands(tags: [String], now: Double) -> [[String]] {
+        let at = String(now)
+        return tags.map { ["ZADD", unackedIndex, "XX", at, $0] }
+    }
+
+    /// `restoreScript` for the claims made before `cutoff`, at most `limit` of them.
+    public static func restoreCommand(claimedBefore cutoff: Double, limit: Int, behindWaiting: Bool = false) -> [String] {
+        ["EVAL", restoreScript, "2", unacked, unackedIndex, String(cutoff), String(limit)] + (behindWaiting ? ["back"] : [])
+    }
+
+    /// Puts claimed messages back on their queues at once: their claims are scored 0, and the
+    /// restore moves every claim older than 1 back — next in line, or `behindWaiting` every
+    /// message waiting.
+    public static func giveBackCommands(tags: [String], behindWaiting: Bool) -> [[String]] {
+        tags.map { ["ZADD", unackedIndex, "XX", "0", $0] }
+            + [["EVAL", restoreScript, "2", unacked, unackedIndex, "1", String(tags.count + 100)] + (behindWaiting ? ["back"] : [])]
+    }
 }
 
 /// FlowKit's own Redis keys beside kombu's.
@@ -281,6 +307,23 @@ public enum FlowKitKeys {
     public static let runKeySeconds = 2 * 86400
     /// The message header that names a FlowKit message's run.
     public static let runHeader = "flowkit_run"
+
+    /// Counts one more hand-back of a message (the reply's first element is the count).
+    public static func handBackCountCommands(_ messageId: String) -> [[String]] {
+        [["INCR", handBacks(messageId)], ["EXPIRE", handBacks(messageId), "86400"]]
+    }
+    /// A worker's liveness: its key, which lives `ttl` seconds, and its entry in `workers`.
+    public static func aliveCommands(worker: String, ttl: Int, info: String) -> [[String]] {
+        [["SET", workerAlive(worker), "1", "EX", String(max(1, ttl))], ["HSET", workers, worker, info]]
+    }
+    /// 1 when the try of `messageId` must stop.
+    public static func cancelCheckCommand(_ messageId: String) -> [String] { ["EXISTS", cancel(messageId)] }
+    /// 1 when a scheduler of this Redis dispatched the run.
+    public static func runExistsCommand(_ runId: String) -> [String] { ["EXISTS", run(runId)] }
+    /// Keeps a task's result (JSON) for the tasks downstream that read it lazily.
+    public static func storeResultCommand(runId: String, taskId: String, json: String) -> [String] {
+        ["SET", result(runId, taskId), json, "EX", String(runKeySeconds)]
+    }
 }
 
 /// The dead-letter list (`flowkit:dead`): what no worker or scheduler could use, newest first,

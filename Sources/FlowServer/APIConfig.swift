@@ -22,6 +22,8 @@ public struct APIConfig: Sendable {
     /// The keys that seal connections and variables (`FLOWKIT_SECRET_KEY`): nil when unset, an
     /// error when set but unusable (their routes then answer 503 naming it).
     public var secretKeyring: Result<SecretKeyring?, SecretError> = .success(nil)
+    /// The time of day of the API's writes and reads of "now" (tests move it).
+    public var clock: any WallClock = SystemClock()
 
     public init(tokens: [(role: Role, token: String)] = [], openReads: Bool = true, corsOrigins: [String] = []) {
         self.tokens = tokens

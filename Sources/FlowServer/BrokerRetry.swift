@@ -23,9 +23,9 @@ enum BrokerRetry {
         } catch {
             logger.warning("\(what): the broker is unavailable (\(error)); the write stands, retrying in the background")
             Task.detached {
-                let start = Date()
+                let end = ContinuousClock.now.advanced(by: .milliseconds(Int64(giveUpAfter * 1000)))
                 var pause = 0.5
-                while Date().timeIntervalSince(start) < giveUpAfter {
+                while ContinuousClock.now < end {
                     try? await Task.sleep(for: .milliseconds(Int(pause * 1000)))
                     pause = min(pause * 2, 10)
                     do {

@@ -9,15 +9,16 @@ import NIOHTTPTypes
 /// answer is an empty 404 for both. (HEAD of a GET route is the GET without its body: the router
 /// generates those endpoints.)
 struct RouteFallbackMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
-    let routes: [(method: String, path: String)]
+    typealias Context = FlowRequestContext
+    /// The routes as their resources declared them.
+    let access: RouteAccessTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let e as HTTPError where e.status == .notFound {
             let path = request.uri.path
-            let allowed = Self.methods(for: path, in: routes)
+            let allowed = Self.methods(for: path, in: access.routes)
             if allowed.isEmpty {
                 return errorJSON(APIError(.notFound, "not_found",
                                           "no route `\(request.method) \(path)`: the API's routes are listed at /api/v1/openapi.json"))

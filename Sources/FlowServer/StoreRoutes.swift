@@ -19,62 +19,6 @@ extension FlowAPI {
         }
     }
 
-    /// An optional description from a body: a string of at most 1,000 bytes.
-    static func description(_ body: JSONValue) throws -> String? {
-        guard let d = body["description"], d != .null else { return nil }
-        guard let text = d.stringValue else { throw APIError.badRequest("`description` must be a string") }
-        return text
-    }
-
-    func registerStoreRoutes(_ router: Router<BasicRequestContext>) {
-        handle(router, .get, "/api/v1/connections", role: .read) { _, _ in
-            try json(["connections": try await self.store.connections()])
-        }
-        handle(router, .get, "/api/v1/connections/{name}", role: .read) { _, c in
-            try json(try await self.store.connection(try self.param(c, "name")))
-        }
-        handle(router, .put, "/api/v1/connections/{name}", role: .admin) { req, c in
-            let body = try await self.jsonBody(req, c, allowEmpty: false)
-            guard let uri = body["uri"]?.stringValue else {
-                throw APIError.badRequest("`uri` (a string: the connection's URL, e.g. postgresql://user:password@host:5432/db) is required")
-            }
-            let description = try Self.description(body)
-            let keys = try self.keyring()
-            let r = try await self.store.setConnection(name: try self.param(c, "name"), uri: uri, description: description, keyring: keys, now: Date())
-            return try json(r)
-        }
-        handle(router, .delete, "/api/v1/connections/{name}", role: .admin) { _, c in
-            let name = try self.param(c, "name")
-            try await self.store.deleteConnection(name, now: Date())
-            return try json(["deleted": JSONValue.string(name)])
-        }
-        handle(router, .get, "/api/v1/variables", role: .read) { req, _ in
-            let reveal = await self.isAdmin(req)
-            let all = try await self.store.variables(keyring: try self.keyring())
-            return try json(["variables": all.map { Self.shown($0, reveal: reveal) }])
-        }
-        handle(router, .get, "/api/v1/variables/{key}", role: .read) { req, c in
-            let reveal = await self.isAdmin(req)
-            let v = try await self.store.variables(keyring: try self.keyring(), key: try self.param(c, "key"))
-            return try json(Self.shown(v[0], reveal: reveal))
-        }
-        handle(router, .put, "/api/v1/variables/{key}", role: .admin) { req, c in
-            let body = try await self.jsonBody(req, c, allowEmpty: false)
-            // A string is stored as it is; any other JSON value as its compact JSON text (what
-            // `ctx.jsonVariable` parses back).
-            guard let v = body["value"], v != .null else { throw APIError.badRequest("`value` (a string, or any JSON value stored as its JSON text) is required") }
-            let value = v.stringValue ?? v.compactJSON
-            let r = try await self.store.setVariable(key: try self.param(c, "key"), value: value, description: try Self.description(body),
-                                                     keyring: try self.keyring(), now: Date())
-            return try json(r)
-        }
-        handle(router, .delete, "/api/v1/variables/{key}", role: .admin) { _, c in
-            let key = try self.param(c, "key")
-            try await self.store.deleteVariable(key, now: Date())
-            return try json(["deleted": JSONValue.string(key)])
-        }
-    }
-
     /// True when the request carries an admin token (readers see secret-looking variables masked).
     func isAdmin(_ req: Request) async -> Bool {
         guard req.headers[.authorization] != nil else { return false }
@@ -85,5 +29,56 @@ extension FlowAPI {
         var out = v
         if !reveal && VariableRecord.isSensitive(v.key) { out.value = "***" }
         return out
+    }
+}
+
+/// `/api/v1/connections` and `/api/v1/variables`.
+struct StoreRoutes: APIResource {
+    let api: FlowAPI
+
+    func register(_ routes: APIRoutes) {
+        routes.on(.get, "/api/v1/connections", role: .read) { _, _ in
+            try json(["connections": try await api.store.connections()])
+        }
+        routes.on(.get, "/api/v1/connections/{name}", role: .read) { _, c in
+            try json(try await api.store.connection(try api.param(c, "name")))
+        }
+        routes.on(.put, "/api/v1/connections/{name}", role: .admin) { req, c in
+            let body = try await api.body(ConnectionBody.self, req, c)
+            let keys = try api.keyring()
+            let r = try await api.store.setConnection(name: try api.param(c, "name"), uri: body.uri, description: body.description,
+                                                      keyring: keys, now: api.config.clock.now())
+            return try json(r)
+        }
+        routes.on(.delete, "/api/v1/connections/{name}", role: .admin) { _, c in
+            let name = try api.param(c, "name")
+            try await api.store.deleteConnection(name, now: api.config.clock.now())
+            return try json(["deleted": JSONValue.string(name)])
+        }
+        routes.on(.get, "/api/v1/variables", role: .read) { req, _ in
+            let reveal = await api.isAdmin(req)
+            let all = try await api.store.variables(keyring: try api.keyring())
+            return try json(["variables": all.map { FlowAPI.shown($0, reveal: reveal) }])
+        }
+        routes.on(.get, "/api/v1/variables/{key}", role: .read) { req, c in
+            let reveal = await api.isAdmin(req)
+            let v = try await api.store.variables(keyring: try api.keyring(), key: try api.param(c, "key"))
+            return try json(FlowAPI.shown(v[0], reveal: reveal))
+        }
+        routes.on(.put, "/api/v1/variables/{key}", role: .admin) { req, c in
+            let body = try await api.body(VariableBody.self, req, c)
+            // A string is stored as it is; any other JSON value as its compact JSON text (what
+            // `ctx.jsonVariable` parses back).
+            guard let v = body.value, v != .null else { throw APIError.badRequest("`value` (a string, or any JSON value stored as its JSON text) is required") }
+            let value = v.stringValue ?? v.compactJSON
+            let r = try await api.store.setVariable(key: try api.param(c, "key"), value: value, description: body.description,
+                                                     keyring: try api.keyring(), now: api.config.clock.now())
+            return try json(r)
+        }
+        routes.on(.delete, "/api/v1/variables/{key}", role: .admin) { _, c in
+            let key = try api.param(c, "key")
+            try await api.store.deleteVariable(key, now: api.config.clock.now())
+            return try json(["deleted": JSONValue.string(key)])
+        }
     }
 }

@@ -112,7 +112,7 @@ final class TokenAuthenticator: @unchecked Sendable {
         if role == .read && config.openReads && req.headers[.authorization] == nil { return "anonymous" }
         if role == .read && config.openReads {
             let token = String((req.headers[.authorization] ?? "").dropFirst(7)).trimmingCharacters(in: .whitespaces)
-            return (try? await identify(token, now: Date()))?.actor ?? "anonymous"
+            return (try? await identify(token, now: self.config.clock.now()))?.actor ?? "anonymous"
         }
         guard let header = req.headers[.authorization] else {
             throw APIError(.unauthorized, "unauthorized", "this endpoint needs a bearer token (Authorization: Bearer TOKEN; flowctl reads FLOWKIT_API_TOKEN)")
@@ -121,7 +121,7 @@ final class TokenAuthenticator: @unchecked Sendable {
             throw APIError(.unauthorized, "unauthorized", "the Authorization header must be `Bearer TOKEN`")
         }
         let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        guard let (have, actor) = try await self.identify(token, now: Date()) else {
+        guard let (have, actor) = try await self.identify(token, now: self.config.clock.now()) else {
             throw APIError(.unauthorized, "unauthorized", "the bearer token is not valid (unknown, revoked or expired)")
         }
         switch (role, have) {

@@ -31,14 +31,14 @@ final class InFlightEntry: @unchecked Sendable {
     func log(_ line: String) { lock.withLock { lines.append(line) } }
 
     /// Buffered log lines as events (batched, so logs never cost a round trip per line).
-    func drainLogEvents(base: WorkerEvent, masker: SecretMasker? = nil) -> [WorkerEvent] {
+    func drainLogEvents(base: WorkerEvent, masker: SecretMasker? = nil, at: Double) -> [WorkerEvent] {
         var taken: [String] = lock.withLock { let l = lines; lines = []; return l }
         if let masker { taken = taken.map(masker.mask) }
         guard !taken.isEmpty else { return [] }
         return stride(from: 0, to: taken.count, by: 500).map { i in
             var e = base
             e.kind = .log
-            e.at = Date().timeIntervalSince1970
+            e.at = at
             e.lines = Array(taken[i..<min(i + 500, taken.count)])
             return e
         }

@@ -1,4 +1,5 @@
 import CeleryProtocol
+public import FlowKit
 public import Foundation
 
 /// Tunables of a worker process.
@@ -25,6 +26,9 @@ public struct WorkerConfig: Sendable {
     /// Where the worker's own connections (`FLOWKIT_CONN_*`), variables (`FLOWKIT_VAR_*`) and the
     /// keys that open the store's (`FLOWKIT_SECRET_KEY`) come from.
     public var environment: [String: String] = ProcessInfo.processInfo.environment
+
+    /// The time of day the worker stamps on its events, claims and heartbeats (tests move it).
+    public var clock: any WallClock = SystemClock()
 
     public init(name: String? = nil, hostname: String = ProcessInfo.processInfo.hostName, queues: [String] = ["default"], concurrency: Int = 2) {
         self.hostname = hostname

@@ -70,7 +70,7 @@ public final class EventConsumer: SchedulerDuty, @unchecked Sendable {
         let undecodable = batch.compactMap { e in e.undecodable.map { (id: e.id, text: $0) } }
         if !undecodable.isEmpty {
             for u in undecodable { logger.error("dead-lettered stream entry \(u.id): not a FlowKit event: \(u.text.prefix(200))") }
-            try await broker.deadLetterUndecodable(undecodable, by: context.name)
+            try await broker.deadLetterUndecodable(undecodable, by: context.name, at: context.clock.now())
         }
         let t0 = Date()
         let work = try await applyIsolatingPoison(events, durable: !deferAck)
@@ -124,7 +124,7 @@ public final class EventConsumer: SchedulerDuty, @unchecked Sendable {
         for (ev, why) in poison {
             context.logger.error("dead-lettered a \(ev.kind.rawValue) event of worker \(ev.worker) for \(ev.runId ?? "-")/\(ev.taskId ?? "-"): \(why)")
         }
-        try await context.broker.deadLetterEvents(poison, by: context.name)
+        try await context.broker.deadLetterEvents(poison, by: context.name, at: context.clock.now())
     }
 }
 

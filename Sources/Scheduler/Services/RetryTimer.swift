@@ -1,3 +1,4 @@
+import FlowKit
 import Foundation
 
 /// Queues the tries whose retry delay has passed, then waits until the next one is due (at most

@@ -109,10 +109,13 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// How many entries the dead-letter list keeps (the oldest go first).
+    public static let deadLetterCapacity = DeadLetter.maxEntries
+
     /// Puts events the database refused on the dead-letter list, each with its reason.
-    public func deadLetterEvents(_ events: [(event: WorkerEvent, reason: String)], by scheduler: String) async throws {
+    public func deadLetterEvents(_ events: [(event: WorkerEvent, reason: String)], by scheduler: String, at: Date) async throws {
         guard !events.isEmpty else { return }
-        let now = Date().timeIntervalSince1970
+        let now = at.timeIntervalSince1970
         let cmds = events.flatMap { e -> [[String]] in
             DeadLetter.commands(["kind": "event", "reason": .string(e.reason), "scheduler": .string(scheduler), "at": .double(now)],
                                 payloadKey: "event", payload: e.event.json)
@@ -121,9 +124,9 @@ public final class SchedulerBroker: Sendable {
     }
 
     /// Puts stream entries that are not events at all on the dead-letter list, as they were.
-    public func deadLetterUndecodable(_ entries: [(id: String, text: String)], by scheduler: String) async throws {
+    public func deadLetterUndecodable(_ entries: [(id: String, text: String)], by scheduler: String, at: Date) async throws {
         guard !entries.isEmpty else { return }
-        let now = Date().timeIntervalSince1970
+        let now = at.timeIntervalSince1970
         let cmds = entries.flatMap { e -> [[String]] in
             DeadLetter.commands(["kind": "event", "reason": .string("stream entry \(e.id) is not a FlowKit event"), "scheduler": .string(scheduler),
                                  "at": .double(now)], payloadKey: "entry", payload: e.text)

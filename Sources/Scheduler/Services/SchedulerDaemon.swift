@@ -109,7 +109,7 @@ public final class SchedulerDaemon: Sendable {
     let config: SchedulerConfig
     let context: SchedulerContext
     let listen: PGConnection
-    let startedAt = Date()
+    let startedAt: Date
 
     public let runStarter: RunStarter
     public let poolAdmitter: PoolAdmitter
@@ -133,7 +133,8 @@ public final class SchedulerDaemon: Sendable {
                 clock: any SchedulerClock = SystemClock(), poolSize: Int = 3, metrics: SchedulerMetrics = SchedulerMetrics(),
                 notifiers: [any Notifier] = [], connections: [String: String] = namedConnections(), importErrors: [FlowImportError] = []) {
         self.importErrors = importErrors
-        self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"))
+        self.startedAt = clock.now()
+        self.store = SchedulerStore(db: PGPool(databaseURL, size: poolSize, label: "sched-pg"), clock: clock)
         self.broker = SchedulerBroker(config: redis, consumer: config.name)
         self.leader = LeaderElector(databaseURL: databaseURL)
         self.flows = flows

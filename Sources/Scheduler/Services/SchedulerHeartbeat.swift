@@ -1,3 +1,4 @@
+import FlowKit
 import Foundation
 
 /// Records that this scheduler is alive (`/health` reads it), and gives the heap back to the

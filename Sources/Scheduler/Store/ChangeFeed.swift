@@ -50,8 +50,8 @@ public final class ChangeFeed: @unchecked Sendable {
     /// Waits (at most `timeout` seconds) until the session listens, so that a subscriber hears
     /// every change committed after this returns true.
     public func waitUntilListening(timeout: Double = 5) async -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        while Date() < end {
+        let end = ContinuousClock.now.advanced(by: .milliseconds(Int64(timeout * 1000)))
+        while ContinuousClock.now < end {
             if lock.withLock({ isListening }) { return true }
             try? await Task.sleep(for: .milliseconds(20))
         }

@@ -202,7 +202,7 @@ extension SchedulerStore {
         let n = try await audited { s, actor in
             let n = try s.query("UPDATE flows SET is_paused = $2, updated_at = now() WHERE flow_id = $1", [flowId, paused]).affectedRows
             if n > 0 && !paused { s.notifyAfterCommit("flowkit_runs", flowId) }
-            if n > 0 { try self.audit(s, actor, paused ? "pause" : "unpause", flowId, now: Date()) }
+            if n > 0 { try self.audit(s, actor, paused ? "pause" : "unpause", flowId, now: self.clock.now()) }
             return n
         }
         if n == 0 { throw NotFound("unknown flow `\(flowId)`") }

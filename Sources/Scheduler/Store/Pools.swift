@@ -171,7 +171,7 @@ extension SchedulerStore {
                 INSERT INTO pools (name, slots, description) VALUES ($1, $2, COALESCE($3, ''))
                 ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots, description = COALESCE($3, pools.description), updated_at = now()
                 """, [name, slots, description])
-            try self.audit(s, actor, "pool_set", name, ["slots": .int(slots)], now: Date())
+            try self.audit(s, actor, "pool_set", name, ["slots": .int(slots)], now: self.clock.now())
             s.notifyAfterCommit(Self.slotsChannel, name)
         }
         return try await pools().first { $0.name == name }!
@@ -194,7 +194,7 @@ extension SchedulerStore {
             let busy = try s.query("SELECT count(*) AS n FROM task_instances WHERE pool = $1 AND state IN ('queued', 'running')", [name]).single().int("n")
             guard busy == 0 else { throw StateConflict("pool `\(name)` has \(busy) task instances queued or running") }
             try s.query("DELETE FROM pools WHERE name = $1", [name])
-            try self.audit(s, actor, "pool_delete", name, now: Date())
+            try self.audit(s, actor, "pool_delete", name, now: self.clock.now())
         }
     }
 

@@ -343,7 +343,7 @@ extension SchedulerStore {
                                          logicalDate: t, intervalStart: prev, intervalEnd: t) { created.append(r) }
             }
             try audit(s, actor, "backfill", flowId, ["runs": .int(created.count), "from": .string(Instant.format(from)), "to": .string(Instant.format(to))],
-                      now: Date())
+                      now: self.clock.now())
             return created
         }
     }

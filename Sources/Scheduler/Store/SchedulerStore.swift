@@ -1,5 +1,5 @@
 public import CeleryProtocol
-import FlowKit
+public import FlowKit
 import Foundation
 public import PostgresClient
 
@@ -37,8 +37,12 @@ public final class SchedulerStore: @unchecked Sendable {
     /// Opens the pool's connections now, so that no request opens one on its critical path.
     public func connectAll() async { await db.connectAll() }
 
-    public init(db: PGPool, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
+    /// The time of day of the writes whose callers pass none (audit entries of admin calls).
+    let clock: any WallClock
+
+    public init(db: PGPool, clock: any WallClock = SystemClock(), random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
         self.db = db
+        self.clock = clock
         self.random = random
     }
 }
