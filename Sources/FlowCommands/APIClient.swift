@@ -1,4 +1,5 @@
 import FlowKit
+import Scheduler
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -33,6 +34,19 @@ struct APIClient {
     }
 
     func get(_ path: String) async throws -> JSONValue { try await send("GET", path, body: nil) }
+
+    /// A GET whose answer is decoded into its contract type (`Scheduler/Contract`).
+    func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        try Self.typed(try await get(path), as: T.self, answering: "GET \(path)")
+    }
+
+    /// An answer decoded into its contract type; one that does not fit says which call and why
+    /// (an API of another version, most likely).
+    static func typed<T: Decodable>(_ value: JSONValue, as type: T.Type, answering call: String) throws -> T {
+        do { return try APIWire.decode(T.self, from: value) } catch {
+            throw CLIError("the API's answer to \(call) is not the \(T.self) this flowctl expects (is the API another version?): \(error)")
+        }
+    }
     func post(_ path: String, _ body: JSONValue = [:], headers: [String: String] = [:]) async throws -> JSONValue {
         try await send("POST", path, body: body, headers: headers)
     }
@@ -95,6 +109,14 @@ func shortTime(_ s: String?) -> String {
     guard let s else { return "-" }
     guard let d = Instant.parse(s) else { return s }
     return CLITime.format(d, zone: "UTC")
+}
+
+func shortTime(_ d: Date?) -> String { d.map { CLITime.format($0, zone: "UTC") } ?? "-" }
+
+func duration(_ start: Date?, _ end: Date?) -> String {
+    guard let start else { return "-" }
+    let d = (end ?? Date()).timeIntervalSince(start)
+    return d < 10 ? String(format: "%.2fs", d) : String(format: "%.1fs", d)
 }
 
 func duration(_ start: String?, _ end: String?) -> String {

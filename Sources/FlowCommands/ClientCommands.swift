@@ -1,5 +1,6 @@
 import ArgumentParser
 import FlowKit
+import Scheduler
 import Foundation
 
 struct TriggerCommand: AsyncParsableCommand {
@@ -29,9 +30,10 @@ struct TriggerCommand: AsyncParsableCommand {
         let waitLimit = try timeout.map(parseDuration)
         if timeout != nil && !wait { throw CLIError("--timeout needs --wait", code: 2) }
         let run = try await Self.createRun(client: client, flow: flow, body: .object(body), quiet: json)
-        let runId = run["runId"]?.stringValue ?? "?"
+        let made = try APIClient.typed(run, as: RunRecord.self, answering: "POST /api/v1/flows/\(flow)/runs")
+        let runId = made.runId
         // A paused flow keeps its new run queued: say so now rather than wait in silence.
-        if run["state"]?.stringValue == "queued", (try? await client.get("/api/v1/flows/\(flow)"))?["isPaused"] == true {
+        if made.state == "queued", (try? await client.get("/api/v1/flows/\(flow)", as: FlowRecord.self))?.isPaused == true {
             FileHandle.standardError.write(Data("flow \(flow) is paused: run \(runId) stays queued until `flowctl flows unpause \(flow)`\n".utf8))
         }
         if !wait {
@@ -40,8 +42,8 @@ struct TriggerCommand: AsyncParsableCommand {
         }
         if !json { print("triggered \(flow) run \(runId)") }
         let final = try await follow(client: client, runId: runId, quiet: json, limit: waitLimit)
-        if json { printJSON(final) }
-        if final["state"]?.stringValue != "success" { throw ExitCode(1) }
+        if json { printJSON(final.raw) }
+        if final.run.state != "success" { throw ExitCode(1) }
     }
 
     /// Posts the trigger with an idempotency key and retries what may be a lost answer (a
@@ -74,22 +76,24 @@ func waitTimedOut(runId: String, limit: Double) -> CLIError {
     CLIError("stopped waiting after \(CLITime.span(limit)); run \(runId) goes on untouched: follow it with `flowctl runs show \(runId)`", code: 3)
 }
 
-/// Polls a run until it ends, printing each task's state changes; returns the final run.
+/// Polls a run until it ends, printing each task's state changes; returns the final run (and
+/// the API's answer as it came, for `--json`).
 ///
 /// Polls every 0.1 s at first, backing off to every 2 s while nothing changes, so a crowd of
 /// waiting clients does not hammer the API. A slow or busy API (timeout, 503) is retried a few
 /// times; then the error says so, with the run id to follow it by.
-func follow(client: APIClient, runId: String, quiet: Bool, limit: Double? = nil) async throws -> JSONValue {
+func follow(client: APIClient, runId: String, quiet: Bool, limit: Double? = nil) async throws -> (run: RunRecord, raw: JSONValue) {
     let began = Date()
     var seen: [String: String] = [:]
     var stalled: String?
     var pause = PollBackoff()
     var transientFailures = 0
     while true {
-        let run: JSONValue, tasks: [JSONValue]
+        let raw: JSONValue, run: RunRecord, tasks: [TaskInstanceRecord]
         do {
-            run = try await client.get("/api/v1/runs/\(runId)")
-            tasks = try await client.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
+            raw = try await client.get("/api/v1/runs/\(runId)")
+            run = try APIClient.typed(raw, as: RunRecord.self, answering: "GET /api/v1/runs/\(runId)")
+            tasks = try await client.get("/api/v1/runs/\(runId)/tasks", as: TaskList.self).tasks
             transientFailures = 0
         } catch let e as CLIError where e.transient {
             transientFailures += 1
@@ -103,43 +107,43 @@ func follow(client: APIClient, runId: String, quiet: Bool, limit: Double? = nil)
         }
         var changed = false
         // A mapped task's instances are summed up on its own line (`runs show` lists them).
-        for t in tasks where t["mapParent"] == nil {
-            let id = t["taskId"]?.stringValue ?? "?", state = t["state"]?.stringValue ?? "?"
-            let key = "\(state)/\(t["tryNumber"]?.intValue ?? 0)/\(t["waitReason"]?.stringValue ?? "")"
+        for t in tasks where t.mapParent == nil {
+            let id = t.taskId, state = t.state
+            let key = "\(state)/\(t.tryNumber)/\(t.waitReason ?? "")"
             if seen[id] != key {
                 seen[id] = key
                 changed = true
                 if !quiet && state != "pending" {
-                    var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 17, withPad: " ", startingAt: 0)) try \(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)"
+                    var line = "  \(id.padding(toLength: 22, withPad: " ", startingAt: 0)) \(state.padding(toLength: 17, withPad: " ", startingAt: 0)) try \(t.tryNumber)/\(t.maxTries)"
                     if ["success", "failed", "up_for_retry"].contains(state) {
-                        line += "  \(duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue))"
+                        line += "  \(duration(t.startedAt, t.endedAt))"
                     }
-                    if let e = t["error"]?.stringValue, state != "success" { line += "  \(e.prefix(160))" }
-                    if let why = t["waitReason"]?.stringValue { line += "  \(why)" }
-                    if state == "up_for_retry" || state == "up_for_reschedule", let at = t["nextAttemptAt"]?.stringValue.flatMap(Instant.parse) {
+                    if let e = t.error, state != "success" { line += "  \(e.prefix(160))" }
+                    if let why = t.waitReason { line += "  \(why)" }
+                    if state == "up_for_retry" || state == "up_for_reschedule", let at = t.nextAttemptAt {
                         line += "  \(state == "up_for_retry" ? "retrying" : "next poke") at \(CLITime.clock(at)) (in \(CLITime.span(max(0, at.timeIntervalSinceNow))))"
                     }
-                    if let n = t["mapLength"]?.intValue { line += "  mapped ×\(n)" }
+                    if let n = t.mapLength { line += "  mapped ×\(n)" }
                     print(line)
                     flushStdout()
                 }
             }
         }
         // A run no live worker can take says so once, and again when that changes.
-        let why = run["stalledReason"]?.stringValue
+        let why = run.stalledReason
         if why != stalled {
             stalled = why
             changed = true
             if !quiet { print(why.map { "  stalled: \($0)" } ?? "  no longer stalled: a worker can take it"); flushStdout() }
         }
-        let state = run["state"]?.stringValue ?? ""
+        let state = run.state
         if ["success", "failed", "cancelled"].contains(state) {
             if !quiet {
                 print("")
                 print(taskTable(tasks))
-                print("\nrun \(runId): \(state) in \(duration(run["startedAt"]?.stringValue, run["endedAt"]?.stringValue))")
+                print("\nrun \(runId): \(state) in \(duration(run.startedAt, run.endedAt))")
             }
-            return run
+            return (run, raw)
         }
         var next = pause.next(changed: changed)
         if let limit {
@@ -160,27 +164,25 @@ struct PollBackoff {
     }
 }
 
-func taskTable(_ tasks: [JSONValue], allInstances: Bool = false) -> String {
+func taskTable(_ tasks: [TaskInstanceRecord], allInstances: Bool = false) -> String {
     // A mapped task shows as one row with its instances' states; its first instances follow
     // (all of them with --instances), addressed as `task[index]`.
-    var instances: [String: [JSONValue]] = [:]
-    for t in tasks { if let p = t["mapParent"]?.stringValue { instances[p, default: []].append(t) } }
+    var instances: [String: [TaskInstanceRecord]] = [:]
+    for t in tasks { if let p = t.mapParent { instances[p, default: []].append(t) } }
     var rows: [[String]] = []
-    func row(_ t: JSONValue, indent: String = "", tryText: String? = nil) -> [String] {
-        [indent + (t["taskId"]?.stringValue ?? ""), t["state"]?.stringValue ?? "",
-         tryText ?? "\(t["tryNumber"]?.intValue ?? 0)/\(t["maxTries"]?.intValue ?? 0)",
-         duration(t["startedAt"]?.stringValue, t["endedAt"]?.stringValue), t["worker"]?.stringValue ?? "-",
-         String((t["result"].map { $0 == .null ? (t["error"]?.stringValue ?? "-") : $0.compactJSON } ?? "-").prefix(90))]
+    func row(_ t: TaskInstanceRecord, indent: String = "", tryText: String? = nil) -> [String] {
+        let outcome = t.result.map { $0 == .null ? (t.error ?? "-") : $0.compactJSON } ?? (t.error ?? "-")
+        return [indent + t.taskId, t.state, tryText ?? "\(t.tryNumber)/\(t.maxTries)", duration(t.startedAt, t.endedAt), t.worker ?? "-",
+                String(outcome.prefix(90))]
     }
-    for t in tasks where t["mapParent"] == nil {
-        let id = t["taskId"]?.stringValue ?? ""
-        guard let length = t["mapLength"]?.intValue else { rows.append(row(t)); continue }
-        let mine = instances[id] ?? []
+    for t in tasks where t.mapParent == nil {
+        guard let length = t.mapLength else { rows.append(row(t)); continue }
+        let mine = instances[t.taskId] ?? []
         var counts: [String: Int] = [:]
-        for i in mine { counts[i["state"]?.stringValue ?? "", default: 0] += 1 }
+        for i in mine { counts[i.state, default: 0] += 1 }
         let summary = counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         var parent = row(t, tryText: "×\(length)")
-        if t["state"]?.stringValue == "running" { parent[5] = summary }  // its instances' progress
+        if t.state == "running" { parent[5] = summary }  // its instances' progress
         rows.append(parent)
         let shown = allInstances ? mine : Array(mine.prefix(mappedRowsShown))
         for i in shown { rows.append(row(i, indent: "  ")) }
@@ -193,10 +195,9 @@ func taskTable(_ tasks: [JSONValue], allInstances: Bool = false) -> String {
 
 /// A flow's next run in its own zone (`2026-12-02 00:00:00 +01:00`), or `-` when it has none: no
 /// schedule, paused, or inactive.
-func nextRun(_ f: JSONValue) -> String {
-    guard f["isActive"]?.boolValue != false, f["isPaused"]?.boolValue != true,
-          let next = f["nextRunAt"]?.stringValue.flatMap(Instant.parse) else { return "-" }
-    return CLITime.format(next, zone: f["timezone"]?.stringValue ?? "UTC")
+func nextRun(_ f: FlowRecord) -> String {
+    guard f.isActive, !f.isPaused, let next = f.nextRunAt else { return "-" }
+    return CLITime.format(next, zone: f.timezone)
 }
 
 /// Instances of a mapped task `runs show` lists before it summarises the rest.
@@ -211,16 +212,16 @@ struct FlowsCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows")
             if json { printJSON(v); return }
+            let list = try APIClient.typed(v, as: FlowList.self, answering: "GET /api/v1/flows")
             // NEXT RUN in the flow's own zone, with its offset; none for a paused or inactive flow.
-            print(table(["FLOW", "SCHEDULE", "TZ", "NEXT RUN", "PAUSED", "ACTIVE"], (v["flows"]?.arrayValue ?? []).map { f in
-                [f["flowId"]?.stringValue ?? "", f["schedule"]?.stringValue ?? f["triggers"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ") ?? "-",
-                 f["timezone"]?.stringValue ?? "",
-                 nextRun(f), f["isPaused"]?.boolValue == true ? "yes" : "no", f["isActive"]?.boolValue == true ? "yes" : "no"]
+            print(table(["FLOW", "SCHEDULE", "TZ", "NEXT RUN", "PAUSED", "ACTIVE"], list.flows.map { f in
+                [f.flowId, f.schedule ?? f.triggers?.joined(separator: "; ") ?? "-", f.timezone,
+                 nextRun(f), f.isPaused ? "yes" : "no", f.isActive ? "yes" : "no"]
             }))
-            let errors = v["importErrors"]?.arrayValue ?? []
+            let errors = list.importErrors
             if !errors.isEmpty {
                 print("\n\(errors.count) flow\(errors.count == 1 ? "" : "s") could not be registered (import errors):")
-                for e in errors { print("  \(e["flowId"]?.stringValue ?? ""): \(e["message"]?.stringValue ?? "")") }
+                for e in errors { print("  \(e.flowId): \(e.message)") }
             }
         }
     }
@@ -229,29 +230,27 @@ struct FlowsCommand: AsyncParsableCommand {
         @Argument var flow: String
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
-            let f = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows/\(flow)")
-            if json { printJSON(f); return }
-            print("\(f["flowId"]?.stringValue ?? "")  v\(f["version"]?.intValue ?? 0)  \(f["description"]?.stringValue ?? "")")
-            print("schedule: \(f["schedule"]?.stringValue ?? "none") (\(f["timezone"]?.stringValue ?? ""))  next: \(nextRun(f))  paused: \(f["isPaused"]?.boolValue == true)")
-            if let at = f["source"]?["flow"]?.stringValue { print("declared at: \(at)") }
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/flows/\(flow)")
+            if json { printJSON(raw); return }
+            let f = try APIClient.typed(raw, as: FlowRecord.self, answering: "GET /api/v1/flows/\(flow)")
+            print("\(f.flowId)  v\(f.version)  \(f.description)")
+            print("schedule: \(f.schedule ?? "none") (\(f.timezone))  next: \(nextRun(f))  paused: \(f.isPaused)")
+            if let at = f.source?["flow"]?.stringValue { print("declared at: \(at)") }
             print("\ntasks:")
-            for t in f["definition"]?["tasks"]?.arrayValue ?? [] {
-                let up = (t["upstream"]?.arrayValue ?? []).compactMap(\.stringValue)
-                let id = t["id"]?.stringValue ?? ""
-                let at = f["source"]?["tasks"]?[id]?.stringValue.map { "  at \($0)" } ?? ""
-                print("  \(id)  [\(t["kind"]?.stringValue ?? "")]  after: \(up.isEmpty ? "-" : up.joined(separator: ", "))  rule: \(t["triggerRule"]?.stringValue ?? "")  retries: \(t["retry"]?["retries"]?.intValue ?? 0)\(at)")
+            for t in f.definition?.tasks ?? [] {
+                let at = f.source?["tasks"]?[t.id]?.stringValue.map { "  at \($0)" } ?? ""
+                print("  \(t.id)  [\(t.kind)]  after: \(t.upstream.isEmpty ? "-" : t.upstream.joined(separator: ", "))  rule: \(t.triggerRule.rawValue)  retries: \(t.retry.retries)\(at)")
             }
-            if let needs = f["needs"] {
+            if let needs = f.needs {
                 // What the flow's tasks need from the store; a worker's own FLOWKIT_CONN_* / FLOWKIT_VAR_* also serves.
-                for (kind, items) in [("connections", needs["connections"]?.arrayValue ?? []), ("variables", needs["variables"]?.arrayValue ?? [])] where !items.isEmpty {
+                for (kind, items) in [("connections", needs.connections), ("variables", needs.variables)] where !items.isEmpty {
                     print("\n\(kind) needed:")
                     for i in items {
-                        let set = i["set"]?.boolValue == true
-                        print("  \(i["name"]?.stringValue ?? "")  \(set ? "set" : "NOT SET in the store")  used by: \((i["tasks"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", "))")
+                        print("  \(i.name)  \(i.set ? "set" : "NOT SET in the store")  used by: \(i.tasks.joined(separator: ", "))")
                     }
                 }
             }
-            let runs = f["latestRuns"]?.arrayValue ?? []
+            let runs = f.latestRuns ?? []
             if !runs.isEmpty {
                 print("\nlatest runs:")
                 print(runTable(runs))
@@ -287,11 +286,10 @@ struct FlowsCommand: AsyncParsableCommand {
     }
 }
 
-func runTable(_ runs: [JSONValue]) -> String {
+func runTable(_ runs: [RunRecord]) -> String {
     table(["RUN", "FLOW", "VERSION", "STATE", "KIND", "LOGICAL DATE", "DURATION"], runs.map { r in
-        [r["runId"]?.stringValue ?? "", r["flowId"]?.stringValue ?? "", "v\(r["flowVersion"]?.intValue ?? 0)",
-         (r["state"]?.stringValue ?? "") + (r["stalledReason"]?.stringValue == nil ? "" : " (stalled)"), r["triggerKind"]?.stringValue ?? "",
-         shortTime(r["logicalDate"]?.stringValue), duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue)]
+        [r.runId, r.flowId, "v\(r.flowVersion)", r.state + (r.stalledReason == nil ? "" : " (stalled)"), r.triggerKind,
+         shortTime(r.logicalDate), duration(r.startedAt, r.endedAt)]
     })
 }
 
@@ -310,10 +308,12 @@ struct RunsCommand: AsyncParsableCommand {
             if let flow { q.append("flow_id=\(flow)") }
             if let state { q.append("state=\(state)") }
             if let cursor { q.append("cursor=\(cursor)") }
-            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/runs?" + q.joined(separator: "&"))
+            let path = "/api/v1/runs?" + q.joined(separator: "&")
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
             if json { printJSON(v); return }
-            print(runTable(v["runs"]?.arrayValue ?? []))
-            if let next = v["nextCursor"]?.stringValue { print("more: --cursor \(next)") }
+            let page = try APIClient.typed(v, as: RunPage.self, answering: "GET \(path)")
+            print(runTable(page.runs))
+            if let next = page.nextCursor { print("more: --cursor \(next)") }
         }
     }
 
@@ -323,22 +323,25 @@ struct RunsCommand: AsyncParsableCommand {
         @Flag(help: "List every instance of a mapped task (by default the first \(mappedRowsShown)).") var instances = false
         func run() async throws {
             let c = APIClient(settings: try Settings.fromEnvironment())
-            let r = try await c.get("/api/v1/runs/\(APIClient.segment(runId))")
-            let t = try await c.get("/api/v1/runs/\(APIClient.segment(runId))/tasks")
-            if json { printJSON(["run": r, "tasks": t["tasks"] ?? []]); return }
-            print("run \(r["runId"]?.stringValue ?? runId) of \(r["flowId"]?.stringValue ?? ""): \(r["state"]?.stringValue ?? "")  logical date \(shortTime(r["logicalDate"]?.stringValue))  took \(duration(r["startedAt"]?.stringValue, r["endedAt"]?.stringValue))")
-            if let by = r["triggeredBy"]?.stringValue { print("started by run \(by)") }
-            if let why = r["stalledReason"]?.stringValue { print("stalled: \(why)") }
+            let path = "/api/v1/runs/\(APIClient.segment(runId))"
+            let raw = try await c.get(path), rawTasks = try await c.get(path + "/tasks")
+            if json { printJSON(["run": raw, "tasks": rawTasks["tasks"] ?? []]); return }
+            let r = try APIClient.typed(raw, as: RunRecord.self, answering: "GET \(path)")
+            let t = try APIClient.typed(rawTasks, as: TaskList.self, answering: "GET \(path)/tasks")
+            print("run \(r.runId) of \(r.flowId): \(r.state)  logical date \(shortTime(r.logicalDate))  took \(duration(r.startedAt, r.endedAt))")
+            if let by = r.triggeredBy { print("started by run \(by)") }
+            if let why = r.stalledReason { print("stalled: \(why)") }
             print("")
-            print(taskTable(t["tasks"]?.arrayValue ?? [], allInstances: instances))
+            print(taskTable(t.tasks, allInstances: instances))
         }
     }
 
     struct Cancel: AsyncParsableCommand {
         @Argument var runId: String
         func run() async throws {
-            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/cancel")
-            print("run \(r["runId"]?.stringValue ?? runId): \(r["state"]?.stringValue ?? "")")
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/cancel")
+            let r = try APIClient.typed(raw, as: RunRecord.self, answering: "POST /api/v1/runs/\(runId)/cancel")
+            print("run \(r.runId): \(r.state)")
         }
     }
 
@@ -351,8 +354,9 @@ struct RunsCommand: AsyncParsableCommand {
             var body: [String: JSONValue] = [:]
             if !tasks.isEmpty { body["taskIds"] = .array(tasks.map(JSONValue.string)) }
             if onlyFailed { body["onlyFailed"] = true }
-            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", .object(body))
-            print("run \(r["runId"]?.stringValue ?? runId): \(r["state"]?.stringValue ?? "")")
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", .object(body))
+            let r = try APIClient.typed(raw, as: RunRecord.self, answering: "POST /api/v1/runs/\(runId)/clear")
+            print("run \(r.runId): \(r.state)")
         }
     }
 }
@@ -373,19 +377,19 @@ struct LogsCommand: AsyncParsableCommand {
         while true {
             var path = "/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/logs?offset=\(offset)"
             if let tryNumber { path += "&try=\(tryNumber)" }
-            let page = try await c.get(path)
-            shownTry = page["tryNumber"] ?? shownTry
-            let lines = page["lines"]?.arrayValue ?? []
-            for l in lines {
-                if json { all.append(l) } else { print("\(shortTime(l["at"]?.stringValue))  \(l["line"]?.stringValue ?? "")") }
+            let raw = try await c.get(path)
+            let page = try APIClient.typed(raw, as: LogPage.self, answering: "GET \(path)")
+            shownTry = .int(page.tryNumber)
+            if json { all += raw["lines"]?.arrayValue ?? [] } else {
+                for l in page.lines { print("\(shortTime(l.at))  \(l.line)") }
             }
             flushStdout()
-            offset = page["nextOffset"]?.intValue ?? offset
-            if lines.count >= 1000 { continue }
+            offset = page.nextOffset
+            if page.lines.count >= 1000 { continue }
             guard follow else { break }
-            let tasks = try await c.get("/api/v1/runs/\(runId)/tasks")["tasks"]?.arrayValue ?? []
-            let state = tasks.first { $0["taskId"]?.stringValue == taskId }?["state"]?.stringValue ?? ""
-            if let s = TaskState(rawValue: state), s.isTerminal, lines.isEmpty { break }
+            let tasks = try await c.get("/api/v1/runs/\(APIClient.segment(runId))/tasks", as: TaskList.self).tasks
+            let state = tasks.first { $0.taskId == taskId }?.state ?? ""
+            if let s = TaskState(rawValue: state), s.isTerminal, page.lines.isEmpty { break }
             try await Task.sleep(for: .milliseconds(500))
         }
         // The API's shape: `{"tryNumber", "lines", "nextOffset"}`, every page's lines together.
@@ -444,17 +448,16 @@ struct BackfillCommand: AsyncParsableCommand {
             repeat {
                 var path = "/api/v1/runs?flow_id=\(flow)&state=failed&since=\(from)&until=\(until)&limit=500"
                 if let cursor { path += "&cursor=\(cursor)" }
-                let page = try await client.get(path)
-                for r in page["runs"]?.arrayValue ?? [] {
-                    guard let id = r["runId"]?.stringValue else { continue }
-                    _ = try await client.post("/api/v1/runs/\(id)/clear", [:])
-                    cleared.append(id)
+                let page = try await client.get(path, as: RunPage.self)
+                for r in page.runs {
+                    _ = try await client.post("/api/v1/runs/\(r.runId)/clear", [:])
+                    cleared.append(r.runId)
                 }
-                cursor = page["nextCursor"]?.stringValue
+                cursor = page.nextCursor
             } while cursor != nil
         }
         if json { printJSON(["runs": v["runs"] ?? [], "cleared": .array(cleared.map(JSONValue.string))]); return }
-        let runs = v["runs"]?.arrayValue ?? []
+        let runs = try APIClient.typed(v, as: BackfillCreated.self, answering: "POST /api/v1/flows/\(flow)/backfill").runs
         print("created \(runs.count) backfill runs of \(flow)")
         if !runs.isEmpty { print(runTable(runs)) }
         if rerunFailed { print("cleared \(cleared.count) failed runs in the range: they run again") }
@@ -475,9 +478,9 @@ struct PoolsCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/pools")
             if json { printJSON(v); return }
-            print(table(["POOL", "SLOTS", "USED", "WAITING", "DESCRIPTION"], (v["pools"]?.arrayValue ?? []).map { p in
-                [p["name"]?.stringValue ?? "", "\(p["slots"]?.intValue ?? 0)", "\(p["usedSlots"]?.intValue ?? 0)",
-                 "\(p["waiting"]?.intValue ?? 0)", p["description"]?.stringValue ?? ""]
+            let pools = try APIClient.typed(v, as: PoolList.self, answering: "GET /api/v1/pools").pools
+            print(table(["POOL", "SLOTS", "USED", "WAITING", "DESCRIPTION"], pools.map { p in
+                [p.name, "\(p.slots)", "\(p.usedSlots)", "\(p.waiting)", p.description]
             }))
         }
     }
@@ -490,8 +493,10 @@ struct PoolsCommand: AsyncParsableCommand {
         func run() async throws {
             var body: [String: JSONValue] = ["slots": .int(slots)]
             if let description { body["description"] = .string(description) }
-            let p = try await APIClient(settings: try Settings.fromEnvironment()).put("/api/v1/pools/\(APIClient.segment(name))", .object(body))
-            print("pool \(name): \(p["slots"]?.intValue ?? 0) slots, \(p["usedSlots"]?.intValue ?? 0) used, \(p["waiting"]?.intValue ?? 0) waiting")
+            let path = "/api/v1/pools/\(APIClient.segment(name))"
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).put(path, .object(body))
+            let p = try APIClient.typed(raw, as: PoolRecord.self, answering: "PUT \(path)")
+            print("pool \(name): \(p.slots) slots, \(p.usedSlots) used, \(p.waiting) waiting")
         }
     }
 
@@ -520,10 +525,10 @@ struct NotificationsCommand: AsyncParsableCommand {
             if let status { path += "&status=\(APIClient.segment(status))" }
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
             if json { printJSON(v); return }
-            print(table(["CREATED", "EVENT", "NOTIFIER", "RUN", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR"], (v["notifications"]?.arrayValue ?? []).map { n in
-                [shortTime(n["createdAt"]?.stringValue), n["event"]?.stringValue ?? "", n["notifier"]?.stringValue ?? "",
-                 n["runId"]?.stringValue ?? "", n["taskId"]?.stringValue.map { t in "\(t) try \(n["tryNumber"]?.intValue ?? 0)" } ?? "-",
-                 n["status"]?.stringValue ?? "", "\(n["attempts"]?.arrayValue?.count ?? 0)", String((n["lastError"]?.stringValue ?? "").prefix(60))]
+            let list = try APIClient.typed(v, as: NotificationList.self, answering: "GET \(path)").notifications
+            print(table(["CREATED", "EVENT", "NOTIFIER", "RUN", "TASK", "STATUS", "ATTEMPTS", "LAST ERROR"], list.map { n in
+                [shortTime(n.createdAt), n.event, n.notifier, n.runId, n.taskId.map { t in "\(t) try \(n.tryNumber ?? 0)" } ?? "-",
+                 n.status, "\(n.attempts.count)", String((n.lastError ?? "").prefix(60))]
             }))
         }
     }
@@ -541,9 +546,9 @@ struct AuditCommand: AsyncParsableCommand {
         if let action { path += "&action=\(APIClient.segment(action))" }
         let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
         if json { printJSON(v); return }
-        print(table(["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], (v["entries"]?.arrayValue ?? []).map { e in
-            [shortTime(e["at"]?.stringValue), e["actor"]?.stringValue ?? "", e["action"]?.stringValue ?? "", e["target"]?.stringValue ?? "",
-             String((e["detail"]?.compactJSON ?? "").prefix(80))]
+        let entries = try APIClient.typed(v, as: AuditPage.self, answering: "GET \(path)").entries
+        print(table(["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], entries.map { e in
+            [shortTime(e.at), e.actor, e.action, e.target, String(e.detail.compactJSON.prefix(80))]
         }))
     }
 }
@@ -557,9 +562,9 @@ struct AssetsCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/assets")
             if json { printJSON(v); return }
-            print(table(["ASSET", "EVENTS", "LAST EVENT", "SCHEDULED FLOWS"], (v["assets"]?.arrayValue ?? []).map { a in
-                [a["uri"]?.stringValue ?? "", "\(a["events"]?.intValue ?? 0)", shortTime(a["lastEventAt"]?.stringValue),
-                 (a["consumers"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", ")]
+            let assets = try APIClient.typed(v, as: AssetList.self, answering: "GET /api/v1/assets").assets
+            print(table(["ASSET", "EVENTS", "LAST EVENT", "SCHEDULED FLOWS"], assets.map { a in
+                [a.uri, "\(a.events)", shortTime(a.lastEventAt), a.consumers.joined(separator: ", ")]
             }))
         }
     }
@@ -573,9 +578,9 @@ struct AssetsCommand: AsyncParsableCommand {
             let q = uri.addingPercentEncoding(withAllowedCharacters: allowed) ?? uri
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/assets/events?uri=\(q)")
             if json { printJSON(v); return }
-            print(table(["ID", "AT", "SOURCE", "RUN", "TASK", "EXTRA"], (v["events"]?.arrayValue ?? []).map { e in
-                ["\(e["id"]?.intValue ?? 0)", shortTime(e["at"]?.stringValue), e["source"]?.stringValue ?? "", e["runId"]?.stringValue ?? "-",
-                 e["taskId"]?.stringValue ?? "-", String((e["extra"]?.compactJSON ?? "").prefix(60))]
+            let events = try APIClient.typed(v, as: AssetEventList.self, answering: "GET /api/v1/assets/events").events
+            print(table(["ID", "AT", "SOURCE", "RUN", "TASK", "EXTRA"], events.map { e in
+                ["\(e.id)", shortTime(e.at), e.source, e.runId ?? "-", e.taskId ?? "-", String(e.extra.compactJSON.prefix(60))]
             }))
         }
     }
@@ -590,9 +595,9 @@ struct AssetsCommand: AsyncParsableCommand {
                 guard let v = try? JSONValue.parse(extra), v.objectValue != nil else { throw CLIError("--extra must be a JSON object", code: 2) }
                 body["extra"] = v
             }
-            let r = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/assets/events", .object(body))
-            let runs = (r["runs"]?.arrayValue ?? []).compactMap(\.stringValue)
-            print("event \(r["eventId"]?.intValue ?? 0) for \(uri)" + (runs.isEmpty ? "; no flow started" : "; started \(runs.joined(separator: ", "))"))
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/assets/events", .object(body))
+            let r = try APIClient.typed(raw, as: AssetEventPosted.self, answering: "POST /api/v1/assets/events")
+            print("event \(r.eventId) for \(uri)" + (r.runs.isEmpty ? "; no flow started" : "; started \(r.runs.joined(separator: ", "))"))
         }
     }
 }
@@ -609,9 +614,10 @@ struct TasksCommand: AsyncParsableCommand {
         @Option(help: "success or failed.") var state: String
         func run() async throws {
             guard state == "success" || state == "failed" else { throw CLIError("--state must be success or failed, not `\(state)`", code: 2) }
-            let r = try await APIClient(settings: try Settings.fromEnvironment())
-                .post("/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/mark", ["state": .string(state)])
-            print("run \(runId): task \(taskId) marked \(state); run \(r["state"]?.stringValue ?? "")")
+            let path = "/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/mark"
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post(path, ["state": .string(state)])
+            let r = try APIClient.typed(raw, as: RunRecord.self, answering: "POST \(path)")
+            print("run \(runId): task \(taskId) marked \(state); run \(r.state)")
         }
     }
 }
@@ -625,22 +631,17 @@ struct WorkersCommand: AsyncParsableCommand {
     func run() async throws {
         let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/workers")
         if json { printJSON(v); return }
-        let workers = v["workers"]?.arrayValue ?? []
+        let workers = try APIClient.typed(v, as: WorkerList.self, answering: "GET /api/v1/workers").workers
         guard !workers.isEmpty else { print("No worker has reported yet: start one with `flowctl worker`."); return }
         print(table(["WORKER", "STATE", "HOST", "QUEUES", "RUNNING", "HEARTBEAT", "FLOWS"], workers.map { w in
-            let carried = w["flows"]?.arrayValue
-            return [w["name"]?.stringValue ?? "", w["state"]?.stringValue ?? "", w["host"]?.stringValue ?? "",
-                    (w["queues"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ","),
-                    "\(w["running"]?.intValue ?? 0)/\(w["concurrency"]?.intValue ?? 0)",
-                    String(format: "%.0fs ago", w["heartbeatAgeSeconds"]?.doubleValue ?? 0),
-                    carried.map { "\($0.count)" } ?? "?"]
+            [w.name, w.state, w.host, w.queues.joined(separator: ","), "\(w.running)/\(w.concurrency)",
+             String(format: "%.0fs ago", w.heartbeatAgeSeconds), w.flows.map { "\($0.count)" } ?? "?"]
         }))
         guard flows else { return }
         for w in workers {
-            print("\n\(w["name"]?.stringValue ?? ""):")
-            for f in w["flows"]?.arrayValue ?? [] {
-                let version = f["version"]?.intValue.map { "v\($0)" } ?? "unregistered"
-                print("  \(f["flowId"]?.stringValue ?? "")  \(version)  \(f["hash"]?.stringValue?.prefix(12) ?? "")")
+            print("\n\(w.name):")
+            for f in w.flows ?? [] {
+                print("  \(f.flowId)  \(f.version.map { "v\($0)" } ?? "unregistered")  \(f.hash.prefix(12))")
             }
         }
     }
@@ -655,13 +656,13 @@ struct DeadLettersCommand: AsyncParsableCommand {
     func run() async throws {
         let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/dead-letters?limit=\(limit)&offset=\(offset)")
         if json { printJSON(v); return }
-        let entries = v["entries"]?.arrayValue ?? []
-        let total = v["total"]?.intValue ?? 0
+        let page = try APIClient.typed(v, as: DeadLetterPage.self, answering: "GET /api/v1/dead-letters")
+        let entries = page.entries, total = page.total
         guard !entries.isEmpty else { print(total == 0 ? "The dead-letter list is empty." : "No entries past \(offset) (the list has \(total))."); return }
         print(table(["AT", "BY", "REASON"], entries.map { e in
             let at = e["at"]?.doubleValue.map { Instant.format(Date(timeIntervalSince1970: $0)) }
             return [shortTime(at), e["worker"]?.stringValue ?? e["scheduler"]?.stringValue ?? "", String((e["reason"]?.stringValue ?? e["raw"]?.stringValue ?? "").prefix(140))]
         }))
-        print("\(entries.count) of \(total) (the list keeps the newest \(v["capacity"]?.intValue ?? 0)); --json shows each message as received")
+        print("\(entries.count) of \(total) (the list keeps the newest \(page.capacity)); --json shows each message as received")
     }
 }

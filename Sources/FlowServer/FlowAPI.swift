@@ -381,17 +381,8 @@ extension SchedulerMetrics {
     }
 }
 
-struct RunPage: Encodable, JSONWritable {
-    var runs: [RunRecord]
-    var nextCursor: String?
-    enum CodingKeys: String, CodingKey { case runs, nextCursor }
-    /// `nextCursor` is always present: null on the last page.
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(runs, forKey: .runs)
-        try c.encode(nextCursor, forKey: .nextCursor)
-    }
-    func write(to w: inout JSONWriter) {
+extension RunPage: JSONWritable {
+    public func write(to w: inout JSONWriter) {
         w.object { w in
             w.key("nextCursor"); w.string(nextCursor)
             w.key("runs"); w.array { w in for r in runs { r.write(to: &w) } }
@@ -427,12 +418,6 @@ extension RunRecord: JSONWritable {
         }
     }
 }
-
-struct FlowList: Codable { var flows: [FlowRecord]; var importErrors: [ImportErrorRecord] }
-
-struct SchedulerList: Codable { var schedulers: [SchedulerRecord]; var leaderHeld: Bool }
-
-struct LogPage: Codable { var tryNumber: Int; var lines: [LogLine]; var nextOffset: Int }
 
 let apiEncoder: JSONEncoder = {
     let e = JSONEncoder()

@@ -38,7 +38,7 @@ struct StoreRoutes: APIResource {
 
     func register(_ routes: APIRoutes) {
         routes.on(.get, "/api/v1/connections", role: .read) { _, _ in
-            try json(["connections": try await api.store.connections()])
+            try json(ConnectionList(connections: try await api.store.connections()))
         }
         routes.on(.get, "/api/v1/connections/{name}", role: .read) { _, c in
             try json(try await api.store.connection(try api.param(c, "name")))
@@ -53,12 +53,12 @@ struct StoreRoutes: APIResource {
         routes.on(.delete, "/api/v1/connections/{name}", role: .admin) { _, c in
             let name = try api.param(c, "name")
             try await api.store.deleteConnection(name, now: api.config.clock.now())
-            return try json(["deleted": JSONValue.string(name)])
+            return try json(Deleted(deleted: name))
         }
         routes.on(.get, "/api/v1/variables", role: .read) { req, _ in
             let reveal = await api.isAdmin(req)
             let all = try await api.store.variables(keyring: try api.keyring())
-            return try json(["variables": all.map { FlowAPI.shown($0, reveal: reveal) }])
+            return try json(VariableList(variables: all.map { FlowAPI.shown($0, reveal: reveal) }))
         }
         routes.on(.get, "/api/v1/variables/{key}", role: .read) { req, c in
             let reveal = await api.isAdmin(req)
@@ -78,7 +78,7 @@ struct StoreRoutes: APIResource {
         routes.on(.delete, "/api/v1/variables/{key}", role: .admin) { _, c in
             let key = try api.param(c, "key")
             try await api.store.deleteVariable(key, now: api.config.clock.now())
-            return try json(["deleted": JSONValue.string(key)])
+            return try json(Deleted(deleted: key))
         }
     }
 }

@@ -60,7 +60,7 @@ struct FlowctlTests {
                 elif len(keys) == 2:
                     self.close_connection = True; self.connection.shutdown(2)
                 else:
-                    body = json.dumps({"runId": "manual__x__1", "state": "queued"}).encode()
+                    body = json.dumps({"id": 1, "runId": "manual__x__1", "flowId": "anything", "flowVersion": 1, "triggerKind": "manual", "state": "queued", "conf": {}, "logicalDate": "2026-12-01T00:00:00.000Z", "dataIntervalStart": "2026-12-01T00:00:00.000Z", "dataIntervalEnd": "2026-12-01T00:00:00.000Z", "createdAt": "2026-12-01T00:00:00.000Z"}).encode()
                     self.send_response(201 if len(keys) == 3 else 200); self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
             def log_message(self, *a): pass
         http.server.HTTPServer(('127.0.0.1', \(port)), H).serve_forever()

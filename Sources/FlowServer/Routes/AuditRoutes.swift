@@ -18,7 +18,7 @@ struct AuditRoutes: APIResource {
                 before = n
             }
             let actor = q.get("actor").map { String($0) }, action = q.get("action").map { String($0) }
-            return try json(["entries": try await api.store.auditLog(actor: actor, action: action, before: before, limit: limit)])
+            return try json(AuditPage(entries: try await api.store.auditLog(actor: actor, action: action, before: before, limit: limit)))
         }
         // What workers and schedulers could not use, before the capped list drops it. Admin only:
         // a dead message carries its run's params.
@@ -27,7 +27,7 @@ struct AuditRoutes: APIResource {
             let limit = try FlowAPI.count(q.get("limit"), "limit", default: 50, max: 1000)
             let offset = try FlowAPI.count(q.get("offset"), "offset", default: 0, max: SchedulerBroker.deadLetterCapacity, min: 0)
             let page = try await api.broker.deadLetters(offset: offset, limit: limit)
-            return try json(["total": .int(page.total), "capacity": .int(SchedulerBroker.deadLetterCapacity), "entries": .array(page.entries)] as JSONValue)
+            return try json(DeadLetterPage(total: page.total, capacity: SchedulerBroker.deadLetterCapacity, entries: page.entries))
         }
     }
 }

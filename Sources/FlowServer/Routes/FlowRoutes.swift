@@ -38,7 +38,7 @@ struct FlowRoutes: APIResource {
             let body = try await api.body(BackfillBody.self, req, c)
             let runs = try await api.store.createBackfillRuns(flowId: try api.param(c, "flow_id"), from: try apiInstant(body.from, "from"),
                                                               to: try apiInstant(body.to, "to"), conf: body.conf ?? [:])
-            return try json(["runs": runs], status: .created)
+            return try json(BackfillCreated(runs: runs), status: .created)
         }
         routes.on(.get, "/api/v1/flows/{flow_id}/grid", role: .read) { req, c in
             let q = req.uri.queryParameters

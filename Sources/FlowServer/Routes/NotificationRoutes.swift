@@ -18,7 +18,7 @@ struct NotificationRoutes: APIResource {
             }
             let limit = try FlowAPI.count(q.get("limit"), "limit", default: 100, max: 1000)
             let run = q.get("run_id").map { String($0) }
-            return try json(["notifications": try await api.store.notifications(runId: run, status: status, limit: limit)])
+            return try json(NotificationList(notifications: try await api.store.notifications(runId: run, status: status, limit: limit)))
         }
     }
 }

@@ -10,7 +10,7 @@ struct PoolRoutes: APIResource {
 
     func register(_ routes: APIRoutes) {
         routes.on(.get, "/api/v1/pools", role: .read) { _, _ in
-            try json(["pools": try await api.store.pools()])
+            try json(PoolList(pools: try await api.store.pools()))
         }
         routes.on(.put, "/api/v1/pools/{pool}", role: .admin) { req, c in
             let body = try await api.body(PoolBody.self, req, c)
@@ -21,7 +21,7 @@ struct PoolRoutes: APIResource {
         routes.on(.delete, "/api/v1/pools/{pool}", role: .admin) { _, c in
             let name = try api.param(c, "pool")
             try await api.store.deletePool(name: name)
-            return try json(["deleted": JSONValue.string(name)])
+            return try json(Deleted(deleted: name))
         }
     }
 }

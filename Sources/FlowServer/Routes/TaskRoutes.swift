@@ -19,7 +19,7 @@ struct TaskRoutes: APIResource {
             return try await api.answer(afterWrite: work, run: id, sent: "messagesSent")
         }
         routes.on(.get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
-            try json(["tasks": try await api.store.taskInstances(runId: try await api.runParam(c))])
+            try json(TaskList(tasks: try await api.store.taskInstances(runId: try await api.runParam(c))))
         }
         routes.on(.get, "/api/v1/runs/{run_id}/tasks/{task_id}/logs", role: .read) { req, c in
             let q = req.uri.queryParameters

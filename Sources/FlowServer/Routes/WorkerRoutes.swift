@@ -14,7 +14,7 @@ struct WorkerRoutes: APIResource {
             return try json(SchedulerList(schedulers: r.schedulers, leaderHeld: r.leaderHeld))
         }
         routes.on(.get, "/api/v1/workers", role: .read) { _, _ in
-            try json(["workers": try await api.store.workers(now: api.config.clock.now())])
+            try json(WorkerList(workers: try await api.store.workers(now: api.config.clock.now())))
         }
     }
 }

@@ -1,0 +1,100 @@
+import FlowKit
+import FlowKitTesting
+@testable import FlowServer
+import Flows
+import Foundation
+import Scheduler
+import Testing
+
+/// One contract: each response decodes into the Swift type `flowctl` reads it as
+/// (`Scheduler/Contract`), and each fits the schema `openapi.json` documents for its route —
+/// every key the API sent is a documented property, every required property is there.
+@Suite("API contract", .serialized)
+struct ContractTests {
+    static let document = try! JSONValue.parse(OpenAPIDocument.text)
+
+    /// Resolves `$ref`s in the document.
+    static func resolve(_ schema: JSONValue) -> JSONValue {
+        guard let ref = schema["$ref"]?.stringValue else { return schema }
+        return document["components"]?["schemas"]?[String(ref.split(separator: "/").last ?? "")] ?? .null
+    }
+
+    /// Where `value` does not fit `schema`, as paths.
+    static func misfits(_ value: JSONValue, _ schema: JSONValue, at path: String = "$") -> [String] {
+        let s = resolve(schema)
+        var out: [String] = []
+        if let options = (s["oneOf"] ?? s["anyOf"])?.arrayValue {
+            return options.contains { misfits(value, $0, at: path).isEmpty } ? [] : ["\(path): fits none of its \(options.count) schemas"]
+        }
+        switch value {
+        case .object(let o):
+            if let props = s["properties"]?.objectValue {
+                for key in o.keys where props[key] == nil && s["additionalProperties"] == nil { out.append("\(path).\(key): not documented") }
+                for (key, sub) in props { if let v = o[key], v != .null { out += misfits(v, sub, at: "\(path).\(key)") } }
+            }
+            for r in s["required"]?.arrayValue ?? [] { if let k = r.stringValue, o[k] == nil { out.append("\(path).\(k): required, absent") } }
+        case .array(let a):
+            if let items = s["items"] { for (i, v) in a.prefix(5).enumerated() { out += misfits(v, items, at: "\(path)[\(i)]") } }
+        default: break
+        }
+        return out
+    }
+
+    static func check<T: Decodable>(_ api: LiveAPI, _ method: String, _ path: String, route: String, as type: T.Type,
+                                    token: String? = LiveAPI.admin, body: String? = nil, status: Int = 200,
+                                    sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let r = try await api.request(method, path, token: token, body: body)
+        #expect(r.status == status, "\(method) \(path): \(r.text.prefix(300))", sourceLocation: sourceLocation)
+        do { _ = try APIWire.decode(T.self, from: r.json) } catch {
+            Issue.record("\(method) \(path) does not decode as \(T.self): \(error)", sourceLocation: sourceLocation)
+        }
+        let schema = document["paths"]?[route]?[method.lowercased()]?["responses"]?[String(status)]?["content"]?["application/json"]?["schema"]
+        guard let schema else { Issue.record("\(method) \(route) documents no \(status) schema", sourceLocation: sourceLocation); return }
+        let wrong = misfits(r.json, schema)
+        #expect(wrong.isEmpty, "\(method) \(path) does not fit its documented schema: \(wrong)", sourceLocation: sourceLocation)
+    }
+
+    @Test("every typed response decodes into its contract type and fits its documented schema")
+    func responses() async throws {
+        try await withAPI { (api: LiveAPI) async throws in
+            let made = try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 0}}"#)
+            #expect(made.status == 201)
+            let run = try #require(made.json["runId"]?.stringValue)
+            for _ in 0..<200 where try await api.request("GET", "/api/v1/runs/\(run)").json["state"] != "success" {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Self.check(api, "GET", "/api/v1/flows", route: "/api/v1/flows", as: FlowList.self)
+            try await Self.check(api, "GET", "/api/v1/flows/example_sleep", route: "/api/v1/flows/{flow_id}", as: FlowRecord.self)
+            try await Self.check(api, "GET", "/api/v1/runs?taskCounts=true", route: "/api/v1/runs", as: RunPage.self)
+            try await Self.check(api, "GET", "/api/v1/runs/\(run)", route: "/api/v1/runs/{run_id}", as: RunRecord.self)
+            try await Self.check(api, "GET", "/api/v1/runs/\(run)/tasks", route: "/api/v1/runs/{run_id}/tasks", as: TaskList.self)
+            try await Self.check(api, "GET", "/api/v1/runs/\(run)/tasks/sleep/logs", route: "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
+                                 as: LogPage.self)
+            try await Self.check(api, "GET", "/api/v1/schedulers", route: "/api/v1/schedulers", as: SchedulerList.self)
+            try await Self.check(api, "GET", "/api/v1/workers", route: "/api/v1/workers", as: WorkerList.self)
+            try await Self.check(api, "PUT", "/api/v1/pools/contract", route: "/api/v1/pools/{pool}", as: PoolRecord.self, body: #"{"slots": 2}"#)
+            try await Self.check(api, "GET", "/api/v1/pools", route: "/api/v1/pools", as: PoolList.self)
+            try await Self.check(api, "DELETE", "/api/v1/pools/contract", route: "/api/v1/pools/{pool}", as: Deleted.self)
+            try await Self.check(api, "POST", "/api/v1/assets/events", route: "/api/v1/assets/events", as: AssetEventPosted.self,
+                                 token: LiveAPI.events, body: #"{"uri": "demo://contract"}"#, status: 201)
+            try await Self.check(api, "GET", "/api/v1/assets", route: "/api/v1/assets", as: AssetList.self)
+            try await Self.check(api, "GET", "/api/v1/assets/events?uri=demo://contract", route: "/api/v1/assets/events", as: AssetEventList.self)
+            try await Self.check(api, "GET", "/api/v1/notifications", route: "/api/v1/notifications", as: NotificationList.self)
+            try await Self.check(api, "GET", "/api/v1/audit", route: "/api/v1/audit", as: AuditPage.self)
+            try await Self.check(api, "GET", "/api/v1/dead-letters", route: "/api/v1/dead-letters", as: DeadLetterPage.self)
+            try await Self.check(api, "GET", "/api/v1/connections", route: "/api/v1/connections", as: ConnectionList.self)
+            try await Self.check(api, "GET", "/api/v1/variables", route: "/api/v1/variables", as: VariableList.self)
+            try await Self.check(api, "POST", "/api/v1/runs/\(run)/clear", route: "/api/v1/runs/{run_id}/clear", as: RunRecord.self,
+                                 body: #"{"taskIds": ["sleep"]}"#)
+        }
+    }
+
+    @Test("the schema check finds a key the document does not have, and a required one missing")
+    func checkerCatches() {
+        let schema: JSONValue = ["type": "object", "required": ["a"], "properties": ["a": ["type": "string"], "b": ["type": "integer"]]]
+        #expect(Self.misfits(["a": "x", "b": 1], schema).isEmpty)
+        #expect(Self.misfits(["a": "x", "c": 1], schema) == ["$.c: not documented"])
+        #expect(Self.misfits(["b": 1], schema) == ["$.a: required, absent"])
+        #expect(!Self.misfits(["tasks": [["taskId": "x"]]], ["properties": ["tasks": ["items": ["$ref": "#/components/schemas/TaskInstance"]]]]).isEmpty)
+    }
+}
