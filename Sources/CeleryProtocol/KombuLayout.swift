@@ -320,6 +320,8 @@ public enum FlowKitKeys {
     public static func cancelCheckCommand(_ messageId: String) -> [String] { ["EXISTS", cancel(messageId)] }
     /// 1 when a scheduler of this Redis dispatched the run.
     public static func runExistsCommand(_ runId: String) -> [String] { ["EXISTS", run(runId)] }
+    /// Reads a result kept by `storeResultCommand` (its key is `result(runId, taskId)`).
+    public static func readResultCommand(_ key: String) -> [String] { ["GET", key] }
     /// Keeps a task's result (JSON) for the tasks downstream that read it lazily.
     public static func storeResultCommand(runId: String, taskId: String, json: String) -> [String] {
         ["SET", result(runId, taskId), json, "EX", String(runKeySeconds)]

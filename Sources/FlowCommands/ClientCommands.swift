@@ -409,7 +409,8 @@ struct HealthCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         if json { printJSON(v) } else {
-            for (k, s) in (v["checks"]?.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) { print("\(k): \(s.stringValue ?? "")") }
+            let report = try APIClient.typed(v, as: HealthReport.self, answering: "GET /health")
+            for (k, s) in report.checks.sorted(by: { $0.key < $1.key }) { print("\(k): \(s)") }
         }
     }
 }

@@ -19,7 +19,7 @@ struct RedisResultLoader: ResultLoader {
             throw TaskError("the results of mapped task `\(task)` reach its direct downstream tasks only: make `\(own)` depend on `\(task)`")
         }
         let key = FlowKitKeys.result(ctx.runId, task)
-        let reply = try await redis.run { s in try s.command(["GET", key]) }
+        let reply = try await redis.run { s in try s.command(FlowKitKeys.readResultCommand(key)) }
         guard let text = reply.string else {
             throw TaskError("no result of `\(task)` in Redis for run `\(ctx.runId)`: it failed, did not run, or its result expired (kept \(FlowKitKeys.runKeySeconds / 86400) days)")
         }

@@ -84,6 +84,23 @@ struct ContractTests {
             try await Self.check(api, "GET", "/api/v1/dead-letters", route: "/api/v1/dead-letters", as: DeadLetterPage.self)
             try await Self.check(api, "GET", "/api/v1/connections", route: "/api/v1/connections", as: ConnectionList.self)
             try await Self.check(api, "GET", "/api/v1/variables", route: "/api/v1/variables", as: VariableList.self)
+            try await Self.check(api, "GET", "/health", route: "/health", as: HealthReport.self)
+            try await Self.check(api, "GET", "/api/v1/flows/example_sleep/grid", route: "/api/v1/flows/{flow_id}/grid", as: FlowGrid.self)
+            try await Self.check(api, "POST", "/api/v1/flows/example_hourly/pause", route: "/api/v1/flows/{flow_id}/pause", as: FlowRecord.self)
+            try await Self.check(api, "POST", "/api/v1/flows/example_hourly/backfill", route: "/api/v1/flows/{flow_id}/backfill",
+                                 as: BackfillCreated.self, body: #"{"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T02:00:00Z"}"#, status: 201)
+            let backfilled = try #require(try await api.request("GET", "/api/v1/runs?flow_id=example_hourly&limit=1").json["runs"]?.arrayValue?.first?["runId"]?.stringValue)
+            try await Self.check(api, "POST", "/api/v1/runs/\(backfilled)/cancel", route: "/api/v1/runs/{run_id}/cancel", as: RunRecord.self)
+            try await Self.check(api, "POST", "/api/v1/runs/\(run)/tasks/sleep/mark", route: "/api/v1/runs/{run_id}/tasks/{task_id}/mark",
+                                 as: RunRecord.self, body: #"{"state": "failed"}"#)
+            try await Self.check(api, "PUT", "/api/v1/connections/contract_db", route: "/api/v1/connections/{name}", as: ConnectionRecord.self,
+                                 body: #"{"uri": "postgresql://u:secret@db:5432/x"}"#)
+            try await Self.check(api, "GET", "/api/v1/connections/contract_db", route: "/api/v1/connections/{name}", as: ConnectionRecord.self)
+            try await Self.check(api, "PUT", "/api/v1/variables/contract_var", route: "/api/v1/variables/{key}", as: VariableRecord.self,
+                                 body: #"{"value": {"n": 1}}"#)
+            try await Self.check(api, "GET", "/api/v1/variables/contract_var", route: "/api/v1/variables/{key}", as: VariableRecord.self)
+            try await Self.check(api, "DELETE", "/api/v1/variables/contract_var", route: "/api/v1/variables/{key}", as: Deleted.self)
+            try await Self.check(api, "DELETE", "/api/v1/connections/contract_db", route: "/api/v1/connections/{name}", as: Deleted.self)
             try await Self.check(api, "POST", "/api/v1/runs/\(run)/clear", route: "/api/v1/runs/{run_id}/clear", as: RunRecord.self,
                                  body: #"{"taskIds": ["sleep"]}"#)
         }

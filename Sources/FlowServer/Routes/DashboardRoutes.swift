@@ -13,3 +13,17 @@ struct DashboardRoutes: APIResource {
         routes.open(.get, "/ui/{file}", why: "the dashboard's static files") { _, c in FlowAPI.uiFile(c.parameters.get("file") ?? "") }
     }
 }
+
+extension FlowAPI {
+    /// A dashboard file, with headers that keep it to its own origin.
+    static func uiFile(_ name: String) -> Response {
+        guard let f = UIAssets.files[name] else {
+            return errorJSON(APIError(.notFound, "not_found", "no dashboard file `\(name)`"))
+        }
+        return Response(status: .ok, headers: [
+            .contentType: f.contentType, .cacheControl: "no-cache",
+            HTTPField.Name("Content-Security-Policy")!: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        ], body: .init(byteBuffer: ByteBuffer(string: f.body)))
+    }
+}

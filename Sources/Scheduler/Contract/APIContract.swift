@@ -120,6 +120,29 @@ public struct DeadLetterPage: Codable, Sendable {
     public init(total: Int, capacity: Int, entries: [JSONValue]) { self.total = total; self.capacity = capacity; self.entries = entries }
 }
 
+/// `GET /health`: 200 with `status: ok`, or 503 with `unavailable` when a check fails.
+public struct HealthReport: Codable, Sendable {
+    public struct FlowError: Codable, Sendable {
+        public var flowId: String
+        public var message: String
+        public init(flowId: String, message: String) { self.flowId = flowId; self.message = message }
+    }
+    public struct ConfigurationProblem: Codable, Sendable {
+        public var notifier: String
+        public var message: String
+        public var count: Int
+        public init(notifier: String, message: String, count: Int) { self.notifier = notifier; self.message = message; self.count = count }
+    }
+    public var status: String
+    /// `postgres`, `redis`, `scheduler`: `ok`, or what is wrong.
+    public var checks: [String: String]
+    /// Messages waiting per queue (the queues workers consume, and `default`).
+    public var queues: [String: Int]?
+    public var importErrors: [FlowError]?
+    public var configurationProblems: [ConfigurationProblem]?
+    public init(status: String, checks: [String: String]) { self.status = status; self.checks = checks }
+}
+
 /// How the API writes instants (ISO-8601, milliseconds, UTC) and how clients read them back.
 public enum APIWire {
     /// Decodes a response body into its type.
