@@ -51,6 +51,11 @@ struct APIClient {
         try await send("POST", path, body: body, headers: headers)
     }
     func put(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await send("PUT", path, body: body) }
+    /// A write whose body is its contract type (`Scheduler/Contract/APIRequests.swift`).
+    func write<B: Encodable>(_ method: String, _ path: String, body: B, headers: [String: String] = [:]) async throws -> JSONValue {
+        let json: JSONValue? = try APIWire.encode(body)
+        return try await send(method, path, body: json, headers: headers)
+    }
     func delete(_ path: String) async throws -> JSONValue { try await send("DELETE", path, body: nil) }
 
     func send(_ method: String, _ path: String, body: JSONValue?, headers: [String: String] = [:]) async throws -> JSONValue {

@@ -13,23 +13,23 @@ struct TriggerCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        var body: [String: JSONValue] = [:]
+        var body = TriggerBody()
         if let conf {
-            guard let v = try? JSONValue.parse(conf), v.objectValue != nil else {
+            guard let v = try? JSONValue.parse(conf), let o = v.objectValue else {
                 throw CLIError("--conf must be a JSON object, e.g. '{\"seconds\": 5}'", code: 2)
             }
-            body["conf"] = v
+            body.conf = o
         }
         let client = APIClient(settings: try Settings.fromEnvironment())
         if let logicalDate {
             let zone = Instant.parse(logicalDate) == nil ? try await CLITime.zone(of: flow, client: client) : "UTC"
             let (date, note) = try CLITime.parse(logicalDate, flag: "--logical-date", zone: zone)
             if let note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
-            body["logicalDate"] = .string(Instant.format(date, fractionDigits: 3))
+            body.logicalDate = Instant.format(date, fractionDigits: 3)
         }
         let waitLimit = try timeout.map(parseDuration)
         if timeout != nil && !wait { throw CLIError("--timeout needs --wait", code: 2) }
-        let run = try await Self.createRun(client: client, flow: flow, body: .object(body), quiet: json)
+        let run = try await Self.createRun(client: client, flow: flow, body: body, quiet: json)
         let made = try APIClient.typed(run, as: RunRecord.self, answering: "POST /api/v1/flows/\(flow)/runs")
         let runId = made.runId
         // A paused flow keeps its new run queued: say so now rather than wait in silence.
@@ -50,13 +50,13 @@ struct TriggerCommand: AsyncParsableCommand {
     /// timeout, a reset, a 502/503/504) with the same key for up to `patience` seconds: the API
     /// answers a repeated key with the run the first call made, so a retry never makes a second
     /// run, and a run that exists is never reported as failed.
-    static func createRun(client: APIClient, flow: String, body: JSONValue, quiet: Bool, patience: Double = 180) async throws -> JSONValue {
+    static func createRun(client: APIClient, flow: String, body: TriggerBody, quiet: Bool, patience: Double = 180) async throws -> JSONValue {
         let key = "flowctl-" + UUID().uuidString.lowercased()
         let start = Date()
         var pause = 0.5, attempt = 1
         while true {
             do {
-                return try await client.post("/api/v1/flows/\(APIClient.segment(flow))/runs", body, headers: ["Idempotency-Key": key])
+                return try await client.write("POST", "/api/v1/flows/\(APIClient.segment(flow))/runs", body: body, headers: ["Idempotency-Key": key])
             } catch let e as CLIError where e.transient {
                 guard Date().timeIntervalSince(start) + pause < patience else {
                     throw CLIError("\(e.message), \(attempt) times in \(Int(Date().timeIntervalSince(start)))s; the run may have been created "
@@ -351,10 +351,8 @@ struct RunsCommand: AsyncParsableCommand {
         @Option(name: .customLong("task"), help: "A task to clear (repeatable).") var tasks: [String] = []
         @Flag(help: "Clear only the failed tasks among those chosen and their descendants.") var onlyFailed = false
         func run() async throws {
-            var body: [String: JSONValue] = [:]
-            if !tasks.isEmpty { body["taskIds"] = .array(tasks.map(JSONValue.string)) }
-            if onlyFailed { body["onlyFailed"] = true }
-            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/runs/\(runId)/clear", .object(body))
+            let body = ClearBody(taskIds: tasks.isEmpty ? nil : tasks, onlyFailed: onlyFailed ? true : nil)
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("POST", "/api/v1/runs/\(runId)/clear", body: body)
             let r = try APIClient.typed(raw, as: RunRecord.self, answering: "POST /api/v1/runs/\(runId)/clear")
             print("run \(r.runId): \(r.state)")
         }
@@ -435,12 +433,12 @@ struct BackfillCommand: AsyncParsableCommand {
             throw CLIError("--from \(CLITime.format(fromDate, zone: zone)) is after --to \(CLITime.format(toDate, zone: zone))", code: 2)
         }
         let from = Instant.format(fromDate, fractionDigits: 3), to = Instant.format(toDate, fractionDigits: 3)
-        var body: [String: JSONValue] = ["from": .string(from), "to": .string(to)]
+        var body = BackfillBody(from: from, to: to)
         if let conf {
-            guard let v = try? JSONValue.parse(conf), v.objectValue != nil else { throw CLIError("--conf must be a JSON object", code: 2) }
-            body["conf"] = v
+            guard let v = try? JSONValue.parse(conf), let o = v.objectValue else { throw CLIError("--conf must be a JSON object", code: 2) }
+            body.conf = o
         }
-        let v = try await client.post("/api/v1/flows/\(flow)/backfill", .object(body))
+        let v = try await client.write("POST", "/api/v1/flows/\(flow)/backfill", body: body)
         var cleared: [String] = []
         if rerunFailed {
             // Failed runs of the range (logical dates from..to inclusive), cleared one by one.
@@ -492,10 +490,8 @@ struct PoolsCommand: AsyncParsableCommand {
         @Option(help: "How many slots (0 pauses the pool's tasks).") var slots: Int
         @Option(help: "What the pool protects.") var description: String?
         func run() async throws {
-            var body: [String: JSONValue] = ["slots": .int(slots)]
-            if let description { body["description"] = .string(description) }
             let path = "/api/v1/pools/\(APIClient.segment(name))"
-            let raw = try await APIClient(settings: try Settings.fromEnvironment()).put(path, .object(body))
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("PUT", path, body: PoolBody(slots: slots, description: description))
             let p = try APIClient.typed(raw, as: PoolRecord.self, answering: "PUT \(path)")
             print("pool \(name): \(p.slots) slots, \(p.usedSlots) used, \(p.waiting) waiting")
         }
@@ -591,12 +587,12 @@ struct AssetsCommand: AsyncParsableCommand {
         @Argument var uri: String
         @Option(help: "A JSON object the triggered runs see with the event.") var extra: String?
         func run() async throws {
-            var body: [String: JSONValue] = ["uri": .string(uri)]
+            var body = AssetEventBody(uri: uri)
             if let extra {
-                guard let v = try? JSONValue.parse(extra), v.objectValue != nil else { throw CLIError("--extra must be a JSON object", code: 2) }
-                body["extra"] = v
+                guard let v = try? JSONValue.parse(extra), let o = v.objectValue else { throw CLIError("--extra must be a JSON object", code: 2) }
+                body.extra = o
             }
-            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post("/api/v1/assets/events", .object(body))
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("POST", "/api/v1/assets/events", body: body)
             let r = try APIClient.typed(raw, as: AssetEventPosted.self, answering: "POST /api/v1/assets/events")
             print("event \(r.eventId) for \(uri)" + (r.runs.isEmpty ? "; no flow started" : "; started \(r.runs.joined(separator: ", "))"))
         }
@@ -616,7 +612,7 @@ struct TasksCommand: AsyncParsableCommand {
         func run() async throws {
             guard state == "success" || state == "failed" else { throw CLIError("--state must be success or failed, not `\(state)`", code: 2) }
             let path = "/api/v1/runs/\(APIClient.segment(runId))/tasks/\(APIClient.segment(taskId))/mark"
-            let raw = try await APIClient(settings: try Settings.fromEnvironment()).post(path, ["state": .string(state)])
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("POST", path, body: MarkBody(state: state))
             let r = try APIClient.typed(raw, as: RunRecord.self, answering: "POST \(path)")
             print("run \(runId): task \(taskId) marked \(state); run \(r.state)")
         }

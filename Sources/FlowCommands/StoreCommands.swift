@@ -22,9 +22,9 @@ struct ConnectionsCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/connections")
             if json { printJSON(v); return }
-            print(table(["CONNECTION", "TYPE", "HOST", "PORT", "LOGIN", "SCHEMA", "UPDATED", "DESCRIPTION"], (v["connections"]?.arrayValue ?? []).map { c in
-                [c["name"]?.stringValue ?? "", c["type"]?.stringValue ?? "", c["host"]?.stringValue ?? "-", c["port"]?.intValue.map(String.init) ?? "-",
-                 c["login"]?.stringValue ?? "-", c["schema"]?.stringValue ?? "-", shortTime(c["updatedAt"]?.stringValue), c["description"]?.stringValue ?? ""]
+            let list = try APIClient.typed(v, as: ConnectionList.self, answering: "GET /api/v1/connections").connections
+            print(table(["CONNECTION", "TYPE", "HOST", "PORT", "LOGIN", "SCHEMA", "UPDATED", "DESCRIPTION"], list.map { c in
+                [c.name, c.type, c.host ?? "-", c.port.map(String.init) ?? "-", c.login ?? "-", c.schema ?? "-", shortTime(c.updatedAt), c.description]
             }))
         }
     }
@@ -34,10 +34,12 @@ struct ConnectionsCommand: AsyncParsableCommand {
         @Argument var name: String
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
-            let c = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/connections/\(APIClient.segment(name))")
-            if json { printJSON(c); return }
-            print("\(name): \(c["uri"]?.stringValue ?? "")")
-            print("  updated \(shortTime(c["updatedAt"]?.stringValue)) by \(c["updatedBy"]?.stringValue ?? "-")\(c["description"]?.stringValue.map { $0.isEmpty ? "" : "  — \($0)" } ?? "")")
+            let path = "/api/v1/connections/\(APIClient.segment(name))"
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
+            if json { printJSON(raw); return }
+            let c = try APIClient.typed(raw, as: ConnectionRecord.self, answering: "GET \(path)")
+            print("\(name): \(c.uri)")
+            print("  updated \(shortTime(c.updatedAt)) by \(c.updatedBy ?? "-")\(c.description.isEmpty ? "" : "  — \(c.description)")")
         }
     }
 
@@ -53,10 +55,10 @@ struct ConnectionsCommand: AsyncParsableCommand {
                 value = (readLine(strippingNewline: true) ?? "").trimmingCharacters(in: .whitespaces)
                 guard !value.isEmpty else { throw CLIError("--uri -: stdin held no URL", code: 2) }
             }
-            var body: [String: JSONValue] = ["uri": .string(value)]
-            if let description { body["description"] = .string(description) }
-            let c = try await APIClient(settings: try Settings.fromEnvironment()).put("/api/v1/connections/\(APIClient.segment(name))", .object(body))
-            print("connection \(name) set: \(c["uri"]?.stringValue ?? "")")
+            let path = "/api/v1/connections/\(APIClient.segment(name))"
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("PUT", path, body: ConnectionBody(uri: value, description: description))
+            let c = try APIClient.typed(raw, as: ConnectionRecord.self, answering: "PUT \(path)")
+            print("connection \(name) set: \(c.uri)")
         }
     }
 
@@ -83,10 +85,9 @@ struct VariablesCommand: AsyncParsableCommand {
         func run() async throws {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/variables")
             if json { printJSON(v); return }
-            print(table(["VARIABLE", "VALUE", "UPDATED", "DESCRIPTION"], (v["variables"]?.arrayValue ?? []).map { x in
-                let value = x["value"]?.stringValue ?? ""
-                return [x["key"]?.stringValue ?? "", value.count > 60 ? String(value.prefix(57)) + "…" : value,
-                        shortTime(x["updatedAt"]?.stringValue), x["description"]?.stringValue ?? ""]
+            let list = try APIClient.typed(v, as: VariableList.self, answering: "GET /api/v1/variables").variables
+            print(table(["VARIABLE", "VALUE", "UPDATED", "DESCRIPTION"], list.map { x in
+                [x.key, x.value.count > 60 ? String(x.value.prefix(57)) + "…" : x.value, shortTime(x.updatedAt), x.description]
             }))
         }
     }
@@ -96,9 +97,10 @@ struct VariablesCommand: AsyncParsableCommand {
         @Argument var key: String
         @Flag(help: "Print the whole record as JSON.") var json = false
         func run() async throws {
-            let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/variables/\(APIClient.segment(key))")
+            let path = "/api/v1/variables/\(APIClient.segment(key))"
+            let v = try await APIClient(settings: try Settings.fromEnvironment()).get(path)
             if json { printJSON(v); return }
-            print(v["value"]?.stringValue ?? "")
+            print(try APIClient.typed(v, as: VariableRecord.self, answering: "GET \(path)").value)
         }
     }
 
@@ -114,9 +116,8 @@ struct VariablesCommand: AsyncParsableCommand {
             if json {
                 do { _ = try JSONValue.parse(text) } catch { throw CLIError("--json: the value is not JSON: \(error)", code: 2) }
             }
-            var body: [String: JSONValue] = ["value": .string(text)]
-            if let description { body["description"] = .string(description) }
-            _ = try await APIClient(settings: try Settings.fromEnvironment()).put("/api/v1/variables/\(APIClient.segment(key))", .object(body))
+            _ = try await APIClient(settings: try Settings.fromEnvironment())
+                .write("PUT", "/api/v1/variables/\(APIClient.segment(key))", body: VariableBody(value: .string(text), description: description))
             print("variable \(key) set")
         }
     }

@@ -1,6 +1,7 @@
 public import FlowKit
 import Foundation
 import Hummingbird
+import Scheduler
 import NIOCore
 
 /// A request body the API decodes: a `Decodable` type whose fields may come in camelCase or
@@ -11,63 +12,14 @@ protocol APIBody: Decodable {
     static var fields: [String: String] { get }
 }
 
-/// `POST /api/v1/flows/{flow_id}/runs`.
-struct TriggerBody: APIBody {
-    var conf: [String: JSONValue]?
-    var logicalDate: String?
-    static let fields = ["conf": "a JSON object", "logicalDate": "an ISO-8601 instant"]
-}
-
-/// `POST /api/v1/flows/{flow_id}/backfill`.
-struct BackfillBody: APIBody {
-    var from: String
-    var to: String
-    var conf: [String: JSONValue]?
-    static let fields = ["from": "an ISO-8601 instant", "to": "an ISO-8601 instant", "conf": "a JSON object"]
-}
-
-/// `POST /api/v1/runs/{run_id}/clear`.
-struct ClearBody: APIBody {
-    var taskIds: [String]?
-    var onlyFailed: Bool?
-    static let fields = ["taskIds": "an array of task ids", "onlyFailed": "true or false"]
-}
-
-/// `POST /api/v1/runs/{run_id}/tasks/{task_id}/mark`.
-struct MarkBody: APIBody {
-    var state: String
-    static let fields = ["state": "\"success\" or \"failed\""]
-}
-
-/// `POST /api/v1/assets/events`.
-struct AssetEventBody: APIBody {
-    var uri: String
-    var extra: [String: JSONValue]?
-    static let fields = ["uri": "a string, scheme://name", "extra": "a JSON object"]
-}
-
-/// `PUT /api/v1/pools/{pool}`.
-struct PoolBody: APIBody {
-    var slots: Int
-    var description: String?
-    static let fields = ["slots": "a whole number of slots, 0 or more",
-                         "description": "a string of at most 1,000 bytes, without NUL characters"]
-}
-
-/// `PUT /api/v1/connections/{name}`.
-struct ConnectionBody: APIBody {
-    var uri: String
-    var description: String?
-    static let fields = ["uri": "a string: the connection's URL, e.g. postgresql://user:password@host:5432/db",
-                         "description": "a string"]
-}
-
-/// `PUT /api/v1/variables/{key}`: any JSON value (a string is kept as it is, anything else as its JSON text).
-struct VariableBody: APIBody {
-    var value: JSONValue?
-    var description: String?
-    static let fields = ["value": "a string, or any JSON value stored as its JSON text", "description": "a string"]
-}
+extension TriggerBody: APIBody {}
+extension BackfillBody: APIBody {}
+extension ClearBody: APIBody {}
+extension MarkBody: APIBody {}
+extension AssetEventBody: APIBody {}
+extension PoolBody: APIBody {}
+extension ConnectionBody: APIBody {}
+extension VariableBody: APIBody {}
 
 extension FlowAPI {
     /// The request body decoded as `T`. Malformed JSON, a body that is not a JSON object, a

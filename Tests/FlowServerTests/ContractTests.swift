@@ -85,6 +85,8 @@ struct ContractTests {
             try await Self.check(api, "GET", "/api/v1/connections", route: "/api/v1/connections", as: ConnectionList.self)
             try await Self.check(api, "GET", "/api/v1/variables", route: "/api/v1/variables", as: VariableList.self)
             try await Self.check(api, "GET", "/health", route: "/health", as: HealthReport.self)
+            try await Self.check(api, "POST", "/api/v1/flows/example_sleep/runs", route: "/api/v1/flows/{flow_id}/runs", as: RunRecord.self,
+                                 body: try APIWire.encode(TriggerBody(conf: ["seconds": 0])).compactJSON, status: 201)
             try await Self.check(api, "GET", "/api/v1/flows/example_sleep/grid", route: "/api/v1/flows/{flow_id}/grid", as: FlowGrid.self)
             try await Self.check(api, "POST", "/api/v1/flows/example_hourly/pause", route: "/api/v1/flows/{flow_id}/pause", as: FlowRecord.self)
             try await Self.check(api, "POST", "/api/v1/flows/example_hourly/backfill", route: "/api/v1/flows/{flow_id}/backfill",

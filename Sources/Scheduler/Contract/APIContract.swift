@@ -145,6 +145,17 @@ public struct HealthReport: Codable, Sendable {
 
 /// How the API writes instants (ISO-8601, milliseconds, UTC) and how clients read them back.
 public enum APIWire {
+    /// A request body as the JSON it is sent as (absent optionals left out).
+    public static func encode<T: Encodable>(_ value: T) throws -> JSONValue {
+        try JSONValue.parse(try encoder.encode(value))
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
     /// Decodes a response body into its type.
     public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
         try decoder.decode(T.self, from: Data(value.compactJSON.utf8))

@@ -1,0 +1,78 @@
+public import FlowKit
+
+// The API's request bodies, one Swift type each: `flowctl` encodes them and FlowServer decodes
+// them (camelCase or snake_case keys), so a field of the wrong type is a 400 naming it.
+
+/// `POST /api/v1/flows/{flow_id}/runs`.
+public struct TriggerBody: Codable, Sendable {
+    public var conf: [String: JSONValue]?
+    public var logicalDate: String?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["conf": "a JSON object", "logicalDate": "an ISO-8601 instant"]
+    public init(conf: [String: JSONValue]? = nil, logicalDate: String? = nil) { self.conf = conf; self.logicalDate = logicalDate }
+}
+
+/// `POST /api/v1/flows/{flow_id}/backfill`.
+public struct BackfillBody: Codable, Sendable {
+    public var from: String
+    public var to: String
+    public var conf: [String: JSONValue]?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["from": "an ISO-8601 instant", "to": "an ISO-8601 instant", "conf": "a JSON object"]
+    public init(from: String, to: String, conf: [String: JSONValue]? = nil) { self.from = from; self.to = to; self.conf = conf }
+}
+
+/// `POST /api/v1/runs/{run_id}/clear`.
+public struct ClearBody: Codable, Sendable {
+    public var taskIds: [String]?
+    public var onlyFailed: Bool?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["taskIds": "an array of task ids", "onlyFailed": "true or false"]
+    public init(taskIds: [String]? = nil, onlyFailed: Bool? = nil) { self.taskIds = taskIds; self.onlyFailed = onlyFailed }
+}
+
+/// `POST /api/v1/runs/{run_id}/tasks/{task_id}/mark`.
+public struct MarkBody: Codable, Sendable {
+    public var state: String
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["state": "\"success\" or \"failed\""]
+    public init(state: String) { self.state = state }
+}
+
+/// `POST /api/v1/assets/events`.
+public struct AssetEventBody: Codable, Sendable {
+    public var uri: String
+    public var extra: [String: JSONValue]?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["uri": "a string, scheme://name", "extra": "a JSON object"]
+    public init(uri: String, extra: [String: JSONValue]? = nil) { self.uri = uri; self.extra = extra }
+}
+
+/// `PUT /api/v1/pools/{pool}`.
+public struct PoolBody: Codable, Sendable {
+    public var slots: Int
+    public var description: String?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["slots": "a whole number of slots, 0 or more",
+                         "description": "a string of at most 1,000 bytes, without NUL characters"]
+    public init(slots: Int, description: String? = nil) { self.slots = slots; self.description = description }
+}
+
+/// `PUT /api/v1/connections/{name}`.
+public struct ConnectionBody: Codable, Sendable {
+    public var uri: String
+    public var description: String?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["uri": "a string: the connection's URL, e.g. postgresql://user:password@host:5432/db",
+                         "description": "a string"]
+    public init(uri: String, description: String? = nil) { self.uri = uri; self.description = description }
+}
+
+/// `PUT /api/v1/variables/{key}`: any JSON value (a string is kept as it is, anything else as its JSON text).
+public struct VariableBody: Codable, Sendable {
+    public var value: JSONValue?
+    public var description: String?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["value": "a string, or any JSON value stored as its JSON text", "description": "a string"]
+    public init(value: JSONValue? = nil, description: String? = nil) { self.value = value; self.description = description }
+}
