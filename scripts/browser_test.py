@@ -155,6 +155,47 @@ try:
     assert "Flows/CatalunyaDataPipeline.swift:" in text and "build_marts" in text and "warehouse" in text, text[:500]
     driver.save_screenshot(f"{shots}/05b-definition.png")
 
+    step("backfill from the flow page: the preview says what each reprocess choice re-runs; the backfill's page shows progress; pause, resume, cancel")
+    # Three ticks already have runs (one made to fail): the preview counts them before anything is created.
+    first = api("/api/v1/backfills", "POST", {"flowId": "example_hourly", "from": "2026-10-01T00:00:00Z", "to": "2026-10-01T02:00:00Z"})
+    wait.until(lambda d: api(f"/api/v1/backfills/{first['backfill']['id']}")["backfill"]["state"] == "completed")
+    victim = api(f"/api/v1/backfills/{first['backfill']['id']}")["ticks"][1]["runId"]
+    api(f"/api/v1/runs/{victim}/tasks/tick/mark", "POST", {"state": "failed"})
+    driver.get(f"{base}/#/flows/example_hourly")
+    click(By.ID, "backfill")
+    wait.until(EC.visibility_of_element_located((By.ID, "bf-from")))
+    # datetime-local in the browser's zone (UTC here): 2026-10-01 00:00 .. 2026-10-02 23:00 is 48 ticks.
+    driver.execute_script("document.getElementById('bf-from').value = '2026-10-01T00:00:00';"
+                          "document.getElementById('bf-to').value = '2026-10-02T23:00:00';")
+    driver.find_element(By.ID, "bf-max").clear()
+    driver.find_element(By.ID, "bf-max").send_keys("1")
+    driver.find_element(By.CSS_SELECTOR, "#bf-reprocess option[value=failed]").click()
+    click(By.ID, "bf-preview")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "bf-summary"), "45 runs to create, 1 to re-run, 2 ticks skipped"))
+    options = driver.find_element(By.ID, "bf-reprocess").text
+    assert "none: skip them (re-runs 0)" in options and "(re-runs 1)" in options and "(re-runs 3)" in options, options
+    assert "its run succeeded" in driver.find_element(By.ID, "bf-plan").text
+    driver.save_screenshot(f"{shots}/08-backfill-preview.png")
+    click(By.ID, "bf-create")
+    wait.until(EC.presence_of_element_located((By.ID, "bf-state")))
+    bf_id = driver.execute_script("return location.hash").split("/")[-1]
+    assert api(f"/api/v1/backfills/{bf_id}")["backfill"]["maxActiveRuns"] == 1
+    click(By.ID, "bf-pause")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "bf-state"), "paused"))
+    click(By.ID, "bf-resume")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "bf-state"), "running"))
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.ticks .sq.s-success")))
+    driver.save_screenshot(f"{shots}/09-backfill.png")
+    driver.execute_script("window.confirm = () => true")
+    click(By.ID, "bf-cancelb")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "bf-state"), "cancelled"))
+    b = api(f"/api/v1/backfills/{bf_id}")["backfill"]
+    assert b["state"] == "cancelled" and b["runs"].get("queued", 0) == 0, b
+    driver.get(f"{base}/#/backfills")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'#backfills a[href="#/backfills/{bf_id}"]')))
+    assert "cancelled" in driver.find_element(By.ID, "backfills").text and "completed" in driver.find_element(By.ID, "backfills").text
+    driver.save_screenshot(f"{shots}/10-backfills.png")
+
     step("workers and health")
     driver.get(f"{base}/#/workers")
     wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "online"))

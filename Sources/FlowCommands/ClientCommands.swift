@@ -414,56 +414,155 @@ struct HealthCommand: AsyncParsableCommand {
 }
 
 struct BackfillCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "backfill",
-                                                    abstract: "Create a run for every cron tick of a flow between two instants (oldest first).")
-    @Argument var flow: String
-    @Option(help: "First tick, inclusive: YYYY-MM-DD or YYYY-MM-DDTHH:MM in the flow's time zone, or an ISO-8601 instant.") var from: String
-    @Option(help: "Last tick, inclusive, written as --from is.") var to: String
-    @Option(help: "Run conf as a JSON object.") var conf: String?
-    @Flag(help: "Also clear the failed runs whose ticks fall in the range, so that they run again.") var rerunFailed = false
-    @Flag(help: "Print JSON.") var json = false
+    static let configuration = CommandConfiguration(
+        commandName: "backfill",
+        abstract: "Backfills: runs for every cron tick of a flow between two instants, made by the schedulers a few at a time.",
+        discussion: """
+            `flowctl backfill FLOW --from … --to …` is `flowctl backfill create`. A backfill is planned when it is created \
+            (each tick: create a run, re-run the existing one, or skip it and why; `--dry-run` prints the plan only), then the \
+            schedulers carry it out, at most --max-active-runs of its runs at a time. Pause, resume or cancel it by its id.
+            """,
+        subcommands: [Create.self, List.self, Show.self, Pause.self, Resume.self, Cancel.self], defaultSubcommand: Create.self)
 
-    func run() async throws {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a backfill (or print what it would do, with --dry-run).")
+        @Argument var flow: String
+        @Option(help: "First tick, inclusive: YYYY-MM-DD or YYYY-MM-DDTHH:MM in the flow's time zone, or an ISO-8601 instant.") var from: String
+        @Option(help: "Last tick, inclusive, written as --from is.") var to: String
+        @Option(help: "Run conf as a JSON object.") var conf: String?
+        @Option(help: "Ticks that already have a run: none (skip them), failed (re-run the failed ones) or all (re-run failed and successful ones).")
+        var reprocess: String = "none"
+        @Option(help: "At most this many of the backfill's runs queued or running at once.") var maxActiveRuns = 10
+        @Flag(help: "Newest tick first (default: oldest first).") var newestFirst = false
+        @Flag(help: "Print the plan (each tick: create, rerun or skip and why) without creating anything.") var dryRun = false
+        @Flag(help: ArgumentHelp("The same as --reprocess failed.", visibility: .hidden)) var rerunFailed = false
+        @Flag(help: "Wait until the backfill has completed, printing its progress.") var wait = false
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let client = APIClient(settings: try Settings.fromEnvironment())
+            let zone = Instant.parse(from) == nil || Instant.parse(to) == nil ? try await CLITime.zone(of: flow, client: client) : "UTC"
+            let (fromDate, fromNote) = try CLITime.parse(from, flag: "--from", zone: zone)
+            let (toDate, toNote) = try CLITime.parse(to, flag: "--to", zone: zone)
+            for note in [fromNote, toNote].compactMap({ $0 }) { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+            guard fromDate <= toDate else {
+                throw CLIError("--from \(CLITime.format(fromDate, zone: zone)) is after --to \(CLITime.format(toDate, zone: zone))", code: 2)
+            }
+            guard Reprocess(rawValue: reprocess) != nil else { throw CLIError("--reprocess must be none, failed or all, not `\(reprocess)`", code: 2) }
+            var body = BackfillCreateBody(flowId: flow, from: Instant.format(fromDate, fractionDigits: 3), to: Instant.format(toDate, fractionDigits: 3),
+                                          reprocess: rerunFailed ? "failed" : reprocess, maxActiveRuns: maxActiveRuns, newestFirst: newestFirst,
+                                          dryRun: dryRun)
+            if let conf {
+                guard let v = try? JSONValue.parse(conf), let o = v.objectValue else { throw CLIError("--conf must be a JSON object", code: 2) }
+                body.conf = o
+            }
+            let v = try await client.write("POST", "/api/v1/backfills", body: body)
+            if dryRun {
+                if json { printJSON(v); return }
+                let plan = try APIClient.typed(v, as: BackfillPlan.self, answering: "POST /api/v1/backfills")
+                print("backfill of \(flow) would: create \(plan.counts.create) runs, re-run \(plan.counts.rerun), skip \(plan.counts.skip) ticks")
+                print("existing runs each --reprocess re-runs: none 0, failed \(plan.reprocessCounts["failed"] ?? 0), all \(plan.reprocessCounts["all"] ?? 0)")
+                if !plan.ticks.isEmpty { print(tickTable(plan.ticks, zone: zone)) }
+                return
+            }
+            let created = try APIClient.typed(v, as: BackfillDetail.self, answering: "POST /api/v1/backfills")
+            if json && !wait { printJSON(v); return }
+            let b = created.backfill
+            if !json {
+                print("backfill \(b.id) of \(flow): \(b.counts.create) runs to create, \(b.counts.rerun) to re-run, \(b.counts.skip) ticks skipped")
+                print(tickTable(Array(created.ticks.prefix(50)), zone: zone))
+                if created.ticks.count > 50 { print("… and \(created.ticks.count - 50) more ticks") }
+                print("`flowctl backfill show \(b.id)` shows its progress")
+            }
+            if wait { try await BackfillCommand.waitFor(b.id, client: client, json: json) }
+        }
+    }
+
+    /// Polls until the backfill is completed or cancelled; prints each change of its progress.
+    static func waitFor(_ id: Int, client: APIClient, json: Bool) async throws {
+        var last = ""
+        while true {
+            let d = try await client.get("/api/v1/backfills/\(id)", as: BackfillDetail.self)
+            let line = progress(d.backfill)
+            if line != last && !json { print(line); last = line }
+            if d.backfill.state == "completed" || d.backfill.state == "cancelled" {
+                if json { printJSON(try await client.get("/api/v1/backfills/\(id)")) }
+                if d.backfill.state == "cancelled" || (d.backfill.runs["failed"] ?? 0) > 0 { throw ExitCode(1) }
+                return
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    static func progress(_ b: BackfillRecord) -> String {
+        let runs = b.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        let ticks = b.counts.create + b.counts.rerun + b.counts.skip
+        return "backfill \(b.id) \(b.state): \(b.ticksDone)/\(ticks) ticks done\(runs.isEmpty ? "" : "; runs: " + runs)"
+    }
+
+    static func tickTable(_ ticks: [BackfillTick], zone: String) -> String {
+        table(["LOGICAL DATE", "ACTION", "RUN", "RUN STATE", "WHY"], ticks.map { t in
+            [CLITime.format(t.logicalDate, zone: zone), t.action + (t.done || t.action == "skip" ? "" : " (pending)"), t.runId ?? "", t.runState ?? "", t.reason ?? ""]
+        })
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The newest backfills first.")
+        @Option(help: "Only this flow's.") var flow: String?
+        @Option(help: "Only those in this state: running, paused, cancelled or completed.") var state: String?
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            var path = "/api/v1/backfills?limit=100"
+            if let flow { path += "&flow_id=\(APIClient.segment(flow))" }
+            if let state { path += "&state=\(APIClient.segment(state))" }
+            let client = APIClient(settings: try Settings.fromEnvironment())
+            if json { printJSON(try await client.get(path)); return }
+            let list = try await client.get(path, as: BackfillList.self).backfills
+            print(table(["ID", "FLOW", "STATE", "RANGE", "REPROCESS", "MAX ACTIVE", "TICKS DONE", "RUNS"], list.map { b in
+                [String(b.id), b.flowId, b.state, "\(CLITime.format(b.from, zone: "UTC")) → \(CLITime.format(b.to, zone: "UTC"))", b.reprocess.rawValue,
+                 String(b.maxActiveRuns), "\(b.ticksDone)/\(b.counts.create + b.counts.rerun + b.counts.skip)",
+                 b.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")]
+            }))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A backfill's progress and every tick of its plan.")
+        @Argument var id: Int
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let client = APIClient(settings: try Settings.fromEnvironment())
+            if json { printJSON(try await client.get("/api/v1/backfills/\(id)")); return }
+            let d = try await client.get("/api/v1/backfills/\(id)", as: BackfillDetail.self)
+            let b = d.backfill
+            print(progress(b))
+            print("flow \(b.flowId), \(CLITime.format(b.from, zone: "UTC")) → \(CLITime.format(b.to, zone: "UTC")), reprocess \(b.reprocess.rawValue), "
+                  + "at most \(b.maxActiveRuns) runs at once, \(b.newestFirst ? "newest" : "oldest") first, created by \(b.createdBy ?? "?")")
+            if !d.ticks.isEmpty { print(tickTable(d.ticks, zone: "UTC")) }
+        }
+    }
+
+    struct Pause: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop making runs (the backfill's runs already made go on).")
+        @Argument var id: Int
+        func run() async throws { try await BackfillCommand.set(id, "pause") }
+    }
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make runs again.")
+        @Argument var id: Int
+        func run() async throws { try await BackfillCommand.set(id, "resume") }
+    }
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop for good, and cancel the backfill's queued runs (running ones finish).")
+        @Argument var id: Int
+        func run() async throws { try await BackfillCommand.set(id, "cancel") }
+    }
+
+    static func set(_ id: Int, _ action: String) async throws {
         let client = APIClient(settings: try Settings.fromEnvironment())
-        let zone = Instant.parse(from) == nil || Instant.parse(to) == nil ? try await CLITime.zone(of: flow, client: client) : "UTC"
-        let (fromDate, fromNote) = try CLITime.parse(from, flag: "--from", zone: zone)
-        let (toDate, toNote) = try CLITime.parse(to, flag: "--to", zone: zone)
-        for note in [fromNote, toNote].compactMap({ $0 }) { FileHandle.standardError.write(Data((note + "\n").utf8)) }
-        guard fromDate <= toDate else {
-            throw CLIError("--from \(CLITime.format(fromDate, zone: zone)) is after --to \(CLITime.format(toDate, zone: zone))", code: 2)
-        }
-        let from = Instant.format(fromDate, fractionDigits: 3), to = Instant.format(toDate, fractionDigits: 3)
-        var body = BackfillBody(from: from, to: to)
-        if let conf {
-            guard let v = try? JSONValue.parse(conf), let o = v.objectValue else { throw CLIError("--conf must be a JSON object", code: 2) }
-            body.conf = o
-        }
-        let v = try await client.write("POST", "/api/v1/flows/\(flow)/backfill", body: body)
-        var cleared: [String] = []
-        if rerunFailed {
-            // Failed runs of the range (logical dates from..to inclusive), cleared one by one.
-            let until = Instant.format(Instant.parse(to)!.addingTimeInterval(0.001), fractionDigits: 3)
-            var cursor: String?
-            repeat {
-                var path = "/api/v1/runs?flow_id=\(flow)&state=failed&since=\(from)&until=\(until)&limit=500"
-                if let cursor { path += "&cursor=\(cursor)" }
-                let page = try await client.get(path, as: RunPage.self)
-                for r in page.runs {
-                    _ = try await client.post("/api/v1/runs/\(r.runId)/clear", [:])
-                    cleared.append(r.runId)
-                }
-                cursor = page.nextCursor
-            } while cursor != nil
-        }
-        if json { printJSON(["runs": v["runs"] ?? [], "cleared": .array(cleared.map(JSONValue.string))]); return }
-        let runs = try APIClient.typed(v, as: BackfillCreated.self, answering: "POST /api/v1/flows/\(flow)/backfill").runs
-        print("created \(runs.count) backfill runs of \(flow)")
-        if !runs.isEmpty { print(runTable(runs)) }
-        if rerunFailed { print("cleared \(cleared.count) failed runs in the range: they run again") }
-        if runs.isEmpty && cleared.isEmpty {
-            print("every tick between \(CLITime.format(fromDate, zone: zone)) and \(CLITime.format(toDate, zone: zone)) already has a run (scheduled or backfill); "
-                  + "--rerun-failed clears the failed ones, `flowctl runs list --flow \(flow)` shows them")
-        }
+        let raw = try await client.post("/api/v1/backfills/\(id)/\(action)", [:])
+        let d = try APIClient.typed(raw, as: BackfillDetail.self, answering: "POST /api/v1/backfills/\(id)/\(action)")
+        print(progress(d.backfill))
     }
 }
 

@@ -14,6 +14,7 @@ protocol APIBody: Decodable {
 
 extension TriggerBody: APIBody {}
 extension BackfillBody: APIBody {}
+extension BackfillCreateBody: APIBody {}
 extension ClearBody: APIBody {}
 extension MarkBody: APIBody {}
 extension AssetEventBody: APIBody {}

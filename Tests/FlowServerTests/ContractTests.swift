@@ -105,6 +105,20 @@ struct ContractTests {
             try await Self.check(api, "DELETE", "/api/v1/connections/contract_db", route: "/api/v1/connections/{name}", as: Deleted.self)
             try await Self.check(api, "POST", "/api/v1/runs/\(run)/clear", route: "/api/v1/runs/{run_id}/clear", as: RunRecord.self,
                                  body: #"{"taskIds": ["sleep"]}"#)
+            // Backfill objects: a dry run over ticks with and without runs, then one made, listed, shown, paused, resumed, cancelled.
+            let range = BackfillCreateBody(flowId: "example_hourly", from: "2026-11-01T00:00:00Z", to: "2026-11-01T05:00:00Z", reprocess: "all",
+                                           maxActiveRuns: 1)
+            var dry = range; dry.dryRun = true
+            try await Self.check(api, "POST", "/api/v1/backfills", route: "/api/v1/backfills", as: BackfillPlan.self,
+                                 body: try APIWire.encode(dry).compactJSON)
+            try await Self.check(api, "POST", "/api/v1/backfills", route: "/api/v1/backfills", as: BackfillDetail.self,
+                                 body: try APIWire.encode(range).compactJSON, status: 201)
+            let bf = try #require(try await api.request("GET", "/api/v1/backfills?flow_id=example_hourly").json["backfills"]?.arrayValue?.first?["id"]?.intValue)
+            try await Self.check(api, "GET", "/api/v1/backfills?state=running", route: "/api/v1/backfills", as: BackfillList.self)
+            try await Self.check(api, "GET", "/api/v1/backfills/\(bf)", route: "/api/v1/backfills/{backfill_id}", as: BackfillDetail.self)
+            for action in ["pause", "resume", "cancel"] {
+                try await Self.check(api, "POST", "/api/v1/backfills/\(bf)/\(action)", route: "/api/v1/backfills/{backfill_id}/\(action)", as: BackfillDetail.self)
+            }
         }
     }
 

@@ -155,11 +155,15 @@ struct FlowctlTests {
             #expect(try await api.store.run(runId).logicalDate == Instant.parse("2026-10-31T23:00:00Z"))
             // lakehouse_end_to_end is daily at midnight in Europe/Madrid, across the spring DST change.
             let b = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-03-28", "--to", "2026-03-30 00:00"], api: api)
-            #expect(b.status == 0 && b.output.contains("created 3 backfill runs") && b.output.contains("--to 2026-03-30 00:00: read as 2026-03-30T00:00:00+02:00"),
+            #expect(b.status == 0 && b.output.contains("3 runs to create") && b.output.contains("--to 2026-03-30 00:00: read as 2026-03-30T00:00:00+02:00"),
                     "\(b.output)")
-            #expect(b.output.contains("2026-03-29 22:00:00 UTC"), "logical dates are shown with their zone: \(b.output)")
+            #expect(b.output.contains("2026-03-30 00:00:00 +02:00") && b.output.contains("2026-03-28 00:00:00 +01:00"),
+                    "logical dates are shown in the flow's zone, with it: \(b.output)")
+            let id = try #require(b.output.firstMatch(of: /backfill (\d+) of/).map { String($0.1) })
+            _ = try flowctl(["backfill", "pause", id], api: api)
             let again = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-03-28", "--to", "2026-03-30"], api: api)
-            #expect(again.output.contains("every tick between 2026-03-28 00:00:00 +01:00 and 2026-03-30 00:00:00 +02:00 already has a run"), "\(again.output)")
+            #expect(again.status == 1 && again.output.contains("backfill \(id) of `lakehouse_end_to_end` is paused over an overlapping range"), "\(again.output)")
+            _ = try flowctl(["backfill", "cancel", id], api: api)
             let bad = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "yesterday", "--to", "2026-03-30"], api: api)
             #expect(bad.status == 2 && bad.output.contains("--from `yesterday` is not a date or time") && !bad.output.contains("from must"), "\(bad.output)")
             let badDay = try flowctl(["trigger", "catalunya_data_pipeline", "--logical-date", "2026-13-01"], api: api)
@@ -178,27 +182,32 @@ struct FlowctlTests {
         }
     }
 
-    @Test("a trigger of a paused flow says so at once; a backfill that makes no run says why; --rerun-failed clears failed runs of the range")
+    @Test("a trigger of a paused flow says so at once; a backfill's dry run says what it would make, re-run and skip, and why; --reprocess failed re-runs the failed run")
     func pausedAndBackfill() async throws {
         try await withAPI { (api: LiveAPI) async throws in
             _ = try flowctl(["flows", "pause", "example_sleep"], api: api)
             let paused = try flowctl(["trigger", "example_sleep", "--conf", #"{"seconds": 0}"#], api: api)
             #expect(paused.status == 0 && paused.output.contains("flow example_sleep is paused: run"), "\(paused.output)")
             let range = ["--from", "2026-11-01T00:00:00Z", "--to", "2026-11-01T02:00:00Z"]
-            let first = try flowctl(["backfill", "example_hourly"] + range, api: api)
-            #expect(first.output.contains("created 3 backfill runs"), "\(first.output)")
-            let again = try flowctl(["backfill", "example_hourly"] + range, api: api)
-            #expect(again.output.contains("created 0 backfill runs") && again.output.contains("already has a run"), "\(again.output)")
-            // One of them fails (marked by hand); --rerun-failed runs it again.
+            let first = try flowctl(["backfill", "example_hourly", "--wait"] + range, api: api)
+            #expect(first.status == 0 && first.output.contains("3 runs to create") && first.output.contains("completed: 3/3 ticks done; runs: 3 success"),
+                    "\(first.output)")
+            let again = try flowctl(["backfill", "example_hourly", "--dry-run"] + range, api: api)
+            #expect(again.output.contains("would: create 0 runs, re-run 0, skip 3 ticks") && again.output.contains("its run succeeded (reprocess: all re-runs it)"),
+                    "\(again.output)")
+            // One of them fails (marked by hand); --reprocess failed runs it again, and only it.
             let runs = try await api.request("GET", "/api/v1/runs?flow_id=example_hourly").json["runs"]?.arrayValue ?? []
             let victim = try #require(runs.first?["runId"]?.stringValue)
-            try await eventually("the backfill runs to end") {
-                (try await api.request("GET", "/api/v1/runs?flow_id=example_hourly&state=success").json["runs"]?.arrayValue?.count ?? 0) == 3
-            }
             #expect(try await api.request("POST", "/api/v1/runs/\(victim)/tasks/tick/mark", token: LiveAPI.admin, body: #"{"state": "failed"}"#).json["state"] == "failed")
-            let rerun = try flowctl(["backfill", "example_hourly", "--rerun-failed"] + range, api: api)
-            #expect(rerun.output.contains("cleared 1 failed runs in the range"), "\(rerun.output)")
-            try await eventually("the cleared run to succeed") { try await api.request("GET", "/api/v1/runs/\(victim)").json["state"] == "success" }
+            let plan = try flowctl(["backfill", "example_hourly", "--dry-run", "--reprocess", "failed"] + range, api: api)
+            #expect(plan.output.contains("would: create 0 runs, re-run 1, skip 2 ticks") && plan.output.contains("failed 1, all 3"), "\(plan.output)")
+            let rerun = try flowctl(["backfill", "example_hourly", "--reprocess", "failed", "--wait"] + range, api: api)
+            #expect(rerun.status == 0 && rerun.output.contains("0 runs to create, 1 to re-run, 2 ticks skipped"), "\(rerun.output)")
+            #expect(try await api.request("GET", "/api/v1/runs/\(victim)").json["state"] == "success")
+            let list = try flowctl(["backfill", "list", "--flow", "example_hourly"], api: api)
+            #expect(list.output.split(separator: "\n").filter { $0.contains("completed") }.count == 2, "\(list.output)")
+            let bad = try flowctl(["backfill", "example_hourly", "--reprocess", "some"] + range, api: api)
+            #expect(bad.status == 2 && bad.output.contains("--reprocess must be none, failed or all"), "\(bad.output)")
         }
     }
 

@@ -283,6 +283,7 @@ async function flowPage(main, flowId) {
       <p class="muted">${esc(flow.description)} · ${esc(flow.schedule || !flow.triggers ? cronWords(flow.schedule) : flow.triggers.join(" · "))}${flow.schedule ? ` (<span class="mono">${esc(flow.schedule)}</span>, ${esc(flow.timezone)})` : ""}
       · next run ${flow.isPaused || !flow.nextRunAt ? "—" : esc(fmtTime(flow.nextRunAt, flow.timezone))} · version ${flow.version}</p>
       <div class="toolbar"><button class="primary" id="trigger" type="button">Trigger…</button>
+        ${flow.schedule ? '<button id="backfill" type="button">Backfill…</button>' : ""}
         <button id="pause" type="button">${flow.isPaused ? "Unpause" : "Pause"}</button>
         <label>Runs <select id="statef"><option value="">all</option>${["success", "failed", "running", "queued", "cancelled"].map((s) => `<option ${s === stateFilter ? "selected" : ""}>${s}</option>`).join("")}</select></label>
         <span class="muted">${grid.tasks.length} tasks × ${runs.length} runs</span></div>
@@ -298,6 +299,7 @@ async function flowPage(main, flowId) {
     const def = $("#definition", main);
     if (def) def.ontoggle = () => { definitionOpen = def.open; };
     $("#trigger", main).onclick = () => triggerDialog(flowId);
+    if ($("#backfill", main)) $("#backfill", main).onclick = () => backfillDialog(flowId, flow);
     $("#pause", main).onclick = async () => { try { await api(`/api/v1/flows/${encodeURIComponent(flowId)}/${flow.isPaused ? "unpause" : "pause"}`, { method: "POST" }); } catch (e) { alert(e.message); } draw(); };
     $("#statef", main).onchange = (e) => { stateFilter = e.target.value; draw(); };
     main.querySelectorAll("button[data-run]").forEach((b) => (b.onclick = () => select(b.dataset.run)));
@@ -447,6 +449,128 @@ function gantt(tasks) {
     <text x="${L}" y="12" class="muted">0 s</text><text x="${W - 60}" y="12">${esc(fmtDur(span / 1000))}</text>${rows}</svg>`;
 }
 
+// ---- backfills ----------------------------------------------------------------------------
+const BF_ACTIONS = { create: "create a run", rerun: "re-run", skip: "skip" };
+// A <input type="datetime-local"> value (the browser's zone) as an ISO instant.
+const localToISO = (v) => (v ? new Date(v).toISOString() : "");
+function tickRows(ticks, limit) {
+  const shown = ticks.slice(0, limit);
+  return shown.map((t) => `<tr><td>${esc(fmtTime(t.logicalDate))}</td><td><span class="chip bf-${esc(t.action)}">${esc(BF_ACTIONS[t.action] || t.action)}</span>${!t.done && t.action !== "skip" ? ' <span class="muted">pending</span>' : ""}</td>
+    <td>${t.runId ? `<a href="#/runs/${encodeURIComponent(t.runId)}" class="mono">${esc(t.runId)}</a>` : ""}</td><td>${t.runState ? stateLabel(t.runState) : ""}</td><td>${esc(t.reason || "")}</td></tr>`).join("")
+    + (ticks.length > limit ? `<tr><td colspan="5" class="muted">… and ${ticks.length - limit} more ticks</td></tr>` : "");
+}
+const tickTable = (ticks, limit = 500) => `<table class="ticks"><thead><tr><th>Logical date</th><th>Action</th><th>Run</th><th>Run state</th><th>Why</th></tr></thead>
+  <tbody>${tickRows(ticks, limit) || '<tr><td colspan="5" class="muted">No cron tick falls in the range.</td></tr>'}</tbody></table>`;
+
+// Backfill dialog: the range, reprocess, at most how many runs at once, the order; "Preview" asks
+// the API for a dry run (each tick's action, and how many existing runs each reprocess choice
+// re-runs) before "Create" makes it.
+async function backfillDialog(flowId, flow) {
+  const d = $("#dialog");
+  d.innerHTML = `<form class="params" id="bf" novalidate><h2>Backfill ${esc(flowId)}</h2>
+    <p class="muted">A run for every tick of <span class="mono">${esc(flow.schedule)}</span> (${esc(flow.timezone)}) in the range; times below are in your browser's zone.</p>
+    <label for="bf-from">From (first tick, inclusive)</label><input id="bf-from" type="datetime-local" step="1" required>
+    <label for="bf-to">To (last tick, inclusive)</label><input id="bf-to" type="datetime-local" step="1" required>
+    <label for="bf-reprocess">Ticks that already have a run</label>
+    <select id="bf-reprocess"><option value="none">none: skip them</option><option value="failed">failed: re-run the failed ones</option><option value="all">all: re-run failed and successful ones</option></select>
+    <label for="bf-max">At most this many runs at once</label><input id="bf-max" type="number" min="1" value="10" inputmode="numeric">
+    <label for="bf-order">Order</label><select id="bf-order"><option value="oldest">oldest first</option><option value="newest">newest first</option></select>
+    <div class="field-error" id="bf-err"></div>
+    <div id="bf-plan"></div>
+    <div class="toolbar"><button type="button" id="bf-preview">Preview</button><button class="primary" type="submit" id="bf-create">Create backfill</button>
+      <button type="button" id="bf-cancel">Cancel</button></div></form>`;
+  d.showModal();
+  $("#bf-cancel").onclick = () => d.close();
+  const body = (dryRun) => ({ flowId, from: localToISO($("#bf-from").value), to: localToISO($("#bf-to").value), reprocess: $("#bf-reprocess").value,
+    maxActiveRuns: parseInt($("#bf-max").value, 10), newestFirst: $("#bf-order").value === "newest", dryRun });
+  const check = () => {
+    const b = body(false);
+    if (!b.from || !b.to) return "choose the first and the last tick";
+    if (!(b.maxActiveRuns >= 1)) return "at most how many runs at once: a whole number of at least 1";
+    return null;
+  };
+  $("#bf-preview").onclick = async () => {
+    $("#bf-err").textContent = "";
+    const bad = check(); if (bad) { $("#bf-err").textContent = bad; return; }
+    try {
+      const plan = await api("/api/v1/backfills", { method: "POST", body: body(true) });
+      const rc = plan.reprocessCounts || {};
+      for (const o of $("#bf-reprocess").options) o.textContent = `${o.value}: ${{ none: "skip them", failed: "re-run the failed ones", all: "re-run failed and successful ones" }[o.value]} (re-runs ${rc[o.value] ?? 0})`;
+      $("#bf-plan").innerHTML = `<p id="bf-summary"><strong>${plan.counts.create}</strong> runs to create, <strong>${plan.counts.rerun}</strong> to re-run, <strong>${plan.counts.skip}</strong> ticks skipped</p>
+        <div class="plan-wrap">${tickTable(plan.ticks, 200)}</div>`;
+    } catch (e) { $("#bf-err").textContent = e.message; }
+  };
+  $("#bf").onsubmit = async (ev) => {
+    ev.preventDefault();
+    $("#bf-err").textContent = "";
+    const bad = check(); if (bad) { $("#bf-err").textContent = bad; return; }
+    try {
+      const made = await api("/api/v1/backfills", { method: "POST", body: body(false) });
+      d.close();
+      location.hash = `#/backfills/${made.backfill.id}`;
+    } catch (e) { $("#bf-err").textContent = e.message; }
+  };
+}
+
+function bfProgress(b) {
+  const total = b.counts.create + b.counts.rerun + b.counts.skip;
+  const pct = total ? Math.round((100 * b.ticksDone) / total) : 100;
+  // A <progress> element: an inline width would need a style attribute, which the CSP refuses.
+  return `<progress class="bar" max="100" value="${pct}" aria-label="${pct}% of the ticks done"></progress> ${b.ticksDone}/${total} ticks`;
+}
+const bfRuns = (b) => Object.entries(b.runs || {}).sort().map(([s, n]) => `<span class="state">${sq(s)} ${n} ${esc(s)}</span>`).join(" ") || '<span class="muted">none yet</span>';
+
+async function backfillsPage(main, query) {
+  const draw = async () => {
+    const state = query.get("state") || "";
+    const { backfills } = await api(`/api/v1/backfills?limit=200${state ? "&state=" + encodeURIComponent(state) : ""}`);
+    main.innerHTML = `<h1>Backfills</h1>
+      <div class="toolbar"><label>State <select id="bfstate"><option value="">all</option>${["running", "paused", "completed", "cancelled"].map((s) => `<option ${s === state ? "selected" : ""}>${s}</option>`).join("")}</select></label>
+        <span class="muted">Create one from a scheduled flow's page (Backfill…) or with <span class="mono">flowctl backfill FLOW --from … --to …</span>.</span></div>
+      <table id="backfills"><thead><tr><th>Backfill</th><th>Flow</th><th>State</th><th>Range</th><th>Reprocess</th><th>Progress</th><th>Runs</th><th>Created</th></tr></thead><tbody>
+      ${backfills.map((b) => `<tr><td><a href="#/backfills/${b.id}">#${b.id}</a></td><td><a href="#/flows/${encodeURIComponent(b.flowId)}">${esc(b.flowId)}</a></td>
+        <td><span class="chip bfs-${esc(b.state)}">${esc(b.state)}</span></td><td>${esc(fmtTime(b.from))} → ${esc(fmtTime(b.to))}</td><td>${esc(b.reprocess)}</td>
+        <td>${bfProgress(b)}</td><td>${bfRuns(b)}</td><td>${esc(fmtTime(b.createdAt))}${b.createdBy ? ` <span class="muted">by ${esc(b.createdBy)}</span>` : ""}</td></tr>`).join("")
+        || '<tr><td colspan="8" class="muted">No backfill yet.</td></tr>'}</tbody></table>`;
+    $("#bfstate", main).onchange = (e) => { location.hash = `#/backfills${e.target.value ? "?state=" + e.target.value : ""}`; };
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  const t = setInterval(draw, 3000);
+  return { refresh: draw, dispose: () => clearInterval(t) };
+}
+
+async function backfillPage(main, id) {
+  const draw = async () => {
+    const { backfill: b, ticks } = await api(`/api/v1/backfills/${encodeURIComponent(id)}`);
+    const live = b.state === "running" || b.state === "paused";
+    main.innerHTML = `<h1>Backfill #${b.id} of <a href="#/flows/${encodeURIComponent(b.flowId)}">${esc(b.flowId)}</a> <span class="chip bfs-${esc(b.state)}" id="bf-state">${esc(b.state)}</span></h1>
+      <p class="muted">${esc(fmtTime(b.from))} → ${esc(fmtTime(b.to))} · reprocess <strong>${esc(b.reprocess)}</strong> · at most ${b.maxActiveRuns} runs at once ·
+        ${b.newestFirst ? "newest" : "oldest"} first · created ${esc(fmtTime(b.createdAt))}${b.createdBy ? ` by ${esc(b.createdBy)}` : ""}${b.completedAt ? ` · ended ${esc(fmtTime(b.completedAt))}` : ""}</p>
+      <div class="toolbar">${b.state === "running" ? '<button type="button" id="bf-pause">Pause</button>' : ""}${b.state === "paused" ? '<button type="button" id="bf-resume" class="primary">Resume</button>' : ""}
+        ${live ? '<button type="button" id="bf-cancelb" class="danger">Cancel backfill</button>' : ""}</div>
+      <table class="needs"><tbody><tr><th>Progress</th><td id="bf-progress">${bfProgress(b)}</td></tr>
+        <tr><th>Plan</th><td>${b.counts.create} to create, ${b.counts.rerun} to re-run, ${b.counts.skip} skipped</td></tr>
+        <tr><th>Runs</th><td id="bf-runs">${bfRuns(b)}</td></tr></tbody></table>
+      <h2>Ticks</h2>${tickTable(ticks)}`;
+    const act = (sel, action, ask) => {
+      const el = $(sel, main);
+      if (el) el.onclick = async () => {
+        if (ask && !confirm(ask)) return;
+        try { await api(`/api/v1/backfills/${b.id}/${action}`, { method: "POST" }); } catch (e) { alert(e.message); }
+        draw();
+      };
+    };
+    act("#bf-pause", "pause"); act("#bf-resume", "resume");
+    act("#bf-cancelb", "cancel", `Cancel backfill #${b.id}? Its queued runs are cancelled; running ones finish.`);
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  const again = debounced(draw, 500);
+  const t = setInterval(draw, 3000);
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw, dispose: () => clearInterval(t) };
+}
+
 async function workersPage(main) {
   const draw = async () => {
     const { workers } = await api("/api/v1/workers");
@@ -581,6 +705,8 @@ async function route() {
     else if (parts[0] === "flows") p = await flowPage(main, parts[1]);
     else if (parts[0] === "runs") p = await runPage(main, parts[1], query);
     else if (parts[0] === "workers") p = await workersPage(main);
+    else if (parts[0] === "backfills" && parts.length === 1) p = await backfillsPage(main, query);
+    else if (parts[0] === "backfills") p = await backfillPage(main, parts[1]);
     else if (parts[0] === "health") p = await healthPage(main);
     else if (parts[0] === "connections" || parts[0] === "variables") p = await storePage(main, parts[0]);
     else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;

@@ -96,6 +96,12 @@ public struct BackfillCreated: Codable, Sendable {
     public init(runs: [RunRecord]) { self.runs = runs }
 }
 
+/// `GET /api/v1/backfills`.
+public struct BackfillList: Codable, Sendable {
+    public var backfills: [BackfillRecord]
+    public init(backfills: [BackfillRecord]) { self.backfills = backfills }
+}
+
 /// `DELETE` of a pool, connection or variable.
 public struct Deleted: Codable, Sendable {
     public var deleted: String

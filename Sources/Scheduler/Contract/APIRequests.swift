@@ -22,6 +22,29 @@ public struct BackfillBody: Codable, Sendable {
     public init(from: String, to: String, conf: [String: JSONValue]? = nil) { self.from = from; self.to = to; self.conf = conf }
 }
 
+/// `POST /api/v1/backfills`: a backfill object (or, with `dryRun`, what it would do).
+public struct BackfillCreateBody: Codable, Sendable {
+    public var flowId: String
+    public var from: String
+    public var to: String
+    public var conf: [String: JSONValue]?
+    /// `none` (default), `failed` or `all`.
+    public var reprocess: String?
+    public var maxActiveRuns: Int?
+    /// Newest tick first (default: oldest first).
+    public var newestFirst: Bool?
+    public var dryRun: Bool?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["flowId": "a flow id", "from": "an ISO-8601 instant", "to": "an ISO-8601 instant", "conf": "a JSON object",
+                                "reprocess": "none, failed or all", "maxActiveRuns": "a whole number from 1 to 1000",
+                                "newestFirst": "true or false", "dryRun": "true or false"]
+    public init(flowId: String, from: String, to: String, conf: [String: JSONValue]? = nil, reprocess: String? = nil, maxActiveRuns: Int? = nil,
+                newestFirst: Bool? = nil, dryRun: Bool? = nil) {
+        self.flowId = flowId; self.from = from; self.to = to; self.conf = conf; self.reprocess = reprocess
+        self.maxActiveRuns = maxActiveRuns; self.newestFirst = newestFirst; self.dryRun = dryRun
+    }
+}
+
 /// `POST /api/v1/runs/{run_id}/clear`.
 public struct ClearBody: Codable, Sendable {
     public var taskIds: [String]?

@@ -47,6 +47,7 @@ extension SchedulerConfig {
     var flowTriggers: FlowTriggerService.Config { FlowTriggerService.Config() }
     var retryTimer: RetryTimer.Config { RetryTimer.Config() }
     var cronTicker: CronTicker.Config { CronTicker.Config() }
+    var backfillRunner: BackfillRunner.Config { BackfillRunner.Config() }
     var eventConsumer: EventConsumer.Config { var c = EventConsumer.Config(); c.batch = eventBatch; return c }
     var reaper: Reaper.Config { var c = Reaper.Config(); c.zombieThreshold = zombieThreshold; c.interval = maintenanceInterval; return c }
     var unackedRestorer: UnackedRestorer.Config {
@@ -66,7 +67,7 @@ extension SchedulerConfig {
     /// Checks every duty's configuration; the error names the duty and the setting.
     public func validate() throws {
         guard !name.isEmpty else { throw SchedulerConfigError("the scheduler needs a name") }
-        try runStarter.validate(); try poolAdmitter.validate(); try flowTriggers.validate(); try retryTimer.validate(); try cronTicker.validate(); try eventConsumer.validate()
+        try runStarter.validate(); try poolAdmitter.validate(); try flowTriggers.validate(); try retryTimer.validate(); try cronTicker.validate(); try backfillRunner.validate(); try eventConsumer.validate()
         try reaper.validate(); try unackedRestorer.validate(); try lostMessages.validate(); try abandonedEvents.validate()
         try celeryResults.validate(); try heartbeat.validate(); try runTimeouts.validate(); try notificationDeliverer.validate()
         try retentionCleaner.validate(); try versionWatch.validate()
@@ -86,6 +87,7 @@ extension SchedulerConfig {
 /// | `EventAcknowledger` | every scheduler | acknowledges events once a synchronous commit made them durable |
 /// | `RetryTimer` | every scheduler | queues tries whose retry delay has passed |
 /// | `CronTicker` | every scheduler | creates the runs of due cron ticks (one per tick) |
+/// | `BackfillRunner` | every scheduler | makes or re-runs the next ticks of running backfills, within each one's `max_active_runs` |
 /// | `SchedulerHeartbeat` | every scheduler | records this scheduler for `/health`; trims the heap after bursts |
 /// | `Reaper` | the leader | fails or retries zombie and timed-out tries |
 /// | `UnackedRestorer` | the leader | puts back messages a dead worker claimed |
@@ -118,6 +120,7 @@ public final class SchedulerDaemon: Sendable {
     public let eventAcknowledger: EventAcknowledger
     public let retryTimer: RetryTimer
     public let cronTicker: CronTicker
+    public let backfillRunner: BackfillRunner
     public let heartbeat: SchedulerHeartbeat
     public let reaper: Reaper
     public let unackedRestorer: UnackedRestorer
@@ -154,6 +157,7 @@ public final class SchedulerDaemon: Sendable {
         eventAcknowledger = EventAcknowledger(context: context, acks: acks, startedAt: startedAt)
         retryTimer = RetryTimer(context: context, config: config.retryTimer)
         cronTicker = CronTicker(context: context, config: config.cronTicker)
+        backfillRunner = BackfillRunner(context: context, config: config.backfillRunner)
         heartbeat = SchedulerHeartbeat(context: context, config: config.heartbeat, startedAt: startedAt)
         reaper = Reaper(context: context, config: config.reaper)
         unackedRestorer = UnackedRestorer(context: context, config: config.unackedRestorer)
@@ -172,7 +176,7 @@ public final class SchedulerDaemon: Sendable {
 
     /// Every duty, in the order they start.
     public var duties: [any SchedulerDuty] {
-        [runStarter, poolAdmitter, flowTriggerService, eventConsumer, eventAcknowledger, retryTimer, cronTicker, heartbeat,
+        [runStarter, poolAdmitter, flowTriggerService, eventConsumer, eventAcknowledger, retryTimer, cronTicker, backfillRunner, heartbeat,
          reaper, unackedRestorer, lostMessageRescuer, abandonedEventClaimer, celeryResultCollector, runTimeoutEnforcer, notificationDeliverer, retentionCleaner, versionWatch]
     }
 

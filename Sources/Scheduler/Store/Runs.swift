@@ -294,7 +294,7 @@ extension SchedulerStore {
 
     /// Ends a run as `state`: its unfinished task instances and tries become cancelled, with
     /// `detail` in their history; returns the running messages to stop on their workers.
-    private func endRun(_ s: PGSession, pk: Int, runId: String, as state: RunState, source: String, detail: String, now: Date) throws -> BrokerWork {
+    func endRun(_ s: PGSession, pk: Int, runId: String, as state: RunState, source: String, detail: String, now: Date) throws -> BrokerWork {
         var work = BrokerWork()
         work.cancel = try s.query("""
             WITH u AS (UPDATE task_instances SET state = 'cancelled', ended_at = $2, next_attempt_at = NULL,

@@ -303,63 +303,68 @@ extension SchedulerStore {
     public func clearTasks(runId: String, taskIds: [String]?, onlyFailed: Bool = false, now: Date) async throws -> BrokerWork {
         return try await audited { [self] s, actor in
             try audit(s, actor, "clear", runId, ["taskIds": taskIds.map { .array($0.map(JSONValue.string)) } ?? .null, "onlyFailed": .bool(onlyFailed)], now: now)
-            guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
-                throw NotFound("unknown run `\(runId)`")
-            }
-            let pk = try r.int("id")
-            let state = try r.string("state")
-            guard state == "failed" || state == "success" || state == "running" else {
-                throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
-            }
-            let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
-            let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
-                .map { (try $0.string("task_id"), try $0.string("state")) })
-            var roots: [String]
-            if let taskIds, !taskIds.isEmpty {
-                for t in taskIds {
-                    if let m = MappedInstance.parse(t) {
-                        throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
-                    }
-                    if graph.tasks[t] == nil { throw Self.noSuchTask(runId, t, among: graph.definition.tasks.map(\.id)) }
-                }
-                roots = taskIds
-            } else {
-                // A failed mapped instance has failed its mapped task, which is cleared (and expands again).
-                roots = states.filter { ($0.value == "failed" || $0.value == "upstream_failed") && !MappedInstance.isInstance($0.key) }.map(\.key)
-            }
-            guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
-            var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
-            if onlyFailed {
-                // Airflow's "only failed": of the tasks chosen and their descendants, the failed ones.
-                cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
-                guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
-            }
-            let active = cleared.filter { ["queued", "running", "up_for_retry", "up_for_reschedule"].contains(states[$0] ?? "") }
-            guard active.isEmpty else {
-                throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
-            }
-            let wasTerminal = cleared.filter { TaskState(rawValue: states[$0] ?? "")?.isTerminal ?? false }.count
-            try s.query("""
-                UPDATE task_instances t SET state = 'pending', max_tries = t.try_number + u.m, ended_at = NULL, error = NULL, result = NULL,
-                    next_attempt_at = NULL
-                FROM unnest($2::text[], $3::int[]) AS u(task_id, m) WHERE t.run_pk = $1 AND t.task_id = u.task_id
-                """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
-            try s.query("""
-                INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
-                SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, $4, 'cleared' FROM task_instances t
-                WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
-                """, [pk, cleared, now, apiSource(actor)])
-            try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
-                        [pk, wasTerminal])
-            // Queue the cleared tasks whose upstream tasks allow it now.
-            let clearedSet = Set(cleared)
-            let finishedUpstream = Set(graph.definition.tasks.filter { !clearedSet.contains($0.id) }.map(\.id))
-            let entry = cleared.filter { t in (graph.tasks[t]?.upstream ?? []).allSatisfy { finishedUpstream.contains($0) } }
-            var work = BrokerWork()
-            let ready = try evaluateEntry(s, runPk: pk, graph: graph, tasks: entry, now: now)
-            work.enqueue = ready
-            return work
+            return try clearRun(s, actor: actor, runId: runId, taskIds: taskIds, onlyFailed: onlyFailed, now: now)
         }
+    }
+
+    /// `clearTasks` inside the caller's transaction (a backfill re-runs existing runs with it).
+    func clearRun(_ s: PGSession, actor: String?, runId: String, taskIds: [String]?, onlyFailed: Bool, now: Date) throws -> BrokerWork {
+        guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+            throw NotFound("unknown run `\(runId)`")
+        }
+        let pk = try r.int("id")
+        let state = try r.string("state")
+        guard state == "failed" || state == "success" || state == "running" else {
+            throw StateConflict("run `\(runId)` is \(state); only failed, successful or running runs can be cleared")
+        }
+        let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
+        let states = Dictionary(uniqueKeysWithValues: try s.query("SELECT task_id, state FROM task_instances WHERE run_pk = $1", [pk]).all
+            .map { (try $0.string("task_id"), try $0.string("state")) })
+        var roots: [String]
+        if let taskIds, !taskIds.isEmpty {
+            for t in taskIds {
+                if let m = MappedInstance.parse(t) {
+                    throw StateConflict("`\(t)` is one instance of mapped task `\(m.task)`: clear `\(m.task)`, which expands again")
+                }
+                if graph.tasks[t] == nil { throw Self.noSuchTask(runId, t, among: graph.definition.tasks.map(\.id)) }
+            }
+            roots = taskIds
+        } else {
+            // A failed mapped instance has failed its mapped task, which is cleared (and expands again).
+            roots = states.filter { ($0.value == "failed" || $0.value == "upstream_failed") && !MappedInstance.isInstance($0.key) }.map(\.key)
+        }
+        guard !roots.isEmpty else { throw StateConflict("run `\(runId)` has no failed tasks to clear") }
+        var cleared = Array(Set(roots).union(graph.descendants(of: roots))).sorted()
+        if onlyFailed {
+            // Airflow's "only failed": of the tasks chosen and their descendants, the failed ones.
+            cleared = cleared.filter { states[$0] == "failed" || states[$0] == "upstream_failed" }
+            guard !cleared.isEmpty else { throw StateConflict("run `\(runId)`: none of those tasks or their descendants failed") }
+        }
+        let active = cleared.filter { ["queued", "running", "up_for_retry", "up_for_reschedule"].contains(states[$0] ?? "") }
+        guard active.isEmpty else {
+            throw StateConflict("run `\(runId)`: tasks \(active.joined(separator: ", ")) are still in progress; wait or cancel first")
+        }
+        let wasTerminal = cleared.filter { TaskState(rawValue: states[$0] ?? "")?.isTerminal ?? false }.count
+        try s.query("""
+            UPDATE task_instances t SET state = 'pending', max_tries = t.try_number + u.m, ended_at = NULL, error = NULL, result = NULL,
+                next_attempt_at = NULL
+            FROM unnest($2::text[], $3::int[]) AS u(task_id, m) WHERE t.run_pk = $1 AND t.task_id = u.task_id
+            """, [pk, cleared, cleared.map { graph.tasks[$0]!.retry.maxTries }])
+        try s.query("""
+            INSERT INTO task_history (run_pk, task_id, try_number, from_state, to_state, at, source, detail)
+            SELECT $1, t.task_id, t.try_number, NULL, 'pending', $3, $4, 'cleared' FROM task_instances t
+            WHERE t.run_pk = $1 AND t.task_id = ANY($2::text[])
+            """, [pk, cleared, now, apiSource(actor)])
+        try s.query("UPDATE runs SET state = 'running', ended_at = NULL, unfinished_tasks = unfinished_tasks + $2 WHERE id = $1",
+                    [pk, wasTerminal])
+        // Queue the cleared tasks whose upstream tasks allow it now.
+        let clearedSet = Set(cleared)
+        let finishedUpstream = Set(graph.definition.tasks.filter { !clearedSet.contains($0.id) }.map(\.id))
+        let entry = cleared.filter { t in (graph.tasks[t]?.upstream ?? []).allSatisfy { finishedUpstream.contains($0) } }
+        var work = BrokerWork()
+        let ready = try evaluateEntry(s, runPk: pk, graph: graph, tasks: entry, now: now)
+        work.enqueue = ready
+        return work
     }
 
     /// Evaluates tasks whose upstream tasks are all outside the cleared set.
