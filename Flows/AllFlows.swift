@@ -14,6 +14,7 @@ public let allFlows: [Flow] = [
     exampleMapping,
     examplePool,
     exampleSensor,
+    exampleApproval,
     exampleWebhook,
     exampleTriggerParent,
     exampleTriggerChild,

@@ -126,6 +126,25 @@ public let exampleSensor = Flow(
     }
 }
 
+/// A person in the loop: `prepare` makes a release note; `approve` waits — holding no worker
+/// slot — for a decision from the dashboard, the API or `flowctl approvals decide`, at most
+/// param `timeout` seconds (default 3600), after which it rejects; approving makes `publish`
+/// succeed with `{"approved_by": <who decided>}`, rejecting fails the run.
+public let exampleApproval = Flow(
+    "example_approval",
+    description: "waits for a person to approve a release before publishing it",
+    tags: ["example"],
+    params: [Param("timeout", .number, default: 3600, description: "seconds the approval waits before it rejects")]
+) { f in
+    let prepare = f.task("prepare") { ctx in ["release": .string("release of \(Instant.format(ctx.logicalDate))")] }
+    let approve = f.approval("approve", prompt: "Publish this release?", options: ["approve", "reject"], timeoutParam: "timeout",
+                             onTimeout: .reject, after: [prepare])
+    approve --> f.task("publish") { ctx in
+        guard let by = ctx.upstream["approve"]?["approved_by"] else { throw TaskError("the approval reported no decider") }
+        return ["approved_by": by]
+    }
+}
+
 /// Alerts: `fail` logs a line and always fails; it is retried once after 1 s. Its retry
 /// (`onRetry`) and the run's failure (`onRunFailure`) go to the webhook notifier of the named
 /// connection `alerts` (`FLOWKIT_CONN_ALERTS` for the URL, `FLOWKIT_CONN_ALERTS_SECRET` for the

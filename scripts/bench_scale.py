@@ -37,7 +37,7 @@ dash = Dashboard(base, token)
 flows, flows_long, grid, grid_long = [], [], [], []
 try:
     for _ in range(repeats):
-        t, lt = dash.load("/", f"return document.querySelectorAll('tr[data-flow^=\"bench_w10_\"]').length >= {w10_flows} && window.__flowkitRendered")
+        t, lt = dash.load("/flows", f"return document.querySelectorAll('tr[data-flow^=\"bench_w10_\"]').length >= {w10_flows} && window.__flowkitRendered")
         flows.append(t); flows_long.append(lt)
         t, lt = dash.load("/flows/bench_w12", "return document.querySelectorAll('table.grid thead button[data-run]').length === 25 "
                                               "&& document.querySelectorAll('table.grid tbody tr').length === 10")

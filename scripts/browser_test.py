@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 from selenium import webdriver
@@ -56,7 +57,7 @@ def click(by, selector):
 
 try:
     step("open the dashboard: reads need a token here, so it asks for one")
-    driver.get(base + "/")
+    driver.get(base + "/#/flows")
     wait.until(EC.visibility_of_element_located((By.ID, "tok")))
     driver.save_screenshot(f"{shots}/00-sign-in.png")
     driver.find_element(By.ID, "tok").send_keys(token)
@@ -196,6 +197,63 @@ try:
     assert "cancelled" in driver.find_element(By.ID, "backfills").text and "completed" in driver.find_element(By.ID, "backfills").text
     driver.save_screenshot(f"{shots}/10-backfills.png")
 
+    step("approvals: example_approval waits; the run page asks; approving it there publishes, naming who decided")
+    waiting = api("/api/v1/flows/example_approval/runs", "POST", {"conf": {"timeout": 600}})["runId"]
+    wait.until(lambda d: len(api(f"/api/v1/approvals?run_id={waiting}")["approvals"]) == 1)
+    driver.get(f"{base}/#/approvals")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'#approvals .approval[data-run="{waiting}"]')))
+    assert "Publish this release?" in driver.find_element(By.ID, "approvals").text
+    driver.save_screenshot(f"{shots}/11-approvals.png")
+    driver.get(f"{base}/#/runs/{waiting}")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '.approval[data-task="approve"] button[data-decision="approve"]')))
+    driver.find_element(By.CSS_SELECTOR, '.approval input[name="__comment"]').send_keys("ship it")
+    driver.save_screenshot(f"{shots}/12-approval-banner.png")
+    click(By.CSS_SELECTOR, '.approval[data-task="approve"] button[data-decision="approve"]')
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main h1 + p .state"), "success"))
+    publish = [t for t in api(f"/api/v1/runs/{waiting}/tasks")["tasks"] if t["taskId"] == "publish"][0]
+    assert publish["result"]["approved_by"].startswith("config:"), publish
+    approve = [t for t in api(f"/api/v1/runs/{waiting}/tasks")["tasks"] if t["taskId"] == "approve"][0]
+    assert approve["result"]["comment"] == "ship it", approve
+    assert not driver.find_elements(By.CSS_SELECTOR, ".approval"), "the banner is gone once decided"
+
+    step("home: runs by state, the last failures with their errors, health, workers, approvals waiting")
+    # example_branch with a pick that is neither branch fails `choose`, naming the valid ones.
+    alert = api("/api/v1/flows/example_branch/runs", "POST", {"conf": {"pick": "middle"}})["runId"]
+    wait.until(lambda d: api(f"/api/v1/runs/{alert}")["state"] == "failed")
+    driver.get(f"{base}/#/")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "home-runs"), "Last 24 h"))
+    home = driver.find_element(By.TAG_NAME, "main").text
+    assert "success" in driver.find_element(By.ID, "home-runs").text, home[:400]
+    assert "worker" in driver.find_element(By.ID, "home-health").text and "leader" in driver.find_element(By.ID, "home-health").text, home[:400]
+    # Run ids hold ':', which the page's links carry percent-encoded.
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'#home-failures a[href="#/runs/{urllib.parse.quote(alert, safe="")}?task=choose"]')))
+    assert "example_branch" in driver.find_element(By.ID, "home-failing").text
+    assert "middle" in driver.find_element(By.ID, "home-failures").text, driver.find_element(By.ID, "home-failures").text
+    driver.save_screenshot(f"{shots}/02-home.png")
+    click(By.CSS_SELECTOR, '#home-runs a[href="#/runs?state=success"]')
+
+    step("runs across flows: filter by state, kind and flow; the grid's heads show kind and date")
+    # Sixty backfill runs at once (the immediate form), so that the runs page has more than one page of them.
+    api("/api/v1/flows/example_hourly/backfill", "POST", {"from": "2026-09-01T00:00:00Z", "to": "2026-09-03T11:00:00Z"})
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#runs tbody tr[data-run]")))
+    assert all("success" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run]"))
+    driver.find_element(By.CSS_SELECTOR, '#runfilter select[name="state"] option[value=""]').click()
+    driver.find_element(By.CSS_SELECTOR, '#runfilter select[name="kind"] option[value="backfill"]').click()
+    click(By.CSS_SELECTOR, "#runfilter button[type=submit]")
+    wait.until(lambda d: "kind=backfill" in d.current_url and "state=" not in d.current_url)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run]")
+               and all("backfill" in r.text for r in d.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run]")))
+    rows = len(driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run]"))
+    assert rows == 50 and driver.find_elements(By.ID, "older"), "more than one page of backfill runs"
+    click(By.ID, "older")
+    wait.until(EC.presence_of_element_located((By.ID, "newer")))
+    driver.save_screenshot(f"{shots}/03-runs.png")
+    driver.get(f"{base}/#/flows/example_hourly")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.grid thead .runhead svg.durbar")))
+    head = driver.find_element(By.CSS_SELECTOR, "table.grid thead .runhead")
+    assert "backfill" in head.get_attribute("title") and head.find_element(By.CSS_SELECTOR, ".kindicon").text, head.get_attribute("title")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "rundetails"), "logical date"))
+
     step("workers and health")
     driver.get(f"{base}/#/workers")
     wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "online"))
@@ -206,13 +264,13 @@ try:
 
     step("moving on before a page has loaded shows the page moved to, and it stays")
     # Health needs two answers, flows one: the health page finishes last and must not draw over the flows.
-    driver.execute_script("location.hash = '#/health'; setTimeout(() => { location.hash = '#/'; }, 0)")
+    driver.execute_script("location.hash = '#/health'; setTimeout(() => { location.hash = '#/flows'; }, 0)")
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-flow="{FLOW}"]')))
     time.sleep(6)   # longer than the health page's 5 s redraw
     assert driver.find_element(By.CSS_SELECTOR, "main h1").text == "Flows", driver.find_element(By.CSS_SELECTOR, "main h1").text
 
     step("keyboard: the flows table is reachable with Tab")
-    driver.get(f"{base}/#/")
+    driver.get(f"{base}/#/flows")
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-flow="{FLOW}"]')))
     for _ in range(12):
         driver.switch_to.active_element.send_keys(Keys.TAB)

@@ -566,6 +566,54 @@ struct BackfillCommand: AsyncParsableCommand {
     }
 }
 
+struct ApprovalsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approvals", abstract: "Approval tasks waiting for a person's decision, and deciding them.",
+        subcommands: [List.self, Decide.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The approvals waiting for a decision, oldest first (--all: decided ones too, newest first).")
+        @Flag(help: "Every approval, decided or not.") var all = false
+        @Option(help: "Only this run's.") var run: String?
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            var path = "/api/v1/approvals?state=\(all ? "all" : "waiting")"
+            if let run { path += "&run_id=\(APIClient.segment(run))" }
+            let client = APIClient(settings: try Settings.fromEnvironment())
+            if json { printJSON(try await client.get(path)); return }
+            let list = try await client.get(path, as: ApprovalList.self).approvals
+            if list.isEmpty { print(all ? "no approval yet" : "no approval is waiting for a decision"); return }
+            print(table(["RUN", "TASK", "PROMPT", "OPTIONS", "STATE", "ASKED", "TIMES OUT", "DECISION"], list.map { a in
+                [a.runId, a.taskId, a.prompt, a.options.joined(separator: "|"), a.state, CLITime.format(a.requestedAt, zone: "UTC"),
+                 a.timeoutAt.map { CLITime.format($0, zone: "UTC") } ?? "never",
+                 a.decision.map { "\($0) by \(a.decidedBy ?? "?")" + (a.comment.map { ": \($0)" } ?? "") } ?? ""]
+            }))
+        }
+    }
+
+    struct Decide: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decide an approval: `flowctl approvals decide RUN TASK DECISION [--comment …]`.",
+            discussion: "RUN may be a unique part of the run id. The decision must be one of the approval's options; --values fills its form (a JSON object).")
+        @Argument(help: "The run (a unique part of its id works).") var run: String
+        @Argument(help: "The approval task.") var task: String
+        @Argument(help: "One of the approval's options (approve, reject, or a branch).") var decision: String
+        @Option(help: "Why, in words (kept with the decision and in the audit log).") var comment: String?
+        @Option(help: "The form's values, as a JSON object.") var values: String?
+        func run() async throws {
+            var body = DecisionBody(decision: decision, comment: comment)
+            if let values {
+                guard let v = try? JSONValue.parse(values), let o = v.objectValue else { throw CLIError("--values must be a JSON object", code: 2) }
+                body.values = o
+            }
+            let path = "/api/v1/runs/\(APIClient.segment(run))/tasks/\(APIClient.segment(task))/decision"
+            let raw = try await APIClient(settings: try Settings.fromEnvironment()).write("POST", path, body: body)
+            let a = try APIClient.typed(raw, as: ApprovalRecord.self, answering: "POST \(path)")
+            print("\(a.runId) \(a.taskId): decided `\(a.decision ?? decision)` by \(a.decidedBy ?? "?"); the task ends with it in a moment")
+        }
+    }
+}
+
 struct PoolsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pools", abstract: "List, create, resize and delete pools: named slots that limit how many tasks run at once across flows.",

@@ -13,7 +13,7 @@ public struct FlowCtl: AsyncParsableCommand {
         version: "flowctl \(flowKitVersion)",
         subcommands: [
             StandaloneCommand.self, ServerCommand.self, SchedulerCommand.self, WorkerCommand.self, MigrateCommand.self,
-            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, BenchCommand.self, VenvCommand.self,
+            TriggerCommand.self, FlowsCommand.self, RunsCommand.self, LogsCommand.self, CronCommand.self, HealthCommand.self, BackfillCommand.self, ApprovalsCommand.self, BenchCommand.self, VenvCommand.self,
             TokensCommand.self, TasksCommand.self, PoolsCommand.self, NotificationsCommand.self, AssetsCommand.self, DbCommand.self, AuditCommand.self, WorkersCommand.self, DeadLettersCommand.self,
             ConnectionsCommand.self, VariablesCommand.self, SecretKeyCommand.self, DevCommand.self,
         ]

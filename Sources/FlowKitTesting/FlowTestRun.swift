@@ -253,6 +253,7 @@ final class Engine: @unchecked Sendable {
         switch task.body {
         case .celery(let name): return "`\(task.id)` is a Celery task (`\(name)`): it runs on a Celery worker"
         case .triggerFlow(let spec): return "`\(task.id)` starts a run of `\(spec.flow)`: the scheduler does that"
+        case .approval: return "`\(task.id)` waits for a person's decision: decide it on a running server (`flowctl approvals decide`)"
         case .sensor(let spec, _) where spec.externalFlow != nil:
             return "`\(task.id)` waits for a run of `\(spec.externalFlow!)`, which only the scheduler can look up"
         default: return nil

@@ -15,6 +15,7 @@ protocol APIBody: Decodable {
 extension TriggerBody: APIBody {}
 extension BackfillBody: APIBody {}
 extension BackfillCreateBody: APIBody {}
+extension DecisionBody: APIBody {}
 extension ClearBody: APIBody {}
 extension MarkBody: APIBody {}
 extension AssetEventBody: APIBody {}

@@ -45,7 +45,9 @@ button.danger { color: var(--failed); } button:focus-visible, a:focus-visible, i
 .grid { border: 0; width: auto; } .grid td, .grid th { padding: 1px 3px; border: 0; }
 .grid th.task { position: sticky; left: 0; background: var(--panel); font-weight: 400; color: var(--text); white-space: nowrap; max-width: 22rem; overflow: hidden; text-overflow: ellipsis; }
 .grid thead th { position: sticky; top: 0; background: var(--panel); z-index: 1; }
-.grid .runhead { writing-mode: vertical-rl; transform: rotate(180deg); font-weight: 400; font-size: .75rem; }
+.grid .runhead { display: flex; flex-direction: column; align-items: center; gap: 1px; font-weight: 400; font-size: .7rem; }
+.grid .runhead .rundate { writing-mode: vertical-rl; transform: rotate(180deg); color: var(--muted); }
+.grid .runhead .kindicon { font-size: .7rem; line-height: 1; }
 .grid td.sel, .grid th.sel { background: color-mix(in srgb, var(--accent) 14%, transparent); }
 svg.dag { background: var(--panel); border: 1px solid var(--line); max-width: 100%; }
 svg.dag text { fill: var(--text); font-size: 12px; } svg.dag .edge { stroke: var(--muted); fill: none; stroke-width: 1.2; }
@@ -82,6 +84,14 @@ progress.bar { width: 8rem; height: .7rem; vertical-align: middle; accent-color:
 .chip.bfs-completed { border-color: var(--success); }
 .plan-wrap { max-height: 40vh; overflow: auto; margin: .4rem 0; }
 dialog form.params select { width: 100%; }
+.banner.approval { border-color: var(--accent); background: color-mix(in srgb, var(--accent) 7%, var(--panel)); }
+.banner.approval form.decide input { max-width: 32rem; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(18rem, 1fr)); gap: .8rem; }
+.card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: .2rem .8rem .6rem; }
+.card h2 { margin-top: .6rem; } .card ul { margin: .2rem 0; padding-left: 1.1rem; }
+a.count { text-decoration: none; margin-right: .6rem; white-space: nowrap; }
+.kind { white-space: nowrap; }
+svg.durbar rect { stroke: color-mix(in srgb, var(--text) 25%, transparent); }
 
 """##),
         "app.js": ("text/javascript; charset=utf-8", ##"""
@@ -339,6 +349,24 @@ async function triggerDialog(flowId) {
   };
 }
 
+// A grid column's head: the run's duration as a bar coloured by its state (SVG attributes: the
+// CSP refuses inline styles), its kind's icon and its logical date.
+function runHead(r, maxDur) {
+  const d = dur(r.startedAt, r.endedAt) || 0, h = Math.max(2, Math.round((26 * d) / maxDur));
+  const day = new Date(r.logicalDate);
+  const short = isNaN(day) ? "" : day.toLocaleString(undefined, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  return `<button class="runhead" data-run="${esc(r.runId)}" type="button" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(r.triggerKind)} · ${esc(fmtTime(r.logicalDate))} · ${esc(fmtDur(d))}"
+    aria-label="run ${esc(r.runId)}, ${esc(r.state)}"><svg class="durbar" width="10" height="28" aria-hidden="true"><rect class="s-${esc(r.state)}" x="1" y="${28 - h}" width="8" height="${h}"></rect></svg>
+    <span class="kindicon">${KIND_ICONS[r.triggerKind] || "•"}</span><span class="rundate">${esc(short)}</span></button>`;
+}
+// The chosen run's details beside its graph.
+function selectedHTML(r) {
+  if (!r) return "<h2>Graph</h2>";
+  return `<h2>Graph <span class="muted">— run <a href="#/runs/${encodeURIComponent(r.runId)}">${esc(r.runId)}</a></span></h2>
+    <p class="rundetails" id="rundetails">${stateLabel(r.state)} · ${kindLabel(r.triggerKind)} · logical date ${esc(fmtTime(r.logicalDate))}
+      · started ${esc(fmtTime(r.startedAt))} · took ${esc(fmtDur(dur(r.startedAt, r.endedAt)))}${Object.keys(r.conf || {}).length ? ` · conf <span class="mono">${esc(JSON.stringify(r.conf))}</span>` : ""}</p>`;
+}
+
 async function flowPage(main, flowId) {
   let stateFilter = "", selected = null, grid = null, flow = null, definitionOpen = false;
   const draw = async () => {
@@ -364,6 +392,7 @@ async function flowPage(main, flowId) {
       parts.push("</tr>");
     });
     const rows = parts.join("");
+    const maxDur = Math.max(1, ...runs.map((r) => dur(r.startedAt, r.endedAt) || 0));
     const sel = grid.cells[selected] || {};
     const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
     main.innerHTML = `<h1>${esc(flowId)} ${flow.isPaused ? '<span class="chip">paused</span>' : ""}</h1>
@@ -377,9 +406,9 @@ async function flowPage(main, flowId) {
       <div class="legend">${Object.keys(STATES).map((s) => `<span>${sq(s)} ${s}</span>`).join("")}</div>
       <h2>Grid</h2>
       <div class="grid-wrap"><table class="grid"><thead><tr><th class="task">task \\ run</th>${runs.map((r) =>
-        `<th class="${r.runId === selected ? "sel" : ""}"><button class="runhead" data-run="${esc(r.runId)}" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(fmtTime(r.logicalDate))}" type="button">${sq(r.state)}</button></th>`).join("")}</tr></thead>
+        `<th class="${r.runId === selected ? "sel" : ""}">${runHead(r, maxDur)}</th>`).join("")}</tr></thead>
       <tbody>${rows}</tbody></table></div>
-      <div id="graph"><h2>Graph ${selected ? `<span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span>` : ""}</h2>
+      <div id="graph">${selectedHTML(runs.find((r) => r.runId === selected))}
       ${dagSVG(grid.tasks, states, selected ? (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}` : null)}</div>
       ${needsHTML(flow.needs)}
       ${definitionHTML(flow, definitionOpen)}`;
@@ -411,7 +440,7 @@ async function flowPage(main, flowId) {
     for (const row of table.rows) for (let i = 1; i < row.cells.length; i++) row.cells[i].classList.toggle("sel", i === col);
     const sel = grid.cells[selected] || {};
     const states = Object.fromEntries(Object.entries(sel).map(([k, v]) => [k, v.state]));
-    $("#graph", main).innerHTML = `<h2>Graph <span class="muted">— run <a href="#/runs/${encodeURIComponent(selected)}">${esc(selected)}</a></span></h2>`
+    $("#graph", main).innerHTML = selectedHTML(runs.find((r) => r.runId === selected))
       + dagSVG(grid.tasks, states, (id) => `#/runs/${encodeURIComponent(selected)}?task=${encodeURIComponent(id)}`);
     window.__flowkitRendered = performance.now();
   };
@@ -426,7 +455,7 @@ async function flowPage(main, flowId) {
 }
 
 async function runPage(main, runId, query) {
-  let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null;
+  let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null, approvals = [];
   // A run of thousands of tasks shows them in pages, so that its page never freezes the browser.
   let limit = 500, filter = "";
   const shownTasks = () => {
@@ -438,6 +467,10 @@ async function runPage(main, runId, query) {
   const draw = async () => {
     [run, { tasks }] = await Promise.all([api(`/api/v1/runs/${encodeURIComponent(runId)}`), api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks`)]);
     if (!flow) flow = await api(`/api/v1/flows/${encodeURIComponent(run.flowId)}`);
+    // Only a flow with approval tasks asks for the approvals waiting in its run.
+    const asks = flow.definition && flow.definition.tasks.some((t) => t.approval);
+    approvals = asks && (run.state === "running" || run.state === "queued")
+      ? (await api(`/api/v1/approvals?run_id=${encodeURIComponent(runId)}`)).approvals : [];
     render();
   };
   const render = () => {
@@ -450,6 +483,7 @@ async function runPage(main, runId, query) {
       · logical date ${esc(fmtTime(run.logicalDate))} · took ${esc(fmtDur(dur(run.startedAt, run.endedAt)))}
       ${Object.keys(run.conf || {}).length ? ` · conf <span class="mono">${esc(JSON.stringify(run.conf))}</span>` : ""}</p>
       ${run.stalledReason ? `<div class="banner" role="alert"><b>Stalled:</b> ${esc(run.stalledReason)}</div>` : ""}
+      ${approvals.map((a) => approvalHTML(a, false)).join("")}
       <div class="toolbar">${live ? '<button class="danger" id="cancel" type="button">Cancel run</button>' : ""}
         ${!live ? '<button id="clearfailed" type="button">Clear failed tasks</button>' : ""}</div>
       <h2>Graph</h2>${dagSVG(gtasks, states, (id) => `#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(id)}`)}
@@ -471,6 +505,7 @@ async function runPage(main, runId, query) {
         : chosen ? `<div class="toolbar"><label>Try <select id="tryf">${(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.map((x) =>
         `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label></div><pre class="log" id="log"></pre>`
         : '<p class="muted">Choose a task to see its log.</p>'}`;
+    wireApprovals(main, draw);
     if ($("#more", main)) $("#more", main).onclick = () => { limit += 1000; render(); };
     if ($("#taskq", main)) $("#taskq", main).onchange = (e) => { filter = e.target.value.trim(); render(); };
     const act = async (path, body) => { try { await api(path, { method: "POST", body }); } catch (e) { alert(e.message); } draw(); };
@@ -534,6 +569,180 @@ function gantt(tasks) {
   }).join("");
   return `<svg class="dag gantt" width="${W}" height="${24 + tries.length * RH}" role="img" aria-label="timeline of tries">
     <text x="${L}" y="12" class="muted">0 s</text><text x="${W - 60}" y="12">${esc(fmtDur(span / 1000))}</text>${rows}</svg>`;
+}
+
+// ---- home ------------------------------------------------------------------------------------
+// The data team's landing page: runs by state (24 h, 7 days), flows failing now, the last
+// failures with their errors, import errors, health, workers, pools and approvals waiting —
+// each linking to its page. One request each, in parallel; a part that fails says so alone.
+async function homePage(main) {
+  const draw = async () => {
+    const get = (p) => api(p, { quiet: true }).catch((e) => ({ __error: e }));
+    const [ov, fl, health, sch, wk, pools, appr] = await Promise.all([get("/api/v1/overview"), get("/api/v1/flows"),
+      api("/health", { quiet: true }).catch((e) => e.data || { status: "unavailable", checks: {} }), get("/api/v1/schedulers"),
+      get("/api/v1/workers"), get("/api/v1/pools"), get("/api/v1/approvals")]);
+    if (ov.__error && ov.__error.status === 401) throw ov.__error;
+    const unavailable = (x) => x && x.__error ? `<p class="error">${esc(x.__error.message)}</p>` : null;
+    const counts = (c) => Object.keys(c || {}).length
+      ? Object.entries(c).sort().map(([s, n]) => `<a class="count" href="#/runs?state=${encodeURIComponent(s)}">${sq(s)} <strong>${n}</strong> ${esc(s)}</a>`).join(" ")
+      : '<span class="muted">no runs</span>';
+    const failing = fl.__error ? [] : fl.flows.filter((f) => f.latestRun && f.latestRun.state === "failed");
+    const online = wk.__error ? [] : wk.workers.filter((w) => w.state === "online");
+    main.innerHTML = `<h1>Home</h1>
+      <div class="cards">
+      <section class="card" id="home-runs"><h2>Runs</h2>${unavailable(ov) || `<p>Last 24 h: ${counts(ov.runsLast24h)}</p><p>Last 7 days: ${counts(ov.runsLast7d)}</p>
+        <p><a href="#/runs">All runs</a></p>`}</section>
+      <section class="card" id="home-failing"><h2>Flows failing now</h2>${unavailable(fl) || (failing.length
+        ? `<ul>${failing.map((f) => `<li><a href="#/flows/${encodeURIComponent(f.flowId)}">${esc(f.flowId)}</a> · <a href="#/runs/${encodeURIComponent(f.latestRun.runId)}">failed ${esc(fmtTime(f.latestRun.at))}</a></li>`).join("")}</ul>`
+        : '<p class="ok">● no flow\'s last run failed</p>')}</section>
+      <section class="card" id="home-approvals"><h2>Approvals waiting</h2>${unavailable(appr) || (appr.approvals.length
+        ? `<ul>${appr.approvals.map((a) => `<li><a href="#/runs/${encodeURIComponent(a.runId)}">${esc(a.prompt)}</a> <span class="muted">${esc(a.flowId)} · ${esc(a.taskId)}</span></li>`).join("")}</ul><p><a href="#/approvals">Decide them</a></p>`
+        : '<p class="muted">none</p>')}</section>
+      <section class="card" id="home-health"><h2>Health</h2>
+        <p>${Object.entries(health.checks || {}).map(([k, v]) => `<span class="${v === "ok" ? "ok" : "error"}">● ${esc(k)}</span>`).join(" ") || '<span class="error">● unavailable</span>'}</p>
+        ${sch.__error ? "" : `<p>${sch.schedulers.length} scheduler${sch.schedulers.length === 1 ? "" : "s"} · ${sch.leaderHeld ? '<span class="ok">a leader</span>' : '<span class="error">no leader</span>'}</p>`}
+        <p>${wk.__error ? "" : `<a href="#/workers">${online.length} worker${online.length === 1 ? "" : "s"} online</a> (${online.reduce((n, w) => n + w.running, 0)} / ${online.reduce((n, w) => n + w.concurrency, 0)} slots busy)`}</p>
+        <p><a href="#/health">Health page</a></p></section>
+      <section class="card" id="home-pools"><h2>Pools</h2>${unavailable(pools) || (pools.pools.length
+        ? `<table><tbody>${pools.pools.map((p) => `<tr><td class="mono">${esc(p.name)}</td><td><progress class="bar" max="${Math.max(p.slots, 1)}" value="${Math.min(p.usedSlots, Math.max(p.slots, 1))}" aria-label="${p.usedSlots} of ${p.slots} slots used"></progress> ${p.usedSlots} / ${p.slots}</td><td>${p.waiting ? `${p.waiting} waiting` : ""}</td></tr>`).join("")}</tbody></table>`
+        : '<p class="muted">none</p>')}</section>
+      </div>
+      <h2>Last failures</h2>${unavailable(ov) || `<table id="home-failures"><thead><tr><th>Run</th><th>Flow</th><th>Kind</th><th>Ended</th><th>Failed task</th><th>Error</th></tr></thead><tbody>
+        ${ov.recentFailures.map((r) => `<tr><td><a href="#/runs/${encodeURIComponent(r.runId)}${r.taskId ? "?task=" + encodeURIComponent(r.taskId) : ""}" class="mono">${esc(r.runId)}</a></td>
+          <td><a href="#/flows/${encodeURIComponent(r.flowId)}">${esc(r.flowId)}</a></td><td>${esc(r.triggerKind)}</td><td>${esc(fmtTime(r.endedAt))}</td>
+          <td class="mono">${esc(r.taskId || "")}</td><td class="error">${esc((r.error || "").slice(0, 300))}</td></tr>`).join("") || '<tr><td colspan="6" class="muted">No failed run.</td></tr>'}</tbody></table>`}
+      ${!fl.__error && fl.importErrors && fl.importErrors.length ? `<h2>Import errors</h2><div class="banner" id="home-import-errors"><ul>${fl.importErrors.map((e) => `<li><span class="mono">${esc(e.flowId)}</span>: ${esc(e.message)}</li>`).join("")}</ul></div>` : ""}`;
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  const again = debounced(draw, 1000);
+  const t = setInterval(draw, 10000);   // workers, pools and health are not change events
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw, dispose: () => clearInterval(t) };
+}
+
+// ---- runs across flows -------------------------------------------------------------------------
+// Every run, newest first, filtered by flow, state, kind and logical-date range; keyset paging
+// (the API's cursor), so a page costs the same with 1,000,000 runs. The filters live in the URL.
+const RUN_KINDS = ["scheduled", "manual", "backfill", "asset", "webhook", "flow"];
+const KIND_ICONS = { scheduled: "⏲", manual: "▷", backfill: "⟲", asset: "◆", webhook: "⚡", flow: "↪" };
+const kindLabel = (k) => `<span class="kind" title="${esc(k)}">${KIND_ICONS[k] || "•"} ${esc(k)}</span>`;
+async function runsPage(main, query) {
+  const f = { flow: query.get("flow") || "", state: query.get("state") || "", kind: query.get("kind") || "",
+    from: query.get("from") || "", to: query.get("to") || "" };
+  const cursors = [];   // the cursors of the pages before this one, for "newer"
+  let cursor = null, flows = [];
+  const toHash = () => {
+    const q = new URLSearchParams(Object.entries(f).filter(([, v]) => v));
+    return `#/runs${q.toString() ? "?" + q : ""}`;
+  };
+  const draw = async () => {
+    if (!flows.length) flows = (await api("/api/v1/flows")).flows.map((x) => x.flowId);
+    const q = new URLSearchParams({ limit: "50", taskCounts: "true" });
+    if (f.flow) q.set("flow_id", f.flow);
+    if (f.state) q.set("state", f.state);
+    if (f.kind) q.set("kind", f.kind);
+    if (f.from) q.set("since", localToISO(f.from));
+    if (f.to) q.set("until", localToISO(f.to));
+    if (cursor) q.set("cursor", cursor);
+    const page = await api(`/api/v1/runs?${q}`);
+    const opt = (v, cur) => `<option value="${esc(v)}" ${v === cur ? "selected" : ""}>${esc(v)}</option>`;
+    main.innerHTML = `<h1>Runs</h1>
+      <form class="toolbar" id="runfilter">
+        <label>Flow <select name="flow"><option value="">all</option>${flows.map((x) => opt(x, f.flow)).join("")}</select></label>
+        <label>State <select name="state"><option value="">all</option>${["queued", "running", "success", "failed", "cancelled"].map((x) => opt(x, f.state)).join("")}</select></label>
+        <label>Kind <select name="kind"><option value="">all</option>${RUN_KINDS.map((x) => opt(x, f.kind)).join("")}</select></label>
+        <label>Logical date from <input type="datetime-local" step="1" name="from" value="${esc(f.from)}"></label>
+        <label>to <input type="datetime-local" step="1" name="to" value="${esc(f.to)}"></label>
+        <button type="submit" class="primary">Filter</button> <a href="#/runs">Clear</a></form>
+      <table id="runs"><thead><tr><th>Run</th><th>Flow</th><th>State</th><th>Kind</th><th>Logical date</th><th>Started</th><th>Duration</th><th>Tasks</th></tr></thead><tbody>
+      ${page.runs.map((r) => `<tr data-run="${esc(r.runId)}"><td><a class="mono" href="#/runs/${encodeURIComponent(r.runId)}">${esc(r.runId)}</a></td>
+        <td><a href="#/flows/${encodeURIComponent(r.flowId)}">${esc(r.flowId)}</a></td><td>${stateLabel(r.state)}</td><td>${kindLabel(r.triggerKind)}</td>
+        <td>${esc(fmtTime(r.logicalDate))}</td><td>${esc(fmtTime(r.startedAt))}</td><td>${esc(fmtDur(dur(r.startedAt, r.endedAt)))}</td>
+        <td>${Object.entries(r.taskCounts || {}).sort().map(([s, n]) => `<span class="state" title="${esc(s)}">${sq(s)} ${n}</span>`).join(" ")}</td></tr>`).join("")
+        || '<tr><td colspan="8" class="muted">No run matches.</td></tr>'}</tbody></table>
+      <div class="toolbar">${cursors.length ? '<button type="button" id="newer">← Newer</button>' : ""}${page.nextCursor ? '<button type="button" id="older">Older →</button>' : ""}
+        <span class="muted">${page.runs.length} runs on this page</span></div>`;
+    $("#runfilter", main).onsubmit = (ev) => {
+      ev.preventDefault();
+      const d = new FormData(ev.target);
+      for (const k of Object.keys(f)) f[k] = String(d.get(k) || "");
+      location.hash = toHash();
+    };
+    if ($("#older", main)) $("#older", main).onclick = () => { cursors.push(cursor); cursor = page.nextCursor; draw(); };
+    if ($("#newer", main)) $("#newer", main).onclick = () => { cursor = cursors.pop() || null; draw(); };
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  // Live: the first page redraws when runs change; an older page stays as it is.
+  const again = debounced(() => { if (!cursor) draw(); }, 1000);
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw };
+}
+
+// ---- approvals (human in the loop) -----------------------------------------------------------
+// One approval waiting for a decision: its prompt, its form's fields, a comment, and a button per
+// option (the rejecting ones in red). `withRun` adds the flow and run it belongs to (the list).
+function approvalHTML(a, withRun) {
+  const field = (p) => {
+    const id = `af-${esc(a.runId)}-${esc(a.taskId)}-${esc(p.name)}`, v = p.defaultValue;
+    const input = p.kind === "bool" ? `<input id="${id}" name="${esc(p.name)}" data-kind="bool" type="checkbox" ${v ? "checked" : ""}>`
+      : `<input id="${id}" name="${esc(p.name)}" data-kind="${esc(p.kind)}" value="${esc(v == null ? "" : typeof v === "object" ? JSON.stringify(v) : v)}">`;
+    return `<label for="${id}">${esc(p.name)} <span class="muted">(${esc(p.kind)}${v === undefined ? ", required" : ""})</span></label>${input}
+      ${p.description ? `<div class="help">${esc(p.description)}</div>` : ""}`;
+  };
+  return `<div class="banner approval" role="region" aria-label="approval ${esc(a.taskId)}" data-run="${esc(a.runId)}" data-task="${esc(a.taskId)}">
+    <b>Waiting for a decision:</b> ${esc(a.prompt)}
+    <div class="muted">${withRun ? `<a href="#/flows/${encodeURIComponent(a.flowId)}">${esc(a.flowId)}</a> · run <a href="#/runs/${encodeURIComponent(a.runId)}">${esc(a.runId)}</a> · ` : ""}task
+      <span class="mono">${esc(a.taskId)}</span> · asked ${esc(fmtTime(a.requestedAt))}${a.timeoutAt ? ` · without a decision by ${esc(fmtTime(a.timeoutAt))} it ${a.onTimeout === "approve" ? "approves" : a.onTimeout === "fail" ? "fails" : "rejects"}` : ""}</div>
+    <form class="params decide" novalidate>${(a.form || []).map(field).join("")}
+      <label for="ac-${esc(a.runId)}-${esc(a.taskId)}">Comment</label><input id="ac-${esc(a.runId)}-${esc(a.taskId)}" name="__comment" autocomplete="off">
+      <div class="toolbar">${a.options.map((o) => `<button type="button" data-decision="${esc(o)}" class="${a.rejectOptions.includes(o) ? "danger" : "primary"}">${esc(o)}</button>`).join("")}</div>
+      <div class="field-error"></div></form></div>`;
+}
+
+// Sends the decision of a button's approval; errors (a form value of the wrong type, already
+// decided) show under its form.
+function wireApprovals(root, done) {
+  root.querySelectorAll(".approval").forEach((box) => {
+    box.querySelectorAll("button[data-decision]").forEach((b) => (b.onclick = async () => {
+      const err = $(".field-error", box), values = {};
+      err.textContent = "";
+      for (const el of box.querySelectorAll("input[data-kind]")) {
+        const k = el.dataset.kind, raw = el.type === "checkbox" ? el.checked : el.value.trim();
+        if (raw === "") continue;
+        if (k === "int" || k === "number") { if (isNaN(Number(raw))) { err.textContent = `${el.name} must be a number`; return; } values[el.name] = Number(raw); }
+        else if (k === "object" || k === "array") { try { values[el.name] = JSON.parse(raw); } catch (_) { err.textContent = `${el.name} is not valid JSON`; return; } }
+        else values[el.name] = raw;
+      }
+      const comment = $('input[name="__comment"]', box).value.trim();
+      const body = { decision: b.dataset.decision, values };
+      if (comment) body.comment = comment;
+      try {
+        await api(`/api/v1/runs/${encodeURIComponent(box.dataset.run)}/tasks/${encodeURIComponent(box.dataset.task)}/decision`, { method: "POST", body });
+        box.replaceChildren(Object.assign(document.createElement("b"), { textContent: `Decided: ${b.dataset.decision}` }));
+        setTimeout(done, 800);
+      } catch (e) { err.textContent = e.message; }
+    }));
+  });
+}
+
+async function approvalsPage(main, query) {
+  const draw = async () => {
+    const all = query.get("state") === "all";
+    const { approvals } = await api(`/api/v1/approvals?state=${all ? "all" : "waiting"}`);
+    main.innerHTML = `<h1>Approvals</h1>
+      <div class="toolbar"><a href="#/approvals${all ? "" : "?state=all"}">${all ? "Only those waiting" : "Show decided ones too"}</a></div>
+      ${all ? `<table id="approvals"><thead><tr><th>Flow</th><th>Run</th><th>Task</th><th>Prompt</th><th>State</th><th>Decision</th><th>Asked</th></tr></thead><tbody>
+        ${approvals.map((a) => `<tr><td>${esc(a.flowId)}</td><td><a href="#/runs/${encodeURIComponent(a.runId)}">${esc(a.runId)}</a></td><td class="mono">${esc(a.taskId)}</td>
+          <td>${esc(a.prompt)}</td><td>${esc(a.state)}</td><td>${a.decision ? `${esc(a.decision)} <span class="muted">by ${esc(a.decidedBy || "?")}</span>${a.comment ? `: ${esc(a.comment)}` : ""}` : ""}</td>
+          <td>${esc(fmtTime(a.requestedAt))}</td></tr>`).join("") || '<tr><td colspan="7" class="muted">No approval yet.</td></tr>'}</tbody></table>`
+        : `<div id="approvals">${approvals.map((a) => approvalHTML(a, true)).join("") || '<p class="muted">No approval is waiting for a decision.</p>'}</div>`}`;
+    wireApprovals(main, draw);
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  // A new approval starts with a task's change: redraw then, unless someone is typing in a form.
+  const again = debounced(() => { if (!main.contains(document.activeElement) || document.activeElement === document.body) draw(); }, 500);
+  return { onChange: (c) => { if (c.channel === "flowkit_changes" || c.channel === "flowkit_runs") again(); }, refresh: draw };
 }
 
 // ---- backfills ----------------------------------------------------------------------------
@@ -785,13 +994,16 @@ async function route() {
   const [path, qs] = (location.hash.slice(1) || "/").split("?");
   const query = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "flows")));
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "home")));
   try {
     let p = null;
-    if (!parts.length || parts[0] === "flows" && parts.length === 1) p = await flowsPage(main);
+    if (!parts.length) p = await homePage(main);
+    else if (parts[0] === "flows" && parts.length === 1) p = await flowsPage(main);
+    else if (parts[0] === "runs" && parts.length === 1) p = await runsPage(main, query);
     else if (parts[0] === "flows") p = await flowPage(main, parts[1]);
     else if (parts[0] === "runs") p = await runPage(main, parts[1], query);
     else if (parts[0] === "workers") p = await workersPage(main);
+    else if (parts[0] === "approvals") p = await approvalsPage(main, query);
     else if (parts[0] === "backfills" && parts.length === 1) p = await backfillsPage(main, query);
     else if (parts[0] === "backfills") p = await backfillPage(main, parts[1]);
     else if (parts[0] === "health") p = await healthPage(main);
@@ -799,7 +1011,7 @@ async function route() {
     else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;
     if (seq !== routeSeq) { if (p && p.dispose) p.dispose(); return; }
     page = p;
-    document.title = `FlowKit — ${parts.join(" / ") || "flows"}`;
+    document.title = `FlowKit — ${parts.join(" / ") || "home"}`;
   } catch (e) {
     main.innerHTML = `<h1>${e.status === 401 ? "Sign in to see this" : "Something went wrong"}</h1><p class="error">${esc(e.message)}</p>`;
   }
@@ -827,7 +1039,10 @@ window.addEventListener("DOMContentLoaded", () => { updateSignin(); route(); sta
 <header>
   <a class="brand" href="#/">FlowKit</a>
   <nav>
-    <a href="#/" data-nav="flows">Flows</a>
+    <a href="#/" data-nav="home">Home</a>
+    <a href="#/flows" data-nav="flows">Flows</a>
+    <a href="#/runs" data-nav="runs">Runs</a>
+    <a href="#/approvals" data-nav="approvals">Approvals</a>
     <a href="#/backfills" data-nav="backfills">Backfills</a>
     <a href="#/workers" data-nav="workers">Workers</a>
     <a href="#/connections" data-nav="connections">Connections</a>

@@ -18,6 +18,7 @@ public enum TaskBodyRunner {
         case .shell(let cmd): return try await ctx.run(cmd)
         case .celery(let name): throw TaskError("task `\(task.id)` is a Celery task (`\(name)`) and runs on a Celery worker, not here")
         case .triggerFlow(let spec): throw TaskError("task `\(task.id)` starts flow `\(spec.flow)`: the scheduler runs it, not a worker")
+        case .approval: throw TaskError("task `\(task.id)` waits for a person's decision: the scheduler runs it, not a worker")
         case .sql(let spec): return try await SQLTaskRunner.run(spec, ctx, timeout: timeout)
         case .python(let spec): return try await PythonTaskRunner.run(spec, ctx, home: home)
         case .dbt(let spec): return try await DbtTaskRunner.run(spec, ctx, home: home)

@@ -47,7 +47,7 @@ struct FlowDefinitionTests {
     @Test("every shipped flow validates and serializes")
     func shippedFlows() throws {
         let registry = try FlowRegistry(allFlows)
-        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_asset_consumer", "example_asset_producer", "example_branch", "example_dbt_models", "example_followup", "example_hourly", "example_mapping", "example_pool", "example_python", "example_retry", "example_s3", "example_sensor", "example_sleep", "example_sql", "example_trigger_child", "example_trigger_parent", "example_webhook", "lakehouse_end_to_end"])
+        #expect(registry.ids == ["catalunya_data_pipeline", "example_alert", "example_approval", "example_asset_consumer", "example_asset_producer", "example_branch", "example_dbt_models", "example_followup", "example_hourly", "example_mapping", "example_pool", "example_python", "example_retry", "example_s3", "example_sensor", "example_sleep", "example_sql", "example_trigger_child", "example_trigger_parent", "example_webhook", "lakehouse_end_to_end"])
         for f in allFlows {
             let d = FlowDefinition(f)
             #expect(try FlowDefinition.decode(try d.json()) == d)

@@ -105,6 +105,18 @@ struct ContractTests {
             try await Self.check(api, "DELETE", "/api/v1/connections/contract_db", route: "/api/v1/connections/{name}", as: Deleted.self)
             try await Self.check(api, "POST", "/api/v1/runs/\(run)/clear", route: "/api/v1/runs/{run_id}/clear", as: RunRecord.self,
                                  body: #"{"taskIds": ["sleep"]}"#)
+            try await Self.check(api, "GET", "/api/v1/overview", route: "/api/v1/overview", as: Overview.self)
+            try await Self.check(api, "GET", "/api/v1/runs?kind=manual&taskCounts=true", route: "/api/v1/runs", as: RunPage.self)
+            #expect(try await api.request("GET", "/api/v1/runs?kind=nightly").status == 400)
+            // An approval waiting, listed, then decided.
+            let waiting = try #require(try await api.request("POST", "/api/v1/flows/example_approval/runs", token: LiveAPI.admin, body: "{}").json["runId"]?.stringValue)
+            for _ in 0..<200 where try await api.request("GET", "/api/v1/approvals?run_id=\(waiting)").json["approvals"]?.arrayValue?.isEmpty != false {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Self.check(api, "GET", "/api/v1/approvals", route: "/api/v1/approvals", as: ApprovalList.self)
+            try await Self.check(api, "POST", "/api/v1/runs/\(waiting)/tasks/approve/decision", route: "/api/v1/runs/{run_id}/tasks/{task_id}/decision",
+                                 as: ApprovalRecord.self, body: try APIWire.encode(DecisionBody(decision: "approve", comment: "ok")).compactJSON)
+            try await Self.check(api, "GET", "/api/v1/approvals?state=all", route: "/api/v1/approvals", as: ApprovalList.self)
             // Backfill objects: a dry run over ticks with and without runs, then one made, listed, shown, paused, resumed, cancelled.
             let range = BackfillCreateBody(flowId: "example_hourly", from: "2026-11-01T00:00:00Z", to: "2026-11-01T05:00:00Z", reprocess: "all",
                                            maxActiveRuns: 1)

@@ -335,14 +335,19 @@ struct FlowctlTests {
         }
     }
 
-    @Test("backfill makes a run per tick in the range and refuses a reversed range")
+    @Test("backfill makes a backfill of a run per tick in the range, refuses an overlapping one while it runs, and a reversed range")
     func backfill() async throws {
         try await withAPI { (api: LiveAPI) async throws in
             let ok = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-02T23:00:00Z"], api: api)
             #expect(ok.status == 0, "\(ok.output)")
-            #expect(ok.output.contains("created 2 backfill runs"))
+            #expect(ok.output.contains("2 runs to create, 0 to re-run, 0 ticks skipped"), "\(ok.output)")
+            let id = try #require(ok.output.firstMatch(of: /backfill (\d+) of/).map { String($0.1) })
+            _ = try flowctl(["backfill", "pause", id], api: api)
             let again = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-02T23:00:00Z"], api: api)
-            #expect(again.output.contains("created 0 backfill runs"))
+            #expect(again.status == 1 && again.output.contains("is paused over an overlapping range"), "\(again.output)")
+            let shown = try flowctl(["backfill", "show", id], api: api)
+            #expect(shown.output.contains("backfill \(id) paused") && shown.output.contains("2026-11-02 23:00:00 UTC"), "\(shown.output)")
+            #expect(try flowctl(["backfill", "cancel", id], api: api).output.contains("cancelled"))
             let reversed = try flowctl(["backfill", "lakehouse_end_to_end", "--from", "2026-11-03T00:00:00Z", "--to", "2026-11-01T00:00:00Z"], api: api)
             #expect(reversed.status == 2)
             #expect(reversed.output.contains("is after --to"))

@@ -42,6 +42,8 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var outlets: [String]?
         /// The run a trigger-flow task starts (absent on other tasks).
         public var triggerFlow: TriggerFlowSpec?
+        /// What an approval task asks (absent on other tasks).
+        public var approval: ApprovalSpec?
         /// A SQL task's connection, statements and load (absent on other tasks).
         public var sql: SQLTaskSpec?
         /// A Python task's file, source, function and interpreter (absent on other tasks).
@@ -61,6 +63,9 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
         public var neededVariables: [String] { variables ?? [] }
         /// True when the task's message carries something from the store.
         public var needsStore: Bool { connections != nil || variables != nil || sql != nil || s3 != nil }
+
+        /// True for the tasks the scheduler runs itself (trigger-flow, approval): no worker message.
+        public var runsOnScheduler: Bool { triggerFlow != nil || approval != nil }
 
         /// True when a limit decides when this task may start: it waits `queued` for a slot.
         public var isLimited: Bool { pool != nil || maxActiveTisPerFlow != nil }
@@ -127,7 +132,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
             case .sql(let spec): sql = spec
             case .python(let spec): python = spec
             case .dbt(let spec): dbt = spec
-            case .closure, .branch, .s3: break
+            case .closure, .branch, .s3, .approval: break
             }
             var d = TaskDefinition(id: t.id, kind: t.body.kind, description: t.description, upstream: t.upstream,
                                   retry: o.retry!, timeoutSeconds: o.timeoutSeconds, queue: o.queue!,
@@ -141,6 +146,7 @@ public struct FlowDefinition: Sendable, Hashable, Codable {
                                   }(), outlets: (o.outlets ?? []).isEmpty ? nil : o.outlets, triggerFlow: trigger, sql: sql, python: python, dbt: dbt)
             d.celeryContext = t.celeryContext ? true : nil
             if case .s3(let spec) = t.body { d.s3 = spec }
+            if case .approval(let spec) = t.body { d.approval = spec }
             let declaredConnections = TaskNeeds.merge(o.connections, nil), declaredVariables = TaskNeeds.merge(o.variables, nil)
             d.connections = declaredConnections.isEmpty ? nil : declaredConnections
             d.variables = declaredVariables.isEmpty ? nil : declaredVariables

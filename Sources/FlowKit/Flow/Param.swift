@@ -13,7 +13,7 @@ public struct Param: Sendable, Hashable, Codable {
         self.description = description
     }
 
-    func accepts(_ v: JSONValue) -> Bool {
+    public func accepts(_ v: JSONValue) -> Bool {
         switch (kind, v) {
         case (_, .null): return true
         case (.string, .string), (.int, .int), (.number, .int), (.number, .double), (.bool, .bool),

@@ -23,6 +23,8 @@ public enum TaskBody: Sendable {
     case dbt(DbtTaskSpec)
     /// An object-storage operation run by a worker (`FlowBuilder.s3`).
     case s3(S3TaskSpec)
+    /// A decision by a person, awaited by the scheduler (`FlowBuilder.approval`).
+    case approval(ApprovalSpec)
 
     var kind: String {
         switch self {
@@ -36,6 +38,7 @@ public enum TaskBody: Sendable {
         case .python: return "python"
         case .dbt: return "dbt"
         case .s3: return "s3"
+        case .approval: return TaskBody.approvalKind
         }
     }
 
@@ -43,6 +46,8 @@ public enum TaskBody: Sendable {
     public static let branchKind = "branch"
     /// The `kind` of a task that starts another flow's run.
     public static let triggerFlowKind = "trigger_flow"
+    /// The `kind` of a task that waits for a person's decision.
+    public static let approvalKind = "approval"
 }
 
 /// One task of a flow: an id, what it runs, its upstream tasks and options.

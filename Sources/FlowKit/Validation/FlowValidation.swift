@@ -53,7 +53,7 @@ extension Flow {
         for p in self.params where !params.insert(p.name).inserted {
             throw FlowValidationError.invalidOption(flow: id, detail: "param `\(p.name)` is declared twice")
         }
-        for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t); try validateTriggerFlow(t) }
+        for t in tasks { try validateMapping(t); try validateLimits(t); try validateSensor(t); try validateTriggerFlow(t); try validateApproval(t) }
         for a in after {
             guard Self.isValidFlowId(a.flow) else { throw FlowValidationError.invalidOption(flow: id, detail: "after: `\(a.flow)` is not a flow id") }
             guard a.flow != id else { throw FlowValidationError.invalidOption(flow: id, detail: "after: a flow cannot be triggered by its own runs") }
@@ -86,7 +86,7 @@ extension Flow {
         guard (1...maxMapLengthLimit).contains(cap) else { throw refuse("maxItems must be 1...\(maxMapLengthLimit), got \(cap)") }
         switch t.body {
         case .closure, .shell: break
-        case .celery, .branch, .sensor, .triggerFlow, .sql, .python, .dbt, .s3: throw refuse("only Swift and shell tasks can be mapped")
+        case .celery, .branch, .sensor, .triggerFlow, .sql, .python, .dbt, .s3, .approval: throw refuse("only Swift and shell tasks can be mapped")
         }
     }
 
@@ -96,6 +96,31 @@ extension Flow {
         func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "trigger task `\(t.id)`: \(why)") }
         guard Self.isValidFlowId(spec.flow) else { throw refuse("`\(spec.flow)` is not a flow id") }
         if let u = spec.confFromResultOf, !t.upstream.contains(u) { throw refuse("takes its conf from `\(u)`, which is not one of its upstream tasks") }
+        guard t.options.queue == TriggerFlowSpec.internalQueue else { throw refuse("runs on the scheduler; it has no queue of its own") }
+    }
+
+    /// An approval offers options (a branch one: its direct downstream tasks), a positive
+    /// timeout, a timeout param the flow declares, form fields with distinct names, and runs on
+    /// the scheduler.
+    func validateApproval(_ t: FlowTask) throws {
+        guard case .approval(let spec) = t.body else { return }
+        func refuse(_ why: String) -> FlowValidationError { .invalidOption(flow: id, detail: "approval `\(t.id)`: \(why)") }
+        guard !spec.options.isEmpty else { throw refuse("offers no options") }
+        guard Set(spec.options).count == spec.options.count else { throw refuse("offers an option twice") }
+        if spec.options.contains(where: { $0.isEmpty }) { throw refuse("an option is empty") }
+        if spec.onTimeout == .approve && spec.approveOption == nil { throw refuse("onTimeout: .approve, but every option rejects") }
+        if spec.branch {
+            let downstream = Set(tasks.filter { $0.upstream.contains(t.id) }.map(\.id))
+            for o in spec.options where !spec.rejectOptions.contains(o) && !downstream.contains(o) {
+                throw refuse("branches to `\(o)`, which is not one of its direct downstream tasks")
+            }
+        }
+        if let s = spec.timeoutSeconds, !(s > 0) { throw refuse("timeout must be positive") }
+        if let p = spec.timeoutParam {
+            guard let param = params.first(where: { $0.name == p }) else { throw refuse("timeoutParam `\(p)` is not a param of the flow") }
+            guard param.kind == .number || param.kind == .int else { throw refuse("timeoutParam `\(p)` must be an int or number param") }
+        }
+        guard Set(spec.form.map(\.name)).count == spec.form.count else { throw refuse("two form fields have the same name") }
         guard t.options.queue == TriggerFlowSpec.internalQueue else { throw refuse("runs on the scheduler; it has no queue of its own") }
     }
 

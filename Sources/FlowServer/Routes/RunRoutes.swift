@@ -28,6 +28,11 @@ struct RunRoutes: APIResource {
                 guard let n = Int(l), (1...500).contains(n) else { throw APIError.badRequest("`limit` must be a whole number from 1 to 500") }
                 f.limit = n
             }
+            if let k = q.get("kind") {
+                let kinds = ["scheduled", "manual", "backfill", "asset", "webhook", "flow"]
+                guard kinds.contains(String(k)) else { throw APIError.badRequest("`kind` must be one of \(kinds.joined(separator: ", "))") }
+                f.kind = String(k)
+            }
             if let tc = q.get("taskCounts") ?? q.get("task_counts") {
                 guard let b = ["true": true, "false": false][String(tc)] else { throw APIError.badRequest("`taskCounts` must be true or false") }
                 f.withTaskCounts = b
@@ -39,6 +44,10 @@ struct RunRoutes: APIResource {
             let runs = try await api.store.runs(f)
             let next: JSONValue = runs.count == f.limit ? .string(String(runs.last!.id)) : .null
             return try json(RunPage(runs: runs, nextCursor: next.stringValue))
+        }
+        // The dashboard's home: runs by state over 24 h and 7 days, and the last failures.
+        routes.on(.get, "/api/v1/overview", role: .read) { _, _ in
+            try json(try await api.store.overview(now: api.config.clock.now()))
         }
         routes.on(.get, "/api/v1/runs/{run_id}", role: .read) { _, c in
             try json(try await api.store.run(try await api.runParam(c)))

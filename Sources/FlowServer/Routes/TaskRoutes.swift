@@ -4,7 +4,7 @@ import Hummingbird
 import HTTPTypes
 import Scheduler
 
-/// A run's task instances: the list, a try's log, marking one.
+/// A run's task instances: the list, a try's log, marking one, deciding an approval; the approvals waiting.
 struct TaskRoutes: APIResource {
     let api: FlowAPI
 
@@ -17,6 +17,29 @@ struct TaskRoutes: APIResource {
             }
             let work = try await api.store.markTask(runId: id, taskId: try api.param(c, "task_id"), as: state, now: api.config.clock.now())
             return try await api.answer(afterWrite: work, run: id, sent: "messagesSent")
+        }
+        // Human in the loop: the decision on an approval task that waits for one (audited; the
+        // scheduler ends the task with it within a moment).
+        routes.on(.post, "/api/v1/runs/{run_id}/tasks/{task_id}/decision", role: .admin) { req, c in
+            let id = try await api.runParam(c)
+            let body = try await api.body(DecisionBody.self, req, c)
+            if let c = body.comment, c.utf8.count > 2000 || c.utf8.contains(0) {
+                throw APIError.badRequest("`comment` must be a string of at most 2,000 bytes, without NUL characters")
+            }
+            let comment = body.comment?.isEmpty == true ? nil : body.comment
+            return try json(try await api.store.decide(runId: id, taskId: try api.param(c, "task_id"), decision: body.decision, comment: comment,
+                                                       values: body.values ?? [:], now: api.config.clock.now()))
+        }
+        routes.on(.get, "/api/v1/approvals", role: .read) { req, _ in
+            let q = req.uri.queryParameters
+            var waitingOnly = true
+            if let st = q.get("state") {
+                guard let w = ["waiting": true, "all": false][String(st)] else { throw APIError.badRequest("`state` must be waiting or all") }
+                waitingOnly = w
+            }
+            let limit = try FlowAPI.count(q.get("limit"), "limit", default: 200, max: 1000)
+            let run: String? = q.get("run_id").map { String($0) }
+            return try json(ApprovalList(approvals: try await api.store.approvals(waitingOnly: waitingOnly, runId: run, limit: limit)))
         }
         routes.on(.get, "/api/v1/runs/{run_id}/tasks", role: .read) { _, c in
             try json(TaskList(tasks: try await api.store.taskInstances(runId: try await api.runParam(c))))

@@ -96,6 +96,12 @@ public struct BackfillCreated: Codable, Sendable {
     public init(runs: [RunRecord]) { self.runs = runs }
 }
 
+/// `GET /api/v1/approvals`.
+public struct ApprovalList: Codable, Sendable {
+    public var approvals: [ApprovalRecord]
+    public init(approvals: [ApprovalRecord]) { self.approvals = approvals }
+}
+
 /// `GET /api/v1/backfills`.
 public struct BackfillList: Codable, Sendable {
     public var backfills: [BackfillRecord]

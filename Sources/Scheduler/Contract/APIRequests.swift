@@ -62,6 +62,19 @@ public struct MarkBody: Codable, Sendable {
     public init(state: String) { self.state = state }
 }
 
+/// `POST /api/v1/runs/{run_id}/tasks/{task_id}/decision`: a decision on an approval task.
+public struct DecisionBody: Codable, Sendable {
+    public var decision: String
+    public var comment: String?
+    /// The approval form's values (its fields without a default are required, unless rejecting).
+    public var values: [String: JSONValue]?
+    /// What each field holds, in words: the 400 that names a field says it.
+    public static let fields = ["decision": "one of the approval's options", "comment": "a string", "values": "a JSON object of the form's fields"]
+    public init(decision: String, comment: String? = nil, values: [String: JSONValue]? = nil) {
+        self.decision = decision; self.comment = comment; self.values = values
+    }
+}
+
 /// `POST /api/v1/assets/events`.
 public struct AssetEventBody: Codable, Sendable {
     public var uri: String

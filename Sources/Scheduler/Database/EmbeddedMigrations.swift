@@ -489,5 +489,39 @@ CREATE INDEX backfill_ticks_by_run ON backfill_ticks (run_pk) WHERE run_pk IS NO
 ALTER TABLE runs ADD COLUMN backfill_id bigint REFERENCES backfills (id) ON DELETE SET NULL;
 CREATE INDEX runs_by_backfill ON runs (backfill_id, state) WHERE backfill_id IS NOT NULL;
 """#),
+        ("0021_approvals.sql", #"""
+-- Approvals (#27): a task that waits for a person's decision. The scheduler asks when the task
+-- is queued (one row per try: what it asks, until when) and ends the task when a decision is
+-- recorded here or the wait times out. The decision, who made it, their comment and the form's
+-- values become the task's result.
+CREATE TABLE approvals (
+    run_pk        bigint NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    task_id       text NOT NULL,
+    try_number    integer NOT NULL,
+    -- The task's ApprovalSpec as it was asked (prompt, options, form, timeout).
+    spec          jsonb NOT NULL,
+    requested_at  timestamptz NOT NULL,
+    timeout_at    timestamptz,
+    decision      text,
+    decided_by    text,
+    decided_at    timestamptz,
+    comment       text,
+    form_values   jsonb,
+    timed_out     boolean NOT NULL DEFAULT false,
+    -- When a scheduler's pass ended the task with the decision: another pass leaves it alone,
+    -- unless that one died before its events were applied (then it is repeated after 30 s).
+    concluded_at  timestamptz,
+    PRIMARY KEY (run_pk, task_id, try_number)
+);
+-- The approvals still waiting (the home page, `flowctl approvals list`), and the timeouts due.
+CREATE INDEX approvals_waiting ON approvals (requested_at) WHERE decided_at IS NULL;
+CREATE INDEX approvals_timeouts ON approvals (timeout_at) WHERE decided_at IS NULL AND timeout_at IS NOT NULL;
+"""#),
+        ("0022_runs_created_brin.sql", #"""
+-- The dashboard's home counts the runs of the last 24 hours and 7 days by state (#27). A BRIN
+-- index on created_at finds them among millions while costing inserts next to nothing: runs are
+-- appended in creation order, so each block range holds a narrow span of times.
+CREATE INDEX runs_created_brin ON runs USING brin (created_at) WITH (pages_per_range = 32, autosummarize = on);
+"""#),
     ]
 }

@@ -3,10 +3,11 @@ import Foundation
 import Logging
 import PostgresClient
 
-/// Creates the runs owed to flows declared `after:` another flow's success, and runs
-/// trigger-flow tasks (`SchedulerStore.startFlowTriggeredRuns`, `triggerTaskEvents`); then waits
-/// for the next `NOTIFY flowkit_flow_triggers` (a run with subscribers ended, a trigger task was
-/// queued, a child run of one ended), at most `maxWait`. Every scheduler runs it: rows are claimed with SKIP LOCKED and runs are keyed.
+/// Creates the runs owed to flows declared `after:` another flow's success, and runs the tasks
+/// the scheduler runs itself: trigger-flow tasks and approvals (`SchedulerStore.startFlowTriggeredRuns`,
+/// `triggerTaskEvents`, `approvalEvents`); then waits for the next `NOTIFY flowkit_flow_triggers`
+/// (a run with subscribers ended, such a task was queued, a child run of one ended, a decision
+/// was made), at most `maxWait` (an approval's timeout is seen within it). Every scheduler runs it: rows are claimed with SKIP LOCKED and runs are keyed.
 public struct FlowTriggerService: SchedulerDuty {
     public struct Config: Sendable {
         /// The longest wait for a notification; it also looks this often without one.
@@ -28,7 +29,7 @@ public struct FlowTriggerService: SchedulerDuty {
         let now = context.clock.now()
         let started = try await context.store.startFlowTriggeredRuns(now: now)
         for why in started.refused { context.logger.warning("flow trigger: \(why)") }
-        let events = try await context.store.triggerTaskEvents(now: now)
+        let events = try await context.store.triggerTaskEvents(now: now) + (try await context.store.approvalEvents(now: now))
         if !events.isEmpty {
             let work = try await context.store.applyEvents(events, now: now)
             try await context.broker.perform(work)

@@ -218,6 +218,8 @@ public struct RunFilter: Sendable {
     public var limit: Int = 50
     /// Also read each run's task counts by state (one more statement in the same round trip).
     public var withTaskCounts = false
+    /// Only runs of this trigger kind (scheduled, manual, backfill, asset, webhook, flow).
+    public var kind: String?
     public init(flowId: String? = nil, state: String? = nil, since: Date? = nil, until: Date? = nil, before: Int? = nil, limit: Int = 50) {
         self.flowId = flowId; self.state = state; self.since = since; self.until = until; self.before = before; self.limit = limit
     }

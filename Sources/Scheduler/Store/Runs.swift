@@ -169,7 +169,7 @@ extension SchedulerStore {
                         FROM unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::text[], $8::text[], $9::int[])
                              AS u(t, m, q, p, o, e, pl, ps)
                         """, [runPk, tasks.map(\.id), tasks.map(\.retry.maxTries), tasks.map(\.queue), tasks.map(\.priority),
-                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName != nil ? "celery" : $0.triggerFlow != nil ? "scheduler" : "flowkit" },
+                              tasks.map { $0.timeoutSeconds ?? -1 }, tasks.map { $0.celeryName != nil ? "celery" : $0.runsOnScheduler ? "scheduler" : "flowkit" },
                               tasks.map { $0.pool ?? "" }, tasks.map { $0.poolSlots ?? 1 }])
                     let deadline = graph.definition.deadline.map { d in
                         d.after == .start ? now.addingTimeInterval(d.seconds) : nil } ?? nil
@@ -408,10 +408,13 @@ extension SchedulerStore {
                 FROM runs r
                 WHERE ($1::text IS NULL OR r.flow_id = $1) AND ($2::text IS NULL OR r.state = $2)
                   AND ($3::timestamptz IS NULL OR r.logical_date >= $3) AND ($4::timestamptz IS NULL OR r.logical_date < $4)
-                  AND ($5::bigint IS NULL OR r.id < $5)
+                  AND ($5::bigint IS NULL OR r.id < $5)\(f.kind == nil ? "" : " AND r.trigger_kind = $7")
                 ORDER BY r.id DESC LIMIT $6
                 """
-            let params: [any PGEncodable] = [f.flowId, f.state, f.since, f.until, f.before, f.limit]
+            // The kind's condition is in the text only when asked: the unfiltered page keeps its
+            // prepared statement and plan (W5).
+            var params: [any PGEncodable] = [f.flowId, f.state, f.since, f.until, f.before, f.limit]
+            if let kind = f.kind { params.append(kind) }
             guard f.withTaskCounts else { return try s.query("SELECT \(RunRecord.columns) \(filter)", params).decode(RunRecord.self) }
             let results = try s.queries([
                 ("SELECT \(RunRecord.columns) \(filter)", params),

@@ -59,8 +59,8 @@ extension SchedulerStore {
             // RETURNING has no order: keep the caller's (priority) order for the broker.
             let position = Dictionary(taskIds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             let updated = try found[0].all.sorted { position[try $0.string("task_id"), default: 0] < position[try $1.string("task_id"), default: 0] }
-            // Trigger-flow tasks have no message: the flow-trigger service runs them.
-            if try updated.contains(where: { graph.tasks[try $0.string("task_id")]?.triggerFlow != nil }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
+            // Trigger-flow and approval tasks have no message: the flow-trigger service runs them.
+            if try updated.contains(where: { graph.tasks[try $0.string("task_id")]?.runsOnScheduler == true }) { s.notifyAfterCommit(Self.flowTriggersChannel, "") }
             return try messages(runPk: runPk, graph: graph, rows: updated, context: context, found: found[1...])
         }
         guard let sink else { return try build(try s.queries(statements)) }
@@ -150,7 +150,7 @@ extension SchedulerStore {
             logicalDate: try run.date("logical_date"), dataIntervalStart: try run.date("data_interval_start"),
             dataIntervalEnd: try run.date("data_interval_end"),
             triggeringEvents: try run.jsonOrNull("triggering_events"))
-        let tries = try rows.filter { graph.tasks[try $0.string("task_id")]?.triggerFlow == nil }.map {
+        let tries = try rows.filter { graph.tasks[try $0.string("task_id")]?.runsOnScheduler != true }.map {
             TaskMessageBuilder.Try(taskId: try $0.string("task_id"), tryNumber: try $0.int("try_number"), messageId: try $0.string("message_id"),
                                    queue: try $0.string("queue"), timeoutSeconds: try $0.doubleOrNull("timeout_seconds"), mapIndex: try $0.intOrNull("map_index"),
                                    mapItem: try $0.jsonOrNull("map_item"))

@@ -249,6 +249,10 @@ extension SchedulerStore {
             if newState == .success, graph.tasks[task]?.kind == TaskBody.branchKind {
                 branchChoices[pk, default: [:]][task] = ev.result?.arrayValue?.compactMap(\.stringValue) ?? []
             }
+            if newState == .success, graph.tasks[task]?.approval?.branch == true {
+                // A branch approval follows the option chosen.
+                branchChoices[pk, default: [:]][task] = ev.result?["decision"]?.stringValue.map { [$0] } ?? []
+            }
         }
         updates.apply(s)
         h.insert(s)
