@@ -254,6 +254,51 @@ try:
     assert "backfill" in head.get_attribute("title") and head.find_element(By.CSS_SELECTOR, ".kindicon").text, head.get_attribute("title")
     wait.until(EC.text_to_be_present_in_element((By.ID, "rundetails"), "logical date"))
 
+    step("the flow list: search, filter by the last run's state, sort; paused flows apart")
+    api("/api/v1/flows/example_sleep/pause", "POST")
+    driver.get(f"{base}/#/flows")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'tbody.paused-flows tr[data-flow="example_sleep"]')))
+    driver.find_element(By.ID, "flowq").send_keys("catalunya")
+    wait.until(lambda d: [r.get_attribute("data-flow") for r in d.find_elements(By.CSS_SELECTOR, "#flows tr[data-flow]")] == [FLOW])
+    assert driver.switch_to.active_element.get_attribute("id") == "flowq", "typing keeps the focus"
+    driver.find_element(By.ID, "flowq").clear()
+    driver.find_element(By.ID, "flowq").send_keys(" ")
+    driver.find_element(By.CSS_SELECTOR, '#lastf option[value="failed"]').click()
+    wait.until(lambda d: [r.get_attribute("data-flow") for r in d.find_elements(By.CSS_SELECTOR, "#flows tr[data-flow]")] == ["example_branch"])
+    driver.find_element(By.CSS_SELECTOR, '#lastf option[value=""]').click()
+    driver.find_element(By.CSS_SELECTOR, '#sortf option[value="last"]').click()
+    ran = [f for f in api("/api/v1/flows")["flows"] if f["isActive"] and not f["isPaused"] and f.get("latestRun")]
+    newest = max(ran, key=lambda f: f["latestRun"]["at"])["flowId"]
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#flows tbody tr[data-flow]").get_attribute("data-flow") == newest)
+    api("/api/v1/flows/example_sleep/unpause", "POST")
+
+    step("pools (slots edited in place), assets and their events, notifications, the audit log filtered")
+    driver.get(f"{base}/#/pools")
+    slots = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'tr[data-pool="example_pool"] input[name="slots"]')))
+    slots.clear()
+    slots.send_keys("3")
+    click(By.CSS_SELECTOR, 'tr[data-pool="example_pool"] form.slots button')
+    wait.until(lambda d: [p for p in api("/api/v1/pools")["pools"] if p["name"] == "example_pool"][0]["slots"] == 3)
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, 'tr[data-pool="example_pool"]'), "0 / 3"))
+    api("/api/v1/pools/example_pool", "PUT", {"slots": 2})
+    produced = api("/api/v1/flows/example_asset_producer/runs", "POST", {})["runId"]
+    wait.until(lambda d: api(f"/api/v1/runs/{produced}")["state"] == "success")
+    driver.get(f"{base}/#/assets")
+    click(By.CSS_SELECTOR, '#assets a[href="#/assets?uri=demo%3A%2F%2Fnumbers"]')
+    wait.until(EC.text_to_be_present_in_element((By.ID, "asset-events"), produced))
+    assert "example_asset_consumer" in driver.find_element(By.ID, "assets").text
+    driver.get(f"{base}/#/notifications")
+    wait.until(EC.presence_of_element_located((By.ID, "notifications")))
+    driver.get(f"{base}/#/audit")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#audit tbody tr")))
+    driver.find_element(By.CSS_SELECTOR, '#auditf input[name="action"]').send_keys("decide")
+    click(By.CSS_SELECTOR, "#auditf button[type=submit]")
+    wait.until(lambda d: "action=decide" in d.current_url)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audit tbody tr td")
+               and all(r.find_elements(By.TAG_NAME, "td")[2].text == "decide" for r in d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")))
+    assert f"{waiting}/approve" in driver.find_element(By.ID, "audit").text
+    driver.save_screenshot(f"{shots}/13-audit.png")
+
     step("workers and health")
     driver.get(f"{base}/#/workers")
     wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "main"), "online"))

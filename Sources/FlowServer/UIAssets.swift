@@ -16,7 +16,7 @@ enum UIAssets {
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--text); }
 header { display: flex; gap: 1.2rem; align-items: center; padding: .6rem 1.2rem; background: var(--panel); border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 2; }
-header nav { display: flex; gap: .8rem; flex: 1; }
+header nav { display: flex; gap: .5rem .8rem; flex: 1; flex-wrap: wrap; }
 .brand { font-weight: 700; font-size: 1.1rem; color: var(--text); text-decoration: none; }
 a { color: var(--accent); }
 nav a { text-decoration: none; padding: .2rem .4rem; border-radius: 4px; }
@@ -92,6 +92,7 @@ dialog form.params select { width: 100%; }
 a.count { text-decoration: none; margin-right: .6rem; white-space: nowrap; }
 .kind { white-space: nowrap; }
 svg.durbar rect { stroke: color-mix(in srgb, var(--text) 25%, transparent); }
+tr.paused td { opacity: .7; } tbody.paused-flows th { background: color-mix(in srgb, var(--queued) 12%, var(--panel)); color: var(--text); }
 
 """##),
         "app.js": ("text/javascript; charset=utf-8", ##"""
@@ -265,41 +266,66 @@ function dagSVG(tasks, states, link) {
 }
 
 // ---- pages ----------------------------------------------------------------------------------
+// The flow list: search (id, description, tags), tag, last run's state, sort by name, last run or
+// next run; paused flows listed apart, after the active ones. Searching redraws from what is
+// loaded; the list reloads on run changes.
 async function flowsPage(main) {
-  let tag = "";
-  const draw = async () => {
-    const { flows, importErrors } = await api("/api/v1/flows");
-    const tags = [...new Set(flows.flatMap((f) => f.tags))].sort();
-    const shown = flows.filter((f) => f.isActive && (!tag || f.tags.includes(tag)));
-    main.innerHTML = `<h1>Flows</h1>
-      ${(importErrors || []).length ? `<div class="banner" role="alert"><b>${importErrors.length} flow${importErrors.length === 1 ? "" : "s"} could not be registered</b>
-        <ul>${importErrors.map((e) => `<li><span class="mono">${esc(e.flowId)}</span>: ${esc(e.message)}</li>`).join("")}</ul></div>` : ""}
-      <div class="toolbar"><label>Tag <select id="tagf"><option value="">all</option>${tags.map((t) => `<option ${t === tag ? "selected" : ""}>${esc(t)}</option>`).join("")}</select></label>
-      <span class="muted">${shown.length} flows</span></div>
-      <table><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>
-      ${shown.map((f) => `<tr data-flow="${esc(f.flowId)}">
-        <td><a href="#/flows/${encodeURIComponent(f.flowId)}"><b>${esc(f.flowId)}</b></a><div class="muted">${esc(f.description)}</div>${f.tags.map((t) => `<span class="chip">${esc(t)}</span>`).join("")}</td>
+  let tag = "", q = "", sort = "name", last = "", flows = [], importErrors = [];
+  const load = async () => { ({ flows, importErrors } = await api("/api/v1/flows")); render(); };
+  const byName = (a, b) => a.flowId.localeCompare(b.flowId);
+  const sorts = {
+    name: byName,
+    last: (a, b) => (b.latestRun ? Date.parse(b.latestRun.at) : -Infinity) - (a.latestRun ? Date.parse(a.latestRun.at) : -Infinity) || byName(a, b),
+    next: (a, b) => (a.nextRunAt && !a.isPaused ? Date.parse(a.nextRunAt) : Infinity) - (b.nextRunAt && !b.isPaused ? Date.parse(b.nextRunAt) : Infinity) || byName(a, b),
+  };
+  const row = (f) => `<tr data-flow="${esc(f.flowId)}"${f.isPaused ? ' class="paused"' : ""}>
+        <td><a href="#/flows/${encodeURIComponent(f.flowId)}"><b>${esc(f.flowId)}</b></a>${f.isPaused ? ' <span class="chip">paused</span>' : ""}<div class="muted">${esc(f.description)}</div>${f.tags.map((t) => `<span class="chip">${esc(t)}</span>`).join("")}</td>
         <td>${f.schedule || !f.triggers ? esc(cronWords(f.schedule)) : ""}${f.schedule ? `<div class="mono muted">${esc(f.schedule)} · ${esc(f.timezone)}</div>` : ""}${(f.triggers || []).map((t) => `<div class="muted">${esc(t)}</div>`).join("")}</td>
         <td>${f.isPaused || !f.nextRunAt ? '<span class="muted">—</span>' : esc(fmtTime(f.nextRunAt, f.timezone))}</td>
         <td>${(f.recentRuns || []).slice().reverse().map((r) => sq(r.state, `${r.runId}: ${r.state}`, `#/runs/${encodeURIComponent(r.runId)}`)).join(" ")}</td>
         <td><label><input type="checkbox" class="pause" ${f.isPaused ? "" : "checked"} aria-label="${esc(f.flowId)} active"> ${f.isPaused ? "paused" : "on"}</label></td>
-        <td><button class="trigger primary" type="button">Trigger…</button></td></tr>`).join("")}
+        <td><button class="trigger primary" type="button">Trigger…</button></td></tr>`;
+  const render = () => {
+    const typing = document.activeElement && document.activeElement.id === "flowq";
+    const tags = [...new Set(flows.flatMap((f) => f.tags))].sort();
+    const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = flows.filter((f) => f.isActive && (!tag || f.tags.includes(tag))
+      && (!last || (last === "none" ? !f.latestRun : f.latestRun && f.latestRun.state === last))
+      && words.every((w) => (f.flowId + " " + f.description + " " + f.tags.join(" ")).toLowerCase().includes(w))).sort(sorts[sort]);
+    const active = shown.filter((f) => !f.isPaused), paused = shown.filter((f) => f.isPaused);
+    const sel = (id, label, value, options) => `<label>${label} <select id="${id}">${options.map(([v, t]) => `<option value="${esc(v)}" ${v === value ? "selected" : ""}>${esc(t)}</option>`).join("")}</select></label>`;
+    main.innerHTML = `<h1>Flows</h1>
+      ${(importErrors || []).length ? `<div class="banner" role="alert"><b>${importErrors.length} flow${importErrors.length === 1 ? "" : "s"} could not be registered</b>
+        <ul>${importErrors.map((e) => `<li><span class="mono">${esc(e.flowId)}</span>: ${esc(e.message)}</li>`).join("")}</ul></div>` : ""}
+      <div class="toolbar"><label>Search <input id="flowq" type="search" value="${esc(q)}" placeholder="id, description or tag" autocomplete="off"></label>
+      ${sel("tagf", "Tag", tag, [["", "all"], ...tags.map((t) => [t, t])])}
+      ${sel("lastf", "Last run", last, [["", "any"], ["success", "success"], ["failed", "failed"], ["running", "running"], ["queued", "queued"], ["cancelled", "cancelled"], ["none", "never ran"]])}
+      ${sel("sortf", "Sort by", sort, [["name", "name"], ["last", "last run"], ["next", "next run"]])}
+      <span class="muted">${shown.length} flows${paused.length ? `, ${paused.length} paused` : ""}</span></div>
+      <table id="flows"><thead><tr><th>Flow</th><th>Schedule</th><th>Next run</th><th>Last 10 runs</th><th>Active</th><th></th></tr></thead><tbody>
+      ${active.map(row).join("") || (paused.length ? "" : '<tr><td colspan="6" class="muted">No flow matches.</td></tr>')}
+      ${paused.length ? `</tbody><tbody class="paused-flows"><tr><th colspan="6" scope="rowgroup">Paused</th></tr>${paused.map(row).join("")}` : ""}
       </tbody></table>`;
-    $("#tagf", main).onchange = (e) => { tag = e.target.value; draw(); };
+    const flowq = $("#flowq", main);
+    flowq.oninput = debounced(() => { q = flowq.value; render(); }, 150);
+    if (typing) { flowq.focus(); flowq.setSelectionRange(flowq.value.length, flowq.value.length); }
+    $("#tagf", main).onchange = (e) => { tag = e.target.value; render(); };
+    $("#lastf", main).onchange = (e) => { last = e.target.value; render(); };
+    $("#sortf", main).onchange = (e) => { sort = e.target.value; render(); };
     main.querySelectorAll("tr[data-flow]").forEach((tr) => {
       const id = tr.dataset.flow;
       $(".pause", tr).onchange = async (e) => {
         try { await api(`/api/v1/flows/${encodeURIComponent(id)}/${e.target.checked ? "unpause" : "pause"}`, { method: "POST" }); }
         catch (err) { alert(err.message); }
-        draw();
+        load();
       };
       $(".trigger", tr).onclick = () => triggerDialog(id);
     });
     window.__flowkitRendered = performance.now();   // for the W10 benchmark's measurement
   };
-  await draw();
-  const again = debounced(draw, 500);
-  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw };
+  await load();
+  const again = debounced(load, 500);
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: load };
 }
 
 async function triggerDialog(flowId) {
@@ -867,6 +893,108 @@ async function backfillPage(main, id) {
   return { onChange: (c) => { if (c.channel === "flowkit_runs") again(); }, refresh: draw, dispose: () => clearInterval(t) };
 }
 
+// ---- pools, assets, notifications, audit: what the CLI already shows --------------------------
+// Pools: usage, and (admin) slots edited in place.
+async function poolsPage(main) {
+  const draw = async () => {
+    const { pools } = await api("/api/v1/pools");
+    main.innerHTML = `<h1>Pools</h1><p class="muted">Named slots that limit how many tasks run at once across flows. Editing slots needs an admin token; waiting tasks start at once if a pool grows.</p>
+      <table id="pools"><thead><tr><th>Pool</th><th>Usage</th><th>Waiting</th><th>Slots</th><th>Description</th></tr></thead><tbody>
+      ${pools.map((p) => `<tr data-pool="${esc(p.name)}"><td class="mono">${esc(p.name)}</td>
+        <td><progress class="bar" max="${Math.max(p.slots, 1)}" value="${Math.min(p.usedSlots, Math.max(p.slots, 1))}" aria-label="${p.usedSlots} of ${p.slots} slots used"></progress> ${p.usedSlots} / ${p.slots}</td>
+        <td>${p.waiting}</td><td><form class="slots"><input name="slots" type="number" min="0" value="${p.slots}" aria-label="slots of ${esc(p.name)}" inputmode="numeric">
+        <button type="submit">Save</button></form><div class="field-error"></div></td><td>${esc(p.description)}</td></tr>`).join("") || '<tr><td colspan="5" class="muted">No pool.</td></tr>'}
+      </tbody></table>`;
+    main.querySelectorAll("tr[data-pool]").forEach((tr) => {
+      $("form.slots", tr).onsubmit = async (ev) => {
+        ev.preventDefault();
+        const n = Number(ev.target.slots.value);
+        if (!Number.isInteger(n) || n < 0) { $(".field-error", tr).textContent = "slots must be a whole number of at least 0"; return; }
+        try { await api(`/api/v1/pools/${encodeURIComponent(tr.dataset.pool)}`, { method: "PUT", body: { slots: n } }); draw(); }
+        catch (e) { $(".field-error", tr).textContent = e.message; }
+      };
+    });
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  const t = setInterval(draw, 5000);
+  return { refresh: draw, dispose: () => clearInterval(t) };
+}
+
+// Assets: each with its events and the flows they start; one asset's events when chosen.
+async function assetsPage(main, query) {
+  const uri = query.get("uri");
+  const draw = async () => {
+    const [{ assets }, events] = await Promise.all([api("/api/v1/assets"),
+      uri ? api(`/api/v1/assets/events?uri=${encodeURIComponent(uri)}&limit=100`) : Promise.resolve(null)]);
+    main.innerHTML = `<h1>Assets</h1>
+      <table id="assets"><thead><tr><th>Asset</th><th>Events</th><th>Last event</th><th>Starts (consumers)</th></tr></thead><tbody>
+      ${assets.map((a) => `<tr><td><a class="mono" href="#/assets?uri=${encodeURIComponent(a.uri)}">${esc(a.uri)}</a></td><td>${a.events}</td><td>${esc(fmtTime(a.lastEventAt))}</td>
+        <td>${(a.consumers || []).map((c) => `<a href="#/flows/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ") || '<span class="muted">none</span>'}</td></tr>`).join("")
+        || '<tr><td colspan="4" class="muted">No asset has had an event yet.</td></tr>'}</tbody></table>
+      ${events ? `<h2>Events of <span class="mono">${esc(uri)}</span></h2><table id="asset-events"><thead><tr><th>At</th><th>Source</th><th>Run</th><th>Extra</th></tr></thead><tbody>
+        ${events.events.map((e) => `<tr><td>${esc(fmtTime(e.at))}</td><td>${esc(e.source)}</td><td>${e.runId ? `<a class="mono" href="#/runs/${encodeURIComponent(e.runId)}">${esc(e.runId)}</a>${e.taskId ? ` · ${esc(e.taskId)}` : ""}` : ""}</td>
+          <td><span class="mono">${esc(JSON.stringify(e.extra))}</span></td></tr>`).join("") || '<tr><td colspan="4" class="muted">No event.</td></tr>'}</tbody></table>` : ""}`;
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  return { onChange: (c) => { if (c.channel === "flowkit_runs") draw(); }, refresh: draw };
+}
+
+// Notifications: the outbox, each with its attempts and outcome.
+async function notificationsPage(main, query) {
+  const status = query.get("status") || "";
+  const draw = async () => {
+    const { notifications } = await api(`/api/v1/notifications?limit=200${status ? "&status=" + encodeURIComponent(status) : ""}`);
+    main.innerHTML = `<h1>Notifications</h1>
+      <div class="toolbar"><label>Status <select id="nstatus">${["", "pending", "delivered", "failed"].map((v) => `<option value="${v}" ${v === status ? "selected" : ""}>${v || "all"}</option>`).join("")}</select></label></div>
+      <table id="notifications"><thead><tr><th>Event</th><th>Notifier</th><th>Run</th><th>Status</th><th>Attempts</th><th>Last error</th><th>Created</th><th>Delivered</th></tr></thead><tbody>
+      ${notifications.map((n) => `<tr><td>${esc(n.event)}</td><td class="mono">${esc(n.notifier)}</td>
+        <td>${n.runId ? `<a class="mono" href="#/runs/${encodeURIComponent(n.runId)}">${esc(n.runId)}</a>` : ""}${n.taskId ? ` · ${esc(n.taskId)}` : ""}</td>
+        <td class="${n.status === "failed" ? "error" : n.status === "delivered" ? "ok" : ""}">${esc(n.status)}</td><td>${n.attempts}</td>
+        <td class="error">${esc(n.lastError || "")}</td><td>${esc(fmtTime(n.createdAt))}</td><td>${esc(fmtTime(n.deliveredAt))}</td></tr>`).join("")
+        || '<tr><td colspan="8" class="muted">No notification.</td></tr>'}</tbody></table>`;
+    $("#nstatus", main).onchange = (e) => { location.hash = `#/notifications${e.target.value ? "?status=" + e.target.value : ""}`; };
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  const t = setInterval(draw, 5000);
+  return { refresh: draw, dispose: () => clearInterval(t) };
+}
+
+// The audit log (admin): who changed what, filtered by actor and action, newest first, paged.
+async function auditPage(main, query) {
+  const actor = query.get("actor") || "", action = query.get("action") || "";
+  const pages = [];
+  let before = null;
+  const draw = async () => {
+    const q = new URLSearchParams({ limit: "100" });
+    if (actor) q.set("actor", actor);
+    if (action) q.set("action", action);
+    if (before) q.set("before", before);
+    const { entries } = await api(`/api/v1/audit?${q}`);
+    main.innerHTML = `<h1>Audit log</h1>
+      <form class="toolbar" id="auditf"><label>Actor <input name="actor" value="${esc(actor)}" placeholder="token:alice"></label>
+        <label>Action <input name="action" value="${esc(action)}" placeholder="trigger, decide, backfill…"></label>
+        <button type="submit" class="primary">Filter</button> <a href="#/audit">Clear</a></form>
+      <table id="audit"><thead><tr><th>At</th><th>Actor</th><th>Action</th><th>Target</th><th>Detail</th></tr></thead><tbody>
+      ${entries.map((e) => `<tr><td>${esc(fmtTime(e.at))}</td><td class="mono">${esc(e.actor)}</td><td>${esc(e.action)}</td><td class="mono">${esc(e.target)}</td>
+        <td><span class="mono">${esc(JSON.stringify(e.detail))}</span></td></tr>`).join("") || '<tr><td colspan="5" class="muted">No entry.</td></tr>'}</tbody></table>
+      <div class="toolbar">${pages.length ? '<button type="button" id="anewer">← Newer</button>' : ""}${entries.length === 100 ? '<button type="button" id="aolder">Older →</button>' : ""}</div>`;
+    $("#auditf", main).onsubmit = (ev) => {
+      ev.preventDefault();
+      const p = new URLSearchParams();
+      for (const k of ["actor", "action"]) { const v = ev.target[k].value.trim(); if (v) p.set(k, v); }
+      location.hash = `#/audit${p.toString() ? "?" + p : ""}`;
+    };
+    if ($("#aolder", main)) $("#aolder", main).onclick = () => { pages.push(before); before = entries[entries.length - 1].id; draw(); };
+    if ($("#anewer", main)) $("#anewer", main).onclick = () => { before = pages.pop() || null; draw(); };
+    window.__flowkitRendered = performance.now();
+  };
+  await draw();
+  return { refresh: draw };
+}
+
 async function workersPage(main) {
   const draw = async () => {
     const { workers } = await api("/api/v1/workers");
@@ -1004,6 +1132,10 @@ async function route() {
     else if (parts[0] === "runs") p = await runPage(main, parts[1], query);
     else if (parts[0] === "workers") p = await workersPage(main);
     else if (parts[0] === "approvals") p = await approvalsPage(main, query);
+    else if (parts[0] === "pools") p = await poolsPage(main);
+    else if (parts[0] === "assets") p = await assetsPage(main, query);
+    else if (parts[0] === "notifications") p = await notificationsPage(main, query);
+    else if (parts[0] === "audit") p = await auditPage(main, query);
     else if (parts[0] === "backfills" && parts.length === 1) p = await backfillsPage(main, query);
     else if (parts[0] === "backfills") p = await backfillPage(main, parts[1]);
     else if (parts[0] === "health") p = await healthPage(main);
@@ -1045,6 +1177,10 @@ window.addEventListener("DOMContentLoaded", () => { updateSignin(); route(); sta
     <a href="#/approvals" data-nav="approvals">Approvals</a>
     <a href="#/backfills" data-nav="backfills">Backfills</a>
     <a href="#/workers" data-nav="workers">Workers</a>
+    <a href="#/pools" data-nav="pools">Pools</a>
+    <a href="#/assets" data-nav="assets">Assets</a>
+    <a href="#/notifications" data-nav="notifications">Notifications</a>
+    <a href="#/audit" data-nav="audit">Audit</a>
     <a href="#/connections" data-nav="connections">Connections</a>
     <a href="#/variables" data-nav="variables">Variables</a>
     <a href="#/health" data-nav="health">Health</a>
