@@ -161,4 +161,21 @@ struct BackfillObjectTests {
         await #expect(throws: BadRequest.self) { _ = try await h.store.planBackfill(zero) }
         await #expect(throws: NotFound.self) { _ = try await h.store.backfill(id: 999_999) }
     }
+    @Test("a backfill whose conf no longer fits the flow (changed since the plan) skips its ticks saying why, and does not hold up another backfill")
+    func confNoLongerFits() async throws {
+        let withParam = Flow("p", schedule: .cron("0 * * * *"), params: [Param("size", .int, default: 1)]) { f in _ = noop(f, "t") }
+        let h = try await Harness.make([withParam, hourly("h")])
+        var r = BackfillRequest(flowId: "p", from: Harness.start.addingTimeInterval(-Self.hour), to: Harness.start)
+        r.conf = ["size": 3]
+        let bad = try await h.store.createBackfill(r, now: h.clock.now()).backfill.id
+        let good = try await h.store.createBackfill(BackfillRequest(flowId: "h", from: Harness.start, to: Harness.start), now: h.clock.now()).backfill.id
+        // The flow's new version drops the param.
+        try await h.store.registerFlows([Flow("p", schedule: .cron("0 * * * *")) { f in _ = noop(f, "t") }, hourly("h")], now: h.clock.now())
+        #expect(try await h.store.advanceBackfills(now: h.clock.now()).made == 1, "the other backfill goes on")
+        let d = try await h.store.backfill(id: bad)
+        #expect(d.ticks.allSatisfy { $0.done && $0.action == "skip" && $0.reason?.contains("no longer fits the flow") == true }, "\(d.ticks)")
+        _ = try await h.store.advanceBackfills(now: h.clock.now())
+        #expect(try await h.store.backfill(id: bad).backfill.state == "completed")
+        #expect(try await h.store.backfill(id: good).backfill.runs == ["queued": 1])
+    }
 }

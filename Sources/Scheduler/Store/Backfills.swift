@@ -340,9 +340,16 @@ extension SchedulerStore {
         if try t.string("action") == "create" {
             let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1", [flowId]).single()
             let version = try f.int("current_version")
-            let params = try graphs.graph(s, flow: flowId, version: version).definition.resolveParams(conf: conf)
-            let compiled = try Schedule(cron: f.stringOrNull("schedule") ?? "@daily", timeZone: f.string("timezone")).compiled()
-            let prev = compiled.latestFire(atOrBefore: at.addingTimeInterval(-1)) ?? at
+            // The flow may have changed since the plan: a conf that no longer fits its params skips
+            // the tick saying why, instead of failing every pass (and every other backfill's).
+            let params: [String: JSONValue]
+            do { params = try graphs.graph(s, flow: flowId, version: version).definition.resolveParams(conf: conf) } catch let e as ConfError {
+                try finish(runPk: nil, skip: "not made: the backfill's conf no longer fits the flow (\(e.message))")
+                return (false, BrokerWork())
+            }
+            // A schedule removed since the plan: the data interval is the tick itself.
+            let prev = try f.stringOrNull("schedule").flatMap { try Schedule(cron: $0, timeZone: f.string("timezone")).compiled()
+                .latestFire(atOrBefore: at.addingTimeInterval(-1)) } ?? at
             guard let run = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
                                           logicalDate: at, intervalStart: prev, intervalEnd: at) else {
                 let other = try s.query("""
@@ -372,10 +379,16 @@ extension SchedulerStore {
             .map { try $0.string("task_id") }.filter { !MappedInstance.isInstance($0) }
         var work: BrokerWork
         do {
-            guard reprocess == .failed else { throw StateConflict("every task") }
-            work = try clearRun(s, actor: nil, runId: runId, taskIds: nil, onlyFailed: false, now: now)
-        } catch is StateConflict {
-            work = try clearRun(s, actor: nil, runId: runId, taskIds: all, onlyFailed: false, now: now)
+            do {
+                guard reprocess == .failed else { throw StateConflict("every task") }
+                work = try clearRun(s, actor: nil, runId: runId, taskIds: nil, onlyFailed: false, now: now)
+            } catch is StateConflict {
+                work = try clearRun(s, actor: nil, runId: runId, taskIds: all, onlyFailed: false, now: now)
+            }
+        } catch let e as StateConflict {
+            // Refused before anything was written (tasks still in progress): skipped, saying why.
+            try finish(runPk: pk, skip: "not re-run: \(e.message)")
+            return (false, BrokerWork())
         }
         try s.query("UPDATE runs SET backfill_id = $2 WHERE id = $1", [pk, id])
         try finish(runPk: pk)
