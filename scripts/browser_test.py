@@ -97,6 +97,20 @@ try:
     click(By.XPATH, '//tr[@data-task="extract"]//a[contains(@class, "logs")]')
     wait.until(lambda d: d.find_element(By.ID, "log").text.strip() != "")
     driver.save_screenshot(f"{shots}/04-log.png")
+    step("search the log (matches highlighted), filter it, download the try's log")
+    first_words = driver.find_element(By.ID, "log").text.strip().split("\n")[0].split()
+    word = first_words[-1]
+    driver.find_element(By.ID, "logq").send_keys(word)
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#log mark")))
+    assert word.lower() in driver.find_element(By.CSS_SELECTOR, "#log mark").text.lower()
+    assert " of " in driver.find_element(By.ID, "logcount").text
+    driver.find_element(By.ID, "logq").clear()
+    driver.find_element(By.ID, "logq").send_keys("no-such-text-in-any-log")
+    wait.until(lambda d: d.find_element(By.ID, "log").text.strip() == "")
+    driver.find_element(By.ID, "logq").clear()
+    driver.find_element(By.ID, "logq").send_keys(" ")
+    click(By.ID, "logdl")
+    wait.until(lambda d: (d.execute_script("return window.__flowkitDownloaded") or 0) > 0)
 
     step("clear a task and see it run again")
     before = api(f"/api/v1/runs/{run_id}/tasks")["tasks"]

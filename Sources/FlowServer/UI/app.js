@@ -384,6 +384,7 @@ async function flowPage(main, flowId) {
 
 async function runPage(main, runId, query) {
   let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null, approvals = [];
+  let logLines = [], logQ = "", logLevel = "";   // the chosen try's log as read so far, and what it is filtered by
   // A run of thousands of tasks shows them in pages, so that its page never freezes the browser.
   let limit = 500, filter = "";
   const shownTasks = () => {
@@ -431,7 +432,10 @@ async function runPage(main, runId, query) {
       <h2 id="logs">Log ${chosen ? `<span class="muted">— ${esc(chosen)}</span>` : ""}</h2>
       ${chosen && !(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.length ? '<p class="muted">No try of this task has started yet.</p>'
         : chosen ? `<div class="toolbar"><label>Try <select id="tryf">${(tasks.find((t) => t.taskId === chosen) || { tries: [] }).tries.map((x) =>
-        `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label></div><pre class="log" id="log"></pre>`
+        `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label>
+        <label>Find <input id="logq" type="search" value="${esc(logQ)}" placeholder="text in the log" autocomplete="off"></label>
+        <label>Level <select id="loglevel">${["", "ERROR", "WARN", "INFO", "DEBUG"].map((v) => `<option value="${v}" ${v === logLevel ? "selected" : ""}>${v || "all"}</option>`).join("")}</select></label>
+        <button type="button" id="logdl">Download</button> <span class="muted" id="logcount"></span></div><pre class="log" id="log"></pre>`
         : '<p class="muted">Choose a task to see its log.</p>'}`;
     wireApprovals(main, draw);
     if ($("#more", main)) $("#more", main).onclick = () => { limit += 1000; render(); };
@@ -449,8 +453,15 @@ async function runPage(main, runId, query) {
     if (chosen) {
       const t = tasks.find((x) => x.taskId === chosen);
       if (chosenTry == null && t) chosenTry = t.tryNumber || 1;
-      $("#tryf", main) && ($("#tryf", main).onchange = (e) => { chosenTry = +e.target.value; logOffset = 0; $("#log").textContent = ""; followLog(); });
+      $("#tryf", main) && ($("#tryf", main).onchange = (e) => { chosenTry = +e.target.value; logOffset = 0; logLines = []; $("#log").textContent = ""; followLog(); });
+      if ($("#logq", main)) {
+        const logq = $("#logq", main);
+        logq.oninput = debounced(() => { logQ = logq.value; renderLog(); }, 200);
+        $("#loglevel", main).onchange = (e) => { logLevel = e.target.value; renderLog(); };
+        $("#logdl", main).onclick = downloadLog;
+      }
       logOffset = 0;
+      logLines = [];
       followLog();
     }
     window.__flowkitRendered = performance.now();   // for the W9 benchmark's measurements
@@ -463,13 +474,45 @@ async function runPage(main, runId, query) {
     try {
       const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${logOffset}`);
       if (page.lines.length) {
-        el.textContent += page.lines.map((l) => `${l.at.slice(11, 23)}  ${l.line}`).join("\n") + "\n";
+        const added = page.lines.map((l) => `${l.at.slice(11, 23)}Z  ${l.line}`);
+        logLines.push(...added);
+        // Unfiltered, new lines are appended as text (following stays cheap); filtered, redrawn.
+        if (!logQ && !logLevel) el.textContent += added.join("\n") + "\n"; else renderLog();
         el.scrollTop = el.scrollHeight;
       }
       logOffset = page.nextOffset;
     } catch (e) { el.textContent = e.message; return; }
     const t = tasks.find((x) => x.taskId === chosen);
     if (t && ["queued", "running", "up_for_retry", "up_for_reschedule"].includes(t.state)) logTimer = setTimeout(followLog, 1000);
+  };
+  // The log filtered by text (matches highlighted) and by level, where a line carries one.
+  const LEVEL = /\b(ERROR|WARN(?:ING)?|INFO|DEBUG)\b/i;
+  const lineLevel = (l) => { const m = LEVEL.exec(l); return m ? m[1].toUpperCase().replace("WARNING", "WARN") : ""; };
+  const renderLog = () => {
+    const el = $("#log");
+    if (!el) return;
+    if (!logQ && !logLevel) { el.textContent = logLines.length ? logLines.join("\n") + "\n" : ""; $("#logcount").textContent = ""; return; }
+    const q = logQ.toLowerCase();
+    const shown = logLines.filter((l) => (!logLevel || lineLevel(l) === logLevel) && (!q || l.toLowerCase().includes(q)));
+    const re = q ? new RegExp(`(${logQ.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")})`, "gi") : null;
+    el.innerHTML = shown.map((l) => re ? l.split(re).map((part, i) => (i % 2 ? `<mark>${esc(part)}</mark>` : esc(part))).join("") : esc(l)).join("\n");
+    $("#logcount").textContent = `${shown.length} of ${logLines.length} lines`;
+  };
+  // The whole try's log as a file: every page read (the token travels in a header, so the file is
+  // made here, not by a link to the API).
+  const downloadLog = async () => {
+    const out = [];
+    for (let off = 0; ;) {
+      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${off}`);
+      out.push(...page.lines.map((l) => `${l.at}  ${l.line}`));
+      if (!page.lines.length || page.nextOffset === off) break;
+      off = page.nextOffset;
+    }
+    const url = URL.createObjectURL(new Blob([out.join("\n") + "\n"], { type: "text/plain" }));
+    const a = Object.assign(document.createElement("a"), { href: url, download: `${runId}-${chosen}-try${chosenTry || 1}.log`.replace(/[^A-Za-z0-9._-]/g, "_") });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    window.__flowkitDownloaded = out.length;   // for the browser test
   };
   await draw();
   const again = debounced(draw, 300);
