@@ -157,7 +157,7 @@ public final class SchedulerDaemon: Sendable {
         eventAcknowledger = EventAcknowledger(context: context, acks: acks, startedAt: startedAt)
         retryTimer = RetryTimer(context: context, config: config.retryTimer)
         cronTicker = CronTicker(context: context, config: config.cronTicker)
-        backfillRunner = BackfillRunner(context: context, config: config.backfillRunner)
+        backfillRunner = BackfillRunner(context: context, config: config.backfillRunner, listen: PGConnection(databaseURL, label: "sched-backfills"))
         heartbeat = SchedulerHeartbeat(context: context, config: config.heartbeat, startedAt: startedAt)
         reaper = Reaper(context: context, config: config.reaper)
         unackedRestorer = UnackedRestorer(context: context, config: config.unackedRestorer)

@@ -82,8 +82,10 @@ extension SchedulerStore {
         try await audited { [self] s, actor in
             guard let t = try s.query("""
                 SELECT t.run_pk, t.state, t.try_number, r.flow_id, r.flow_version FROM runs r
-                LEFT JOIN task_instances t ON t.run_pk = r.id AND t.task_id = $2 WHERE r.run_id = $1 FOR NO KEY UPDATE OF r
+                LEFT JOIN task_instances t ON t.run_pk = r.id AND t.task_id = $2 WHERE r.run_id = $1
                 """, [runId, taskId]).first else { throw NotFound("unknown run `\(runId)`") }
+            // No lock on the run: the approval row's FOR UPDATE below serializes deciders (and a
+            // timeout), and re-reads the row a concurrent one wrote.
             let graph = try graphs.graph(s, flow: t.string("flow_id"), version: t.int("flow_version"))
             guard let spec = graph.tasks[taskId]?.approval else {
                 if graph.tasks[taskId] == nil { throw Self.noSuchTask(runId, taskId, among: graph.definition.tasks.map(\.id)) }

@@ -95,11 +95,14 @@ public struct BackfillRecord: Codable, Sendable {
     static let columns = """
         b.id, b.flow_id, b.from_date, b.to_date, b.conf, b.reprocess, b.max_active_runs, b.newest_first, b.state, b.created_by,
         b.created_at, b.updated_at, b.completed_at,
-        (SELECT count(*) FILTER (WHERE action = 'create') FROM backfill_ticks WHERE backfill_id = b.id) AS n_create,
-        (SELECT count(*) FILTER (WHERE action = 'rerun') FROM backfill_ticks WHERE backfill_id = b.id) AS n_rerun,
-        (SELECT count(*) FILTER (WHERE action = 'skip') FROM backfill_ticks WHERE backfill_id = b.id) AS n_skip,
-        (SELECT count(*) FILTER (WHERE done) FROM backfill_ticks WHERE backfill_id = b.id) AS n_done,
+        k.n_create, k.n_rerun, k.n_skip, k.n_done,
         (SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM (SELECT state, count(*) AS n FROM runs WHERE backfill_id = b.id GROUP BY state) x) AS run_states
+        """
+    /// Joined after `FROM backfills b`: its ticks counted in one pass.
+    static let tickCounts = """
+        CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE action = 'create') AS n_create, count(*) FILTER (WHERE action = 'rerun') AS n_rerun,
+                                   count(*) FILTER (WHERE action = 'skip') AS n_skip, count(*) FILTER (WHERE done) AS n_done
+                            FROM backfill_ticks WHERE backfill_id = b.id) k
         """
 }
 
@@ -150,7 +153,7 @@ extension SchedulerStore {
             try audit(s, actor, "backfill", request.flowId, ["backfill": .int(id), "from": .string(Instant.format(request.from)),
                       "to": .string(Instant.format(request.to)), "reprocess": .string(request.reprocess.rawValue),
                       "create": .int(plan.counts.create), "rerun": .int(plan.counts.rerun), "skip": .int(plan.counts.skip)], now: now)
-            s.notifyAfterCommit("flowkit_backfills", String(id))
+            s.notifyAfterCommit(Self.backfillsChannel, String(id))
             return try detail(s, id: id)
         }
     }
@@ -231,7 +234,7 @@ extension SchedulerStore {
     public func backfills(flowId: String? = nil, state: String? = nil, limit: Int = 100) async throws -> [BackfillRecord] {
         try await db.run { s in
             try s.query("""
-                SELECT \(BackfillRecord.columns) FROM backfills b
+                SELECT \(BackfillRecord.columns) FROM backfills b \(BackfillRecord.tickCounts)
                 WHERE ($1::text IS NULL OR b.flow_id = $1) AND ($2::text IS NULL OR b.state = $2) ORDER BY b.id DESC LIMIT $3
                 """, [flowId, state, limit]).all.map { try BackfillRecord(row: $0) }
         }
@@ -242,7 +245,7 @@ extension SchedulerStore {
     }
 
     private func detail(_ s: PGSession, id: Int) throws -> BackfillDetail {
-        guard let b = try s.query("SELECT \(BackfillRecord.columns) FROM backfills b WHERE b.id = $1", [id]).first else {
+        guard let b = try s.query("SELECT \(BackfillRecord.columns) FROM backfills b \(BackfillRecord.tickCounts) WHERE b.id = $1", [id]).first else {
             throw NotFound("unknown backfill \(id)")
         }
         let ticks = try s.query("""
@@ -279,16 +282,22 @@ extension SchedulerStore {
             try s.query("UPDATE backfills SET state = $2::text, updated_at = $3::timestamptz, completed_at = CASE WHEN $2::text = 'cancelled' THEN $3::timestamptz END WHERE id = $1",
                         [id, target, now])
             try audit(s, actor, ["paused": "backfill-pause", "running": "backfill-resume", "cancelled": "backfill-cancel"][target]!, String(id), now: now)
-            s.notifyAfterCommit("flowkit_backfills", String(id))
+            s.notifyAfterCommit(Self.backfillsChannel, String(id))
             return (try detail(s, id: id), work)
         }
     }
+
+    /// Notified when a backfill is created, paused, resumed, cancelled or completed: the backfill
+    /// runners LISTEN to it while no backfill runs.
+    public static let backfillsChannel = "flowkit_backfills"
 
     /// Carries out the running backfills a step: for each (one scheduler at a time: its row is
     /// locked, SKIP LOCKED), its next ticks while it has fewer than `max_active_runs` runs queued
     /// or running — a `create` makes a queued run (which the run starter starts), a `rerun`
     /// clears the existing run. A backfill with every tick done and no run active is completed.
-    public func advanceBackfills(now: Date, limit: Int = 10) async throws -> (made: Int, work: BrokerWork) {
+    /// `running` is how many running backfills this pass held (those another scheduler holds
+    /// are not counted): none, and the runner can wait for `backfillsChannel`.
+    public func advanceBackfills(now: Date, limit: Int = 10) async throws -> (made: Int, running: Int, work: BrokerWork) {
         try await db.run { [self] s in
             try s.transaction {
                 var work = BrokerWork(), made = 0
@@ -302,6 +311,7 @@ extension SchedulerStore {
                         .single().int("n")
                     let room = try b.int("max_active_runs") - active
                     var started = 0
+                    var flow: BackfillFlow?
                     if room > 0 {
                         let ticks = try s.query("""
                             SELECT t.position, t.logical_date, t.action, r.run_id FROM backfill_ticks t LEFT JOIN runs r ON r.id = t.run_pk
@@ -309,7 +319,7 @@ extension SchedulerStore {
                             """, [id, room]).all
                         for t in ticks {
                             let outcome = try carryOut(s, backfill: id, flowId: flowId, conf: b.json("conf").objectValue ?? [:],
-                                                       reprocess: b.enumValue("reprocess"), tick: t, now: now)
+                                                       reprocess: b.enumValue("reprocess"), tick: t, flow: &flow, now: now)
                             work.merge(outcome.work)
                             if outcome.started { started += 1 }
                         }
@@ -318,10 +328,10 @@ extension SchedulerStore {
                     if active + started == 0,
                        try s.query("SELECT 1 FROM backfill_ticks WHERE backfill_id = $1 AND NOT done LIMIT 1", [id]).first == nil {
                         try s.query("UPDATE backfills SET state = 'completed', completed_at = $2, updated_at = $2 WHERE id = $1", [id, now])
-                        s.notifyAfterCommit("flowkit_backfills", String(id))
+                        s.notifyAfterCommit(Self.backfillsChannel, String(id))
                     }
                 }
-                return (made, work)
+                return (made, running.count, work)
             }
         }
     }
@@ -329,7 +339,7 @@ extension SchedulerStore {
     /// One tick: its run made or re-run (`started`), or — when things changed since the plan —
     /// turned into a skip that says why.
     private func carryOut(_ s: PGSession, backfill id: Int, flowId: String, conf: [String: JSONValue], reprocess: Reprocess, tick t: PGRow,
-                          now: Date) throws -> (started: Bool, work: BrokerWork) {
+                          flow cached: inout BackfillFlow?, now: Date) throws -> (started: Bool, work: BrokerWork) {
         let position = try t.int("position"), at = try t.date("logical_date")
         func finish(runPk: Int?, skip reason: String? = nil) throws {
             try s.query("""
@@ -338,18 +348,29 @@ extension SchedulerStore {
                 """, [id, position, runPk, reason])
         }
         if try t.string("action") == "create" {
-            let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1", [flowId]).single()
-            let version = try f.int("current_version")
-            // The flow may have changed since the plan: a conf that no longer fits its params skips
-            // the tick saying why, instead of failing every pass (and every other backfill's).
+            // The flow as it is now (read once per backfill and pass).
+            if cached == nil {
+                let f = try s.query("SELECT current_version, schedule, timezone FROM flows WHERE flow_id = $1", [flowId]).single()
+                let version = try f.int("current_version")
+                // The flow may have changed since the plan: a conf that no longer fits its params
+                // skips the tick saying why, instead of failing every pass (and every other backfill's).
+                let params: Result<[String: JSONValue], ConfError>
+                do { params = .success(try graphs.graph(s, flow: flowId, version: version).definition.resolveParams(conf: conf)) } catch let e as ConfError {
+                    params = .failure(e)
+                }
+                cached = BackfillFlow(version: version, params: params,
+                                      schedule: try f.stringOrNull("schedule").map { try Schedule(cron: $0, timeZone: f.string("timezone")).compiled() })
+            }
+            let flow = cached!, version = flow.version
             let params: [String: JSONValue]
-            do { params = try graphs.graph(s, flow: flowId, version: version).definition.resolveParams(conf: conf) } catch let e as ConfError {
+            switch flow.params {
+            case .success(let p): params = p
+            case .failure(let e):
                 try finish(runPk: nil, skip: "not made: the backfill's conf no longer fits the flow (\(e.message))")
                 return (false, BrokerWork())
             }
             // A schedule removed since the plan: the data interval is the tick itself.
-            let prev = try f.stringOrNull("schedule").flatMap { try Schedule(cron: $0, timeZone: f.string("timezone")).compiled()
-                .latestFire(atOrBefore: at.addingTimeInterval(-1)) } ?? at
+            let prev = flow.schedule?.latestFire(atOrBefore: at.addingTimeInterval(-1)) ?? at
             guard let run = try insertRun(s, flowId: flowId, version: version, kind: "backfill", conf: conf, params: params,
                                           logicalDate: at, intervalStart: prev, intervalEnd: at) else {
                 let other = try s.query("""
@@ -394,4 +415,12 @@ extension SchedulerStore {
         try finish(runPk: pk)
         return (true, work)
     }
+}
+
+/// A backfilled flow as it is when its ticks are carried out: its current version, the
+/// backfill's conf resolved against its params, its schedule.
+struct BackfillFlow {
+    var version: Int
+    var params: Result<[String: JSONValue], ConfError>
+    var schedule: CompiledSchedule?
 }

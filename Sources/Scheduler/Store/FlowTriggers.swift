@@ -110,6 +110,16 @@ extension SchedulerStore {
         }
     }
 
+    /// Whether any task the scheduler runs itself (a trigger-flow task, an approval) is queued
+    /// or running: one probe of `task_instances_internal`.
+    public func hasSchedulerRunTasks() async throws -> Bool {
+        try await db.run { s in
+            try s.query("""
+                SELECT EXISTS (SELECT 1 FROM task_instances WHERE queue = '\(TriggerFlowSpec.internalQueue)' AND state IN ('queued', 'running')) AS any
+                """).single().bool("any")
+        }
+    }
+
     /// One pass over trigger-flow tasks: a queued one gets its child run (found again by its key
     /// `<parent run id>/<task id>` when it exists) and starts; one that does not wait succeeds;
     /// one that waits ends as its child ended. Returns the events that say so, to apply as a
