@@ -9,6 +9,7 @@ green without a reload, opens a task's log, clears a task and sees it run again,
 unpauses the flow, and saves a screenshot of each page. Exits non-zero naming the step that failed.
 """
 import json
+import re
 import os
 import sys
 import time
@@ -92,6 +93,20 @@ try:
     assert driver.execute_script("return window.__sameDocument === true"), "the page reloaded"
     print(f"browser: the run showed success {time.time() - t0:.1f} s after the trigger", flush=True)
     driver.save_screenshot(f"{shots}/03-run.png")
+    # One time format with the CLI, always with its zone: `2026-12-04 17:00:00 UTC`.
+    head = driver.find_element(By.CSS_SELECTOR, "main h1 + p").text
+    assert re.search(r"logical date \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", head), head
+
+    step("a mapped task shows its instances' tries, not a try of its own")
+    mapped = api("/api/v1/flows/example_mapping/runs", "POST", {"conf": {"items": [1, 2, 3, 4]}})["runId"]
+    t0 = time.time()
+    driver.get(base + "/#/runs/" + urllib.parse.quote(mapped, safe=""))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main h1 + p .state"), "success"))
+    print(f"browser: the mapped run showed success {time.time() - t0:.1f} s after the trigger", flush=True)
+    cell = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-task="double"] td:nth-child(3)').text)
+    assert cell == "4 instances · 4 tries, up to 1/1", cell
+    driver.get(base + "/#/runs/" + urllib.parse.quote(run_id, safe=""))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main h1 + p .state"), "success"))
 
     step("open a task's log")
     click(By.XPATH, '//tr[@data-task="extract"]//a[contains(@class, "logs")]')

@@ -181,7 +181,9 @@ func taskTable(_ tasks: [TaskInstanceRecord], allInstances: Bool = false) -> Str
         var counts: [String: Int] = [:]
         for i in mine { counts[i.state, default: 0] += 1 }
         let summary = counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        var parent = row(t, tryText: "×\(length)")
+        // It runs no try itself: its instances' tries.
+        let tries = mine.reduce(0) { $0 + $1.tryNumber }
+        var parent = row(t, tryText: "×\(length) · \(tries) tr\(tries == 1 ? "y" : "ies")")
         if t.state == "running" { parent[5] = summary }  // its instances' progress
         rows.append(parent)
         let shown = allInstances ? mine : Array(mine.prefix(mappedRowsShown))

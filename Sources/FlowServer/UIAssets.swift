@@ -134,11 +134,22 @@ function sq(state, title, href) {
 }
 const stateLabel = (s) => `<span class="state">${sq(s)} ${esc(s)}</span>`;
 // A time with its zone: the browser's, or `tz` (a flow's next run is shown in the flow's zone).
+// One format with the CLI (`flowctl`): `2026-12-02 06:00:00 UTC`, or in a zone
+// `2026-12-02 07:00:00 +01:00` — never the browser's locale, always with its zone.
 function fmtTime(iso, tz) {
   if (!iso) return "—";
   const d = new Date(iso);
-  const opts = { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
-  try { return d.toLocaleString(undefined, tz ? { ...opts, timeZone: tz } : opts); } catch (_) { return d.toLocaleString(undefined, opts); }
+  if (isNaN(d)) return String(iso);
+  const zone = tz && tz !== "UTC" && tz !== "Etc/UTC" ? tz : "UTC";
+  let p;
+  try {
+    p = Object.fromEntries(new Intl.DateTimeFormat("en-US", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+      minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "longOffset" }).formatToParts(d).map((x) => [x.type, x.value]));
+  } catch (_) {
+    return zone === "UTC" ? d.toISOString() : fmtTime(iso);
+  }
+  const off = zone === "UTC" ? "UTC" : p.timeZoneName === "GMT" ? "+00:00" : p.timeZoneName.replace("GMT", "");
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${off}`;
 }
 function fmtDur(sec) {
   if (sec == null || isNaN(sec)) return "—";
@@ -223,10 +234,20 @@ async function startLive() {
     delay = Math.min(delay * 2, 10000);
   }
 }
-// Coalesces bursts of changes into one refresh at most every 300 ms.
+// Coalesces bursts of changes into one refresh at most every 300 ms, one at a time: a change
+// that comes while a refresh is in flight makes one more after it (two in flight could answer
+// out of order and leave the older answer on screen).
 function debounced(fn, ms = 300) {
-  let t = null;
-  return () => { if (!t) t = setTimeout(() => { t = null; fn(); }, ms); };
+  let t = null, running = false, pending = false;
+  const schedule = () => { if (!t) t = setTimeout(go, ms); };
+  const go = async () => {
+    t = null;
+    if (running) { pending = true; return; }
+    running = true;
+    try { await fn(); } catch (_) { /* the next change tries again */ } finally { running = false; }
+    if (pending) { pending = false; schedule(); }
+  };
+  return schedule;
 }
 
 // ---- DAG layout (longest path layering, left to right) -------------------------------------
@@ -380,7 +401,7 @@ async function triggerDialog(flowId) {
 function runHead(r, maxDur) {
   const d = dur(r.startedAt, r.endedAt) || 0, h = Math.max(2, Math.round((26 * d) / maxDur));
   const day = new Date(r.logicalDate);
-  const short = isNaN(day) ? "" : day.toLocaleString(undefined, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  const short = isNaN(day) ? "" : fmtTime(r.logicalDate).slice(5, 16);  // `12-02 06:00`, UTC like every time shown
   return `<button class="runhead" data-run="${esc(r.runId)}" type="button" title="${esc(r.runId)} · ${esc(r.state)} · ${esc(r.triggerKind)} · ${esc(fmtTime(r.logicalDate))} · ${esc(fmtDur(d))}"
     aria-label="run ${esc(r.runId)}, ${esc(r.state)}"><svg class="durbar" width="10" height="28" aria-hidden="true"><rect class="s-${esc(r.state)}" x="1" y="${28 - h}" width="8" height="${h}"></rect></svg>
     <span class="kindicon">${KIND_ICONS[r.triggerKind] || "•"}</span><span class="rundate">${esc(short)}</span></button>`;
@@ -491,14 +512,26 @@ async function runPage(main, runId, query) {
     if (chosen && !page.some((t) => t.taskId === chosen)) { const c = tasks.find((t) => t.taskId === chosen); if (c) page.push(c); }
     return page;
   };
+  let draws = 0;
   const draw = async () => {
-    [run, { tasks }] = await Promise.all([api(`/api/v1/runs/${encodeURIComponent(runId)}`), api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks`)]);
+    const mine = ++draws;
+    const [r, t] = await Promise.all([api(`/api/v1/runs/${encodeURIComponent(runId)}`), api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks`)]);
+    if (mine !== draws) return;   // a later draw is on its way: this older answer must not overwrite it
+    [run, tasks] = [r, t.tasks];
     if (!flow) flow = await api(`/api/v1/flows/${encodeURIComponent(run.flowId)}`);
     // Only a flow with approval tasks asks for the approvals waiting in its run.
     const asks = flow.definition && flow.definition.tasks.some((t) => t.approval);
     approvals = asks && (run.state === "running" || run.state === "queued")
       ? (await api(`/api/v1/approvals?run_id=${encodeURIComponent(runId)}`)).approvals : [];
     render();
+  };
+  // A mapped task runs no try itself: its instances' tries (`3 instances · 4 tries, up to 2/3`).
+  const tryText = (t) => {
+    if (t.mapLength == null) return `${t.tryNumber}/${t.maxTries}`;
+    const inst = tasks.filter((x) => x.mapParent === t.taskId);
+    if (!inst.length) return "not expanded";
+    const total = inst.reduce((n, x) => n + x.tryNumber, 0), most = Math.max(...inst.map((x) => x.tryNumber));
+    return `${inst.length} instance${inst.length === 1 ? "" : "s"} · ${total} tr${total === 1 ? "y" : "ies"}, up to ${most}/${t.maxTries}`;
   };
   const render = () => {
     const states = Object.fromEntries(tasks.filter((t) => !t.mapParent).map((t) => [t.taskId, t.state]));
@@ -519,7 +552,7 @@ async function runPage(main, runId, query) {
       <table><thead><tr><th>Task</th><th>State</th><th>Try</th><th>Worker</th><th>Duration</th><th>Result / error</th><th></th></tr></thead><tbody>
       ${shownTasks().map((t) => `<tr data-task="${esc(t.taskId)}" class="${t.taskId === chosen ? "sel" : ""}">
         <td><a href="#/runs/${encodeURIComponent(runId)}?task=${encodeURIComponent(t.taskId)}" class="logs">${esc(t.taskId)}</a>${t.waitReason ? `<div class="muted">${esc(t.waitReason)}</div>` : ""}</td>
-        <td>${stateLabel(t.state)}</td><td>${t.tryNumber}/${t.maxTries}</td><td class="mono">${esc(t.worker || "")}</td>
+        <td>${stateLabel(t.state)}</td><td>${esc(tryText(t))}</td><td class="mono">${esc(t.worker || "")}</td>
         <td>${esc(fmtDur(dur(t.startedAt, t.endedAt)))}</td>
         <td>${t.error ? `<div class="error">${esc(t.error)}</div>` : ""}${t.result != null ? `<pre class="json mono">${esc(JSON.stringify(t.result, null, 1))}</pre>` : ""}</td>
         <td class="actions">${t.mapParent ? "" : `<button class="clear" type="button" title="clear this task and its downstream tasks: they run again">Clear</button>
@@ -720,7 +753,7 @@ async function runsPage(main, query) {
         <label>Flow <select name="flow"><option value="">all</option>${flows.map((x) => opt(x, f.flow)).join("")}</select></label>
         <label>State <select name="state"><option value="">all</option>${["queued", "running", "success", "failed", "cancelled"].map((x) => opt(x, f.state)).join("")}</select></label>
         <label>Kind <select name="kind"><option value="">all</option>${RUN_KINDS.map((x) => opt(x, f.kind)).join("")}</select></label>
-        <label>Logical date from <input type="datetime-local" step="1" name="from" value="${esc(f.from)}"></label>
+        <label>Logical date (UTC) from <input type="datetime-local" step="1" name="from" value="${esc(f.from)}"></label>
         <label>to <input type="datetime-local" step="1" name="to" value="${esc(f.to)}"></label>
         <button type="submit" class="primary">Filter</button> <a href="#/runs">Clear</a></form>
       <table id="runs"><thead><tr><th>Run</th><th>Flow</th><th>State</th><th>Kind</th><th>Logical date</th><th>Started</th><th>Duration</th><th>Tasks</th></tr></thead><tbody>
@@ -816,8 +849,8 @@ async function approvalsPage(main, query) {
 
 // ---- backfills ----------------------------------------------------------------------------
 const BF_ACTIONS = { create: "create a run", rerun: "re-run", skip: "skip" };
-// A <input type="datetime-local"> value (the browser's zone) as an ISO instant.
-const localToISO = (v) => (v ? new Date(v).toISOString() : "");
+// A <input type="datetime-local"> value, read in UTC (the zone every time here is shown in), as an ISO instant.
+const localToISO = (v) => (v ? new Date(v + "Z").toISOString() : "");
 function tickRows(ticks, limit) {
   const shown = ticks.slice(0, limit);
   return shown.map((t) => `<tr><td>${esc(fmtTime(t.logicalDate))}</td><td><span class="chip bf-${esc(t.action)}">${esc(BF_ACTIONS[t.action] || t.action)}</span>${!t.done && t.action !== "skip" ? ' <span class="muted">pending</span>' : ""}</td>
@@ -834,8 +867,8 @@ async function backfillDialog(flowId, flow) {
   const d = $("#dialog");
   d.innerHTML = `<form class="params" id="bf" novalidate><h2>Backfill ${esc(flowId)}</h2>
     <p class="muted">A run for every tick of <span class="mono">${esc(flow.schedule)}</span> (${esc(flow.timezone)}) in the range; times below are in your browser's zone.</p>
-    <label for="bf-from">From (first tick, inclusive)</label><input id="bf-from" type="datetime-local" step="1" required>
-    <label for="bf-to">To (last tick, inclusive)</label><input id="bf-to" type="datetime-local" step="1" required>
+    <label for="bf-from">From (first tick, inclusive, UTC)</label><input id="bf-from" type="datetime-local" step="1" required>
+    <label for="bf-to">To (last tick, inclusive, UTC)</label><input id="bf-to" type="datetime-local" step="1" required>
     <label for="bf-reprocess">Ticks that already have a run</label>
     <select id="bf-reprocess"><option value="none">none: skip them</option><option value="failed">failed: re-run the failed ones</option><option value="all">all: re-run failed and successful ones</option></select>
     <label for="bf-max">At most this many runs at once</label><input id="bf-max" type="number" min="1" value="10" inputmode="numeric">

@@ -148,6 +148,7 @@ final class ProcessReader: @unchecked Sendable {
         var buffers: [[UInt8]] = [[], []]
         var open = [true, true]
         var lastOut: String?
+        var lastErr: [String] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
         func emit(_ stream: Int, _ bytes: ArraySlice<UInt8>) {
             let line = String(decoding: bytes, as: UTF8.self)
@@ -156,6 +157,10 @@ final class ProcessReader: @unchecked Sendable {
                 log(line)
             } else {
                 log("[stderr] \(line)")
+                if !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                    lastErr.append(line.count > 500 ? String(line.prefix(499)) + "…" : line)
+                    if lastErr.count > ProcessOutcome.stderrTail { lastErr.removeFirst() }
+                }
             }
         }
         while open[0] || open[1] {
@@ -183,8 +188,8 @@ final class ProcessReader: @unchecked Sendable {
         // Kill what the command left behind in its group (background children).
         Glibc.kill(-pid, SIGKILL)
         let termSig = status & 0x7f
-        if termSig != 0 { return ProcessOutcome(exitCode: 128 + termSig, signal: termSig, lastStdoutLine: lastOut) }
-        return ProcessOutcome(exitCode: (status >> 8) & 0xff, signal: nil, lastStdoutLine: lastOut)
+        if termSig != 0 { return ProcessOutcome(exitCode: 128 + termSig, signal: termSig, lastStdoutLine: lastOut, lastStderrLines: lastErr) }
+        return ProcessOutcome(exitCode: (status >> 8) & 0xff, signal: nil, lastStdoutLine: lastOut, lastStderrLines: lastErr)
     }
 }
 

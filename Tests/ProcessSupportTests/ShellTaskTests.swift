@@ -46,13 +46,30 @@ struct ShellTaskTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).allSatisfy { !$0.hasPrefix("flowkit-upstream-t-1-") })
     }
 
-    @Test("a non-zero exit fails the try with the status")
+    @Test("a non-zero exit fails the try with its cause — the last lines of stderr — and the status, not the script")
     func failure() async {
         do {
             _ = try await context().run(.script("exit 3"))
             Issue.record("expected a failure")
         } catch let e as TaskError {
-            #expect(e.message.contains("exited with status 3"))
+            #expect(e.message == "`exit 3` failed with exit status 3 and wrote nothing on stderr (its log has the output)", "\(e.message)")
+        } catch { Issue.record("unexpected \(error)") }
+        let script = """
+            echo starting
+            echo "a warning" >&2
+            echo "first" >&2; echo "second" >&2
+            cat /nonexistent/dir/valid.csv
+            echo "after" >/dev/null
+            """
+        do {
+            _ = try await context().run(.script(script + "\nexit 2"))
+            Issue.record("expected a failure")
+        } catch let e as TaskError {
+            let lines = e.message.split(separator: "\n").map(String.init)
+            #expect(lines.count == 3, "\(e.message)")
+            #expect(lines.first == "first" && lines.last?.hasSuffix("(exit status 2)") == true, "\(e.message)")
+            #expect(lines.last?.contains("/nonexistent/dir/valid.csv: No such file or directory") == true, "\(e.message)")
+            #expect(!e.message.contains("echo"), "the script is not the error: \(e.message)")
         } catch { Issue.record("unexpected \(error)") }
     }
 

@@ -27,6 +27,29 @@ struct MarkTaskTests {
         #expect(notes.contains("e: reset: upstream task `a` marked success by hand"))
     }
 
+    @Test("marking tasks of a run that ended an hour ago keeps the run's and the task's end when nothing runs again")
+    func markAfterTheEnd() async throws {
+        let h = try await Harness.make([diamond])
+        let run = try await h.trigger("diamond")
+        try await h.report(try await h.take()[0], .failed, error: "boom")
+        let ended = try #require(try await h.store.run(run).endedAt)
+        h.clock.advance(by: 3600)
+        // e, the leaf, never ran (upstream_failed): marking it success makes the run a success at
+        // once (the leaves decide), with its old end.
+        try await h.broker.perform(try await h.store.markTask(runId: run, taskId: "e", as: .success, now: h.clock.now()))
+        var r = try await h.store.run(run)
+        #expect(r.state == "success" && r.endedAt == ended, "\(r.state) \(String(describing: r.endedAt)) vs \(ended)")
+        // a failed at `ended`; marked success it keeps that end; b and c run again, so the run is
+        // running, and ends when they do — then later than before, truthfully.
+        try await h.broker.perform(try await h.store.markTask(runId: run, taskId: "a", as: .success, now: h.clock.now()))
+        #expect(try await h.store.taskInstances(runId: run).first { $0.taskId == "a" }?.endedAt == ended)
+        r = try await h.store.run(run)
+        #expect(r.state == "running" && r.endedAt == nil)
+        try await h.succeedAll(); try await h.succeedAll()
+        r = try await h.store.run(run)
+        #expect(r.state == "success" && r.endedAt == h.clock.now())
+    }
+
     @Test("marking a running task failed stops it on its worker; the failure propagates; its late report changes nothing")
     func markFailed() async throws {
         let h = try await Harness.make([diamond])

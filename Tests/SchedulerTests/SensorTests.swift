@@ -46,6 +46,8 @@ struct SensorTests {
         try await poke(h, try #require(try await h.take().first))
         ti = try #require(try await h.store.taskInstances(runId: run).first { $0.taskId == "wait" })
         #expect(ti.state == "failed" && ti.error == "sensor timed out after 10s: not there" && ti.tries.count == 1)
+        // Its duration is the whole wait, from the first poke to the last (not the last poke's 0 s).
+        #expect(ti.startedAt == Harness.start && ti.endedAt == Harness.start.addingTimeInterval(10), "\(String(describing: ti.startedAt)) → \(String(describing: ti.endedAt))")
         #expect(try await h.states(run)["after"] == "upstream_failed")
         let history = try await h.sql("SELECT count(*)::int AS n FROM task_history WHERE task_id = 'wait' AND detail = 'next poke'")
         #expect(try history.first?.intOrNull("n") == 4)

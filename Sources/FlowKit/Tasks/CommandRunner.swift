@@ -7,8 +7,32 @@ public struct ProcessOutcome: Sendable {
     public let signal: Int32?
     /// The last non-empty line it wrote to stdout: a shell task's result.
     public let lastStdoutLine: String?
-    public init(exitCode: Int32, signal: Int32?, lastStdoutLine: String?) {
-        self.exitCode = exitCode; self.signal = signal; self.lastStdoutLine = lastStdoutLine
+    /// Its last few non-empty lines on stderr (at most `stderrTail`): why it failed, usually.
+    public let lastStderrLines: [String]
+    public static let stderrTail = 3
+    public init(exitCode: Int32, signal: Int32?, lastStdoutLine: String?, lastStderrLines: [String] = []) {
+        self.exitCode = exitCode; self.signal = signal; self.lastStdoutLine = lastStdoutLine; self.lastStderrLines = lastStderrLines
+    }
+
+    /// A failed command's error: its cause (the last lines of stderr) first, then the status;
+    /// the command itself only when it said nothing on stderr, and then its first line, short.
+    public func failure(of command: ShellCommand) -> String {
+        let how = signal.map { "killed by signal \($0)" } ?? "exit status \(exitCode)"
+        if !lastStderrLines.isEmpty {
+            return lastStderrLines.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "\n") + " (\(how))"
+        }
+        return "`\(command.summary)` failed with \(how) and wrote nothing on stderr (its log has the output)"
+    }
+}
+
+extension ShellCommand {
+    /// What the command is, for a message: its script's first line (or its argv), at most 80 characters.
+    public var summary: String {
+        let text = argv.count >= 3 && ["-c", "-lc", "-ec"].contains(argv[argv.count - 2]) ? argv[argv.count - 1] : argv.joined(separator: " ")
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
+        var first = lines.first { !$0.isEmpty } ?? text
+        if lines.count > 1 { first += " …" }
+        return first.count > 80 ? String(first.prefix(79)) + "…" : first
     }
 }
 
@@ -66,10 +90,7 @@ extension TaskContext {
         var environment = processEnvironment
         environment["FLOWKIT_UPSTREAM_FILE"] = file.path
         let outcome = try await runner.run(command, environment: environment, log: log, isCancelled: { [self] in isCancelled })
-        if let sig = outcome.signal { throw TaskError("command `\(command.argv.joined(separator: " "))` was killed by signal \(sig)") }
-        guard outcome.exitCode == 0 else {
-            throw TaskError("command `\(command.argv.joined(separator: " "))` exited with status \(outcome.exitCode)")
-        }
+        guard outcome.signal == nil, outcome.exitCode == 0 else { throw TaskError(outcome.failure(of: command)) }
         guard let last = outcome.lastStdoutLine else { return nil }
         return (try? JSONValue.parse(last)) ?? .string(last)
     }

@@ -226,10 +226,10 @@ extension SchedulerStore {
         }
         return try await audited { [self] s, actor in
             try audit(s, actor, "mark", runId, ["taskId": .string(taskId), "state": .string(target.rawValue)], now: now)
-            guard let r = try s.query("SELECT id, state, flow_id, flow_version FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
+            guard let r = try s.query("SELECT id, state, flow_id, flow_version, ended_at FROM runs WHERE run_id = $1 FOR NO KEY UPDATE", [runId]).first else {
                 throw NotFound("unknown run `\(runId)`")
             }
-            let pk = try r.int("id"), runState = try r.string("state")
+            let pk = try r.int("id"), runState = try r.string("state"), runEnded = try r.dateOrNull("ended_at")
             guard runState != "queued", runState != "cancelled" else {
                 throw StateConflict("run `\(runId)` is \(runState); its tasks cannot be marked")
             }
@@ -248,10 +248,10 @@ extension SchedulerStore {
             if graph.isLimited(taskId) { s.notifyAfterCommit(Self.slotsChannel, "") }
             let detail = "marked \(target.rawValue) by hand"
             try s.query("""
-                UPDATE task_instances SET state = $3, ended_at = $4, next_attempt_at = NULL,
+                UPDATE task_instances SET state = $3, ended_at = CASE WHEN $6 AND ended_at IS NOT NULL THEN ended_at ELSE $4 END, next_attempt_at = NULL,
                     error = CASE WHEN $3 = 'failed' THEN $5 ELSE NULL END
                 WHERE run_pk = $1 AND task_id = $2
-                """, [pk, taskId, target.rawValue, now, detail])
+                """, [pk, taskId, target.rawValue, now, detail, was.isTerminal])  // a task that had ended keeps its end: marking is not work
             try s.query("UPDATE task_tries SET state = $3, ended_at = $4 WHERE run_pk = $1 AND task_id = $2 AND ended_at IS NULL",
                         [pk, taskId, target.rawValue, now])
             // A mapped task's unfinished instances end with it: cancelled, and told to stop.
@@ -293,6 +293,11 @@ extension SchedulerStore {
                         [pk, delta])
             work.enqueue = try evaluateDownstream(s, runPk: pk, graph: graph, finished: [taskId], now: now)
             try finalizeIfDone(s, runPk: pk, graph: graph, now: now)
+            // A run that had ended and ends again at once (nothing ran again) keeps its end: marking
+            // an hour later does not make it an hour longer.
+            if let runEnded {
+                try s.query("UPDATE runs SET ended_at = $2 WHERE id = $1 AND state IN ('success', 'failed') AND ended_at IS NOT NULL", [pk, runEnded])
+            }
             return work
         }
     }
@@ -411,10 +416,13 @@ extension SchedulerStore {
                 (order[r.mapParent ?? r.taskId, default: Int.max], r.mapIndex ?? -1)
             }
             return try rows.map { t in
-                let id = try t.string("task_id")
+                let id = try t.string("task_id"), tryNumber = try t.int("try_number")
                 return TaskInstanceRecord(taskId: id, state: try t.string("state"), tryNumber: try t.int("try_number"),
                                           maxTries: try t.int("max_tries"), queue: try t.string("queue"), priority: try t.int("priority"),
-                                          queuedAt: try t.dateOrNull("queued_at"), startedAt: try t.dateOrNull("started_at"), endedAt: try t.dateOrNull("ended_at"),
+                                          // The try's first start: a sensor's whole wait, not its last poke.
+                                          queuedAt: try t.dateOrNull("queued_at"),
+                                          startedAt: try tries[id]?.last { $0.tryNumber == tryNumber }?.startedAt ?? t.dateOrNull("started_at"),
+                                          endedAt: try t.dateOrNull("ended_at"),
                                           nextAttemptAt: try t.dateOrNull("next_attempt_at"), worker: try t.stringOrNull("worker"),
                                           result: try t.jsonOrNull("result"), error: try t.stringOrNull("error"),
                                           tries: tries[id] ?? [], mapParent: try t.stringOrNull("map_parent"), mapIndex: try t.intOrNull("map_index"),
