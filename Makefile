@@ -3,7 +3,7 @@ SWIFT ?= swift
 FLOWCTL_DEBUG = .build/debug/flowctl
 FLOWCTL_RELEASE = .build/release/flowctl
 
-.PHONY: help deps build release install test demo run start stop status logs reset bench bench-compare bench-profile faults stress stress-quick clean docker-config migrations example
+.PHONY: help deps build release install test demo run start stop status logs reset bench bench-compare bench-profile faults stress stress-quick clean docker-config k8s-validate migrations example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ migrations: ## re-embed migrations/*.sql into the binary
 
 docker-config: ## validate docker/docker-compose.yml (no engine needed)
 	docker-compose --env-file docker/.env.example -f docker/docker-compose.yml config -q
+
+k8s-validate: ## render every deploy/kubernetes overlay and validate it (kubernetes-validate --strict, two newest versions)
+	scripts/k8s_validate.sh
 
 clean: ## remove build products and local state
 	rm -rf .build .flowkit

@@ -2,7 +2,7 @@
 # Installs the Debian packages FlowKit needs, when they are missing (or always, with --update,
 # as CI does on a fresh machine). Needs root or sudo.
 set -eu
-pkgs="libpq-dev libhiredis-dev libcurl4-openssl-dev openssl postgresql postgresql-client redis-server redis-tools curl iproute2 chromium chromium-driver python3 python3-venv"
+pkgs="libpq-dev libhiredis-dev libcurl4-openssl-dev openssl postgresql postgresql-client redis-server redis-tools curl iproute2 chromium chromium-driver python3 python3-venv pgbouncer redis-sentinel wrk"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

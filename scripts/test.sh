@@ -1,6 +1,6 @@
 #!/bin/bash
 # `make test`: starts PostgreSQL and Redis for the tests, checks the OpenAPI document with a real
-# validator, fuzzes the live API with Schemathesis, runs every test, the dashboard in a browser and
+# validator, renders and validates the Kubernetes manifests, fuzzes the live API with Schemathesis, runs every test, the dashboard in a browser and
 # docs/deploying.md on network namespaces, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
 fi
 python3 -m openapi_spec_validator Sources/FlowServer/openapi.json
+# The Kubernetes manifests: every overlay rendered and validated (schemas of the two newest
+# Kubernetes versions, strict) and their references checked.
+scripts/k8s_validate.sh
 
 swift build
 # Schemathesis against a live API: no generated request may get a 5xx or hang.

@@ -7,7 +7,11 @@ import Foundation
 import FoundationNetworking
 #endif
 import Testing
+import Hummingbird
 import NIOCore
+import PostgresClient
+import Prometheus
+import RedisClient
 import Scheduler
 
 @Suite("HTTP API", .serialized)
@@ -18,6 +22,10 @@ struct APITests {
             let h = try await api.request("GET", "/health")
             #expect(h.status == 200)
             #expect(h.json["checks"] == ["postgres": "ok", "redis": "ok", "scheduler": "ok"])
+            // Kubernetes' probes, open like /health.
+            #expect(try await api.request("GET", "/health/live").status == 200)
+            let ready = try await api.request("GET", "/health/ready")
+            #expect(ready.status == 200 && ready.json["checks"] == ["postgres": "ok", "redis": "ok"], "\(ready.text)")
             let m = try await api.request("GET", "/metrics")
             #expect(m.status == 200)
             #expect(m.text.contains("flowkit_runs{state=\"success\"}"))
@@ -74,6 +82,22 @@ struct APITests {
             #expect(ok.status == 201)
             #expect(ok.json["state"] == "queued")
         }
+    }
+
+    @Test("an API that cannot reach Redis is alive but not ready, and says which server it misses")
+    func readinessWithoutRedis() async throws {
+        let url = try await TestServers.freshDatabase()
+        let port = try freePort(), deadRedis = try freePort()
+        let api = FlowAPI(store: SchedulerStore(db: PGPool(url, size: 1)), broker: SchedulerBroker(config: RedisConfig(port: deadRedis), consumer: "api"),
+                          config: APIConfig(tokens: [], openReads: true), registry: PrometheusCollectorRegistry())
+        let app = Task { try await api.application(host: "127.0.0.1", port: port).run() }
+        defer { app.cancel() }
+        let base = "http://127.0.0.1:\(port)"
+        try await eventually("the API to answer") { (try? await LiveAPI.request(base: base, "GET", "/health/live").status) == 200 }
+        let ready = try await LiveAPI.request(base: base, "GET", "/health/ready")
+        #expect(ready.status == 503, "\(ready.text)")
+        #expect(ready.json["checks"]?["postgres"] == "ok")
+        #expect(ready.json["checks"]?["redis"]?.stringValue?.hasPrefix("down") == true, "\(ready.text)")
     }
 
     @Test("reads can be closed: then they need a token too")

@@ -12,6 +12,12 @@ struct HealthRoutes: APIResource {
     func register(_ routes: APIRoutes) {
         routes.open(.get, "/health", why: "a probe for load balancers and orchestrators") { _, _ in await api.health() }
         routes.open(.get, "/api/v1/health", why: "a probe for load balancers and orchestrators") { _, _ in await api.health() }
+        // Kubernetes' probes: live while the process answers, ready while it reaches PostgreSQL
+        // and Redis (a stale scheduler does not make an API pod unready: the dashboard says so).
+        routes.open(.get, "/health/live", why: "a liveness probe") { _, _ in
+            (try? json(HealthReport(status: "ok", checks: [:]))) ?? Response(status: .ok)
+        }
+        routes.open(.get, "/health/ready", why: "a readiness probe") { _, _ in await api.readiness() }
         routes.open(.get, "/metrics", why: "Prometheus scrapes it (bind the API to a private address)") { _, _ in await api.metrics() }
         routes.open(.get, "/api/v1/openapi.json", why: "the API's own description") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text)))
@@ -51,6 +57,15 @@ extension FlowAPI {
             report.configurationProblems = problems.map { HealthReport.ConfigurationProblem(notifier: $0.notifier, message: $0.error, count: $0.count) }
         }
         return (try? json(report, status: ok ? .ok : .serviceUnavailable)) ?? errorJSON(APIError(.internalServerError, "internal", "health"))
+    }
+
+    func readiness() async -> Response {
+        var checks: [String: String] = [:]
+        do { try await store.ping(); checks["postgres"] = "ok" } catch { checks["postgres"] = "down: \(error)" }
+        do { try await broker.ping(); checks["redis"] = "ok" } catch { checks["redis"] = "down: \(error)" }
+        let ok = checks.values.allSatisfy { $0 == "ok" }
+        return (try? json(HealthReport(status: ok ? "ok" : "unavailable", checks: checks), status: ok ? .ok : .serviceUnavailable))
+            ?? errorJSON(APIError(.internalServerError, "internal", "health"))
     }
 
     func metrics() async -> Response {
