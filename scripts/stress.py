@@ -36,7 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, ".flowkit", "stress")
-PG_PORT, REDIS_PORT, API_PORT = 55832, 56779, 18500
+PG_PORT, REDIS_PORT, API_PORT, PGBOUNCER_PORT = 55832, 56779, 18500, 56832
 TOKEN = "stress-admin"
 WAIT_BOUND = 20.0      # seconds: no task, request or client may wait longer than this
 IDLE_TX_BOUND = 5.0    # seconds: no session may sit idle inside a transaction longer than this
@@ -191,8 +191,9 @@ def pct(values, p):
 
 
 class Stack:
-    def __init__(self, flowctl):
+    def __init__(self, flowctl, pgbouncer=False):
         self.flowctl = flowctl
+        self.pgbouncer = pgbouncer
         self.procs = {}
         self.env = dict(os.environ)
 
@@ -208,7 +209,16 @@ class Stack:
         subprocess.run(["psql", admin, "-qc", "DROP DATABASE IF EXISTS stress", "-c", "CREATE DATABASE stress"], check=True,
                        stdout=subprocess.DEVNULL)
         self.db_url = f"postgres://flowkit@127.0.0.1:{PG_PORT}/stress"
-        self.env.update(FLOWKIT_DATABASE_URL=self.db_url, FLOWKIT_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
+        database = self.db_url
+        if self.pgbouncer:
+            # The API, schedulers and flowctl through PgBouncer in transaction mode; their
+            # sessions (LISTEN, the leader's lock, migrations) direct.
+            subprocess.run([os.path.join(ROOT, "scripts/pgbouncer.sh"), "start"], env=dict(env, FLOWKIT_TEST_PGBOUNCER_PORT=str(PGBOUNCER_PORT)),
+                           check=True, stdout=subprocess.DEVNULL)
+            database = f"postgres://flowkit@127.0.0.1:{PGBOUNCER_PORT}/stress"
+            self.env.update(FLOWKIT_DATABASE_DIRECT_URL=self.db_url)
+            log(f"through PgBouncer (transaction mode) on port {PGBOUNCER_PORT}")
+        self.env.update(FLOWKIT_DATABASE_URL=database, FLOWKIT_REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
                         FLOWKIT_CONN_WAREHOUSE=self.db_url, FLOWKIT_DATA_DIR=os.path.join(WORK, "data"),
                         FLOWKIT_LOG_LEVEL="warning", FLOWKIT_API_TOKENS=f"admin:{TOKEN}", FLOWKIT_API_TOKEN=TOKEN,
                         FLOWKIT_API_URL=f"http://127.0.0.1:{API_PORT}")
@@ -237,6 +247,8 @@ class Stack:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if self.pgbouncer:
+            subprocess.run([os.path.join(ROOT, "scripts/pgbouncer.sh"), "stop"], env=self.services_env)
         subprocess.run([os.path.join(ROOT, "scripts/services.sh"), "stop"], env=self.services_env)
 
 
@@ -371,11 +383,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("flowctl")
     ap.add_argument("--quick", action="store_true", help="the bounded form CI runs")
+    ap.add_argument("--pgbouncer", action="store_true", help="the API, schedulers and clients through PgBouncer in transaction mode")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
     ap.add_argument("--overload-client", help="the flowctl the overload scenario's clients run (default: FLOWCTL)")
     args = ap.parse_args()
     quick = args.quick
-    stack = Stack(os.path.abspath(args.flowctl))
+    stack = Stack(os.path.abspath(args.flowctl), pgbouncer=args.pgbouncer)
     results = []
     try:
         stack.start()

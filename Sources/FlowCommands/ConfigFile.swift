@@ -22,6 +22,7 @@ struct ConfigFile {
     /// Keys the file may set, as `FLOWKIT_…` variables (the same names and forms as the environment).
     static let keys: [String: (variable: String, form: String)] = [
         "database_url": ("FLOWKIT_DATABASE_URL", "a postgres:// URL or a libpq keyword string"),
+        "database_direct_url": ("FLOWKIT_DATABASE_DIRECT_URL", "PostgreSQL itself, when database_url is a transaction pooler (PgBouncer)"),
         "redis_url": ("FLOWKIT_REDIS_URL", "a redis:// or unix:// URL"),
         "api_url": ("FLOWKIT_API_URL", "an http(s) URL"),
         "api_token": ("FLOWKIT_API_TOKEN", "a token"),

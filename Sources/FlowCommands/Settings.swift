@@ -2,12 +2,14 @@ import FlowKit
 import FlowServer
 import Foundation
 import Logging
+import PostgresClient
 
 /// FlowKit's configuration from the environment, checked once with messages naming the key.
 ///
 /// | variable | meaning |
 /// | --- | --- |
 /// | `FLOWKIT_DATABASE_URL` | PostgreSQL (URL or libpq keyword string); unset in standalone: a private server |
+/// | `FLOWKIT_DATABASE_DIRECT_URL` | PostgreSQL itself when `FLOWKIT_DATABASE_URL` is a transaction pooler (PgBouncer): LISTEN, the leader's lock and migrations go here |
 /// | `FLOWKIT_REDIS_URL` | Redis (`redis://…` or `unix://…`); unset in standalone: a private server |
 /// | `FLOWKIT_API_URL` / `FLOWKIT_API_TOKEN` | where client commands find the API, and their token |
 /// | `FLOWKIT_API_TOKENS` | tokens the API accepts: `admin:SECRET,read:OTHER` |
@@ -50,8 +52,19 @@ struct Settings {
         if let r = nonEmpty("FLOWKIT_REDIS_URL"), !(r.hasPrefix("redis://") || r.hasPrefix("unix://")) {
             throw ConfigError("FLOWKIT_REDIS_URL: `\(r)` must start with redis:// or unix://")
         }
-        if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=")) {
+        if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=") || PGEndpoint.isPooled(d)) {
             throw ConfigError("FLOWKIT_DATABASE_URL: `\(d)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")
+        }
+        var database = nonEmpty("FLOWKIT_DATABASE_URL")
+        if let direct = nonEmpty("FLOWKIT_DATABASE_DIRECT_URL") {
+            guard direct.hasPrefix("postgres://") || direct.hasPrefix("postgresql://") || direct.contains("=") else {
+                throw ConfigError("FLOWKIT_DATABASE_DIRECT_URL: `\(direct)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")
+            }
+            guard let pooler = database else {
+                throw ConfigError("FLOWKIT_DATABASE_DIRECT_URL is set but FLOWKIT_DATABASE_URL is not: the direct URL is PostgreSQL behind the pooler FLOWKIT_DATABASE_URL names")
+            }
+            // Everything goes through the pooler in transaction mode; what needs a session, direct.
+            database = pooler == direct ? pooler : PGEndpoint.pooled(pooler, session: direct)
         }
         if let l = nonEmpty("FLOWKIT_LOG_LEVEL"), Logger.Level(rawValue: l) == nil {
             throw ConfigError("FLOWKIT_LOG_LEVEL: `\(l)` is not a log level; use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -62,7 +75,7 @@ struct Settings {
         }
         let home = URL(fileURLWithPath: nonEmpty("FLOWKIT_HOME") ?? ".flowkit",
                        relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
-        return Settings(databaseURL: nonEmpty("FLOWKIT_DATABASE_URL"), redisURL: nonEmpty("FLOWKIT_REDIS_URL"), apiURL: api,
+        return Settings(databaseURL: database, redisURL: nonEmpty("FLOWKIT_REDIS_URL"), apiURL: api,
                         apiToken: nonEmpty("FLOWKIT_API_TOKEN"),
                         apiTokens: try nonEmpty("FLOWKIT_API_TOKENS").map(APIConfig.parseTokens) ?? [],
                         openReads: openReads,

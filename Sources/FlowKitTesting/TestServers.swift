@@ -36,6 +36,15 @@ public enum TestServers {
         let db = PGConnection(url, label: "test-migrate")
         try await Migrator.migrate(db)
         db.close()
+        // FLOWKIT_TEST_VIA_PGBOUNCER=1: the database through scripts/pgbouncer.sh's PgBouncer in
+        // transaction mode, its sessions (LISTEN, the leader's lock, migrations) direct.
+        if ProcessInfo.processInfo.environment["FLOWKIT_TEST_VIA_PGBOUNCER"] == "1" {
+            guard var bouncer = URLComponents(string: try env("FLOWKIT_TEST_PGBOUNCER_URL")) else {
+                throw Missing(variable: "FLOWKIT_TEST_PGBOUNCER_URL (not a URL)")
+            }
+            bouncer.path = "/" + name
+            return PGEndpoint.pooled(bouncer.string!, session: url)
+        }
         return url
     }
 

@@ -60,6 +60,9 @@ public struct PGOptions: Sendable {
 public final class PGConnection: @unchecked Sendable {
     public let conninfo: String
     public let options: PGOptions
+    /// What libpq connects to, and whether it is a transaction-mode pooler (`PGEndpoint`).
+    private let target: String
+    fileprivate let pooled: Bool
     private let thread: ConnectionThread
     private var conn: OpaquePointer?
     private var failedAttempts = 0
@@ -98,6 +101,8 @@ public final class PGConnection: @unchecked Sendable {
         self.applicationName = String("flowkit-\(label) pid \(getpid())".prefix(63))
         self.conninfo = conninfo
         self.options = options
+        (self.target, self.pooled) = PGEndpoint.resolve(conninfo)
+        if pooled { Self.setPooledStartupParameters() }
         self.thread = ConnectionThread(name: "flowkit-\(label)")
     }
 
@@ -238,7 +243,7 @@ public final class PGConnection: @unchecked Sendable {
         // Defaults first: whatever `conninfo` says overrides them.
         let keys = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
                     "application_name", "dbname"]
-        let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), applicationName, conninfo]
+        let values = [String(options.connectTimeout), "1", "30", "10", "3", String(Int(options.replyTimeout * 1000)), applicationName, target]
         let c: OpaquePointer? = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let c else { throw PGError(.connection, "out of memory", notConnected: true) }
         if PQstatus(c) != CONNECTION_OK {
@@ -254,10 +259,21 @@ public final class PGConnection: @unchecked Sendable {
         conn = c
         canceller.withLock { $0 = PQgetCancel(c).map(CancelHandle.init) }
         let s = PGSession(conn: c, owner: self)
-        _ = try s.execute(options.sessionSettings)
+        // Through a transaction pooler a session SET would land on one server connection of many:
+        // the zone and date style went as startup parameters (PgBouncer sets them on whichever
+        // server connection it lends); the timeouts go with every transaction (`transaction`).
+        if !pooled { _ = try s.execute(options.sessionSettings) }
         for channel in listening { _ = try s.execute("LISTEN \(PGSession.quoteIdentifier(channel))") }
         return s
     }
+
+    /// libpq sends PGTZ and PGDATESTYLE as the startup parameters `timezone` and `datestyle`,
+    /// which PgBouncer tracks per client: what `sessionSettings` SETs on a direct session.
+    private static let startupParameters: Void = {
+        setenv("PGTZ", "UTC", 1)
+        setenv("PGDATESTYLE", "ISO", 1)
+    }()
+    static func setPooledStartupParameters() { _ = startupParameters }
 
     fileprivate func rememberListen(_ channel: String) {
         if !listening.contains(channel) { listening.append(channel) }
@@ -340,8 +356,8 @@ public struct PGSession {
         let queued = owner.deferred
         owner.deferred = []
         let all = queued + mine
-        noteSending(all)
-        if !tail.isEmpty { noteSending(tail) }
+        try noteSending(all)
+        if !tail.isEmpty { try noteSending(tail) }
         let results: [PGResult]
         if all.reduce(0, { $0 + $1.size }) > Self.pipelineByteLimit {
             // Large parameters go one by one: a pipeline whose sends and replies both fill the
@@ -412,7 +428,7 @@ public struct PGSession {
         owner.readyNotifications = []
         do {
             let statements = Self.notifyStatements(list)
-            noteSending(statements)
+            try noteSending(statements)
             _ = try pipeline(statements)
         } catch {
             owner.deferred = []
@@ -428,6 +444,8 @@ public struct PGSession {
     /// sizes, is disastrous for ten thousand elements. Callers choose by batch size. The `SET`s
     /// travel in the pipeline, costing no round trip.
     public func plans<T>(generic: Bool, _ body: () throws -> T) rethrows -> T {
+        // Unnamed statements (a pooled connection's) are planned at each bind: nothing to choose.
+        if owner.pooled { return try body() }
         let previous = owner.genericPlans
         if previous != generic {
             owner.planModeTouched = true
@@ -445,8 +463,18 @@ public struct PGSession {
 
     /// Records what is about to be sent: whether it may commit something (then a lost
     /// connection must not replay the run), and the statement for error messages.
-    private func noteSending(_ statements: [PGStatement]) {
+    private func noteSending(_ statements: [PGStatement]) throws {
         var inBlock = PQtransactionStatus(conn) != PQTRANS_IDLE
+        if owner.pooled {
+            var block = inBlock || owner.inTransaction
+            for st in statements {
+                if Self.starts(st.sql, "BEGIN") { block = true } else if Self.starts(st.sql, "COMMIT") || Self.starts(st.sql, "ROLLBACK") { block = false }
+                if let why = PGEndpoint.sessionOnly(st.sql, inTransaction: block) {
+                    throw PGError(.misuse, "`\(PGConnection.firstLine(st.sql))` cannot run through a transaction pooler: \(why); "
+                                  + "what needs a session goes over FLOWKIT_DATABASE_DIRECT_URL")
+                }
+            }
+        }
         for st in statements {
             owner.noteSent(st.sql)
             let sql = st.sql
@@ -487,8 +515,14 @@ public struct PGSession {
     }
 
     private func single(_ st: PGStatement) throws -> PGResult {
-        let name = try preparedName(st.sql, paramCount: st.params.count)
-        let sent = withParams(st.params) { PQsendQueryPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
+        let sent: Int32
+        if owner.pooled {
+            // A pooler lends another server connection to the next transaction: no named statement survives.
+            sent = withParams(st.params) { PQsendQueryParams(conn, st.sql, Int32(st.params.count), nil, $0, nil, nil, 0) }
+        } else {
+            let name = try preparedName(st.sql, paramCount: st.params.count)
+            sent = withParams(st.params) { PQsendQueryPrepared(conn, name, Int32(st.params.count), $0, nil, nil, 0) }
+        }
         guard sent == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
         return try collect()
@@ -540,6 +574,13 @@ public struct PGSession {
         func send(_ list: [PGStatement]) throws -> [Expect] {
             var expected: [Expect] = []
             for st in list {
+                if owner.pooled {
+                    guard withParams(st.params, { PQsendQueryParams(conn, st.sql, Int32(st.params.count), nil, $0, nil, nil, 0) }) == 1 else {
+                        throw lostOrFailed("send")
+                    }
+                    expected.append(.statement)
+                    continue
+                }
                 var name = owner.prepared[st.sql] ?? preparing[st.sql]
                 if name == nil {
                     let n = "fk\(owner.prepared.count + preparing.count + 1)"
@@ -599,7 +640,7 @@ public struct PGSession {
     @discardableResult
     public func execute(_ sql: String) throws -> PGResult {
         try flush()
-        noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
+        try noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
         guard PQsendQuery(conn, sql) == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
         var result = try collect()
@@ -612,7 +653,7 @@ public struct PGSession {
     @discardableResult
     public func executeOnce(_ sql: String, _ params: [String?]) throws -> PGResult {
         try flush()
-        noteSending([PGStatement(sql: sql, params: params, onResult: nil)])
+        try noteSending([PGStatement(sql: sql, params: params, onResult: nil)])
         let sent = withParams(params) { PQsendQueryParams(conn, sql, Int32(params.count), nil, $0, nil, nil, 0) }
         guard sent == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
@@ -625,7 +666,7 @@ public struct PGSession {
     /// given and returns the bytes it put there, 0 at the end). Returns the rows copied.
     public func copyIn(_ sql: String, read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
         try flush()
-        noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
+        try noteSending([PGStatement(sql: sql, params: [], onResult: nil)])
         guard PQsendQueryParams(conn, sql, 0, nil, nil, nil, nil, 0) == 1 else { throw PGError(.connection, errorText) }
         RoundTrips.postgres.add(1, ordering: .relaxed)
         guard let first = try nextResult() else { throw PGError(.connection, errorText) }
@@ -709,6 +750,10 @@ public struct PGSession {
         try flush()
         enqueue("BEGIN")
         owner.inTransaction = true
+        if owner.pooled {
+            if let t = owner.options.statementTimeout { enqueue("SET LOCAL statement_timeout = \(Int(t * 1000))") }
+            if let t = owner.options.idleInTransactionTimeout { enqueue("SET LOCAL idle_in_transaction_session_timeout = \(Int(t * 1000))") }
+        }
         do {
             let v = try body()
             enqueue("COMMIT")

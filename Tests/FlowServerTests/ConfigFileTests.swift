@@ -2,6 +2,7 @@ import ArgumentParser
 import FlowServer
 import Foundation
 import Scheduler
+import PostgresClient
 import Testing
 import WorkerRuntime
 @testable import FlowCommands
@@ -69,6 +70,28 @@ struct ConfigFileTests {
         let path = try write("profiles:\n  dev:\n    redis_url: http://redis\n")
         let env = try ConfigFile.load(path: path, profile: "dev")
         #expect(throws: ConfigError.self) { try Settings.from(env) }
+    }
+
+    @Test("database_direct_url (FLOWKIT_DATABASE_DIRECT_URL) makes the database URL a transaction pooler whose sessions go direct; alone, or malformed, it is named")
+    func directDatabaseURL() throws {
+        let path = try write("""
+            profiles:
+              prod:
+                database_url: postgres://app@pgbouncer:6432/flowkit
+                database_direct_url: postgres://app@db-host:5432/flowkit
+            """)
+        let env = try ConfigFile.load(path: path, profile: "prod")
+        #expect(env["FLOWKIT_DATABASE_DIRECT_URL"] == "postgres://app@db-host:5432/flowkit")
+        let db = try #require(try Settings.from(env).databaseURL)
+        #expect(PGEndpoint.isPooled(db) && PGEndpoint.session(db) == "postgres://app@db-host:5432/flowkit")
+        // Without a direct URL, nothing changes.
+        #expect(try Settings.from(["FLOWKIT_DATABASE_URL": "postgres://app@db/flowkit"]).databaseURL == "postgres://app@db/flowkit")
+        let alone = #expect(throws: ConfigError.self) { try Settings.from(["FLOWKIT_DATABASE_DIRECT_URL": "postgres://app@db/flowkit"]) }
+        #expect(alone?.description.contains("FLOWKIT_DATABASE_URL is not") == true, "\(String(describing: alone))")
+        let bad = #expect(throws: ConfigError.self) {
+            try Settings.from(["FLOWKIT_DATABASE_URL": "postgres://a@b/c", "FLOWKIT_DATABASE_DIRECT_URL": "db-host:5432"])
+        }
+        #expect(bad?.description.contains("FLOWKIT_DATABASE_DIRECT_URL: `db-host:5432`") == true, "\(String(describing: bad))")
     }
 
     @Test("worker settings: `worker: {queues, concurrency}` in the file reach a worker started without flags; flags win; bad values are named")

@@ -28,8 +28,10 @@ public enum Migrator {
 
     /// Applies what is pending; returns the names applied.
     @discardableResult
-    public static func migrate(_ db: PGConnection, migrations: [Migration] = Migration.bundled) async throws -> [String] {
-        try await db.run { s in
+    public static func migrate(_ given: PGConnection, migrations: [Migration] = Migration.bundled) async throws -> [String] {
+        // The lock is a session lock, and DDL wants no pooler: the session endpoint, when pooled.
+        let db = PGEndpoint.isPooled(given.conninfo) ? PGConnection(PGEndpoint.session(given.conninfo), label: "migrate") : given
+        return try await db.run { s in
             try s.query("SELECT pg_advisory_lock($1)", [lockKey])
             defer { _ = try? s.query("SELECT pg_advisory_unlock($1)", [lockKey]) }
             try s.execute("""

@@ -142,7 +142,9 @@ public final class SchedulerDaemon: Sendable {
         self.leader = LeaderElector(databaseURL: databaseURL)
         self.flows = flows
         self.config = config
-        self.listen = PGConnection(databaseURL, label: "sched-listen")
+        // LISTEN needs a session of its own: past a transaction pooler, the session endpoint.
+        let sessionURL = PGEndpoint.session(databaseURL)
+        self.listen = PGConnection(sessionURL, label: "sched-listen")
         var l = Logger(label: "flowkit.scheduler")
         l[metadataKey: "scheduler"] = "\(config.name)"
         let context = SchedulerContext(name: config.name, store: store, broker: broker, clock: clock, logger: l, heap: HeapTrimmer(),
@@ -150,14 +152,14 @@ public final class SchedulerDaemon: Sendable {
         self.context = context
         let acks = PendingAcks()
         runStarter = RunStarter(context: context, config: config.runStarter, listen: listen)
-        poolAdmitter = PoolAdmitter(context: context, config: config.poolAdmitter, listen: PGConnection(databaseURL, label: "sched-slots"))
+        poolAdmitter = PoolAdmitter(context: context, config: config.poolAdmitter, listen: PGConnection(sessionURL, label: "sched-slots"))
         flowTriggerService = FlowTriggerService(context: context, config: config.flowTriggers,
-                                                listen: PGConnection(databaseURL, label: "sched-triggers"))
+                                                listen: PGConnection(sessionURL, label: "sched-triggers"))
         eventConsumer = EventConsumer(context, config: config.eventConsumer, acks: acks)
         eventAcknowledger = EventAcknowledger(context: context, acks: acks, startedAt: startedAt)
         retryTimer = RetryTimer(context: context, config: config.retryTimer)
         cronTicker = CronTicker(context: context, config: config.cronTicker)
-        backfillRunner = BackfillRunner(context: context, config: config.backfillRunner, listen: PGConnection(databaseURL, label: "sched-backfills"))
+        backfillRunner = BackfillRunner(context: context, config: config.backfillRunner, listen: PGConnection(sessionURL, label: "sched-backfills"))
         heartbeat = SchedulerHeartbeat(context: context, config: config.heartbeat, startedAt: startedAt)
         reaper = Reaper(context: context, config: config.reaper)
         unackedRestorer = UnackedRestorer(context: context, config: config.unackedRestorer)

@@ -59,7 +59,7 @@ public final class ChangeFeed: @unchecked Sendable {
     }
 
     private func listen() async {
-        let conn = PGConnection(conninfo, label: "api-changes")
+        let conn = PGConnection(PGEndpoint.session(conninfo), label: "api-changes")  // LISTEN needs a session
         defer { conn.close() }
         var listening = false
         while !Task.isCancelled {

@@ -58,7 +58,8 @@ public final class LeaderElector: Sendable {
     let connection: PGConnection
 
     public init(databaseURL: String, label: String = "sched-leader") {
-        connection = PGConnection(databaseURL, label: label)
+        // A session lock: through a transaction pooler it needs the session endpoint.
+        connection = PGConnection(PGEndpoint.session(databaseURL), label: label)
     }
 
     /// Whether this scheduler holds the lock, taking it when it is free (idempotent).
