@@ -321,6 +321,136 @@ fi
 kill -TERM "${pids[up_sched2]}" "${pids[up_w2a]}" "${pids[up_w2b]}"; wait "${pids[up_sched2]}" "${pids[up_w2a]}" "${pids[up_w2b]}" 2>/dev/null
 unset 'pids[up_sched2]' 'pids[up_w2a]' 'pids[up_w2b]'
 
+# 14. Through PgBouncer in transaction mode: the API and both schedulers restarted with
+#     FLOWKIT_DATABASE_URL at PgBouncer and FLOWKIT_DATABASE_DIRECT_URL at PostgreSQL (LISTEN, the
+#     leader's lock); a batch runs, and PgBouncer itself is restarted mid-run (every pooled
+#     connection drops, as a pooler's failover would).
+pooled_url="postgres://flowkit@127.0.0.1:56632/faults"
+restart_db_users() {  # restart_db_users DATABASE_URL [DIRECT_URL]: the API and both schedulers on another DSN
+  kill -TERM "${pids[api]}" "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null; wait "${pids[api]}" "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null
+  local name
+  for name in api sched1 sched2; do
+    local args=("${sched_args[@]}"); [ "$name" = api ] && args=(server --port 18300)
+    [ "${3:-}" = bench ] && [ "$name" != api ] && args=(bench scheduler)
+    env FLOWKIT_DATABASE_URL="$1" FLOWKIT_DATABASE_DIRECT_URL="${2:-}" "$flowctl" "${args[@]}" >>"$work/$name.log" 2>&1 &
+    pids[$name]=$!
+  done
+  for i in $(seq 1 150); do "$flowctl" health >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+if FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh start >/dev/null 2>"$work/pgbouncer-start.log"; then
+  restart_db_users "$pooled_url" "$FLOWKIT_DATABASE_URL" || results+=("FAIL|through PgBouncer|-|-|the stack did not become healthy through PgBouncer")
+  batch; sleep 1.5
+  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh start >/dev/null; fault_over=$(now)   # stop, then start again
+  check "through PgBouncer (transaction mode; sessions direct), PgBouncer restarted mid-run ($(grep -c 'login attempt' "$work/servers/pgbouncer/pgbouncer.log") pooled logins)" 5 strict
+  restart_db_users "$FLOWKIT_DATABASE_URL" >/dev/null
+else
+  results+=("FAIL|through PgBouncer|-|-|PgBouncer did not start: $(tail -2 "$work/pgbouncer-start.log")")
+fi
+
+# 15. PostgreSQL failover: a primary with a synchronous streaming replica (pg_basebackup), the DSN
+#     naming both hosts with target_session_attrs=read-write, as a failover manager (Patroni in
+#     synchronous mode) or a managed database runs it. Under the 1 → 500 → 1 load the primary is
+#     stopped hard (immediate: no shutdown checkpoint, connections cut) and the replica promoted
+#     (pg_ctl promote): the API, the schedulers and the leader's duties must carry on on it.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+as_pg=""; [ "$(id -u)" = 0 ] && as_pg="runuser -u postgres --"
+ha="$work/ha"; mkdir -p "$ha"; [ -n "$as_pg" ] && chown postgres "$ha"
+ha_opts="-c listen_addresses=127.0.0.1 -c max_connections=200 -c wal_level=replica -c max_wal_senders=5 -c synchronous_commit=on -c fsync=on"
+ha_ok=1
+$as_pg "$pgbin/initdb" -D "$ha/primary" -U flowkit --auth=trust -E UTF8 --locale=C.UTF-8 >"$ha/initdb.log" 2>&1 || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/primary" -l "$ha/primary.log" -w -o "-p 55642 -k $ha/primary $ha_opts -c synchronous_standby_names=*" start >/dev/null || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_basebackup" -h 127.0.0.1 -p 55642 -U flowkit -D "$ha/replica" -R -X stream >"$ha/basebackup.log" 2>&1 || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -l "$ha/replica.log" -w -o "-p 55643 -k $ha/replica $ha_opts" start >/dev/null || ha_ok=0
+if [ $ha_ok = 1 ]; then
+  psql "postgres://flowkit@127.0.0.1:55642/postgres" -qc "CREATE DATABASE faults" >/dev/null
+  direct_url=$FLOWKIT_DATABASE_URL
+  export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:55642,127.0.0.1:55643/faults?target_session_attrs=read-write&connect_timeout=3"
+  "$flowctl" migrate >/dev/null
+  restart_db_users "$FLOWKIT_DATABASE_URL" "" bench || results+=("FAIL|PostgreSQL failover|-|-|the stack did not become healthy on the primary")
+  for i in $(seq 1 100); do [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'bench_w3'")" = t ] && break; sleep 0.2; done
+  replicating=$(psql "postgres://flowkit@127.0.0.1:55642/postgres" -qAtc "SELECT sync_state FROM pg_stat_replication")
+  scenario_runs=(); batch_started=$(now)
+  for i in $(seq 1 "$runs_w3"); do scenario_runs+=("$(trigger bench_w3)"); done
+  for i in $(seq 1 120); do
+    [ "$(sql "SELECT count(*) FROM runs WHERE flow_id = 'bench_w3' AND state = 'success'")" -ge 1 ] && break; sleep 0.25
+  done
+  failed_at=$(now)
+  $as_pg "$pgbin/pg_ctl" -D "$ha/primary" -m immediate -w stop >/dev/null
+  $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -w promote >/dev/null; fault_over=$(now)
+  promoted=$(awk -v a="$failed_at" -v b="$fault_over" 'BEGIN { printf "%.1f", b - a }')
+  check "PostgreSQL primary stopped hard under the 1-to-500-to-1 load, the synchronous replica ($replicating) promoted in ${promoted}s" "$runs_w3" strict
+  restart_db_users "$direct_url" >/dev/null
+  export FLOWKIT_DATABASE_URL=$direct_url
+  $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -m fast -w stop >/dev/null
+else
+  results+=("FAIL|PostgreSQL failover|-|-|could not set up the primary and its replica: $(tail -2 "$ha"/*.log 2>/dev/null | tr '\n' ' ')")
+fi
+
+# 16-17. Redis with Sentinel: a master, two replicas and three sentinels (scripts/sentinel.sh);
+#     the API, the schedulers and the workers on FLOWKIT_REDIS_URL=redis+sentinel://…. Under the
+#     1 → 500 → 1 load, first a SENTINEL FAILOVER, then a SIGKILL of the (new) master, which the
+#     sentinels notice after 1 s and fail over. Redis replicates asynchronously: a write the
+#     killed master acknowledged may be missing on the promoted replica; PostgreSQL is the truth
+#     and the schedulers send again what the queues lack.
+restart_all_on_redis() {  # restart_all_on_redis REDIS_URL [bench]: API, schedulers and workers on another Redis
+  local name
+  for name in api sched1 sched2 worker1 worker2; do kill -TERM "${pids[$name]}" 2>/dev/null; done
+  for name in api sched1 sched2 worker1 worker2; do wait "${pids[$name]}" 2>/dev/null; done
+  for name in api sched1 sched2 worker1 worker2; do
+    local args=("${sched_args[@]}")
+    case $name in api) args=(server --port 18300) ;; worker*) args=("${worker_args[@]}" --name "$name") ;; *) [ "${2:-}" = bench ] && args=(bench scheduler) ;; esac
+    # On Sentinel, the database through PgBouncer too (scenario 14's): both at once, as a
+    # production deployment runs them.
+    if [ "$1" != "$FLOWKIT_REDIS_URL" ]; then
+      env FLOWKIT_REDIS_URL="$1" FLOWKIT_DATABASE_URL="$pooled_url" FLOWKIT_DATABASE_DIRECT_URL="$FLOWKIT_DATABASE_URL" "$flowctl" "${args[@]}" >>"$work/$name.log" 2>&1 &
+    else
+      "$flowctl" "${args[@]}" >>"$work/$name.log" 2>&1 &
+    fi
+    pids[$name]=$!
+  done
+  for i in $(seq 1 150); do "$flowctl" health >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+sentinel_failover() {  # sentinel_failover NAME COMMAND...: the 1 → 500 → 1 load, COMMAND once it flows, then the checks
+  local name=$1; shift
+  for i in $(seq 1 100); do [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'bench_w3'")" = t ] && break; sleep 0.2; done
+  scenario_runs=(); batch_started=$(now)
+  for i in $(seq 1 "$runs_w3"); do scenario_runs+=("$(trigger bench_w3)"); done
+  for i in $(seq 1 120); do
+    [ "$(sql "SELECT count(*) FROM runs WHERE run_id = ANY(string_to_array('${scenario_runs[*]}', ' ')) AND state = 'success'")" -ge 1 ] && break; sleep 0.25
+  done
+  local old; old=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)
+  local t0; t0=$(now)
+  "$@"
+  for i in $(seq 1 200); do   # the sentinels name another master
+    [ "$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)" != "$old" ] && break; sleep 0.1
+  done
+  fault_over=$(now)
+  local new; new=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)
+  check "$name under the 1-to-500-to-1 load: master :$old → :$new in $(awk -v a="$t0" -v b="$fault_over" 'BEGIN { printf "%.1f", b - a }')s" "$runs_w3" strict
+}
+# Not yet in the default run: a SENTINEL FAILOVER under this load still makes tries run twice
+# (hundreds, with or without ?wait_replicas=1) — see docs/deploying.md. FAULTS_SENTINEL=1 runs them.
+if [ "${FAULTS_SENTINEL:-0}" != 1 ]; then
+  results+=("SKIP|Redis Sentinel failover and SIGKILLed master|-|-|FAULTS_SENTINEL=1 runs them (known to fail: duplicate executions after a SENTINEL FAILOVER)")
+  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh stop
+elif sentinel_env=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh start 2>"$work/sentinel-start.log"); then
+  sentinel_url=$(echo "$sentinel_env" | sed -n 's/^export FLOWKIT_TEST_SENTINEL_URL=//p')
+  if restart_all_on_redis "$sentinel_url" bench; then
+    sentinel_failover "Redis SENTINEL FAILOVER (database through PgBouncer)" redis-cli -p 57000 SENTINEL FAILOVER flowkit
+    kill_master() { local p; p=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master); kill -9 "$(cat "$work/servers/sentinel-56900/redis-$((p - 56900)).pid")"; }
+    sentinel_failover "Redis master killed (SIGKILL), sentinels fail over (database through PgBouncer)" kill_master
+  else
+    results+=("FAIL|Redis Sentinel|-|-|the stack did not become healthy on redis+sentinel://")
+  fi
+  restart_all_on_redis "$FLOWKIT_REDIS_URL" >/dev/null
+  FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh stop
+  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh stop
+else
+  results+=("FAIL|Redis Sentinel|-|-|could not start the master, replicas and sentinels: $(tail -2 "$work/sentinel-start.log")")
+fi
+
 echo
 printf '%-6s %-92s %5s %7s  %s\n' RESULT SCENARIO DUP STALL DETAIL
 failed=0

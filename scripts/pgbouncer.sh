@@ -24,6 +24,8 @@ stop() {
     i=0; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && kill -9 "$pid" 2>/dev/null; sleep 0.05; done
     rm -f "$home/pgbouncer.pid"
   fi
+  # A PgBouncer whose directory was deleted under it (a run that died) still holds the port.
+  for pid in $(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do kill "$pid" 2>/dev/null || true; done
 }
 
 case "${1:-}" in

@@ -3,6 +3,7 @@ import FlowServer
 import Foundation
 import Logging
 import PostgresClient
+import RedisClient
 
 /// FlowKit's configuration from the environment, checked once with messages naming the key.
 ///
@@ -49,8 +50,11 @@ struct Settings {
             }
             openReads = b
         }
-        if let r = nonEmpty("FLOWKIT_REDIS_URL"), !(r.hasPrefix("redis://") || r.hasPrefix("unix://")) {
-            throw ConfigError("FLOWKIT_REDIS_URL: `\(r)` must start with redis:// or unix://")
+        if let r = nonEmpty("FLOWKIT_REDIS_URL") {
+            guard r.hasPrefix("redis://") || r.hasPrefix("unix://") || r.hasPrefix("redis+sentinel://") else {
+                throw ConfigError("FLOWKIT_REDIS_URL: `\(r)` must start with redis://, unix:// or redis+sentinel://")
+            }
+            do { _ = try RedisConfig(url: r) } catch let e as RedisError { throw ConfigError("FLOWKIT_REDIS_URL: \(e.message)") }
         }
         if let d = nonEmpty("FLOWKIT_DATABASE_URL"), !(d.hasPrefix("postgres://") || d.hasPrefix("postgresql://") || d.contains("=") || PGEndpoint.isPooled(d)) {
             throw ConfigError("FLOWKIT_DATABASE_URL: `\(d)` must be a postgres:// URL or a libpq keyword string (host=… dbname=…)")

@@ -21,11 +21,16 @@ public final class RedisConnection: @unchecked Sendable {
     private var nextAttempt = Date.distantPast
     /// Seconds a reply may take before the connection is considered dead.
     private let readTimeout: Double
+    /// With Sentinel: the sentinels in the order to ask them (the last one that answered first,
+    /// as Redis's Sentinel client guidelines say), and the master's address found last.
+    private var sentinelOrder: [RedisConfig.RedisAddress]
+    public private(set) var masterAddress: String?
 
     public init(_ config: RedisConfig, label: String = "redis", readTimeout: Double = 30) {
         self.config = config
         self.thread = ConnectionThread(name: "flowkit-\(label)")
         self.readTimeout = readTimeout
+        self.sentinelOrder = config.sentinels
     }
 
     public convenience init(url: String, label: String = "redis", readTimeout: Double = 30) throws {
@@ -45,7 +50,8 @@ public final class RedisConnection: @unchecked Sendable {
                     let s = try self.session()
                     cont.resume(returning: try body(s))
                 } catch let e as RedisError {
-                    if e.kind != .reply { self.drop() }
+                    // A master demoted by a failover answers writes with -READONLY: find the new one.
+                    if e.kind != .reply || e.isReadOnly { self.drop() }
                     cont.resume(throwing: e)
                 } catch {
                     cont.resume(throwing: error)
@@ -69,27 +75,36 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     private func session() throws -> RedisSession {
-        if let context, context.pointee.err == 0 { return RedisSession(context: context) }
+        if let context, context.pointee.err == 0 { return RedisSession(context: context, replicas: config.waitReplicas) }
         drop()
         let now = Date()
         if now < nextAttempt {
             throw RedisError(.connection, "\(config.displayName): waiting before reconnecting (\(failedAttempts) failed attempts)")
         }
+        func failed(_ msg: String) -> RedisError {
+            failedAttempts += 1
+            // With Sentinel a failover is seconds long: retry sooner and more steadily.
+            let cap = config.masterName == nil ? 5.0 : 0.5
+            nextAttempt = now.addingTimeInterval(min(cap, 0.05 * pow(2, Double(min(failedAttempts, 10)))))
+            return RedisError(.connection, "\(config.displayName): \(msg)")
+        }
+        var host = config.host, port = config.port
+        if config.masterName != nil {
+            do { (host, port) = try discoverMaster() } catch let e as RedisError { throw failed(e.message) }
+        }
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         let c: UnsafeMutablePointer<redisContext>? = config.unixSocket.map { redisConnectUnixWithTimeout($0, tv) }
-            ?? redisConnectWithTimeout(config.host, Int32(config.port), tv)
+            ?? redisConnectWithTimeout(host, Int32(port), tv)
         guard let c, c.pointee.err == 0 else {
             let msg = c.map { errorString($0) } ?? "cannot allocate a context"
             if let c { redisFree(c) }
-            failedAttempts += 1
-            nextAttempt = now.addingTimeInterval(min(5.0, 0.05 * pow(2, Double(min(failedAttempts, 10)))))
-            throw RedisError(.connection, "\(config.displayName): \(msg)")
+            throw failed(config.masterName == nil ? msg : "master \(host):\(port): \(msg)")
         }
         tv = timeval(tv_sec: Int(readTimeout), tv_usec: 0)
         redisSetTimeout(c, tv)
         redisEnableKeepAlive(c)
         context = c
-        let s = RedisSession(context: c)
+        let s = RedisSession(context: c, replicas: config.waitReplicas)
         do {
             if let password = config.password {
                 if let user = config.username { try s.command(["AUTH", user, password]).orThrow() } else {
@@ -97,13 +112,56 @@ public final class RedisConnection: @unchecked Sendable {
                 }
             }
             if config.database != 0 { try s.command(["SELECT", String(config.database)]).orThrow() }
-        } catch {
+            if config.masterName != nil {
+                // The sentinels' view may be a moment old: the address must really be a master.
+                let role = try s.command(["ROLE"]).orThrow()
+                guard case .array(let parts) = role, parts.first?.string == "master" else {
+                    let what: String
+                    if case .array(let parts) = role { what = parts.first?.string ?? "?" } else { what = "?" }
+                    throw RedisError(.connection, "\(host):\(port) is not a master (ROLE: \(what)): asking the sentinels again")
+                }
+                masterAddress = "\(host):\(port)"
+            }
+        } catch let e as RedisError {
             drop()
-            throw error
+            throw e.kind == .connection ? failed(e.message) : e
         }
         failedAttempts = 0
         return s
     }
+
+    /// Asks the sentinels, in order, for the master's address (`SENTINEL get-master-addr-by-name`);
+    /// the first that answers moves to the front of the list.
+    private func discoverMaster() throws -> (String, Int) {
+        guard let name = config.masterName else { return (config.host, config.port) }
+        var problems: [String] = []
+        for (i, sentinel) in sentinelOrder.enumerated() {
+            let tv = timeval(tv_sec: 0, tv_usec: 500_000)
+            guard let c = redisConnectWithTimeout(sentinel.host, Int32(sentinel.port), tv) else { continue }
+            defer { redisFree(c) }
+            guard c.pointee.err == 0 else { problems.append("\(sentinel): \(errorString(c))"); continue }
+            redisSetTimeout(c, tv)
+            let s = RedisSession(context: c, replicas: nil)
+            do {
+                if let p = config.sentinelPassword { try s.command(["AUTH", p]).orThrow() }
+                let reply = try s.command(["SENTINEL", "get-master-addr-by-name", name]).orThrow()
+                guard case .array(let parts) = reply, parts.count == 2, let host = parts[0].string, let port = parts[1].string.flatMap({ Int($0) }) else {
+                    problems.append("\(sentinel): does not know master `\(name)`")
+                    continue
+                }
+                if i > 0 { sentinelOrder.remove(at: i); sentinelOrder.insert(sentinel, at: 0) }
+                return (host, port)
+            } catch {
+                problems.append("\(sentinel): \(error)")
+            }
+        }
+        throw RedisError(.connection, "no sentinel answered for master `\(name)` (\(problems.joined(separator: "; ")))")
+    }
+}
+
+extension RedisError {
+    /// A write sent to a replica — after a failover, to the demoted master.
+    public var isReadOnly: Bool { kind == .reply && message.hasPrefix("READONLY") }
 }
 
 func errorString(_ c: UnsafeMutablePointer<redisContext>) -> String {
@@ -115,12 +173,43 @@ func errorString(_ c: UnsafeMutablePointer<redisContext>) -> String {
 /// The synchronous face of a connection, valid only inside `RedisConnection.run`.
 public struct RedisSession {
     let context: UnsafeMutablePointer<redisContext>
+    /// With Sentinel: every call ends with `WAIT replicas.count replicas.millis` in the same round
+    /// trip, so that what Redis acknowledged is on a replica too before the caller goes on (a
+    /// failover promotes the replica furthest ahead: an acknowledged claim, event or ack survives).
+    /// A call that wrote nothing returns at once.
+    var replicas: RedisConfig.ReplicaWait? = nil
 
     /// Sends one command and reads its reply; an error reply comes back as `.error`.
     public func command(_ args: [String]) throws -> RedisValue {
         try append(args)
+        try appendWait()
         RoundTrips.redis.add(1, ordering: .relaxed)
-        return try readReply()
+        let reply = try readReply()
+        try readWait()
+        return reply
+    }
+
+    private func appendWait() throws {
+        if let r = replicas { try append(["WAIT", String(r.count), String(r.millis)]) }
+    }
+
+    /// WAIT's answer: the replicas that have the writes; fewer than asked, or an error, fails the
+    /// call (Sentinel mode trades availability for not losing what was acknowledged, as Redis's
+    /// `min-replicas-to-write` does). An error means this server is a replica now — a master demoted
+    /// by a failover, whose data may be mid-resync: nothing read in this call is trusted, and the
+    /// connection asks the sentinels again.
+    private func readWait() throws {
+        guard let r = replicas else { return }
+        let reply = try readReply()
+        if case .error(let m) = reply {
+            throw RedisError(.connection, "the server stopped being the master (\(m)): asking the sentinels again")
+        }
+        // Fewer replicas than asked: the writes may be on this server alone — a master that a
+        // failover is leaving behind, whose writes vanish when it is demoted. Not acknowledged:
+        // the caller tries again, on the master the sentinels name by then.
+        if case .integer(let n) = reply, n < r.count {
+            throw RedisError(.connection, "only \(n) of \(r.count) replicas had this call's writes within \(r.millis) ms: not acknowledged, asking the sentinels again")
+        }
     }
 
     public func command(_ args: String...) throws -> RedisValue { try command(args) }
@@ -128,8 +217,11 @@ public struct RedisSession {
     /// Sends every command, then reads every reply: one round trip.
     public func pipeline(_ commands: [[String]]) throws -> [RedisValue] {
         for c in commands { try append(c) }
+        try appendWait()
         RoundTrips.redis.add(1, ordering: .relaxed)
-        return try commands.map { _ in try readReply() }
+        let replies = try commands.map { _ in try readReply() }
+        try readWait()
+        return replies
     }
 
     private func append(_ args: [String]) throws {

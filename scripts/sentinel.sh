@@ -1,0 +1,77 @@
+#!/bin/bash
+# Starts (or stops) a Redis master with two replicas and three sentinels (Debian's redis-server and
+# redis-sentinel) on loopback, master name `flowkit`: what the Sentinel tests and `make faults`
+# fail over. `start` prints FLOWKIT_TEST_SENTINEL_URL (redis+sentinel://…/flowkit/0).
+#
+#   scripts/sentinel.sh start|stop|master
+#
+# FLOWKIT_TEST_SENTINEL_PORT: the first port (56700): the master is there, the replicas on the
+# next two ports, the sentinels 100 above (56800-56802). `master` prints the master's port now.
+set -euo pipefail
+[ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
+base="${FLOWKIT_TEST_SENTINEL_PORT:-56700}"
+dir="${FLOWKIT_TEST_HOME:-$PWD/.flowkit/test}/sentinel-$base"
+command -v redis-sentinel >/dev/null 2>&1 || { echo "redis-sentinel is not installed: run \`make deps\` (apt-get install redis-sentinel)" >&2; exit 1; }
+
+stop() {
+  for f in "$dir"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  # Whatever still listens on the group's ports (a run that died before writing its pid files):
+  # a leftover server in a deleted directory would join the next group and never resync.
+  for port in $base $((base + 1)) $((base + 2)) $((base + 100)) $((base + 101)) $((base + 102)); do
+    for pid in $(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do kill -9 "$pid" 2>/dev/null || true; done
+  done
+}
+
+case "${1:-}" in
+start)
+  stop
+  rm -rf "$dir"; mkdir -p "$dir"
+  for i in 0 1 2; do
+    port=$((base + i))
+    args=(--port "$port" --bind 127.0.0.1 --daemonize yes --pidfile "$dir/redis-$i.pid" --logfile "$dir/redis-$i.log"
+          --dir "$dir" --dbfilename "dump-$i.rdb" --appendonly yes --appendfilename "aof-$i.aof" --appenddirname "aof-$i" --save "")
+    [ $i = 0 ] || args+=(--replicaof 127.0.0.1 "$base")
+    redis-server "${args[@]}"
+  done
+  for i in 0 1 2; do
+    port=$((base + 100 + i))
+    cat >"$dir/sentinel-$i.conf" <<CONF
+port $port
+bind 127.0.0.1
+daemonize yes
+pidfile $dir/sentinel-$i.pid
+logfile $dir/sentinel-$i.log
+dir $dir
+sentinel monitor flowkit 127.0.0.1 $base 2
+sentinel down-after-milliseconds flowkit 1000
+sentinel failover-timeout flowkit 6000
+sentinel parallel-syncs flowkit 2
+CONF
+    redis-sentinel "$dir/sentinel-$i.conf"
+  done
+  # Ready when every sentinel sees both replicas and the two other sentinels (hellos go every 2 s).
+  for _ in $(seq 1 600); do
+    ok=1
+    for i in 0 1 2; do
+      p=$((base + 100 + i))
+      [ "$(redis-cli -p "$p" SENTINEL replicas flowkit 2>/dev/null | grep -c '^name$' || true)" = 2 ] || ok=0
+      [ "$(redis-cli -p "$p" SENTINEL sentinels flowkit 2>/dev/null | grep -c '^name$' || true)" = 2 ] || ok=0
+    done
+    [ $ok = 1 ] && break
+    sleep 0.1
+  done
+  [ $ok = 1 ] || { echo "sentinel: the sentinels did not see each other and both replicas in 60 s; logs in $dir" >&2; stop; exit 1; }
+  echo "export FLOWKIT_TEST_SENTINEL_URL=redis+sentinel://127.0.0.1:$((base + 100)),127.0.0.1:$((base + 101)),127.0.0.1:$((base + 102))/flowkit/0"
+  ;;
+master)
+  redis-cli -p $((base + 100)) SENTINEL get-master-addr-by-name flowkit | tail -1 ;;
+stop)
+  stop ;;
+*)
+  echo "usage: $0 start|stop|master" >&2; exit 2 ;;
+esac
