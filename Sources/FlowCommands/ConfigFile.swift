@@ -17,13 +17,17 @@ import Yams
 ///     redis_url: redis://:secret@redis.internal:6379/0
 ///     api: { tokens: ["admin:…", "read:…"], open_reads: false, cors_origin: https://dash.example.com }
 ///     worker: { queues: [default, etl], concurrency: 4 }   # FLOWKIT_WORKER_QUEUES, FLOWKIT_WORKER_CONCURRENCY
+///   ha:
+///     # Redis behind Sentinel, spelled out (the same as redis_url: redis+sentinel://…):
+///     redis: { sentinels: ["s1:26379", "s2:26379", "s3:26379"], master: flowkit, db: 0, password: …, sentinel_password: … }
 /// ```
 struct ConfigFile {
     /// Keys the file may set, as `FLOWKIT_…` variables (the same names and forms as the environment).
     static let keys: [String: (variable: String, form: String)] = [
         "database_url": ("FLOWKIT_DATABASE_URL", "a postgres:// URL or a libpq keyword string"),
         "database_direct_url": ("FLOWKIT_DATABASE_DIRECT_URL", "PostgreSQL itself, when database_url is a transaction pooler (PgBouncer)"),
-        "redis_url": ("FLOWKIT_REDIS_URL", "a redis:// or unix:// URL"),
+        "redis_url": ("FLOWKIT_REDIS_URL", "a redis://, redis+sentinel:// or unix:// URL"),
+        "redis": ("FLOWKIT_REDIS_URL", "a mapping {sentinels: [host:port, …], master: NAME, db:, username:, password:, sentinel_password:}"),
         "api_url": ("FLOWKIT_API_URL", "an http(s) URL"),
         "api_token": ("FLOWKIT_API_TOKEN", "a token"),
         "home": ("FLOWKIT_HOME", "a directory"),
@@ -74,6 +78,9 @@ struct ConfigFile {
             }
             func bad() -> ConfigError { ConfigError("\(location).\(key): expected \(form), got `\(value)`") }
             switch key {
+            case "redis":
+                guard map["redis_url"] == nil else { throw ConfigError("\(location): both `redis` and `redis_url`; keep one") }
+                env[variable] = try sentinelURL(value, where: "\(location).redis")
             case "connections":
                 guard let conns = value as? [String: Any] else { throw bad() }
                 for (name, url) in conns {
@@ -100,6 +107,33 @@ struct ConfigFile {
                 env[variable] = s
             }
         }
+    }
+
+    /// `redis: {sentinels:, master:, …}` as the `redis+sentinel://` URL it stands for.
+    static func sentinelURL(_ value: Any, where location: String) throws -> String {
+        guard let m = value as? [String: Any] else { throw ConfigError("\(location): expected a mapping with `sentinels` and `master`") }
+        let known: Set = ["sentinels", "master", "db", "username", "password", "sentinel_password"]
+        for k in m.keys.sorted() where !known.contains(k) {
+            throw ConfigError("\(location).\(k): unknown key; known keys: \(known.sorted().joined(separator: ", "))")
+        }
+        guard let list = m["sentinels"] as? [Any], !list.isEmpty, list.allSatisfy({ $0 is String }) else {
+            throw ConfigError("\(location).sentinels: expected a list of host:port, got `\(m["sentinels"].map { "\($0)" } ?? "nothing")`")
+        }
+        guard let master = m["master"] as? String, !master.isEmpty else {
+            throw ConfigError("\(location).master: expected the name the sentinels know the master by")
+        }
+        var db = 0
+        if let v = m["db"] { guard let n = v as? Int, n >= 0 else { throw ConfigError("\(location).db: expected a database number, got `\(v)`") }; db = n }
+        func text(_ k: String) throws -> String? {
+            guard let v = m[k] else { return nil }
+            guard let s = v as? String ?? (v as? Int).map(String.init) else { throw ConfigError("\(location).\(k): expected a string") }
+            return s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s
+        }
+        var auth = ""
+        if let p = try text("password") { auth = "\(try text("username") ?? ""):\(p)@" } else if m["username"] != nil { throw ConfigError("\(location).username: a username needs a password") }
+        let query = try text("sentinel_password").map { "?sentinel_password=\($0)" } ?? ""
+        let encodedMaster = master.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? master
+        return "redis+sentinel://\(auth)\((list as! [String]).joined(separator: ","))/\(encodedMaster)/\(db)\(query)"
     }
 
     /// Puts the configuration file's profile into the process environment, under what the

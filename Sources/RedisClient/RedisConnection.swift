@@ -24,7 +24,10 @@ public final class RedisConnection: @unchecked Sendable {
     /// With Sentinel: the sentinels in the order to ask them (the last one that answered first,
     /// as Redis's Sentinel client guidelines say), and the master's address found last.
     private var sentinelOrder: [RedisConfig.RedisAddress]
-    public private(set) var masterAddress: String?
+    /// Written on the connection's thread, read from any: behind a lock.
+    private let master = Mutex<String?>(nil)
+    /// With Sentinel: the `host:port` of the master this connection reached last.
+    public var masterAddress: String? { master.withLock { $0 } }
 
     public init(_ config: RedisConfig, label: String = "redis", readTimeout: Double = 30) {
         self.config = config
@@ -115,12 +118,12 @@ public final class RedisConnection: @unchecked Sendable {
             if config.masterName != nil {
                 // The sentinels' view may be a moment old: the address must really be a master.
                 let role = try s.command(["ROLE"]).orThrow()
-                guard case .array(let parts) = role, parts.first?.string == "master" else {
-                    let what: String
-                    if case .array(let parts) = role { what = parts.first?.string ?? "?" } else { what = "?" }
+                var what = "?"
+                if case .array(let parts) = role { what = parts.first?.string ?? "?" }
+                guard what == "master" else {
                     throw RedisError(.connection, "\(host):\(port) is not a master (ROLE: \(what)): asking the sentinels again")
                 }
-                masterAddress = "\(host):\(port)"
+                master.withLock { $0 = "\(host):\(port)" }
             }
         } catch let e as RedisError {
             drop()

@@ -3,6 +3,7 @@ import FlowServer
 import Foundation
 import Scheduler
 import PostgresClient
+import RedisClient
 import Testing
 import WorkerRuntime
 @testable import FlowCommands
@@ -62,6 +63,31 @@ struct ConfigFileTests {
             Issue.record("accepted \(yaml)")
         } catch let e as ConfigError {
             #expect(e.message.contains(message), "\(e.message)")
+        }
+    }
+
+    @Test("the structured `redis:` block is the redis+sentinel:// URL it stands for, and the Redis client reads it back; its mistakes are named")
+    func sentinelBlock() throws {
+        let path = try write("""
+            profiles:
+              dev:
+                redis: { sentinels: ["s1:26379", "s2:26380"], master: flow-kit, db: 2, password: "p@ss/word", sentinel_password: s3cret }
+            """)
+        let env = try ConfigFile.load(path: path, profile: "dev")
+        let url = try #require(env["FLOWKIT_REDIS_URL"])
+        let c = try RedisConfig(url: url)
+        #expect(c.sentinels.map(\.description) == ["s1:26379", "s2:26380"])
+        #expect(c.masterName == "flow-kit" && c.database == 2 && c.password == "p@ss/word" && c.username == nil && c.sentinelPassword == "s3cret")
+        for (yaml, message) in [
+            ("redis: { master: m }", "redis.sentinels: expected a list of host:port"),
+            ("redis: { sentinels: [\"a:1\"] }", "redis.master: expected the name"),
+            ("redis: { sentinels: [\"a:1\"], master: m, mastr: x }", "redis.mastr: unknown key"),
+            ("redis: { sentinels: [\"a:1\"], master: m, username: u }", "a username needs a password"),
+            ("redis: { sentinels: [\"a:1\"], master: m }\n    redis_url: redis://x", "both `redis` and `redis_url`"),
+        ] {
+            let p = try write("profiles:\n  dev:\n    \(yaml)\n")
+            #expect(throws: ConfigError.self) { try ConfigFile.load(path: p, profile: "dev") }
+            do { _ = try ConfigFile.load(path: p, profile: "dev") } catch let e as ConfigError { #expect(e.message.contains(message), "\(e.message)") }
         }
     }
 
