@@ -12,6 +12,7 @@ import json
 import re
 import os
 import sys
+import traceback
 import time
 import urllib.parse
 import urllib.request
@@ -316,6 +317,16 @@ try:
     click(By.CSS_SELECTOR, '#assets a[href="#/assets?uri=demo%3A%2F%2Fnumbers"]')
     wait.until(EC.text_to_be_present_in_element((By.ID, "asset-events"), produced))
     assert "example_asset_consumer" in driver.find_element(By.ID, "assets").text
+    # The lineage: the producing task, an outside source (an event posted through the API), the
+    # asset and the consuming flow, each a link.
+    api("/api/v1/assets/events", "POST", {"uri": "demo://numbers", "extra": {"from": "browser test"}})
+    driver.refresh()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "assets"), "outside (api)"))
+    graph = driver.find_element(By.CSS_SELECTOR, '#asset-graph svg[aria-label="lineage of demo://numbers"]')
+    hrefs = {a.get_dom_attribute("href").split("#", 1)[-1] for a in graph.find_elements(By.CSS_SELECTOR, "a")}
+    assert {"/flows/example_asset_producer", "/flows/example_asset_consumer"} <= hrefs, hrefs
+    assert "example_asset_producer.publish" in graph.text and "outside (api)" in graph.text, graph.text
+    driver.save_screenshot(f"{shots}/12b-asset-lineage.png")
     driver.get(f"{base}/#/notifications")
     wait.until(EC.presence_of_element_located((By.ID, "notifications")))
     driver.get(f"{base}/#/audit")
@@ -355,6 +366,7 @@ try:
     assert not logs, f"console errors: {logs}"
 except Exception as e:  # noqa: BLE001
     failed = e
+    traceback.print_exc()
     driver.save_screenshot(f"{shots}/failure.png")
 finally:
     driver.quit()

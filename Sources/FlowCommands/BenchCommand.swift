@@ -50,7 +50,17 @@ enum BenchFlows {
             previous = current
         }
     }
-    static let all = [w1, w2, w3, w8, w9]
+    /// W9's log: one shell task writing 100,000 lines in about ten seconds (1,000 every 0.1 s),
+    /// every tenth at WARN — the dashboard follows it live.
+    static let w9Log = Flow("bench_w9_log", maxActiveRuns: 1) { f in
+        f.shell("talk", script: """
+            for b in $(seq 0 99); do
+              awk -v b=$b 'BEGIN { for (i = 1; i <= 1000; i++) printf "%s line %d of 100000: the quick brown fox jumps over the lazy dog\\n", (i % 10 ? "INFO" : "WARN"), b * 1000 + i }'
+              sleep 0.1
+            done
+            """)
+    }
+    static let all = [w1, w2, w3, w8, w9, w9Log]
 
     // The scale workloads (#31): many flows, one big flow, a database with a million runs.
     static let w10Flows = Int(ProcessInfo.processInfo.environment["W10_N"] ?? "") ?? 1_000
@@ -340,7 +350,11 @@ struct BenchCommand: AsyncParsableCommand {
                 for (metric, path, what) in [("runs_first_page", "/api/v1/runs?limit=50", "the newest 50 runs"),
                                              ("runs_deep_page", "/api/v1/runs?limit=50&cursor=\(deep)", "50 runs after 90 % of them (keyset cursor)"),
                                              ("runs_of_flow_first_page", "/api/v1/runs?limit=50&flow_id=bench_w12", "the newest 50 of bench_w12's runs"),
-                                             ("grid", "/api/v1/flows/bench_w12/grid?runs=25", "bench_w12's grid, 25 runs of 10 tasks")] {
+                                             ("grid", "/api/v1/flows/bench_w12/grid?runs=25", "bench_w12's grid, 25 runs of 10 tasks"),
+                                             // What the dashboard's home and runs pages ask (W9's pages over this database).
+                                             ("overview", "/api/v1/overview", "the home page's runs by state over 24 h and 7 days and the last failures"),
+                                             ("runs_page", "/api/v1/runs?limit=50&taskCounts=true", "the runs page: the newest 50 with their task counts"),
+                                             ("runs_page_failed", "/api/v1/runs?limit=50&taskCounts=true&state=failed", "the runs page filtered to failed runs")] {
                     let r = try load(path, connections: 10, seconds: 5)
                     report("W12", metric + "_p99_ms", r.p99, note: "GET \(path): \(what); \(seeded.total) runs, 10 connections, 5 s")
                     report("W12", metric + "_requests_per_s", r.rps)

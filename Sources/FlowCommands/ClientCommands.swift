@@ -709,8 +709,8 @@ struct AssetsCommand: AsyncParsableCommand {
             let v = try await APIClient(settings: try Settings.fromEnvironment()).get("/api/v1/assets")
             if json { printJSON(v); return }
             let assets = try APIClient.typed(v, as: AssetList.self, answering: "GET /api/v1/assets").assets
-            print(table(["ASSET", "EVENTS", "LAST EVENT", "SCHEDULED FLOWS"], assets.map { a in
-                [a.uri, "\(a.events)", shortTime(a.lastEventAt), a.consumers.joined(separator: ", ")]
+            print(table(["ASSET", "EVENTS", "LAST EVENT", "UPDATED BY", "SCHEDULED FLOWS"], assets.map { a in
+                [a.uri, "\(a.events)", shortTime(a.lastEventAt), (a.producerTasks + a.sources).joined(separator: ", "), a.consumers.joined(separator: ", ")]
             }))
         }
     }

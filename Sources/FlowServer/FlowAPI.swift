@@ -24,6 +24,8 @@ public struct FlowAPI: Sendable {
     /// Who may call each route, recorded as the resources declare them (`APIRoutes`): what the
     /// 405 answers read, and what a test compares with the router and the OpenAPI document.
     let access = RouteAccessTable()
+    /// `GET /api/v1/overview`'s answer, shared for a second (see SharedAnswer).
+    let overviewAnswer = SharedAnswer<Overview>(maxAge: 1)
 
     /// What `/metrics` serves: the gauges the API sets at each scrape, and whatever else this
     /// process records there (a scheduler in the same process: `SchedulerMetrics.prometheus`).

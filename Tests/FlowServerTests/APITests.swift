@@ -152,6 +152,9 @@ struct APITests {
             // The largest try number the API takes is a 404 here: the task has no such try.
             expectError(try await api.request("GET", "/api/v1/runs/\(id)/tasks/sleep/logs?try=2147483647"), 404, "not_found", "has no try 2147483647")
             #expect(try await api.request("GET", "/api/v1/runs/\(id)/tasks/sleep/logs?try=1").status == 200)
+            for bad in ["0", "10001", "x"] {
+                expectError(try await api.request("GET", "/api/v1/runs/\(id)/tasks/sleep/logs?limit=\(bad)"), 400, "bad_request", "`limit`")
+            }
             // Numbers that overflow a double were stored as null.
             expectError(try await api.request("POST", "/api/v1/flows/example_sleep/runs", token: LiveAPI.admin, body: #"{"conf": {"seconds": 1e999999}}"#),
                         400, "malformed_json", "out of range")
@@ -315,6 +318,17 @@ struct APITests {
             #expect(lines.contains { $0["line"]?.stringValue?.contains("failing on purpose") == true })
             let after = try await api.request("GET", "/api/v1/runs/\(ids[0])/tasks/flaky/logs?try=1&offset=\(logs.json["nextOffset"]!.intValue!)")
             #expect(after.json["lines"]?.arrayValue?.isEmpty == true)
+            // `limit` pages: one line at a time reads the same lines as one page.
+            var paged: [JSONValue] = [], offset = 0
+            while true {
+                let page = try await api.request("GET", "/api/v1/runs/\(ids[0])/tasks/flaky/logs?try=1&offset=\(offset)&limit=1")
+                let got = try #require(page.json["lines"]?.arrayValue)
+                #expect(got.count <= 1)
+                if got.isEmpty { break }
+                paged += got
+                offset = try #require(page.json["nextOffset"]?.intValue)
+            }
+            #expect(paged == lines)
             #expect(try await api.request("GET", "/api/v1/runs/\(ids[0])/tasks/nope/logs").status == 404)
             let w = try await api.request("GET", "/api/v1/workers")
             #expect(w.json["workers"]?.arrayValue?.first?["name"] == "api-test-worker")

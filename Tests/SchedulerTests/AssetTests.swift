@@ -33,6 +33,12 @@ struct AssetTests {
         #expect(ab.count == 1)
         #expect(try (try JSONValue.parse(ab[0].string("events")).arrayValue ?? []).compactMap { $0["uri"]?.stringValue } == ["demo://a", "demo://b"])
         await #expect(throws: BadRequest.self) { _ = try await h.store.postAssetEvent(uri: "nope", extra: [:], now: h.clock.now()) }
+        // The lineage the assets page draws: what updates each asset and what it starts.
+        let assets = Dictionary(uniqueKeysWithValues: try await h.store.assets().map { ($0.uri, $0) })
+        let a2 = try #require(assets["demo://a"]), b = try #require(assets["demo://b"])
+        #expect(a2.producers == ["producer"] && a2.producerTasks == ["producer.make"] && a2.sources.isEmpty)
+        #expect(a2.consumers == ["consumer_a", "consumer_ab"] && a2.events == 1)
+        #expect(b.producers.isEmpty && b.sources == ["api"] && b.consumers == ["consumer_ab"])
     }
 
     @Test("a flow on a cron schedule and an asset runs on either: a tick makes a scheduled run, an event an asset run")

@@ -46,8 +46,10 @@ struct RunRoutes: APIResource {
             return try json(RunPage(runs: runs, nextCursor: next.stringValue))
         }
         // The dashboard's home: runs by state over 24 h and 7 days, and the last failures.
+        // Shared by concurrent requests and kept for a second (SharedAnswer): its counts scan a
+        // week of runs, and every open dashboard asks for it.
         routes.on(.get, "/api/v1/overview", role: .read) { _, _ in
-            try json(try await api.store.overview(now: api.config.clock.now()))
+            try json(try await api.overviewAnswer.get { [store = api.store, clock = api.config.clock] in try await store.overview(now: clock.now()) })
         }
         routes.on(.get, "/api/v1/runs/{run_id}", role: .read) { _, c in
             try json(try await api.store.run(try await api.runParam(c)))

@@ -56,8 +56,9 @@ struct TaskRoutes: APIResource {
                 guard let n = Int(o), n >= 0 else { throw APIError.badRequest("`offset` must be a whole number from 0 to \(Int.max)") }
                 offset = n
             }
+            let limit = try FlowAPI.count(q.get("limit"), "limit", default: 1000, max: 10_000)
             let r = try await api.store.logs(runId: try await api.runParam(c), taskId: try api.param(c, "task_id"),
-                                              tryNumber: tryNumber, after: offset)
+                                              tryNumber: tryNumber, after: offset, limit: limit)
             return try json(LogPage(tryNumber: r.tryNumber, lines: r.lines, nextOffset: r.lines.last?.offset ?? offset))
         }
     }

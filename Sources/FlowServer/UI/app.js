@@ -153,7 +153,7 @@ function debounced(fn, ms = 300) {
 }
 
 // ---- DAG layout (longest path layering, left to right) -------------------------------------
-function dagSVG(tasks, states, link) {
+function dagSVG(tasks, states, link, wide = false) {
   const ids = tasks.map((t) => t.id), byId = new Map(tasks.map((t) => [t.id, t]));
   const layer = new Map();
   const depth = (id, seen = new Set()) => {
@@ -168,7 +168,7 @@ function dagSVG(tasks, states, link) {
   if (ids.length > 400) return `<p class="muted">${ids.length} tasks: the graph is drawn for flows of up to 400 tasks; the grid shows every one.</p>`;
   const cols = [];
   ids.forEach((id) => { const d = layer.get(id); (cols[d] = cols[d] || []).push(id); });
-  const W = 170, H = 34, GX = 50, GY = 12, pos = new Map();
+  const W = wide ? 300 : 170, H = 34, GX = 50, GY = 12, pos = new Map(), cut = wide ? 40 : 20;
   cols.forEach((col, x) => col.forEach((id, y) => pos.set(id, { x: 10 + x * (W + GX), y: 10 + y * (H + GY) })));
   const width = 20 + cols.length * (W + GX), height = 20 + Math.max(...cols.map((c) => c.length)) * (H + GY);
   let edges = "", nodes = "";
@@ -179,7 +179,7 @@ function dagSVG(tasks, states, link) {
   }));
   tasks.forEach((t) => {
     const p = pos.get(t.id), s = (states && states[t.id]) || "pending";
-    const label = t.id.length > 20 ? t.id.slice(0, 19) + "…" : t.id;
+    const label = t.id.length > cut ? t.id.slice(0, cut - 1) + "…" : t.id;
     const inner = `<rect class="node s-${s}" x="${p.x}" y="${p.y}" width="${W}" height="${H}" fill-opacity="${s === "pending" ? 0 : 0.35}"></rect>
       <text x="${p.x + 8}" y="${p.y + 21}">${STATES[s] || ""} ${esc(label)}${t.mapped ? " [ ]" : ""}</text><title>${esc(t.id)}: ${esc(s)}</title>`;
     nodes += link ? `<a href="${esc(link(t.id))}" data-task="${esc(t.id)}">${inner}</a>` : inner;
@@ -406,6 +406,9 @@ async function flowPage(main, flowId) {
 async function runPage(main, runId, query) {
   let run = null, tasks = [], flow = null, chosen = query.get("task"), chosenTry = null, logOffset = 0, logTimer = null, approvals = [];
   let logLines = [], logQ = "", logLevel = "";   // the chosen try's log as read so far, and what it is filtered by
+  // The log's element and view outlive a redraw of the page (a live refresh re-reads nothing):
+  // they are made again only when another task or try is chosen.
+  let logEl = null, logView = null, logKey = null, following = false;
   // A run of thousands of tasks shows them in pages, so that its page never freezes the browser.
   let limit = 500, filter = "";
   const shownTasks = () => {
@@ -468,7 +471,7 @@ async function runPage(main, runId, query) {
         `<option value="${x.tryNumber}" ${x.tryNumber === chosenTry ? "selected" : ""}>${x.tryNumber} · ${esc(x.state)}</option>`).join("")}</select></label>
         <label>Find <input id="logq" type="search" value="${esc(logQ)}" placeholder="text in the log" autocomplete="off"></label>
         <label>Level <select id="loglevel">${["", "ERROR", "WARN", "INFO", "DEBUG"].map((v) => `<option value="${v}" ${v === logLevel ? "selected" : ""}>${v || "all"}</option>`).join("")}</select></label>
-        <button type="button" id="logdl">Download</button> <span class="muted" id="logcount"></span></div><pre class="log" id="log"></pre>`
+        <button type="button" id="logdl">Download</button> <span class="muted" id="logcount"></span></div><div id="logslot"></div>`
         : '<p class="muted">Choose a task to see its log.</p>'}`;
     wireApprovals(main, draw);
     if ($("#more", main)) $("#more", main).onclick = () => { limit += 1000; render(); };
@@ -486,57 +489,72 @@ async function runPage(main, runId, query) {
     if (chosen) {
       const t = tasks.find((x) => x.taskId === chosen);
       if (chosenTry == null && t) chosenTry = t.tryNumber || 1;
-      $("#tryf", main) && ($("#tryf", main).onchange = (e) => { chosenTry = +e.target.value; logOffset = 0; logLines = []; $("#log").textContent = ""; followLog(); });
+      $("#tryf", main) && ($("#tryf", main).onchange = (e) => { chosenTry = +e.target.value; render(); });
       if ($("#logq", main)) {
         const logq = $("#logq", main);
         logq.oninput = debounced(() => { logQ = logq.value; renderLog(); }, 200);
         $("#loglevel", main).onchange = (e) => { logLevel = e.target.value; renderLog(); };
         $("#logdl", main).onclick = downloadLog;
       }
-      logOffset = 0;
-      logLines = [];
-      followLog();
+      const slot = $("#logslot", main);
+      if (slot) {
+        const key = `${chosen}\u0000${chosenTry}`;
+        if (key !== logKey) {
+          clearTimeout(logTimer);
+          logKey = key; logOffset = 0; logLines = []; following = false;
+          logEl = Object.assign(document.createElement("div"), { id: "log", className: "log", tabIndex: 0 });
+          logEl.setAttribute("role", "log");
+          logView = linesView(logEl);
+        }
+        slot.replaceWith(logEl);
+        renderLog();
+        if (!following) followLog();
+      }
     }
     window.__flowkitRendered = performance.now();   // for the W9 benchmark's measurements
   };
-  // Follows the chosen try's log: new lines are read from the last offset while the try runs.
+  // Follows the chosen try's log: pages of new lines are read from the last offset, one after
+  // another while pages come full (a long log loads at once), then every second while the try runs.
+  const LOG_PAGE = 5000;
   const followLog = async () => {
     clearTimeout(logTimer);
-    const el = $("#log");
-    if (!el || !chosen) return;
+    if (!logEl || !chosen) return;
+    const key = logKey;
+    following = true;
+    let full = false;
     try {
-      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${logOffset}`);
-      if (page.lines.length) {
-        const added = page.lines.map((l) => `${l.at.slice(11, 23)}Z  ${l.line}`);
-        logLines.push(...added);
-        // Unfiltered, new lines are appended as text (following stays cheap); filtered, redrawn.
-        if (!logQ && !logLevel) el.textContent += added.join("\n") + "\n"; else renderLog();
-        el.scrollTop = el.scrollHeight;
-      }
+      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${logOffset}&limit=${LOG_PAGE}`);
+      if (key !== logKey) return;   // another task or try was chosen meanwhile
+      for (const l of page.lines) logLines.push(`${l.at.slice(11, 23)}Z  ${l.line}`);
+      if (page.lines.length) renderLog();
       logOffset = page.nextOffset;
-    } catch (e) { el.textContent = e.message; return; }
+      full = page.lines.length >= LOG_PAGE;
+    } catch (e) { if (key === logKey) { logView.show([e.message]); following = false; } return; }
+    window.__flowkitLogLines = logLines.length;   // for the W9 benchmark
     const t = tasks.find((x) => x.taskId === chosen);
-    if (t && ["queued", "running", "up_for_retry", "up_for_reschedule"].includes(t.state)) logTimer = setTimeout(followLog, 1000);
+    const runs = t && ["queued", "running", "up_for_retry", "up_for_reschedule"].includes(t.state);
+    if (full || runs) logTimer = setTimeout(followLog, full ? 0 : 1000); else following = false;
   };
   // The log filtered by text (matches highlighted) and by level, where a line carries one.
   const LEVEL = /\b(ERROR|WARN(?:ING)?|INFO|DEBUG)\b/i;
   const lineLevel = (l) => { const m = LEVEL.exec(l); return m ? m[1].toUpperCase().replace("WARNING", "WARN") : ""; };
   const renderLog = () => {
-    const el = $("#log");
-    if (!el) return;
-    if (!logQ && !logLevel) { el.textContent = logLines.length ? logLines.join("\n") + "\n" : ""; $("#logcount").textContent = ""; return; }
+    if (!logView) return;
+    const count = $("#logcount");
+    if (!logQ && !logLevel) { logView.show(logLines); if (count) count.textContent = logLines.length >= 1000 ? `${logLines.length} lines` : ""; return; }
     const q = logQ.toLowerCase();
     const shown = logLines.filter((l) => (!logLevel || lineLevel(l) === logLevel) && (!q || l.toLowerCase().includes(q)));
     const re = q ? new RegExp(`(${logQ.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")})`, "gi") : null;
-    el.innerHTML = shown.map((l) => re ? l.split(re).map((part, i) => (i % 2 ? `<mark>${esc(part)}</mark>` : esc(part))).join("") : esc(l)).join("\n");
-    $("#logcount").textContent = `${shown.length} of ${logLines.length} lines`;
+    // Only the lines in sight are highlighted (the view asks for them).
+    logView.show(shown, re ? (l) => l.split(re).map((part, i) => (i % 2 ? `<mark>${esc(part)}</mark>` : esc(part))).join("") : esc);
+    if (count) count.textContent = `${shown.length} of ${logLines.length} lines`;
   };
   // The whole try's log as a file: every page read (the token travels in a header, so the file is
   // made here, not by a link to the API).
   const downloadLog = async () => {
     const out = [];
     for (let off = 0; ;) {
-      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${off}`);
+      const page = await api(`/api/v1/runs/${encodeURIComponent(runId)}/tasks/${encodeURIComponent(chosen)}/logs?try=${chosenTry || 1}&offset=${off}&limit=${LOG_PAGE}`);
       out.push(...page.lines.map((l) => `${l.at}  ${l.line}`));
       if (!page.lines.length || page.nextOffset === off) break;
       off = page.nextOffset;
@@ -554,6 +572,36 @@ async function runPage(main, runId, query) {
     refresh: draw,
     dispose: () => clearTimeout(logTimer),
   };
+}
+
+// A view of many lines that draws only those in sight (and a margin): the element holds a spacer
+// as tall as every line and one <pre> of ~100 lines moved to where it is scrolled, so following a
+// log of 100,000 lines costs what one of 100 does. Lines do not wrap (each is one line high); the
+// view keeps to the bottom while the reader is there, and keeps its place across a page redraw.
+function linesView(el) {
+  const LH = 18;   // px, app.css's .log-window line height
+  let lines = [], render = esc, stick = true, top = 0, frame = 0;
+  const spacer = Object.assign(document.createElement("div"), { className: "log-spacer" });
+  const win = Object.assign(document.createElement("pre"), { className: "log-window" });
+  spacer.append(win);
+  el.replaceChildren(spacer);
+  const draw = () => {
+    frame = 0;
+    spacer.style.height = `${Math.max(lines.length, 1) * LH}px`;   // CSSOM, allowed by the CSP
+    el.scrollTop = stick ? el.scrollHeight : top;
+    const first = Math.max(0, Math.floor(el.scrollTop / LH) - 40);
+    const last = Math.min(lines.length, first + Math.ceil((el.clientHeight || 600) / LH) + 80);
+    win.style.transform = `translateY(${first * LH}px)`;
+    win.innerHTML = lines.slice(first, last).map(render).join("\n");
+  };
+  const later = () => { if (!frame) frame = requestAnimationFrame(draw); };
+  el.addEventListener("scroll", () => {
+    if (!el.isConnected) return;
+    top = el.scrollTop;
+    stick = top + el.clientHeight >= el.scrollHeight - 2 * LH;
+    later();
+  });
+  return { show(ls, r = esc) { lines = ls; render = r; later(); } };
 }
 
 function gantt(tasks) {
@@ -900,16 +948,33 @@ async function poolsPage(main) {
 }
 
 // Assets: each with its events and the flows they start; one asset's events when chosen.
+// An asset's lineage as a graph: the tasks that name it as an outlet (and outside sources of its
+// events) on the left, the asset, and the flows scheduled on it on the right; each links to its flow.
+function assetGraph(a) {
+  const left = [...a.producerTasks.map((t) => ({ id: t, upstream: [], flow: t.split(".")[0] })),
+    ...a.sources.map((x) => ({ id: `outside (${x})`, upstream: [] }))];
+  const nodes = [...left, { id: a.uri, upstream: left.map((n) => n.id) },
+    ...a.consumers.filter((c) => !left.some((n) => n.id === c)).map((c) => ({ id: c, upstream: [a.uri], flow: c }))];
+  const flowOf = new Map(nodes.filter((n) => n.flow).map((n) => [n.id, n.flow]));
+  const states = Object.fromEntries(nodes.map((n) => [n.id, n.id === a.uri ? (a.events ? "success" : "queued") : "pending"]));
+  return dagSVG(nodes, states, (id) => flowOf.has(id) ? `#/flows/${encodeURIComponent(flowOf.get(id))}` : `#/assets?uri=${encodeURIComponent(a.uri)}`, true)
+    .replace('aria-label="task graph"', `aria-label="lineage of ${esc(a.uri)}"`);
+}
+
 async function assetsPage(main, query) {
   const uri = query.get("uri");
   const draw = async () => {
     const [{ assets }, events] = await Promise.all([api("/api/v1/assets"),
       uri ? api(`/api/v1/assets/events?uri=${encodeURIComponent(uri)}&limit=100`) : Promise.resolve(null)]);
+    const flowLinks = (ids) => ids.map((c) => `<a href="#/flows/${encodeURIComponent(c.split(".")[0])}">${esc(c)}</a>`).join(", ");
+    const chosen = uri && assets.find((a) => a.uri === uri);
     main.innerHTML = `<h1>Assets</h1>
-      <table id="assets"><thead><tr><th>Asset</th><th>Events</th><th>Last event</th><th>Starts (consumers)</th></tr></thead><tbody>
+      <table id="assets"><thead><tr><th>Asset</th><th>Events</th><th>Last event</th><th>Updated by</th><th>Starts (consumers)</th></tr></thead><tbody>
       ${assets.map((a) => `<tr><td><a class="mono" href="#/assets?uri=${encodeURIComponent(a.uri)}">${esc(a.uri)}</a></td><td>${a.events}</td><td>${esc(fmtTime(a.lastEventAt))}</td>
-        <td>${(a.consumers || []).map((c) => `<a href="#/flows/${encodeURIComponent(c)}">${esc(c)}</a>`).join(", ") || '<span class="muted">none</span>'}</td></tr>`).join("")
-        || '<tr><td colspan="4" class="muted">No asset has had an event yet.</td></tr>'}</tbody></table>
+        <td>${[flowLinks(a.producerTasks || []), ...(a.sources || []).map((x) => `<span class="muted">outside (${esc(x)})</span>`)].filter(Boolean).join(", ") || '<span class="muted">none declared</span>'}</td>
+        <td>${flowLinks(a.consumers || []) || '<span class="muted">none</span>'}</td></tr>`).join("")
+        || '<tr><td colspan="5" class="muted">No asset has had an event yet.</td></tr>'}</tbody></table>
+      ${chosen ? `<h2>What updates <span class="mono">${esc(uri)}</span> and what it starts</h2><div id="asset-graph">${assetGraph(chosen)}</div>` : ""}
       ${events ? `<h2>Events of <span class="mono">${esc(uri)}</span></h2><table id="asset-events"><thead><tr><th>At</th><th>Source</th><th>Run</th><th>Extra</th></tr></thead><tbody>
         ${events.events.map((e) => `<tr><td>${esc(fmtTime(e.at))}</td><td>${esc(e.source)}</td><td>${e.runId ? `<a class="mono" href="#/runs/${encodeURIComponent(e.runId)}">${esc(e.runId)}</a>${e.taskId ? ` · ${esc(e.taskId)}` : ""}` : ""}</td>
           <td><span class="mono">${esc(JSON.stringify(e.extra))}</span></td></tr>`).join("") || '<tr><td colspan="4" class="muted">No event.</td></tr>'}</tbody></table>` : ""}`;

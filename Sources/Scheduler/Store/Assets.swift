@@ -131,13 +131,24 @@ extension SchedulerStore {
         }
     }
 
-    /// Every asset with its latest event and the flows scheduled on it.
+    /// Every asset with its latest event, what updates it (active flows whose tasks name it as an
+    /// outlet, and the outside sources its events came from) and the flows scheduled on it.
     public func assets() async throws -> [AssetRecord] {
         try await db.run { s in
             try s.query("""
+                WITH produced AS (
+                    SELECT o.uri, array_agg(DISTINCT f.flow_id ORDER BY f.flow_id) AS flows,
+                           array_agg(DISTINCT f.flow_id || '.' || (t->>'id') ORDER BY f.flow_id || '.' || (t->>'id')) AS tasks
+                    FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
+                    CROSS JOIN LATERAL jsonb_array_elements(v.definition->'tasks') t
+                    CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(t->'outlets') = 'array' THEN t->'outlets' ELSE '[]' END) o(uri)
+                    WHERE f.is_active GROUP BY o.uri)
                 SELECT a.uri, a.created_at, le.id AS last_id, le.at AS last_at, (SELECT count(*) FROM asset_events e WHERE e.uri = a.uri) AS events,
-                       COALESCE((SELECT array_agg(flow_id ORDER BY flow_id) FROM asset_watermarks w WHERE w.uri = a.uri), '{}') AS consumers
+                       COALESCE((SELECT array_agg(flow_id ORDER BY flow_id) FROM asset_watermarks w WHERE w.uri = a.uri), '{}') AS consumers,
+                       COALESCE(p.flows, '{}') AS producers, COALESCE(p.tasks, '{}') AS producer_tasks,
+                       COALESCE((SELECT array_agg(DISTINCT e.source ORDER BY e.source) FROM asset_events e WHERE e.uri = a.uri AND e.source <> 'task'), '{}') AS sources
                 FROM assets a LEFT JOIN LATERAL (SELECT id, at FROM asset_events e WHERE e.uri = a.uri ORDER BY id DESC LIMIT 1) le ON true
+                LEFT JOIN produced p ON p.uri = a.uri
                 ORDER BY a.uri
                 """).decode(AssetRecord.self)
         }
@@ -165,6 +176,11 @@ public struct AssetRecord: Codable, Sendable {
     public var lastEventAt: Date?
     /// Flows scheduled on it.
     public var consumers: [String]
+    /// Active flows with a task that names it as an outlet, and those tasks (`flow.task`).
+    public var producers: [String]
+    public var producerTasks: [String]
+    /// Where its events came from besides tasks: `api` (`POST /api/v1/assets/events`), `s3`.
+    public var sources: [String]
 
     init(row r: PGRow) throws(PGDecodingError) {
         uri = try r.string("uri")
@@ -173,6 +189,9 @@ public struct AssetRecord: Codable, Sendable {
         lastEventId = try r.intOrNull("last_id")
         lastEventAt = try r.dateOrNull("last_at")
         consumers = try r.strings("consumers")
+        producers = try r.strings("producers")
+        producerTasks = try r.strings("producer_tasks")
+        sources = try r.strings("sources")
     }
 }
 
