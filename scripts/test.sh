@@ -1,7 +1,7 @@
 #!/bin/bash
 # `make test`: starts PostgreSQL, PgBouncer, Redis and a Redis Sentinel group for the tests, checks the OpenAPI document with a real
-# validator, renders and validates the Kubernetes manifests, fuzzes the live API with Schemathesis, runs every test, the dashboard in a browser and
-# docs/deploying.md on network namespaces, and stops the servers.
+# validator, renders and validates the Kubernetes manifests, fuzzes the live API with Schemathesis, runs every test, the dashboard in a browser, Airflow's
+# Python client against /api/v2 and docs/deploying.md on network namespaces, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh start)"
@@ -42,6 +42,8 @@ scripts/stress.py .build/debug/flowctl --quick --pgbouncer \
   || { echo "stress --pgbouncer failed twice (above); running it a third time"; scripts/stress.py .build/debug/flowctl --quick --pgbouncer; }
 # The dashboard in a real browser (headless chromium + Selenium); screenshots in .flowkit/screenshots/.
 scripts/browser_test.sh .build/debug/flowctl
+# Airflow's REST API (/api/v2) driven by Airflow's own Python client, apache-airflow-client.
+scripts/airflow_client_test.sh .build/debug/flowctl
 # docs/deploying.md step by step on network namespaces (needs root, as the multi-host test does).
 if [ "$(id -u)" = 0 ]; then
   scripts/deploy_guide_test.sh .build/debug/flowctl

@@ -36,6 +36,7 @@ struct ConfigFile {
         "api.tokens": ("FLOWKIT_API_TOKENS", "a list of `admin:TOKEN` / `read:TOKEN`"),
         "api.open_reads": ("FLOWKIT_API_OPEN_READS", "true or false"),
         "api.cors_origin": ("FLOWKIT_CORS_ORIGINS", "one origin, or *"),
+        "api.airflow_users": ("FLOWKIT_AIRFLOW_USERS", "a list of `NAME:admin:PASSWORD` / `NAME:read:PASSWORD`"),
         "connections": ("FLOWKIT_CONN_", "a map of connection name to URL"),
         "worker.queues": ("FLOWKIT_WORKER_QUEUES", "a list of queue names"),
         "worker.concurrency": ("FLOWKIT_WORKER_CONCURRENCY", "a whole number of tasks run at once"),
@@ -87,7 +88,7 @@ struct ConfigFile {
                     guard let u = url as? String else { throw ConfigError("\(location).connections.\(name): expected a URL string") }
                     env["FLOWKIT_CONN_\(name.uppercased())"] = u
                 }
-            case "api.tokens":
+            case "api.tokens", "api.airflow_users":
                 guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else { throw bad() }
                 env[variable] = (list as! [String]).joined(separator: ",")
             case "worker.queues":

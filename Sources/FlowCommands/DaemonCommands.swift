@@ -148,6 +148,8 @@ func makeAPI(settings: Settings, databaseURL: String, redisURL: String, tokens: 
                                           options: PGOptions(statementTimeout: 10, replyTimeout: 25), waitForConnection: 30))
     let broker = SchedulerBroker(config: (try? RedisConfig(url: redisURL)) ?? RedisConfig(), consumer: "api")
     var config = APIConfig(tokens: tokens, openReads: openReads, corsOrigins: settings.corsOrigins)
+    config.airflowUsers = settings.airflowUsers
+    config.version = flowKitVersion
     do { config.secretKeyring = .success(try SecretKeyring.fromEnvironment()) } catch {
         logger.error("connections and variables are unavailable: \(error)")
         config.secretKeyring = .failure(error as? SecretError ?? SecretError("\(error)"))

@@ -14,6 +14,7 @@ import RedisClient
 /// | `FLOWKIT_REDIS_URL` | Redis (`redis://…` or `unix://…`); unset in standalone: a private server |
 /// | `FLOWKIT_API_URL` / `FLOWKIT_API_TOKEN` | where client commands find the API, and their token |
 /// | `FLOWKIT_API_TOKENS` | tokens the API accepts: `admin:SECRET,read:OTHER` |
+/// | `FLOWKIT_AIRFLOW_USERS` | users of Airflow's API who log in at `POST /auth/token`: `NAME:admin:PASSWORD,NAME:read:PASSWORD` |
 /// | `FLOWKIT_API_OPEN_READS` | `true`/`false`: GET endpoints without a token |
 /// | `FLOWKIT_CORS_ORIGINS` | comma-separated origins allowed from browsers (`*` for any) |
 /// | `FLOWKIT_HOME` | where standalone keeps its private servers and data (default `.flowkit`) |
@@ -27,6 +28,7 @@ struct Settings {
     var apiURL: String
     var apiToken: String?
     var apiTokens: [(role: APIConfig.Role, token: String)]
+    var airflowUsers: [(name: String, role: APIConfig.Role, password: String)] = []
     var openReads: Bool?
     var corsOrigins: [String]
     var home: URL
@@ -82,6 +84,7 @@ struct Settings {
         return Settings(databaseURL: database, redisURL: nonEmpty("FLOWKIT_REDIS_URL"), apiURL: api,
                         apiToken: nonEmpty("FLOWKIT_API_TOKEN"),
                         apiTokens: try nonEmpty("FLOWKIT_API_TOKENS").map(APIConfig.parseTokens) ?? [],
+                        airflowUsers: try nonEmpty("FLOWKIT_AIRFLOW_USERS").map(APIConfig.parseAirflowUsers) ?? [],
                         openReads: openReads,
                         corsOrigins: cors,
                         home: home)

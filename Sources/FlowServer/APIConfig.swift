@@ -24,6 +24,11 @@ public struct APIConfig: Sendable {
     public var secretKeyring: Result<SecretKeyring?, SecretError> = .success(nil)
     /// The time of day of the API's writes and reads of "now" (tests move it).
     public var clock: any WallClock = SystemClock()
+    /// Users who may exchange a name and password for a token at `POST /auth/token`, as
+    /// Airflow's simple auth manager does (`FLOWKIT_AIRFLOW_USERS`: `name:role:password,…`).
+    public var airflowUsers: [(name: String, role: Role, password: String)] = []
+    /// The FlowKit version `GET /api/v2/version` answers.
+    public var version = "unknown"
 
     public init(tokens: [(role: Role, token: String)] = [], openReads: Bool = true, corsOrigins: [String] = []) {
         self.tokens = tokens
@@ -39,6 +44,19 @@ public struct APIConfig: Sendable {
                 throw ConfigError("FLOWKIT_API_TOKENS: `\(item)` is not `admin:TOKEN` or `read:TOKEN`")
             }
             return (role, parts[1].trimmingCharacters(in: .whitespaces))
+        }
+    }
+}
+
+extension APIConfig {
+    /// Parses `FLOWKIT_AIRFLOW_USERS` (`ci:admin:s3cret,dash:read:other`).
+    public static func parseAirflowUsers(_ text: String) throws -> [(name: String, role: Role, password: String)] {
+        try text.split(separator: ",").map { item in
+            let parts = item.split(separator: ":", maxSplits: 2).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 3, !parts[0].isEmpty, let role = Role(rawValue: parts[1]), role != .events, parts[2].count >= 8 else {
+                throw ConfigError("FLOWKIT_AIRFLOW_USERS: `\(item.split(separator: ":").prefix(2).joined(separator: ":")):…` is not `NAME:admin:PASSWORD` or `NAME:read:PASSWORD` with a password of 8 characters or more")
+            }
+            return (parts[0], role, parts[2])
         }
     }
 }

@@ -41,13 +41,17 @@ struct APIErrorMiddleware: RouterMiddleware {
     let maxBodyBytes: Int
     let logger: Logger
 
+    /// Airflow's API answers errors as FastAPI does: `{"detail": "…"}`.
+    static func speaksAirflow(_ path: String) -> Bool { path.hasPrefix("/api/v2/") || path.hasPrefix("/auth/") }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let e as HTTPError where e.status == .notFound {
             throw e  // no route: `RouteFallbackMiddleware` answers (404 or 405)
         } catch {
-            return APIError(error, maxBodyBytes: maxBodyBytes, logger: logger, request: request).json
+            let e = APIError(error, maxBodyBytes: maxBodyBytes, logger: logger, request: request)
+            return Self.speaksAirflow(request.uri.path) ? airflowJSON(["detail": .string(e.message)], status: e.status) : e.json
         }
     }
 }

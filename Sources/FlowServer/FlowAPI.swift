@@ -56,7 +56,8 @@ public struct FlowAPI: Sendable {
     var resources: [any APIResource] {
         [HealthRoutes(api: self), FlowRoutes(api: self), RunRoutes(api: self), TaskRoutes(api: self), WorkerRoutes(api: self),
          PoolRoutes(api: self), AssetRoutes(api: self), HookRoutes(api: self), NotificationRoutes(api: self),
-         BackfillRoutes(api: self), StoreRoutes(api: self), AuditRoutes(api: self), EventRoutes(api: self), DashboardRoutes(api: self)]
+         BackfillRoutes(api: self), StoreRoutes(api: self), AuditRoutes(api: self), EventRoutes(api: self), DashboardRoutes(api: self),
+         AirflowRoutes(api: self)]
     }
 
     /// The router: CORS when configured, the JSON answers for unknown routes and wrong methods,

@@ -523,5 +523,11 @@ CREATE INDEX approvals_timeouts ON approvals (timeout_at) WHERE decided_at IS NU
 -- appended in creation order, so each block range holds a narrow span of times.
 CREATE INDEX runs_created_brin ON runs USING brin (created_at) WITH (pages_per_range = 32, autosummarize = on);
 """#),
+        ("0023_asset_ids.sql", #"""
+-- Assets get a number (Airflow's REST API addresses an asset by an integer id:
+-- GET /api/v2/assets/{asset_id}, asset events' asset_id). Existing assets are numbered in
+-- the order PostgreSQL reads them; new ones as they are registered.
+ALTER TABLE assets ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
+"""#),
     ]
 }

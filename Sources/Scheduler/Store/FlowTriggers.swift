@@ -24,7 +24,7 @@ extension SchedulerStore {
     /// A queued run with an idempotency key, or the run that already has that key (`created` false).
     func insertKeyedRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
                         key: String, deadline: RunDeadline?, triggeredBy: String? = nil, triggeringEvents: JSONValue? = nil,
-                        logicalDate: Date? = nil, now: Date) throws -> (run: RunRecord, created: Bool) {
+                        logicalDate: Date? = nil, runId: String? = nil, now: Date) throws -> (run: RunRecord, created: Bool) {
         let date = logicalDate ?? now
         // The unique index decides between concurrent writers; the loser reads the winner's run.
         if let inserted = try s.query("""
@@ -33,7 +33,7 @@ extension SchedulerStore {
             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'queued', $7, $7, $7, $8, $9, $10, $11::jsonb)
             ON CONFLICT (flow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING \(RunRecord.columns)
-            """, ["\(kind)__\(Self.compactDate(now))__\(UUID().uuidString.prefix(8).lowercased())", flowId, version, kind,
+            """, [runId ?? "\(kind)__\(Self.compactDate(now))__\(UUID().uuidString.prefix(8).lowercased())", flowId, version, kind,
                   JSONValue.object(conf).jsonbText, JSONValue.object(params).jsonbText, date,
                   deadline.flatMap { $0.after == .logicalDate ? date.addingTimeInterval($0.seconds) : nil }, key, triggeredBy,
                   triggeringEvents?.jsonbText]).first {

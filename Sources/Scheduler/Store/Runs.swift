@@ -14,8 +14,15 @@ extension SchedulerStore {
     /// Creates a queued run, or with an idempotency key returns the run an earlier call with
     /// the same key made (`created` false), also when both arrive at once: a client that lost
     /// the answer retries without making a second run.
+    /// `runId` names the run instead of the generated `manual__<date>__<id>` (Airflow's
+    /// `dag_run_id`); a run id already taken is a conflict.
     public func createRun(flowId: String, kind: String, conf: [String: JSONValue], logicalDate: Date?, idempotencyKey: String?,
-                          now: Date) async throws -> (run: RunRecord, created: Bool) {
+                          runId: String? = nil, now: Date) async throws -> (run: RunRecord, created: Bool) {
+        if let runId {
+            guard !runId.isEmpty, runId.utf8.count <= 250, !runId.contains(where: { $0.isNewline || $0 == "\u{0}" }) else {
+                throw BadRequest("a run id must be 1 to 250 bytes on one line, not `\(runId.prefix(60))`")
+            }
+        }
         return try await audited { [self] s, actor in
             guard let f = try s.query("SELECT current_version, is_active FROM flows WHERE flow_id = $1", [flowId]).first else {
                 let known = try s.query("SELECT flow_id FROM flows WHERE is_active ORDER BY flow_id").all.compactMap { try $0.stringOrNull("flow_id") }
@@ -27,15 +34,29 @@ extension SchedulerStore {
             let params = try graph.definition.resolveParams(conf: conf)
             let date = logicalDate ?? now
             if let key = idempotencyKey {
-                let made = try insertKeyedRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params, key: key,
-                                              deadline: graph.definition.deadline, logicalDate: date, now: now)
+                let made: (run: RunRecord, created: Bool)
+                do {
+                    made = try insertKeyedRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params, key: key,
+                                              deadline: graph.definition.deadline, logicalDate: date, runId: runId, now: now)
+                } catch let e as PGError where runId != nil && e.sqlState == "23505" {
+                    throw StateConflict("a run with id `\(runId!)` already exists")
+                }
                 if made.created {
                     try audit(s, actor, "trigger", made.run.runId, ["flowId": .string(flowId), "conf": .object(conf), "idempotencyKey": .string(key)], now: now)
                 }
                 return made
             }
-            let run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
-                                    logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline)!
+            if let runId, try s.query("SELECT 1 FROM runs WHERE run_id = $1", [runId]).first != nil {
+                throw StateConflict("a run with id `\(runId)` already exists")
+            }
+            let run: RunRecord
+            do {
+                run = try insertRun(s, flowId: flowId, version: version, kind: kind, conf: conf, params: params,
+                                    logicalDate: date, intervalStart: date, intervalEnd: date, deadline: graph.definition.deadline, runId: runId)!
+            } catch let e as PGError where runId != nil && e.sqlState == "23505" {
+                // Two requests naming the same new run id at once: the second finds it taken.
+                throw StateConflict("a run with id `\(runId!)` already exists")
+            }
             try audit(s, actor, "trigger", run.runId, ["flowId": .string(flowId), "conf": .object(conf)], now: now)
             return (run, true)
         }
@@ -98,8 +119,8 @@ extension SchedulerStore {
 
     /// Inserts a queued run; nil when a scheduled run for that tick already exists.
     func insertRun(_ s: PGSession, flowId: String, version: Int, kind: String, conf: [String: JSONValue], params: [String: JSONValue],
-                   logicalDate: Date, intervalStart: Date, intervalEnd: Date, deadline: RunDeadline? = nil) throws -> RunRecord? {
-        let runId = "\(kind)__\(Self.compactDate(logicalDate))__\(UUID().uuidString.prefix(8).lowercased())"
+                   logicalDate: Date, intervalStart: Date, intervalEnd: Date, deadline: RunDeadline? = nil, runId: String? = nil) throws -> RunRecord? {
+        let runId = runId ?? "\(kind)__\(Self.compactDate(logicalDate))__\(UUID().uuidString.prefix(8).lowercased())"
         let conflict = kind == "manual" ? "" : "ON CONFLICT (flow_id, logical_date) WHERE trigger_kind IN ('scheduled', 'backfill') DO NOTHING"
         let r = try s.query("""
             INSERT INTO runs AS r (run_id, flow_id, flow_version, trigger_kind, conf, params, state, logical_date, data_interval_start,
