@@ -86,13 +86,20 @@ for d in docs:
         hpas = [n for (k, n), h in by.items() if k == "HorizontalPodAutoscaler" and h["spec"]["scaleTargetRef"]["name"] == target]
         if hpas:
             problems.append(f"{where}: Deployment `{target}` is also scaled by HorizontalPodAutoscaler {hpas} (KEDA makes its own)")
+        names = {t["metadata"].get("listName") for t in d["spec"].get("triggers", [])}
+        for q in (configmaps.get("flowkit", {}).get("data", {}).get("FLOWKIT_WORKER_QUEUES") or "default").split(","):
+            missing = [n for n in [q] + [q + f"\x06\x16{p}" for p in (3, 6, 9)] if n not in names]
+            if missing:
+                problems.append(f"{where}: no trigger counts {missing!r}: messages with a priority wait there")
         for trig in d["spec"].get("triggers", []):
             if trig["type"] not in ("redis", "redis-sentinel"):
                 problems.append(f"{where}: trigger type `{trig['type']}`; FlowKit's queues are Redis lists")
                 continue
             queues = (configmaps.get("flowkit", {}).get("data", {}).get("FLOWKIT_WORKER_QUEUES") or "default").split(",")
-            if trig["metadata"].get("listName") not in queues:
-                problems.append(f"{where}: listName `{trig['metadata'].get('listName')}` is not a queue the workers consume ({queues})")
+            # A queue's lists: the queue itself and its priority lists (kombu's steps 3, 6, 9).
+            lists = {q + suffix for q in queues for suffix in ["", "\x06\x163", "\x06\x166", "\x06\x169"]}
+            if trig["metadata"].get("listName") not in lists:
+                problems.append(f"{where}: listName `{trig['metadata'].get('listName')!r}` is not a list of a queue the workers consume ({queues})")
             if not str(trig["metadata"].get("listLength", "")).isdigit():
                 problems.append(f"{where}: listLength must be a whole number as a string")
             auth = trig.get("authenticationRef", {}).get("name")
