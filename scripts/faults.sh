@@ -83,13 +83,15 @@ longest_stall() {  # seconds: the longest gap between task state changes of the 
          UNION ALL SELECT ended_at FROM runs WHERE id IN ($(scenario_sql)) AND ended_at >= to_timestamp($fault_over))
        SELECT round(coalesce(max(gap), 0)::numeric, 1) FROM (SELECT extract(epoch FROM at - lag(at) OVER (ORDER BY at)) AS gap FROM t) g"
 }
-check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS [strict]: strict fails on duplicates or a stall over 10 s
+check() {  # check SCENARIO EXPECTED_SUCCESS_RUNS [strict|no-dup]: strict fails on duplicates or a stall over 10 s; no-dup on duplicates only
   local name=$1 expect=$2 strict=${3:-} problems=()
   wait_runs 180 || problems+=("runs still unfinished")
   [ -n "$fault_over" ] || fault_over=$batch_started
   local dups stall; dups=$(duplicates); stall=$(longest_stall)
-  if [ "$strict" = strict ]; then
+  if [ "$strict" = strict ] || [ "$strict" = no-dup ]; then
     [ "$dups" = 0 ] || problems+=("$dups duplicate executions")
+  fi
+  if [ "$strict" = strict ]; then
     awk -v s="$stall" 'BEGIN { exit !(s > 10) }' && problems+=("a stall of ${stall}s")
   fi
   local ok; ok=$(sql "SELECT count(*) FROM runs WHERE state = 'success' AND run_id = ANY(string_to_array('${scenario_runs[*]:-}', ' '))")
@@ -412,8 +414,8 @@ restart_all_on_redis() {  # restart_all_on_redis REDIS_URL [bench]: API, schedul
   for i in $(seq 1 150); do "$flowctl" health >/dev/null 2>&1 && return 0; sleep 0.2; done
   return 1
 }
-sentinel_failover() {  # sentinel_failover NAME COMMAND...: the 1 → 500 → 1 load, COMMAND once it flows, then the checks
-  local name=$1; shift
+sentinel_failover() {  # sentinel_failover NAME MODE COMMAND...: the 1 → 500 → 1 load, COMMAND once it flows, then the checks (MODE: check's)
+  local name=$1 mode=$2; shift 2
   for i in $(seq 1 100); do [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'bench_w3'")" = t ] && break; sleep 0.2; done
   scenario_runs=(); batch_started=$(now)
   for i in $(seq 1 "$runs_w3"); do scenario_runs+=("$(trigger bench_w3)"); done
@@ -428,19 +430,20 @@ sentinel_failover() {  # sentinel_failover NAME COMMAND...: the 1 → 500 → 1 
   done
   fault_over=$(now)
   local new; new=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)
-  check "$name under the 1-to-500-to-1 load: master :$old → :$new in $(awk -v a="$t0" -v b="$fault_over" 'BEGIN { printf "%.1f", b - a }')s" "$runs_w3" strict
+  check "$name under the 1-to-500-to-1 load: master :$old → :$new in $(awk -v a="$t0" -v b="$fault_over" 'BEGIN { printf "%.1f", b - a }')s" "$runs_w3" "$mode"
 }
-# Not yet in the default run: a SENTINEL FAILOVER under this load still makes tries run twice
-# (hundreds, with or without ?wait_replicas=1) — see docs/deploying.md. FAULTS_SENTINEL=1 runs them.
-if [ "${FAULTS_SENTINEL:-0}" != 1 ]; then
-  results+=("SKIP|Redis Sentinel failover and SIGKILLed master|-|-|FAULTS_SENTINEL=1 runs them (known to fail: duplicate executions after a SENTINEL FAILOVER)")
+# A SIGKILLed master loses what it had not replicated: the row fails on a lost run or a try run
+# twice, and prints its stall (about 30 s: see docs/deploying.md §11) without failing on it.
+# FAULTS_SENTINEL=0 skips both.
+if [ "${FAULTS_SENTINEL:-1}" != 1 ]; then
+  results+=("SKIP|Redis Sentinel failover and SIGKILLed master|-|-|FAULTS_SENTINEL=0 skips them")
   FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh stop
 elif sentinel_env=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh start 2>"$work/sentinel-start.log"); then
   sentinel_url=$(echo "$sentinel_env" | sed -n 's/^export FLOWKIT_TEST_SENTINEL_URL=//p')
   if restart_all_on_redis "$sentinel_url" bench; then
-    sentinel_failover "Redis SENTINEL FAILOVER (database through PgBouncer)" redis-cli -p 57000 SENTINEL FAILOVER flowkit
+    sentinel_failover "Redis SENTINEL FAILOVER (database through PgBouncer)" strict redis-cli -p 57000 SENTINEL FAILOVER flowkit
     kill_master() { local p; p=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master); kill -9 "$(cat "$work/servers/sentinel-56900/redis-$((p - 56900)).pid")"; }
-    sentinel_failover "Redis master killed (SIGKILL), sentinels fail over (database through PgBouncer)" kill_master
+    sentinel_failover "Redis master killed (SIGKILL), sentinels fail over (database through PgBouncer)" no-dup kill_master
   else
     results+=("FAIL|Redis Sentinel|-|-|the stack did not become healthy on redis+sentinel://")
   fi

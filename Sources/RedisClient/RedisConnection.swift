@@ -24,10 +24,13 @@ public final class RedisConnection: @unchecked Sendable {
     /// With Sentinel: the sentinels in the order to ask them (the last one that answered first,
     /// as Redis's Sentinel client guidelines say), and the master's address found last.
     private var sentinelOrder: [RedisConfig.RedisAddress]
-    /// Written on the connection's thread, read from any: behind a lock.
-    private let master = Mutex<String?>(nil)
+    /// Written on the connection's thread, read from any: behind a lock. The master's address,
+    /// and when this connection first reached a master other than the one before (a failover).
+    private let master = Mutex<(address: String?, changedAt: ContinuousClock.Instant?)>((nil, nil))
     /// With Sentinel: the `host:port` of the master this connection reached last.
-    public var masterAddress: String? { master.withLock { $0 } }
+    public var masterAddress: String? { master.withLock { $0.address } }
+    /// With Sentinel: when this connection last found the master moved (nil: never).
+    public var lastMasterChange: ContinuousClock.Instant? { master.withLock { $0.changedAt } }
 
     public init(_ config: RedisConfig, label: String = "redis", readTimeout: Double = 30) {
         self.config = config
@@ -123,7 +126,11 @@ public final class RedisConnection: @unchecked Sendable {
                 guard what == "master" else {
                     throw RedisError(.connection, "\(host):\(port) is not a master (ROLE: \(what)): asking the sentinels again")
                 }
-                master.withLock { $0 = "\(host):\(port)" }
+                let address = "\(host):\(port)"
+                master.withLock { m in
+                    if let before = m.address, before != address { m.changedAt = .now }
+                    m.address = address
+                }
             }
         } catch let e as RedisError {
             drop()

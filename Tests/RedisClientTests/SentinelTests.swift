@@ -31,9 +31,11 @@ struct SentinelTests {
         let key = "sentinel-test-\(UUID().uuidString)"
         try await r.run { s in try s.command(["SET", key, "before"]).orThrow() }
         let before = try #require(r.masterAddress)
+        #expect(r.lastMasterChange == nil)   // reaching the first master is no failover
         // Wait until a replica has the key, so that the failover cannot lose it.
         try await r.run { s in _ = try s.command(["WAIT", "2", "2000"]).orThrow() }
         let sentinel = try RedisConfig(url: "redis://\(config.sentinels[0].host):\(config.sentinels[0].port)")
+        let failedOverAt = ContinuousClock.now
         try await RedisConnection(sentinel).run { s in try s.command(["SENTINEL", "FAILOVER", "flowkit"]).orThrow() }
         // Writes fail (the old master demoted: READONLY, or its clients killed) until the
         // connection finds the new master; then they go on, and nothing written before is lost.
@@ -49,6 +51,9 @@ struct SentinelTests {
         }
         let moved = try #require(after, "the connection never moved off \(before)")
         #expect(moved != before)
+        // What the leader's unacked restorer reads to give the workers time to refresh their claims.
+        let changed = try #require(r.lastMasterChange)
+        #expect(changed > failedOverAt)
         #expect(try await r.run { s in try s.command(["GET", key]).string } == "before")
         #expect(try await r.run { s in try s.command(["ROLE"]) }.arrayFirst == "master")
         print("sentinel: master \(before) → \(moved) after \(failures) failed writes")

@@ -19,9 +19,18 @@ public struct LostMessageRescuer: SchedulerDuty {
     let config: Config
 
 
+    /// Seconds after a Redis failover before the tries queued before it are looked at: time for
+    /// the dispatchers' and the workers' retries to land on the new master.
+    static let failoverSettle: Double = 5
+
     public func runOnce() async throws -> Double {
         let now = context.clock.now()
-        let stale = try await context.store.staleQueued(now: now, olderThan: config.after)
+        // After a Redis failover, a message the old master took and the new one lacks is lost,
+        // not in transit: once the retries have settled, every try queued before the failover is
+        // looked at at once, instead of `after` seconds later (a 30 s stall after a SIGKILLed master).
+        var olderThan = config.after
+        if let since = context.broker.secondsSinceMasterChange, since >= Self.failoverSettle, since < olderThan { olderThan = since }
+        let stale = try await context.store.staleQueued(now: now, olderThan: olderThan)
         let missing = try await context.broker.missingMessages(stale)
         guard !missing.isEmpty else { return config.interval }
         var work = BrokerWork()

@@ -160,6 +160,15 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// Seconds since one of this broker's connections found the Redis master moved (a Sentinel
+    /// failover); nil when none has.
+    public var secondsSinceMasterChange: Double? {
+        let changes = [redis, events, dispatch].compactMap(\.lastMasterChange)
+        guard let last = changes.max() else { return nil }
+        let d = ContinuousClock.now - last
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     /// kombu's `restore_visible`: messages claimed before `cutoff` and never acknowledged go back.
     @discardableResult
     public func restoreUnacked(olderThan cutoff: Date) async throws -> Int {
