@@ -19,12 +19,16 @@ struct RouteFallbackMiddleware: RouterMiddleware {
         } catch let e as HTTPError where e.status == .notFound {
             let path = request.uri.path
             let allowed = Self.methods(for: path, in: access.routes)
-            if allowed.isEmpty {
-                return errorJSON(APIError(.notFound, "not_found",
-                                          "no route `\(request.method) \(path)`: the API's routes are listed at /api/v1/openapi.json"))
+            // Airflow's API answers in its own shape, `{"detail": …}`.
+            let answer: (APIError) -> Response = { e in
+                APIErrorMiddleware.speaksAirflow(path) ? airflowJSON(["detail": .string(e.message)], status: e.status) : errorJSON(e)
             }
-            var r = errorJSON(APIError(.methodNotAllowed, "method_not_allowed",
-                                       "`\(path)` answers \(allowed.joined(separator: ", ")), not \(request.method)"))
+            if allowed.isEmpty {
+                return answer(APIError(.notFound, "not_found",
+                                       "no route `\(request.method) \(path)`: the API's routes are listed at /api/v1/openapi.json"))
+            }
+            var r = answer(APIError(.methodNotAllowed, "method_not_allowed",
+                                    "`\(path)` answers \(allowed.joined(separator: ", ")), not \(request.method)"))
             r.headers[.allow] = allowed.joined(separator: ", ")
             return r
         }

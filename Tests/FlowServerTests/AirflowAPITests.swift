@@ -71,6 +71,10 @@ struct AirflowAPITests {
             let missing = try await api.request("GET", "/api/v2/dags/example_retry/dagRuns/af-1", token: LiveAPI.reader)
             #expect(missing.status == 404 && missing.json["detail"]?.stringValue?.contains("it is a run of `example_sleep`") == true, "\(missing.text)")
             #expect(try await api.request("GET", "/api/v2/dags", token: nil).json["detail"] != nil)
+            let unknown = try await api.request("GET", "/api/v2/connections", token: LiveAPI.reader)
+            #expect(unknown.status == 404 && unknown.json["detail"]?.stringValue?.contains("no route") == true, "\(unknown.text)")
+            let wrongMethod = try await api.request("DELETE", "/api/v2/dags/example_sleep", token: LiveAPI.admin)
+            #expect(wrongMethod.status == 405 && wrongMethod.json["detail"] != nil && wrongMethod.header("Allow") != nil, "\(wrongMethod.text)")
             let denied = try await api.request("PATCH", "/api/v2/dags/example_sleep", token: LiveAPI.reader, body: #"{"is_paused": true}"#)
             #expect(denied.status == 403 && denied.json["detail"] != nil)
             // Marking: a long run marked failed stops (FlowKit cancels it); one marked success has every task succeed.
