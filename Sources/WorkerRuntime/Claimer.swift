@@ -123,8 +123,15 @@ final class Claimer: Sendable {
     /// the heartbeat's pipeline, whose last reply is the restore's.
     func visibilityCommands(running: [String]) -> [[String]] {
         let now = clock.now().timeIntervalSince1970
-        return KombuLayout.refreshClaimCommands(tags: running + state.pendingHandBackTags, now: now)
-            + [KombuLayout.restoreCommand(claimedBefore: now - visibilityTimeout, limit: 100)]
+        let refresh = KombuLayout.refreshClaimCommands(tags: running + state.pendingHandBackTags, now: now)
+        // After a Redis failover every claim looks stale: no worker could refresh its claims
+        // while it looked for the new master. Restoring them then would run other workers'
+        // tries a second time beside them; restore nothing for one visibility timeout, while
+        // the other workers refresh theirs (the schedulers' restorer waits the same way).
+        if let moved = [redis, blocking].compactMap(\.lastMasterChange).max(), ContinuousClock.now - moved < .seconds(visibilityTimeout) {
+            return refresh
+        }
+        return refresh + [KombuLayout.restoreCommand(claimedBefore: now - visibilityTimeout, limit: 100)]
     }
 }
 
