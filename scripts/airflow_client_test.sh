@@ -14,7 +14,7 @@ export FLOWKIT_DATABASE_URL="${FLOWKIT_TEST_DATABASE_URL%/*}/airflow_client"
 export FLOWKIT_REDIS_URL="${FLOWKIT_TEST_REDIS_URL%/*}/6"
 export FLOWKIT_API_TOKENS="admin:airflow-client-admin" FLOWKIT_API_OPEN_READS=false FLOWKIT_LOG_LEVEL=warning FLOWKIT_HOME="$work/home"
 export FLOWKIT_AIRFLOW_USERS="ci:admin:ci-password-1,ci-reader:read:ci-password-1-reader"
-redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-56379}" -n 6 FLUSHDB >/dev/null
+redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-26390}" -n 6 FLUSHDB >/dev/null
 port=18770
 "$flowctl" standalone --port $port >"$work/standalone.log" 2>&1 & app=$!
 trap 'kill -TERM $app 2>/dev/null; wait $app 2>/dev/null' EXIT

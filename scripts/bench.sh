@@ -12,14 +12,14 @@ mkdir -p "$out"
 
 command -v wrk >/dev/null 2>&1 || { apt-get install -y -q --no-install-recommends wrk >/dev/null 2>&1 || echo "# wrk unavailable: W5 skipped"; }
 
-export FLOWKIT_TEST_HOME="$PWD/.flowkit/bench/servers" FLOWKIT_TEST_PG_PORT=55532 FLOWKIT_TEST_REDIS_PORT=56479
+export FLOWKIT_TEST_HOME="$PWD/.flowkit/bench/servers" FLOWKIT_TEST_PG_PORT=25532 FLOWKIT_TEST_REDIS_PORT=26479
 export FLOWKIT_TEST_PG_DURABLE=1   # every state change committed with PostgreSQL's default durability
 eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop' EXIT
-psql "postgres://flowkit@127.0.0.1:55532/postgres" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
+psql "postgres://flowkit@127.0.0.1:25532/postgres" -qc "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
 
 echo "# FlowKit $(git rev-parse --short HEAD 2>/dev/null) on $(nproc) cores, $(date -u +%F)"
-FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:55532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:56479/0 FLOWKIT_LOG_LEVEL=warning \
+FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:25532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:26479/0 FLOWKIT_LOG_LEVEL=warning \
   "$flowctl" bench run --repeats "$repeats" | tee "$out/flowkit.txt"
 
 # W7: a fresh data directory to catalunya_data_pipeline's first task running.
@@ -54,7 +54,7 @@ scripts/bench_w9.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
 
 # W10–W12: a thousand flows, one flow of 5,000 tasks, a million runs — with a scheduler and a
 # worker that carry those flows (an invocation of its own: W4 above measured the default set).
-FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:55532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:56479/0 FLOWKIT_LOG_LEVEL=warning \
+FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:25532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:26479/0 FLOWKIT_LOG_LEVEL=warning \
   "$flowctl" bench run --repeats "$repeats" --only W10,W11,W12 | tee -a "$out/flowkit.txt"
 scripts/bench_scale_browser.sh "$flowctl" "$repeats" | tee -a "$out/flowkit.txt"
 

@@ -8,5 +8,5 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 python="$(scripts/testvenv.sh)"
 out=.flowkit/bench/$out_name; mkdir -p "$out"
-export FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:55532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:56479/0 FLOWKIT_LOG_LEVEL=warning
+export FLOWKIT_DATABASE_URL=postgres://flowkit@127.0.0.1:25532/bench FLOWKIT_REDIS_URL=redis://127.0.0.1:26479/0 FLOWKIT_LOG_LEVEL=warning
 export FLOWKIT_API_TOKENS="admin:bench-admin" FLOWKIT_API_TOKEN=bench-admin

@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, ".flowkit", "compare")
-PG_PORT, REDIS_PORT = 55632, 56579
+PG_PORT, REDIS_PORT = 25632, 26579
 HIGHER_IS_BETTER = ("per_s", "req_s", "tasks_per_s", "instances_per_s", "rps")
 
 

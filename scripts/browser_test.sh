@@ -18,7 +18,7 @@ psql "$FLOWKIT_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS browser" -c "CREA
 export FLOWKIT_DATABASE_URL="${FLOWKIT_TEST_DATABASE_URL%/*}/browser"
 export FLOWKIT_REDIS_URL="${FLOWKIT_TEST_REDIS_URL%/*}/4"
 export FLOWKIT_API_TOKENS="admin:browser-admin" FLOWKIT_API_OPEN_READS=false FLOWKIT_LOG_LEVEL=warning FLOWKIT_HOME="$work/home"
-redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-56379}" -n 4 FLUSHDB >/dev/null
+redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-26390}" -n 4 FLUSHDB >/dev/null
 port=18750
 "$flowctl" standalone --port $port >"$work/standalone.log" 2>&1 & app=$!
 trap 'kill -TERM $app 2>/dev/null; wait $app 2>/dev/null' EXIT

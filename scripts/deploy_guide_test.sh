@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 flowctl="$(realpath "${1:-.build/debug/flowctl}")"
 [ "$(id -u)" = 0 ] || { echo "deploy guide: needs root for network namespaces" >&2; exit 1; }
 work="$PWD/.flowkit/deploy"
-pg_port=55732 redis_port=56699 api_port=18800
+pg_port=25732 redis_port=26699 api_port=18800
 step() { echo "deploy guide: $*"; }
 fail() { echo "deploy guide: FAILED: $*" >&2; exit 1; }
 

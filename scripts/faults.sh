@@ -19,14 +19,14 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh   # curl, iproute2 and the servers
 flowctl="$(realpath "${1:-.build/debug/flowctl}")"
 work="$PWD/.flowkit/faults"
-export FLOWKIT_TEST_HOME="$work/servers" FLOWKIT_TEST_PG_PORT=55632 FLOWKIT_TEST_REDIS_PORT=56579
+export FLOWKIT_TEST_HOME="$work/servers" FLOWKIT_TEST_PG_PORT=25632 FLOWKIT_TEST_REDIS_PORT=26579
 scripts/services.sh stop 2>/dev/null   # servers a previous run left behind
 rm -rf "$work"; mkdir -p "$work"
 eval "$(scripts/services.sh start)"
-db_admin="postgres://flowkit@127.0.0.1:55632/postgres"
+db_admin="postgres://flowkit@127.0.0.1:25632/postgres"
 psql "$db_admin" -qc "DROP DATABASE IF EXISTS faults" -c "CREATE DATABASE faults" >/dev/null
-export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:55632/faults"
-export FLOWKIT_REDIS_URL="redis://127.0.0.1:56579/0"
+export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:25632/faults"
+export FLOWKIT_REDIS_URL="redis://127.0.0.1:26579/0"
 export FLOWKIT_CONN_WAREHOUSE="$FLOWKIT_DATABASE_URL" FLOWKIT_DATA_DIR="$work/data" FLOWKIT_LOG_LEVEL=warning
 # catalunya_data_pipeline's dbt: its virtualenv built before the faults, not in the middle of one.
 "$flowctl" venv >/dev/null || { echo "faults: could not build dbt's virtualenv" >&2; exit 1; }
@@ -139,7 +139,7 @@ check "Redis restarted mid-run (AOF)" 5
 
 # 5. Redis flushed entirely mid-run: queues rebuilt from PostgreSQL.
 batch; sleep 1
-redis-cli -p 56579 FLUSHALL >/dev/null
+redis-cli -p 26579 FLUSHALL >/dev/null
 check "Redis flushed mid-run" 5
 
 # 6. PostgreSQL restarted mid-run; the API answers 503 meanwhile.
@@ -156,9 +156,9 @@ check "PostgreSQL restarted mid-run (health during:$(echo $during | tr ' ' '\n' 
 
 # 7. A burst of malformed messages on the queues.
 batch
-for i in $(seq 1 200); do echo "LPUSH default garbage-$i"; done | redis-cli -p 56579 >/dev/null
-redis-cli -p 56579 LPUSH default '{"properties": {"delivery_tag": "x"}, "headers": {"task": "nobody.knows", "id": "1"}, "body": "W1tdLCB7fSwge31d", "content-type": "application/json"}' >/dev/null
-check "burst of 201 malformed or unknown messages (dead letters: $(redis-cli -p 56579 LLEN flowkit:dead))" 5
+for i in $(seq 1 200); do echo "LPUSH default garbage-$i"; done | redis-cli -p 26579 >/dev/null
+redis-cli -p 26579 LPUSH default '{"properties": {"delivery_tag": "x"}, "headers": {"task": "nobody.knows", "id": "1"}, "body": "W1tdLCB7fSwge31d", "content-type": "application/json"}' >/dev/null
+check "burst of 201 malformed or unknown messages (dead letters: $(redis-cli -p 26579 LLEN flowkit:dead))" 5
 
 # 8. A flood of API requests with bad bodies.
 batch
@@ -174,10 +174,10 @@ check "flood of 300 malformed API requests (all 400: $([ $bad -eq 0 ] && echo ye
 #    host A while the batch starts; the link is cut mid-task, a worker on another host takes
 #    over what A held once A's liveness lapses, and A's late reports change nothing.
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null 2>&1 && scripts/netns.sh up 2>"$work/netns.log"; then
-  redis-cli -p 56579 CONFIG SET protected-mode no >/dev/null
-  redis-cli -p 56579 CONFIG SET bind "127.0.0.1 10.77.1.1" >/dev/null
+  redis-cli -p 26579 CONFIG SET protected-mode no >/dev/null
+  redis-cli -p 26579 CONFIG SET bind "127.0.0.1 10.77.1.1" >/dev/null
   kill -TERM "${pids[worker1]}" "${pids[worker2]}" 2>/dev/null; wait "${pids[worker1]}" "${pids[worker2]}" 2>/dev/null
-  FLOWKIT_REDIS_URL="redis://10.77.1.1:56579/0" ip netns exec fkA "$flowctl" "${worker_args[@]}" --name hostA >>"$work/hostA.log" 2>&1 &
+  FLOWKIT_REDIS_URL="redis://10.77.1.1:26579/0" ip netns exec fkA "$flowctl" "${worker_args[@]}" --name hostA >>"$work/hostA.log" 2>&1 &
   pids[hostA]=$!
   sleep 1
   batch; sleep 1.5
@@ -189,8 +189,8 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null 2>&1 && scripts/netns.sh up 2>
   check "worker host's network cut mid-task ($on_a running on it), restored after 10 s" 5
   kill -TERM "${pids[hostA]}" 2>/dev/null; wait "${pids[hostA]}" 2>/dev/null; unset 'pids[hostA]'
   scripts/netns.sh down
-  redis-cli -p 56579 CONFIG SET bind "127.0.0.1" >/dev/null
-  redis-cli -p 56579 CONFIG SET protected-mode yes >/dev/null
+  redis-cli -p 26579 CONFIG SET bind "127.0.0.1" >/dev/null
+  redis-cli -p 26579 CONFIG SET protected-mode yes >/dev/null
   start worker2 "${worker_args[@]}" --name worker2
 elif [ "${CI:-}" = true ]; then
   results+=("FAIL|worker host's network cut|-|-|needs root and iproute2 for network namespaces: $(cat "$work/netns.log" 2>/dev/null)")
@@ -210,13 +210,13 @@ for i in $(seq 1 40); do
 done
 kill -STOP "${pids[sched1]}" "${pids[sched2]}"
 victim=${scenario_runs[0]}
-dead_before=$(redis-cli -p 56579 LLEN flowkit:dead)
-redis-cli -p 56579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":1,\"lines\":[\"a\\u0000b\"]}" >/dev/null
-redis-cli -p 56579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":5000000000,\"lines\":[\"poison\"]}" >/dev/null
+dead_before=$(redis-cli -p 26579 LLEN flowkit:dead)
+redis-cli -p 26579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":1,\"lines\":[\"a\\u0000b\"]}" >/dev/null
+redis-cli -p 26579 XADD flowkit:events '*' e "{\"kind\":\"log\",\"worker\":\"worker1\",\"at\":$(date +%s),\"runId\":\"$victim\",\"taskId\":\"sleep\",\"tryNumber\":5000000000,\"lines\":[\"poison\"]}" >/dev/null
 sleep 3   # the six tries end meanwhile; their outcomes queue behind the two events
 kill -CONT "${pids[sched1]}" "${pids[sched2]}"; fault_over=$(now)
 nul_stored=$(sql "SELECT count(*) FROM task_logs l JOIN runs r ON r.id = l.run_pk WHERE r.run_id = '$victim' AND l.line = 'a' || chr(65533) || 'b'")
-check "poison event: a NUL log line (stored: $nul_stored) and an event PostgreSQL refuses (dead letters: +$(( $(redis-cli -p 56579 LLEN flowkit:dead) - dead_before )))" 6 strict
+check "poison event: a NUL log line (stored: $nul_stored) and an event PostgreSQL refuses (dead letters: +$(( $(redis-cli -p 26579 LLEN flowkit:dead) - dead_before )))" 6 strict
 [ "$nul_stored" = 1 ] || results+=("FAIL|poison event|-|-|the NUL log line was not stored as U+FFFD")
 
 # 11. PostgreSQL restarted under the 1 → 500 → 1 load (bench_w3), with the schedulers' default
@@ -327,7 +327,7 @@ unset 'pids[up_sched2]' 'pids[up_w2a]' 'pids[up_w2b]'
 #     FLOWKIT_DATABASE_URL at PgBouncer and FLOWKIT_DATABASE_DIRECT_URL at PostgreSQL (LISTEN, the
 #     leader's lock); a batch runs, and PgBouncer itself is restarted mid-run (every pooled
 #     connection drops, as a pooler's failover would).
-pooled_url="postgres://flowkit@127.0.0.1:56632/faults"
+pooled_url="postgres://flowkit@127.0.0.1:26632/faults"
 restart_db_users() {  # restart_db_users DATABASE_URL [DIRECT_URL]: the API and both schedulers on another DSN
   kill -TERM "${pids[api]}" "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null; wait "${pids[api]}" "${pids[sched1]}" "${pids[sched2]}" 2>/dev/null
   local name
@@ -340,10 +340,10 @@ restart_db_users() {  # restart_db_users DATABASE_URL [DIRECT_URL]: the API and 
   for i in $(seq 1 150); do "$flowctl" health >/dev/null 2>&1 && return 0; sleep 0.2; done
   return 1
 }
-if FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh start >/dev/null 2>"$work/pgbouncer-start.log"; then
+if FLOWKIT_TEST_PGBOUNCER_PORT=26632 scripts/pgbouncer.sh start >/dev/null 2>"$work/pgbouncer-start.log"; then
   restart_db_users "$pooled_url" "$FLOWKIT_DATABASE_URL" || results+=("FAIL|through PgBouncer|-|-|the stack did not become healthy through PgBouncer")
   batch; sleep 1.5
-  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh start >/dev/null; fault_over=$(now)   # stop, then start again
+  FLOWKIT_TEST_PGBOUNCER_PORT=26632 scripts/pgbouncer.sh start >/dev/null; fault_over=$(now)   # stop, then start again
   check "through PgBouncer (transaction mode; sessions direct), PgBouncer restarted mid-run ($(grep -c 'login attempt' "$work/servers/pgbouncer/pgbouncer.log") pooled logins)" 5 strict
   restart_db_users "$FLOWKIT_DATABASE_URL" >/dev/null
 else
@@ -361,17 +361,17 @@ ha="$work/ha"; mkdir -p "$ha"; [ -n "$as_pg" ] && chown postgres "$ha"
 ha_opts="-c listen_addresses=127.0.0.1 -c max_connections=200 -c wal_level=replica -c max_wal_senders=5 -c synchronous_commit=on -c fsync=on"
 ha_ok=1
 $as_pg "$pgbin/initdb" -D "$ha/primary" -U flowkit --auth=trust -E UTF8 --locale=C.UTF-8 >"$ha/initdb.log" 2>&1 || ha_ok=0
-[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/primary" -l "$ha/primary.log" -w -o "-p 55642 -k $ha/primary $ha_opts -c synchronous_standby_names=*" start >/dev/null || ha_ok=0
-[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_basebackup" -h 127.0.0.1 -p 55642 -U flowkit -D "$ha/replica" -R -X stream >"$ha/basebackup.log" 2>&1 || ha_ok=0
-[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -l "$ha/replica.log" -w -o "-p 55643 -k $ha/replica $ha_opts" start >/dev/null || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/primary" -l "$ha/primary.log" -w -o "-p 25642 -k $ha/primary $ha_opts -c synchronous_standby_names=*" start >/dev/null || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_basebackup" -h 127.0.0.1 -p 25642 -U flowkit -D "$ha/replica" -R -X stream >"$ha/basebackup.log" 2>&1 || ha_ok=0
+[ $ha_ok = 1 ] && $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -l "$ha/replica.log" -w -o "-p 25643 -k $ha/replica $ha_opts" start >/dev/null || ha_ok=0
 if [ $ha_ok = 1 ]; then
-  psql "postgres://flowkit@127.0.0.1:55642/postgres" -qc "CREATE DATABASE faults" >/dev/null
+  psql "postgres://flowkit@127.0.0.1:25642/postgres" -qc "CREATE DATABASE faults" >/dev/null
   direct_url=$FLOWKIT_DATABASE_URL
-  export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:55642,127.0.0.1:55643/faults?target_session_attrs=read-write&connect_timeout=3"
+  export FLOWKIT_DATABASE_URL="postgres://flowkit@127.0.0.1:25642,127.0.0.1:25643/faults?target_session_attrs=read-write&connect_timeout=3"
   "$flowctl" migrate >/dev/null
   restart_db_users "$FLOWKIT_DATABASE_URL" "" bench || results+=("FAIL|PostgreSQL failover|-|-|the stack did not become healthy on the primary")
   for i in $(seq 1 100); do [ "$(sql "SELECT is_active FROM flows WHERE flow_id = 'bench_w3'")" = t ] && break; sleep 0.2; done
-  replicating=$(psql "postgres://flowkit@127.0.0.1:55642/postgres" -qAtc "SELECT sync_state FROM pg_stat_replication")
+  replicating=$(psql "postgres://flowkit@127.0.0.1:25642/postgres" -qAtc "SELECT sync_state FROM pg_stat_replication")
   scenario_runs=(); batch_started=$(now)
   for i in $(seq 1 "$runs_w3"); do scenario_runs+=("$(trigger bench_w3)"); done
   for i in $(seq 1 120); do
@@ -386,7 +386,7 @@ if [ $ha_ok = 1 ]; then
   export FLOWKIT_DATABASE_URL=$direct_url
   $as_pg "$pgbin/pg_ctl" -D "$ha/replica" -m fast -w stop >/dev/null
 else
-  results+=("FAIL|PostgreSQL failover|-|-|could not set up the primary and its replica: $(tail -2 "$ha"/*.log 2>/dev/null | tr '\n' ' ')")
+  results+=("FAIL|PostgreSQL failover|-|-|could not set up the primary and its replica: $(grep -hE 'FATAL|ERROR|error|could not' "$ha"/*.log 2>/dev/null | tail -3 | tr '\n|' ' /')")
 fi
 
 # 16-17. Redis with Sentinel: a master, two replicas and three sentinels (scripts/sentinel.sh);
@@ -422,14 +422,14 @@ sentinel_failover() {  # sentinel_failover NAME MODE COMMAND...: the 1 → 500 �
   for i in $(seq 1 120); do
     [ "$(sql "SELECT count(*) FROM runs WHERE run_id = ANY(string_to_array('${scenario_runs[*]}', ' ')) AND state = 'success'")" -ge 1 ] && break; sleep 0.25
   done
-  local old; old=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)
+  local old; old=$(FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh master)
   local t0; t0=$(now)
   "$@"
   for i in $(seq 1 200); do   # the sentinels name another master
-    [ "$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)" != "$old" ] && break; sleep 0.1
+    [ "$(FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh master)" != "$old" ] && break; sleep 0.1
   done
   fault_over=$(now)
-  local new; new=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master)
+  local new; new=$(FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh master)
   check "$name under the 1-to-500-to-1 load: master :$old → :$new in $(awk -v a="$t0" -v b="$fault_over" 'BEGIN { printf "%.1f", b - a }')s" "$runs_w3" "$mode"
 }
 # A SIGKILLed master loses what it had not replicated: the row fails on a lost run or a try run
@@ -437,19 +437,19 @@ sentinel_failover() {  # sentinel_failover NAME MODE COMMAND...: the 1 → 500 �
 # FAULTS_SENTINEL=0 skips both.
 if [ "${FAULTS_SENTINEL:-1}" != 1 ]; then
   results+=("SKIP|Redis Sentinel failover and SIGKILLed master|-|-|FAULTS_SENTINEL=0 skips them")
-  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh stop
-elif sentinel_env=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh start 2>"$work/sentinel-start.log"); then
+  FLOWKIT_TEST_PGBOUNCER_PORT=26632 scripts/pgbouncer.sh stop
+elif sentinel_env=$(FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh start 2>"$work/sentinel-start.log"); then
   sentinel_url=$(echo "$sentinel_env" | sed -n 's/^export FLOWKIT_TEST_SENTINEL_URL=//p')
   if restart_all_on_redis "$sentinel_url" bench; then
-    sentinel_failover "Redis SENTINEL FAILOVER (database through PgBouncer)" strict redis-cli -p 57000 SENTINEL FAILOVER flowkit
-    kill_master() { local p; p=$(FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh master); kill -9 "$(cat "$work/servers/sentinel-56900/redis-$((p - 56900)).pid")"; }
+    sentinel_failover "Redis SENTINEL FAILOVER (database through PgBouncer)" strict redis-cli -p 27000 SENTINEL FAILOVER flowkit
+    kill_master() { local p; p=$(FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh master); kill -9 "$(cat "$work/servers/sentinel-26900/redis-$((p - 26900)).pid")"; }
     sentinel_failover "Redis master killed (SIGKILL), sentinels fail over (database through PgBouncer)" no-dup kill_master
   else
     results+=("FAIL|Redis Sentinel|-|-|the stack did not become healthy on redis+sentinel://")
   fi
   restart_all_on_redis "$FLOWKIT_REDIS_URL" >/dev/null
-  FLOWKIT_TEST_SENTINEL_PORT=56900 scripts/sentinel.sh stop
-  FLOWKIT_TEST_PGBOUNCER_PORT=56632 scripts/pgbouncer.sh stop
+  FLOWKIT_TEST_SENTINEL_PORT=26900 scripts/sentinel.sh stop
+  FLOWKIT_TEST_PGBOUNCER_PORT=26632 scripts/pgbouncer.sh stop
 else
   results+=("FAIL|Redis Sentinel|-|-|could not start the master, replicas and sentinels: $(tail -2 "$work/sentinel-start.log")")
 fi

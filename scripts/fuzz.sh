@@ -19,7 +19,7 @@ export FLOWKIT_REDIS_URL="${FLOWKIT_TEST_REDIS_URL%/*}/3"
 export FLOWKIT_API_TOKENS="admin:fuzz-admin" FLOWKIT_API_OPEN_READS=false FLOWKIT_LOG_LEVEL=warning
 # Connections and variables are sealed with this key (a fixed one: the fuzz database is thrown away).
 export FLOWKIT_SECRET_KEY="ZnV6ei1rZXktZm9yLWZsb3draXQtdGVzdHMtb25seSE="
-redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-56379}" -n 3 FLUSHDB >/dev/null
+redis-cli -p "${FLOWKIT_TEST_REDIS_PORT:-26390}" -n 3 FLUSHDB >/dev/null
 "$flowctl" migrate >/dev/null
 port=18700
 # The API and a scheduler (for /health); no worker: the runs the fuzzer makes just wait.

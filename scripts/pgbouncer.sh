@@ -6,12 +6,12 @@
 #
 #   scripts/pgbouncer.sh start|stop
 #
-# FLOWKIT_TEST_PGBOUNCER_PORT: its port (56432); FLOWKIT_TEST_PG_PORT: PostgreSQL's (55432).
+# FLOWKIT_TEST_PGBOUNCER_PORT: its port (26432); FLOWKIT_TEST_PG_PORT: PostgreSQL's (25432).
 set -eu
 [ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
 home="${FLOWKIT_TEST_HOME:-$PWD/.flowkit/test}/pgbouncer"
-port="${FLOWKIT_TEST_PGBOUNCER_PORT:-56432}"
-pg_port="${FLOWKIT_TEST_PG_PORT:-55432}"
+port="${FLOWKIT_TEST_PGBOUNCER_PORT:-26432}"
+pg_port="${FLOWKIT_TEST_PG_PORT:-25432}"
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed: run \`make deps\` (apt-get install pgbouncer)" >&2; exit 1; }
 bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 # PgBouncer will not run as root: as root it drops to the postgres user (-u), as PostgreSQL does.

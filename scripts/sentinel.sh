@@ -5,11 +5,11 @@
 #
 #   scripts/sentinel.sh start|stop|master
 #
-# FLOWKIT_TEST_SENTINEL_PORT: the first port (56700): the master is there, the replicas on the
-# next two ports, the sentinels 100 above (56800-56802). `master` prints the master's port now.
+# FLOWKIT_TEST_SENTINEL_PORT: the first port (26700): the master is there, the replicas on the
+# next two ports, the sentinels 100 above (26800-26802). `master` prints the master's port now.
 set -euo pipefail
 [ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
-base="${FLOWKIT_TEST_SENTINEL_PORT:-56700}"
+base="${FLOWKIT_TEST_SENTINEL_PORT:-26700}"
 dir="${FLOWKIT_TEST_HOME:-$PWD/.flowkit/test}/sentinel-$base"
 command -v redis-sentinel >/dev/null 2>&1 || { echo "redis-sentinel is not installed: run \`make deps\` (apt-get install redis-sentinel)" >&2; exit 1; }
 

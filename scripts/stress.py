@@ -36,7 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, ".flowkit", "stress")
-PG_PORT, REDIS_PORT, API_PORT, PGBOUNCER_PORT = 55832, 56779, 18500, 56832
+PG_PORT, REDIS_PORT, API_PORT, PGBOUNCER_PORT = 25832, 26779, 18500, 26832
 TOKEN = "stress-admin"
 WAIT_BOUND = 20.0      # seconds: no task, request or client may wait longer than this
 IDLE_TX_BOUND = 5.0    # seconds: no session may sit idle inside a transaction longer than this

@@ -14,7 +14,10 @@ enum EmbeddedServicesScript {
 # `watch` (standalone) waits until its standard input closes — the pipe whose other end only the
 # parent holds, so it closes however the parent ends, SIGKILL included — then stops the servers.
 #
-# FLOWKIT_TEST_PG_PORT, FLOWKIT_TEST_REDIS_PORT: ports (55432, 56379)
+# FLOWKIT_TEST_PG_PORT, FLOWKIT_TEST_REDIS_PORT: ports (25432, 26390)
+#   Every port the scripts use lies below 32768, outside Linux's ephemeral range (32768-60999):
+#   a server started there after a burst of client connections can find its port taken by a
+#   client socket in TIME_WAIT (bind: Address already in use, for 60 s).
 # FLOWKIT_TEST_PG_DURABLE=1: keep PostgreSQL's durability (fsync, synchronous commit)
 # FLOWKIT_TEST_PG_LISTEN: PostgreSQL's listen_addresses (default 127.0.0.1)
 # FLOWKIT_SERVICES_PG_DIR: the data directory (default $FLOWKIT_TEST_HOME/pg)
@@ -25,8 +28,8 @@ enum EmbeddedServicesScript {
 set -eu
 [ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
 home="${FLOWKIT_TEST_HOME:-$PWD/.flowkit/test}"
-pg_port="${FLOWKIT_TEST_PG_PORT:-55432}"
-redis_port="${FLOWKIT_TEST_REDIS_PORT:-56379}"
+pg_port="${FLOWKIT_TEST_PG_PORT:-25432}"
+redis_port="${FLOWKIT_TEST_REDIS_PORT:-26390}"
 pgdata="${FLOWKIT_SERVICES_PG_DIR:-$home/pg}"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$pgbin" ] || { echo "PostgreSQL is not installed: run \`make deps\` (apt-get install postgresql redis-server), or set FLOWKIT_DATABASE_URL and FLOWKIT_REDIS_URL" >&2; exit 1; }
@@ -122,8 +125,8 @@ start)
   fi
   write_hba
   if ! $as_pg "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
-    # The ports lie in Linux's ephemeral range: a client socket may hold one for a moment
-    # ("could not bind … Address already in use"). Try again rather than fail the run.
+    # A port may still be held for a moment ("could not bind … Address already in use": the
+    # standalone servers' 54329 lies in the ephemeral range). Try again rather than fail the run.
     n=0
     until $as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 -o "$pg_opts" start >/dev/null 2>&1; do
       n=$((n+1)); [ $n -ge 5 ] && { tail -5 "$pgdata/server.log" >&2; exit 1; }

@@ -60,7 +60,7 @@ public enum TestServers {
     /// The test Redis as it is (not emptied): for a second client beside the first.
     public static func redis() throws -> RedisConfig { try RedisConfig(url: try env("FLOWKIT_TEST_REDIS_URL")) }
 
-    public static var redisPort: Int { Int(ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_PORT"] ?? "") ?? 56379 }
+    public static var redisPort: Int { Int(ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_PORT"] ?? "") ?? 26390 }
     public static var redisDir: String? { ProcessInfo.processInfo.environment["FLOWKIT_TEST_REDIS_DIR"] }
 
     /// The repository's root: the directory above this file's `Sources`.

@@ -2,7 +2,7 @@
 """Captures task messages exactly as a real Celery 5 client writes them to Redis, for the
 codec tests (Tests/WorkerRuntimeTests/Fixtures/celery5_messages.json).
 
-  REDIS_URL=redis://127.0.0.1:56379/15 python capture_fixtures.py OUT.json
+  REDIS_URL=redis://127.0.0.1:26390/15 python capture_fixtures.py OUT.json
 """
 import json, os, sys
 import redis
