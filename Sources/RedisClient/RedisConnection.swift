@@ -32,6 +32,14 @@ public final class RedisConnection: @unchecked Sendable {
     /// With Sentinel: when this connection last found the master moved (nil: never).
     public var lastMasterChange: ContinuousClock.Instant? { master.withLock { $0.changedAt } }
 
+    /// Seconds since any of these connections found the master moved (nil: none has). A process
+    /// holds several connections to one Redis; whichever saw the failover first tells.
+    public static func secondsSinceMasterChange(_ connections: [RedisConnection]) -> Double? {
+        guard let last = connections.compactMap(\.lastMasterChange).max() else { return nil }
+        let d = ContinuousClock.now - last
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     public init(_ config: RedisConfig, label: String = "redis", readTimeout: Double = 30) {
         self.config = config
         self.thread = ConnectionThread(name: "flowkit-\(label)")

@@ -128,7 +128,7 @@ final class Claimer: Sendable {
         // while it looked for the new master. Restoring them then would run other workers'
         // tries a second time beside them; restore nothing for one visibility timeout, while
         // the other workers refresh theirs (the schedulers' restorer waits the same way).
-        if let moved = [redis, blocking].compactMap(\.lastMasterChange).max(), ContinuousClock.now - moved < .seconds(visibilityTimeout) {
+        if let since = RedisConnection.secondsSinceMasterChange([redis, blocking]), since < visibilityTimeout {
             return refresh
         }
         return refresh + [KombuLayout.restoreCommand(claimedBefore: now - visibilityTimeout, limit: 100)]

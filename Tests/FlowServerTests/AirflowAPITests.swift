@@ -65,6 +65,15 @@ struct AirflowAPITests {
             let run = try await api.request("GET", "/api/v2/dags/example_sleep/dagRuns/af-1", token: LiveAPI.reader)
             #expect(run.json["state"] == "success" && run.json["duration"]?.doubleValue != nil)
             #expect(run.json["dag_versions"]?.arrayValue?.first?["version_number"] == 1)
+            // A run's task instances come from the version it was made from, after a newer one.
+            try await api.store.registerFlows([Flow("af_versions") { f in f.task("t") { _ in nil } }], now: Date())
+            let v1 = try await api.request("POST", "/api/v2/dags/af_versions/dagRuns", token: LiveAPI.admin, body: #"{"dag_run_id": "af-v1"}"#)
+            #expect(v1.status == 200, "\(v1.text)")
+            try await api.store.registerFlows([Flow("af_versions") { f in f.shell("t", script: "true") }], now: Date())
+            let before = try await api.request("GET", "/api/v2/dags/af_versions/dagRuns/af-v1/taskInstances/t", token: LiveAPI.reader)
+            let now = try await api.request("GET", "/api/v2/dags/af_versions/details", token: LiveAPI.reader)
+            #expect(before.json["operator"] == "swift" && before.json["dag_version"]?["version_number"] == 1, "\(before.text)")
+            #expect(now.json["dag_version"]?["version_number"] == 2 || now.json["latest_dag_version"]?["version_number"] == 2, "\(now.text)")
             // Errors are Airflow's {detail}; a filter FlowKit does not serve is named, not ignored.
             let refused = try await api.request("GET", "/api/v2/dags/example_sleep/dagRuns?conf_contains=x", token: LiveAPI.reader)
             #expect(refused.status == 400 && refused.json["detail"]?.stringValue?.contains("conf_contains") == true, "\(refused.text)")

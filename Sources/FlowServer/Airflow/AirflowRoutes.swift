@@ -467,7 +467,7 @@ struct AirflowRoutes: APIResource {
     }
 
     func dagRow(_ id: String) async throws -> DagRow {
-        guard let row = try await api.store.dagRows().first(where: { $0.flow.flowId == id }) else {
+        guard let row = try await api.store.dagRows(flowId: id).first else {
             _ = try await knownFlow(id)  // the 404 with the flows it knows
             throw APIError(.notFound, "not_found", "The Dag with ID: `\(id)` was not found")
         }
@@ -506,10 +506,9 @@ struct AirflowRoutes: APIResource {
         try await api.store.flowVersions([run.flowId])[run.flowId]?[run.flowVersion]
     }
 
+    /// The definition of the version the run was made from (its tasks, operators, retries).
     func definition(of run: RunRecord) async throws -> FlowDefinition? {
-        let flow = try await api.store.flow(run.flowId)
-        if flow.version == run.flowVersion { return flow.definition }
-        return nil
+        try? await api.store.definition(flowId: run.flowId, version: run.flowVersion)
     }
 
     func pool(_ name: String) async throws -> PoolRecord {

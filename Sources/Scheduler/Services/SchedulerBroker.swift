@@ -162,12 +162,7 @@ public final class SchedulerBroker: Sendable {
 
     /// Seconds since one of this broker's connections found the Redis master moved (a Sentinel
     /// failover); nil when none has.
-    public var secondsSinceMasterChange: Double? {
-        let changes = [redis, events, dispatch].compactMap(\.lastMasterChange)
-        guard let last = changes.max() else { return nil }
-        let d = ContinuousClock.now - last
-        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
+    public var secondsSinceMasterChange: Double? { RedisConnection.secondsSinceMasterChange([redis, events, dispatch]) }
 
     /// kombu's `restore_visible`: messages claimed before `cutoff` and never acknowledged go back.
     @discardableResult

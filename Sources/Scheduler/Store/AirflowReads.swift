@@ -50,9 +50,10 @@ public struct RunQuery: Sendable {
 }
 
 extension SchedulerStore {
-    /// Every flow (active or not) with the fields of its current definition a DAG shows.
-    public func dagRows() async throws -> [DagRow] {
-        try await db.run { s in
+    /// Every flow (active or not), or the one named, with the fields of its current definition a DAG shows.
+    public func dagRows(flowId: String? = nil) async throws -> [DagRow] {
+        let only: [any PGEncodable] = flowId.map { [$0] } ?? []
+        return try await db.run { s in
             try s.query("""
                 SELECT \(Self.flowColumns), v.created_at AS version_created_at,
                        (v.definition->>'maxActiveRuns')::int AS max_active_runs, (v.definition->>'maxActiveTasks')::int AS max_active_tasks,
@@ -63,8 +64,9 @@ extension SchedulerStore {
                        EXISTS (SELECT 1 FROM flow_import_errors e WHERE e.flow_id = f.flow_id) AS import_errors,
                        (SELECT state FROM runs r WHERE r.flow_id = f.flow_id ORDER BY r.id DESC LIMIT 1) AS last_run_state
                 FROM flows f JOIN flow_versions v ON v.flow_id = f.flow_id AND v.version = f.current_version
+                \(flowId == nil ? "" : "WHERE f.flow_id = $1")
                 ORDER BY f.flow_id
-                """).all.map { r in
+                """, only).all.map { r in
                 DagRow(flow: try Self.flowRecord(r), maxActiveRuns: try r.intOrNull("max_active_runs") ?? 16, maxActiveTasks: try r.intOrNull("max_active_tasks"),
                        catchup: try r.bool("catchup"), hasTaskLimits: try r.bool("task_limits"), fileloc: try r.stringOrNull("fileloc"),
                        runTimeoutSeconds: try r.doubleOrNull("run_timeout"),
@@ -93,6 +95,12 @@ extension SchedulerStore {
             let found = try s.queries([(page, pageParams), ("SELECT count(*) AS n FROM runs r \(whereClause)", countParams)])
             return (try found[0].decode(RunRecord.self), try found[1].single().int("n"))
         }
+    }
+
+    /// The definition of one version of a flow (versions never change: cached with the graphs).
+    public func definition(flowId: String, version: Int) async throws -> FlowDefinition {
+        if let g = graphs.cached(flow: flowId, version: version) { return g.definition }
+        return try await db.run { s in try self.graphs.graph(s, flow: flowId, version: version).definition }
     }
 
     /// The versions of these flows with their hashes and creation times.
