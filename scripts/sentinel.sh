@@ -3,10 +3,11 @@
 # redis-sentinel) on loopback, master name `flowkit`: what the Sentinel tests and `make faults`
 # fail over. `start` prints FLOWKIT_TEST_SENTINEL_URL (redis+sentinel://…/flowkit/0).
 #
-#   scripts/sentinel.sh start|stop|master
+#   scripts/sentinel.sh start|stop|master|in-sync
 #
 # FLOWKIT_TEST_SENTINEL_PORT: the first port (26700): the master is there, the replicas on the
-# next two ports, the sentinels 100 above (26800-26802). `master` prints the master's port now.
+# next two ports, the sentinels 100 above (26800-26802). `master` prints the master's port now;
+# `in-sync` waits until both replicas follow it with its data.
 set -euo pipefail
 [ -n "${FLOWKIT_TEST_HOME:-}" ] || cd "$(dirname "$0")/.."
 base="${FLOWKIT_TEST_SENTINEL_PORT:-26700}"
@@ -70,8 +71,33 @@ CONF
   ;;
 master)
   redis-cli -p $((base + 100)) SENTINEL get-master-addr-by-name flowkit | tail -1 ;;
+in-sync)
+  # Waits (up to 60 s) until the group has converged: every sentinel names the same master, the
+  # two other servers are its replicas (ROLE slave, link up, following it) and have its
+  # replication offset of a moment ago. Prints the seconds it took. A failover's promoted
+  # replica and the reconfigured one take seconds to sync under load; a master lost before
+  # then fails over to a replica without its data — no client can make up for that.
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 600); do
+    m=$(redis-cli -p $((base + 100)) SENTINEL get-master-addr-by-name flowkit 2>/dev/null | tail -1)
+    ok=1
+    for i in 1 2; do
+      [ "$(redis-cli -p $((base + 100 + i)) SENTINEL get-master-addr-by-name flowkit 2>/dev/null | tail -1)" = "$m" ] || ok=0
+    done
+    target=$(redis-cli -p "$m" INFO replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_repl_offset://p')
+    for i in 0 1 2; do
+      p=$((base + i)); [ "$p" = "$m" ] && continue
+      info=$(redis-cli -p "$p" INFO replication 2>/dev/null | tr -d '\r')
+      echo "$info" | grep -q "^role:slave" && echo "$info" | grep -q "^master_port:$m$" && echo "$info" | grep -q "^master_link_status:up" || ok=0
+      off=$(echo "$info" | sed -n 's/^slave_repl_offset://p')
+      [ -n "$target" ] && [ -n "$off" ] && [ "$off" -ge "$target" ] || ok=0
+    done
+    [ $ok = 1 ] && { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", b - a }'; exit 0; }
+    sleep 0.1
+  done
+  echo "sentinel: the group did not converge in 60 s (master :$m); logs in $dir" >&2; exit 1 ;;
 stop)
   stop ;;
 *)
-  echo "usage: $0 start|stop|master" >&2; exit 2 ;;
+  echo "usage: $0 start|stop|master|in-sync" >&2; exit 2 ;;
 esac

@@ -250,6 +250,22 @@ public enum KombuLayout {
     return 0
     """
 
+    /// Which of the stream entries ARGV names (`events` ids) KEYS[1] lacks: their 1-based
+    /// positions. After a Redis failover, a report whose entry the new master lacks was lost with
+    /// the old one — its events, result and acknowledgement were written in one MULTI, which a
+    /// replica receives whole or not at all.
+    public static let missingEntriesScript = """
+    local missing = {}
+    for i = 1, #ARGV do
+      if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1) == 0 then table.insert(missing, i) end
+    end
+    return missing
+    """
+
+    public static func missingEntriesCommand(stream: String, ids: [String]) -> [String] {
+        ["EVAL", missingEntriesScript, "1", stream] + ids
+    }
+
     /// The commands that acknowledge a claimed message.
     public static func ackCommands(deliveryTag: String) -> [[String]] {
         [["HDEL", unacked, deliveryTag], ["ZREM", unackedIndex, deliveryTag]]

@@ -12,6 +12,24 @@ import Scheduler
 import WorkerRuntime
 import ServiceLifecycle
 
+/// With `FLOWKIT_BENCH_JOURNAL=PATH`, a bench task body appends `RUN TASK MAP_INDEX TRY` to PATH as
+/// it completes, before its worker reports anything: one `write` with O_APPEND per line, so the
+/// workers of one host can share the file. `make faults` counts from it the bodies that completed
+/// twice, including those whose outcome a failover lost and that PostgreSQL therefore never saw.
+enum BenchJournal {
+    static let fd: Int32 = {
+        guard let path = ProcessInfo.processInfo.environment["FLOWKIT_BENCH_JOURNAL"], !path.isEmpty else { return -1 }
+        return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    }()
+
+    static func completed(_ ctx: TaskContext) -> JSONValue? {
+        guard fd >= 0 else { return nil }
+        var line = "\(ctx.runId) \(ctx.taskId) \(ctx.mapIndex ?? -1) \(ctx.tryNumber)\n"
+        _ = line.withUTF8 { write(fd, $0.baseAddress, $0.count) }
+        return nil
+    }
+}
+
 /// The flows of `docs/benchmarks.md`, built into flowctl for `flowctl bench`.
 enum BenchFlows {
     static let w1Tasks = Int(ProcessInfo.processInfo.environment["W1_N"] ?? "") ?? 10_000
@@ -28,11 +46,12 @@ enum BenchFlows {
         var prev = f.task("t0") { _ in nil }
         for i in 1..<w2Tasks { let t = f.task("t\(i)") { _ in nil }; prev --> t; prev = t }
     }
-    /// W3: one root, parallel no-op tasks, one join.
+    /// W3: one root, parallel no-op tasks, one join. Each body notes its completion in the
+    /// journal when there is one (`make faults` counts bodies completed twice with it).
     static let w3 = Flow("bench_w3", maxActiveRuns: 1) { f in
-        let root = f.task("root") { _ in nil }
-        let middle = (0..<w3Tasks).map { i in f.task("p\(i)") { _ in nil } }
-        root --> middle --> f.task("join") { _ in nil }
+        let root = f.task("root") { BenchJournal.completed($0) }
+        let middle = (0..<w3Tasks).map { i in f.task("p\(i)") { BenchJournal.completed($0) } }
+        root --> middle --> f.task("join") { BenchJournal.completed($0) }
     }
     /// W8: one root returns a list, a task mapped over it (one no-op instance per element),
     /// one join that receives every instance's result.

@@ -32,6 +32,11 @@ public final class RedisConnection: @unchecked Sendable {
     /// With Sentinel: when this connection last found the master moved (nil: never).
     public var lastMasterChange: ContinuousClock.Instant? { master.withLock { $0.changedAt } }
 
+    /// With Sentinel: what runs on the connection's thread with the first session on a master
+    /// other than the one before (a failover), before any caller's command runs on it.
+    private let newMasterHook = Mutex<(@Sendable (RedisSession) -> Void)?>(nil)
+    public func onNewMaster(_ hook: @escaping @Sendable (RedisSession) -> Void) { newMasterHook.withLock { $0 = hook } }
+
     /// Seconds since any of these connections found the master moved (nil: none has). A process
     /// holds several connections to one Redis; whichever saw the failover first tells.
     public static func secondsSinceMasterChange(_ connections: [RedisConnection]) -> Double? {
@@ -119,6 +124,7 @@ public final class RedisConnection: @unchecked Sendable {
         redisEnableKeepAlive(c)
         context = c
         let s = RedisSession(context: c, replicas: config.waitReplicas)
+        var moved = false
         do {
             if let password = config.password {
                 if let user = config.username { try s.command(["AUTH", user, password]).orThrow() } else {
@@ -135,9 +141,11 @@ public final class RedisConnection: @unchecked Sendable {
                     throw RedisError(.connection, "\(host):\(port) is not a master (ROLE: \(what)): asking the sentinels again")
                 }
                 let address = "\(host):\(port)"
-                master.withLock { m in
-                    if let before = m.address, before != address { m.changedAt = .now }
-                    m.address = address
+                moved = master.withLock { m in
+                    defer { m.address = address }
+                    guard let before = m.address, before != address else { return false }
+                    m.changedAt = .now
+                    return true
                 }
             }
         } catch let e as RedisError {
@@ -145,6 +153,7 @@ public final class RedisConnection: @unchecked Sendable {
             throw e.kind == .connection ? failed(e.message) : e
         }
         failedAttempts = 0
+        if moved, let hook = newMasterHook.withLock({ $0 }) { hook(s) }
         return s
     }
 

@@ -78,6 +78,36 @@ final class Claimer: Sendable {
         }
     }
 
+    // MARK: - After a Redis failover
+
+    /// How long claims wait after this worker found the Redis master moved (at most half the
+    /// visibility timeout, whose restores are held back as long).
+    static let failoverSettle = 2.0
+
+    /// A message claimed from a new master may be a try another worker finished on the old one
+    /// just before it went, whose report the old master took with it. That worker sends the
+    /// report again as soon as it reaches the new master and takes the message back from
+    /// `unacked` (`Reporter.replayLost`). So claims made within `failoverSettle` of the move
+    /// wait until then, and only those still claimed run.
+    func settle(_ claimed: [KombuLayout.Claimed]) async -> [KombuLayout.Claimed] {
+        guard !claimed.isEmpty, blocking.config.masterName != nil else { return claimed }
+        return await settle(claimed, sinceMasterChange: RedisConnection.secondsSinceMasterChange([redis, blocking]))
+    }
+
+    func settle(_ claimed: [KombuLayout.Claimed], sinceMasterChange: Double?) async -> [KombuLayout.Claimed] {
+        guard !claimed.isEmpty, let since = sinceMasterChange else { return claimed }
+        let settle = min(Self.failoverSettle, visibilityTimeout / 2)
+        guard since < settle else { return claimed }
+        try? await Task.sleep(for: .milliseconds(Int((settle - since) * 1000)))
+        let checks = claimed.map { ["HEXISTS", KombuLayout.unacked, CeleryMessage.deliveryTag(of: $0.raw) ?? ""] }
+        guard let replies = try? await redis.run({ s in try s.pipeline(checks) }), replies.count == claimed.count else { return claimed }
+        let kept = zip(claimed, replies).filter { $0.1.int != 0 }.map(\.0)
+        if kept.count < claimed.count {
+            logger.warning("the Redis master moved: \(claimed.count - kept.count) of \(claimed.count) messages claimed since were tries another worker had finished on the old master; not run again")
+        }
+        return kept
+    }
+
     // MARK: - Handing back
 
     /// How many messages may wait to be handed back while their slots take other work.

@@ -3,6 +3,7 @@ import FlowKit
 import Foundation
 import Logging
 import RedisClient
+import Synchronization
 
 /// The worker's completer: reports outcomes (events, the Celery result and the acknowledgement
 /// in one MULTI), dead-letters what cannot run, heart-beats — which also keeps the claims
@@ -15,8 +16,10 @@ final class Reporter: Sendable {
     let retry: Retry
     let heartbeatInterval: Double
 
-    init(config: WorkerConfig, redis: RedisConnection, logger: Logger, retry: Retry) {
+    init(config: WorkerConfig, redis: RedisConnection, logger: Logger, retry: Retry, keepAllReports: Bool = false) {
         self.worker = config.name
+        self.queueLists = config.queues.flatMap { KombuLayout.lists(for: $0) }
+        self.keepsReports = redis.config.masterName != nil || keepAllReports
         self.redis = redis
         self.clock = config.clock
         self.logger = logger
@@ -29,8 +32,9 @@ final class Reporter: Sendable {
     // MARK: - Outcomes
 
     /// Reports events, stores the Celery result and acknowledges the message in one MULTI, so
-    /// a message is never acknowledged without its outcome. Retries while Redis is away.
-    func finish(tag: String, taskId: String, events: [WorkerEvent], result: String?) async {
+    /// a message is never acknowledged without its outcome. Retries while Redis is away. With
+    /// the message's `raw` text, the report is kept a few seconds for `replayLost`.
+    func finish(tag: String, taskId: String, events: [WorkerEvent], result: String?, raw: String? = nil) async {
         var cmds: [[String]] = [["MULTI"]]
         cmds += events.map { $0.xaddCommand() }
         if let result { cmds += CeleryResult.commands(taskId: taskId, meta: result) }
@@ -40,12 +44,69 @@ final class Reporter: Sendable {
         }
         cmds += KombuLayout.ackCommands(deliveryTag: tag)
         cmds.append(["EXEC"])
+        let keep = keepsReports && raw != nil && !events.isEmpty
         await retry.reliably("report \(tag)") { [cmds] in
-            try await self.redis.run { s in
+            let entryId = try await self.redis.run { s -> String? in
                 let replies = try s.pipeline(cmds)
                 if case .error(let m) = replies.last ?? .null { throw RedisError(.reply, m) }
+                // EXEC's replies: the events' stream ids first; the last event's is the report's.
+                return keep ? replies.last?.array?.dropFirst(events.count - 1).first?.string : nil
             }
+            if let entryId, let raw { self.sent.record(entryId: entryId, entryIndex: events.count - 1, commands: cmds, raw: raw) }
         }
+    }
+
+    // MARK: - After a Redis failover
+
+    /// Reports sent in the last few seconds. Redis replicates asynchronously: a report the old
+    /// master acknowledged just before it died may be missing on the promoted replica, which then
+    /// still holds the message — queued, or claimed and soon restored — and would run a finished
+    /// try a second time.
+    let sent = SentReports()
+    /// The worker's queues' lists, where a lost report's message may wait again.
+    let queueLists: [String]
+    /// Only a Redis behind Sentinel fails over: with a single server nothing is kept.
+    let keepsReports: Bool
+
+    /// Sends again, on the new master's session `s`, every kept report the new master lacks
+    /// (its events, result and acknowledgement in one MULTI, as before), and takes its message
+    /// off the worker's queues and out of `unacked` — where another worker may have just
+    /// claimed it: that worker checks its claims before running them (`Claimer.settle`).
+    /// Runs on the connection's thread, before anything else uses the new master.
+    func replayLost(on s: RedisSession) {
+        let reports = sent.all
+        guard !reports.isEmpty else { return }
+        do {
+            var lost: [SentReports.Report] = []
+            for chunk in stride(from: 0, to: reports.count, by: 1000).map({ reports[$0..<min($0 + 1000, reports.count)] }) {
+                let reply = try s.command(KombuLayout.missingEntriesCommand(stream: FlowKitKeys.events, ids: chunk.map(\.entryId))).orThrow()
+                lost += (reply.array ?? []).compactMap(\.int).map { chunk[chunk.startIndex + $0 - 1] }
+            }
+            var cmds: [[String]] = []
+            for r in lost { cmds += r.commands + queueLists.map { ["LREM", $0, "0", r.raw] } }
+            if !cmds.isEmpty {
+                // Each report's stream entry has a new id now: a later look must find it.
+                let replies = try s.pipeline(cmds)
+                var at = 0, moved: [String: String] = [:]
+                for r in lost {
+                    at += r.commands.count
+                    if let id = replies[at - 1].array?.dropFirst(r.entryIndex).first?.string { moved[r.entryId] = id }
+                    at += queueLists.count
+                }
+                sent.renumber(moved)
+            }
+            logger.warning("the Redis master moved: \(lost.count) of the \(reports.count) reports sent in the last \(Int(SentReports.keep)) s were lost with the old master and are sent again")
+            sent.replayed(pending: false)
+        } catch {
+            logger.warning("the Redis master moved: could not look for reports lost with the old master (\(error)); trying again at the next heartbeat")
+            sent.replayed(pending: true)
+        }
+    }
+
+    /// A replay that failed on its connection, tried again (at a heartbeat).
+    func replayIfPending() async {
+        guard sent.pending else { return }
+        try? await redis.run { s in self.replayLost(on: s) }
     }
 
     /// Puts a message on the dead-letter list with why, stores a Celery failure for a Celery
@@ -126,4 +187,43 @@ struct Retry: Sendable {
             }
         }
     }
+}
+
+/// The reports a worker sent in the last `keep` seconds (see `Reporter.sent`). Appending is a
+/// lock and an append; entries past `keep` go once they are a batch. While Redis is away nothing
+/// is sent and nothing ages out: what was sent just before the outage is still here after it.
+final class SentReports: Sendable {
+    struct Report: Sendable {
+        let at: ContinuousClock.Instant
+        var entryId: String
+        /// Where the report's last event is among the replies of its EXEC.
+        let entryIndex: Int
+        let commands: [[String]]
+        let raw: String
+    }
+    /// Longer than a replica lags behind under load (WAIT measured over a second in `make faults`),
+    /// and longer than an old master takes writes after a `SENTINEL FAILOVER`: the sentinels
+    /// demote it — and clients find the new master — only at their next look at it (every 10 s).
+    static let keep = 20.0
+    private let state = Mutex<(reports: [Report], head: Int, pending: Bool)>(([], 0, false))
+
+    func record(entryId: String, entryIndex: Int, commands: [[String]], raw: String) {
+        let now = ContinuousClock.now
+        state.withLock { st in
+            st.reports.append(Report(at: now, entryId: entryId, entryIndex: entryIndex, commands: commands, raw: raw))
+            while st.head < st.reports.count, now - st.reports[st.head].at > .seconds(Self.keep) { st.head += 1 }
+            if st.head >= 1024, st.head * 2 >= st.reports.count { st.reports.removeFirst(st.head); st.head = 0 }
+        }
+    }
+
+    var all: [Report] { state.withLock { Array($0.reports[$0.head...]) } }
+    /// Reports sent again: their entries' new ids.
+    func renumber(_ moved: [String: String]) {
+        guard !moved.isEmpty else { return }
+        state.withLock { st in
+            for i in st.head..<st.reports.count { if let id = moved[st.reports[i].entryId] { st.reports[i].entryId = id } }
+        }
+    }
+    var pending: Bool { state.withLock { $0.pending } }
+    func replayed(pending: Bool) { state.withLock { $0.pending = pending } }
 }

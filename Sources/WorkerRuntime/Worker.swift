@@ -75,6 +75,9 @@ public final class Worker: Sendable {
         self.claimer = Claimer(config: config, redis: shared, blocking: RedisConnection(redis, label: "worker-blocking", readTimeout: 10),
                                logger: l, retry: retry)
         self.reporter = Reporter(config: config, redis: shared, logger: l, retry: retry)
+        // After a Sentinel failover, before anything else runs on the new master: the reports
+        // the old master may have taken with it.
+        for connection in [shared, claimer.blocking] { connection.onNewMaster { [reporter] s in reporter.replayLost(on: s) } }
         self.secrets = TaskSecrets(environment: config.environment, workerName: config.name)
         self.connections = secrets.ownConnections
         self.masker = SecretMasker(connections: connections)
@@ -142,7 +145,7 @@ public final class Worker: Sendable {
             if state.stopping { break }
             guard free > 0 else { continue }
             do {
-                let claimed = try await claimer.claim(count: free)
+                let claimed = await claimer.settle(try await claimer.claim(count: free))
                 failures = 0
                 for c in claimed { executor.inSlot { await self.handle(c.raw, cancelled: c.cancelled) } }
             } catch {
@@ -248,7 +251,8 @@ public final class Worker: Sendable {
         var (final, celery) = Self.outcomeEvents(outcome, message: message, worker: config.name, entry: entry, event: event)
         if !startAlreadyReported { final.startedAt = startedAt.timeIntervalSince1970 }
         await reporter.finish(tag: message.deliveryTag, taskId: message.id,
-                              events: entry.drainLogEvents(base: base, masker: masker, at: clock.now().timeIntervalSince1970) + [final], result: celery)
+                              events: entry.drainLogEvents(base: base, masker: masker, at: clock.now().timeIntervalSince1970) + [final], result: celery,
+                              raw: raw)
     }
 
     /// The try's context: its run's dates and params, its upstream results, and the connections
@@ -343,6 +347,7 @@ public final class Worker: Sendable {
     }
 
     func heartbeatOnce() async {
+        await reporter.replayIfPending()
         let running = executor.inFlight.all
         let cancelled = await reporter.heartbeat(info: info, running: running,
                                                  visibility: claimer.visibilityCommands(running: running.map(\.deliveryTag)))

@@ -59,6 +59,22 @@ struct ClaimerTests {
         #expect(try await claimer.claim(count: 5).isEmpty)
     }
 
+    @Test("claims made just after the Redis master moved wait, and run only if no other worker took them back meanwhile")
+    func settleAfterFailover() async throws {
+        let redis = try await TestServers.freshRedis()
+        let (claimer, conn) = Parts.claimer(redis, Parts.config(ManualClock()))
+        try await Parts.enqueue(conn, ["s1", "s2"])
+        let claimed = try await claimer.claim(count: 2)
+        #expect(try Parts.ids(claimed) == ["s1", "s2"])
+        // Another worker had finished s2 on the old master: its replay took the claim back.
+        _ = try await conn.run { s in try s.pipeline(KombuLayout.ackCommands(deliveryTag: "s2")) }
+        #expect(try Parts.ids(await claimer.settle(claimed, sinceMasterChange: nil)) == ["s1", "s2"])  // no failover: no look
+        #expect(try Parts.ids(await claimer.settle(claimed, sinceMasterChange: 30)) == ["s1", "s2"])   // long ago
+        let started = ContinuousClock.now
+        #expect(try Parts.ids(await claimer.settle(claimed, sinceMasterChange: Claimer.failoverSettle - 0.3)) == ["s1"])
+        #expect(ContinuousClock.now - started >= .milliseconds(250))
+    }
+
     @Test("what a claim whose reply was lost took is taken back by the next call")
     func lostReply() async throws {
         let redis = try await TestServers.freshRedis()
@@ -200,10 +216,10 @@ final class Gate: @unchecked Sendable {
 
 @Suite("Worker parts: reporter", .serialized)
 struct ReporterTests {
-    static func reporter(_ redis: RedisConfig, _ clock: ManualClock) -> (Reporter, RedisConnection) {
+    static func reporter(_ redis: RedisConfig, _ clock: ManualClock, keepAllReports: Bool = false) -> (Reporter, RedisConnection) {
         let conn = RedisConnection(redis, label: "reporter")
         let log = Logger(label: "parts")
-        return (Reporter(config: Parts.config(clock), redis: conn, logger: log, retry: Retry(logger: log)), conn)
+        return (Reporter(config: Parts.config(clock), redis: conn, logger: log, retry: Retry(logger: log), keepAllReports: keepAllReports), conn)
     }
 
     static func events(_ conn: RedisConnection) async throws -> [WorkerEvent] {
@@ -232,6 +248,41 @@ struct ReporterTests {
             [try s.command(["GET", FlowKitKeys.result("r1", "t1")]).orThrow().string, try s.command(["EXISTS", CeleryResult.key("done")]).orThrow().int.map(String.init)]
         }
         #expect(stored == ["{\"rows\":3}", "1"])
+    }
+
+    @Test("after a Redis failover, the reports the new master lacks are sent again and their messages taken back; the others are not")
+    func replayLost() async throws {
+        let redis = try await TestServers.freshRedis()
+        let clock = ManualClock()
+        let (reporter, conn) = Self.reporter(redis, clock, keepAllReports: true)  // a single server: as if it failed over
+        try await Parts.enqueue(conn, ["kept", "queued", "claimed"])
+        let reply = try await conn.run { s in try s.command(KombuLayout.claimCommand(queues: ["parts"], count: 3, now: 1)).orThrow() }
+        let raws = Dictionary(uniqueKeysWithValues: try KombuLayout.claimed(reply).messages.map { (try CeleryMessage.decode($0.raw).id, $0.raw) })
+        for id in ["kept", "queued", "claimed"] {
+            let ok = WorkerEvent(kind: .succeeded, worker: "parts-worker", at: clock.now(), messageId: id, runId: "r1", taskId: id, tryNumber: 1)
+            await reporter.finish(tag: id, taskId: id, events: [ok], result: nil, raw: raws[id])
+        }
+        let sent = reporter.sent.all
+        #expect(sent.count == 3)
+        // The new master got the first report only: the second's message is queued again (its
+        // claim was lost too), the third's claimed again (by a worker on the new master).
+        _ = try await conn.run { s in
+            try s.pipeline([["XDEL", FlowKitKeys.events, sent[1].entryId, sent[2].entryId], ["RPUSH", "parts", raws["queued"]!],
+                            ["HSET", KombuLayout.unacked, "claimed", "[\(raws["claimed"]!), \"\", \"parts\"]"], ["ZADD", KombuLayout.unackedIndex, "2", "claimed"]])
+        }
+        try await conn.run { s in reporter.replayLost(on: s) }
+        let events = try await Self.events(conn)
+        #expect(events.compactMap(\.messageId) == ["kept", "queued", "claimed"], "\(events.compactMap(\.messageId))")
+        #expect(try await Parts.waiting(conn).isEmpty)
+        #expect(try await !Parts.claimed(conn, "claimed"))
+        // Nothing is lost any more: a second look sends nothing.
+        try await conn.run { s in reporter.replayLost(on: s) }
+        #expect(try await Self.events(conn).count == 3)
+        #expect(!reporter.sent.pending)
+        // Without Sentinel no report is kept: nothing costs a worker on a single Redis.
+        let (single, _) = Self.reporter(redis, clock)
+        await single.finish(tag: "x", taskId: "x", events: [WorkerEvent(kind: .succeeded, worker: "w", at: clock.now(), messageId: "x")], result: nil, raw: "{}")
+        #expect(single.sent.all.isEmpty)
     }
 
     @Test("a heartbeat stamps the clock's time, keeps the worker alive, refreshes claims and finds cancelled tries")

@@ -2,6 +2,7 @@ public import CeleryProtocol
 public import FlowKit
 import Foundation
 public import PostgresClient
+import Synchronization
 
 /// What a committed transaction asks of the broker: messages to enqueue, tries to cancel, and
 /// claimed messages to forget (their try was reaped).
@@ -28,6 +29,11 @@ public final class SchedulerStore: @unchecked Sendable {
     let db: PGPool
 
     let graphs = GraphCache()
+    /// Whether the primary names synchronous standbys (`synchronous_standby_names`; read with
+    /// every scheduler heartbeat). Then event batches commit as the server says instead of
+    /// without waiting: an asynchronous commit sends the next tasks' messages before a standby
+    /// has the commit, and a failover to that standby would send them — run them — again.
+    let commitsWaitForStandby = Atomic<Bool>(false)
     /// Each run's flow and version (they never change), for reads planned before the run's row is.
     let runFlows = RunFlowCache()
 

@@ -2,6 +2,7 @@ import CeleryProtocol
 import FlowKit
 public import Foundation
 import PostgresClient
+import Synchronization
 
 /// Schedulers: their heartbeats and the durable flush of applied events.
 extension SchedulerStore {
@@ -12,12 +13,14 @@ extension SchedulerStore {
     }
 
     public func schedulerHeartbeat(name: String, host: String, startedAt: Date, now: Date) async throws {
-        _ = try await db.run { s in
+        let standby = try await db.run { s in
             try s.query("""
                 INSERT INTO schedulers (name, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
                 ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
-                """, [name, host, startedAt, now])
+                RETURNING current_setting('synchronous_standby_names') <> '' AS standby
+                """, [name, host, startedAt, now]).single().bool("standby")
         }
+        commitsWaitForStandby.store(standby, ordering: .relaxed)
     }
 
     /// Seconds since the freshest scheduler heartbeat (nil when no scheduler ever ran).

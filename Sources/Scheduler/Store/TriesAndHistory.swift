@@ -2,6 +2,7 @@ public import CeleryProtocol
 import FlowKit
 public import Foundation
 import PostgresClient
+import Synchronization
 
 /// Tries and their history: worker events applied in batches, the reaper, tries run by Celery workers.
 extension SchedulerStore {
@@ -15,14 +16,15 @@ extension SchedulerStore {
     ///
     /// With `durable` false the commit does not wait for the WAL flush: the caller must not
     /// acknowledge the events until a later synchronous commit (`flushDurably`) has returned —
-    /// WAL is flushed in order, so that commit makes this one durable too.
+    /// WAL is flushed in order, so that commit makes this one durable too. Not when the primary
+    /// has synchronous standbys (`commitsWaitForStandby`): there the commit waits as configured.
     public func applyEvents(_ events: [WorkerEvent], now: Date, durable: Bool = true) async throws -> BrokerWork {
         guard !events.isEmpty else { return BrokerWork() }
         // The next tasks' messages are built as the commit's round trip brings their rows.
         let sink = MessageSink()
         return try await db.run { [self] s in
             var work = try s.transaction { try s.plans(generic: events.count <= SchedulerStore.smallBatch) {
-                if !durable { s.enqueue("SET LOCAL synchronous_commit = off") }
+                if !durable && !commitsWaitForStandby.load(ordering: .relaxed) { s.enqueue("SET LOCAL synchronous_commit = off") }
                 let runIds = Array(Set(events.compactMap(\.runId)))
                 var runPks: [String: Int] = [:]
                 var current: [String: PGRow] = [:]
