@@ -129,6 +129,15 @@ struct AirflowAPITests {
                 #expect(r.status == 401 && r.json["detail"] == "invalid username or password", "\(r.text)")
             }
             #expect(try await api.request("POST", "/auth/token", body: #"{"username": "ci"}"#).status == 422)
+            // Login tokens go a day after they expire (the retention cleaner's hourly pass); others stay.
+            _ = try await api.store.createAPIToken(id: "keep1", name: "ci-bot", role: "read", salt: "s", secretHash: "h",
+                                                   expiresAt: Date().addingTimeInterval(3600), now: Date())
+            let logins = try await api.store.apiTokens(all: true, now: Date()).filter { $0.name.hasPrefix("airflow-") }.count
+            #expect(logins == 2)
+            #expect(try await api.store.deleteExpiredLoginTokens(before: Date()) == 0)
+            #expect(try await api.store.deleteExpiredLoginTokens(before: Date().addingTimeInterval(2 * 86_400)) == 2)
+            let left = try await api.store.apiTokens(all: true, now: Date())
+            #expect(left.map(\.name) == ["ci-bot"], "\(left.map(\.name))")
         }
         #expect(throws: ConfigError.self) { try APIConfig.parseAirflowUsers("ci:admin:short") }
         #expect(throws: ConfigError.self) { try APIConfig.parseAirflowUsers("ci:events:long-enough-password") }

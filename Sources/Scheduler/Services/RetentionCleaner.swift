@@ -4,7 +4,8 @@ import Logging
 
 /// The retention policy (`FLOWKIT_RETENTION`, e.g. `90d`): once an hour, the leader deletes
 /// finished runs older than that with everything under them (`SchedulerStore.cleanHistory`, the
-/// same cleanup as `flowctl db clean`). Off unless configured.
+/// same cleanup as `flowctl db clean`). Off unless configured. Always: the tokens Airflow
+/// clients' logins made (`POST /auth/token`) a day after they expired.
 public struct RetentionCleaner: SchedulerDuty {
     public struct Config: Sendable {
         /// Keep finished runs this many seconds; nil keeps everything.
@@ -24,8 +25,11 @@ public struct RetentionCleaner: SchedulerDuty {
     let config: Config
 
     public func runOnce() async throws -> Double {
+        let now = context.clock.now()
+        let logins = try await context.store.deleteExpiredLoginTokens(before: now.addingTimeInterval(-86_400))
+        if logins > 0 { context.logger.info("deleted \(logins) login tokens of Airflow clients that expired over a day ago") }
         guard let keep = config.keep else { return config.interval }
-        let cutoff = context.clock.now().addingTimeInterval(-keep)
+        let cutoff = now.addingTimeInterval(-keep)
         let r = try await context.store.cleanHistory(before: cutoff)
         if r.runs > 0 {
             context.logger.info("retention: deleted \(r.runs) runs (\(r.taskInstances) task instances, \(r.logLines) log lines) that ended before \(cutoff)")

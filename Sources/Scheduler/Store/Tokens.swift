@@ -43,6 +43,15 @@ extension SchedulerStore {
         }
     }
 
+    /// Deletes the tokens `POST /auth/token` made (`airflow-USER-ID`, one per login) that expired
+    /// before `cutoff`; returns how many. A CI job that logs in every minute would otherwise
+    /// leave half a million rows a year. Each login stays in the audit log.
+    public func deleteExpiredLoginTokens(before cutoff: Date) async throws -> Int {
+        try await db.run { s in
+            try s.query("DELETE FROM api_tokens WHERE name LIKE 'airflow-%-%' AND expires_at < $1 RETURNING 1", [cutoff]).all.count
+        }
+    }
+
     /// Every token, newest first; revoked and expired ones only when `all` is set.
     public func apiTokens(all: Bool, now: Date) async throws -> [APITokenRecord] {
         try await db.run { s in
