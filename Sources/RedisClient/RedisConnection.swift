@@ -50,7 +50,13 @@ public final class RedisConnection: @unchecked Sendable {
         self.thread = ConnectionThread(name: "flowkit-\(label)")
         self.readTimeout = readTimeout
         self.sentinelOrder = config.sentinels
+        self.watch = config.masterName == nil ? nil : SentinelWatch.shared(for: config)
     }
+
+    /// With Sentinel: where the sentinels say the master is now (asked twice a second by one
+    /// thread per process), and the master this connection is on (its thread's own).
+    private let watch: SentinelWatch?
+    private var connectedTo: String?
 
     public convenience init(url: String, label: String = "redis", readTimeout: Double = 30) throws {
         self.init(try RedisConfig(url: url), label: label, readTimeout: readTimeout)
@@ -94,7 +100,14 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     private func session() throws -> RedisSession {
-        if let context, context.pointee.err == 0 { return RedisSession(context: context, replicas: config.waitReplicas) }
+        if let context, context.pointee.err == 0 {
+            // The sentinels name another master: leave this one now. After a `SENTINEL FAILOVER`
+            // the old master still answers, and takes writes it discards once the sentinels
+            // demote it (up to 10 s later) — an error would come too late.
+            guard let named = watch?.master, let connectedTo, named != connectedTo else {
+                return RedisSession(context: context, replicas: config.waitReplicas)
+            }
+        }
         drop()
         let now = Date()
         if now < nextAttempt {
@@ -141,6 +154,7 @@ public final class RedisConnection: @unchecked Sendable {
                     throw RedisError(.connection, "\(host):\(port) is not a master (ROLE: \(what)): asking the sentinels again")
                 }
                 let address = "\(host):\(port)"
+                connectedTo = address
                 moved = master.withLock { m in
                     defer { m.address = address }
                     guard let before = m.address, before != address else { return false }
@@ -157,10 +171,14 @@ public final class RedisConnection: @unchecked Sendable {
         return s
     }
 
-    /// Asks the sentinels, in order, for the master's address (`SENTINEL get-master-addr-by-name`);
-    /// the first that answers moves to the front of the list.
     private func discoverMaster() throws -> (String, Int) {
         guard let name = config.masterName else { return (config.host, config.port) }
+        return try Self.askSentinels(&sentinelOrder, name: name, password: config.sentinelPassword)
+    }
+
+    /// Asks the sentinels, in order, for the master's address (`SENTINEL get-master-addr-by-name`);
+    /// the first that answers moves to the front of the list.
+    static func askSentinels(_ sentinelOrder: inout [RedisConfig.RedisAddress], name: String, password: String?) throws -> (String, Int) {
         var problems: [String] = []
         for (i, sentinel) in sentinelOrder.enumerated() {
             let tv = timeval(tv_sec: 0, tv_usec: 500_000)
@@ -170,7 +188,7 @@ public final class RedisConnection: @unchecked Sendable {
             redisSetTimeout(c, tv)
             let s = RedisSession(context: c, replicas: nil)
             do {
-                if let p = config.sentinelPassword { try s.command(["AUTH", p]).orThrow() }
+                if let p = password { try s.command(["AUTH", p]).orThrow() }
                 let reply = try s.command(["SENTINEL", "get-master-addr-by-name", name]).orThrow()
                 guard case .array(let parts) = reply, parts.count == 2, let host = parts[0].string, let port = parts[1].string.flatMap({ Int($0) }) else {
                     problems.append("\(sentinel): does not know master `\(name)`")
@@ -183,6 +201,43 @@ public final class RedisConnection: @unchecked Sendable {
             }
         }
         throw RedisError(.connection, "no sentinel answered for master `\(name)` (\(problems.joined(separator: "; ")))")
+    }
+}
+
+/// Where the sentinels say the master is, asked every half second by one thread per process and
+/// Sentinel configuration, for every connection of that configuration to compare with its own.
+final class SentinelWatch: Sendable {
+    private static let all = Mutex<[String: SentinelWatch]>([:])
+    static let interval = 0.5
+
+    static func shared(for config: RedisConfig) -> SentinelWatch {
+        let key = config.sentinels.map(\.description).joined(separator: ",") + "/" + (config.masterName ?? "")
+        return all.withLock { watches in
+            if let w = watches[key] { return w }
+            let w = SentinelWatch()
+            w.start(config)
+            watches[key] = w
+            return w
+        }
+    }
+
+    private let named = Mutex<String?>(nil)
+    /// The `host:port` the sentinels named last; nil until one answered.
+    var master: String? { named.withLock { $0 } }
+
+    private func start(_ config: RedisConfig) {
+        let name = config.masterName ?? "", password = config.sentinelPassword, sentinels = config.sentinels
+        let thread = Thread { [self] in
+            var order = sentinels
+            while true {
+                if let (host, port) = try? RedisConnection.askSentinels(&order, name: name, password: password) {
+                    named.withLock { $0 = "\(host):\(port)" }
+                }
+                Thread.sleep(forTimeInterval: Self.interval)
+            }
+        }
+        thread.name = "flowkit-sentinel-watch"
+        thread.start()
     }
 }
 

@@ -63,6 +63,7 @@ final class Reporter: Sendable {
     /// still holds the message — queued, or claimed and soon restored — and would run a finished
     /// try a second time.
     let sent = SentReports()
+    private let replaying = NSLock()
     /// The worker's queues' lists, where a lost report's message may wait again.
     let queueLists: [String]
     /// Only a Redis behind Sentinel fails over: with a single server nothing is kept.
@@ -74,6 +75,10 @@ final class Reporter: Sendable {
     /// claimed it: that worker checks its claims before running them (`Claimer.settle`).
     /// Runs on the connection's thread, before anything else uses the new master.
     func replayLost(on s: RedisSession) {
+        // The worker's connections find the new master at about the same moment: one replay at
+        // a time, so that the second finds the first's reports there and sends nothing twice.
+        replaying.lock()
+        defer { replaying.unlock() }
         let reports = sent.all
         guard !reports.isEmpty else { return }
         do {

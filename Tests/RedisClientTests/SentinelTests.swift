@@ -51,12 +51,18 @@ struct SentinelTests {
         }
         let moved = try #require(after, "the connection never moved off \(before)")
         #expect(moved != before)
+        // It moved as soon as the sentinels named the new master, not when the old one was
+        // demoted (up to 10 s later, discarding whatever it took meanwhile): the old one still
+        // says master. A connection that waited for an error would only move after that.
+        let old = before.split(separator: ":")
+        let oldRole = try await RedisConnection(RedisConfig(url: "redis://\(old[0]):\(old[1])")).run { s in try s.command(["ROLE"]) }.arrayFirst
+        #expect(oldRole == "master", "the old master was demoted before the connection moved")
         // What the leader's unacked restorer reads to give the workers time to refresh their claims.
         let changed = try #require(r.lastMasterChange)
         #expect(changed > failedOverAt)
         #expect(try await r.run { s in try s.command(["GET", key]).string } == "before")
         #expect(try await r.run { s in try s.command(["ROLE"]) }.arrayFirst == "master")
-        print("sentinel: master \(before) → \(moved) after \(failures) failed writes")
+        print("sentinel: master \(before) → \(moved) after \(failures) failed writes, \(ContinuousClock.now - failedOverAt) after SENTINEL FAILOVER (old one's role then: \(oldRole ?? "?"))")
     }
 }
 
