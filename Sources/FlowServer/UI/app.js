@@ -11,6 +11,9 @@ const STATES = {
 };
 const token = () => sessionStorage.getItem("flowkit-token");
 let page = null;          // the current page: { onChange(change), dispose() }
+// A change that arrives while a page loads has no page to tell: the page, once there, reads
+// again (a run that ended while its page was loading stayed "running" on it for good).
+let changedWhileLoading = false;
 let liveAbort = null;
 
 async function api(path, opts = {}) {
@@ -127,7 +130,7 @@ async function startLive() {
           const block = buf.slice(0, i); buf = buf.slice(i + 2);
           const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
           if (!data) continue;
-          try { const ch = JSON.parse(data); if (page && page.onChange) page.onChange(ch); } catch (_) { }
+          try { const ch = JSON.parse(data); if (page && page.onChange) page.onChange(ch); else changedWhileLoading = true; } catch (_) { }
         }
       }
     } catch (e) { if (ctl.signal.aborted) return; }
@@ -1158,6 +1161,7 @@ let routeSeq = 0;
 async function route() {
   if (page && page.dispose) page.dispose();
   page = null;
+  changedWhileLoading = false;
   const seq = ++routeSeq;
   const main = document.createElement("div");
   main.innerHTML = '<p class="muted">Loading…</p>';
@@ -1186,6 +1190,7 @@ async function route() {
     else main.innerHTML = `<h1>Not found</h1><p><a href="#/">Flows</a></p>`;
     if (seq !== routeSeq) { if (p && p.dispose) p.dispose(); return; }
     page = p;
+    if (changedWhileLoading && p && p.refresh) { changedWhileLoading = false; p.refresh(); }
     document.title = `FlowKit — ${parts.join(" / ") || "home"}`;
   } catch (e) {
     main.innerHTML = `<h1>${e.status === 401 ? "Sign in to see this" : "Something went wrong"}</h1><p class="error">${esc(e.message)}</p>`;
