@@ -49,8 +49,7 @@ final class Reporter: Sendable {
             let entryId = try await self.redis.run { s -> String? in
                 let replies = try s.pipeline(cmds)
                 if case .error(let m) = replies.last ?? .null { throw RedisError(.reply, m) }
-                // EXEC's replies: the events' stream ids first; the last event's is the report's.
-                return keep ? replies.last?.array?.dropFirst(events.count - 1).first?.string : nil
+                return keep ? SentReports.entryId(exec: replies.last, at: events.count - 1) : nil
             }
             if let entryId, let raw { self.sent.record(entryId: entryId, entryIndex: events.count - 1, commands: cmds, raw: raw) }
         }
@@ -95,7 +94,7 @@ final class Reporter: Sendable {
                 var at = 0, moved: [String: String] = [:]
                 for r in lost {
                     at += r.commands.count
-                    if let id = replies[at - 1].array?.dropFirst(r.entryIndex).first?.string { moved[r.entryId] = id }
+                    if let id = SentReports.entryId(exec: replies[at - 1], at: r.entryIndex) { moved[r.entryId] = id }
                     at += queueLists.count
                 }
                 sent.renumber(moved)
@@ -210,6 +209,12 @@ final class SentReports: Sendable {
     /// and longer than an old master takes writes after a `SENTINEL FAILOVER`: the sentinels
     /// demote it — and clients find the new master — only at their next look at it (every 10 s).
     static let keep = 20.0
+
+    /// The stream id a report's event got, from its EXEC's reply: the events' XADD replies come
+    /// first, in order, so the report's last event is at `index`.
+    static func entryId(exec: RedisValue?, at index: Int) -> String? {
+        exec?.array?.dropFirst(index).first?.string
+    }
     private let state = Mutex<(reports: [Report], head: Int, pending: Bool)>(([], 0, false))
 
     func record(entryId: String, entryIndex: Int, commands: [[String]], raw: String) {
