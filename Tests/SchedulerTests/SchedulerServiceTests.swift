@@ -108,6 +108,17 @@ struct SchedulerServiceTests {
         #expect(try await h.queued().map(\.id) == [lost.id])
     }
 
+    @Test("after a Redis failover the rescuer looks at every try queued before it, once the settle window ends, and wakes when it ends")
+    func lostMessageRescuerPlan() {
+        let plan = { (since: Double?) in LostMessageRescuer.plan(sinceMasterChange: since, after: 30, interval: 2) }
+        #expect(plan(nil) == (30, 2))     // no failover: tries queued 30 s
+        #expect(plan(45) == (30, 2))      // a failover longer ago than `after` changes nothing
+        #expect(plan(0.5).olderThan == 30) // within the window the retries may still land
+        #expect(abs(plan(0.5).next - 2) < 1e-9)
+        #expect(abs(plan(4).next - 1.01) < 1e-9)  // the window ends in 1 s: look then, not 2 s later
+        #expect(plan(7) == (7, 2))        // settled: everything queued before the failover
+    }
+
     @Test("the abandoned-event claimer applies what a dead scheduler read and never acknowledged")
     func abandonedEvents() async throws {
         var config = SchedulerConfig(name: "survivor")
