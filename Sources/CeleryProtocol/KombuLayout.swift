@@ -237,16 +237,18 @@ public enum KombuLayout {
 
     /// Whether a message (ARGV[1], the delivery tag) is waiting in a queue list (KEYS but the
     /// last two) or claimed in `unacked` (the last two KEYS). 1 when it is, 0 when it is gone.
+    /// With ARGV[2] `lists`, only a queue list counts: 1 when the message waits for a worker.
     public static let locateScript = """
     local nq = #KEYS - 2
-    if redis.call('HEXISTS', KEYS[nq + 1], ARGV[1]) == 1 then return 1 end
+    local claimed = ARGV[2] ~= 'lists'
+    if claimed and redis.call('HEXISTS', KEYS[nq + 1], ARGV[1]) == 1 then return 1 end
     for i = 1, nq do
       local items = redis.call('LRANGE', KEYS[i], 0, -1)
       for _, m in ipairs(items) do
         if string.find(m, ARGV[1], 1, true) then return 1 end
       end
     end
-    if redis.call('HEXISTS', KEYS[nq + 1], ARGV[1]) == 1 then return 1 end
+    if claimed and redis.call('HEXISTS', KEYS[nq + 1], ARGV[1]) == 1 then return 1 end
     return 0
     """
 

@@ -2,6 +2,7 @@ import CeleryProtocol
 import FlowKit
 import FlowKitTesting
 import Foundation
+import PostgresClient
 import Testing
 @testable import Scheduler
 import RedisClient
@@ -41,12 +42,55 @@ struct ReaperTests {
         let m = try await h.take()[0]
         try await h.report(m, .started, worker: "busy-worker")
         h.clock.advance(by: 60)
-        #expect(try await h.store.workersWithStaleHeartbeats(now: h.clock.now(), heartbeatTimeout: 30) == ["busy-worker"])
+        #expect(try await h.store.staleTries(now: h.clock.now(), heartbeatTimeout: 30) == [StaleTry(worker: "busy-worker", messageId: m.id, queue: "default")])
         _ = try await h.redis.command("SET", FlowKitKeys.workerAlive("busy-worker"), "1", "EX", "10")
         let alive = try await h.broker.aliveWorkers(["busy-worker", "gone-worker"])
         #expect(alive == ["busy-worker"])
         #expect(try await h.store.reapZombies(now: h.clock.now(), heartbeatTimeout: 30, aliveWorkers: alive).forget.isEmpty)
         #expect(try await h.states(run)["t"] == "running")
+    }
+
+    @Test("a lost worker's try whose message is back in its queue is queued again, not failed: the same try runs on the next worker")
+    func zombieTakenOver() async throws {
+        let once = Flow("once") { f in _ = noop(f, "t") }  // no retries: failing the zombie would fail the run
+        let h = try await Harness.make([once])
+        let run = try await h.trigger("once")
+        let raw = try await h.redis.run { s in try s.command(["LRANGE", "default", "0", "-1"]).array?.compactMap(\.string) ?? [] }
+        let m = try await h.take()[0]
+        try await h.report(m, .started, worker: "cut-off-worker")
+        h.clock.advance(by: 31)
+        // Still claimed (nowhere in a queue): the reaper fails it as before — shown on a second run below.
+        #expect(try await h.broker.waitingInQueue([(m.id, "default")]).isEmpty)
+        // The unacked restorer gives the lost worker's claim back: the message waits in its queue.
+        _ = try await h.redis.run { s in try s.command(["RPUSH", "default"] + raw) }
+        #expect(try await h.broker.waitingInQueue([(m.id, "default")]) == [m.id])
+        #expect(try await h.daemon.reaper.runOnce() > 0)
+        let ti = try await h.store.taskInstances(runId: run)[0]
+        #expect(ti.state == "queued")
+        #expect(ti.tryNumber == 1)
+        #expect(ti.worker == nil)
+        #expect(ti.tries.map(\.state) == ["queued"])
+        let history = try await h.sql("""
+            SELECT h.to_state, h.detail FROM task_history h JOIN runs r ON r.id = h.run_pk WHERE r.run_id = $1 AND h.source = 'reaper'
+            """, [run])
+        #expect(try history.map { try $0.string("to_state") } == ["queued"])
+        #expect(try history.first?.stringOrNull("detail")?.contains("its message is back in the queue") == true)
+        // The next worker takes the same message and the try ends as its body did.
+        let again = try await h.take()
+        #expect(again.map(\.id) == [m.id])
+        try await h.report(again[0], .started, worker: "w2")
+        #expect(try await h.store.taskInstances(runId: run)[0].tries.map(\.worker) == ["w2"])
+        try await h.report(again[0], .succeeded, worker: "w2")
+        #expect(try await h.runState(run) == "success")
+
+        // The same loss without the restore (the claim still in `unacked`): a zombie, failed.
+        let run2 = try await h.trigger("once")
+        let m2 = try await h.take()[0]
+        try await h.report(m2, .started, worker: "cut-off-worker")
+        h.clock.advance(by: 31)
+        _ = try await h.daemon.reaper.runOnce()
+        #expect(try await h.states(run2)["t"] == "failed")
+        #expect(try await h.runState(run2) == "failed")
     }
 
     @Test("heartbeats keep a long task alive")

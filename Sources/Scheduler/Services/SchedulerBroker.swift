@@ -160,6 +160,22 @@ public final class SchedulerBroker: Sendable {
         }
     }
 
+    /// Which of `candidates` (message id, queue) wait in a queue list for a worker to take them —
+    /// the unacked restorer put a lost worker's claim back — rather than being claimed or gone.
+    public func waitingInQueue(_ candidates: [(messageId: String, queue: String)]) async throws -> Set<String> {
+        guard !candidates.isEmpty else { return [] }
+        let list = candidates
+        return try await redis.run { s in
+            var waiting: Set<String> = []
+            for c in list {
+                let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
+                let r = try s.command(["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId, "lists"]).orThrow()
+                if r.int == 1 { waiting.insert(c.messageId) }
+            }
+            return waiting
+        }
+    }
+
     /// Seconds since one of this broker's connections found the Redis master moved (a Sentinel
     /// failover); nil when none has.
     public var secondsSinceMasterChange: Double? { RedisConnection.secondsSinceMasterChange([redis, events, dispatch]) }

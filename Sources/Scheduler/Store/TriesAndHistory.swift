@@ -316,10 +316,18 @@ extension SchedulerStore {
 
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s))s" : "\(s)s" }
 
+    /// Fails tries whose worker stopped heart-beating and tries past their execution timeout,
+    /// retrying them per their policy. Returns the broker work (retries are queued by the timer;
+    /// the reaped messages are forgotten so no worker runs the stale try).
+    ///
     /// `aliveWorkers` are known to be alive right now (from Redis): their tries are not zombies
     /// even when the database has not seen their heartbeats yet (after a database outage, the
-    /// heartbeats are still queued in the events stream).
-    public func reapZombies(now: Date, heartbeatTimeout: Double, aliveWorkers: Set<String> = []) async throws -> BrokerWork {
+    /// heartbeats are still queued in the events stream). `waiting` are messages of stale tries
+    /// that wait in their queue again (the unacked restorer gave a lost worker's claim back): the
+    /// take-over has begun, so such a zombie goes back to `queued` — the same try, no retry used —
+    /// and runs on the next free worker.
+    public func reapZombies(now: Date, heartbeatTimeout: Double, aliveWorkers: Set<String> = [],
+                            waiting: Set<String> = []) async throws -> BrokerWork {
         try await db.run { [self] s in
             try s.transaction {
                 var work = BrokerWork()
@@ -327,7 +335,8 @@ extension SchedulerStore {
                 let rows = try s.query("""
                     SELECT t.run_pk, t.task_id, t.try_number, t.max_tries, t.message_id, t.worker, t.heartbeat_at, t.started_at,
                            t.timeout_seconds, r.flow_id, r.flow_version, r.run_id,
-                           CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why
+                           CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why,
+                           (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2) AS past_timeout
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
                     WHERE t.state = 'running' AND t.message_id IS NOT NULL AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
                           OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
@@ -335,10 +344,17 @@ extension SchedulerStore {
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
                 // Set-based, like applied outcomes: one statement per table for every reaped try,
                 // then one evaluation per run touched.
-                var updates = OutcomeBatch(), h = HistoryBatch(), notes = NotificationBatch()
+                var updates = OutcomeBatch(), h = HistoryBatch(), notes = NotificationBatch(), requeued = ColumnBatch()
                 var ended: [Int: [String]] = [:], runGraphs: [Int: FlowGraph] = [:]
                 for r in rows {
                     let pk = try r.int("run_pk"), task = try r.string("task_id"), t = try r.int("try_number")
+                    if let mid = try r.stringOrNull("message_id"), waiting.contains(mid), try r.stringOrNull("why") == "zombie", try !r.bool("past_timeout") {
+                        let detail = "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s) "
+                            + "and its message is back in the queue: the same try runs on the next free worker"
+                        requeued.add(pk, task, t, now, mid)
+                        h.add(pk, task, t, "running", TaskState.queued.rawValue, now, "reaper", detail, true)
+                        continue
+                    }
                     let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
                     let error = try r.stringOrNull("why") == "zombie"
                         ? "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s): zombie task"
@@ -359,6 +375,19 @@ extension SchedulerStore {
                     if newState.isTerminal { ended[pk, default: []].append(task); runGraphs[pk] = graph }
                 }
                 updates.apply(s)
+                if !requeued.isEmpty {
+                    s.enqueue("""
+                        UPDATE task_instances t SET state = 'queued', worker = NULL, heartbeat_at = NULL
+                        FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(run_pk, task_id, mid)
+                        WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.message_id = u.mid AND t.state = 'running'
+                        """, [requeued.pk, requeued.task, requeued.text])
+                    // The try is queued again too, so that the next worker's start is recorded on it.
+                    s.enqueue("""
+                        UPDATE task_tries t SET state = 'queued', worker = NULL
+                        FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(run_pk, task_id, n)
+                        WHERE t.run_pk = u.run_pk AND t.task_id = u.task_id AND t.try_number = u.n AND t.state = 'running'
+                        """, [requeued.pk, requeued.task, requeued.tryNumber])
+                }
                 h.insert(s)
                 notes.insert(s, now: now)
                 if !rows.isEmpty { s.notifyAfterCommit(Self.slotsChannel, "") }

@@ -52,14 +52,23 @@ extension SchedulerStore {
         }
     }
 
-    /// Fails tries whose worker stopped heart-beating and tries past their execution timeout,
-    /// retrying them per their policy. Returns the broker work (retries are queued by the timer;
-    /// the reaped messages are forgotten so no worker runs the stale try).
-    /// Workers of running tries whose heartbeat in the database is older than `heartbeatTimeout`.
-    public func workersWithStaleHeartbeats(now: Date, heartbeatTimeout: Double) async throws -> [String] {
+    /// Running tries whose heartbeat in the database is older than `heartbeatTimeout`: who ran
+    /// them and where their message lives, for the reaper to ask Redis about before it decides.
+    public func staleTries(now: Date, heartbeatTimeout: Double, limit: Int = 500) async throws -> [StaleTry] {
         try await db.run { s in
-            try s.query("SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND heartbeat_at < $1 AND worker IS NOT NULL",
-                        [now.addingTimeInterval(-heartbeatTimeout)]).all.compactMap { try $0.stringOrNull("worker") }
+            try s.query("""
+                SELECT worker, message_id, queue FROM task_instances
+                WHERE state = 'running' AND heartbeat_at < $1 AND message_id IS NOT NULL AND executor = 'flowkit' LIMIT $2
+                """, [now.addingTimeInterval(-heartbeatTimeout), limit]).all.map {
+                StaleTry(worker: try $0.stringOrNull("worker"), messageId: try $0.string("message_id"), queue: try $0.string("queue"))
+            }
         }
     }
+}
+
+/// A running try with a stale heartbeat (`SchedulerStore.staleTries`).
+public struct StaleTry: Sendable, Equatable {
+    public var worker: String?
+    public var messageId: String
+    public var queue: String
 }
