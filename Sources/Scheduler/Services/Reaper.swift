@@ -30,7 +30,7 @@ public struct Reaper: SchedulerDuty {
         let reaped = try await context.store.reapZombies(now: now, heartbeatTimeout: config.zombieThreshold, aliveWorkers: alive, waiting: waiting)
         try await context.broker.perform(reaped)
         if !reaped.forget.isEmpty { context.logger.warning("reaped \(reaped.forget.count) tries (zombies or timeouts)") }
-        if !waiting.isEmpty { context.logger.warning("\(waiting.count) tries of lost workers wait in their queues again: queued, not failed") }
+        if !waiting.isEmpty { context.logger.warning("\(waiting.count) stale tries' messages wait in their queues again: queued again unless past their timeout") }
         return config.interval
     }
 }

@@ -152,12 +152,17 @@ public final class SchedulerBroker: Sendable {
             var missing: [String] = []
             let finished = try s.pipeline(list.map { ["EXISTS", CeleryResult.key($0.messageId)] })
             for (c, done) in zip(list, finished) where done.int != 1 {
-                let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
-                let r = try s.command(["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId]).orThrow()
-                if r.int == 0 { missing.append(c.messageId) }
+                if try !Self.located(s, c, listsOnly: false) { missing.append(c.messageId) }
             }
             return missing
         }
+    }
+
+    /// `KombuLayout.locateScript` for one message: in a queue list or claimed (`listsOnly`: in a queue list).
+    static func located(_ s: RedisSession, _ c: (messageId: String, queue: String), listsOnly: Bool) throws -> Bool {
+        let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
+        let args = ["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId] + (listsOnly ? ["lists"] : [])
+        return try s.command(args).orThrow().int == 1
     }
 
     /// Which of `candidates` (message id, queue) wait in a queue list for a worker to take them —
@@ -165,15 +170,7 @@ public final class SchedulerBroker: Sendable {
     public func waitingInQueue(_ candidates: [(messageId: String, queue: String)]) async throws -> Set<String> {
         guard !candidates.isEmpty else { return [] }
         let list = candidates
-        return try await redis.run { s in
-            var waiting: Set<String> = []
-            for c in list {
-                let keys = KombuLayout.lists(for: c.queue) + [KombuLayout.unacked, KombuLayout.unackedIndex]
-                let r = try s.command(["EVAL", KombuLayout.locateScript, String(keys.count)] + keys + [c.messageId, "lists"]).orThrow()
-                if r.int == 1 { waiting.insert(c.messageId) }
-            }
-            return waiting
-        }
+        return try await redis.run { s in Set(try list.filter { try Self.located(s, $0, listsOnly: true) }.map(\.messageId)) }
     }
 
     /// Seconds since one of this broker's connections found the Redis master moved (a Sentinel

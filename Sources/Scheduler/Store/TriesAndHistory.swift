@@ -335,11 +335,12 @@ extension SchedulerStore {
                 let rows = try s.query("""
                     SELECT t.run_pk, t.task_id, t.try_number, t.max_tries, t.message_id, t.worker, t.heartbeat_at, t.started_at,
                            t.timeout_seconds, r.flow_id, r.flow_version, r.run_id,
-                           CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why,
-                           (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2) AS past_timeout
+                           CASE WHEN t.heartbeat_at < $1 THEN 'zombie' ELSE 'timeout' END AS why, x.past_timeout
                     FROM task_instances t JOIN runs r ON r.id = t.run_pk
-                    WHERE t.state = 'running' AND t.message_id IS NOT NULL AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[])))
-                          OR (t.timeout_seconds IS NOT NULL AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2))
+                    CROSS JOIN LATERAL (SELECT t.timeout_seconds IS NOT NULL
+                                               AND t.started_at + make_interval(secs => t.timeout_seconds + $3) < $2 AS past_timeout) x
+                    WHERE t.state = 'running' AND t.message_id IS NOT NULL
+                      AND ((t.heartbeat_at < $1 AND t.executor = 'flowkit' AND NOT (COALESCE(t.worker, '') = ANY($4::text[]))) OR x.past_timeout)
                     LIMIT 500 FOR NO KEY UPDATE OF r SKIP LOCKED
                     """, [cutoff, now, heartbeatTimeout, Array(aliveWorkers)]).all
                 // Set-based, like applied outcomes: one statement per table for every reaped try,
@@ -348,17 +349,16 @@ extension SchedulerStore {
                 var ended: [Int: [String]] = [:], runGraphs: [Int: FlowGraph] = [:]
                 for r in rows {
                     let pk = try r.int("run_pk"), task = try r.string("task_id"), t = try r.int("try_number")
-                    if let mid = try r.stringOrNull("message_id"), waiting.contains(mid), try r.stringOrNull("why") == "zombie", try !r.bool("past_timeout") {
-                        let detail = "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s) "
-                            + "and its message is back in the queue: the same try runs on the next free worker"
+                    let zombie = try r.stringOrNull("why") == "zombie"
+                    let lost = "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s)"
+                    if zombie, let mid = try r.stringOrNull("message_id"), waiting.contains(mid), try !r.bool("past_timeout") {
                         requeued.add(pk, task, t, now, mid)
-                        h.add(pk, task, t, "running", TaskState.queued.rawValue, now, "reaper", detail, true)
+                        h.add(pk, task, t, "running", TaskState.queued.rawValue, now, "reaper",
+                              "\(lost) and its message is back in the queue: the same try runs on the next free worker", true)
                         continue
                     }
                     let graph = try graphs.graph(s, flow: r.string("flow_id"), version: r.int("flow_version"))
-                    let error = try r.stringOrNull("why") == "zombie"
-                        ? "worker `\(try r.stringOrNull("worker") ?? "?")` stopped heart-beating (no heartbeat for \(Int(heartbeatTimeout))s): zombie task"
-                        : "exceeded its execution timeout of \(try r.doubleOrNull("timeout_seconds") ?? 0)s"
+                    let error = zombie ? "\(lost): zombie task" : "exceeded its execution timeout of \(try r.doubleOrNull("timeout_seconds") ?? 0)s"
                     var newState = TaskState.failed
                     var next: Date?
                     if try t < r.int("max_tries") {
